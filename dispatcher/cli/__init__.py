@@ -1,0 +1,1 @@
+"""Operator CLI (Typer + Rich).  ``dispatcher.cli.app:main`` is the console script."""

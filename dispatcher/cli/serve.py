@@ -1,0 +1,9 @@
+"""Top-level `dispatcher serve` command(s)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,39 @@
+"""Every Redis key name the product uses, in one place.
+
+Throttle keys carry a Redis Cluster hash tag ``{b:<brand>}`` so that all buckets touched by one
+reservation (campaign window, sender MPS, brand daily cap, recipient cap) sit in one hash slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "dispatcher"
+
+
+def brand_tag(brand_id: int | str) -> str:
+    return "{b:" + str(brand_id) + "}"
+
+
+def bucket_key(brand_id: int | str, kind: str, ident: str) -> str:
+    """Throttle bucket state, e.g. ``dispatcher:tb:{b:1}:campaign:QE...``."""
+    return f"{PREFIX}:tb:{brand_tag(brand_id)}:{kind}:{ident}"
+
+
+def scheduler_leader_key() -> str:
+    return f"{PREFIX}:scheduler:leader"
+
+
+def reconciler_lock_key() -> str:
+    return f"{PREFIX}:reconciler:lock"
+
+
+def repetition_key(sender: str, day: str) -> str:
+    """Per-sender per-day HyperLogLog of distinct body hashes (metrics)."""
+    return f"{PREFIX}:rep:{sender}:{day}"
+
+
+def repetition_counts_key(sender: str, day: str) -> str:
+    return f"{PREFIX}:repc:{sender}:{day}"
+
+
+def run_control_key(run_id: int) -> str:
+    return f"{PREFIX}:run:{run_id}:control"

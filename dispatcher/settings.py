@@ -1,0 +1,114 @@
+"""Configuration from the environment (prefix ``DISPATCHER_``).  Nothing is read at import time:
+call :func:`get_settings` (cached) or build ``Settings(...)`` explicitly in tests."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dispatcher.errors import ConfigError
+
+EMBEDDED_DIR = Path(".dispatcher")
+#: Credentials the embedded sandbox carrier accepts when no Twilio credentials are configured.
+SANDBOX_ACCOUNT_SID = "AC" + "0" * 31 + "1"
+SANDBOX_AUTH_TOKEN = "sandbox-auth-token-0000000000000"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCHER_", env_ignore_empty=True, extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = Field(
+        default=f"sqlite:///{EMBEDDED_DIR}/dispatcher.db",
+        description="SQLAlchemy URL; default is the embedded SQLite file.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for broker + throttle; unset = embedded (fakeredis)."
+    )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "DISPATCHER_TWILIO_ACCOUNT_SID"),
+        description="Twilio Account SID (unset in embedded mode = the sandbox's).",
+    )
+    twilio_auth_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "DISPATCHER_TWILIO_AUTH_TOKEN"),
+        description="Twilio Auth Token; also the key for webhook signatures.",
+    )
+    twilio_api_base_url: str | None = Field(
+        default=None,
+        description="Twilio API base URL; unset = api.twilio.com, set = e.g. the sandbox carrier.",
+    )
+    default_timezone: str = Field(
+        default="America/New_York",
+        description="Zone for operator-facing times (--at without an offset).",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="URL at which Twilio reaches the webhooks (signatures are checked against it).",
+    )
+    queue_name: str = Field(default="deliver", description="Dramatiq queue for deliveries.")
+    validity_period_s: int = Field(
+        default=36000, description="Upper bound for Twilio ValidityPeriod (1..36000 s)."
+    )
+    log_level: str = Field(default="WARNING", description="Log level (logs go to stderr).")
+    advanced_opt_out: bool = Field(
+        default=False,
+        description="Twilio Advanced Opt-Out answers STOP/START/HELP itself: webhooks stay silent.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db_url(cls, v: str) -> str:
+        if v.startswith("postgres://"):
+            v = "postgresql://" + v[len("postgres://") :]
+        if v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        return v
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+    @field_validator("validity_period_s")
+    @classmethod
+    def _check_validity(cls, v: int) -> int:
+        if not 1 <= v <= 36000:
+            raise ValueError("must be between 1 and 36000 seconds")
+        return v
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis configured: broker and throttle run in process on fakeredis."""
+        return self.redis_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def account_sid(self) -> str:
+        return self.twilio_account_sid or SANDBOX_ACCOUNT_SID
+
+    @property
+    def auth_token(self) -> str:
+        return self.twilio_auth_token or SANDBOX_AUTH_TOKEN
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as e:  # pydantic.ValidationError is a ValueError
+        first = str(e).splitlines()
+        raise ConfigError("invalid settings: " + " ".join(x.strip() for x in first[1:3])) from e
