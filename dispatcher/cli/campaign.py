@@ -2,6 +2,70 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from dispatcher import registry
+from dispatcher.cli.common import database
+from dispatcher.cli.output import JsonOpt, report, table
+from dispatcher.errors import InputError
+
 app = typer.Typer(no_args_is_help=True)
+
+
+def _brand_for(session, brand: str | None):  # type: ignore[no-untyped-def]
+    if brand:
+        return registry.get_brand(session, brand)
+    brands = registry.list_brands(session)
+    if len(brands) == 1:
+        return brands[0]
+    if not brands:
+        raise InputError("no brand yet: add one with `dispatcher brand add NAME`")
+    raise InputError("several brands exist: name one with --brand")
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="UsAppToPerson JSON document as Twilio returns it."),
+    brand: str = typer.Option(None, "--brand", help="Brand name or id (default: the only one)."),
+    sender: str = typer.Option(None, "--sender", help="From number (E.164) for this campaign."),
+    window_limit: int = typer.Option(None, "--window-limit", help="Messages per window."),
+    window_seconds: int = typer.Option(None, "--window-seconds", help="Window length (s)."),
+    cap_count: int = typer.Option(None, "--frequency-cap", help="Per-recipient messages..."),
+    cap_hours: int = typer.Option(None, "--frequency-cap-hours", help="...per this many hours."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Import (or refresh) a campaign registration."""
+    doc = registry.load_campaign_file(file)
+    policy = {
+        "sender": sender, "window_limit": window_limit, "window_seconds": window_seconds,
+        "frequency_cap_count": cap_count, "frequency_cap_hours": cap_hours,
+    }
+    with database().session() as s:
+        b = _brand_for(s, brand)
+        c, created = registry.import_campaign(s, doc, brand=b, policy=policy)
+        out = {**registry.campaign_dict(c), "created": created}
+    report(out, as_json, lambda d: typer.echo(
+        f"campaign {d['sid']} {'imported' if created else 'updated'} "
+        f"(status {d['campaign_status']}, window {d['window']})", err=True))
+
+
+@app.command("list")
+def list_(as_json: bool = JsonOpt) -> None:
+    """List campaigns."""
+    with database().session() as s:
+        rows = [registry.campaign_dict(c) for c in registry.list_campaigns(s)]
+    report({"campaigns": rows}, as_json, lambda d: table(
+        "Campaigns", ["id", "sid", "use case", "status", "window", "sender / service"],
+        [(c["id"], c["sid"], c["us_app_to_person_usecase"], c["campaign_status"], c["window"],
+          c["sender"] or c["messaging_service_sid"]) for c in d["campaigns"]]))
+
+
+@app.command("show")
+def show(campaign: str = typer.Argument(..., help="Campaign SID or id."),
+         as_json: bool = JsonOpt) -> None:
+    """Show one campaign in full."""
+    with database().session() as s:
+        doc = registry.campaign_dict(registry.get_campaign(s, campaign), full=True)
+    report(doc, as_json)

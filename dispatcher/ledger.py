@@ -1,0 +1,163 @@
+"""The consent ledger: append-only grant/revoke events; current consent is derived, never stored.
+
+Two locks keep it append-only: the ORM refuses to flush an update or delete of a ConsentEvent
+(LedgerError), and migration 0002 installs database triggers that refuse UPDATE/DELETE from any
+other path.  A revoke with no campaign covers the whole brand; a later grant re-grants its scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, event, or_
+from sqlmodel import Session, select
+
+from dispatcher.clock import as_utc, utcnow
+from dispatcher.errors import InputError, LedgerError
+from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+
+ACTIONS = ("grant", "revoke")
+SOURCES = (
+    "web_form", "keyword", "import", "operator", "api", "carrier", "paper", "ivr", "email",
+    "natural_language",
+)
+CONSENT_TYPES = ("implied", "express", "written")
+
+
+@event.listens_for(ConsentEvent, "before_update", propagate=True)
+def _no_update(*_: Any) -> None:
+    raise LedgerError("the consent ledger is append-only: events cannot be changed")
+
+
+@event.listens_for(ConsentEvent, "before_delete", propagate=True)
+def _no_delete(*_: Any) -> None:
+    raise LedgerError("the consent ledger is append-only: events cannot be deleted")
+
+
+def dedupe_key(*parts: Any) -> str:
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    contact_id: int,
+    brand_id: int,
+    action: str,
+    source: str,
+    actor: str,
+    campaign_id: int | None = None,
+    consent_type: str = "express",
+    evidence_text: str | None = None,
+    evidence_url: str | None = None,
+    evidence_ref: str | None = None,
+    note: str | None = None,
+    occurred_at: datetime | None = None,
+    dedupe: str | None = None,
+) -> ConsentEvent:
+    if action not in ACTIONS:
+        raise InputError(f"consent action must be one of {', '.join(ACTIONS)}", field="action")
+    if source not in SOURCES:
+        raise InputError(f"consent source must be one of {', '.join(SOURCES)}", field="source")
+    if consent_type not in CONSENT_TYPES:
+        raise InputError(f"consent type must be one of {', '.join(CONSENT_TYPES)}", field="type")
+    if action == "grant" and not (evidence_text or evidence_url or evidence_ref or note):
+        raise InputError("a consent grant needs evidence (text, URL, reference or note)",
+                         field="evidence")
+    now = utcnow()
+    ev = ConsentEvent(
+        contact_id=contact_id, brand_id=brand_id, campaign_id=campaign_id, action=action,
+        consent_type=consent_type, source=source, evidence_text=evidence_text,
+        evidence_url=evidence_url, evidence_ref=evidence_ref, note=note, actor=actor,
+        occurred_at=as_utc(occurred_at) if occurred_at else now, recorded_at=now,
+        dedupe_key=dedupe,
+    )
+    session.add(ev)
+    session.flush()
+    return ev
+
+
+@dataclass(frozen=True)
+class ConsentStatus:
+    granted: bool  # latest event in scope is a grant
+    opted_out: bool  # latest event in scope is a revoke
+    granted_at: datetime | None
+    revoked_at: datetime | None
+
+
+NO_CONSENT = ConsentStatus(False, False, None, None)
+
+
+def _scope(brand_id: int, campaign_id: int | None) -> Any:
+    cond = ConsentEvent.brand_id == brand_id
+    if campaign_id is None:
+        return and_(cond, ConsentEvent.campaign_id.is_(None))  # type: ignore[union-attr]
+    return and_(
+        cond,
+        or_(ConsentEvent.campaign_id.is_(None), ConsentEvent.campaign_id == campaign_id),  # type: ignore[union-attr]
+    )
+
+
+def statuses(
+    session: Session, contact_ids: Iterable[int], *, brand_id: int, campaign_id: int | None
+) -> dict[int, ConsentStatus]:
+    """Consent of many contacts at once (one query per call; callers batch the ids)."""
+    ids = list(contact_ids)
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(ConsentEvent.contact_id, ConsentEvent.action, ConsentEvent.occurred_at)
+        .where(_scope(brand_id, campaign_id), ConsentEvent.contact_id.in_(ids))  # type: ignore[attr-defined]
+        .order_by(ConsentEvent.contact_id, ConsentEvent.occurred_at, ConsentEvent.id)
+    ).all()
+    last: dict[int, tuple[str, datetime]] = {}
+    grants: dict[int, datetime] = {}
+    revokes: dict[int, datetime] = {}
+    for cid, action, at in rows:
+        last[cid] = (action, at)
+        (grants if action == "grant" else revokes)[cid] = as_utc(at)
+    return {
+        cid: ConsentStatus(a == "grant", a == "revoke", grants.get(cid), revokes.get(cid))
+        for cid, (a, _) in last.items()
+    }
+
+
+def status(
+    session: Session, contact_id: int, *, brand_id: int, campaign_id: int | None
+) -> ConsentStatus:
+    return statuses(session, [contact_id], brand_id=brand_id, campaign_id=campaign_id).get(
+        contact_id, NO_CONSENT
+    )
+
+
+EXPORT_COLUMNS = (
+    "id", "recorded_at", "occurred_at", "phone", "brand", "campaign_sid", "action",
+    "consent_type", "source", "evidence_text", "evidence_url", "evidence_ref", "note", "actor",
+)
+
+
+def export_rows(session: Session, *, phone: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every event with its evidence, oldest first, streamed in pages."""
+    q = (
+        select(ConsentEvent, Contact.phone, Brand.name, Campaign.sid)
+        .join(Contact, Contact.id == ConsentEvent.contact_id)  # type: ignore[arg-type]
+        .join(Brand, Brand.id == ConsentEvent.brand_id)  # type: ignore[arg-type]
+        .outerjoin(Campaign, Campaign.id == ConsentEvent.campaign_id)  # type: ignore[arg-type]
+        .order_by(ConsentEvent.id)
+    )
+    if phone is not None:
+        q = q.where(Contact.phone == phone)
+    for ev, ph, brand, csid in session.exec(q.execution_options(yield_per=2000)):
+        yield {
+            "id": ev.id, "recorded_at": as_utc(ev.recorded_at).isoformat(),
+            "occurred_at": as_utc(ev.occurred_at).isoformat(), "phone": ph, "brand": brand,
+            "campaign_sid": csid, "action": ev.action, "consent_type": ev.consent_type,
+            "source": ev.source, "evidence_text": ev.evidence_text,
+            "evidence_url": ev.evidence_url, "evidence_ref": ev.evidence_ref, "note": ev.note,
+            "actor": ev.actor,
+        }

@@ -1,0 +1,134 @@
+"""Database engine, sessions and schema upgrades (SQLite in WAL mode with foreign keys, or
+PostgreSQL through psycopg 3).  Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from dispatcher.errors import StorageError
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Engine for ``url``; SQLite files get their directory created, WAL and foreign keys."""
+    try:
+        parsed = make_url(url)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy raises ArgumentError and friends
+        raise StorageError(f"invalid database URL: {e}") from e
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
+        pool_recycle=1800,
+    )
+
+
+class Database:
+    """An engine and a session factory.  ``with db.session() as s:`` commits on success."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self._factory = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        s = self._factory()
+        try:
+            yield s
+            s.commit()
+        except OperationalError as e:
+            s.rollback()
+            raise StorageError(f"database error: {_short(e)}") from e
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
+        try:
+            with self.engine.begin() as conn:
+                command.upgrade(alembic_config(conn), revision)
+        except SQLAlchemyError as e:
+            raise StorageError(f"migration failed: {_short(e)}") from e
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+
+    def ensure_schema(self) -> None:
+        """Upgrade to head if behind (the embedded default does this on first use)."""
+        if self.current_revision() != self.head_revision():
+            self.upgrade()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _short(e: Exception) -> str:
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else e)
+    return " ".join(text.split())[:300]
+
+
+_databases: dict[str, Database] = {}
+
+
+def open_database(url: str, *, auto_upgrade: bool | None = None) -> Database:
+    """Process-wide Database for ``url``.  SQLite (the embedded default) upgrades itself;
+    PostgreSQL expects ``dispatcher db upgrade`` (a deploy step), unless ``auto_upgrade``."""
+    db = _databases.get(url)
+    if db is None:
+        db = Database(url)
+        if auto_upgrade if auto_upgrade is not None else db.is_sqlite:
+            db.ensure_schema()
+        _databases[url] = db
+    return db

@@ -1,0 +1,100 @@
+"""Storage on SQLite and PostgreSQL: round trips, migrations, the append-only ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from dispatcher import contacts, ledger, registry
+from dispatcher.errors import LedgerError
+from dispatcher.models import OutboxMessage, Run
+
+SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
+
+
+def _setup(db):
+    with db.session() as s:
+        b = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
+        c, created = registry.import_campaign(s, json.loads(SEED.read_text()), brand=b)
+        ct, _ = contacts.upsert_contact(s, "(415) 555-1234", name="Ann",
+                                        attributes={"date": "2027-01-01"})
+        return b.id, c.id, ct.id
+
+
+def test_round_trip(any_db):
+    bid, cid, ctid = _setup(any_db)
+    with any_db.session() as s:
+        c = registry.get_campaign(s, "QEaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        assert c.rate_limits == {"att": {"mps": 600, "msg_class": "A"},
+                                 "tmobile": {"brand_tier": "TOP"}}
+        assert c.message_samples[0].startswith("EXPRESS")
+        assert c.opt_out_keywords == ["STOP"] and c.window_limit == 10
+        run = Run(campaign_id=cid, template="Hi [name]")
+        s.add(run)
+        s.flush()
+        s.add(OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=ctid,
+                            to_phone="+14155551234", body="Hi Ann"))
+    with any_db.session() as s:
+        row = s.exec(__import__("sqlmodel").select(OutboxMessage)).one()
+        assert row.state == "queued" and row.attempts == 0 and row.body == "Hi Ann"
+        assert row.due_at is not None
+
+
+def test_consent_derived_from_ledger(any_db):
+    bid, cid, ctid = _setup(any_db)
+    with any_db.session() as s:
+        assert ledger.status(s, ctid, brand_id=bid, campaign_id=cid) == ledger.NO_CONSENT
+        ledger.append(s, contact_id=ctid, brand_id=bid, action="grant", source="web_form",
+                      actor="t", evidence_text="box ticked")
+        assert ledger.status(s, ctid, brand_id=bid, campaign_id=cid).granted
+        ledger.append(s, contact_id=ctid, brand_id=bid, campaign_id=cid, action="revoke",
+                      source="keyword", actor="t", evidence_text="STOP")
+        st = ledger.status(s, ctid, brand_id=bid, campaign_id=cid)
+        assert st.opted_out and not st.granted
+        # the campaign-scoped revoke does not touch brand-wide consent for other campaigns
+        assert ledger.status(s, ctid, brand_id=bid, campaign_id=None).granted
+
+
+def test_ledger_cannot_be_updated_or_deleted(any_db):
+    bid, cid, ctid = _setup(any_db)
+    with any_db.session() as s:
+        ev = ledger.append(s, contact_id=ctid, brand_id=bid, action="grant", source="api",
+                           actor="t", evidence_text="yes")
+        evid = ev.id
+    with pytest.raises(LedgerError), any_db.session() as s:
+        ev = s.get(ledger.ConsentEvent, evid)
+        ev.action = "revoke"
+    with pytest.raises(LedgerError), any_db.session() as s:
+        s.delete(s.get(ledger.ConsentEvent, evid))
+    # and below the ORM, the database itself refuses
+    for stmt in ("UPDATE consentevent SET action='revoke'", "DELETE FROM consentevent"):
+        with pytest.raises(DBAPIError) as e, any_db.engine.begin() as conn:
+            conn.execute(text(stmt))
+        assert "append-only" in str(e.value)
+    with any_db.session() as s:
+        assert s.get(ledger.ConsentEvent, evid).action == "grant"
+
+
+def test_migrations_have_no_drift(any_db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with any_db.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, SQLModel.metadata)
+    assert diff == []
+    assert any_db.current_revision() == any_db.head_revision()
+
+
+def test_alembic_check_command(any_db):
+    from alembic import command
+
+    from dispatcher.store import alembic_config
+
+    with any_db.engine.connect() as conn:
+        command.check(alembic_config(conn))  # raises if models and migrations differ

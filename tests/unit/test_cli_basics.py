@@ -1,0 +1,84 @@
+"""CLI: --json prints one parseable document; bad input exits 1 with one line, no traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dispatcher.cli.app import app
+
+SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
+
+
+@pytest.fixture
+def run(cli_env):
+    runner = CliRunner()
+
+    def _run(*args: str):
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    return _run
+
+
+def _json(result):
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_outputs_parse(run, cli_env):
+    assert _json(run("brand", "add", "Acme Corporation", "--tier", "top", "--json"))["id"] == 1
+    assert _json(run("brand", "list", "--json"))["brands"][0]["tmobile_brand_tier"] == "TOP"
+    doc = _json(run("campaign", "import", str(SEED), "--json"))
+    assert doc["created"] and doc["window"] == "10/300s"
+    assert _json(run("campaign", "import", str(SEED), "--json"))["created"] is False
+    assert len(_json(run("campaign", "list", "--json"))["campaigns"]) == 1
+    assert _json(run("campaign", "show", doc["sid"], "--json"))["opt_out_keywords"] == ["STOP"]
+    csvf = cli_env / "c.csv"
+    csvf.write_text("phone,name,consent_evidence,consented_at\n4155551234,Ann,form,2025-01-01\n")
+    rep = _json(run("contacts", "import", str(csvf), "--brand", "Acme Corporation", "--json"))
+    assert rep["created"] == 1 and rep["consent_events"] == 1
+    assert _json(run("contacts", "list", "--json"))["contacts"][0]["phone"] == "+14155551234"
+    ev = _json(run("consent", "revoke", "4155551234", "--brand", "Acme Corporation",
+                   "--source", "operator", "--note", "asked by phone", "--json"))
+    assert ev["action"] == "revoke"
+    export = _json(run("consent", "export", "--format", "json"))
+    assert [e["action"] for e in export["events"]] == ["grant", "revoke"]
+    assert _json(run("db", "status", "--json"))["current"] is not None
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["brand", "add", "x"], "2..255"),
+        (["campaign", "import", "/nonexistent.json"], "cannot read"),
+        (["campaign", "show", "QEnope"], "no campaign"),
+        (["consent", "grant", "12", "--brand", "nobody"], "no brand"),
+        (["consent", "export", "--format", "xml"], "csv or json"),
+        (["contacts", "import", "/nonexistent.csv"], "cannot read"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line(run, args, needle):
+    r = run(*args)
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in r.output
+
+
+def test_malformed_campaign_json_names_the_field(run, cli_env):
+    run("brand", "add", "Acme Corporation")
+    doc = json.loads(SEED.read_text())
+    doc["message_samples"] = "not a list"
+    f = cli_env / "bad.json"
+    f.write_text(json.dumps(doc))
+    r = run("campaign", "import", str(f))
+    assert r.exit_code == 1 and "'message_samples'" in r.stderr
+
+
+def test_bad_phone_in_consent_grant(run):
+    run("brand", "add", "Acme Corporation")
+    r = run("consent", "grant", "415-555-12", "--brand", "Acme Corporation", "--evidence", "x")
+    assert r.exit_code == 1 and "too short" in r.stderr

@@ -1,0 +1,50 @@
+import pytest
+
+from dispatcher.errors import InvalidPhoneError
+from dispatcher.logs import mask_phone, scrub
+from dispatcher.phones import normalize_phone
+
+
+@pytest.mark.parametrize(
+    "raw, e164",
+    [
+        ("+14155551234", "+14155551234"),
+        ("4155551234", "+14155551234"),
+        ("(415) 555-1234", "+14155551234"),
+        ("415.555.1234", "+14155551234"),
+        (" 1 415 555 1234 ", "+14155551234"),
+        ("+1 (808) 555-1234", "+18085551234"),  # Hawaii
+        ("+1 787 555 1234", "+17875551234"),  # Puerto Rico
+        ("+1 671 555 1234", "+16715551234"),  # Guam
+        ("+15005550006", "+15005550006"),  # Twilio magic number
+    ],
+)
+def test_normalises_us_formats(raw, e164):
+    assert normalize_phone(raw) == e164
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("", "empty"),
+        ("415555123", "too short"),
+        ("+1415", "too short"),
+        ("+1 415 555 ABCD", "letters"),
+        ("1-800-FLOWERS", "letters"),
+        ("+49 30 1234567", "outside US"),  # Germany
+        ("+1 416 555 1234", "outside US"),  # Toronto: +1 but Canada
+        ("+1 415 555 1234 999999", "too long"),
+        ("415#555#1234", "characters other than digits"),
+        ("+1 099 555 1234", "not a valid number"),
+    ],
+)
+def test_rejects_with_reason(raw, reason):
+    with pytest.raises(InvalidPhoneError) as e:
+        normalize_phone(raw)
+    assert reason in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_masking_never_shows_last_four():
+    assert mask_phone("+14155551234") == "+1415555****"
+    assert "1234" not in scrub("sent to +14155551234 ok")
