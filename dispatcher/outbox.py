@@ -1,0 +1,167 @@
+"""Outbox state machine: every transition is a compare-and-set UPDATE, so two workers (or a
+worker and a webhook) can never both move one row.
+
+    queued ──claim──► sending ──► sent ──status──► delivered | undelivered
+      │                  ├──────► failed                 (sent/failed also set by callbacks)
+      │                  └──────► unknown ──resolve──► sent | queued
+      └──► suppressed | cancelled      (never handed to the carrier)
+
+A row is *in flight* while ``sending``: it may have reached the carrier.  Nothing but
+``resolve_unknown`` (after asking the carrier) ever moves such a row back to ``queued``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlmodel import Session
+
+from dispatcher.models import OutboxMessage
+
+QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN = (
+    "queued", "sending", "sent", "delivered", "undelivered", "failed", "unknown",
+)
+SUPPRESSED, CANCELLED = "suppressed", "cancelled"
+STATES = (QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SUPPRESSED, CANCELLED)
+FINAL = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED, CANCELLED})
+#: rows that are not yet handed to the carrier (a STOP, pause or cancel still stops them)
+NOT_HANDED = (QUEUED,)
+#: ordering for status callbacks: a later callback never moves a row backwards
+RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, SENT: 2, DELIVERED: 3, UNDELIVERED: 3, FAILED: 3}
+
+T = OutboxMessage.__table__  # type: ignore[attr-defined]
+
+
+def _cas(session: Session, row_id: int, expect: tuple[str, ...], values: dict[str, Any],
+         extra: Any = None) -> bool:
+    cond = and_(T.c.id == row_id, T.c.state.in_(expect))
+    if extra is not None:
+        cond = and_(cond, extra)
+    res = session.connection().execute(update(T).where(cond).values(**values))
+    return res.rowcount == 1
+
+
+def claim(session: Session, row_id: int, now: datetime) -> str | None:
+    """queued -> sending.  Returns the claim token, or None if someone else moved the row."""
+    token = uuid.uuid4().hex
+    ok = _cas(session, row_id, (QUEUED,), {
+        "state": SENDING, "claimed_at": now, "claim_token": token, "updated_at": now,
+        "attempts": T.c.attempts + 1,
+    })
+    return token if ok else None
+
+
+def mark_sent(session: Session, row_id: int, token: str, sid: str, status: str | None,
+              now: datetime) -> bool:
+    return _cas(session, row_id, (SENDING, UNKNOWN), {
+        "state": SENT, "provider_sid": sid, "provider_status": status, "sent_at": now,
+        "updated_at": now, "error_code": None, "error_message": None,
+    }, T.c.claim_token == token)
+
+
+def mark_failed(session: Session, row_id: int, token: str, code: int | None, message: str,
+                now: datetime) -> bool:
+    return _cas(session, row_id, (SENDING,), {
+        "state": FAILED, "error_code": code, "error_message": message[:500], "updated_at": now,
+    }, T.c.claim_token == token)
+
+
+def mark_unknown(session: Session, row_id: int, token: str, message: str, now: datetime) -> bool:
+    return _cas(session, row_id, (SENDING,), {
+        "state": UNKNOWN, "error_message": message[:500], "updated_at": now,
+    }, T.c.claim_token == token)
+
+
+def release(session: Session, row_id: int, token: str, due_at: datetime, reason: str,
+            now: datetime) -> bool:
+    """sending -> queued when the request certainly did NOT reach the carrier (refused before
+    acceptance: 429, 5xx returned, connection refused)."""
+    return _cas(session, row_id, (SENDING,), {
+        "state": QUEUED, "due_at": due_at, "defer_reason": reason, "enqueued_at": None,
+        "claim_token": None, "updated_at": now,
+    }, T.c.claim_token == token)
+
+
+def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,
+                    status: str | None, now: datetime) -> bool:
+    """unknown -> sent (the carrier has it) or -> queued (it never arrived: safe to resend)."""
+    if found_sid:
+        return _cas(session, row_id, (UNKNOWN,), {
+            "state": SENT, "provider_sid": found_sid, "provider_status": status,
+            "sent_at": now, "updated_at": now,
+        })
+    return _cas(session, row_id, (UNKNOWN,), {
+        "state": QUEUED, "due_at": now, "enqueued_at": None, "claim_token": None,
+        "defer_reason": "resend_after_lookup", "updated_at": now,
+    })
+
+
+def defer(session: Session, row_id: int, until: datetime, reason: str, now: datetime) -> bool:
+    return _cas(session, row_id, (QUEUED,), {
+        "due_at": until, "defer_reason": reason, "enqueued_at": now, "updated_at": now,
+    })
+
+
+def suppress(session: Session, row_id: int, reason: str, now: datetime) -> bool:
+    return _cas(session, row_id, (QUEUED,), {
+        "state": SUPPRESSED, "suppress_reason": reason, "updated_at": now,
+    })
+
+
+def suppress_for_contact(session: Session, contact_id: int, *, brand_campaign_ids: list[int] | None,
+                         reason: str, now: datetime) -> int:
+    """Suppress every not-yet-handed row of a contact (optionally only some campaigns)."""
+    cond = and_(T.c.contact_id == contact_id, T.c.state.in_(NOT_HANDED))
+    if brand_campaign_ids is not None:
+        cond = and_(cond, T.c.campaign_id.in_(brand_campaign_ids))
+    res = session.connection().execute(update(T).where(cond).values(
+        state=SUPPRESSED, suppress_reason=reason, updated_at=now))
+    return res.rowcount
+
+
+def in_flight_for_contact(session: Session, contact_id: int) -> int:
+    q = select(T.c.id).where(T.c.contact_id == contact_id, T.c.state == SENDING)
+    return len(session.connection().execute(q).all())
+
+
+def apply_provider_status(session: Session, sid: str, status: str, error_code: int | None,
+                          now: datetime) -> OutboxMessage | None:
+    """Status callback: move the row forward only (a late 'sent' never overwrites 'delivered')."""
+    state = {"queued": SENT, "accepted": SENT, "scheduled": SENT, "sending": SENT, "sent": SENT,
+             "delivered": DELIVERED, "undelivered": UNDELIVERED, "failed": FAILED,
+             "read": DELIVERED, "partially_delivered": DELIVERED, "canceled": FAILED}.get(status)
+    if state is None:
+        return None
+    row = session.connection().execute(select(T).where(T.c.provider_sid == sid)).first()
+    if row is None:
+        return None
+    if RANK.get(state, 0) <= RANK.get(row.state, 0) and not (
+        state == row.state == SENT and row.provider_status != status
+    ):
+        return None
+    ok = _cas(session, row.id, (row.state,), {
+        "state": state if RANK.get(state, 0) > RANK.get(row.state, 0) else row.state,
+        "provider_status": status, "error_code": error_code if error_code else row.error_code,
+        "status_at": now, "updated_at": now,
+    })
+    return session.get(OutboxMessage, row.id) if ok else None
+
+
+def due_not_in_flight(session: Session, now: datetime, *, stale_before: datetime,
+                      limit: int = 1000) -> list[int]:
+    """Rows due now that no queue message is known to carry (never enqueued, or enqueued long
+    enough ago that the message must be lost)."""
+    q = (select(T.c.id).where(
+        T.c.state == QUEUED, T.c.due_at <= now,
+        or_(T.c.enqueued_at.is_(None), T.c.enqueued_at < stale_before),
+    ).order_by(T.c.due_at).limit(limit))
+    return [r[0] for r in session.connection().execute(q)]
+
+
+def mark_enqueued(session: Session, ids: list[int], now: datetime) -> None:
+    if ids:
+        session.connection().execute(
+            update(T).where(T.c.id.in_(ids), T.c.state == QUEUED).values(enqueued_at=now))
