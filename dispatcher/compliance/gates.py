@@ -1,0 +1,220 @@
+"""``decide``: the one gate a worker calls before every send.  Pure: the time is an argument.
+
+Order (first match wins; campaign-level reasons first so a worker can pause the whole run):
+
+1. campaign status: only ``VERIFIED`` sends (seed 004; compliance.md §6) → Suppress
+   ``campaign_in_progress`` (also ``PENDING``) / ``campaign_failed`` / ``campaign_suspended`` /
+   ``campaign_status_unknown``;
+2. campaign drift: proactive send on a conversational campaign (seed 000) → ``campaign_drift``;
+3. message lint errors on the composed body (``lint_message(..., first_message=...)``) →
+   ``lint_error`` (``detail`` = the finding code);
+4. recipient: unparsable number → ``invalid_number``; carrier-side bad number →
+   ``carrier_suppressed``;
+   opted out → ``opted_out``; proactive without consent → ``no_consent`` (seed 000, seed 002;
+   a reply inside a conversation the contact started carries its own consent, seed 002);
+5. proactive only: frequency caps (the campaign's ``frequency_cap_count`` per
+   ``frequency_cap_hours``, and the state rule: FL/OK/MD ≤ 3 per 24 h, compliance.md §4) →
+   Defer ``frequency_cap`` / ``state_frequency_cap``; quiet hours → Defer ``quiet_hours`` (or
+   ``quiet_hours_unknown_zone``) until the window opens.  A cap deferral lands on an allowed time.
+
+``Send.valid_until`` is when quiet hours begin (bound Twilio's ValidityPeriod with it); ``None``
+when no quiet hours apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from dispatcher.compliance.lint import _lint_body, is_conversational
+from dispatcher.compliance.quiet_hours import (
+    _allowed_until,
+    _next_allowed,
+    _quiet,
+    policy_from_name,
+    resolve,
+)
+from dispatcher.compliance.segments import segments
+from dispatcher.errors import InputError, InvalidPhoneError
+
+
+class SuppressReason(StrEnum):
+    CAMPAIGN_IN_PROGRESS = "campaign_in_progress"
+    CAMPAIGN_FAILED = "campaign_failed"
+    CAMPAIGN_SUSPENDED = "campaign_suspended"
+    CAMPAIGN_STATUS_UNKNOWN = "campaign_status_unknown"
+    CAMPAIGN_DRIFT = "campaign_drift"
+    LINT_ERROR = "lint_error"
+    INVALID_NUMBER = "invalid_number"
+    CARRIER_SUPPRESSED = "carrier_suppressed"
+    OPTED_OUT = "opted_out"
+    NO_CONSENT = "no_consent"
+
+
+class DeferReason(StrEnum):
+    QUIET_HOURS = "quiet_hours"
+    QUIET_HOURS_UNKNOWN_ZONE = "quiet_hours_unknown_zone"
+    FREQUENCY_CAP = "frequency_cap"
+    STATE_FREQUENCY_CAP = "state_frequency_cap"
+
+
+#: Reasons that hold for every message of the campaign: pause the run instead of suppressing rows.
+CAMPAIGN_LEVEL_REASONS: frozenset[SuppressReason] = frozenset(
+    {
+        SuppressReason.CAMPAIGN_IN_PROGRESS,
+        SuppressReason.CAMPAIGN_FAILED,
+        SuppressReason.CAMPAIGN_SUSPENDED,
+        SuppressReason.CAMPAIGN_STATUS_UNKNOWN,
+        SuppressReason.CAMPAIGN_DRIFT,
+    }
+)
+
+_STATUS: dict[str, SuppressReason | None] = {
+    "VERIFIED": None,
+    "IN_PROGRESS": SuppressReason.CAMPAIGN_IN_PROGRESS,
+    "PENDING": SuppressReason.CAMPAIGN_IN_PROGRESS,
+    "FAILED": SuppressReason.CAMPAIGN_FAILED,
+    "SUSPENDED": SuppressReason.CAMPAIGN_SUSPENDED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    to: str  # E.164
+    body: str  # already composed
+    first_message: bool
+    proactive: bool = True
+    brand_name: str | None = None  # enables the brand-name check on first messages
+    opt_out_language: str | None = None  # the campaign's own opt-out sentence, if any
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    consent_granted: bool  # a grant in scope with no later revoke
+    opted_out: bool = False
+    time_zone: str | None = None  # IANA override
+    state_code: str | None = None  # US state, if known
+    recent_sends: tuple[datetime, ...] = ()  # sends to this contact (any order), for caps
+    suppressed_reason: str | None = None  # carrier-side bad number (21211, 21614, 30005, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    valid_until: datetime | None = None
+    segments: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    until: datetime
+    reason: DeferReason
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suppress:
+    reason: SuppressReason
+    detail: str | None = None
+
+
+Decision = Send | Defer | Suppress
+
+
+def _cap_until(
+    sends: tuple[datetime, ...], now: datetime, limit: int, hours: int
+) -> datetime | None:
+    """Earliest time at which fewer than ``limit`` sends fall in the trailing ``hours`` window."""
+    window = timedelta(hours=hours)
+    cutoff = now - window
+    if len(sends) < limit or sum(1 for t in sends if t > cutoff) < limit:
+        return None
+    recent = sorted(t for t in sends if t > cutoff)
+    if limit <= 0:
+        return now + window
+    return recent[len(recent) - limit] + window
+
+
+def decide(
+    message: OutgoingMessage, contact_state: ContactState, campaign: Any, *, now: datetime
+) -> Decision:
+    """Send, Defer(until, reason) or Suppress(reason) for ``message`` at ``now`` (aware UTC)."""
+    if now.tzinfo is None:
+        raise InputError("now must be timezone-aware (UTC)", field="now")
+    status = str(getattr(campaign, "campaign_status", None) or "").upper()
+    reason = _STATUS.get(status, SuppressReason.CAMPAIGN_STATUS_UNKNOWN)
+    if reason is not None:
+        return Suppress(reason, status or None)
+    usecase = str(getattr(campaign, "us_app_to_person_usecase", "") or "")
+    proactive = message.proactive
+    if proactive and is_conversational(usecase):
+        return Suppress(SuppressReason.CAMPAIGN_DRIFT, usecase)
+
+    findings = _lint_body(
+        message.body,
+        bool(getattr(campaign, "has_embedded_links", False)),
+        bool(getattr(campaign, "has_embedded_phone", False)),
+        bool(getattr(campaign, "age_gated", False)),
+        usecase,
+        message.brand_name,
+        message.first_message,
+        proactive,
+        message.opt_out_language,
+    )
+    for f in findings:
+        if f.severity == "error":
+            return Suppress(SuppressReason.LINT_ERROR, f.code)
+
+    try:
+        policy = policy_from_name(getattr(campaign, "quiet_hours_policy", None))
+        resolved = resolve(message.to, policy, contact_state.time_zone, contact_state.state_code)
+    except InvalidPhoneError:
+        return Suppress(SuppressReason.INVALID_NUMBER)
+    if contact_state.suppressed_reason:
+        return Suppress(SuppressReason.CARRIER_SUPPRESSED, contact_state.suppressed_reason)
+    if contact_state.opted_out:
+        return Suppress(SuppressReason.OPTED_OUT)
+    if not proactive:
+        return Send(None, segments(message.body).count)
+    if not contact_state.consent_granted:
+        return Suppress(SuppressReason.NO_CONSENT)
+
+    defer_at: datetime | None = None
+    defer_reason: DeferReason | None = None
+    detail: str | None = None
+    sends = contact_state.recent_sends
+    if sends:
+        cap_n = getattr(campaign, "frequency_cap_count", None)
+        cap_h = getattr(campaign, "frequency_cap_hours", None)
+        if cap_n is not None and cap_h:
+            until = _cap_until(sends, now, int(cap_n), int(cap_h))
+            if until is not None:
+                defer_at, defer_reason = until, DeferReason.FREQUENCY_CAP
+        if resolved.cap is not None:
+            limit, hours, state = resolved.cap
+            until = _cap_until(sends, now, limit, hours)
+            if until is not None and (defer_at is None or until > defer_at):
+                defer_at, defer_reason, detail = until, DeferReason.STATE_FREQUENCY_CAP, state
+    if not policy.enabled:
+        if defer_at is not None:
+            return Defer(defer_at, defer_reason, detail)  # type: ignore[arg-type]
+        return Send(None, segments(message.body).count)
+    if defer_at is None:
+        valid_until = _allowed_until(resolved, now)
+        if valid_until is not None:
+            return Send(valid_until, segments(message.body).count)
+    at = defer_at or now
+    if _quiet(resolved.windows, at):
+        until = _next_allowed(resolved, at)
+        if defer_reason is None:
+            defer_reason = (
+                DeferReason.QUIET_HOURS_UNKNOWN_ZONE
+                if resolved.unknown_zone
+                else DeferReason.QUIET_HOURS
+            )
+            detail = resolved.state
+        return Defer(until, defer_reason, detail)
+    if defer_at is not None:
+        return Defer(defer_at, defer_reason, detail)  # type: ignore[arg-type]
+    return Send(_allowed_until(resolved, now), segments(message.body).count)
