@@ -37,3 +37,28 @@ def repetition_counts_key(sender: str, day: str) -> str:
 
 def run_control_key(run_id: int) -> str:
     return f"{PREFIX}:run:{run_id}:control"
+
+
+def throttle_epoch_key(brand_id: int | str) -> str:
+    """Per-brand throttle generation token; a missing key means Redis lost the bookings."""
+    return f"{PREFIX}:tb:{brand_tag(brand_id)}:epoch"
+
+
+def throttle_release_key(brand_id: int | str, reservation_id: str) -> str:
+    """Tombstone that makes ``RedisThrottle.release`` idempotent."""
+    return f"{PREFIX}:tb:{brand_tag(brand_id)}:rel:{reservation_id}"
+
+
+def repetition_senders_key(day: str) -> str:
+    """Set of the senders that have repetition structures for ``day`` (metrics)."""
+    return f"{PREFIX}:rep:senders:{day}"
+
+
+def brand_daily_segments_key(brand: str, day: str) -> str:
+    """Segments sent for ``brand`` on ``day`` (UTC), for the daily-volume gauge (metrics)."""
+    return f"{PREFIX}:bvol:{brand}:{day}"
+
+
+def brand_daily_index_key(day: str) -> str:
+    """Set of the brands with a daily-volume counter for ``day`` (metrics)."""
+    return f"{PREFIX}:bvol:brands:{day}"

@@ -1,0 +1,328 @@
+"""Atomic multi-bucket throttle in one Redis Lua call (real Redis or fakeredis).
+
+Algorithm: a **sliding log with future booking**.  Each sliding bucket is a sorted set of booked
+send times (score = slot in ms, member = ``<reservation id>:<cost>``).  ``reserve`` finds the
+earliest time ``t >= now`` at which *every* bucket can take the message and, if ``t - now <=
+max_wait_s``, books ``t`` in all of them (all or none, one script, one round trip).
+
+Why this meets "never more than N in ANY interval of length T" (half-open ``[x, x+T)``):
+a slot ``t`` is booked in a bucket only if, for every window ``[x, x+L)`` that contains ``t``, the
+booked cost already in it plus this cost stays ``<= N`` (checked exactly against the log, in
+``wfits``).  Windows not containing ``t`` are unchanged, so the invariant "every window of length
+``L`` holds at most N" is kept by every booking, whatever the order of bookings (a booking may land
+*before* existing future ones).  A token bucket or GCRA with burst N only bounds the *average*: a
+full bucket spends N at once and then refills, letting up to 2N-1 through in one T-long interval;
+the log checks every window instead.
+
+**Never idle:** the earliest feasible slot is ``now`` or the right end ``e + L`` of a full stretch
+(``e`` a booked entry); the script tries exactly these candidates in order, so it books the first
+moment the limit allows: a backlog sends N every ``T + g`` (utilisation ``T / (T + g)``; >= 99 %
+with
+the default grace, 99.67 % for 10 per 300 s).
+
+**Lateness (grace ``g``):** the caller sends a booked message a little after its slot (queue
+wake-up, HTTP latency).  Each bucket books with ``L = T + g`` and the caller may send only while
+``slot <= now < slot + g`` (``Reservation.send_by``; ``g`` is the smallest grace of the buckets).
+Proof: let actual send times be ``a_i`` in ``[s_i, s_i + g)``.  Any interval ``[x, x+T)`` that
+contains ``a_i`` has ``s_i`` in ``(x - g, x + T]``, an interval of length ``T + g`` (half-open on
+the other side; with integer-millisecond slots it is ``[x-g+1ms, x+T+1ms)``, a window of length
+``L``).  That window holds at most N booked costs, so ``[x, x+T)`` holds at most N actual sends.
+A message that misses its ``send_by`` must be released and reserved again (``send_status``).
+
+**Calendar buckets** (T-Mobile daily cap) are a hash ``period start ms -> used`` per bucket; a slot
+in the last ``g`` of a day is charged to both days (a late send may cross midnight).
+
+**Clock:** ``RedisThrottle(clock=None)`` uses Redis ``TIME`` inside the script (one clock for all
+hosts; immediate sends cannot be skewed).  With a ``clock`` (tests, embedded mode) or an explicit
+``now`` the caller's time is passed as ``now_ms``.  Host clock skew only matters when a worker
+decides *locally* that a booked slot has come: ``send_status`` reads Redis ``TIME`` for that reason.
+
+**Restart:** bucket state is volatile.  Each brand has an epoch token (``keys.throttle_epoch_key``);
+a Redis restart (or flush) loses it, ``send_status`` then answers ``"lost"`` for every older booking
+and the caller re-reserves, so only sends that already happened in the current windows are
+forgotten: at most N extra per bucket in windows overlapping the restart.
+
+Every key gets a TTL: sliding buckets until their last booked slot + L (+1 s), calendar hashes until
+the end of the last charged day (+60 s), the epoch 2 days past the last booking.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from importlib import resources
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from redis.exceptions import RedisError
+
+from dispatcher import keys
+from dispatcher.clock import Clock
+from dispatcher.errors import InputError, ThrottleError
+from dispatcher.throttle.policy import Bucket
+
+_TAG = re.compile(r"\{b:([^}]*)\}")
+CALENDAR_DAYS_AHEAD = 3
+
+RELEASE_LUA = """
+-- KEYS[1] tombstone, KEYS[2] epoch, KEYS[2+j] bucket; ARGV[1] ttl_ms, ARGV[2] epoch, ARGV[3] n,
+-- per bucket (base 3+(j-1)*3): kind, member ('w') or 'f1,f2' fields ('c'), cost
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+for j = 1, tonumber(ARGV[3]) do
+  local base = 3 + (j - 1) * 3
+  local key = KEYS[2 + j]
+  if ARGV[base + 1] == 'w' then
+    redis.call('ZREM', key, ARGV[base + 2])
+  else
+    for f in string.gmatch(ARGV[base + 2], '[^,]+') do
+      local v = redis.call('HINCRBY', key, f, -tonumber(ARGV[base + 3]))
+      if v <= 0 then redis.call('HDEL', key, f) end
+    end
+  end
+end
+return 1
+"""
+
+STATUS_LUA = """
+-- KEYS[1] epoch; ARGV[1] epoch -> {same epoch 0/1, Redis TIME in ms}
+local tm = redis.call('TIME')
+local same = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then same = 1 end
+return {same, string.format('%d', tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000))}
+"""
+
+
+def _lua_source() -> str:
+    return resources.files("dispatcher.throttle").joinpath("reserve.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Answer of :meth:`RedisThrottle.reserve`.
+
+    ``allowed``: a slot was booked in every bucket (``wait_s`` may be > 0: send at ``slot_at``).
+    ``wait_s``: seconds from ``now`` to the slot (allowed) or to the earliest possible slot (not
+    allowed; a lower bound when ``slot_at`` is None, i.e. beyond the calendar range the script saw).
+    ``send_by``: a booked message may be sent only while ``slot_at <= now < send_by``.
+    """
+
+    allowed: bool
+    wait_s: float
+    slot_at: float | None
+    send_by: float | None
+    grace_s: float
+    now: float
+    id: str
+    epoch: str
+    brand: str
+    holds: tuple[tuple[str, str, str, int], ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, for carrying a booking in a queue message."""
+        return {
+            "allowed": self.allowed, "wait_s": self.wait_s, "slot_at": self.slot_at,
+            "send_by": self.send_by, "grace_s": self.grace_s, "now": self.now, "id": self.id,
+            "epoch": self.epoch, "brand": self.brand, "holds": [list(h) for h in self.holds],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Reservation:
+        try:
+            return cls(
+                allowed=bool(d["allowed"]), wait_s=float(d["wait_s"]),
+                slot_at=None if d["slot_at"] is None else float(d["slot_at"]),
+                send_by=None if d["send_by"] is None else float(d["send_by"]),
+                grace_s=float(d["grace_s"]), now=float(d["now"]), id=str(d["id"]),
+                epoch=str(d["epoch"]), brand=str(d["brand"]),
+                holds=tuple((str(k), str(key), str(m), int(c)) for k, key, m, c in d["holds"]),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"malformed reservation: {e}") from e
+
+
+SendStatus = Literal["send", "early", "late", "lost", "denied"]
+
+
+class RedisThrottle:
+    """Throttle over one Redis (or fakeredis) client.  Thread-safe (redis-py clients are)."""
+
+    def __init__(self, redis_client: Any, clock: Clock | None = None) -> None:
+        self._r = redis_client
+        self._clock = clock
+        self._reserve = redis_client.register_script(_lua_source())
+        self._release = redis_client.register_script(RELEASE_LUA)
+        self._status = redis_client.register_script(STATUS_LUA)
+        self._bounds_cache: dict[tuple[str, date, int], str] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _now(self, now: float | None) -> float | None:
+        if now is not None:
+            return float(now)
+        if self._clock is not None:
+            return self._clock.time()
+        return None
+
+    def _bounds(self, tz: str, ref: float, days: int) -> str:
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise InputError(f"unknown time zone {tz!r}") from e
+        today = datetime.fromtimestamp(ref, zone).date()
+        ck = (tz, today, days)
+        s = self._bounds_cache.get(ck)
+        if s is None:
+            starts = []
+            for i in range(-1, days + 2):
+                d = today + timedelta(days=i)
+                starts.append(str(round(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp()
+                                        * 1000)))  # fmt: skip
+            s = ",".join(starts)
+            if len(self._bounds_cache) > 64:
+                self._bounds_cache.clear()
+            self._bounds_cache[ck] = s
+        return s
+
+    @staticmethod
+    def _brand(buckets: list[Bucket] | tuple[Bucket, ...]) -> str:
+        brand = None
+        for b in buckets:
+            m = _TAG.search(b.key)
+            if m is None:
+                raise InputError(f"bucket key {b.key!r} has no {{b:<brand>}} hash tag")
+            if brand is None:
+                brand = m.group(1)
+            elif m.group(1) != brand:
+                raise InputError("all buckets of one reservation must belong to one brand")
+        assert brand is not None
+        return brand
+
+    # ------------------------------------------------------------------ API
+    def reserve(
+        self,
+        buckets: list[Bucket] | tuple[Bucket, ...],
+        *,
+        now: float | None = None,
+        max_wait_s: float = 0.0,
+        reservation_id: str | None = None,
+    ) -> Reservation:
+        """Book the earliest slot ``>= now`` free in every bucket, if within ``max_wait_s``.
+
+        ``max_wait_s=0``: "may I send now?".  ``max_wait_s=H``: book a future slot up to ``H``
+        seconds ahead (the caller re-enqueues with delay ``wait_s`` and sends at the slot without
+        reserving again).  Not allowed -> nothing is taken; ``wait_s`` says when to ask again.
+        """
+        if not buckets:
+            raise InputError("reserve needs at least one bucket")
+        if not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
+            raise InputError("max_wait_s must be a finite number >= 0")
+        brand = self._brand(buckets)
+        if len({b.key for b in buckets}) != len(buckets):
+            raise InputError("duplicate bucket key in one reservation")
+        t_now = self._now(now)
+        ref = t_now if t_now is not None else time.time()
+        rid = reservation_id or os.urandom(8).hex()
+        days = CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
+        argv: list[Any] = [
+            "" if t_now is None else str(round(t_now * 1000)),
+            str(round(max_wait_s * 1000)),
+            rid,
+            os.urandom(6).hex(),
+            str(len(buckets)),
+        ]
+        grace = math.inf
+        for b in buckets:
+            g = b.grace
+            grace = min(grace, g)
+            if b.calendar_tz is None:
+                argv += ["w", b.limit, round((b.period_s + g) * 1000), b.cost, ""]
+            else:
+                argv += [
+                    "c",
+                    b.limit,
+                    round(g * 1000),
+                    b.cost,
+                    self._bounds(b.calendar_tz, ref, days),
+                ]
+        ks = [keys.throttle_epoch_key(brand)] + [b.key for b in buckets]
+        try:
+            res = self._reserve(keys=ks, args=argv)
+        except RedisError as e:
+            raise ThrottleError(f"throttle reserve failed: {e}") from e
+        allowed = int(res[0]) == 1
+        slot_ms, now_ms = int(res[1]), int(res[2])
+        epoch = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
+        unknown = (not allowed) and slot_ms <= now_ms + round(max_wait_s * 1000)
+        holds: tuple[tuple[str, str, str, int], ...] = ()
+        if allowed:
+            hl = []
+            for b, charged in zip(buckets, res[4:], strict=True):
+                if b.calendar_tz is None:
+                    hl.append(("w", b.key, f"{rid}:{b.cost}", b.cost))
+                else:
+                    c = charged.decode() if isinstance(charged, bytes) else str(charged)
+                    hl.append(("c", b.key, c, b.cost))
+            holds = tuple(hl)
+        slot_at = None if unknown else slot_ms / 1000
+        return Reservation(
+            allowed=allowed,
+            wait_s=max(0.0, (slot_ms - now_ms) / 1000),
+            slot_at=slot_at,
+            send_by=(slot_ms / 1000 + grace) if allowed else None,
+            grace_s=grace,
+            now=now_ms / 1000,
+            id=rid,
+            epoch=epoch,
+            brand=brand,
+            holds=holds,
+        )
+
+    def release(self, reservation: Reservation) -> bool:
+        """Give a booked slot back (message suppressed, paused, or it missed ``send_by``).
+
+        Idempotent (a tombstone key); a no-op after a Redis restart (epoch changed).  Returns True
+        if this call released it.  Never release a reservation whose message was sent.
+        """
+        if not reservation.allowed or not reservation.holds:
+            return False
+        ks = [keys.throttle_release_key(reservation.brand, reservation.id),
+              keys.throttle_epoch_key(reservation.brand)]  # fmt: skip
+        argv: list[Any] = [str(3 * 86_400_000), reservation.epoch, str(len(reservation.holds))]
+        for kind, key, what, cost in reservation.holds:
+            ks.append(key)
+            argv += [kind, what, cost]
+        try:
+            return int(self._release(keys=ks, args=argv)) == 1
+        except RedisError as e:
+            raise ThrottleError(f"throttle release failed: {e}") from e
+
+    def send_status(self, reservation: Reservation, *, now: float | None = None) -> SendStatus:
+        """May a booked message be sent now?  One round trip (epoch check + Redis TIME).
+
+        ``"send"``: yes.  ``"early"``: wait ``slot_at - now`` more.  ``"late"``: it missed
+        ``send_by``: release and reserve again.  ``"lost"``: Redis lost the bookings (restart):
+        reserve again (nothing to release).  ``"denied"``: the reservation booked nothing.
+        """
+        if not reservation.allowed or reservation.slot_at is None or reservation.send_by is None:
+            return "denied"
+        try:
+            same, tms = self._status(
+                keys=[keys.throttle_epoch_key(reservation.brand)], args=[reservation.epoch]
+            )
+        except RedisError as e:
+            raise ThrottleError(f"throttle status failed: {e}") from e
+        if int(same) != 1:
+            return "lost"
+        t = self._now(now)
+        t = int(tms) / 1000 if t is None else t
+        # compare in whole ms, as the script does
+        t_ms = round(t * 1000)
+        if t_ms < round(reservation.slot_at * 1000):
+            return "early"
+        if t_ms >= round(reservation.send_by * 1000):
+            return "late"
+        return "send"

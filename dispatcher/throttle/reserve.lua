@@ -1,0 +1,184 @@
+-- Atomic multi-bucket reservation (sliding log with future booking).  See throttle/redis.py.
+-- KEYS[1] = brand epoch key; KEYS[1+j] = bucket j
+-- ARGV[1] now_ms ('' -> Redis TIME)   ARGV[2] horizon_ms   ARGV[3] member prefix (reservation id)
+-- ARGV[4] epoch candidate             ARGV[5] number of buckets
+-- per bucket j, base = 5 + (j-1)*5: kind ('w' sliding | 'c' calendar), limit,
+--   L_ms (w: period+grace; c: grace), cost, bounds (c: 'b1,b2,...' period starts in ms; w: '')
+-- returns {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_n}
+local now
+if ARGV[1] == '' then
+  local tm = redis.call('TIME')
+  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+else
+  now = tonumber(ARGV[1])
+end
+local horizon = tonumber(ARGV[2])
+local rid = ARGV[3]
+local nb = tonumber(ARGV[5])
+
+local function lower(S, n, v) -- first index with S[i] >= v
+  local lo, hi = 1, n + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if S[mid] < v then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+local function upper(S, n, v) -- first index with S[i] > v
+  local lo, hi = 1, n + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if S[mid] <= v then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+local B = {}
+for j = 1, nb do
+  local base = 5 + (j - 1) * 5
+  local b = {key = KEYS[1 + j], kind = ARGV[base + 1], limit = tonumber(ARGV[base + 2]),
+             L = tonumber(ARGV[base + 3]), cost = tonumber(ARGV[base + 4])}
+  if b.kind == 'w' then
+    redis.call('ZREMRANGEBYSCORE', b.key, '-inf', now - b.L)
+    local raw = redis.call('ZRANGEBYSCORE', b.key, '(' .. (now - b.L), '+inf', 'WITHSCORES')
+    local S, P, n = {}, {0}, 0
+    for i = 1, #raw, 2 do
+      n = n + 1
+      S[n] = tonumber(raw[i + 1])
+      P[n + 1] = P[n] + tonumber(string.match(raw[i], ':(%d+)$'))
+    end
+    b.S, b.P, b.n = S, P, n
+  else
+    local bounds = {}
+    for s in string.gmatch(ARGV[base + 5], '[^,]+') do bounds[#bounds + 1] = tonumber(s) end
+    b.bounds = bounds
+    b.used = {}
+  end
+  B[j] = b
+end
+
+-- sliding: does [x, x+L) stay within limit for every x in (t-L, t] once cost is added at t?
+local function wfits(b, t)
+  local S, P, n, L = b.S, b.P, b.n, b.L
+  local room = b.limit - b.cost
+  if P[lower(S, n, t + L)] - P[lower(S, n, t)] > room then return false end
+  local i = upper(S, n, t - L)
+  while i <= n and S[i] <= t do
+    local x = S[i]
+    if P[lower(S, n, x + L)] - P[i] > room then return false end
+    i = upper(S, n, x)
+  end
+  return true
+end
+-- earliest t' >= t that fits: t itself or some entry + L (the right end of a full stretch)
+local function wnext(b, t)
+  if wfits(b, t) then return t end
+  local S, n = b.S, b.n
+  local i = upper(S, n, t - b.L)
+  while i <= n do
+    local c = S[i] + b.L
+    if wfits(b, c) then return c end
+    i = upper(S, n, S[i])
+  end
+  return t -- unreachable: after the last entry + L the window is empty
+end
+
+local function cperiod(b, t) -- index p with bounds[p] <= t < bounds[p+1]
+  local bd = b.bounds
+  for p = 1, #bd - 1 do
+    if bd[p] <= t and t < bd[p + 1] then return p end
+  end
+  return nil
+end
+local function cused(b, p)
+  local f = tostring(b.bounds[p])
+  if b.used[f] == nil then b.used[f] = tonumber(redis.call('HGET', b.key, f) or '0') end
+  return b.used[f]
+end
+-- the periods a send in [t, t+grace] may count in
+local function cfields(b, p, t)
+  local f = {p}
+  if t + b.L >= b.bounds[p + 1] then
+    if p + 1 < #b.bounds then f[2] = p + 1 else return nil end
+  end
+  return f
+end
+local function cnext(b, t)
+  while true do
+    local p = cperiod(b, t)
+    if p == nil then return nil end
+    local fs = cfields(b, p, t)
+    if fs == nil then return nil end
+    local ok = true
+    for _, q in ipairs(fs) do
+      if cused(b, q) + b.cost > b.limit then ok = false end
+    end
+    if ok then return t end
+    t = b.bounds[p + 1]
+  end
+end
+
+local t = now
+local unknown = false
+local guard = 0
+while true do
+  local moved = false
+  for j = 1, nb do
+    local b = B[j]
+    local t2
+    if b.kind == 'w' then t2 = wnext(b, t) else t2 = cnext(b, t) end
+    if t2 == nil then unknown = true; break end
+    if t2 > t then t = t2; moved = true end
+  end
+  guard = guard + 1
+  if unknown or not moved or guard > 100000 then break end
+end
+
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[1], epoch, 'PX', 172800000)
+end
+
+local allowed = 0
+if (not unknown) and (t - now <= horizon) then allowed = 1 end
+local out = {allowed, string.format('%d', t), string.format('%d', now), epoch}
+for j = 1, nb do
+  local b = B[j]
+  local charged = ''
+  if allowed == 1 then
+    if b.kind == 'w' then
+      redis.call('ZADD', b.key, t, rid .. ':' .. b.cost)
+      local last = redis.call('ZRANGE', b.key, -1, -1, 'WITHSCORES')
+      local keep = tonumber(last[2]) + b.L - now + 1000
+      if redis.call('PTTL', b.key) < keep then redis.call('PEXPIRE', b.key, keep) end
+    else
+      local p = cperiod(b, t)
+      local fs = cfields(b, p, t)
+      local names = {}
+      local lastq = p
+      for _, q in ipairs(fs) do
+        redis.call('HINCRBY', b.key, tostring(b.bounds[q]), b.cost)
+        names[#names + 1] = tostring(b.bounds[q])
+        lastq = q
+      end
+      charged = table.concat(names, ',')
+      -- drop periods that ended, keep the hash until the last charged period ends
+      local pn = cperiod(b, now)
+      if pn ~= nil then
+        local fields = redis.call('HKEYS', b.key)
+        for _, f in ipairs(fields) do
+          if tonumber(f) < b.bounds[pn] then redis.call('HDEL', b.key, f) end
+        end
+      end
+      local keep = b.bounds[lastq + 1] - now + 60000
+      if redis.call('PTTL', b.key) < keep then redis.call('PEXPIRE', b.key, keep) end
+    end
+  end
+  out[#out + 1] = charged
+end
+if allowed == 1 then
+  local keep = t - now + 172800000
+  if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+end
+return out
