@@ -1,0 +1,24 @@
+# One image for every process of the distributed stack (see docker-compose.yml):
+#   dispatcher serve | dispatcher scheduler | dramatiq workers.actors | dispatcher sandbox serve
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY dispatcher ./dispatcher
+COPY workers ./workers
+RUN pip install . \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin dispatcher
+
+# Non-root; the working directory is writable (the embedded mode keeps .dispatcher/ there).
+USER dispatcher
+WORKDIR /home/dispatcher
+
+# 8000 webhooks + /metrics, 8765 sandbox carrier, 9108 worker / scheduler metrics exporter.
+EXPOSE 8000 8765 9108
+
+CMD ["dispatcher", "--help"]
