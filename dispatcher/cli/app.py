@@ -22,7 +22,7 @@ class DispatcherGroup(TyperGroup):
             return super().invoke(ctx)
         except DispatcherError as e:
             _fail(str(e), 1)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
             _fail("interrupted", 130)

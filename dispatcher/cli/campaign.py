@@ -69,3 +69,15 @@ def show(campaign: str = typer.Argument(..., help="Campaign SID or id."),
     with database().session() as s:
         doc = registry.campaign_dict(registry.get_campaign(s, campaign), full=True)
     report(doc, as_json)
+
+
+@app.command("lint")
+def lint(
+    file: Path = typer.Argument(..., help="UsAppToPerson JSON document."),
+    brand: str = typer.Option(None, "--brand", help="Brand whose name the samples must carry."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Lint a campaign registration before submitting it (exit 1 on any error finding)."""
+    from dispatcher.cli.message import lint_campaign_file
+
+    lint_campaign_file(file, brand, as_json)

@@ -1,0 +1,99 @@
+"""Message templates with ``[field]`` placeholders, as TCR sample messages write them
+("Your contract expires on [date]").  Pure.
+
+``[[`` and ``]]`` stand for literal brackets.  A field name is letters, digits, ``_`` or ``.``.
+Values come from (lowest to highest priority) the contact's attributes, its ``name`` (also
+``first_name``), and per-recipient variables given with the run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from dispatcher.errors import InputError
+
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+MAX_TEMPLATE = 1600
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str
+    parts: tuple[tuple[bool, str], ...]  # (is_field, text-or-field-name)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(t for f, t in self.parts if f)
+
+    def render(self, values: dict[str, Any]) -> str:
+        out = []
+        for is_field, text in self.parts:
+            if is_field:
+                v = values.get(text)
+                if v is None or v == "":
+                    raise MissingField(text)
+                out.append(str(v))
+            else:
+                out.append(text)
+        return "".join(out)
+
+
+class MissingField(KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@lru_cache(maxsize=256)
+def parse_template(source: str) -> Template:
+    if not isinstance(source, str) or not source.strip():
+        raise InputError("template is empty", field="template")
+    if len(source) > MAX_TEMPLATE:
+        raise InputError(f"template is {len(source)} characters; Twilio's limit is 1600",
+                         field="template")
+    parts: list[tuple[bool, str]] = []
+    buf: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if source.startswith("[[", i) or source.startswith("]]", i):
+            buf.append(ch)
+            i += 2
+        elif ch == "[":
+            end = source.find("]", i + 1)
+            if end < 0:
+                raise InputError(f"template: '[' at column {i + 1} is never closed",
+                                 field="template")
+            name = source[i + 1:end].strip()
+            if not _FIELD.match(name):
+                raise InputError(
+                    f"template: [{source[i + 1:end]}] at column {i + 1} is not a field name "
+                    "(letters, digits, _ or .; write [[ and ]] for literal brackets)",
+                    field="template")
+            if buf:
+                parts.append((False, "".join(buf)))
+                buf = []
+            parts.append((True, name))
+            i = end + 1
+        elif ch == "]":
+            raise InputError(f"template: ']' at column {i + 1} has no opening '['",
+                             field="template")
+        else:
+            buf.append(ch)
+            i += 1
+    if buf:
+        parts.append((False, "".join(buf)))
+    return Template(source, tuple(parts))
+
+
+def contact_values(name: str | None, attributes: dict[str, Any] | None,
+                   variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = dict(attributes or {})
+    if name:
+        values.setdefault("name", name)
+        values.setdefault("first_name", name.split()[0])
+    values.update(variables or {})
+    return values
