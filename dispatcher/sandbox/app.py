@@ -1,0 +1,254 @@
+"""The sandbox carrier as a Starlette ASGI app: Twilio's paths and shapes, plus ``/_sandbox/``.
+
+Handlers stay lean (form parsed with ``parse_qsl``, JSON with ``json.dumps``) so the carrier is
+never the bottleneck of a benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from dispatcher.errors import DispatcherError
+from dispatcher.sandbox.carrier import Sandbox
+from dispatcher.sandbox.config import SandboxConfig
+from dispatcher.sandbox.wire import ApiError, error_body
+
+log = logging.getLogger(__name__)
+_JSON = "application/json"
+
+
+class DroppedConnection(ConnectionAbortedError):
+    """Raised after the response has started: the server closes the connection mid-answer."""
+
+
+class _DropResponse(Response):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        raise DroppedConnection("sandbox fault: connection dropped after accepting")
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")), status_code=status, media_type=_JSON)
+
+
+def _error(e: ApiError) -> Response:
+    return _json(e.body(), e.status)
+
+
+def _basic(request: Request) -> tuple[str | None, str | None]:
+    h = request.headers.get("authorization")
+    if not h or not h[:6].lower() == "basic ":
+        return None, None
+    try:
+        user, _, pw = base64.b64decode(h[6:]).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    return user, pw
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = (await request.body()).decode("utf-8", "replace")
+    form: dict[str, str] = {}
+    media: list[str] = []
+    for k, v in parse_qsl(raw, keep_blank_values=True):
+        if k == "MediaUrl":
+            media.append(v)
+        else:
+            form[k] = v
+    if media:
+        form["__media__"] = "\n".join(media)
+    return form
+
+
+def create_app(
+    config: SandboxConfig | None = None,
+    *,
+    sandbox: Sandbox | None = None,
+    ticker: bool = True,
+) -> Starlette:
+    """The ASGI app.  ``app.state.sandbox`` is the :class:`Sandbox`.  With ``ticker`` the app's
+    lifespan starts the real-time status ticker (server mode); embedded mode calls
+    ``sandbox.start()`` itself since in-process transports run no lifespan."""
+    sb = sandbox or Sandbox(config)
+
+    def authed(request: Request) -> None:
+        user, pw = _basic(request)
+        sb.check_auth(user, pw, request.path_params.get("account"))
+
+    async def messages(request: Request) -> Response:
+        try:
+            authed(request)
+            if request.method == "GET":
+                return _json(sb.list(request.query_params, request.url.path))
+            result = sb.create(await _form(request))
+        except ApiError as e:
+            return _error(e)
+        if result.slow_s:
+            await asyncio.sleep(result.slow_s)
+        if result.fault == "drop":
+            return _DropResponse()
+        if result.fault == "delay":
+            await asyncio.sleep(sb.config.faults.timeout_delay_s)
+        return _json(result.message, 201)
+
+    async def message(request: Request) -> Response:
+        sid = request.path_params["sid"]
+        try:
+            authed(request)
+            if request.method == "GET":
+                return _json(sb.get(sid))
+            if request.method == "DELETE":
+                sb.delete(sid)
+                return Response(status_code=204)
+            return _json(sb.update(sid, await _form(request)))
+        except ApiError as e:
+            return _error(e)
+
+    async def usa2p_list(request: Request) -> Response:
+        try:
+            authed(request)
+        except ApiError as e:
+            return _error(e)
+        mg = request.path_params["service"]
+        items = sb.campaigns(mg)
+        url = f"https://messaging.twilio.com/v1/Services/{mg}/Compliance/Usa2p"
+        size = len(items) or 50
+        return _json(
+            {
+                "compliance": items,
+                "meta": {
+                    "page": 0,
+                    "page_size": size,
+                    "first_page_url": f"{url}?PageSize={size}&Page=0",
+                    "previous_page_url": None,
+                    "url": f"{url}?PageSize={size}&Page=0",
+                    "next_page_url": None,
+                    "key": "compliance",
+                },
+            }
+        )
+
+    async def usa2p_one(request: Request) -> Response:
+        try:
+            authed(request)
+            return _json(sb.campaign(request.path_params["service"], request.path_params["sid"]))
+        except ApiError as e:
+            return _error(e)
+
+    # -- admin --------------------------------------------------------------------------------
+
+    async def admin_health(request: Request) -> Response:
+        return _json({"ok": True, "messages": sb.message_count()})
+
+    async def admin_messages(request: Request) -> Response:
+        return _json({"messages": sb.records(), "stats": sb.stats.__dict__})
+
+    async def admin_config(request: Request) -> Response:
+        if request.method == "POST":
+            cfg = sb.configure(await _json_body(request))
+            return _json(cfg.to_dict())
+        return _json(sb.config.to_dict())
+
+    async def admin_faults(request: Request) -> Response:
+        f = sb.set_faults(await _json_body(request))
+        return _json(f.__dict__)
+
+    async def admin_reset(request: Request) -> Response:
+        sb.reset()
+        return _json({"ok": True})
+
+    async def admin_tick(request: Request) -> Response:
+        return _json({"applied": await asyncio.to_thread(sb.tick)})
+
+    async def admin_inbound(request: Request) -> Response:
+        doc = await _json_body(request)
+        frm, body = doc.get("from"), doc.get("body")
+        if not isinstance(frm, str) or not isinstance(body, str):
+            return _json({"error": "'from' and 'body' are required strings"}, 400)
+        params = await asyncio.to_thread(
+            sb.inbound, frm, body, to=doc.get("to"), url=doc.get("url")
+        )
+        return _json(params)
+
+    async def on_input_error(request: Request, exc: Exception) -> Response:
+        return _json({"error": str(exc)}, 400)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        if status == 404:
+            return _json(
+                error_body(404, 20404, f"The requested resource {request.url.path} was not found"),
+                404,
+            )
+        return _json(error_body(status, 20000 + status, str(getattr(exc, "detail", ""))), status)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if ticker:
+            sb.start()
+        try:
+            yield
+        finally:
+            if ticker:
+                sb.stop()
+
+    acct = "/2010-04-01/Accounts/{account}"
+    usa2p = "/v1/Services/{service}/Compliance/Usa2p"
+    routes = [
+        Route(acct + "/Messages.json", messages, methods=["GET", "POST"]),
+        Route(acct + "/Messages/{sid}.json", message, methods=["GET", "POST", "DELETE"]),
+        Route(usa2p, usa2p_list, methods=["GET"]),
+        Route(usa2p + "/{sid}", usa2p_one, methods=["GET"]),
+        Route("/_sandbox/health", admin_health, methods=["GET"]),
+        Route("/_sandbox/messages", admin_messages, methods=["GET"]),
+        Route("/_sandbox/config", admin_config, methods=["GET", "POST"]),
+        Route("/_sandbox/faults", admin_faults, methods=["POST"]),
+        Route("/_sandbox/reset", admin_reset, methods=["POST"]),
+        Route("/_sandbox/tick", admin_tick, methods=["POST"]),
+        Route("/_sandbox/inbound", admin_inbound, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={DispatcherError: on_input_error, HTTPException: on_http_error},
+    )
+    app.state.sandbox = sb
+    return app
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise _BadJson("request body is not JSON") from e
+    if not isinstance(doc, dict):
+        raise _BadJson("request body must be a JSON object")
+    return doc
+
+
+class _BadJson(DispatcherError):
+    pass

@@ -1,0 +1,100 @@
+"""Twilio wire formats used by the sandbox: dates, SIDs, segments, error bodies (pure)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+API_VERSION = "2010-04-01"
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MG_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+MSG_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+
+# GSM 03.38 basic set and the extension table (extension chars cost two septets).
+_GSM_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXT = set("^{}\\[~]|€\f")
+
+
+def rfc2822(ts: float) -> str:
+    """``Thu, 24 Aug 2023 05:01:45 +0000`` as Twilio formats dates (locale independent)."""
+    t = time.gmtime(ts)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    )
+
+
+def raw_dlr_done_date(ts: float) -> str:
+    """``YYMMDDhhmm`` (no time zone) as in RawDlrDoneDate."""
+    return time.strftime("%y%m%d%H%M", time.gmtime(ts))
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def segments(body: str) -> int:
+    """SMS segments: GSM-7 160/153 septets, else UCS-2 70/67 UTF-16 code units."""
+    if not body:
+        return 1
+    septets = 0
+    gsm = True
+    for ch in body:
+        if ch in _GSM_BASIC:
+            septets += 1
+        elif ch in _GSM_EXT:
+            septets += 2
+        else:
+            gsm = False
+            break
+    if gsm:
+        return 1 if septets <= 160 else -(-septets // 153)
+    units = len(body.encode("utf-16-le")) // 2
+    return 1 if units <= 70 else -(-units // 67)
+
+
+def parse_date_filter(value: str) -> tuple[date | datetime, bool]:
+    """``YYYY-MM-DD`` -> (date, True); ISO 8601 / RFC 2822 date-time -> (aware datetime, False)."""
+    v = value.strip()
+    if len(v) == 10:
+        return date.fromisoformat(v), True
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        dt = parsedate_to_datetime(v)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt, False
+
+
+def error_body(status: int, code: int, message: str) -> dict[str, Any]:
+    """Twilio's REST error document."""
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+class ApiError(Exception):
+    """An error answer in Twilio's shape (raised by the carrier, rendered by the app)."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.code, self.message)
