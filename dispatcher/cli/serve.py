@@ -1,4 +1,4 @@
-"""Top-level `dispatcher serve` command(s)."""
+"""Top-level `dispatcher serve` command: the webhook app (and later the HTTP API) on uvicorn."""
 
 from __future__ import annotations
 
@@ -6,4 +6,22 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("serve")
+    def serve(
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+        port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    ) -> None:
+        """Serve the Twilio webhooks, /healthz and /metrics (Twilio must reach
+        DISPATCHER_PUBLIC_BASE_URL: signatures are checked against it)."""
+        import uvicorn
+
+        from dispatcher.logs import setup_logging
+        from dispatcher.settings import get_settings
+        from dispatcher.webhooks import create_app
+        from dispatcher.webhooks.runtime import WebRuntime
+
+        settings = get_settings()
+        setup_logging(settings.log_level)
+        web = create_app(WebRuntime.from_settings(settings))
+        uvicorn.run(web, host=host, port=port, log_level=settings.log_level.lower(),
+                    access_log=False)

@@ -1,0 +1,145 @@
+"""Reputation guard, I/O side: count a run's figures in SQL, evaluate (dispatcher.guard), pause.
+
+Called by the webhooks after a status callback that carries an error code and after a STOP,
+at most once per run per ``min_interval_s`` of clock time (:class:`GuardLimiter`).  A pause
+records its reason on the run (``Run.pause_reason``); resuming is the operator's decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlmodel import Session
+
+from dispatcher import outbox, runs
+from dispatcher.clock import Clock
+from dispatcher.errors import ConflictError, InputError
+from dispatcher.guard import (
+    DEFAULT_THRESHOLDS,
+    RunFigures,
+    Thresholds,
+    Verdict,
+    evaluate,
+    thresholds_from,
+)
+from dispatcher.models import Campaign, ConsentEvent, OutboxMessage, Run
+
+log = logging.getLogger(__name__)
+
+#: messages handed to the carrier (the denominator of every rate)
+HANDED = (outbox.SENT, outbox.DELIVERED, outbox.UNDELIVERED, outbox.FAILED)
+OPT_OUT_SOURCES = ("keyword", "natural_language", "carrier")
+FILTERING_CODE = 30007
+
+T = OutboxMessage.__table__  # type: ignore[attr-defined]
+CE = ConsentEvent.__table__  # type: ignore[attr-defined]
+C = Campaign.__table__  # type: ignore[attr-defined]
+
+
+def campaign_thresholds(campaign: Campaign, base: Thresholds = DEFAULT_THRESHOLDS) -> Thresholds:
+    """The campaign's overrides on ``base``; a bad ``guard`` document falls back to ``base``."""
+    try:
+        return thresholds_from(campaign.guard or None, base)
+    except InputError as e:
+        log.warning("campaign %s: ignoring guard settings (%s)", campaign.sid, e)
+        return base
+
+
+def run_figures(session: Session, run: Run, campaign: Campaign, now: datetime,
+                *, with_repetition: bool = True) -> RunFigures:
+    conn = session.connection()
+    handed = and_(T.c.run_id == run.id, T.c.state.in_(HANDED))
+    sends, filtered, failures = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((T.c.error_code == FILTERING_CODE, 1), else_=0)), 0),
+            func.coalesce(func.sum(case(
+                (T.c.state.in_((outbox.UNDELIVERED, outbox.FAILED)), 1), else_=0)), 0),
+        ).where(handed)
+    ).one()
+    recipients = select(T.c.contact_id).where(handed)
+    opt_outs = conn.execute(
+        select(func.count(func.distinct(CE.c.contact_id))).where(
+            CE.c.action == "revoke", CE.c.source.in_(OPT_OUT_SOURCES),
+            CE.c.brand_id == campaign.brand_id, CE.c.recorded_at >= run.created_at,
+            CE.c.contact_id.in_(recipients),
+        )
+    ).scalar_one()
+    identical = 0
+    if with_repetition:
+        identical = _max_identical_today(session, campaign, now)
+    return RunFigures(int(sends), int(filtered), int(failures), int(opt_outs), identical)
+
+
+def _max_identical_today(session: Session, campaign: Campaign, now: datetime) -> int:
+    """Largest number of sends of one identical body today (UTC) by the campaign's sender
+    (its Messaging Service, else its From number: every campaign sharing it counts)."""
+    if campaign.messaging_service_sid:
+        same = C.c.messaging_service_sid == campaign.messaging_service_sid
+    elif campaign.sender:
+        same = C.c.sender == campaign.sender
+    else:
+        same = C.c.id == campaign.id
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    per_body = (
+        select(func.count().label("n"))
+        .where(
+            T.c.campaign_id.in_(select(C.c.id).where(or_(same, C.c.id == campaign.id))),
+            T.c.state.in_(HANDED), T.c.body_hash.is_not(None),
+            T.c.sent_at >= start, T.c.sent_at < start + timedelta(days=1),
+        )
+        .group_by(T.c.body_hash)
+        .subquery()
+    )
+    return int(session.connection().execute(select(func.max(per_body.c.n))).scalar() or 0)
+
+
+def check_run(session: Session, run_id: int, now: datetime,
+              base: Thresholds = DEFAULT_THRESHOLDS) -> Verdict | None:
+    """Evaluate one run; pause it (in the caller's transaction) when a threshold is crossed.
+    Returns None when the run is not active (nothing to judge)."""
+    run = session.get(Run, run_id)
+    if run is None or run.state not in runs.ACTIVE:
+        return None
+    campaign = session.get(Campaign, run.campaign_id)
+    if campaign is None:
+        return None
+    t = campaign_thresholds(campaign, base)
+    if not t.enabled:
+        return Verdict(False)
+    fig = run_figures(session, run, campaign, now,
+                      with_repetition=t.identical_bodies_per_day is not None)
+    verdict = evaluate(fig, t)
+    for w in verdict.warnings:
+        log.info("run %s: reputation warning: %s", run_id, w)
+    if verdict.pause and verdict.reason:
+        try:
+            if runs.pause_run(session, run_id, verdict.reason, now):
+                log.warning("run %s paused: %s", run_id, verdict.reason)
+        except ConflictError:
+            log.debug("run %s left the active states before the guard paused it", run_id)
+    return verdict
+
+
+class GuardLimiter:
+    """At most one evaluation per run per ``min_interval_s`` of clock time (thread-safe)."""
+
+    def __init__(self, clock: Clock, min_interval_s: float = 5.0) -> None:
+        self.clock = clock
+        self.min_interval_s = min_interval_s
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, run_id: int) -> bool:
+        now = self.clock.time()
+        with self._lock:
+            last = self._last.get(run_id)
+            if last is not None and now - last < self.min_interval_s:
+                return False
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[run_id] = now
+            return True

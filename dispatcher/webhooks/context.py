@@ -1,0 +1,99 @@
+"""Per-app state shared by the routers: the runtime, options, guard limiter, metric calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from dispatcher import outbox
+from dispatcher.guard import DEFAULT_THRESHOLDS, Thresholds
+from dispatcher.guard_check import GuardLimiter, check_run
+from dispatcher.webhooks.protocol import Runtime
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    #: how long an inbound STOP waits for the contact's in-flight (``sending``) rows to settle
+    in_flight_timeout_s: float = 10.0
+    in_flight_poll_s: float = 0.05
+    #: at most one reputation-guard evaluation per run per this many seconds of clock time
+    guard_min_interval_s: float = 5.0
+    guard_thresholds: Thresholds = field(default=DEFAULT_THRESHOLDS)
+
+
+class Context:
+    def __init__(self, runtime: Runtime, options: WebhookOptions) -> None:
+        self.runtime = runtime
+        self.options = options
+        self.limiter = GuardLimiter(runtime.clock, options.guard_min_interval_s)
+
+    # ---------------------------------------------------------------------------- database
+    def transaction(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """``fn(session, *args, now=clock.now(), **kw)`` in one transaction (sync)."""
+        now = self.runtime.clock.now()
+        try:
+            with self.runtime.db.session() as s:
+                return fn(s, *args, now=now, **kw)
+        except IntegrityError:
+            # a concurrent request for the same MessageSid committed first: do it again, it
+            # now takes the replay path (and changes nothing)
+            with self.runtime.db.session() as s:
+                return fn(s, *args, now=now, **kw)
+
+    async def run(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        return await run_in_threadpool(self.transaction, fn, *args, **kw)
+
+    # ----------------------------------------------------------------------------- in flight
+    def _in_flight(self, contact_id: int) -> int:
+        with self.runtime.db.session() as s:
+            return outbox.in_flight_for_contact(s, contact_id)
+
+    async def wait_not_in_flight(self, contact_id: int) -> bool:
+        """Poll until no row of the contact is ``sending`` (wall-clock deadline, on purpose:
+        this bounds a real HTTP reply).  False if the deadline passed first."""
+        deadline = time.monotonic() + self.options.in_flight_timeout_s
+        while True:
+            if await run_in_threadpool(self._in_flight, contact_id) == 0:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("STOP from contact %s: a message was still being handed to the "
+                            "carrier after %.1fs", contact_id, self.options.in_flight_timeout_s)
+                return False
+            await asyncio.sleep(min(self.options.in_flight_poll_s, left))
+
+    # -------------------------------------------------------------------------------- guard
+    def _guard(self, run_ids: list[int]) -> None:
+        for run_id in run_ids:
+            if not self.limiter.allow(run_id):
+                continue
+            try:
+                with self.runtime.db.session() as s:
+                    check_run(s, run_id, self.runtime.clock.now(), self.options.guard_thresholds)
+            except Exception:  # noqa: BLE001 - the webhook's own work is already committed
+                log.exception("reputation guard failed for run %s", run_id)
+
+    async def guard(self, run_ids: list[int]) -> None:
+        if run_ids:
+            await run_in_threadpool(self._guard, run_ids)
+
+    # ------------------------------------------------------------------------------ metrics
+    def metric(self, name: str, *args: Any) -> None:
+        """Call ``runtime.metrics.<name>(*args)`` if there is such a method; never raises."""
+        fn = getattr(getattr(self.runtime, "metrics", None), name, None)
+        if not callable(fn):
+            return
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - metrics never break a webhook
+            log.warning("metrics.%s failed", name, exc_info=True)

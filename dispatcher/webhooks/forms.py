@@ -1,0 +1,128 @@
+"""Reading a Twilio webhook: form body, X-Twilio-Signature, required fields.
+
+Order of checks (nothing is recorded before all pass):
+
+1. no ``X-Twilio-Signature`` header -> 403;
+2. not ``application/x-www-form-urlencoded``, too large, not UTF-8, NUL bytes -> 400 / 413;
+3. signature does not match ``public_base_url + path (+ ?query)`` with the Auth Token -> 403;
+4. a required field missing, duplicated or too long -> 400 (by the endpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_BODY_BYTES = 256 * 1024
+MAX_FIELDS = 200
+
+
+class WebhookError(Exception):
+    """Answered as ``{"error": message}`` with ``status``; never a traceback."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Form:
+    """The decoded form: every value per name (what the signature covers) + field helpers."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for k, v in pairs:
+            self._values.setdefault(k, []).append(v)
+
+    # RequestValidator.get_values() uses getlist() on multi-valued mappings
+    def getlist(self, name: str) -> list[str]:
+        return list(self._values.get(name, []))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, name: str, *, max_len: int | None = None, required: bool = False) -> str | None:
+        """The single value of ``name`` (None if absent); 400 if duplicated, too long, or
+        required and absent/empty."""
+        values = self._values.get(name, [])
+        if len(values) > 1:
+            raise WebhookError(400, f"field {name} appears {len(values)} times")
+        value = values[0] if values else None
+        if required and not value:
+            raise WebhookError(400, f"missing field {name}")
+        if value is not None and max_len is not None and len(value) > max_len:
+            raise WebhookError(400, f"field {name} is longer than {max_len} characters")
+        return value
+
+
+def parse_form(content_type: str | None, body: bytes) -> Form:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != FORM_TYPE:
+        raise WebhookError(400, f"body must be {FORM_TYPE}, not {media or 'missing'}")
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                          encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise WebhookError(400, "form body is not valid URL-encoded UTF-8") from None
+    except ValueError as e:
+        raise WebhookError(400, f"malformed form body: {e}") from None
+    for k, v in pairs:
+        if "\x00" in k or "\x00" in v:
+            raise WebhookError(400, "form body contains a NUL character")
+    return Form(pairs)
+
+
+def public_url(base: str, request: Request) -> str:
+    """The URL Twilio called: the configured public base + the request path (+ query)."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) and raw else request.url.path
+    query = request.scope.get("query_string") or b""
+    url = base.rstrip("/") + path
+    if query:
+        url += "?" + query.decode("latin-1")
+    return url
+
+
+async def read_signed_form(request: Request, auth_token: str, base_url: str) -> Form:
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not signature:
+        raise WebhookError(403, f"missing {SIGNATURE_HEADER} header")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    form = parse_form(request.headers.get("content-type"), b"".join(chunks))
+    algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    try:
+        ok = RequestValidator(auth_token).validate(
+            public_url(base_url, request), form, signature, algorithm
+        )
+    except ValueError:  # e.g. an unparsable port in the configured URL
+        ok = False
+    if not ok:
+        raise WebhookError(403, f"invalid {SIGNATURE_HEADER}")
+    return form

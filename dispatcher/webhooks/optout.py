@@ -1,0 +1,231 @@
+"""Inbound messages: STOP / natural-language revocation / START / HELP / other (DB side, sync).
+
+Everything for one inbound message happens in the caller's ONE transaction: the inbound log row
+(unique ``message_sid``: a replay or a concurrent duplicate changes nothing), the consent event(s)
+and the suppression of the contact's not-yet-sent outbox rows.  See docs/webhooks.md for the
+choices (scope, unknown numbers, one confirmation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, select
+
+from dispatcher import ledger, outbox, runs
+from dispatcher.compliance import classify_keyword, detect_revocation
+from dispatcher.contacts import upsert_contact
+from dispatcher.guard_check import HANDED
+from dispatcher.models import Brand, Campaign, Contact, InboundMessage, OutboxMessage, Run
+from dispatcher.phones import try_normalize
+from dispatcher.webhooks import replies
+
+ACTOR = "twilio-webhook"
+STOP, START, HELP, NL_REVOKE, OTHER = "STOP", "START", "HELP", "NL_REVOKE", "OTHER"
+REPEAT = "_REPEAT"  # suffix: a revocation from a contact already opted out (no confirmation)
+REVOCATIONS = (STOP, NL_REVOKE)
+_PRECEDENCE = (STOP, START, HELP)
+
+T = OutboxMessage.__table__  # type: ignore[attr-defined]
+R = Run.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    message_sid: str
+    from_: str
+    to: str | None
+    body: str
+    messaging_service_sid: str | None = None
+    opt_out_type: str | None = None  # Twilio Advanced Opt-Out: STOP | START | HELP
+
+
+@dataclass
+class InboundResult:
+    classification: str
+    reply: str | None = None
+    replay: bool = False
+    contact_id: int | None = None
+    new_opt_out: bool = False
+    campaign_sid: str | None = None  # metrics label
+    run_ids: list[int] = field(default_factory=list)  # runs the guard should look at
+
+    @property
+    def revocation(self) -> bool:
+        return self.classification.removesuffix(REPEAT) in REVOCATIONS
+
+
+# ------------------------------------------------------------------------------------- lookups
+def find_campaigns(session: Session, messaging_service_sid: str | None,
+                   to: str | None) -> list[Campaign]:
+    """Campaigns reached by the message: by Messaging Service, else by the To number."""
+    if messaging_service_sid:
+        found = list(session.exec(select(Campaign).where(
+            Campaign.messaging_service_sid == messaging_service_sid).order_by(Campaign.id)))
+        if found:
+            return found
+    if to:
+        e164, _ = try_normalize(to)
+        numbers = {to, e164} - {None}
+        return list(session.exec(select(Campaign).where(
+            Campaign.sender.in_(numbers)).order_by(Campaign.id)))  # type: ignore[union-attr]
+    return []
+
+
+def classify(msg: Inbound, campaigns: Sequence[Campaign]) -> str:
+    oot = (msg.opt_out_type or "").strip().upper()
+    if oot in _PRECEDENCE:
+        return oot
+    found = {classify_keyword(msg.body, c) for c in (campaigns or [None])} - {None}
+    for cls in _PRECEDENCE:
+        if cls in found:
+            return cls
+    if detect_revocation(msg.body):
+        return NL_REVOKE
+    return OTHER
+
+
+def _brand_names(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(session.exec(select(Brand.id, Brand.name).where(Brand.id.in_(ids))).all())  # type: ignore[union-attr,arg-type]
+
+
+def _fallback_brands(session: Session, contact_id: int) -> list[int]:
+    """Brands for a revocation sent to a number no campaign uses: the brands that ever queued a
+    message to the contact, else every brand (a revocation is never dropped)."""
+    ids = sorted(set(session.exec(
+        select(Campaign.brand_id).join(OutboxMessage, OutboxMessage.campaign_id == Campaign.id)  # type: ignore[arg-type]
+        .where(OutboxMessage.contact_id == contact_id)).all()))
+    return ids or list(session.exec(select(Brand.id).order_by(Brand.id)).all())  # type: ignore[arg-type]
+
+
+def _brand_campaign_ids(session: Session, brand_id: int) -> list[int]:
+    return list(session.exec(select(Campaign.id).where(Campaign.brand_id == brand_id)).all())  # type: ignore[arg-type]
+
+
+def _active_runs_for(session: Session, contact_id: int, campaign_ids: list[int]) -> list[int]:
+    if not campaign_ids:
+        return []
+    q = (sa_select(T.c.run_id).distinct()
+         .join(R, R.c.id == T.c.run_id)
+         .where(T.c.contact_id == contact_id, T.c.campaign_id.in_(campaign_ids),
+                T.c.state.in_(HANDED), R.c.state.in_(runs.ACTIVE)))
+    return sorted(r[0] for r in session.connection().execute(q))
+
+
+# ------------------------------------------------------------------------------------- process
+def process_inbound(session: Session, msg: Inbound, *, now: datetime,
+                    advanced_opt_out: bool) -> InboundResult:
+    campaigns = find_campaigns(session, msg.messaging_service_sid, msg.to)
+    first = campaigns[0] if campaigns else None
+    names = _brand_names(session, sorted({c.brand_id for c in campaigns}))
+    twilio_answers = advanced_opt_out or bool((msg.opt_out_type or "").strip())
+
+    existing = session.exec(
+        select(InboundMessage).where(InboundMessage.message_sid == msg.message_sid)).first()
+    if existing is not None:
+        return _replay(existing, first, names, twilio_answers)
+
+    kind = classify(msg, campaigns)
+    e164, _ = try_normalize(msg.from_)
+    contact: Contact | None = None
+    if e164 is not None:
+        contact = session.exec(select(Contact).where(Contact.phone == e164)).first()
+        if contact is None and kind in (STOP, NL_REVOKE, START):
+            contact, _ = upsert_contact(session, e164)
+    row = InboundMessage(
+        message_sid=msg.message_sid, from_phone=e164 or msg.from_[:16], to=msg.to,
+        body=msg.body, classification=kind, contact_id=contact.id if contact else None,
+        received_at=now,
+    )
+    session.add(row)
+    session.flush()  # the unique message_sid makes a concurrent duplicate fail here
+    result = InboundResult(kind, contact_id=row.contact_id,
+                           campaign_sid=first.sid if first else None)
+
+    if kind in REVOCATIONS and contact is not None:
+        brands = ([b for b in dict.fromkeys(c.brand_id for c in campaigns)] if campaigns
+                  else _fallback_brands(session, contact.id))
+        newly, all_ids = _revoke(session, msg, kind, contact, brands, campaigns, now)
+        result.new_opt_out = newly
+        result.run_ids = _active_runs_for(session, contact.id, all_ids)
+        if not newly:
+            result.classification = kind + REPEAT
+        elif kind == NL_REVOKE or not twilio_answers:
+            result.reply = replies.opt_out_reply(first, names.get(first.brand_id)
+                                                 if first else None)
+    elif kind == START and contact is not None and campaigns:
+        for c in campaigns:
+            ledger.append(
+                session, contact_id=contact.id, brand_id=c.brand_id, campaign_id=c.id,
+                action="grant", source="keyword", actor=ACTOR, consent_type="express",
+                evidence_text=msg.body, evidence_ref=msg.message_sid,
+                note=f"opt-in keyword to {msg.to or msg.messaging_service_sid}",
+                occurred_at=now,
+                dedupe=ledger.dedupe_key("inbound", msg.message_sid, c.brand_id, c.id),
+            )
+        if not twilio_answers:
+            result.reply = replies.opt_in_reply(first, names.get(first.brand_id))  # type: ignore[union-attr]
+    elif kind == HELP and first is not None and not twilio_answers:
+        result.reply = replies.help_reply(first, names.get(first.brand_id))
+
+    if result.classification != kind:
+        row.classification = result.classification
+        session.add(row)
+        session.flush()
+    return result
+
+
+def _revoke(session: Session, msg: Inbound, kind: str, contact: Contact, brands: list[int],
+            campaigns: Sequence[Campaign], now: datetime) -> tuple[bool, list[int]]:
+    """Append one brand-wide revoke per brand and suppress the contact's pending rows in every
+    campaign of those brands.  Returns (newly opted out somewhere, campaign ids touched)."""
+    assert contact.id is not None
+    newly = not brands
+    touched: list[int] = []
+    source = "keyword" if kind == STOP else "natural_language"
+    for brand_id in brands:
+        matched = [c.id for c in campaigns if c.brand_id == brand_id] or [None]
+        already = all(
+            ledger.status(session, contact.id, brand_id=brand_id, campaign_id=cid).opted_out
+            for cid in matched
+        )
+        newly = newly or not already
+        ledger.append(
+            session, contact_id=contact.id, brand_id=brand_id, campaign_id=None,
+            action="revoke", source=source, actor=ACTOR, evidence_text=msg.body,
+            evidence_ref=msg.message_sid,
+            note=(f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
+                  f"{msg.to or '?'}" + (f" via {msg.messaging_service_sid}"
+                                        if msg.messaging_service_sid else "")
+                  + ("" if campaigns else "; the number matched no campaign")
+                  + ("; repeated (already opted out)" if already else "")),
+            occurred_at=now, dedupe=ledger.dedupe_key("inbound-revoke", msg.message_sid,
+                                                      brand_id),
+        )
+        ids = _brand_campaign_ids(session, brand_id)
+        outbox.suppress_for_contact(session, contact.id, brand_campaign_ids=ids,
+                                    reason="opted_out", now=now)
+        touched.extend(ids)
+    return newly, touched
+
+
+def _replay(row: InboundMessage, first: Campaign | None, names: dict[int, str],
+            twilio_answers: bool) -> InboundResult:
+    """An already processed MessageSid: change nothing, answer what the first request got."""
+    kind = row.classification or OTHER
+    result = InboundResult(kind, replay=True, contact_id=row.contact_id,
+                           campaign_sid=first.sid if first else None)
+    brand = names.get(first.brand_id) if first else None
+    if kind in REVOCATIONS and row.contact_id is not None and (
+            kind == NL_REVOKE or not twilio_answers):
+        result.reply = replies.opt_out_reply(first, brand)
+    elif kind == START and row.contact_id is not None and first and not twilio_answers:
+        result.reply = replies.opt_in_reply(first, brand)
+    elif kind == HELP and first is not None and not twilio_answers:
+        result.reply = replies.help_reply(first, brand)
+    return result

@@ -1,0 +1,23 @@
+"""What the webhook app needs from the process around it (the composition root provides it)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from dispatcher.clock import Clock
+from dispatcher.settings import Settings
+from dispatcher.store import Database
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Any object with these attributes.  Optional extras, looked up with ``getattr``:
+
+    * ``render_metrics() -> (bytes, content_type)`` -- served at ``GET /metrics``.
+    """
+
+    settings: Settings  # auth_token, public_base_url, advanced_opt_out
+    db: Database
+    clock: Clock
+    metrics: Any | None  # dispatcher.metrics.Metrics or None
+    redis: Any | None  # a redis client (checked by /healthz) or None (embedded)
