@@ -44,13 +44,18 @@ def _cas(session: Session, row_id: int, expect: tuple[str, ...], values: dict[st
     return res.rowcount == 1
 
 
-def claim(session: Session, row_id: int, now: datetime) -> str | None:
-    """queued -> sending.  Returns the claim token, or None if someone else moved the row."""
+def claim(session: Session, row_id: int, now: datetime, **values: Any) -> str | None:
+    """queued -> sending, only while the run is running.  Returns the claim token, or None if
+    someone else moved the row (or the run was paused/cancelled, or a STOP suppressed it)."""
+    from dispatcher.models import Run
+
+    runs = Run.__table__  # type: ignore[attr-defined]
     token = uuid.uuid4().hex
+    running = T.c.run_id.in_(select(runs.c.id).where(runs.c.state == "running"))
     ok = _cas(session, row_id, (QUEUED,), {
         "state": SENDING, "claimed_at": now, "claim_token": token, "updated_at": now,
-        "attempts": T.c.attempts + 1,
-    })
+        "attempts": T.c.attempts + 1, **values,
+    }, running)
     return token if ok else None
 
 
@@ -99,10 +104,19 @@ def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,
     })
 
 
-def defer(session: Session, row_id: int, until: datetime, reason: str, now: datetime) -> bool:
+def defer(session: Session, row_id: int, until: datetime, reason: str, now: datetime, *,
+          enqueued: bool = False) -> bool:
+    """Keep the row queued but due later.  ``enqueued``: a delayed queue message carries it
+    (a booked throttle slot); otherwise the release loop enqueues it when it falls due."""
     return _cas(session, row_id, (QUEUED,), {
-        "due_at": until, "defer_reason": reason, "enqueued_at": now, "updated_at": now,
+        "due_at": until, "defer_reason": reason, "enqueued_at": now if enqueued else None,
+        "updated_at": now,
     })
+
+
+def unqueue(session: Session, row_id: int, now: datetime) -> bool:
+    """Forget that a queue message carries the row (run paused): release picks it up later."""
+    return _cas(session, row_id, (QUEUED,), {"enqueued_at": None, "updated_at": now})
 
 
 def suppress(session: Session, row_id: int, reason: str, now: datetime) -> bool:

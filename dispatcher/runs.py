@@ -1,25 +1,202 @@
 """Run control shared by the CLI, the HTTP API and ``notify()``: one code path.
 
-(Grows with the pipeline; the functions below are the stable part other modules call.)
+Life of a run: ``scheduled`` (waiting for ``send_at``) -> ``fanning_out`` (one outbox row per
+recipient, in SQL) -> ``running`` (the scheduler releases due rows to the queue) -> ``completed``
+when no row is left to send; ``paused`` / ``cancelled`` by the operator, the reputation guard or
+a campaign-level gate.  Every transition is a compare-and-set on the run's state, so two
+schedulers can never fan a run out twice (and the outbox's unique (run, contact) backs that up).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlalchemy import func, insert, literal, select, update
+from sqlmodel import Session
 
-from dispatcher.errors import ConflictError, NotFoundError
-from dispatcher.models import Run
+from dispatcher import audience as aud
+from dispatcher import ledger, outbox
+from dispatcher.clock import as_utc
+from dispatcher.contacts import upsert_contact
+from dispatcher.errors import ConflictError, InputError, NotFoundError
+from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
+from dispatcher.templates import parse_template
 
 SCHEDULED, FANNING_OUT, RUNNING, PAUSED, COMPLETED, CANCELLED = (
     "scheduled", "fanning_out", "running", "paused", "completed", "cancelled",
 )
 ACTIVE = (SCHEDULED, FANNING_OUT, RUNNING)
 R = Run.__table__  # type: ignore[attr-defined]
+OB = OutboxMessage.__table__  # type: ignore[attr-defined]
+C = Contact.__table__  # type: ignore[attr-defined]
+STAGE_BATCH = 2000
 
 
+# ------------------------------------------------------------------------------------ launch
+@dataclass
+class LaunchRequest:
+    campaign: str  # SID or id
+    template: str
+    audience: dict[str, Any]  # see dispatcher.audience
+    send_at: datetime | None = None
+    actor: str = "operator"
+    idempotency_key: str | None = None
+    recipients: list[dict[str, Any]] | None = None  # inline list: {"phone", "variables"}
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        doc = {"campaign": self.campaign, "template": self.template, "audience": self.audience,
+               "send_at": self.send_at.isoformat() if self.send_at else None,
+               "recipients": self.recipients, "options": self.options}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def launch(session: Session, req: LaunchRequest, *, now: datetime) -> tuple[Run, bool]:
+    """Create a run (idempotent by key).  Returns (run, created).  The caller commits."""
+    parse_template(req.template)  # malformed template -> InputError before anything is written
+    if req.idempotency_key:
+        existing = session.exec(select(Run).where(Run.idempotency_key == req.idempotency_key)
+                                ).scalars().first()
+        if existing is not None:
+            if existing.request_hash != req.fingerprint():
+                raise ConflictError(
+                    f"idempotency key {req.idempotency_key!r} was used with a different request")
+            return existing, False
+    from dispatcher.registry import get_campaign
+
+    campaign = get_campaign(session, req.campaign)
+    send_at = as_utc(req.send_at) if req.send_at else now
+    run = Run(campaign_id=campaign.id, template=req.template, audience=req.audience,
+              state=SCHEDULED, send_at=send_at, actor=req.actor,
+              idempotency_key=req.idempotency_key, request_hash=req.fingerprint(),
+              options=req.options, created_at=now)
+    session.add(run)
+    session.flush()
+    kind = req.audience.get("kind")
+    if kind in ("csv", "list"):
+        stats = _stage(session, run, campaign, req, send_at, now)
+        run.audience = {**req.audience, "staged": True, **stats}
+        run.total = stats["staged"]
+        session.add(run)
+    elif kind not in ("all", "segment"):
+        raise InputError(f"unknown audience kind {kind!r}", field="audience")
+    session.flush()
+    return run, True
+
+
+def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
+           send_at: datetime, now: datetime) -> dict[str, Any]:
+    """Write the outbox rows of a recipient list in batches (streamed for CSV files)."""
+    rejected: Counter[str] = Counter()
+    seen: set[str] = set()
+    staged = 0
+    batch: list[tuple[str, dict[str, Any]]] = []
+
+    def rows():  # type: ignore[no-untyped-def]
+        if req.audience.get("kind") == "csv":
+            for _line, e164, why, variables in aud.iter_csv(Path(req.audience["path"])):
+                yield e164, why, variables
+        else:
+            from dispatcher.phones import try_normalize
+
+            for r in req.recipients or []:
+                e164, why = try_normalize(str(r.get("phone", "")))
+                yield e164, why, dict(r.get("variables") or {})
+
+    def flush() -> int:
+        if not batch:
+            return 0
+        phones = [p for p, _ in batch]
+        ids = dict(session.exec(select(Contact.phone, Contact.id).where(
+            Contact.phone.in_(phones))).all())  # type: ignore[attr-defined]
+        for p in phones:
+            if p not in ids:
+                c, _ = upsert_contact(session, p)
+                ids[p] = c.id
+        session.connection().execute(insert(OB), [
+            {"run_id": run.id, "campaign_id": campaign.id, "contact_id": ids[p], "to_phone": p,
+             "variables": v, "state": outbox.QUEUED, "due_at": send_at, "attempts": 0,
+             "updated_at": now}
+            for p, v in batch])
+        n = len(batch)
+        batch.clear()
+        return n
+
+    for e164, _why, variables in rows():
+        if e164 is None:
+            rejected["invalid_phone"] += 1
+            continue
+        if e164 in seen:
+            rejected["duplicate"] += 1
+            continue
+        seen.add(e164)
+        batch.append((e164, variables))
+        if len(batch) >= STAGE_BATCH:
+            staged += flush()
+    staged += flush()
+    return {"staged": staged, "rejected": dict(rejected)}
+
+
+# ---------------------------------------------------------------------------------- fan-out
+def fan_out(session: Session, run_id: int, now: datetime) -> int:
+    """scheduled -> fanning_out -> running.  Audience 'all'/'segment' becomes outbox rows with one
+    INSERT ... SELECT (idempotent: rows that exist are skipped).  Returns rows created."""
+    claimed = session.connection().execute(
+        update(R).where(R.c.id == run_id, R.c.state.in_((SCHEDULED, FANNING_OUT)))
+        .values(state=FANNING_OUT, started_at=now)).rowcount
+    if not claimed:
+        return 0
+    run = session.get(Run, run_id)
+    created = 0
+    if not run.audience.get("staged"):
+        created = _insert_select(session, run, now)
+    total = session.connection().execute(
+        select(func.count()).select_from(OB).where(OB.c.run_id == run_id)).scalar_one()
+    session.connection().execute(
+        update(R).where(R.c.id == run_id, R.c.state == FANNING_OUT)
+        .values(state=RUNNING, total=total))
+    return created
+
+
+def _insert_select(session: Session, run: Run, now: datetime) -> int:
+    cond = aud.where_clause(run.audience)
+    exists = select(OB.c.id).where(OB.c.run_id == run.id, OB.c.contact_id == C.c.id).exists()
+    src = select(
+        literal(run.id), literal(run.campaign_id), C.c.id, C.c.phone, literal(outbox.QUEUED),
+        literal(as_utc(run.send_at)), literal(0), literal(now),
+    ).where(cond, ~exists)
+    stmt = insert(OB).from_select(
+        ["run_id", "campaign_id", "contact_id", "to_phone", "state", "due_at", "attempts",
+         "updated_at"], src)
+    return session.connection().execute(stmt).rowcount or 0
+
+
+def due_runs(session: Session, now: datetime) -> list[int]:
+    q = select(R.c.id).where(R.c.state.in_((SCHEDULED, FANNING_OUT)), R.c.send_at <= now)
+    return [r[0] for r in session.connection().execute(q)]
+
+
+def complete_finished(session: Session, now: datetime) -> list[int]:
+    """running -> completed when no row is left queued, sending or unknown."""
+    pending = select(OB.c.id).where(
+        OB.c.run_id == R.c.id, OB.c.state.in_((outbox.QUEUED, outbox.SENDING, outbox.UNKNOWN))
+    ).exists()
+    ids = [r[0] for r in session.connection().execute(
+        select(R.c.id).where(R.c.state == RUNNING, ~pending))]
+    if ids:
+        session.connection().execute(
+            update(R).where(R.c.id.in_(ids), R.c.state == RUNNING)
+            .values(state=COMPLETED, finished_at=now))
+    return ids
+
+
+# ---------------------------------------------------------------------------------- control
 def get_run(session: Session, run_id: int) -> Run:
     run = session.get(Run, run_id)
     if run is None:
@@ -41,6 +218,33 @@ def pause_run(session: Session, run_id: int, reason: str, now: datetime) -> bool
     return True
 
 
+def resume_run(session: Session, run_id: int, now: datetime) -> bool:
+    run = get_run(session, run_id)
+    if run.state != PAUSED:
+        raise ConflictError(f"run {run_id} is {run.state}; only a paused run can be resumed")
+    target = RUNNING if run.started_at is not None else SCHEDULED
+    session.connection().execute(
+        update(R).where(R.c.id == run_id, R.c.state == PAUSED)
+        .values(state=target, pause_reason=None))
+    # rows that a queue message still carried were parked on pause: release them again
+    session.connection().execute(
+        update(OB).where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
+        .values(enqueued_at=None))
+    return True
+
+
+def cancel_run(session: Session, run_id: int, now: datetime) -> int:
+    """Cancel: every row not yet handed to the carrier becomes 'cancelled'.  Returns that count."""
+    run = get_run(session, run_id)
+    if run.state in (COMPLETED, CANCELLED):
+        raise ConflictError(f"run {run_id} is already {run.state}")
+    session.connection().execute(
+        update(R).where(R.c.id == run_id).values(state=CANCELLED, finished_at=now))
+    return session.connection().execute(
+        update(OB).where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
+        .values(state=outbox.CANCELLED, updated_at=now)).rowcount
+
+
 def pause_campaign_runs(session: Session, campaign_id: int, reason: str, now: datetime) -> int:
     """Pause every active run of a campaign (campaign suspended, 30034, reputation guard)."""
     res = session.connection().execute(
@@ -52,4 +256,175 @@ def pause_campaign_runs(session: Session, campaign_id: int, reason: str, now: da
 
 def active_runs_of_campaign(session: Session, campaign_id: int) -> list[Run]:
     return list(session.exec(select(Run).where(Run.campaign_id == campaign_id,
-                                               Run.state.in_(ACTIVE))))  # type: ignore[attr-defined]
+                                               Run.state.in_(ACTIVE))).scalars())  # type: ignore[attr-defined]
+
+
+def list_runs(session: Session, limit: int = 50) -> list[Run]:
+    return list(session.exec(select(Run).order_by(Run.id.desc()).limit(limit)).scalars())  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------- progress
+def counts(session: Session, run_id: int) -> dict[str, int]:
+    rows = session.connection().execute(
+        select(OB.c.state, func.count()).where(OB.c.run_id == run_id).group_by(OB.c.state)).all()
+    return {state: n for state, n in rows}
+
+
+def reasons(session: Session, run_id: int) -> dict[str, int]:
+    rows = session.connection().execute(
+        select(OB.c.suppress_reason, func.count()).where(
+            OB.c.run_id == run_id, OB.c.state == outbox.SUPPRESSED).group_by(OB.c.suppress_reason)
+    ).all()
+    return {r or "unknown": n for r, n in rows}
+
+
+def progress(session: Session, run_id: int, now: datetime) -> dict[str, Any]:
+    run = get_run(session, run_id)
+    c = counts(session, run_id)
+    total = run.total or sum(c.values())
+    deferred_by = {r or "unknown": n for r, n in session.connection().execute(
+        select(OB.c.defer_reason, func.count()).where(
+            OB.c.run_id == run_id, OB.c.state == outbox.QUEUED, OB.c.due_at > now)
+        .group_by(OB.c.defer_reason)).all()}
+    deferred = sum(deferred_by.values())
+    handed = sum(c.get(s, 0) for s in ("sent", "delivered", "undelivered", "sending", "unknown"))
+    done = handed + sum(c.get(s, 0) for s in ("failed", "suppressed", "cancelled"))
+    campaign = session.get(Campaign, run.campaign_id)
+    return {
+        "id": run.id, "campaign": campaign.sid if campaign else None, "state": run.state,
+        "pause_reason": run.pause_reason, "send_at": as_utc(run.send_at),
+        "started_at": as_utc(run.started_at) if run.started_at else None,
+        "finished_at": as_utc(run.finished_at) if run.finished_at else None,
+        "total": total, "done": done, "by_state": c, "deferred": deferred,
+        "deferred_by_reason": deferred_by,
+        "suppressed_by_reason": reasons(session, run_id),
+        "failed_by_code": {str(code): n for code, n in session.connection().execute(
+            select(OB.c.error_code, func.count()).where(
+                OB.c.run_id == run_id, OB.c.state.in_((outbox.FAILED, outbox.UNDELIVERED)))
+            .group_by(OB.c.error_code)).all()},
+        "eta": _eta(run, campaign, total - done, now),
+    }
+
+
+def _eta(run: Run, campaign: Campaign | None, remaining: int, now: datetime) -> datetime | None:
+    if campaign is None or remaining <= 0 or run.state in (COMPLETED, CANCELLED):
+        return None
+    start = max(now, as_utc(run.send_at))
+    return start + timedelta(seconds=estimate_seconds(remaining, campaign))
+
+
+def estimate_seconds(n: int, campaign: Campaign, segments: int = 1) -> float:
+    """Time to send ``n`` messages at the tightest configured rate (no quiet hours)."""
+    if n <= 0:
+        return 0.0
+    from dispatcher.throttle.policy import Bucket, mps_bucket_shape, sender_mps
+
+    win = Bucket("x:{b:0}", campaign.window_limit, float(campaign.window_seconds))
+    t_window = ((n - 1) // campaign.window_limit) * (campaign.window_seconds + win.grace)
+    limit, period = mps_bucket_shape(sender_mps(campaign.rate_limits))
+    t_mps = ((n * segments - 1) // limit) * period
+    return float(max(t_window, t_mps))
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    return {"id": run.id, "campaign_id": run.campaign_id, "state": run.state,
+            "send_at": as_utc(run.send_at), "total": run.total, "actor": run.actor,
+            "pause_reason": run.pause_reason, "audience": run.audience,
+            "idempotency_key": run.idempotency_key, "created_at": as_utc(run.created_at)}
+
+
+# ---------------------------------------------------------------------------------- dry run
+def dry_run(session: Session, req: LaunchRequest, *, now: datetime,
+            sample_limit: int | None = None) -> dict[str, Any]:
+    """What a launch would do, without writing: audience size, suppressed by reason, the first
+    message composed for a real recipient with its segments, and the estimated finish time."""
+    from dispatcher import compliance
+    from dispatcher.dispatch import evaluate
+    from dispatcher.registry import get_brand, get_campaign
+
+    tpl = parse_template(req.template)
+    campaign = get_campaign(session, req.campaign)
+    brand = get_brand(session, campaign.brand_id)
+    send_at = as_utc(req.send_at) if req.send_at else now
+    outcome: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    first_text: str | None = None
+    pause: str | None = None
+    total = 0
+    for batch in _audience_batches(session, req, rejected):
+        ids = [c.id for c, _ in batch if c.id is not None]
+        consent = ledger.statuses(session, ids, brand_id=brand.id, campaign_id=campaign.id)
+        for contact, variables in batch:
+            total += 1
+            st = consent.get(contact.id, ledger.NO_CONSENT) if contact.id else ledger.NO_CONSENT
+            g = evaluate(tpl, variables, contact, brand, campaign, st, [], send_at)
+            if g.kind == "pause":
+                pause = g.reason
+                outcome["would_send"] += 1
+            elif g.kind == "suppress":
+                outcome[f"suppressed:{g.reason}"] += 1
+            else:
+                outcome["would_send" if g.kind == "send" else f"deferred:{g.reason}"] += 1
+            if first_text is None and g.text and g.kind in ("send", "defer"):
+                first_text = g.text
+        if sample_limit and total >= sample_limit:
+            break
+    sendable = total - sum(v for k, v in outcome.items() if k.startswith("suppressed:"))
+    seg = compliance.segments(first_text) if first_text else None
+    seconds = estimate_seconds(sendable, campaign, seg.count if seg else 1)
+    return {
+        "campaign": campaign.sid, "campaign_status": campaign.campaign_status,
+        "audience": total, "rejected": dict(rejected),
+        "would_send": outcome.get("would_send", 0),
+        "deferred": {k.split(":", 1)[1]: v for k, v in outcome.items()
+                     if k.startswith("deferred:")},
+        "suppressed": {k.split(":", 1)[1]: v for k, v in outcome.items()
+                       if k.startswith("suppressed:")},
+        "blocked_by_campaign": pause,
+        "first_message": first_text,
+        "encoding": seg.encoding if seg else None, "segments": seg.count if seg else None,
+        "limits": f"{campaign.window_limit} per {campaign.window_seconds}s",
+        "estimated_seconds": round(seconds),
+        "estimated_finish": send_at + timedelta(seconds=seconds),
+    }
+
+
+def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[str]):  # type: ignore[no-untyped-def]
+    kind = req.audience.get("kind")
+    if kind in ("all", "segment"):
+        cond = aud.where_clause(req.audience)
+        last = 0
+        while True:
+            rows = list(session.exec(select(Contact).where(cond, Contact.id > last)
+                                     .order_by(Contact.id).limit(STAGE_BATCH)).scalars())
+            if not rows:
+                return
+            last = rows[-1].id
+            yield [(c, None) for c in rows]
+        return
+    items: list[tuple[str, dict[str, Any]]] = []
+    if kind == "csv":
+        for _l, e164, _why, v in aud.iter_csv(Path(req.audience["path"])):
+            if e164 is None:
+                rejected["invalid_phone"] += 1
+            else:
+                items.append((e164, v))
+    else:
+        from dispatcher.phones import try_normalize
+
+        for r in req.recipients or []:
+            e164, why = try_normalize(str(r.get("phone", "")))
+            if e164 is None:
+                rejected["invalid_phone"] += 1
+            else:
+                items.append((e164, dict(r.get("variables") or {})))
+    for i in range(0, len(items), STAGE_BATCH):
+        chunk = items[i:i + STAGE_BATCH]
+        known = {c.phone: c for c in session.exec(select(Contact).where(
+            Contact.phone.in_([p for p, _ in chunk]))).scalars()}  # type: ignore[attr-defined]
+        yield [(known.get(p) or Contact(phone=p), v) for p, v in chunk]
+
+
+def brand_of(session: Session, run: Run) -> Brand:
+    campaign = session.get(Campaign, run.campaign_id)
+    return session.get(Brand, campaign.brand_id)

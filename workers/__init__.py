@@ -1,0 +1,3 @@
+"""Dramatiq broker, actors, the scheduler and the embedded stack.  Depends on ``dispatcher``;
+``dispatcher`` never imports this package (its CLI finds our commands through the
+``dispatcher.cli`` entry point group)."""

@@ -57,7 +57,6 @@ def _register() -> None:
         consent,
         contacts,
         db,
-        demo,
         message,
         run,
         sandbox,
@@ -73,8 +72,11 @@ def _register() -> None:
     app.add_typer(run.app, name="run", help="Launch and control runs.")
     app.add_typer(sandbox.app, name="sandbox", help="The bundled Twilio-compatible sandbox.")
     app.add_typer(apikey.app, name="api-key", help="API keys for the HTTP API.")
-    demo.register(app)
     serve.register(app)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="dispatcher.cli"):
+        ep.load()(app)
 
 
 _register()

@@ -12,10 +12,16 @@ config = context.config
 target_metadata = SQLModel.metadata
 
 
+def _include(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
+    # APScheduler's job store keeps its own table in the same database
+    return not (type_ == "table" and name == "apscheduler_jobs")
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=_include,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

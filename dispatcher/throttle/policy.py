@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -163,6 +163,7 @@ def buckets_for(
     mps_window_s: float = DEFAULT_MPS_WINDOW_S,
     default_mps: float = DEFAULT_MPS,
     tmobile_cap_override: int | None = None,
+    min_grace_s: float = 0.0,
 ) -> list[Bucket]:
     """The buckets one message to ``recipient`` takes (all keys tagged by ``brand_id``).
 
@@ -251,4 +252,8 @@ def buckets_for(
                 "campaign_recipient",
             )  # fmt: skip
         )
+    if min_grace_s > 0:  # the caller's wake-up lateness (queue delay precision) needs room
+        out = [b if b.grace >= min_grace_s else replace(b, grace_s=min(min_grace_s,
+                                                                        b.period_s / 2))
+               for b in out]
     return out

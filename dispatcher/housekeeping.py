@@ -1,0 +1,148 @@
+"""The scheduler's jobs, as plain functions over the database: start due runs (fan-out), release
+due outbox rows to the queue, finish runs, and reconcile what a crash or a flushed Redis lost.
+
+Safe on any number of hosts at once: every step is a compare-and-set (``UPDATE ... WHERE state``
+with ``RETURNING``), so two hosts can never both release, fan out or resolve one row.
+
+The queue is not the source of truth: a row is *carried* by a queue message when ``enqueued_at``
+is set.  A row whose due time passed ``lost_after_s`` ago and that is still ``queued`` lost its
+message (Redis flushed, a worker died before acking): it is released again.  A row ``sending``
+for longer than ``sending_lease_s`` belongs to a worker that died mid-send: it becomes
+``unknown`` and is resolved by asking the carrier before anything is resent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from dispatcher import outbox, runs
+from dispatcher.clock import Clock
+from dispatcher.models import Run
+
+log = logging.getLogger(__name__)
+T = outbox.T
+R = Run.__table__  # type: ignore[attr-defined]
+EnqueueMany = Callable[[list[int]], None]
+
+
+@dataclass
+class HousekeepingConfig:
+    release_batch: int = 1000  # rows released per tick
+    max_carried_per_run: int = 5000  # rows a run may have riding in the queue at once
+    lost_after_s: float = 60.0
+    sending_lease_s: float = 90.0  # > gateway timeout + slack: a slow send is not a dead one
+    resolve_batch: int = 100
+
+
+class Housekeeper:
+    def __init__(self, db: Any, clock: Clock, enqueue_many: EnqueueMany, *,
+                 resolve: Callable[[int], str] | None = None,
+                 config: HousekeepingConfig | None = None, metrics: Any = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.enqueue_many = enqueue_many
+        self.resolve = resolve
+        self.config = config or HousekeepingConfig()
+        self.metrics = metrics
+
+    # ------------------------------------------------------------------------------ tick
+    def tick(self) -> dict[str, int]:
+        """Start due runs, release due rows, complete finished runs.  Run every ~second."""
+        now = self.clock.now()
+        started = 0
+        with self.db.session() as s:
+            due = runs.due_runs(s, now)
+        for run_id in due:
+            with self.db.session() as s:
+                runs.fan_out(s, run_id, now)
+                started += 1
+        released = self.release()
+        with self.db.session() as s:
+            done = runs.complete_finished(s, now)
+        return {"started": started, "released": released, "completed": len(done)}
+
+    def release(self) -> int:
+        now = self.clock.now()
+        cfg = self.config
+        with self.db.session() as s:
+            conn = s.connection()
+            carried = dict(conn.execute(
+                select(T.c.run_id, func.count()).where(
+                    T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))
+                .group_by(T.c.run_id)).all())
+            running = [r[0] for r in conn.execute(select(R.c.id).where(R.c.state == runs.RUNNING))]
+            ids: list[int] = []
+            for run_id in running:
+                room = min(cfg.release_batch - len(ids),
+                           cfg.max_carried_per_run - carried.get(run_id, 0))
+                if room <= 0:
+                    continue
+                cand = [r[0] for r in conn.execute(
+                    select(T.c.id).where(T.c.run_id == run_id, T.c.state == outbox.QUEUED,
+                                         T.c.enqueued_at.is_(None), T.c.due_at <= now)
+                    .order_by(T.c.due_at, T.c.id).limit(room))]
+                if cand:
+                    ids += [r[0] for r in conn.execute(
+                        update(T).where(T.c.id.in_(cand), T.c.state == outbox.QUEUED,
+                                        T.c.enqueued_at.is_(None))
+                        .values(enqueued_at=now).returning(T.c.id))]
+        # committed first: if we die before enqueueing, the reconciler finds them lost
+        if ids:
+            self.enqueue_many(sorted(ids))
+        return len(ids)
+
+    # ------------------------------------------------------------------------------ reconcile
+    def reconcile(self) -> dict[str, int]:
+        now = self.clock.now()
+        cfg = self.config
+        lost_before = now - timedelta(seconds=cfg.lost_after_s)
+        lease_before = now - timedelta(seconds=cfg.sending_lease_s)
+        with self.db.session() as s:
+            conn = s.connection()
+            lost = conn.execute(
+                update(T).where(T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None),
+                                T.c.due_at < lost_before)
+                .values(enqueued_at=None, updated_at=now)).rowcount
+            stale = conn.execute(
+                update(T).where(T.c.state == outbox.SENDING, T.c.claimed_at < lease_before)
+                .values(state=outbox.UNKNOWN, updated_at=now,
+                        error_message="worker lost mid-send")).rowcount
+            unknown = [r[0] for r in conn.execute(
+                select(T.c.id).where(T.c.state == outbox.UNKNOWN)
+                .order_by(T.c.updated_at).limit(cfg.resolve_batch))]
+        resolved = 0
+        if self.resolve is not None:
+            for row_id in unknown:
+                if self.resolve(row_id).startswith("resolved"):
+                    resolved += 1
+        if lost or stale:
+            log.warning("reconciler: %d lost queue messages, %d stale sends", lost, stale)
+        return {"lost": lost, "stale": stale, "resolved": resolved}
+
+    # ------------------------------------------------------------------------------ gauges
+    def observe(self) -> None:
+        if self.metrics is None:
+            return
+        now = self.clock.now()
+        with self.db.session() as s:
+            conn = s.connection()
+            depth = conn.execute(select(func.count()).select_from(T).where(
+                T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))).scalar_one()
+            oldest = conn.execute(select(func.min(T.c.due_at)).where(
+                T.c.state == outbox.QUEUED, T.c.due_at <= now)).scalar_one()
+            rows = conn.execute(select(T.c.run_id, T.c.state, func.count()).where(
+                T.c.run_id.in_(select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))))
+                .group_by(T.c.run_id, T.c.state)).all()
+        from dispatcher.clock import as_utc
+
+        self.metrics.queue_depth("deliver", depth)
+        self.metrics.oldest_due_age_seconds(
+            "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0)
+        for run_id, state, n in rows:
+            self.metrics.run_progress(run_id, state, n)

@@ -1,0 +1,147 @@
+"""The one composition root: settings in, collaborators out.  CLI, workers, scheduler and
+webhooks all build a Runtime; tests swap the edges (clock, redis, gateway).
+
+Embedded mode (no ``DISPATCHER_REDIS_URL``): fakeredis in process (same Lua throttle), SQLite,
+and — unless ``DISPATCHER_TWILIO_API_BASE_URL`` is set — the sandbox carrier in process, reached
+by the official twilio client through an in-process HTTP transport, calling the webhook app in
+process for status callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+from typing import Any
+
+from dispatcher.clock import Clock, SystemClock
+from dispatcher.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_fake_servers: dict[str, Any] = {}
+_fake_lock = threading.Lock()
+
+
+def embedded_redis(name: str = "default") -> Any:
+    """A fakeredis client on a process-wide server (Lua via lupa), shared by broker + throttle."""
+    import fakeredis
+
+    with _fake_lock:
+        server = _fake_servers.get(name)
+        if server is None:
+            server = _fake_servers[name] = fakeredis.FakeServer()
+    return fakeredis.FakeRedis(server=server)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        redis: Any = None,
+        gateway: Any = None,
+        metrics: Any = None,
+        sandbox_config: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        if redis is not None:
+            self.__dict__["redis"] = redis
+        if gateway is not None:
+            self.__dict__["gateway"] = gateway
+        if metrics is not None:
+            self.__dict__["metrics"] = metrics
+        self._sandbox_config = sandbox_config
+        self.sandbox: Any = None  # the in-process sandbox carrier, when there is one
+
+    # --------------------------------------------------------------------------- edges
+    @cached_property
+    def db(self) -> Any:
+        from dispatcher.store import open_database
+
+        return open_database(self.settings.database_url)
+
+    @cached_property
+    def redis(self) -> Any:
+        if self.settings.redis_url is None:
+            return embedded_redis()
+        import redis
+
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=10,
+                                    health_check_interval=30)
+
+    @cached_property
+    def throttle(self) -> Any:
+        from dispatcher.throttle.redis import RedisThrottle
+
+        # production: Redis TIME is the one clock of every host; tests inject theirs
+        clock = None if isinstance(self.clock, SystemClock) else self.clock
+        return RedisThrottle(self.redis, clock=clock)
+
+    @cached_property
+    def metrics(self) -> Any:
+        from dispatcher.metrics import Metrics
+
+        return Metrics(redis=self.redis, clock=self.clock)
+
+    @cached_property
+    def webhook_app(self) -> Any:
+        from dispatcher.webhooks import create_app
+
+        return create_app(self)
+
+    @cached_property
+    def gateway(self) -> Any:
+        from dispatcher.gateway.client import TwilioGateway
+
+        s = self.settings
+        if s.twilio_api_base_url or not s.embedded or s.twilio_account_sid:
+            return TwilioGateway(s.account_sid, s.auth_token, s.twilio_api_base_url)
+        return self._in_process_sandbox_gateway()
+
+    def _in_process_sandbox_gateway(self) -> Any:
+        from dispatcher.gateway.client import TwilioGateway
+        from dispatcher.gateway.transport import AsgiHttpClient
+        from dispatcher.sandbox.app import create_app
+        from dispatcher.sandbox.callbacks import AsgiCallbackSender
+        from dispatcher.sandbox.carrier import Sandbox
+        from dispatcher.sandbox.config import SandboxConfig
+
+        s = self.settings
+        config = self._sandbox_config or SandboxConfig(
+            account_sid=s.account_sid, auth_token=s.auth_token,
+            inbound_url=s.public_base_url.rstrip("/") + "/twilio/inbound",
+        )
+        sb = Sandbox(config, clock=self.clock, callbacks=AsgiCallbackSender(self.webhook_app))
+        self.sandbox = sb
+        gw = TwilioGateway(s.account_sid, s.auth_token, "http://sandbox.invalid",
+                           http_client=AsgiHttpClient(create_app(sandbox=sb, ticker=False)))
+        sb.start()
+        return gw
+
+    @property
+    def status_callback_url(self) -> str:
+        return self.settings.public_base_url.rstrip("/") + "/twilio/status"
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        from dispatcher.metrics import render_latest
+
+        return render_latest(self.metrics)
+
+    def pipeline(self, enqueue: Any) -> Any:
+        from dispatcher.dispatch import Pipeline
+
+        return Pipeline(
+            db=self.db, throttle=self.throttle, gateway=self.gateway, clock=self.clock,
+            enqueue=enqueue, status_callback=self.status_callback_url,
+            validity_cap_s=self.settings.validity_period_s, metrics=self.metrics,
+        )
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        gw = self.__dict__.get("gateway")
+        if gw is not None:
+            gw.close()

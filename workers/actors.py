@@ -1,0 +1,63 @@
+"""Thin actors: every decision lives in dispatcher.dispatch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import dramatiq
+
+from dispatcher.errors import ConfigError
+from workers.broker import QUEUE, broker  # noqa: F401 - sets the broker before the actors
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def set_runtime(runtime: Any) -> None:
+    """Embedded mode and tests hand in their Runtime; worker processes build their own."""
+    with _lock:
+        _state["runtime"] = runtime
+        _state.pop("pipeline", None)
+
+
+def runtime() -> Any:
+    with _lock:
+        rt = _state.get("runtime")
+        if rt is None:
+            from dispatcher.logs import setup_logging
+            from dispatcher.runtime import Runtime
+            from dispatcher.settings import get_settings
+
+            settings = get_settings()
+            setup_logging(settings.log_level)
+            rt = _state["runtime"] = Runtime(settings)
+        return rt
+
+
+def pipeline() -> Any:
+    p = _state.get("pipeline")
+    if p is None:
+        p = runtime().pipeline(enqueue)
+        with _lock:
+            _state["pipeline"] = p
+    return p
+
+
+def enqueue(row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = None) -> None:
+    deliver.send_with_options(args=(row_id, booking),
+                              delay=int(delay_s * 1000) if delay_s > 0 else None)
+
+
+def enqueue_many(ids: list[int]) -> None:
+    for row_id in ids:
+        deliver.send(row_id, None)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
+                time_limit=180_000, throws=(ConfigError,))
+def deliver(row_id: int, booking: dict[str, Any] | None = None) -> None:
+    outcome = pipeline().deliver(row_id, booking)
+    log.debug("row %s: %s", row_id, outcome)

@@ -1,0 +1,118 @@
+"""The scheduler: APScheduler 3 with its SQLAlchemy job store on the product's database.
+
+Jobs: ``tick`` (start due runs, release due rows, finish runs; every second), ``reconcile``
+(lost queue messages, dead sends, unknown rows; every 10 s) and ``observe`` (gauges).  Many
+schedulers may run; one leads: a Redis lock (``SET NX PX``, renewed every tick) decides, and the
+others stand by and take over when it expires.  Every job is a compare-and-set over the
+database besides, so even two leaders could not fan a run out twice or send a row twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+from dispatcher import keys
+from dispatcher.housekeeping import Housekeeper
+
+log = logging.getLogger(__name__)
+_active: dict[str, Scheduler] = {}
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class LeaderLock:
+    def __init__(self, redis: Any, ttl_s: float, name: str | None = None) -> None:
+        self.redis = redis
+        self.ttl_ms = int(ttl_s * 1000)
+        self.token = name or uuid.uuid4().hex
+        self._renew = redis.register_script(_RENEW)
+
+    def acquire(self) -> bool:
+        try:
+            return bool(self._renew(keys=[keys.scheduler_leader_key()],
+                                    args=[self.token, self.ttl_ms]))
+        except Exception:  # noqa: BLE001 - Redis down: nobody leads until it is back
+            log.warning("leader lock: Redis unavailable", exc_info=True)
+            return False
+
+    def release(self) -> None:
+        try:
+            if self.redis.get(keys.scheduler_leader_key()) in (self.token, self.token.encode()):
+                self.redis.delete(keys.scheduler_leader_key())
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _job(scheduler_id: str, name: str) -> None:
+    """Module-level job function (the SQL job store stores a reference, not a closure)."""
+    s = _active.get(scheduler_id)
+    if s is not None:
+        s.run_job(name)
+
+
+class Scheduler:
+    def __init__(self, runtime: Any, enqueue_many: Any, *, tick_s: float = 1.0,
+                 reconcile_s: float = 10.0, leader_ttl_s: float = 10.0,
+                 resolve: Any = None, scheduler_id: str = "dispatcher") -> None:
+        self.runtime = runtime
+        self.id = scheduler_id
+        self.tick_s = tick_s
+        self.reconcile_s = reconcile_s
+        self.lock = LeaderLock(runtime.redis, leader_ttl_s)
+        self.housekeeper = Housekeeper(runtime.db, runtime.clock, enqueue_many,
+                                       resolve=resolve, metrics=runtime.metrics)
+        self._aps: Any = None
+        self._leading = False
+        self._job_lock = threading.Lock()
+        self.errors = 0
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def run_job(self, name: str) -> None:
+        with self._job_lock:
+            self._leading = self.lock.acquire()
+            if not self._leading:
+                return
+            try:
+                if name == "tick":
+                    self.housekeeper.tick()
+                elif name == "reconcile":
+                    self.housekeeper.reconcile()
+                elif name == "observe":
+                    self.housekeeper.observe()
+            except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
+                self.errors += 1
+                log.warning("scheduler job %s failed", name, exc_info=True)
+
+    def start(self) -> None:
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        _active[self.id] = self
+        self._aps = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.runtime.db.engine)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone="UTC",
+        )
+        for name, every in (("tick", self.tick_s), ("reconcile", self.reconcile_s),
+                            ("observe", max(self.tick_s, 5.0))):
+            self._aps.add_job(_job, "interval", seconds=every, args=[self.id, name],
+                              id=f"{self.id}:{name}", replace_existing=True)
+        self._aps.start()
+
+    def stop(self) -> None:
+        if self._aps is not None:
+            self._aps.shutdown(wait=True)
+            self._aps = None
+        self.lock.release()
+        _active.pop(self.id, None)
