@@ -12,12 +12,25 @@ from dispatcher.webhooks.protocol import Runtime
 def create_app(runtime: Runtime, *, options: WebhookOptions | None = None) -> FastAPI:
     """FastAPI app with ``/twilio/inbound``, ``/twilio/status``, ``/healthz``, ``/metrics``.
 
-    Nothing is opened here: the runtime's database and Redis are used on each request.  The HTTP
-    API (issue 11) adds its routers to the returned app (``app.include_router``)."""
+    and the notifications API under ``/v1`` (its OpenAPI document is the app's ``/openapi.json``;
+    webhook routes stay out of it).  Nothing is opened here: the runtime's database and Redis are
+    used on each request."""
+    from dispatcher.api import (
+        DESCRIPTION,
+        TAGS,
+        TITLE,
+        VERSION,
+        build_router,
+        install_error_handlers,
+    )
+
     ctx = Context(runtime, options or WebhookOptions())
-    app = FastAPI(title="SMS dispatcher", docs_url=None, redoc_url=None)
+    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, openapi_tags=TAGS,
+                  docs_url=None, redoc_url=None)
     app.state.webhooks = ctx
     app.include_router(inbound.router(ctx))
     app.include_router(status.router(ctx))
     app.include_router(ops.router(ctx))
+    app.include_router(build_router(runtime))  # the notifications API (docs/api.md)
+    install_error_handlers(app)
     return app

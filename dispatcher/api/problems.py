@@ -1,0 +1,140 @@
+"""Every 4xx of the API is a JSON problem document (RFC 9457): ``type``, ``title``, ``status``,
+``detail`` and ``field`` (the input at fault, when there is one).
+
+The handlers only reshape errors of ``/v1/...`` requests (and ``/openapi.json``); other routes of
+the same app (the Twilio webhooks) keep FastAPI's default error bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dispatcher.apikeys import AuthenticationError, ScopeError
+from dispatcher.errors import (
+    ComplianceError,
+    ConflictError,
+    DispatcherError,
+    InputError,
+    LedgerError,
+    NotFoundError,
+    StorageError,
+)
+
+log = logging.getLogger(__name__)
+MEDIA_TYPE = "application/problem+json"
+_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 409: "Conflict", 413: "Content too large",
+           415: "Unsupported media type", 422: "Unprocessable content",
+           500: "Internal error", 503: "Service unavailable"}
+_PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+
+
+def problem(status: int, slug: str, detail: str, *, field: str | None = None,
+            errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    doc: dict[str, Any] = {"type": f"urn:dispatcher:problem:{slug}",
+                           "title": _TITLES.get(status, "Error"), "status": status,
+                           "detail": " ".join(str(detail).split())[:2000], "field": field}
+    if errors is not None:
+        doc["errors"] = errors
+    return JSONResponse(doc, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for an operation: each code documented as a problem document."""
+    return {code: {"description": _TITLES.get(code, "Error"), "model": _problem_model(),
+                   "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}}}
+            for code in codes}
+
+
+def _problem_model() -> Any:
+    from dispatcher.api.models import Problem
+
+    return Problem
+
+
+def _ours(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "path", "query", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+def classify(e: DispatcherError) -> tuple[int, str]:
+    if isinstance(e, AuthenticationError):
+        return 401, "unauthorized"
+    if isinstance(e, ScopeError):
+        return 403, "missing-scope"
+    if isinstance(e, NotFoundError):
+        return 404, "not-found"
+    if isinstance(e, ConflictError | LedgerError):
+        return 409, "conflict"
+    if isinstance(e, StorageError):
+        return 503, "storage-unavailable"
+    if isinstance(e, InputError):
+        return 400, "invalid-input"
+    if isinstance(e, ComplianceError):
+        return 400, "compliance"
+    return 400, "rejected"
+
+
+async def _dispatcher_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DispatcherError)
+    if not _ours(request):
+        raise exc  # other routes of a shared app keep their own behaviour
+    status, slug = classify(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status >= 500:
+        log.warning("request failed: %s", exc)
+    return problem(status, slug, str(exc), field=getattr(exc, "field", None), headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, RequestValidationError)
+    if not _ours(request):
+        return await request_validation_exception_handler(request, exc)
+    errors = [{"field": _field_of(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+              for e in exc.errors()]
+    first = errors[0] if errors else {"field": None, "message": "invalid request"}
+    where = f"{first['field']}: " if first["field"] else ""
+    return problem(422, "validation", f"{where}{first['message']}", field=first["field"],
+                   errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, StarletteHTTPException)
+    if not _ours(request):
+        return await http_exception_handler(request, exc)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+    return problem(exc.status_code, slug, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # A value the database refused (out of range, wrong encoding): bad input, not a crash.
+    if not _ours(request):
+        raise exc
+    log.info("database refused a value: %s", type(exc).__name__)
+    return problem(400, "invalid-value", "a value is out of the range the database accepts")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Problem documents for API errors.  Safe to call on the shared webhooks app."""
+    app.add_exception_handler(DispatcherError, _dispatcher_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
