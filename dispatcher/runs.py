@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +24,6 @@ from sqlmodel import Session
 from dispatcher import audience as aud
 from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
-from dispatcher.contacts import upsert_contact
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.templates import parse_template
@@ -36,6 +36,7 @@ R = Run.__table__  # type: ignore[attr-defined]
 OB = OutboxMessage.__table__  # type: ignore[attr-defined]
 C = Contact.__table__  # type: ignore[attr-defined]
 STAGE_BATCH = 2000
+_E164 = re.compile(r"^\+1[2-9]\d{9}$")
 
 
 # ------------------------------------------------------------------------------------ launch
@@ -106,20 +107,22 @@ def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
             from dispatcher.phones import try_normalize
 
             for r in req.recipients or []:
-                e164, why = try_normalize(str(r.get("phone", "")))
+                phone = str(r.get("phone", ""))
+                e164, why = (phone, None) if _E164.match(phone) else try_normalize(phone)
                 yield e164, why, dict(r.get("variables") or {})
 
     def flush() -> int:
         if not batch:
             return 0
         phones = [p for p, _ in batch]
-        ids = dict(session.exec(select(Contact.phone, Contact.id).where(
-            Contact.phone.in_(phones))).all())  # type: ignore[attr-defined]
-        for p in phones:
-            if p not in ids:
-                c, _ = upsert_contact(session, p)
-                ids[p] = c.id
-        session.connection().execute(insert(OB), [
+        conn = session.connection()
+        ids = dict(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(phones))).all())
+        fresh = [p for p in phones if p not in ids]
+        if fresh:  # unknown numbers become contacts (with no consent: the gates suppress them)
+            conn.execute(insert(C), [{"phone": p, "attributes": {}, "created_at": now,
+                                      "updated_at": now} for p in fresh])
+            ids.update(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(fresh))).all())
+        conn.execute(insert(OB), [
             {"run_id": run.id, "campaign_id": campaign.id, "contact_id": ids[p], "to_phone": p,
              "variables": v, "state": outbox.QUEUED, "due_at": send_at, "attempts": 0,
              "updated_at": now}
@@ -402,27 +405,34 @@ def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[st
             last = rows[-1].id
             yield [(c, None) for c in rows]
         return
-    items: list[tuple[str, dict[str, Any]]] = []
-    if kind == "csv":
-        for _l, e164, _why, v in aud.iter_csv(Path(req.audience["path"])):
-            if e164 is None:
-                rejected["invalid_phone"] += 1
-            else:
-                items.append((e164, v))
-    else:
-        from dispatcher.phones import try_normalize
+    def recipients():  # type: ignore[no-untyped-def]
+        if kind == "csv":
+            for _l, e164, _why, v in aud.iter_csv(Path(req.audience["path"])):
+                yield e164, v
+        else:
+            from dispatcher.phones import try_normalize
 
-        for r in req.recipients or []:
-            e164, why = try_normalize(str(r.get("phone", "")))
-            if e164 is None:
-                rejected["invalid_phone"] += 1
-            else:
-                items.append((e164, dict(r.get("variables") or {})))
-    for i in range(0, len(items), STAGE_BATCH):
-        chunk = items[i:i + STAGE_BATCH]
+            for r in req.recipients or []:
+                phone = str(r.get("phone", ""))
+                e164 = phone if _E164.match(phone) else try_normalize(phone)[0]
+                yield e164, dict(r.get("variables") or {})
+
+    def resolve(chunk: list[tuple[str, dict[str, Any]]]) -> list[tuple[Contact, Any]]:
         known = {c.phone: c for c in session.exec(select(Contact).where(
             Contact.phone.in_([p for p, _ in chunk]))).scalars()}  # type: ignore[attr-defined]
-        yield [(known.get(p) or Contact(phone=p), v) for p, v in chunk]
+        return [(known.get(p) or Contact(phone=p), v) for p, v in chunk]
+
+    chunk: list[tuple[str, dict[str, Any]]] = []
+    for e164, v in recipients():  # streamed: never the whole list in memory
+        if e164 is None:
+            rejected["invalid_phone"] += 1
+            continue
+        chunk.append((e164, v))
+        if len(chunk) >= STAGE_BATCH:
+            yield resolve(chunk)
+            chunk = []
+    if chunk:
+        yield resolve(chunk)
 
 
 def brand_of(session: Session, run: Run) -> Brand:

@@ -16,12 +16,11 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from dispatcher.logs import setup_logging
+        from dispatcher.runtime import Runtime
         from dispatcher.settings import get_settings
-        from dispatcher.webhooks import create_app
-        from dispatcher.webhooks.runtime import WebRuntime
 
         settings = get_settings()
         setup_logging(settings.log_level)
-        web = create_app(WebRuntime.from_settings(settings))
+        web = Runtime(settings).webhook_app
         uvicorn.run(web, host=host, port=port, log_level=settings.log_level.lower(),
                     access_log=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fakeredis
 
+from dispatcher.runtime import Runtime
 from dispatcher.webhooks.app import create_app
-from dispatcher.webhooks.runtime import WebRuntime
 from tests.unit.webhooks.conftest import TestClient, make_client
 
 
@@ -43,10 +43,10 @@ def test_metrics_empty_without_renderer(sqlite_db, clock):
 def test_metrics_from_web_runtime(tmp_path):
     from dispatcher.settings import Settings
 
-    rt = WebRuntime.from_settings(Settings(database_url=f"sqlite:///{tmp_path}/w.db"))
+    rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path}/w.db"))
     r = TestClient(create_app(rt)).get("/metrics")
     assert r.status_code == 200 and "dispatcher_" in r.text
-    assert TestClient(create_app(rt)).get("/healthz").json()["redis"] == "not configured"
+    assert TestClient(create_app(rt)).get("/healthz").json()["redis"] == "ok"  # embedded
     from dispatcher import store
 
     store._databases.pop(rt.db.url, None)
