@@ -130,7 +130,9 @@ class Pipeline:
                 )
                 res = self.throttle.reserve(buckets, now=self._throttle_now(),
                                             max_wait_s=self.config.book_horizon_s)
-                self._metric("throttle_wait_seconds", "reservation", res.wait_s, res.allowed)
+                # "allowed" in the metric = could go at once; a booked future slot is a wait
+                self._metric("throttle_wait_seconds", "reservation", res.wait_s,
+                             res.allowed and res.wait_s <= self.config.now_epsilon_s)
                 if not res.allowed:
                     until = now + timedelta(seconds=max(res.wait_s, 0.05))
                     outbox.defer(s, row_id, until, "throttle", now)
@@ -155,7 +157,8 @@ class Pipeline:
             cid, csid = campaign.id, campaign.sid
             validity = self._validity(decision, now)
         return self._send(row_id, token, to, text, sender, validity, cid, csid,
-                          row.contact_id, brand.id)
+                          row.contact_id, brand.id, segs=decision.segments or 1,
+                          brand_name=brand.name)
 
     # ------------------------------------------------------------------------------ gates
     def _gate(self, s: Session, row: OutboxMessage, run: Run, campaign: Campaign, brand: Brand,
@@ -196,7 +199,7 @@ class Pipeline:
     # ------------------------------------------------------------------------------ send
     def _send(self, row_id: int, token: str, to: str, text: str, sender: str | None,
               validity: int, campaign_id: int, campaign_sid: str, contact_id: int,
-              brand_id: int) -> str:
+              brand_id: int, *, segs: int = 1, brand_name: str | None = None) -> str:
         kwargs: dict[str, Any] = {"status_callback": self.status_callback,
                                   "validity_period": validity}
         if sender and sender.startswith("MG"):
@@ -212,7 +215,9 @@ class Pipeline:
         now = self.clock.now()
         with self.db.session() as s:
             outbox.mark_sent(s, row_id, token, result.sid, result.status, now)
-        self._metric("sent", campaign_sid, sender or "", result.num_segments or 1)
+        # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
+        self._metric("sent", campaign_sid, sender or "", result.num_segments or segs,
+                     brand=brand_name, body_hash=body_hash(text))
         self._metric("send_duration_seconds", self.clock.time() - started)
         return "sent"
 
@@ -291,10 +296,10 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - a lost slot is only lost throughput
                 log.warning("could not release a throttle booking", exc_info=True)
 
-    def _metric(self, name: str, *args: Any) -> None:
+    def _metric(self, name: str, *args: Any, **kwargs: Any) -> None:
         if self.metrics is not None:
             try:
-                getattr(self.metrics, name)(*args)
+                getattr(self.metrics, name)(*args, **kwargs)
             except Exception:  # noqa: BLE001 - metrics never break a send
                 log.debug("metric %s failed", name, exc_info=True)
 

@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from dispatcher import outbox, runs
-from dispatcher.clock import Clock
-from dispatcher.models import Run
+from dispatcher.clock import Clock, as_utc
+from dispatcher.models import Brand, Run
+from dispatcher.throttle.policy import tmobile_daily_cap
 
 log = logging.getLogger(__name__)
 T = outbox.T
@@ -139,8 +140,16 @@ class Housekeeper:
             rows = conn.execute(select(T.c.run_id, T.c.state, func.count()).where(
                 T.c.run_id.in_(select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))))
                 .group_by(T.c.run_id, T.c.state)).all()
-        from dispatcher.clock import as_utc
-
+        with self.db.session() as s:
+            active = s.connection().execute(select(R.c.id, R.c.started_at).where(
+                R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)), R.c.started_at.is_not(None))).all()
+            brands = s.connection().execute(select(Brand.name, Brand.tmobile_brand_tier)).all()
+        for run_id, started in active:
+            self.metrics.run_started(run_id, as_utc(started))
+        for name, tier in brands:
+            cap = tmobile_daily_cap(tier)
+            if cap is not None:
+                self.metrics.brand_daily_cap(name, cap)
         self.metrics.queue_depth("deliver", depth)
         self.metrics.oldest_due_age_seconds(
             "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0)

@@ -131,12 +131,13 @@ class Runtime:
         return render_latest(self.metrics)
 
     def pipeline(self, enqueue: Any) -> Any:
-        from dispatcher.dispatch import Pipeline
+        from dispatcher.dispatch import DeliverConfig, Pipeline
 
         return Pipeline(
             db=self.db, throttle=self.throttle, gateway=self.gateway, clock=self.clock,
             enqueue=enqueue, status_callback=self.status_callback_url,
             validity_cap_s=self.settings.validity_period_s, metrics=self.metrics,
+            config=DeliverConfig(min_grace_s=self.settings.throttle_grace_s),
         )
 
     def close(self) -> None:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     validity_period_s: int = Field(
         default=36000, description="Upper bound for Twilio ValidityPeriod (1..36000 s)."
     )
+    throttle_grace_s: float = Field(
+        default=2.0, ge=0.0, le=60.0,
+        description="How late a booked send may still go (must exceed the queue's wake-up "
+        "lateness); windows are spaced by period + grace.",
+    )
     log_level: str = Field(default="WARNING", description="Log level (logs go to stderr).")
     advanced_opt_out: bool = Field(
         default=False,

@@ -56,6 +56,16 @@ def enqueue_many(ids: list[int]) -> None:
         deliver.send(row_id, None)
 
 
+def _metrics() -> Any:
+    return runtime().metrics
+
+
+if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
+    from workers.middleware import InFlight
+
+    broker.add_middleware(InFlight(_metrics))
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
                 time_limit=180_000, throws=(ConfigError,))
 def deliver(row_id: int, booking: dict[str, Any] | None = None) -> None:

@@ -80,7 +80,7 @@ def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> d
                      .read_text())
     doc["campaign_status"] = "VERIFIED"
     policy = {"sender": "+15005550006"} | (
-        {} if realistic else {"window_limit": 20, "window_seconds": 5})
+        {} if realistic else {"window_limit": 30, "window_seconds": 10})
     f = workdir / "demo_contacts.csv"
     plan = write_contacts(f, now, n)
     with db.session() as s:

@@ -5,9 +5,8 @@ test runs that script when the binary is missing) scrapes ``metrics_target()`` e
 panel query must be valid and return at least one non-NaN sample, through ``/api/v1/query`` and,
 for time-series panels, ``/api/v1/query_range``.
 
-``metrics_target`` is the seam for the integrator: today it serves a ``Metrics`` registry on which
-every metric method is exercised with realistic values; it can yield the ``/metrics`` URL of a real
-embedded demo run instead without touching the rest.
+``metrics_target`` is a real embedded run of the product (pipeline, throttle, webhooks, sandbox
+carrier with 30007 filtering, inbound HELP/STOP/START), scraped while it goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -151,69 +149,62 @@ def start_prometheus(binary: str, target_url: str, workdir: Path) -> Prometheus:
 
 
 # ------------------------------------------------------------------------------ the target
-CAMPAIGN = "QE2c6890da8086d771620e9b13fadeba0b"
-CAMPAIGN_2 = "QE" + "7" * 32
-SENDER = "+15005550006"
-MG = "MG" + "1" * 32
-BRAND = "BN" + "2" * 32
-
-
-def exercise(m: Any, tick: int) -> None:
-    """Every Metrics method with realistic values (one 'tick' of a running campaign)."""
-    template = "Acme: your maintenance contract expires on 3/31. Reply STOP to opt out."
-    for i, (campaign, sender) in enumerate(((CAMPAIGN, SENDER), (CAMPAIGN_2, MG))):
-        body = template if (tick + i) % 3 else f"Acme: hi #{tick}, contract renewal. STOP to end"
-        m.sent(campaign, sender, 1 + i, brand=BRAND, body=body, duration_s=0.05 + 0.01 * i)
-        m.delivered(campaign, sender)
-        m.throttle_wait_seconds("sender", 0.0, True)
-        m.throttle_wait_seconds("campaign", 2.5 + i, False)
-    m.undelivered(CAMPAIGN, SENDER, 30007)
-    m.failed(CAMPAIGN_2, MG, 30003)
-    m.suppressed(CAMPAIGN, "opted_out")
-    m.deferred(CAMPAIGN, "quiet_hours")
-    m.throttle_wait_seconds("brand_daily", 30.0, False)
-    m.opt_out(CAMPAIGN, "keyword")
-    m.opt_out(CAMPAIGN_2, "natural_language")
-    m.opt_in(CAMPAIGN)
-    m.help_request(CAMPAIGN)
-    m.queue_depth("deliver", 500 - tick)
-    m.oldest_due_age_seconds("deliver", 1.5)
-    m.run_started(1, time.time() - 60 - tick)
-    m.run_progress(1, "queued", max(0, 400 - 2 * tick))
-    m.run_progress(1, "sent", 100 + 2 * tick)
-    m.run_progress(1, "suppressed", 3)
-    m.worker_in_flight(4)
-    m.brand_daily_cap(BRAND, 2000)
-
-
 @pytest.fixture(scope="module")
-def metrics_target() -> Iterator[str]:
-    """URL of a /metrics endpoint with samples for every metric, changing while scraped."""
-    import fakeredis
-    from prometheus_client import CollectorRegistry
+def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The /metrics of a real embedded run: the product's own pipeline, webhooks and sandbox
+    carrier (10 % of deliveries filtered with 30007), plus inbound HELP, STOP and START."""
+    from datetime import UTC, datetime, timedelta
 
-    from dispatcher.metrics import Metrics, start_exporter
+    from dispatcher import registry, runs
+    from dispatcher.metrics import start_exporter
+    from dispatcher.sandbox.config import SandboxConfig, Schedule
+    from dispatcher.settings import Settings
+    from workers.demo import TEMPLATE, seed
+    from workers.embedded import EmbeddedStack
 
-    m = Metrics(CollectorRegistry(), redis=fakeredis.FakeRedis())
-    exercise(m, 0)
-    stop = threading.Event()
-
-    def load() -> None:
-        tick = 1
-        while not stop.wait(0.2):
-            exercise(m, tick)
-            tick += 1
-
-    loader = threading.Thread(target=load, name="metrics-load", daemon=True)
-    loader.start()
-    server, _thread = start_exporter(0, m, addr="127.0.0.1")
+    work = tmp_path_factory.mktemp("embedded")
+    settings = Settings(database_url=f"sqlite:///{work}/metrics.db")
+    cfg = SandboxConfig(account_sid=settings.account_sid, auth_token=settings.auth_token,
+                        inbound_url=settings.public_base_url.rstrip("/") + "/twilio/inbound",
+                        delivery_errors={30007: 0.1},
+                        schedule=Schedule(sending_after_s=0.05, sent_after_s=0.1,
+                                          final_after_s=0.3))
+    stack = EmbeddedStack(settings, sandbox_config=cfg, tick_s=0.25).start()
+    server = None
     try:
+        rt = stack.runtime
+        now = datetime.now(UTC)
+        seeded = seed(rt.db, work, now, realistic=False, n=300)  # sends go on while scraped
+        with rt.db.session() as s:
+            # 10 % filtering would (rightly) make the reputation guard pause the run
+            registry.get_campaign(s, seeded["campaign"]).guard = {"filtering_rate": 0.5}
+            run, _ = runs.launch(s, runs.LaunchRequest(
+                campaign=seeded["campaign"], template=TEMPLATE, audience={"kind": "all"},
+                actor="test"), now=now)
+            run_id = run.id
+            # a second run starts while Prometheus scrapes: fresh throttle waits to rate()
+            runs.launch(s, runs.LaunchRequest(
+                campaign=seeded["campaign"], template="Reminder: " + TEMPLATE,
+                audience={"kind": "all"}, actor="test", send_at=now + timedelta(seconds=12)),
+                now=now)
+
+        def progressed() -> bool:
+            with rt.db.session() as s:
+                c = runs.progress(s, run_id, datetime.now(UTC))["by_state"]
+            return c.get("delivered", 0) + c.get("undelivered", 0) >= 5
+
+        wait_until("the embedded run to deliver 5 messages", progressed, deadline_s=90)
+        phones = sorted({m["to"] for m in rt.sandbox.records()})
+        for body, phone in (("HELP", phones[0]), ("STOP", phones[1]), ("START", phones[1]),
+                            ("please stop texting me", phones[2])):
+            rt.sandbox.inbound(phone, body)
+        server, _thread = start_exporter(0, rt.metrics, addr="127.0.0.1")
         yield f"http://127.0.0.1:{server.server_port}/metrics"
     finally:
-        stop.set()
-        loader.join(timeout=5)
-        server.shutdown()
-        server.server_close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +222,18 @@ def prometheus(
             return bool(res) and float(res[0]["value"][1]) >= MIN_SCRAPES
 
         wait_until(f"{MIN_SCRAPES} scrapes of {metrics_target}", scraped_enough)
+
+        def moving(expr: str) -> Callable[[], bool]:
+            def check() -> bool:
+                res = prom.query(expr).get("data", {}).get("result", [])
+                return any(float(r["value"][1]) > 0 for r in res)
+            return check
+
+        # the run sends in bursts (one window at a time): wait until Prometheus has seen the
+        # histograms move, so rate() has something to say
+        for expr in ("increase(dispatcher_send_duration_seconds_count[5m])",
+                     "increase(dispatcher_throttle_wait_seconds_count[5m])"):
+            wait_until(expr, moving(expr), deadline_s=60)
         up = prom.query('up{job="dispatcher"}')["data"]["result"]
         assert up and up[0]["value"][1] == "1", up
         yield prom
