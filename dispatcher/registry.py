@@ -192,3 +192,25 @@ def campaign_dict(c: Campaign, *, full: bool = False) -> dict[str, Any]:
     if full:
         d.update(c.model_dump(mode="json"))
     return d
+
+
+def sync_campaign(session: Session, campaign: Campaign, doc: dict[str, Any], now: datetime
+                  ) -> dict[str, Any]:
+    """Refresh a campaign from the UsAppToPerson resource Twilio returned; our own send policy
+    is kept.  Returns what changed (field -> [old, new])."""
+    parsed = parse_campaign_document(doc)
+    if parsed.sid != campaign.sid:
+        raise InputError(f"provider returned campaign {parsed.sid}, expected {campaign.sid}")
+    values = parsed.model_dump(include=_DOC_FIELDS)
+    for key in ("opt_in_keywords", "opt_out_keywords", "help_keywords", "errors"):
+        values[key] = values[key] or []
+    values["rate_limits"] = values["rate_limits"] or {}
+    changed = {}
+    for k, v in values.items():
+        if getattr(campaign, k) != v:
+            changed[k] = [getattr(campaign, k), v]
+            setattr(campaign, k, v)
+    campaign.synced_at = now
+    session.add(campaign)
+    session.flush()
+    return changed

@@ -81,3 +81,40 @@ def lint(
     from dispatcher.cli.message import lint_campaign_file
 
     lint_campaign_file(file, brand, as_json)
+
+
+@app.command("sync")
+def sync(
+    campaign: str = typer.Argument(..., help="Campaign SID or id."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Refresh status, rate_limits and errors from Twilio's UsAppToPerson resource.
+
+    A campaign that became SUSPENDED or FAILED pauses its active runs."""
+    from datetime import UTC, datetime
+
+    from dispatcher import runs
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import get_settings
+
+    rt = Runtime(get_settings())
+    with database().session() as s:
+        c = registry.get_campaign(s, campaign)
+        if not c.messaging_service_sid:
+            raise InputError(f"campaign {c.sid} has no messaging_service_sid to fetch it by")
+        service, sid = c.messaging_service_sid, c.sid
+    try:
+        doc = rt.gateway.fetch_campaign(service, sid)
+    finally:
+        rt.close()
+    now = datetime.now(UTC)
+    with database().session() as s:
+        c = registry.get_campaign(s, sid)
+        changed = registry.sync_campaign(s, c, doc, now)
+        paused = 0
+        if str(c.campaign_status or "").upper() in ("SUSPENDED", "FAILED"):
+            paused = runs.pause_campaign_runs(s, c.id, f"campaign {c.campaign_status}", now)
+        out = {**registry.campaign_dict(c), "changed": changed, "runs_paused": paused}
+    report(out, as_json, lambda d: typer.echo(
+        f"campaign {d['sid']}: status {d['campaign_status']}; "
+        f"{len(d['changed'])} field(s) changed; {d['runs_paused']} run(s) paused", err=True))
