@@ -126,15 +126,21 @@ def load_campaign_file(path: Path) -> dict[str, Any]:
 _DOC_FIELDS = set(UsAppToPersonDoc.model_fields) - {"sid"}
 
 
+def _registration_values(parsed: UsAppToPersonDoc) -> dict[str, Any]:
+    """Campaign column values of a registration (absent lists and maps stored empty)."""
+    values = parsed.model_dump(include=_DOC_FIELDS)
+    for key in ("opt_in_keywords", "opt_out_keywords", "help_keywords", "errors"):
+        values[key] = values[key] or []
+    values["rate_limits"] = values["rate_limits"] or {}
+    return values
+
+
 def import_campaign(
     session: Session, doc: dict[str, Any], *, brand: Brand, policy: dict[str, Any] | None = None
 ) -> tuple[Campaign, bool]:
     """Create or refresh a campaign from a UsAppToPerson document.  Returns (campaign, created)."""
     parsed = parse_campaign_document(doc)
-    values = parsed.model_dump(include=_DOC_FIELDS)
-    for key in ("opt_in_keywords", "opt_out_keywords", "help_keywords", "errors"):
-        values[key] = values[key] or []
-    values["rate_limits"] = values["rate_limits"] or {}
+    values = _registration_values(parsed)
     campaign = session.exec(select(Campaign).where(Campaign.sid == parsed.sid)).first()
     created = campaign is None
     if campaign is None:
@@ -201,10 +207,7 @@ def sync_campaign(session: Session, campaign: Campaign, doc: dict[str, Any], now
     parsed = parse_campaign_document(doc)
     if parsed.sid != campaign.sid:
         raise InputError(f"provider returned campaign {parsed.sid}, expected {campaign.sid}")
-    values = parsed.model_dump(include=_DOC_FIELDS)
-    for key in ("opt_in_keywords", "opt_out_keywords", "help_keywords", "errors"):
-        values[key] = values[key] or []
-    values["rate_limits"] = values["rate_limits"] or {}
+    values = _registration_values(parsed)
     changed = {}
     for k, v in values.items():
         if getattr(campaign, k) != v:
