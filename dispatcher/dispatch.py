@@ -37,12 +37,16 @@ log = logging.getLogger(__name__)
 #: error codes that mark a number as unusable for SMS (compliance.md 7)
 BAD_NUMBER_CODES = frozenset({21211, 21614, 30005, 30006})
 HANDED = ("sending", "sent", "delivered", "undelivered", "unknown")
+#: A throttled message books a slot up to this far ahead and rides a delayed queue message to
+#: it; the scheduler releases no more rows of a run than can book within it (housekeeping), so a
+#: long backlog waits in the outbox at no queue cost (docs/throttle.md: ~2 queue ops per send).
+BOOK_HORIZON_S = 6 * 3600.0
 Enqueue = Callable[[int, float, dict[str, Any] | None], None]
 
 
 @dataclass
 class DeliverConfig:
-    book_horizon_s: float = 900.0  # how far ahead a throttled message may book a slot
+    book_horizon_s: float = BOOK_HORIZON_S  # how far ahead a throttled message may book
     max_attempts: int = 8  # retryable carrier errors before giving up
     backoff_base_s: float = 2.0
     backoff_max_s: float = 300.0

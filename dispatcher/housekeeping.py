@@ -14,6 +14,7 @@ for longer than ``sending_lease_s`` belongs to a worker that died mid-send: it b
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +24,8 @@ from sqlalchemy import func, select, update
 
 from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
-from dispatcher.models import Brand, Run
+from dispatcher.dispatch import BOOK_HORIZON_S
+from dispatcher.models import Brand, Campaign, Run
 from dispatcher.throttle.policy import tmobile_daily_cap
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ EnqueueMany = Callable[[list[int]], None]
 @dataclass
 class HousekeepingConfig:
     release_batch: int = 1000  # rows released per tick
+    book_horizon_s: float = BOOK_HORIZON_S
     max_carried_per_run: int = 5000  # rows a run may have riding in the queue at once
     lost_after_s: float = 60.0
     sending_lease_s: float = 90.0  # > gateway timeout + slack: a slow send is not a dead one
@@ -77,11 +80,17 @@ class Housekeeper:
                 select(T.c.run_id, func.count()).where(
                     T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))
                 .group_by(T.c.run_id)).all())
-            running = [r[0] for r in conn.execute(select(R.c.id).where(R.c.state == runs.RUNNING))]
+            running = conn.execute(
+                select(R.c.id, Campaign.window_limit, Campaign.window_seconds)
+                .join(Campaign, Campaign.id == R.c.campaign_id)  # type: ignore[arg-type]
+                .where(R.c.state == runs.RUNNING)).all()
             ids: list[int] = []
-            for run_id in running:
+            for run_id, limit, seconds in running:
+                # no more riding than can book a slot within the horizon: the rest would only
+                # be refused by the throttle and put back (a queue operation each, every cycle)
+                bookable = limit * (math.ceil(cfg.book_horizon_s / seconds) + 1)
                 room = min(cfg.release_batch - len(ids),
-                           cfg.max_carried_per_run - carried.get(run_id, 0))
+                           min(cfg.max_carried_per_run, bookable) - carried.get(run_id, 0))
                 if room <= 0:
                     continue
                 cand = [r[0] for r in conn.execute(
@@ -106,9 +115,11 @@ class Housekeeper:
         lease_before = now - timedelta(seconds=cfg.sending_lease_s)
         with self.db.session() as s:
             conn = s.connection()
+            # lost: due *and* handed to the queue long ago (a row released late for an old
+            # due_at is not lost: its queue message was just written)
             lost = conn.execute(
                 update(T).where(T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None),
-                                T.c.due_at < lost_before)
+                                T.c.due_at < lost_before, T.c.enqueued_at < lost_before)
                 .values(enqueued_at=None, updated_at=now)).rowcount
             stale = conn.execute(
                 update(T).where(T.c.state == outbox.SENDING, T.c.claimed_at < lease_before)
