@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import insert
 from sqlmodel import Session, select
 
 from dispatcher import ledger
@@ -26,6 +25,7 @@ from dispatcher.clock import utcnow
 from dispatcher.errors import InputError, InvalidPhoneError, NotFoundError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
 from dispatcher.phones import normalize_phone
+from dispatcher.store import bulk_insert
 
 BATCH = 2000
 KNOWN = {
@@ -294,8 +294,8 @@ def _write_batch(
     }
     new = [r for r in rows if r.phone not in existing]
     if new:
-        session.connection().execute(
-            insert(Contact.__table__),  # type: ignore[attr-defined]
+        bulk_insert(
+            session.connection(), Contact.__table__,  # type: ignore[attr-defined]
             [
                 {"phone": r.phone, "name": r.name, "time_zone": r.tz, "state_code": r.state,
                  "attributes": r.attributes, "created_at": now, "updated_at": now}
@@ -350,5 +350,5 @@ def _write_batch(
         if key not in known
     ]
     if fresh:
-        session.connection().execute(insert(ConsentEvent.__table__), fresh)  # type: ignore[attr-defined]
+        bulk_insert(session.connection(), ConsentEvent.__table__, fresh)  # type: ignore[attr-defined]
         report.consent_events += len(fresh)

@@ -26,6 +26,7 @@ from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
+from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
 
 SCHEDULED, FANNING_OUT, RUNNING, PAUSED, COMPLETED, CANCELLED = (
@@ -119,10 +120,10 @@ def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
         ids = dict(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(phones))).all())
         fresh = [p for p in phones if p not in ids]
         if fresh:  # unknown numbers become contacts (with no consent: the gates suppress them)
-            conn.execute(insert(C), [{"phone": p, "attributes": {}, "created_at": now,
-                                      "updated_at": now} for p in fresh])
+            bulk_insert(conn, C, [{"phone": p, "attributes": {}, "created_at": now,
+                                   "updated_at": now} for p in fresh])
             ids.update(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(fresh))).all())
-        conn.execute(insert(OB), [
+        bulk_insert(conn, OB, [
             {"run_id": run.id, "campaign_id": campaign.id, "contact_id": ids[p], "to_phone": p,
              "variables": v, "state": outbox.QUEUED, "due_at": send_at, "attempts": 0,
              "updated_at": now}
