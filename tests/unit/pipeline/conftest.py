@@ -1,0 +1,208 @@
+"""A pipeline on SQLite + fakeredis + the in-process sandbox carrier + a FakeClock, no servers.
+
+``Harness`` seeds a brand and a VERIFIED campaign (the seed 004 registration, as the demo does),
+adds contacts with or without consent, launches runs, and records every queue operation
+(``enqueue`` from the pipeline, ``enqueue_many`` from the release loop) instead of using a broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from sqlmodel import select
+
+from dispatcher import contacts, ledger, registry, runs
+from dispatcher.clock import FakeClock
+from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
+from dispatcher.models import Campaign, OutboxMessage, Run
+from dispatcher.runtime import Runtime
+from dispatcher.settings import Settings
+
+TEMPLATE = "Hi [first_name], your maintenance contract [contract] expires on [date]."
+SENDER = "+15005550006"
+BRAND = "Acme Corporation"
+#: 15:00 UTC on a Monday (the FakeClock default): 10:00 in New York, 07:00 in Los Angeles
+START = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+GRANTED_AT = datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Harness:
+    rt: Runtime
+    clock: FakeClock
+    brand_id: int = 0
+    campaign_id: int = 0
+    campaign_sid: str = ""
+    queued: list[tuple[int, float, dict[str, Any] | None]] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    _n: int = 0
+
+    # ------------------------------------------------------------------ wiring
+    def enqueue(self, row_id: int, delay_s: float = 0.0,
+                booking: dict[str, Any] | None = None) -> None:
+        self.queued.append((row_id, delay_s, booking))
+
+    def enqueue_many(self, ids: list[int]) -> None:
+        self.released.extend(ids)
+
+    @property
+    def db(self) -> Any:
+        return self.rt.db
+
+    @property
+    def sandbox(self) -> Any:
+        return self.rt.sandbox
+
+    def pipeline(self, enqueue: Any = None) -> Any:
+        return self.rt.pipeline(enqueue or self.enqueue)
+
+    def housekeeper(self, pipeline: Any = None, **cfg: Any) -> Housekeeper:
+        p = pipeline or self.pipeline()
+        return Housekeeper(self.db, self.clock, self.enqueue_many, resolve=p.resolve,
+                           config=HousekeepingConfig(**cfg))
+
+    # ------------------------------------------------------------------ seeding
+    def seed(self, **policy: Any) -> None:
+        doc = json.loads(resources.files("dispatcher.data").joinpath("usa2p_seed004.json")
+                         .read_text())
+        doc["campaign_status"] = "VERIFIED"
+        doc["messaging_service_sid"] = None
+        with self.db.session() as s:
+            brand = registry.add_brand(s, name=BRAND, tmobile_brand_tier="TOP")
+            campaign, _ = registry.import_campaign(s, doc, brand=brand,
+                                                   policy={"sender": SENDER, **policy})
+            self.brand_id, self.campaign_id, self.campaign_sid = brand.id, campaign.id, campaign.sid
+
+    def set_campaign(self, **values: Any) -> None:
+        with self.db.session() as s:
+            c = s.get(Campaign, self.campaign_id)
+            for k, v in values.items():
+                setattr(c, k, v)
+            s.add(c)
+
+    def contact(self, phone: str | None = None, *, consent: bool = True,
+                name: str = "Jane Doe", time_zone: str | None = None,
+                attributes: dict[str, Any] | None = None) -> int:
+        """A contact (consent granted in the ledger unless ``consent=False``); returns its id."""
+        if phone is None:
+            self._n += 1
+            phone = f"+1212555{self._n:04d}"  # New York: inside 08:00-21:00 at START
+        attrs = {"contract": "MC-10001", "date": "2026-03-01"} if attributes is None \
+            else attributes
+        with self.db.session() as s:
+            c, _ = contacts.upsert_contact(s, phone, name=name, time_zone=time_zone,
+                                           attributes=attrs)
+            if consent:
+                ledger.append(s, contact_id=c.id, brand_id=self.brand_id, action="grant",
+                              source="web_form", actor="test",
+                              evidence_text="Checked 'Text me service reminders'",
+                              occurred_at=GRANTED_AT)
+            return c.id
+
+    def contacts(self, n: int, *, npa: str = "212") -> list[int]:
+        """``n`` consented contacts in one transaction (numbers +1<npa>55<5 digits>)."""
+        ids = []
+        with self.db.session() as s:
+            for i in range(n):
+                c, _ = contacts.upsert_contact(s, f"+1{npa}55{i:05d}", name=f"Customer{i} Demo",
+                                               attributes={"contract": f"MC-{i}",
+                                                           "date": "2026-03-01"})
+                ledger.append(s, contact_id=c.id, brand_id=self.brand_id, action="grant",
+                              source="web_form", actor="test", evidence_text="web form",
+                              occurred_at=GRANTED_AT)
+                ids.append(c.id)
+        return ids
+
+    def stop(self, contact_id: int) -> int:
+        """A STOP arrives: ledger revoke + every not-yet-handed row suppressed."""
+        with self.db.session() as s:
+            ledger.append(s, contact_id=contact_id, brand_id=self.brand_id, action="revoke",
+                          source="keyword", actor="test", evidence_text="STOP")
+            return outbox_suppress_for_contact(s, contact_id, self.clock.now())
+
+    def launch(self, template: str = TEMPLATE, *, fan_out: bool = True, **kw: Any) -> int:
+        req = runs.LaunchRequest(campaign=self.campaign_sid, template=template,
+                                 audience=kw.pop("audience", {"kind": "all"}), **kw)
+        with self.db.session() as s:
+            run, _ = runs.launch(s, req, now=self.clock.now())
+            run_id = run.id
+        if fan_out:
+            with self.db.session() as s:
+                runs.fan_out(s, run_id, self.clock.now())
+        return run_id
+
+    # ------------------------------------------------------------------ reading
+    def rows(self, run_id: int | None = None) -> list[OutboxMessage]:
+        with self.db.session() as s:
+            q = select(OutboxMessage)
+            if run_id is not None:
+                q = q.where(OutboxMessage.run_id == run_id)
+            return list(s.exec(q.order_by(OutboxMessage.id)).all())
+
+    def row(self, row_id: int) -> OutboxMessage:
+        with self.db.session() as s:
+            return s.get(OutboxMessage, row_id)
+
+    def run(self, run_id: int) -> Run:
+        with self.db.session() as s:
+            return s.get(Run, run_id)
+
+    def records(self, to: str | None = None) -> list[dict[str, Any]]:
+        recs = self.sandbox.records()
+        return [r for r in recs if to is None or r["to"] == to]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it is truthy (status callbacks arrive on another thread)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def outbox_suppress_for_contact(s: Any, contact_id: int, now: datetime) -> int:
+    from dispatcher import outbox
+
+    return outbox.suppress_for_contact(s, contact_id, brand_campaign_ids=None,
+                                       reason="opted_out", now=now)
+
+
+@contextmanager
+def make_harness(directory: Path) -> Iterator[Harness]:
+    """A seeded harness: brand + VERIFIED campaign, no contacts, clock at START."""
+    from dispatcher import store
+
+    url = f"sqlite:///{directory}/pipeline.db"
+    clock = FakeClock(START)
+    rt = Runtime(Settings(database_url=url), clock=clock,
+                 redis=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    rt.gateway  # noqa: B018 - starts the in-process sandbox carrier
+    h = Harness(rt=rt, clock=clock)
+    try:
+        h.seed()
+        yield h
+    finally:
+        rt.close()
+        db = store._databases.pop(url, None)
+        if db is not None:
+            db.dispose()
+
+
+@pytest.fixture
+def harness(tmp_path):
+    with make_harness(tmp_path) as h:
+        yield h
