@@ -141,27 +141,31 @@ def in_flight_for_contact(session: Session, contact_id: int) -> int:
     return len(session.connection().execute(q).all())
 
 
+#: Twilio status -> outbox state (a Messaging Service's accepted/scheduled count as handed over)
+PROVIDER_STATE = {"queued": SENT, "accepted": SENT, "scheduled": SENT, "sending": SENT,
+                  "sent": SENT, "delivered": DELIVERED, "undelivered": UNDELIVERED,
+                  "failed": FAILED, "read": DELIVERED, "partially_delivered": DELIVERED,
+                  "canceled": FAILED}
+
+
 def apply_provider_status(session: Session, sid: str, status: str, error_code: int | None,
-                          now: datetime) -> OutboxMessage | None:
-    """Status callback: move the row forward only (a late 'sent' never overwrites 'delivered')."""
-    state = {"queued": SENT, "accepted": SENT, "scheduled": SENT, "sending": SENT, "sent": SENT,
-             "delivered": DELIVERED, "undelivered": UNDELIVERED, "failed": FAILED,
-             "read": DELIVERED, "partially_delivered": DELIVERED, "canceled": FAILED}.get(status)
+                          now: datetime) -> Any:
+    """Status callback: move the row forward only (a late 'sent' never overwrites 'delivered').
+
+    One conditional UPDATE ... RETURNING: the row moves only from a lower rank.  Returns the
+    moved row (id, run_id, campaign_id, contact_id, state) or None if nothing moved."""
+    state = PROVIDER_STATE.get(status)
     if state is None:
         return None
-    row = session.connection().execute(select(T).where(T.c.provider_sid == sid)).first()
-    if row is None:
-        return None
-    if RANK.get(state, 0) <= RANK.get(row.state, 0) and not (
-        state == row.state == SENT and row.provider_status != status
-    ):
-        return None
-    ok = _cas(session, row.id, (row.state,), {
-        "state": state if RANK.get(state, 0) > RANK.get(row.state, 0) else row.state,
-        "provider_status": status, "error_code": error_code if error_code else row.error_code,
-        "status_at": now, "updated_at": now,
-    })
-    return session.get(OutboxMessage, row.id) if ok else None
+    lower = [s for s, r in RANK.items() if r < RANK[state]]
+    values: dict[str, Any] = {"state": state, "provider_status": status, "status_at": now,
+                              "updated_at": now}
+    if error_code:
+        values["error_code"] = error_code
+    return session.connection().execute(
+        update(T).where(T.c.provider_sid == sid, T.c.state.in_(lower)).values(**values)
+        .returning(T.c.id, T.c.run_id, T.c.campaign_id, T.c.contact_id, T.c.state)
+    ).first()
 
 
 def due_not_in_flight(session: Session, now: datetime, *, stale_before: datetime,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from dispatcher import ledger, outbox, runs
@@ -45,14 +47,16 @@ def apply_status(session: Session, *, sid: str, status: str, error_code: int | N
         known = session.exec(
             select(OutboxMessage.id).where(OutboxMessage.provider_sid == sid)).first()
         return StatusResult("unchanged" if known is not None else "unknown_sid")
-    campaign = session.get(Campaign, row.campaign_id)
+    c = Campaign.__table__  # type: ignore[attr-defined]
+    csid, sender, cstatus = session.connection().execute(
+        select(c.c.sid, func.coalesce(c.c.messaging_service_sid, c.c.sender),
+               c.c.campaign_status)
+        .where(c.c.id == row.campaign_id)).one()
     res = StatusResult("applied", row_id=row.id, run_id=row.run_id, state=row.state,
-                       error_code=error_code,
-                       campaign_sid=campaign.sid if campaign else None,
-                       sender=(campaign.messaging_service_sid or campaign.sender)
-                       if campaign else None)
-    if campaign is None:
-        return res
+                       error_code=error_code, campaign_sid=csid, sender=sender)
+    if not error_code and (cstatus or "").upper() not in PAUSE_CAMPAIGN_STATUSES:
+        return res  # the common case: one UPDATE ... RETURNING and one lookup by key
+    campaign = session.get(Campaign, row.campaign_id)
     if error_code == CARRIER_OPT_OUT:
         res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now)
     reason = None
@@ -66,7 +70,7 @@ def apply_status(session: Session, *, sid: str, status: str, error_code: int | N
     return res
 
 
-def _carrier_opt_out(session: Session, row: OutboxMessage, campaign: Campaign, sid: str,
+def _carrier_opt_out(session: Session, row: Any, campaign: Campaign, sid: str,
                      now: datetime) -> bool:
     """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress."""
     key = ledger.dedupe_key("carrier-21610", sid, campaign.brand_id)
