@@ -178,7 +178,9 @@ def _insert_select(session: Session, run: Run, now: datetime) -> int:
     stmt = insert(OB).from_select(
         ["run_id", "campaign_id", "contact_id", "to_phone", "state", "due_at", "attempts",
          "updated_at"], src)
-    return session.connection().execute(stmt).rowcount or 0
+    # psycopg 3 keeps an INSERT ... SELECT's rowcount only when asked to
+    res = session.connection().execute(stmt.execution_options(preserve_rowcount=True))
+    return max(0, res.rowcount or 0)
 
 
 def due_runs(session: Session, now: datetime) -> list[int]:
