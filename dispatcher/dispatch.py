@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlalchemy import or_
+from sqlmodel import Session, select
 
 from dispatcher import compliance, ledger, outbox, runs
 from dispatcher.clock import Clock, as_utc
@@ -56,6 +57,7 @@ class DeliverConfig:
     #: a booked slot may be used this late: must exceed the queue's wake-up lateness (Dramatiq
     #: delivers delayed messages within ~worker_timeout); costs T/(T+g) of a window's throughput
     min_grace_s: float = 1.0
+    campaign_cache_s: float = 2.0
 
 
 @dataclass
@@ -73,19 +75,24 @@ class Pipeline:
     def __post_init__(self) -> None:
         if self.config is None:
             self.config = DeliverConfig()
+        self._campaigns: dict[int, tuple[Campaign, Brand, float]] = {}
 
     # ------------------------------------------------------------------------------ deliver
     def deliver(self, row_id: int, booking: dict[str, Any] | None = None) -> str:
         """Handle one queue message.  Returns what happened (for logs and tests)."""
         now = self.clock.now()
         with self.db.session() as s:
-            row = s.get(OutboxMessage, row_id)
-            if row is None:
+            loaded = s.exec(  # row, run and contact in one statement
+                select(OutboxMessage, Run, Contact)
+                .join(Run, Run.id == OutboxMessage.run_id)  # type: ignore[arg-type]
+                .join(Contact, Contact.id == OutboxMessage.contact_id)  # type: ignore[arg-type]
+                .where(OutboxMessage.id == row_id)).first()
+            if loaded is None:
                 return "missing"
+            row, run, contact = loaded
             if row.state != outbox.QUEUED:
                 self._release(booking)
                 return f"skip:{row.state}"
-            run = s.get(Run, row.run_id)
             if run.state == runs.CANCELLED:
                 self._release(booking)
                 outbox.suppress(s, row_id, "run_cancelled", now)
@@ -98,9 +105,7 @@ class Pipeline:
                 self._release(booking)
                 outbox.unqueue(s, row_id, now)
                 return f"run:{run.state}"
-            campaign = s.get(Campaign, row.campaign_id)
-            brand = s.get(Brand, campaign.brand_id)
-            contact = s.get(Contact, row.contact_id)
+            campaign, brand = self._campaign(s, row.campaign_id)
             verdict = self._gate(s, row, run, campaign, brand, contact, now)
             if isinstance(verdict, str):
                 self._release(booking)
@@ -188,17 +193,29 @@ class Pipeline:
         return f"suppressed:{g.reason}"
 
     def _history(self, s: Session, contact_id: int, now: datetime) -> list[tuple]:
+        """This contact's recent sends (caps, first message) and any bad-number error, in one
+        statement: (campaign_id, at, state, error_code)."""
         since = now - timedelta(days=self.config.history_days)
         t = outbox.T
         rows = s.connection().execute(
-            select(t.c.campaign_id, t.c.sent_at, t.c.state, t.c.error_code).where(
-                t.c.contact_id == contact_id, t.c.sent_at.is_not(None), t.c.sent_at >= since)
+            select(t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state, t.c.error_code)
+            .where(t.c.contact_id == contact_id,
+                   or_(t.c.sent_at >= since, t.c.error_code.in_(BAD_NUMBER_CODES)))
         ).all()
-        bad = s.connection().execute(
-            select(t.c.campaign_id, t.c.updated_at, t.c.state, t.c.error_code).where(
-                t.c.contact_id == contact_id, t.c.error_code.in_(BAD_NUMBER_CODES)).limit(1)
-        ).all()
-        return [(c, as_utc(at), st, code) for c, at, st, code in [*rows, *bad]]
+        return [(c, as_utc(sent or upd), st, code) for c, sent, upd, st, code in rows
+                if sent is not None or code in BAD_NUMBER_CODES]
+
+    def _campaign(self, s: Session, campaign_id: int) -> tuple[Campaign, Brand]:
+        """Campaign and brand, cached per process for ``campaign_cache_s`` (a status change or
+        suspension takes effect within that; pause and STOP act on the claim itself)."""
+        hit = self._campaigns.get(campaign_id)
+        mono = time.monotonic()
+        if hit is not None and mono - hit[2] < self.config.campaign_cache_s:
+            return hit[0], hit[1]
+        campaign = s.get(Campaign, campaign_id)
+        brand = s.get(Brand, campaign.brand_id)
+        self._campaigns[campaign_id] = (campaign, brand, mono)
+        return campaign, brand
 
     # ------------------------------------------------------------------------------ send
     def _send(self, row_id: int, token: str, to: str, text: str, sender: str | None,
