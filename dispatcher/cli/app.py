@@ -87,3 +87,7 @@ def main() -> None:
 
     setup_logging(os.environ.get("DISPATCHER_LOG_LEVEL", "WARNING"))
     app()
+
+
+if __name__ == "__main__":
+    main()
