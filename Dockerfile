@@ -2,7 +2,10 @@
 #   dispatcher serve | dispatcher scheduler | dramatiq workers.actors | dispatcher sandbox serve
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# dramatiq_worker_timeout: Dramatiq polls for due delayed messages this often (ms, default 1000);
+# a booked throttle slot must be picked up well inside its grace (DISPATCHER_THROTTLE_GRACE_S).
+ENV dramatiq_worker_timeout=100 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

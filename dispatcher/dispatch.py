@@ -300,6 +300,26 @@ class Pipeline:
             return "resolved:sent"
         return "resolved:requeued"
 
+    def refresh(self, row_id: int) -> str:
+        """A ``sent`` row that heard no final status: ask the carrier (its status callbacks may
+        have come before the row knew its SID, or been lost)."""
+        with self.db.session() as s:
+            row = s.get(OutboxMessage, row_id)
+            if row is None or row.state != outbox.SENT or not row.provider_sid:
+                return "skip"
+            sid = row.provider_sid
+        try:
+            found = self.gateway.fetch(sid)
+        except GatewayError as e:
+            log.info("row %s: status fetch failed (%s)", row_id, e)
+            return "unknown"
+        now = self.clock.now()
+        with self.db.session() as s:
+            moved = outbox.apply_provider_status(s, sid, found.status, None, now)
+            if moved is None:  # still "sent" at the carrier: ask again only after a while
+                outbox.touch(s, row_id, outbox.SENT, now)
+        return f"refreshed:{found.status}" if moved is not None else "unchanged"
+
     # ------------------------------------------------------------------------------ helpers
     def _validity(self, decision: Any, now: datetime) -> int:
         cap = self.validity_cap_s

@@ -42,16 +42,21 @@ class HousekeepingConfig:
     lost_after_s: float = 60.0
     sending_lease_s: float = 90.0  # > gateway timeout + slack: a slow send is not a dead one
     resolve_batch: int = 100
+    #: a ``sent`` row with no final status after this long asks the carrier (callbacks that
+    #: came before the row knew its SID, or were lost)
+    status_after_s: float = 300.0
 
 
 class Housekeeper:
     def __init__(self, db: Any, clock: Clock, enqueue_many: EnqueueMany, *,
                  resolve: Callable[[int], str] | None = None,
-                 config: HousekeepingConfig | None = None, metrics: Any = None) -> None:
+                 config: HousekeepingConfig | None = None, metrics: Any = None,
+                 refresh: Callable[[int], str] | None = None) -> None:
         self.db = db
         self.clock = clock
         self.enqueue_many = enqueue_many
         self.resolve = resolve
+        self.refresh = refresh
         self.config = config or HousekeepingConfig()
         self.metrics = metrics
 
@@ -128,6 +133,14 @@ class Housekeeper:
             unknown = [r[0] for r in conn.execute(
                 select(T.c.id).where(T.c.state == outbox.UNKNOWN)
                 .order_by(T.c.updated_at).limit(cfg.resolve_batch))]
+            silent = [] if self.refresh is None else [r[0] for r in conn.execute(
+                select(T.c.id).where(
+                    T.c.state == outbox.SENT,
+                    T.c.updated_at < now - timedelta(seconds=cfg.status_after_s),
+                    T.c.sent_at > now - timedelta(days=3))  # Twilio keeps no status forever
+                .order_by(T.c.updated_at).limit(cfg.resolve_batch))]
+        for row_id in silent:
+            self.refresh(row_id)  # type: ignore[misc]
         resolved = 0
         if self.resolve is not None:
             for row_id in unknown:

@@ -94,8 +94,10 @@ def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,
                     status: str | None, now: datetime) -> bool:
     """unknown -> sent (the carrier has it) or -> queued (it never arrived: safe to resend)."""
     if found_sid:
+        # the carrier may be past "sent" already (its callbacks came while we had no SID)
+        state = PROVIDER_STATE.get(status or "", SENT)
         return _cas(session, row_id, (UNKNOWN,), {
-            "state": SENT, "provider_sid": found_sid, "provider_status": status,
+            "state": state, "provider_sid": found_sid, "provider_status": status,
             "sent_at": now, "updated_at": now,
         })
     return _cas(session, row_id, (UNKNOWN,), {
@@ -112,6 +114,10 @@ def defer(session: Session, row_id: int, until: datetime, reason: str, now: date
         "due_at": until, "defer_reason": reason, "enqueued_at": now if enqueued else None,
         "updated_at": now,
     })
+
+
+def touch(session: Session, row_id: int, state: str, now: datetime) -> bool:
+    return _cas(session, row_id, (state,), {"updated_at": now})
 
 
 def unqueue(session: Session, row_id: int, now: datetime) -> bool:

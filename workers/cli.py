@@ -84,6 +84,16 @@ def scheduler(
                                      help="Expose this process's metrics (default: none)."),
     tick: float = typer.Option(1.0, "--tick", help="Seconds between ticks."),
     leader_ttl: float = typer.Option(10.0, "--leader-ttl", help="Leader lock expiry (s)."),
+    reconcile: float = typer.Option(10.0, "--reconcile", help="Seconds between reconciles."),
+    lost_after: float = typer.Option(
+        60.0, "--lost-after", help="A queued row whose queue message is this old is re-sent."),
+    sending_lease: float = typer.Option(
+        90.0, "--sending-lease",
+        help="A row 'sending' this long belongs to a dead worker (must exceed the gateway "
+             "timeout); it is then resolved at the carrier."),
+    status_after: float = typer.Option(
+        300.0, "--status-after",
+        help="A sent row with no final status this long asks the carrier for it."),
 ) -> None:
     """The distributed scheduler (one leads via a Redis lock; others stand by)."""
     from dispatcher.cli.output import err
@@ -104,8 +114,14 @@ def scheduler(
         from dispatcher.metrics import start_exporter
 
         start_exporter(metrics_port, rt.metrics)
+    from dispatcher.housekeeping import HousekeepingConfig
+
     s = Scheduler(rt, actors.enqueue_many, tick_s=tick, leader_ttl_s=leader_ttl,
-                  resolve=lambda i: actors.pipeline().resolve(i))
+                  reconcile_s=reconcile, resolve=lambda i: actors.pipeline().resolve(i),
+                  refresh=lambda i: actors.pipeline().refresh(i),
+                  housekeeping=HousekeepingConfig(lost_after_s=lost_after,
+                                                  sending_lease_s=sending_lease,
+                                                  status_after_s=status_after))
     s.start()
     err().print("scheduler started (standing by until it holds the leader lock)")
     try:

@@ -38,6 +38,7 @@ class EmbeddedStack:
         self.worker.start()
         self.scheduler = Scheduler(rt, actors.enqueue_many, tick_s=self.tick_s,
                                    reconcile_s=5.0, resolve=lambda i: actors.pipeline().resolve(i),
+                                   refresh=lambda i: actors.pipeline().refresh(i),
                                    scheduler_id="embedded")
         self.scheduler.start()
         return self

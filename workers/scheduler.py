@@ -10,12 +10,14 @@ database besides, so even two leaders could not fan a run out twice or send a ro
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import uuid
 from typing import Any
 
 from dispatcher import keys
-from dispatcher.housekeeping import Housekeeper
+from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
 
 log = logging.getLogger(__name__)
 _active: dict[str, Scheduler] = {}
@@ -32,7 +34,8 @@ class LeaderLock:
     def __init__(self, redis: Any, ttl_s: float, name: str | None = None) -> None:
         self.redis = redis
         self.ttl_ms = int(ttl_s * 1000)
-        self.token = name or uuid.uuid4().hex
+        # who leads is visible in Redis: host:pid:random
+        self.token = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._renew = redis.register_script(_RENEW)
 
     def acquire(self) -> bool:
@@ -61,14 +64,17 @@ def _job(scheduler_id: str, name: str) -> None:
 class Scheduler:
     def __init__(self, runtime: Any, enqueue_many: Any, *, tick_s: float = 1.0,
                  reconcile_s: float = 10.0, leader_ttl_s: float = 10.0,
-                 resolve: Any = None, scheduler_id: str = "dispatcher") -> None:
+                 resolve: Any = None, scheduler_id: str = "dispatcher",
+                 housekeeping: HousekeepingConfig | None = None,
+                 refresh: Any = None) -> None:
         self.runtime = runtime
         self.id = scheduler_id
         self.tick_s = tick_s
         self.reconcile_s = reconcile_s
         self.lock = LeaderLock(runtime.redis, leader_ttl_s)
         self.housekeeper = Housekeeper(runtime.db, runtime.clock, enqueue_many,
-                                       resolve=resolve, metrics=runtime.metrics)
+                                       resolve=resolve, metrics=runtime.metrics,
+                                       config=housekeeping, refresh=refresh)
         self._aps: Any = None
         self._leading = False
         self._job_lock = threading.Lock()

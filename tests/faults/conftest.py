@@ -1,0 +1,50 @@
+"""Fixtures of the fault-injection tests (issue 10): real processes on loopback
+(tests/harness.py) on Redis DB 13 and a throw-away PostgreSQL database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import RedisServer, deployment
+from tests.servers import fresh_postgres_database, redis_url, require
+
+REDIS_DB = 13
+
+
+@pytest.fixture
+def dist(tmp_path):
+    """(stack, db) on the shared Redis (DB 13); nothing started yet."""
+    url = redis_url(REDIS_DB)
+    with fresh_postgres_database() as pg, deployment(url, pg, tmp_path / "logs") as pair:
+        yield pair
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of the test's own on an ephemeral port (so FLUSHALL and a restart touch
+    nobody else)."""
+    import shutil
+
+    require("Redis", "127.0.0.1", 6379)  # same rule: CI must have Redis (and redis-server)
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server binary not found") if _ci() else pytest.skip("no redis-server")
+    (tmp_path / "logs").mkdir(parents=True, exist_ok=True)
+    srv = RedisServer(tmp_path / "logs").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def dist_own_redis(tmp_path, own_redis):
+    """(stack, db, redis_server) with the stack on the test's own redis-server."""
+    with fresh_postgres_database() as pg, \
+            deployment(own_redis.url, pg, tmp_path / "logs") as (stack, db):
+        yield stack, db, own_redis
+
+
+def _ci() -> bool:
+    from tests.servers import in_ci
+
+    return in_ci()
