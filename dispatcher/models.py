@@ -166,7 +166,8 @@ class OutboxMessage(SQLModel, table=True):
             BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
         ),
     )
-    run_id: int = Field(foreign_key="run.id", index=True)
+    # run_id is the leading column of uq_outbox_run_contact: no index of its own (fan-out speed)
+    run_id: int = Field(foreign_key="run.id")
     campaign_id: int = Field(foreign_key="campaign.id")
     contact_id: int = Field(foreign_key="contact.id", index=True)
     to_phone: str = Field(max_length=16)
