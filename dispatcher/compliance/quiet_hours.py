@@ -155,9 +155,28 @@ def _zone(name: str) -> ZoneInfo:
         raise InputError(f"unknown time zone {name!r}", field="time_zone") from e
 
 
-@lru_cache(maxsize=65536)
+_NANP_E164 = re.compile(r"^\+1[2-9]\d{2}[2-9]\d{6}$")
+_prefix_zones: dict[str, tuple[str, ...]] = {}
+
+
 def number_zones(phone: str) -> tuple[str, ...]:
-    """IANA zones phonenumbers gives for ``phone`` (E.164); ``()`` when unknown."""
+    """IANA zones phonenumbers gives for ``phone`` (E.164); ``()`` when unknown.
+
+    A run meets each number once, so a per-number cache always misses: well-formed NANP
+    numbers are looked up once per NPA-NXX (phonenumbers' zone data is keyed by prefix)."""
+    if _NANP_E164.match(phone):
+        prefix = phone[:8]
+        zones = _prefix_zones.get(prefix)
+        if zones is None:
+            if len(_prefix_zones) > 200_000:
+                _prefix_zones.clear()
+            zones = _prefix_zones[prefix] = _number_zones(phone)
+        return zones
+    return _number_zones(phone)
+
+
+@lru_cache(maxsize=65536)
+def _number_zones(phone: str) -> tuple[str, ...]:
     try:
         parsed = phonenumbers.parse(phone, None if phone.startswith("+") else "US")
     except phonenumbers.NumberParseException as e:
