@@ -101,19 +101,25 @@ class Scheduler:
                 log.warning("scheduler job %s failed", name, exc_info=True)
 
     def start(self) -> None:
+        from apscheduler.jobstores.memory import MemoryJobStore
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
 
         _active[self.id] = self
         self._aps = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.runtime.db.engine)},
+            # The SQL job store rewrites a job's row at every run: fine for the reconciler
+            # (every 10 s), wasteful for the sub-second tick, which lives in memory (it is
+            # re-added at every start anyway; its state is the outbox, not the job).
+            jobstores={"default": SQLAlchemyJobStore(engine=self.runtime.db.engine),
+                       "memory": MemoryJobStore()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
-        for name, every in (("tick", self.tick_s), ("reconcile", self.reconcile_s),
-                            ("observe", max(self.tick_s, 5.0))):
+        for name, every, store in (("tick", self.tick_s, "memory"),
+                                   ("reconcile", self.reconcile_s, "default"),
+                                   ("observe", max(self.tick_s, 5.0), "memory")):
             self._aps.add_job(_job, "interval", seconds=every, args=[self.id, name],
-                              id=f"{self.id}:{name}", replace_existing=True)
+                              id=f"{self.id}:{name}", replace_existing=True, jobstore=store)
         self._aps.start()
 
     def stop(self) -> None:
