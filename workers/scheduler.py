@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -120,7 +121,15 @@ class Scheduler:
                                    ("observe", max(self.tick_s, 5.0), "memory")):
             self._aps.add_job(_job, "interval", seconds=every, args=[self.id, name],
                               id=f"{self.id}:{name}", replace_existing=True, jobstore=store)
-        self._aps.start()
+        for attempt in range(5):
+            try:
+                self._aps.start()
+                break
+            except Exception:  # noqa: BLE001 - two schedulers creating the job table at once
+                if attempt == 4:
+                    raise
+                log.info("scheduler start raced another one creating its job table; retrying")
+                time.sleep(0.2 * (attempt + 1))
 
     def stop(self) -> None:
         if self._aps is not None:

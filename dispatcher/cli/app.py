@@ -14,6 +14,14 @@ from typer.core import TyperGroup
 from dispatcher.errors import DispatcherError
 
 log = logging.getLogger(__name__)
+# Typer >= 0.2x vendors Click (``typer._click``): its usage errors are not click.ClickException
+# but typer.exceptions.TyperException, and typer.Abort is its own class.  Both pass through (exit
+# 2 / 1 with Click's message) instead of being reported as an internal error.
+_PASS_THROUGH: tuple[type[BaseException], ...] = tuple({
+    typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
+    getattr(typer, "Abort", click.exceptions.Abort),
+    getattr(getattr(typer, "exceptions", None), "TyperException", click.ClickException),
+})
 
 
 class DispatcherGroup(TyperGroup):
@@ -22,7 +30,7 @@ class DispatcherGroup(TyperGroup):
             return super().invoke(ctx)
         except DispatcherError as e:
             _fail(str(e), 1)
-        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _PASS_THROUGH:
             raise
         except KeyboardInterrupt:
             _fail("interrupted", 130)

@@ -11,8 +11,10 @@ from dispatcher import compliance, registry
 from dispatcher.cli.common import database
 from dispatcher.cli.output import JsonOpt, err, report, table
 from dispatcher.contacts import get_contact
+from dispatcher.errors import InputError
+from dispatcher.logs import mask_phone
 from dispatcher.models import OutboxMessage
-from dispatcher.templates import contact_values, parse_template
+from dispatcher.templates import MissingField, contact_values, parse_template
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -32,8 +34,8 @@ def lint_campaign_file(file: Path, brand: str | None, as_json: bool) -> None:
     if brand:
         with database().session() as s:
             brand_name = registry.get_brand(s, brand).name
-    elif isinstance(doc, dict):
-        brand_name = doc.get("brand_name")
+    elif isinstance(doc, dict) and isinstance(doc.get("brand_name"), str):
+        brand_name = doc["brand_name"]  # a non-string brand_name is the linter's finding
     show_findings(compliance.lint_campaign(doc, brand_name=brand_name), as_json)
 
 
@@ -70,7 +72,11 @@ def preview(
             OutboxMessage.campaign_id == c.id, OutboxMessage.contact_id == ct.id,
             OutboxMessage.state.in_(("sent", "delivered", "sending", "unknown")),  # type: ignore[attr-defined]
         )).first()
-        rendered = tpl.render(contact_values(ct.name, ct.attributes))
+        try:
+            rendered = tpl.render(contact_values(ct.name, ct.attributes))
+        except MissingField as e:  # the run would suppress this contact (template_variable_missing)
+            raise InputError(f"contact {mask_phone(ct.phone)} has no value for [{e.name}]",
+                             field="template") from None
     text = compliance.compose(rendered, brand_name=b.name, opt_out_language=None,
                               first_message=earlier is None)
     seg = compliance.segments(text)
