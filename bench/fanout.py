@@ -28,17 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/fanout.py` puts bench/, not the root, on the path
+    sys.path.insert(0, str(ROOT))
+from tests.servers import PG_DSN, throwaway_database  # noqa: E402
+from tests.servers import conninfo as to_conninfo  # noqa: E402
+
 SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
-PG_DSN = os.environ.get("DISPATCHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 COLUMNS = ("run_id", "campaign_id", "contact_id", "to_phone", "state", "due_at", "attempts",
            "updated_at")
 CHUNK = 1 << 20
@@ -64,21 +65,6 @@ db.dispose()
 print(json.dumps({"created": created, "seconds": seconds, "state": state, "total": total,
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
-
-
-# --------------------------------------------------------------------------------- database
-@contextmanager
-def throwaway_database(dsn: str) -> Iterator[tuple[str, str]]:
-    """Yield (psycopg conninfo, SQLAlchemy URL) of a fresh database; drop it afterwards."""
-    name = "dispatcher_bench_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = dsn.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}", f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def phone(i: int) -> str:
@@ -182,7 +168,8 @@ def copy_in(conninfo: str, table: str, path: Path) -> tuple[float, int]:
 def measure(dsn: str, rows: int) -> dict:
     from dispatcher.store import Database
 
-    with throwaway_database(dsn) as (conninfo, url), tempfile.TemporaryDirectory() as d:
+    with throwaway_database(dsn, "dispatcher_bench_") as url, tempfile.TemporaryDirectory() as d:
+        conninfo = to_conninfo(url)
         db = Database(url)
         db.upgrade()
         db.dispose()

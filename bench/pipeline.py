@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -50,8 +49,8 @@ from tests.harness import (  # noqa: E402 - the integration tests' process manag
     flush_redis,
     wait_for,
 )
+from tests.servers import PG_DSN, throwaway_database  # noqa: E402
 
-PG_DSN = os.environ.get("DISPATCHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
 SERVICE_SID = "MG" + "0" * 31 + "1"
 TEMPLATE = "Your order has shipped."
@@ -64,21 +63,6 @@ def phone(i: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ servers
-@contextmanager
-def throwaway_database(dsn: str) -> Iterator[str]:
-    import psycopg
-
-    name = "dispatcher_bench_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = dsn.rsplit("/", 1)[0]
-    try:
-        yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def wait_count(carrier: Carrier, stack: Stack, n: int, timeout: float) -> float:
     """Block until the carrier holds >= n messages; return the perf_counter at that moment."""
     wait_for(lambda: carrier.count() >= n, timeout, f"the carrier to hold {n} messages",
@@ -344,7 +328,7 @@ def main() -> None:
     a = p.parse_args()
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
-    with throwaway_database(a.pg) as url, tempfile.TemporaryDirectory() as d:
+    with throwaway_database(a.pg, "dispatcher_bench_") as url, tempfile.TemporaryDirectory() as d:
         sid = seed(url, a.n)
         flush_redis(a.redis)
         stack = Stack(a.redis, url, Path(d))

@@ -46,17 +46,30 @@ def redis_url(db: int) -> str:
 
 
 @contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """Create a throw-away database on the loopback PostgreSQL; yield its SQLAlchemy URL."""
-    require("PostgreSQL", "127.0.0.1", 5432)
+def throwaway_database(dsn: str = PG_DSN, prefix: str = "dispatcher_t_") -> Iterator[str]:
+    """Create a database on the server of ``dsn``, yield its SQLAlchemy URL, drop it after.
+    No pytest here: the benchmarks use it too."""
     import psycopg
 
-    name = "dispatcher_t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    name = prefix + uuid.uuid4().hex[:12]
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_DSN.rsplit("/", 1)[0]
+    base = dsn.rsplit("/", 1)[0]
     try:
         yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
     finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def conninfo(url: str) -> str:
+    """psycopg conninfo of a SQLAlchemy ``postgresql+psycopg://`` URL."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A throw-away database on the loopback PostgreSQL (skip locally / fail in CI if absent)."""
+    require("PostgreSQL", "127.0.0.1", 5432)
+    with throwaway_database() as url:
+        yield url
