@@ -55,6 +55,39 @@ class LeaderLock:
             pass
 
 
+def _resilient_store(engine: Any) -> Any:
+    """APScheduler's SQL job store, hardened: its scheduler loop calls ``update_job`` and
+    ``get_next_run_time`` unguarded, so one dropped database connection there (PostgreSQL
+    restart, ``pg_terminate_backend``) would end the scheduler thread for good.  Retry once on a
+    fresh connection (the pool drops the dead one), then wake again in a second."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from sqlalchemy.exc import DBAPIError
+
+    class ResilientSQLAlchemyJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+        def _twice(self, fn: Any, *args: Any) -> Any:
+            try:
+                return fn(*args)
+            except DBAPIError:
+                log.warning("job store: database error; retrying once", exc_info=True)
+                return fn(*args)
+
+        def update_job(self, job: Any) -> None:
+            try:
+                self._twice(super().update_job, job)
+            except DBAPIError:  # the next wake-up recomputes it
+                log.warning("job store: could not update %s", job.id)
+
+        def get_next_run_time(self) -> Any:
+            from datetime import UTC, datetime, timedelta
+
+            try:
+                return self._twice(super().get_next_run_time)
+            except DBAPIError:
+                return datetime.now(UTC) + timedelta(seconds=1)
+
+    return ResilientSQLAlchemyJobStore(engine=engine)
+
+
 def _job(scheduler_id: str, name: str) -> None:
     """Module-level job function (the SQL job store stores a reference, not a closure)."""
     s = _active.get(scheduler_id)
@@ -103,7 +136,6 @@ class Scheduler:
 
     def start(self) -> None:
         from apscheduler.jobstores.memory import MemoryJobStore
-        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
 
         _active[self.id] = self
@@ -111,7 +143,7 @@ class Scheduler:
             # The SQL job store rewrites a job's row at every run: fine for the reconciler
             # (every 10 s), wasteful for the sub-second tick, which lives in memory (it is
             # re-added at every start anyway; its state is the outbox, not the job).
-            jobstores={"default": SQLAlchemyJobStore(engine=self.runtime.db.engine),
+            jobstores={"default": _resilient_store(self.runtime.db.engine),
                        "memory": MemoryJobStore()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
