@@ -12,6 +12,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(300)
 def test_demo_accounts_for_every_recipient(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "dispatcher.cli.app", "demo", "--contacts", "60", "--json"],

@@ -15,6 +15,7 @@ ROWS = 100_000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~20 s on a quiet 2-core host; generous for a loaded one
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_100k_rows_stream_in(backend, tmp_path, monkeypatch):
     import os
@@ -45,6 +46,7 @@ def test_100k_rows_stream_in(backend, tmp_path, monkeypatch):
         assert kb / 1024 < 400
 
 
+@pytest.mark.timeout(300)
 def test_import_python_memory_stays_flat(tmp_path):
     """Python-level peak while importing 50 000 rows: batches, not the file (holding the parsed
     rows alone would take ~50 MB)."""

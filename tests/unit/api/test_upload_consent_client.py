@@ -178,6 +178,7 @@ def test_notify_goes_through_the_same_service(db, world):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~20 s on a quiet 2-core host
 def test_upload_100k_recipients(client, world, db):
     """Time and peak RSS of a 100 000-recipient NDJSON upload (printed)."""
     proc = psutil.Process()
