@@ -8,7 +8,7 @@ contacts, imports the seed 004 campaign for a brand and launches a run with ``{"
 Then:
 
 * **fan-out** — ``dispatcher.runs.fan_out(session, run_id, now)`` plus its commit, in a child
-  process (so ``ru_maxrss`` is the fan-out's own peak: it must not hold the audience in memory);
+  process (so its ``VmHWM`` is the fan-out's own peak: it must not hold the audience in memory);
 * **ceiling** — a bare ``COPY outboxmessage (same 8 columns) FROM STDIN`` of the very rows the
   fan-out wrote (exported first to a temporary file, streamed in 1 MiB chunks) into an empty copy
   of the table (``LIKE ... INCLUDING ALL``: same indexes and unique constraints) with the same
@@ -45,7 +45,7 @@ COLUMNS = ("run_id", "campaign_id", "contact_id", "to_phone", "state", "due_at",
 CHUNK = 1 << 20
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from datetime import UTC, datetime
 from dispatcher import runs
 from dispatcher.store import Database
@@ -63,7 +63,8 @@ with db.session() as s:
     state, total = run.state, run.total
 db.dispose()
 print(json.dumps({"created": created, "seconds": seconds, "state": state, "total": total,
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "maxrss_kb": int(next(line for line in open("/proc/self/status")
+                                        if line.startswith("VmHWM:")).split()[1])}))
 """
 
 
