@@ -34,6 +34,9 @@ class DispatcherGroup(TyperGroup):
             raise
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # stdout closed early (`dispatcher ... | head`): not an error
+            sys.stderr.close()
+            raise typer.Exit(0) from None
         except Exception as e:  # noqa: BLE001 - never a traceback for the operator
             if os.environ.get("DISPATCHER_DEBUG"):
                 raise

@@ -52,22 +52,24 @@ _actor = typer.Option("operator", "--actor", help="Who records this (audit trail
 _at = typer.Option(None, "--at", help="When it happened (ISO 8601; default now).")
 
 
-@app.command("grant")
-def grant(phone: str, brand: str = _brand, campaign: str = _campaign,
-          source: str = typer.Option("operator", "--source"), evidence: str = _evidence,
-          url: str = _url, note: str = _note, actor: str = _actor, at: str = _at,
-          as_json: bool = JsonOpt) -> None:
-    """Record a consent grant with its evidence."""
-    _record("grant", phone, brand, campaign, source, evidence, url, note, actor, at, as_json)
+def _command(action: str, doc: str):  # type: ignore[no-untyped-def]
+    """`consent grant` and `consent revoke` take the same options; one body serves both."""
+
+    def command(phone: str, brand: str = _brand, campaign: str = _campaign,
+                source: str = typer.Option("operator", "--source"), evidence: str = _evidence,
+                url: str = _url, note: str = _note, actor: str = _actor, at: str = _at,
+                as_json: bool = JsonOpt) -> None:
+        _record(action, phone, brand, campaign, source, evidence, url, note, actor, at,
+                as_json)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command("revoke")
-def revoke(phone: str, brand: str = _brand, campaign: str = _campaign,
-           source: str = typer.Option("operator", "--source"), evidence: str = _evidence,
-           url: str = _url, note: str = _note, actor: str = _actor, at: str = _at,
-           as_json: bool = JsonOpt) -> None:
-    """Record a revocation (takes effect for every message not yet handed to the carrier)."""
-    _record("revoke", phone, brand, campaign, source, evidence, url, note, actor, at, as_json)
+app.command("grant")(_command("grant", "Record a consent grant with its evidence."))
+app.command("revoke")(_command(
+    "revoke",
+    "Record a revocation (takes effect for every message not yet handed to the carrier)."))
 
 
 @app.command("export")

@@ -88,6 +88,19 @@ class RecordingCallbackSender:
         pass
 
 
+def _deliver(stats: DeliveryStats, cb: Callback, what: str, post: Any) -> None:
+    """Make one callback POST, log a failure, count the outcome; never raise."""
+    try:
+        r = post()
+        ok = r.status_code < 400
+        if not ok:
+            log.warning("%s to %s answered HTTP %s", what, cb.url, r.status_code)
+    except Exception as e:  # noqa: BLE001 - never crash the sandbox
+        ok = False
+        log.warning("%s to %s failed: %s", what, cb.url, type(e).__name__)
+    stats.count(ok)
+
+
 class HttpCallbackSender:
     """POSTs callbacks over HTTP from ``workers`` threads (so a slow webhook never stalls ticks)."""
 
@@ -103,15 +116,8 @@ class HttpCallbackSender:
             log.debug("callback dropped: sender closed")
 
     def _post(self, cb: Callback) -> None:
-        try:
-            r = self._client.post(cb.url, data=cb.params, headers=cb.headers)
-            ok = r.status_code < 400
-            if not ok:
-                log.warning("callback to %s answered HTTP %s", cb.url, r.status_code)
-        except Exception as e:  # noqa: BLE001 - never crash the sandbox
-            ok = False
-            log.warning("callback to %s failed: %s", cb.url, type(e).__name__)
-        self.stats.count(ok)
+        _deliver(self.stats, cb, "callback",
+                 lambda: self._client.post(cb.url, data=cb.params, headers=cb.headers))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
@@ -137,15 +143,8 @@ class AsgiCallbackSender:
         return await self._client.post(cb.url, data=cb.params, headers=cb.headers)
 
     def send(self, cb: Callback) -> None:
-        try:
-            r = self._loop.run(self._post(cb), self._timeout)
-            ok = r.status_code < 400
-            if not ok:
-                log.warning("in-process callback to %s answered HTTP %s", cb.url, r.status_code)
-        except Exception as e:  # noqa: BLE001 - never crash the sandbox
-            ok = False
-            log.warning("in-process callback to %s failed: %s", cb.url, type(e).__name__)
-        self.stats.count(ok)
+        _deliver(self.stats, cb, "in-process callback",
+                 lambda: self._loop.run(self._post(cb), self._timeout))
 
     def close(self) -> None:
         if self._client is not None:

@@ -21,6 +21,9 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+#: Twilio SIDs (SM..., MG..., AC...) are 34 characters; E.164 numbers are shorter
+SID_MAX = 34
+
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 256 * 1024
 MAX_FIELDS = 200

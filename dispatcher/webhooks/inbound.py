@@ -8,11 +8,9 @@ from starlette.responses import Response
 
 from dispatcher.webhooks.context import Context
 from dispatcher.webhooks.errors import answer
-from dispatcher.webhooks.forms import read_signed_form
+from dispatcher.webhooks.forms import SID_MAX, read_signed_form
 from dispatcher.webhooks.optout import NL_REVOKE, Inbound, process_inbound
 from dispatcher.webhooks.twiml import twiml_response
-
-SID_MAX = 34
 
 
 def router(ctx: Context) -> APIRouter:

@@ -10,10 +10,8 @@ from dispatcher import outbox
 from dispatcher.webhooks.context import Context
 from dispatcher.webhooks.delivery import apply_status
 from dispatcher.webhooks.errors import answer
-from dispatcher.webhooks.forms import WebhookError, read_signed_form
+from dispatcher.webhooks.forms import SID_MAX, WebhookError, read_signed_form
 from dispatcher.webhooks.twiml import twiml_response
-
-SID_MAX = 34
 
 
 def router(ctx: Context) -> APIRouter:
