@@ -44,6 +44,11 @@ def throttle_epoch_key(brand_id: int | str) -> str:
     return f"{PREFIX}:tb:{brand_tag(brand_id)}:epoch"
 
 
+def throttle_sum_key(bucket_key: str) -> str:
+    """Running total cost of a sliding bucket's log (same hash tag as the bucket)."""
+    return f"{bucket_key}:sum"
+
+
 def throttle_release_key(brand_id: int | str, reservation_id: str) -> str:
     """Tombstone that makes ``RedisThrottle.release`` idempotent."""
     return f"{PREFIX}:tb:{brand_tag(brand_id)}:rel:{reservation_id}"

@@ -12,7 +12,10 @@ booked cost already in it plus this cost stays ``<= N`` (checked exactly against
 ``L`` holds at most N" is kept by every booking, whatever the order of bookings (a booking may land
 *before* existing future ones).  A token bucket or GCRA with burst N only bounds the *average*: a
 full bucket spends N at once and then refills, letting up to 2N-1 through in one T-long interval;
-the log checks every window instead.
+the log checks every window instead.  Each sliding bucket also keeps the total cost of its log in
+a companion key: while that total leaves room for the message, no window can overflow and the
+script books without reading the log (reserve.lua, "fast path"), so an uncongested bucket costs
+O(1) however many bookings its window holds.
 
 **Never idle:** the earliest feasible slot is ``now`` or the right end ``e + L`` of a full stretch
 (``e`` a booked entry); the script tries exactly these candidates in order, so it books the first
@@ -69,15 +72,24 @@ _TAG = re.compile(r"\{b:([^}]*)\}")
 CALENDAR_DAYS_AHEAD = 3
 
 RELEASE_LUA = """
--- KEYS[1] tombstone, KEYS[2] epoch, KEYS[2+j] bucket; ARGV[1] ttl_ms, ARGV[2] epoch, ARGV[3] n,
--- per bucket (base 3+(j-1)*3): kind, member ('w') or 'f1,f2' fields ('c'), cost
+-- KEYS[1] tombstone, KEYS[2] epoch, KEYS[2+j] bucket, KEYS[2+n+j] its cost sum; ARGV[1] ttl_ms,
+-- ARGV[2] epoch, ARGV[3] n, per bucket (base 3+(j-1)*3): kind, member ('w') or 'f1,f2' fields
+-- ('c'), cost
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-for j = 1, tonumber(ARGV[3]) do
+local n = tonumber(ARGV[3])
+for j = 1, n do
   local base = 3 + (j - 1) * 3
   local key = KEYS[2 + j]
   if ARGV[base + 1] == 'w' then
-    redis.call('ZREM', key, ARGV[base + 2])
+    if redis.call('ZREM', key, ARGV[base + 2]) == 1 then
+      local skey = KEYS[2 + n + j]
+      if redis.call('ZCARD', key) == 0 then
+        redis.call('DEL', skey)
+      elseif redis.call('EXISTS', skey) == 1 then
+        redis.call('DECRBY', skey, tonumber(ARGV[base + 3]))
+      end
+    end
   else
     for f in string.gmatch(ARGV[base + 2], '[^,]+') do
       local v = redis.call('HINCRBY', key, f, -tonumber(ARGV[base + 3]))
@@ -249,6 +261,7 @@ class RedisThrottle:
                     self._bounds(b.calendar_tz, ref, days),
                 ]
         ks = [keys.throttle_epoch_key(brand)] + [b.key for b in buckets]
+        ks += [keys.throttle_sum_key(b.key) for b in buckets]
         try:
             res = self._reserve(keys=ks, args=argv)
         except RedisError as e:
@@ -295,6 +308,7 @@ class RedisThrottle:
         for kind, key, what, cost in reservation.holds:
             ks.append(key)
             argv += [kind, what, cost]
+        ks += [keys.throttle_sum_key(key) for _, key, _, _ in reservation.holds]
         try:
             return int(self._release(keys=ks, args=argv)) == 1
         except RedisError as e:

@@ -1,10 +1,16 @@
 -- Atomic multi-bucket reservation (sliding log with future booking).  See throttle/redis.py.
--- KEYS[1] = brand epoch key; KEYS[1+j] = bucket j
+-- KEYS[1] = brand epoch key; KEYS[1+j] = bucket j; KEYS[1+nb+j] = bucket j's running cost sum
 -- ARGV[1] now_ms ('' -> Redis TIME)   ARGV[2] horizon_ms   ARGV[3] member prefix (reservation id)
 -- ARGV[4] epoch candidate             ARGV[5] number of buckets
 -- per bucket j, base = 5 + (j-1)*5: kind ('w' sliding | 'c' calendar), limit,
 --   L_ms (w: period+grace; c: grace), cost, bounds (c: 'b1,b2,...' period starts in ms; w: '')
 -- returns {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_n}
+--
+-- Fast path: a sliding bucket keeps the total cost of its log in a companion key.  The log holds
+-- every booking that can still share a window with a new one, so when total + cost <= limit no
+-- window can overflow and the log need not be read (O(1) amortised: expired entries are read
+-- once, when they are trimmed).  Otherwise, or when the sum key is missing, the log is read and
+-- the sum recomputed from it, so the sum heals itself.
 local now
 if ARGV[1] == '' then
   local tm = redis.call('TIME')
@@ -33,21 +39,52 @@ local function upper(S, n, v) -- first index with S[i] > v
   return lo
 end
 
+-- read a sliding bucket's log (scores S, prefix costs P) and recompute its sum from it
+local function wload(b)
+  local raw = redis.call('ZRANGEBYSCORE', b.key, '(' .. (now - b.L), '+inf', 'WITHSCORES')
+  local S, P, n = {}, {0}, 0
+  for i = 1, #raw, 2 do
+    n = n + 1
+    S[n] = tonumber(raw[i + 1])
+    P[n + 1] = P[n] + tonumber(string.match(raw[i], ':(%d+)$'))
+  end
+  b.S, b.P, b.n = S, P, n
+  if b.sum ~= P[n + 1] then b.sum = P[n + 1]; b.dirty = true end
+end
+-- store a sliding bucket's sum with its log's expiry (or drop it with the log)
+local function wsave(b)
+  local ttl = redis.call('PTTL', b.key)
+  if ttl == -2 then
+    redis.call('DEL', b.skey)
+  elseif ttl == -1 then
+    redis.call('SET', b.skey, string.format('%d', b.sum))
+  else
+    redis.call('SET', b.skey, string.format('%d', b.sum), 'PX', ttl)
+  end
+end
+
 local B = {}
 for j = 1, nb do
   local base = 5 + (j - 1) * 5
   local b = {key = KEYS[1 + j], kind = ARGV[base + 1], limit = tonumber(ARGV[base + 2]),
              L = tonumber(ARGV[base + 3]), cost = tonumber(ARGV[base + 4])}
   if b.kind == 'w' then
-    redis.call('ZREMRANGEBYSCORE', b.key, '-inf', now - b.L)
-    local raw = redis.call('ZRANGEBYSCORE', b.key, '(' .. (now - b.L), '+inf', 'WITHSCORES')
-    local S, P, n = {}, {0}, 0
-    for i = 1, #raw, 2 do
-      n = n + 1
-      S[n] = tonumber(raw[i + 1])
-      P[n + 1] = P[n] + tonumber(string.match(raw[i], ':(%d+)$'))
+    b.skey = KEYS[1 + nb + j]
+    local gone = redis.call('ZRANGEBYSCORE', b.key, '-inf', now - b.L)
+    local sum = redis.call('GET', b.skey)
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYSCORE', b.key, '-inf', now - b.L)
+      b.dirty = true
     end
-    b.S, b.P, b.n = S, P, n
+    if sum and redis.call('EXISTS', b.key) == 1 then
+      sum = tonumber(sum)
+      for i = 1, #gone do sum = sum - tonumber(string.match(gone[i], ':(%d+)$')) end
+      b.sum = sum
+    elseif sum or redis.call('EXISTS', b.key) == 1 then
+      wload(b) -- no sum, or a sum without a log: recompute from the log
+    else
+      b.sum = 0
+    end
   else
     local bounds = {}
     for s in string.gmatch(ARGV[base + 5], '[^,]+') do bounds[#bounds + 1] = tonumber(s) end
@@ -72,6 +109,8 @@ local function wfits(b, t)
 end
 -- earliest t' >= t that fits: t itself or some entry + L (the right end of a full stretch)
 local function wnext(b, t)
+  if b.sum + b.cost <= b.limit then return t end -- no window can overflow
+  if b.S == nil then wload(b) end
   if wfits(b, t) then return t end
   local S, n = b.S, b.n
   local i = upper(S, n, t - b.L)
@@ -152,6 +191,8 @@ for j = 1, nb do
       local last = redis.call('ZRANGE', b.key, -1, -1, 'WITHSCORES')
       local keep = tonumber(last[2]) + b.L - now + 1000
       if redis.call('PTTL', b.key) < keep then redis.call('PEXPIRE', b.key, keep) end
+      b.sum = b.sum + b.cost
+      b.dirty = true
     else
       local p = cperiod(b, t)
       local fs = cfields(b, p, t)
@@ -175,6 +216,7 @@ for j = 1, nb do
       if redis.call('PTTL', b.key) < keep then redis.call('PEXPIRE', b.key, keep) end
     end
   end
+  if b.dirty then wsave(b) end
   out[#out + 1] = charged
 end
 if allowed == 1 then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -43,11 +44,15 @@ def _hammer(url: str, n: int, out: mp.Queue) -> None:  # runs in a child process
     lock = threading.Lock()
 
     def worker(k: int) -> None:
+        # at least n calls and at least 1 s of hammering: on a fast machine n calls end before
+        # the buckets have turned over often enough to show that the limit was used
         mine = []
-        for j in range(n):
+        j, until = 0, time.monotonic() + 1.0
+        while j < n or time.monotonic() < until:
             res = th.reserve(_buckets(), max_wait_s=0.5 if (j + k) % 2 else 0.0)
             if res.allowed:
                 mine.append((res.slot_at, 1))
+            j += 1
         with lock:
             got.extend(mine)
 
