@@ -79,103 +79,155 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------ deliver
     def deliver(self, row_id: int, booking: dict[str, Any] | None = None) -> str:
-        """Handle one queue message.  Returns what happened (for logs and tests)."""
+        """Handle one queue message for one row (a booked slot rides with it)."""
+        return self.deliver_many([row_id], {row_id: booking} if booking else None)[row_id]
+
+    def deliver_many(self, ids: list[int],
+                     bookings: dict[int, dict[str, Any]] | None = None) -> dict[int, str]:
+        """Handle one queue message carrying several rows.  Returns what happened to each.
+
+        Loading and gates run for the lot in one transaction (one statement each for rows,
+        consent and history); then each row in turn takes its throttle slot, is claimed, sent
+        and recorded, so a STOP, pause or cancel still stops every row not yet handed to the
+        carrier exactly as for a single row, and no slot waits for the rows before it.
+        """
         now = self.clock.now()
+        ids = list(dict.fromkeys(ids))  # a repeated id is one row
+        bookings = bookings or {}
+        out: dict[int, str] = {}
+        ready: list[_Ready] = []
         with self.db.session() as s:
-            loaded = s.exec(  # row, run and contact in one statement
+            loaded = {row.id: (row, run, contact) for row, run, contact in s.exec(
                 select(OutboxMessage, Run, Contact)
                 .join(Run, Run.id == OutboxMessage.run_id)  # type: ignore[arg-type]
                 .join(Contact, Contact.id == OutboxMessage.contact_id)  # type: ignore[arg-type]
-                .where(OutboxMessage.id == row_id)).first()
-            if loaded is None:
-                return "missing"
-            row, run, contact = loaded
-            if row.state != outbox.QUEUED:
-                self._release(booking)
-                return f"skip:{row.state}"
-            if run.state == runs.CANCELLED:
-                self._release(booking)
-                outbox.suppress(s, row_id, "run_cancelled", now)
-                s.connection().execute(
-                    outbox.T.update().where(outbox.T.c.id == row_id,
-                                            outbox.T.c.state == outbox.SUPPRESSED)
-                    .values(state=outbox.CANCELLED))
-                return "cancelled"
-            if run.state != runs.RUNNING:
-                self._release(booking)
-                outbox.unqueue(s, row_id, now)
-                return f"run:{run.state}"
-            campaign, brand = self._campaign(s, row.campaign_id)
-            verdict = self._gate(s, row, run, campaign, brand, contact, now)
-            if isinstance(verdict, str):
-                self._release(booking)
-                return verdict
-            text, decision = verdict
+                .where(OutboxMessage.id.in_(ids))).all()}  # type: ignore[attr-defined]
+            live = []
+            for rid in ids:
+                if rid not in loaded:
+                    out[rid] = "missing"
+                    continue
+                verdict = self._check_row(s, *loaded[rid][:2], now)
+                if verdict is not None:
+                    self._release(bookings.get(rid))
+                    out[rid] = verdict
+                    continue
+                live.append(loaded[rid])
+            consent = self._consents(s, live)
+            history = self._histories(s, {c.id for _, _, c in live}, now)
+            for row, run, contact in live:
+                campaign, brand = self._campaign(s, row.campaign_id)
+                verdict = self._gate(s, row, run, campaign, brand, contact, now,
+                                     consent.get(row.id, ledger.NO_CONSENT),
+                                     history.get(contact.id, []))
+                if isinstance(verdict, str):
+                    self._release(bookings.get(row.id))
+                    out[row.id] = verdict
+                    continue
+                text, decision = verdict
+                ready.append(_Ready(row.id, row.contact_id, row.to_phone, text, decision,
+                                    campaign, brand, bookings.get(row.id),
+                                    self._validity(decision, now)))
+        if ready:
+            out.update(self._send_ready(ready))
+        return out
 
-            # ---- throttle
-            slot_ok = False
-            if booking is not None:
-                res = Reservation.from_dict(booking)
-                st = self.throttle.send_status(res, now=self._throttle_now())
-                if st == "send":
-                    slot_ok = True
-                elif st == "early":
-                    delay = max(0.0, (res.slot_at or 0) - self.clock.time())
-                    outbox.defer(s, row_id, now + timedelta(seconds=delay), "throttle", now,
-                                 enqueued=True)
-                    s.commit()
-                    self.enqueue(row_id, delay, booking)
-                    return "early"
-                elif st == "late":
+    def _check_row(self, s: Session, row: OutboxMessage, run: Run, now: datetime) -> str | None:
+        """The row's and its run's state; None if the row may go on to the gates."""
+        if row.state != outbox.QUEUED:
+            return f"skip:{row.state}"
+        if run.state == runs.CANCELLED:
+            outbox.suppress(s, row.id, "run_cancelled", now)
+            s.connection().execute(
+                outbox.T.update().where(outbox.T.c.id == row.id,
+                                        outbox.T.c.state == outbox.SUPPRESSED)
+                .values(state=outbox.CANCELLED))
+            return "cancelled"
+        if run.state != runs.RUNNING:
+            outbox.unqueue(s, row.id, now)
+            return f"run:{run.state}"
+        return None
+
+    def _send_ready(self, ready: list[_Ready]) -> dict[int, str]:
+        """Per row, on one held connection: throttle slot -> claim (compare-and-set, committed
+        before the carrier is called) -> send -> record.  Rows after a failure stay queued and
+        the queue message is retried."""
+        out: dict[int, str] = {}
+        with self.db.connect() as conn:
+            for x in ready:
+                now = self.clock.now()
+                booking = self._slot(conn, x, now)
+                if isinstance(booking, str):
+                    out[x.row_id] = booking
+                    continue
+                token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=body_hash(x.text),
+                                     segments=x.decision.segments, defer_reason=None)
+                if token is None:  # STOP, pause or cancel came first (or another worker)
                     self._release(booking)
-                booking = None if not slot_ok else booking
-            if not slot_ok:
-                seg = decision.segments or compliance.segments(text).count
-                buckets = buckets_for(
-                    campaign, brand_id=brand.id, brand_tier=brand.tmobile_brand_tier,
-                    sender=campaign.messaging_service_sid or campaign.sender,
-                    recipient=row.to_phone, segments=seg, now=self.clock.time(),
-                    min_grace_s=self.config.min_grace_s,
-                )
-                res = self.throttle.reserve(buckets, now=self._throttle_now(),
-                                            max_wait_s=self.config.book_horizon_s)
-                # "allowed" in the metric = could go at once; a booked future slot is a wait
-                self._metric("throttle_wait_seconds", "reservation", res.wait_s,
-                             res.allowed and res.wait_s <= self.config.now_epsilon_s)
-                if not res.allowed:
-                    until = now + timedelta(seconds=max(res.wait_s, 0.05))
-                    outbox.defer(s, row_id, until, "throttle", now)
-                    self._metric("deferred", campaign.sid, "throttle")
-                    return "throttled"
-                if res.wait_s > self.config.now_epsilon_s:
-                    outbox.defer(s, row_id, now + timedelta(seconds=res.wait_s), "throttle",
-                                 now, enqueued=True)
-                    s.commit()
-                    self.enqueue(row_id, res.wait_s, res.to_dict())
-                    return "booked"
-                booking = res.to_dict()
+                    outbox.unqueue(conn, x.row_id, now)
+                    conn.commit()
+                    out[x.row_id] = "lost_claim"
+                    continue
+                conn.commit()
+                c, b = x.campaign, x.brand
+                out[x.row_id] = self._send(
+                    conn, x.row_id, token, x.to, x.text, c.messaging_service_sid or c.sender,
+                    x.validity, c.id, c.sid, x.contact_id, b.id, segs=x.decision.segments or 1,
+                    brand_name=b.name)
+        return out
 
-            # ---- claim (commit before the carrier is called)
-            token = outbox.claim(s, row_id, now, body=text, body_hash=body_hash(text),
-                                 segments=decision.segments, defer_reason=None)
-            if token is None:
-                self._release(booking)
-                return "lost_claim"
-            sender = campaign.messaging_service_sid or campaign.sender
-            to = row.to_phone
-            cid, csid = campaign.id, campaign.sid
-            validity = self._validity(decision, now)
-        return self._send(row_id, token, to, text, sender, validity, cid, csid,
-                          row.contact_id, brand.id, segs=decision.segments or 1,
-                          brand_name=brand.name)
+    def _slot(self, conn: Any, x: _Ready, now: datetime) -> Any:
+        """A throttle slot usable now (its booking, as a dict), or what happened instead: booked
+        for later (re-enqueued with that delay), deferred, or early."""
+        if x.booking is not None:
+            res = Reservation.from_dict(x.booking)
+            st = self.throttle.send_status(res, now=self._throttle_now())
+            if st == "send":
+                return x.booking
+            if st == "early":
+                delay = max(0.0, (res.slot_at or 0) - self.clock.time())
+                self._later(conn, x.row_id, now, delay, x.booking)
+                return "early"
+            if st == "late":
+                self._release(x.booking)
+        c, b = x.campaign, x.brand
+        buckets = buckets_for(
+            c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
+            sender=c.messaging_service_sid or c.sender, recipient=x.to,
+            segments=x.decision.segments or compliance.segments(x.text).count,
+            now=self.clock.time(), min_grace_s=self.config.min_grace_s,
+        )
+        res = self.throttle.reserve(buckets, now=self._throttle_now(),
+                                    max_wait_s=self.config.book_horizon_s)
+        # "allowed" in the metric = could go at once; a booked future slot is a wait
+        self._metric("throttle_wait_seconds", "reservation", res.wait_s,
+                     res.allowed and res.wait_s <= self.config.now_epsilon_s)
+        if not res.allowed:
+            until = now + timedelta(seconds=max(res.wait_s, 0.05))
+            outbox.defer(conn, x.row_id, until, "throttle", now)
+            conn.commit()
+            self._metric("deferred", c.sid, "throttle")
+            return "throttled"
+        if res.wait_s > self.config.now_epsilon_s:
+            self._later(conn, x.row_id, now, res.wait_s, res.to_dict())
+            return "booked"
+        return res.to_dict()
+
+    def _later(self, conn: Any, row_id: int, now: datetime, delay: float,
+               booking: dict[str, Any]) -> None:
+        """The row rides a delayed queue message to its booked slot (committed first: a lost
+        enqueue is found by the reconciler)."""
+        outbox.defer(conn, row_id, now + timedelta(seconds=delay), "throttle", now,
+                     enqueued=True)
+        conn.commit()
+        self.enqueue(row_id, delay, booking)
 
     # ------------------------------------------------------------------------------ gates
     def _gate(self, s: Session, row: OutboxMessage, run: Run, campaign: Campaign, brand: Brand,
-              contact: Contact, now: datetime) -> Any:
-        consent = ledger.status(s, contact.id, brand_id=brand.id, campaign_id=campaign.id)
+              contact: Contact, now: datetime, consent: ledger.ConsentStatus,
+              history: list[tuple]) -> Any:
         g = evaluate(parse_template(run.template), row.variables, contact, brand, campaign,
-                     consent, self._history(s, contact.id, now), now,
-                     first_message_days=self.config.first_message_days)
+                     consent, history, now, first_message_days=self.config.first_message_days)
         if g.kind == "send":
             return g.text, g.decision
         if g.kind == "pause":
@@ -192,18 +244,40 @@ class Pipeline:
             log.info("row %s: template field missing for %s", row.id, mask_phone(contact.phone))
         return f"suppressed:{g.reason}"
 
-    def _history(self, s: Session, contact_id: int, now: datetime) -> list[tuple]:
-        """This contact's recent sends (caps, first message) and any bad-number error, in one
-        statement: (campaign_id, at, state, error_code)."""
+    def _histories(self, s: Session, contact_ids: set[int],
+                   now: datetime) -> dict[int, list[tuple]]:
+        """These contacts' recent sends (caps, first message) and any bad-number error, in one
+        statement: contact id -> [(campaign_id, at, state, error_code)]."""
+        out: dict[int, list[tuple]] = {}
+        if not contact_ids:
+            return out
         since = now - timedelta(days=self.config.history_days)
         t = outbox.T
         rows = s.connection().execute(
-            select(t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state, t.c.error_code)
-            .where(t.c.contact_id == contact_id,
+            select(t.c.contact_id, t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state,
+                   t.c.error_code)
+            .where(t.c.contact_id.in_(contact_ids),
                    or_(t.c.sent_at >= since, t.c.error_code.in_(BAD_NUMBER_CODES)))
         ).all()
-        return [(c, as_utc(sent or upd), st, code) for c, sent, upd, st, code in rows
-                if sent is not None or code in BAD_NUMBER_CODES]
+        for who, c, sent, upd, st, code in rows:
+            if sent is not None or code in BAD_NUMBER_CODES:
+                out.setdefault(who, []).append((c, as_utc(sent or upd), st, code))
+        return out
+
+    def _consents(self, s: Session, live: list[tuple[OutboxMessage, Run, Contact]]
+                  ) -> dict[int, ledger.ConsentStatus]:
+        """Consent of every live row's contact for its campaign: one query per campaign."""
+        by_campaign: dict[int, list[OutboxMessage]] = {}
+        for row, _, _ in live:
+            by_campaign.setdefault(row.campaign_id, []).append(row)
+        out: dict[int, ledger.ConsentStatus] = {}
+        for campaign_id, rows in by_campaign.items():
+            campaign, brand = self._campaign(s, campaign_id)
+            got = ledger.statuses(s, {r.contact_id for r in rows}, brand_id=brand.id,
+                                  campaign_id=campaign.id)
+            for r in rows:
+                out[r.id] = got.get(r.contact_id, ledger.NO_CONSENT)
+        return out
 
     def _campaign(self, s: Session, campaign_id: int) -> tuple[Campaign, Brand]:
         """Campaign and brand, cached per process for ``campaign_cache_s`` (a status change or
@@ -218,7 +292,7 @@ class Pipeline:
         return campaign, brand
 
     # ------------------------------------------------------------------------------ send
-    def _send(self, row_id: int, token: str, to: str, text: str, sender: str | None,
+    def _send(self, conn: Any, row_id: int, token: str, to: str, text: str, sender: str | None,
               validity: int, campaign_id: int, campaign_sid: str, contact_id: int,
               brand_id: int, *, segs: int = 1, brand_name: str | None = None) -> str:
         kwargs: dict[str, Any] = {"status_callback": self.status_callback,
@@ -233,9 +307,8 @@ class Pipeline:
         except GatewayError as e:
             return self._failed_send(row_id, token, e, campaign_id, campaign_sid, contact_id,
                                      brand_id, to, sender or "")
-        now = self.clock.now()
-        with self.db.session() as s:
-            outbox.mark_sent(s, row_id, token, result.sid, result.status, now)
+        outbox.mark_sent(conn, row_id, token, result.sid, result.status, self.clock.now())
+        conn.commit()
         # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
         self._metric("sent", campaign_sid, sender or "", result.num_segments or segs,
                      brand=brand_name, body_hash=body_hash(text))
@@ -343,6 +416,21 @@ class Pipeline:
                 getattr(self.metrics, name)(*args, **kwargs)
             except Exception:  # noqa: BLE001 - metrics never break a send
                 log.debug("metric %s failed", name, exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A row that passed the gates: next, its throttle slot, claim and send."""
+
+    row_id: int
+    contact_id: int
+    to: str
+    text: str
+    decision: Any
+    campaign: Campaign
+    brand: Brand
+    booking: dict[str, Any] | None  # a slot booked earlier, carried by the queue message
+    validity: int
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlmodel import Session
 
 from dispatcher.models import OutboxMessage
@@ -35,16 +35,21 @@ RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, SENT: 2, DELIVERED: 3, UNDELIVERED: 3
 T = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
-def _cas(session: Session, row_id: int, expect: tuple[str, ...], values: dict[str, Any],
-         extra: Any = None) -> bool:
+def _conn(db: Session | Connection) -> Connection:
+    """Transitions run in a Session's transaction or on a held Connection (the worker's)."""
+    return db if isinstance(db, Connection) else db.connection()
+
+
+def _cas(session: Session | Connection, row_id: int, expect: tuple[str, ...],
+         values: dict[str, Any], extra: Any = None) -> bool:
     cond = and_(T.c.id == row_id, T.c.state.in_(expect))
     if extra is not None:
         cond = and_(cond, extra)
-    res = session.connection().execute(update(T).where(cond).values(**values))
+    res = _conn(session).execute(update(T).where(cond).values(**values))
     return res.rowcount == 1
 
 
-def claim(session: Session, row_id: int, now: datetime, **values: Any) -> str | None:
+def claim(session: Session | Connection, row_id: int, now: datetime, **values: Any) -> str | None:
     """queued -> sending, only while the run is running.  Returns the claim token, or None if
     someone else moved the row (or the run was paused/cancelled, or a STOP suppressed it)."""
     from dispatcher.models import Run
@@ -59,7 +64,7 @@ def claim(session: Session, row_id: int, now: datetime, **values: Any) -> str | 
     return token if ok else None
 
 
-def mark_sent(session: Session, row_id: int, token: str, sid: str, status: str | None,
+def mark_sent(session: Session | Connection, row_id: int, token: str, sid: str, status: str | None,
               now: datetime) -> bool:
     return _cas(session, row_id, (SENDING, UNKNOWN), {
         "state": SENT, "provider_sid": sid, "provider_status": status, "sent_at": now,
@@ -80,7 +85,7 @@ def mark_unknown(session: Session, row_id: int, token: str, message: str, now: d
     }, T.c.claim_token == token)
 
 
-def release(session: Session, row_id: int, token: str, due_at: datetime, reason: str,
+def release(session: Session | Connection, row_id: int, token: str, due_at: datetime, reason: str,
             now: datetime) -> bool:
     """sending -> queued when the request certainly did NOT reach the carrier (refused before
     acceptance: 429, 5xx returned, connection refused)."""
@@ -106,8 +111,8 @@ def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,
     })
 
 
-def defer(session: Session, row_id: int, until: datetime, reason: str, now: datetime, *,
-          enqueued: bool = False) -> bool:
+def defer(session: Session | Connection, row_id: int, until: datetime, reason: str,
+          now: datetime, *, enqueued: bool = False) -> bool:
     """Keep the row queued but due later.  ``enqueued``: a delayed queue message carries it
     (a booked throttle slot); otherwise the release loop enqueues it when it falls due."""
     return _cas(session, row_id, (QUEUED,), {
@@ -120,7 +125,7 @@ def touch(session: Session, row_id: int, state: str, now: datetime) -> bool:
     return _cas(session, row_id, (state,), {"updated_at": now})
 
 
-def unqueue(session: Session, row_id: int, now: datetime) -> bool:
+def unqueue(session: Session | Connection, row_id: int, now: datetime) -> bool:
     """Forget that a queue message carries the row (run paused): release picks it up later."""
     return _cas(session, row_id, (QUEUED,), {"enqueued_at": None, "updated_at": now})
 

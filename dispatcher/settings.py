@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="How late a booked send may still go (must exceed the queue's wake-up "
         "lateness); windows are spaced by period + grace.",
     )
+    deliver_batch: int = Field(
+        default=20, ge=1, le=500,
+        description="Outbox rows per released queue message: loaded, gated and throttled "
+        "together, then claimed and sent one at a time.",
+    )
     log_level: str = Field(default="WARNING", description="Log level (logs go to stderr).")
     advanced_opt_out: bool = Field(
         default=False,

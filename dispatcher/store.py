@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Engine, create_engine, event
+from sqlalchemy import JSON, Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
@@ -74,6 +74,16 @@ class Database:
             raise
         finally:
             s.close()
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """One pooled connection held for several short transactions (the caller commits each);
+        uncommitted work is rolled back on exit."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as e:
+            raise StorageError(f"database error: {_short(e)}") from e
 
     def upgrade(self, revision: str = "head") -> None:
         from alembic import command

@@ -52,8 +52,16 @@ def enqueue(row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = 
 
 
 def enqueue_many(ids: list[int]) -> None:
-    for row_id in ids:
-        deliver.send(row_id, None)
+    """Released rows ride ``deliver_batch`` messages of ``DISPATCHER_DELIVER_BATCH`` ids."""
+    from dispatcher.settings import get_settings
+
+    size = get_settings().deliver_batch
+    for i in range(0, len(ids), size):
+        chunk = ids[i:i + size]
+        if len(chunk) == 1:
+            deliver.send(chunk[0], None)
+        else:
+            deliver_batch.send(chunk)
 
 
 def _metrics() -> Any:
@@ -71,3 +79,12 @@ if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
 def deliver(row_id: int, booking: dict[str, Any] | None = None) -> None:
     outcome = pipeline().deliver(row_id, booking)
     log.debug("row %s: %s", row_id, outcome)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
+                time_limit=600_000, throws=(ConfigError,))
+def deliver_batch(row_ids: list[int]) -> None:
+    """Several released rows (no booking yet): one load, gate and throttle pass, then one
+    claim-send-record per row.  A retry redoes only the rows still queued."""
+    outcomes = pipeline().deliver_many([int(i) for i in row_ids])
+    log.debug("rows %s: %s", row_ids, outcomes)

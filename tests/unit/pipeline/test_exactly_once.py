@@ -131,7 +131,8 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     after = harness.row(row.id)
     if reached_carrier:
         (rec,) = harness.records()
-        assert after.state == outbox.SENT
+        # found at the carrier; its ticker may already have moved the message to delivered
+        assert after.state in (outbox.SENT, outbox.DELIVERED)
         assert after.provider_sid == rec["sid"]
         assert hk.release() == 0
     else:

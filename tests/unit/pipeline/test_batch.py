@@ -1,0 +1,129 @@
+"""One queue message carrying several rows (``deliver_many``) decides exactly as one message per
+row would, and still lets a STOP, pause or stale slot stop every row not yet handed over."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from dispatcher import outbox, runs
+from dispatcher.dispatch import Pipeline
+from tests.unit.pipeline.conftest import make_harness
+
+
+def _mixed(h) -> tuple[int, list[int]]:
+    """Consented New Yorkers, one without consent, one in quiet hours (Los Angeles 07:00), one
+    opted out after launch, one magic number the carrier refuses; returns (run, row ids)."""
+    h.contacts(6)
+    h.contact("+12125550900", consent=False)
+    h.contact("+13105550901", time_zone="America/Los_Angeles")
+    stopper = h.contact("+12125550902")
+    h.contact("+15005550001")  # Twilio magic number: 21211 invalid 'To'
+    run_id = h.launch()
+    h.stop(stopper)
+    return run_id, [r.id for r in h.rows(run_id)]
+
+
+def test_batch_outcomes_equal_one_message_per_row(tmp_path):
+    with make_harness(tmp_path / "single") as h1:
+        run1, ids1 = _mixed(h1)
+        p1 = h1.pipeline()
+        single = [p1.deliver(i) for i in ids1]
+        states1 = [(r.state, r.suppress_reason, r.error_code) for r in h1.rows(run1)]
+        bodies1 = sorted((r["to"], r["body"]) for r in h1.records())
+    with make_harness(tmp_path / "batch") as h2:
+        run2, ids2 = _mixed(h2)
+        p2 = h2.pipeline()
+        # a duplicate id and an id that does not exist ride along
+        batch = p2.deliver_many([*ids2, ids2[0], 10**9])
+        states2 = [(r.state, r.suppress_reason, r.error_code) for r in h2.rows(run2)]
+        bodies2 = sorted((r["to"], r["body"]) for r in h2.records())
+    assert [batch[i] for i in ids2] == single
+    assert batch[10**9] == "missing"
+    assert states2 == states1
+    assert bodies2 == bodies1  # same composition (brand, STOP language) and nobody twice
+    assert Counter(single)["sent"] == 6
+
+
+class Interfering:
+    """The real gateway; after its first send something else happens (a STOP, a pause, time)."""
+
+    def __init__(self, inner: Any, after_first: Any) -> None:
+        self.inner, self.after_first, self.sends = inner, after_first, 0
+
+    def send(self, *a: Any, **kw: Any) -> Any:
+        out = self.inner.send(*a, **kw)
+        self.sends += 1
+        if self.sends == 1:
+            self.after_first()
+        return out
+
+    def find_sent(self, *a: Any, **kw: Any) -> Any:
+        return self.inner.find_sent(*a, **kw)
+
+
+def _pipeline(h, gateway: Any) -> Pipeline:
+    rt = h.rt
+    return Pipeline(db=rt.db, throttle=rt.throttle, gateway=gateway, clock=h.clock,
+                    enqueue=h.enqueue)
+
+
+def test_stop_during_a_batch_stops_rows_not_yet_handed(harness):
+    cids = harness.contacts(4)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = _pipeline(harness, Interfering(harness.rt.gateway, lambda: harness.stop(cids[2])))
+    out = p.deliver_many(ids)
+    assert out[ids[2]] == "lost_claim"
+    assert [out[i] for i in ids if i != ids[2]] == ["sent"] * 3
+    stopped = harness.row(ids[2])
+    assert (stopped.state, stopped.suppress_reason) == (outbox.SUPPRESSED, "opted_out")
+    assert stopped.to_phone not in {r["to"] for r in harness.records()}
+
+
+def test_pause_during_a_batch_leaves_the_rest_queued_for_resume(harness):
+    harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+
+    def pause() -> None:
+        with harness.db.session() as s:
+            runs.pause_run(s, run_id, "operator", harness.clock.now())
+
+    p = _pipeline(harness, Interfering(harness.rt.gateway, pause))
+    out = p.deliver_many(ids)
+    assert [out[i] for i in ids] == ["sent", "lost_claim", "lost_claim"]
+    rest = [harness.row(i) for i in ids[1:]]
+    # queued and carried by no queue message: released again once the run resumes
+    assert [(r.state, r.enqueued_at) for r in rest] == [(outbox.QUEUED, None)] * 2
+    assert len(harness.records()) == 1
+
+
+def test_each_row_takes_its_slot_at_its_turn(harness):
+    """A slow first send makes no later row of the batch late: slots are reserved per row."""
+    harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = _pipeline(harness, Interfering(harness.rt.gateway, lambda: harness.clock.advance(5.0)))
+    assert p.deliver_many(ids) == {i: "sent" for i in ids}
+    received = [r["received_at"] for r in harness.records()]
+    assert received[1] - received[0] == 5.0 and received[2] == received[1]
+
+
+def test_a_throttled_batch_sends_what_the_window_allows_and_books_the_rest(harness):
+    harness.set_campaign(window_limit=1, window_seconds=60)
+    harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    out = harness.pipeline().deliver_many(ids)
+    assert [out[i] for i in ids] == ["sent", "booked", "booked"]
+    # each booked row rides its own delayed message to its slot, one window (+ grace) apart
+    assert [q[0] for q in harness.queued] == ids[1:]
+    delays = [q[1] for q in harness.queued]
+    assert delays[0] >= 60 and delays[1] - delays[0] >= 60
+    assert len(harness.records()) == 1
+    start, p = harness.clock.time(), harness.pipeline()
+    for row_id, delay, booking in list(harness.queued):
+        harness.clock.set(start + delay)
+        assert p.deliver(row_id, booking) == "sent"
+    assert len(harness.records()) == 3
