@@ -161,7 +161,7 @@ class Pipeline:
                     out[x.row_id] = booking
                     continue
                 token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=body_hash(x.text),
-                                     segments=x.decision.segments, defer_reason=None)
+                                     segments=x.decision.segments)
                 if token is None:  # STOP, pause or cancel came first (or another worker)
                     self._release(booking)
                     outbox.unqueue(conn, x.row_id, now)

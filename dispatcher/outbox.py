@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlmodel import Session
 
 from dispatcher.models import OutboxMessage
@@ -49,27 +49,47 @@ def _cas(session: Session | Connection, row_id: int, expect: tuple[str, ...],
     return res.rowcount == 1
 
 
-def claim(session: Session | Connection, row_id: int, now: datetime, **values: Any) -> str | None:
-    """queued -> sending, only while the run is running.  Returns the claim token, or None if
-    someone else moved the row (or the run was paused/cancelled, or a STOP suppressed it)."""
+def _claim_statement() -> Any:
     from dispatcher.models import Run
 
     runs = Run.__table__  # type: ignore[attr-defined]
+    return update(T).where(
+        T.c.id == bindparam("b_id"), T.c.state == QUEUED,
+        T.c.run_id.in_(select(runs.c.id).where(runs.c.state == "running")),
+    ).values(state=SENDING, claimed_at=bindparam("b_now"), claim_token=bindparam("b_token"),
+             updated_at=bindparam("b_now"), attempts=T.c.attempts + 1,
+             body=bindparam("b_body"), body_hash=bindparam("b_hash"),
+             segments=bindparam("b_segments"), defer_reason=None)
+
+
+#: the two statements of every send, built once (SQLAlchemy then reuses their compiled form
+#: without rebuilding the construct and its cache key per message)
+_CLAIM = _claim_statement()
+_MARK_SENT = update(T).where(
+    T.c.id == bindparam("b_id"), T.c.state.in_((SENDING, UNKNOWN)),
+    T.c.claim_token == bindparam("b_token"),
+).values(state=SENT, provider_sid=bindparam("b_sid"), provider_status=bindparam("b_status"),
+         sent_at=bindparam("b_now"), updated_at=bindparam("b_now"), error_code=None,
+         error_message=None)
+
+
+def claim(session: Session | Connection, row_id: int, now: datetime, *, body: str,
+          body_hash: str, segments: int | None) -> str | None:
+    """queued -> sending (with the composed body), only while the run is running.  Returns the
+    claim token, or None if someone else moved the row (or the run was paused/cancelled, or a
+    STOP suppressed it)."""
     token = uuid.uuid4().hex
-    running = T.c.run_id.in_(select(runs.c.id).where(runs.c.state == "running"))
-    ok = _cas(session, row_id, (QUEUED,), {
-        "state": SENDING, "claimed_at": now, "claim_token": token, "updated_at": now,
-        "attempts": T.c.attempts + 1, **values,
-    }, running)
-    return token if ok else None
+    res = _conn(session).execute(_CLAIM, {"b_id": row_id, "b_now": now, "b_token": token,
+                                          "b_body": body, "b_hash": body_hash,
+                                          "b_segments": segments})
+    return token if res.rowcount == 1 else None
 
 
-def mark_sent(session: Session | Connection, row_id: int, token: str, sid: str, status: str | None,
-              now: datetime) -> bool:
-    return _cas(session, row_id, (SENDING, UNKNOWN), {
-        "state": SENT, "provider_sid": sid, "provider_status": status, "sent_at": now,
-        "updated_at": now, "error_code": None, "error_message": None,
-    }, T.c.claim_token == token)
+def mark_sent(session: Session | Connection, row_id: int, token: str, sid: str,
+              status: str | None, now: datetime) -> bool:
+    res = _conn(session).execute(_MARK_SENT, {"b_id": row_id, "b_token": token, "b_sid": sid,
+                                              "b_status": status, "b_now": now})
+    return res.rowcount == 1
 
 
 def mark_failed(session: Session, row_id: int, token: str, code: int | None, message: str,
