@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -153,7 +154,8 @@ class Pipeline:
         before the carrier is called) -> send -> record.  Rows after a failure stay queued and
         the queue message is retried."""
         out: dict[int, str] = {}
-        with self.db.connect() as conn:
+        daily = getattr(self.metrics, "daily_batch", None)
+        with self.db.connect() as conn, daily() if daily else nullcontext():
             for x in ready:
                 now = self.clock.now()
                 booking = self._slot(conn, x, now)

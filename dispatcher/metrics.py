@@ -191,6 +191,7 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.redis = redis
+        self._local = threading.local()  # a thread's batch of daily records (daily_batch)
         self.clock: Clock = clock or SystemClock()
         self.top_bodies_cap = top_bodies_cap
         self._record_body: Any = redis.register_script(RECORD_BODY_LUA) if redis else None
@@ -431,31 +432,53 @@ class Metrics:
             return self._aggregate
 
     # -------------------------------------------------------------------------------- private
+    @contextmanager
+    def daily_batch(self) -> Iterator[None]:
+        """The Redis daily structures (repetition, brand volume) of every send recorded by this
+        thread inside go to Redis in one round trip at the end (a worker's batch of rows)."""
+        buf: list[tuple[str, str, str | None, str | None, int]] = []
+        self._local.daily = buf
+        try:
+            yield
+        finally:
+            self._local.daily = None
+            self._write_daily(buf)
+
     def _record_daily(
         self, sender: str, digest: str | None, brand: str | None, segments: int
     ) -> None:
-        day = day_of(self.clock.now())
+        item = (day_of(self.clock.now()), sender, digest, brand, segments)
+        buf = getattr(self._local, "daily", None)
+        if buf is not None:
+            buf.append(item)
+        else:
+            self._write_daily([item])
+
+    def _write_daily(self, items: list[tuple[str, str, str | None, str | None, int]]) -> None:
+        if not items:
+            return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            if digest is not None:
-                self._record_body(
-                    keys=[
-                        keys.repetition_key(sender, day),
-                        keys.repetition_counts_key(sender, day),
-                    ],
-                    args=[digest, self.top_bodies_cap, DAILY_TTL_S],
-                    client=pipe,
-                )
-                idx = keys.repetition_senders_key(day)
-                pipe.sadd(idx, sender)
-                pipe.expire(idx, DAILY_TTL_S)
-            if brand:
-                bkey = keys.brand_daily_segments_key(brand, day)
-                pipe.incrby(bkey, segments)
-                pipe.expire(bkey, DAILY_TTL_S)
-                bidx = keys.brand_daily_index_key(day)
-                pipe.sadd(bidx, brand)
-                pipe.expire(bidx, DAILY_TTL_S)
+            for day, sender, digest, brand, segments in items:
+                if digest is not None:
+                    self._record_body(
+                        keys=[
+                            keys.repetition_key(sender, day),
+                            keys.repetition_counts_key(sender, day),
+                        ],
+                        args=[digest, self.top_bodies_cap, DAILY_TTL_S],
+                        client=pipe,
+                    )
+                    idx = keys.repetition_senders_key(day)
+                    pipe.sadd(idx, sender)
+                    pipe.expire(idx, DAILY_TTL_S)
+                if brand:
+                    bkey = keys.brand_daily_segments_key(brand, day)
+                    pipe.incrby(bkey, segments)
+                    pipe.expire(bkey, DAILY_TTL_S)
+                    bidx = keys.brand_daily_index_key(day)
+                    pipe.sadd(bidx, brand)
+                    pipe.expire(bidx, DAILY_TTL_S)
             pipe.execute()
         except Exception:  # noqa: BLE001 - metrics must never stop a send
             log.warning("could not record daily send metrics (Redis error)", exc_info=True)

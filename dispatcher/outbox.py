@@ -66,7 +66,7 @@ def _claim_statement() -> Any:
 #: without rebuilding the construct and its cache key per message)
 _CLAIM = _claim_statement()
 _MARK_SENT = update(T).where(
-    T.c.id == bindparam("b_id"), T.c.state.in_((SENDING, UNKNOWN)),
+    T.c.id == bindparam("b_id"), or_(T.c.state == SENDING, T.c.state == UNKNOWN),
     T.c.claim_token == bindparam("b_token"),
 ).values(state=SENT, provider_sid=bindparam("b_sid"), provider_status=bindparam("b_status"),
          sent_at=bindparam("b_now"), updated_at=bindparam("b_now"), error_code=None,

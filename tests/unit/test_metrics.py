@@ -255,6 +255,22 @@ def test_brand_daily_segments(metrics: Metrics, clock: FakeClock) -> None:
     assert value(metrics, "dispatcher_brand_daily_segments", brand="BN1") is None
 
 
+def test_daily_batch_writes_once_at_the_end_and_counts_the_same(
+    metrics: Metrics, redis: fakeredis.FakeRedis
+) -> None:
+    with metrics.daily_batch():
+        for i in range(5):
+            metrics.sent(CAMPAIGN, SENDER, 2, brand="BN1", body="same" if i < 4 else "other")
+        assert redis.keys("*") == []  # nothing yet: one round trip at the end
+        assert value(metrics, "dispatcher_messages_sent_total", campaign=CAMPAIGN, sender=SENDER) == 5
+    assert value(metrics, "dispatcher_sender_daily_sends", sender=SENDER) == 5
+    assert value(metrics, "dispatcher_sender_daily_max_identical_sends", sender=SENDER) == 4
+    assert value(metrics, "dispatcher_brand_daily_segments", brand="BN1") == 10
+    # outside a batch each send is written at once again
+    metrics.sent(CAMPAIGN, SENDER, body="same")
+    assert value(metrics, "dispatcher_sender_daily_sends", sender=SENDER) == 6
+
+
 def test_without_redis_the_daily_gauges_are_absent() -> None:
     m = Metrics(CollectorRegistry())
     m.sent(CAMPAIGN, SENDER, body="x", brand="BN1")
