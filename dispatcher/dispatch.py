@@ -150,12 +150,12 @@ class Pipeline:
         return None
 
     def _send_ready(self, ready: list[_Ready]) -> dict[int, str]:
-        """Per row, on one held connection: throttle slot -> claim (compare-and-set, committed
-        before the carrier is called) -> send -> record.  Rows after a failure stay queued and
-        the queue message is retried."""
+        """Per row, on one held connection in autocommit (every statement commits on its own):
+        throttle slot -> claim (compare-and-set, committed before the carrier is called) -> send
+        -> record.  Rows after a failure stay queued and the queue message is retried."""
         out: dict[int, str] = {}
         daily = getattr(self.metrics, "daily_batch", None)
-        with self.db.connect() as conn, daily() if daily else nullcontext():
+        with self.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
             for x in ready:
                 now = self.clock.now()
                 booking = self._slot(conn, x, now)
@@ -167,10 +167,8 @@ class Pipeline:
                 if token is None:  # STOP, pause or cancel came first (or another worker)
                     self._release(booking)
                     outbox.unqueue(conn, x.row_id, now)
-                    conn.commit()
                     out[x.row_id] = "lost_claim"
                     continue
-                conn.commit()
                 c, b = x.campaign, x.brand
                 out[x.row_id] = self._send(
                     conn, x.row_id, token, x.to, x.text, c.messaging_service_sid or c.sender,
@@ -207,7 +205,6 @@ class Pipeline:
         if not res.allowed:
             until = now + timedelta(seconds=max(res.wait_s, 0.05))
             outbox.defer(conn, x.row_id, until, "throttle", now)
-            conn.commit()
             self._metric("deferred", c.sid, "throttle")
             return "throttled"
         if res.wait_s > self.config.now_epsilon_s:
@@ -221,7 +218,6 @@ class Pipeline:
         enqueue is found by the reconciler)."""
         outbox.defer(conn, row_id, now + timedelta(seconds=delay), "throttle", now,
                      enqueued=True)
-        conn.commit()
         self.enqueue(row_id, delay, booking)
 
     # ------------------------------------------------------------------------------ gates
@@ -310,7 +306,6 @@ class Pipeline:
             return self._failed_send(row_id, token, e, campaign_id, campaign_sid, contact_id,
                                      brand_id, to, sender or "")
         outbox.mark_sent(conn, row_id, token, result.sid, result.status, self.clock.now())
-        conn.commit()
         # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
         self._metric("sent", campaign_sid, sender or "", result.num_segments or segs,
                      brand=brand_name, body_hash=body_hash(text))

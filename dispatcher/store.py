@@ -76,11 +76,14 @@ class Database:
             s.close()
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """One pooled connection held for several short transactions (the caller commits each);
-        uncommitted work is rolled back on exit."""
+    def connect(self, *, autocommit: bool = False) -> Iterator[Connection]:
+        """One pooled connection held for several short transactions: the caller commits each,
+        or with ``autocommit`` every statement commits on its own (one round trip, no COMMIT).
+        Uncommitted work is rolled back on exit."""
         try:
             with self.engine.connect() as conn:
+                if autocommit:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn
         except OperationalError as e:
             raise StorageError(f"database error: {_short(e)}") from e

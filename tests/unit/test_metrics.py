@@ -262,7 +262,8 @@ def test_daily_batch_writes_once_at_the_end_and_counts_the_same(
         for i in range(5):
             metrics.sent(CAMPAIGN, SENDER, 2, brand="BN1", body="same" if i < 4 else "other")
         assert redis.keys("*") == []  # nothing yet: one round trip at the end
-        assert value(metrics, "dispatcher_messages_sent_total", campaign=CAMPAIGN, sender=SENDER) == 5
+        sent = value(metrics, "dispatcher_messages_sent_total", campaign=CAMPAIGN, sender=SENDER)
+        assert sent == 5
     assert value(metrics, "dispatcher_sender_daily_sends", sender=SENDER) == 5
     assert value(metrics, "dispatcher_sender_daily_max_identical_sends", sender=SENDER) == 4
     assert value(metrics, "dispatcher_brand_daily_segments", brand="BN1") == 10
