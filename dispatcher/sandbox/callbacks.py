@@ -1,6 +1,6 @@
 """Signed webhook delivery (status callbacks, inbound messages), pluggable by mode.
 
-* :class:`HttpCallbackSender` -- server mode: POST over HTTP from a small thread pool.
+* :class:`HttpCallbackSender` -- server mode: POST over keep-alive HTTP from a small thread pool.
 * :class:`AsgiCallbackSender` -- embedded mode: call a webhook ASGI app in this process.
 * :class:`RecordingCallbackSender` -- tests: keep every callback in a list.
 
@@ -102,10 +102,14 @@ def _deliver(stats: DeliveryStats, cb: Callback, what: str, post: Any) -> None:
 
 
 class HttpCallbackSender:
-    """POSTs callbacks over HTTP from ``workers`` threads (so a slow webhook never stalls ticks)."""
+    """POSTs callbacks over HTTP from ``workers`` threads (so a slow webhook never stalls ticks),
+    each thread on its own keep-alive connection (dispatcher.sandbox.keepalive:
+    a fraction of httpx's CPU per request)."""
 
     def __init__(self, *, workers: int = 4, timeout: float = 5.0) -> None:
-        self._client = httpx.Client(timeout=timeout)
+        from dispatcher.sandbox.keepalive import KeepAliveClient
+
+        self._client = KeepAliveClient(timeout)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-cb")
         self.stats = DeliveryStats()
 
@@ -117,7 +121,7 @@ class HttpCallbackSender:
 
     def _post(self, cb: Callback) -> None:
         _deliver(self.stats, cb, "callback",
-                 lambda: self._client.post(cb.url, data=cb.params, headers=cb.headers))
+                 lambda: self._client.post_form(cb.url, cb.params, cb.headers))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
