@@ -16,7 +16,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlmodel import Session
 
 from dispatcher.models import OutboxMessage
@@ -179,8 +191,27 @@ PROVIDER_STATE = {"queued": SENT, "accepted": SENT, "scheduled": SENT, "sending"
                   "canceled": FAILED}
 
 
-def apply_provider_status(session: Session, sid: str, status: str, error_code: int | None,
-                          now: datetime) -> Any:
+def _provider_move(state: str) -> Any:
+    """The callback's compare-and-set to ``state``, built once per target state: the row moves
+    only from a lower rank (plain bound values, no IN list expanded per execution)."""
+    lower = [literal(s, String) for s, r in RANK.items() if r < RANK[state]]
+    now = bindparam("b_now", type_=DateTime(timezone=True))
+    return (
+        update(T)
+        .where(T.c.provider_sid == bindparam("b_sid", type_=String), T.c.state.in_(lower))
+        .values(state=state, provider_status=bindparam("b_status", type_=String),
+                status_at=now, updated_at=now,
+                # an error code is recorded only when the callback carries one
+                error_code=func.coalesce(bindparam("b_code", type_=Integer), T.c.error_code))
+        .returning(T.c.id, T.c.run_id, T.c.campaign_id, T.c.contact_id, T.c.state)
+    )
+
+
+_PROVIDER_MOVES = {state: _provider_move(state) for state in set(PROVIDER_STATE.values())}
+
+
+def apply_provider_status(session: Session | Connection, sid: str, status: str,
+                          error_code: int | None, now: datetime) -> Any:
     """Status callback: move the row forward only (a late 'sent' never overwrites 'delivered').
 
     One conditional UPDATE ... RETURNING: the row moves only from a lower rank.  Returns the
@@ -188,15 +219,9 @@ def apply_provider_status(session: Session, sid: str, status: str, error_code: i
     state = PROVIDER_STATE.get(status)
     if state is None:
         return None
-    lower = [s for s, r in RANK.items() if r < RANK[state]]
-    values: dict[str, Any] = {"state": state, "provider_status": status, "status_at": now,
-                              "updated_at": now}
-    if error_code:
-        values["error_code"] = error_code
-    return session.connection().execute(
-        update(T).where(T.c.provider_sid == sid, T.c.state.in_(lower)).values(**values)
-        .returning(T.c.id, T.c.run_id, T.c.campaign_id, T.c.contact_id, T.c.state)
-    ).first()
+    return _conn(session).execute(_PROVIDER_MOVES[state], {
+        "b_sid": sid, "b_status": status, "b_now": now, "b_code": error_code or None,
+    }).first()
 
 
 def due_not_in_flight(session: Session, now: datetime, *, stale_before: datetime,

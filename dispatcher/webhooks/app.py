@@ -28,8 +28,8 @@ def create_app(runtime: Runtime, *, options: WebhookOptions | None = None) -> Fa
     app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, openapi_tags=TAGS,
                   docs_url=None, redoc_url=None)
     app.state.webhooks = ctx
+    status.install(app, ctx)  # first: the hottest route is matched first
     app.include_router(inbound.router(ctx))
-    app.include_router(status.router(ctx))
     app.include_router(ops.router(ctx))
     app.include_router(build_router(runtime))  # the notifications API (docs/api.md)
     install_error_handlers(app)

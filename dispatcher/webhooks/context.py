@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from dispatcher import outbox
 from dispatcher.guard import DEFAULT_THRESHOLDS, Thresholds
 from dispatcher.guard_check import GuardLimiter, check_run
+from dispatcher.webhooks.campaigns import CampaignCache
 from dispatcher.webhooks.protocol import Runtime
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class WebhookOptions:
     #: at most one reputation-guard evaluation per run per this many seconds of clock time
     guard_min_interval_s: float = 5.0
     guard_thresholds: Thresholds = field(default=DEFAULT_THRESHOLDS)
+    #: status callbacks applied together in one transaction (group commit), at most this many
+    status_batch_max: int = 200
+    #: campaign (sid, sender, status) kept this long by the status route (0: no cache)
+    campaign_cache_s: float = 2.0
 
 
 class Context:
@@ -36,6 +41,8 @@ class Context:
         self.runtime = runtime
         self.options = options
         self.limiter = GuardLimiter(runtime.clock, options.guard_min_interval_s)
+        self.campaigns = CampaignCache(options.campaign_cache_s)
+        self.status_commit: Any = None  # the status route's GroupCommit (status.py)
 
     # ---------------------------------------------------------------------------- database
     def transaction(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:

@@ -6,15 +6,16 @@ is monotonic and idempotent), so a duplicated or late callback changes nothing a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from dispatcher import ledger, outbox, runs
 from dispatcher.models import Campaign, OutboxMessage
+from dispatcher.webhooks.campaigns import CampaignCache
 
 ACTOR = "twilio-webhook"
 CARRIER_OPT_OUT = 21610
@@ -40,22 +41,35 @@ class StatusResult:
     paused_runs: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """One validated callback: what ``apply_status`` applies."""
+
+    sid: str
+    status: str
+    error_code: int | None
+
+
 def apply_status(session: Session, *, sid: str, status: str, error_code: int | None,
-                 now: datetime) -> StatusResult:
+                 now: datetime, campaigns: CampaignCache | None = None,
+                 classify: bool = True) -> StatusResult:
+    """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign.
+
+    When nothing moved, ``classify`` tells "unchanged" (known SID) from "unknown_sid" with one
+    more query; without it the outcome is "unchanged" either way (the route does not care)."""
     row = outbox.apply_provider_status(session, sid, status, error_code, now)
     if row is None:
+        if not classify:
+            return StatusResult("unchanged")
         known = session.exec(
             select(OutboxMessage.id).where(OutboxMessage.provider_sid == sid)).first()
         return StatusResult("unchanged" if known is not None else "unknown_sid")
-    c = Campaign.__table__  # type: ignore[attr-defined]
-    csid, sender, cstatus = session.connection().execute(
-        select(c.c.sid, func.coalesce(c.c.messaging_service_sid, c.c.sender),
-               c.c.campaign_status)
-        .where(c.c.id == row.campaign_id)).one()
+    csid, sender, cstatus = (campaigns or CampaignCache(0)).get(session.connection(),
+                                                                row.campaign_id)
     res = StatusResult("applied", row_id=row.id, run_id=row.run_id, state=row.state,
                        error_code=error_code, campaign_sid=csid, sender=sender)
     if not error_code and (cstatus or "").upper() not in PAUSE_CAMPAIGN_STATUSES:
-        return res  # the common case: one UPDATE ... RETURNING and one lookup by key
+        return res  # the common case: one UPDATE ... RETURNING and a cached lookup
     campaign = session.get(Campaign, row.campaign_id)
     if error_code == CARRIER_OPT_OUT:
         res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now)
@@ -68,6 +82,22 @@ def apply_status(session: Session, *, sid: str, status: str, error_code: int | N
     if reason:
         res.paused_runs = runs.pause_campaign_runs(session, campaign.id, reason, now)  # type: ignore[arg-type]
     return res
+
+
+def apply_statuses(session: Session, updates: Sequence[StatusUpdate], *, now: datetime,
+                   campaigns: CampaignCache | None = None) -> list[StatusResult]:
+    """Apply several callbacks in the caller's ONE transaction, each exactly as
+    ``apply_status`` would on its own (a callback sees the ones before it: a duplicate or a
+    late status in the same batch changes nothing and reacts nothing).  Rows are locked in
+    SID order (callbacks of one SID keep their arrival order), so two concurrent batches
+    never wait on each other crosswise.  Results in the order of ``updates``."""
+    order = sorted(range(len(updates)), key=lambda i: updates[i].sid)
+    out: list[StatusResult | None] = [None] * len(updates)
+    for i in order:
+        u = updates[i]
+        out[i] = apply_status(session, sid=u.sid, status=u.status, error_code=u.error_code,
+                              now=now, campaigns=campaigns, classify=False)
+    return out  # type: ignore[return-value]
 
 
 def _carrier_opt_out(session: Session, row: Any, campaign: Campaign, sid: str,

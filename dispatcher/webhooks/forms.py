@@ -10,16 +10,23 @@ Order of checks (nothing is recorded before all pass):
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import Iterable
-from urllib.parse import parse_qsl
+from functools import lru_cache
+from urllib.parse import parse_qsl, urlparse
 
 from starlette.requests import Request
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
     RequestValidator,
+    add_port,
     get_signature_algorithm,
+    remove_port,
 )
+
+log = logging.getLogger(__name__)
 
 #: Twilio SIDs (SM..., MG..., AC...) are 34 characters; E.164 numbers are shorter
 SID_MAX = 34
@@ -121,11 +128,42 @@ async def read_signed_form(request: Request, auth_token: str, base_url: str) -> 
     form = parse_form(request.headers.get("content-type"), b"".join(chunks))
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     try:
-        ok = RequestValidator(auth_token).validate(
-            public_url(base_url, request), form, signature, algorithm
-        )
+        ok = signature_matches(auth_token, public_url(base_url, request), form, signature,
+                               algorithm)
     except ValueError:  # e.g. an unparsable port in the configured URL
         ok = False
     if not ok:
         raise WebhookError(403, f"invalid {SIGNATURE_HEADER}")
     return form
+
+
+def signature_matches(auth_token: str, url: str, form: Form, signature: str,
+                      algorithm: str) -> bool:
+    """What ``RequestValidator(auth_token).validate(url, form, signature, algorithm)`` answers
+    for a form body: the signature over the URL without or with the default port.  The variant
+    equal to the URL as called is tried first and the other computed only on a mismatch (the
+    validator always computes both).  ValueError for an unparsable port."""
+    validator = _validator(auth_token)
+    for candidate in _url_variants(url):
+        try:
+            computed = validator.compute_signature(candidate, form, algorithm)
+        except ValueError:
+            log.warning("unsupported webhook signature algorithm %r", algorithm)
+            return False
+        if hmac.compare_digest(computed.encode(), signature.encode()):
+            return True
+    return False
+
+
+@lru_cache(maxsize=16)
+def _validator(auth_token: str) -> RequestValidator:
+    return RequestValidator(auth_token)
+
+
+@lru_cache(maxsize=256)
+def _url_variants(url: str) -> tuple[str, ...]:
+    """The validator's two URLs (without, with the default port), the one equal to ``url``
+    first."""
+    parsed = urlparse(url)
+    variants = list(dict.fromkeys([remove_port(parsed), add_port(parsed)]))
+    return tuple(sorted(variants, key=lambda v: v != url))

@@ -1,0 +1,227 @@
+"""Status-callback CPU cost, end to end: the sandbox's HttpCallbackSender -> ``dispatcher serve``.
+
+    .venv/bin/python bench/callbacks.py [--n 2000] [--workers 4] [--pg postgresql://...]
+                                        [--redis redis://127.0.0.1:6379/10] [--profile DIR]
+
+Seeds a throw-away PostgreSQL database with N outbox rows in ``sending`` that carry provider
+SIDs (one brand, one Messaging Service campaign, one run), starts ``dispatcher serve`` the way
+the integration tests do (tests/harness.py), then posts 3 signed callbacks per row (queued, sent,
+delivered — what Twilio posts for a Messaging Service send) through the sandbox carrier's
+``HttpCallbackSender`` from this process.  A warm-up round (--warm rows) is not measured.
+
+Prints one JSON document: callbacks/s, and CPU ms per callback of the sender (this process, the
+signed callbacks are built before the clock starts), the webhook server and the PostgreSQL
+backends of the bench database; checks every row ended ``delivered`` and no callback failed.
+``--profile DIR`` records the server with py-spy (``--gil``) during the measured round into
+``DIR/serve.txt`` (collapsed stacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/callbacks.py` puts bench/, not the root, on the path
+    sys.path.insert(0, str(ROOT))
+
+from tests.harness import Stack, wait_for  # noqa: E402
+from tests.servers import PG_DSN, throwaway_database  # noqa: E402
+
+SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
+SERVICE_SID = "MG" + "0" * 31 + "1"
+SENDER = "+15005550006"
+STATUSES = ("queued", "sent", "delivered")
+
+
+def sid_of(i: int) -> str:
+    return "SM" + f"{i:032x}"
+
+
+def phone(i: int) -> str:
+    return f"+1646{2_000_000 + i:07d}"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of these processes (Linux /proc; 0 for those gone)."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / _TICK, system / _TICK
+
+
+def seed(url: str, n: int) -> None:
+    """Brand, campaign (Messaging Service), run, N contacts and N outbox rows in ``sending``."""
+    from dispatcher import registry
+    from dispatcher.models import Contact, OutboxMessage, Run
+    from dispatcher.store import Database, bulk_insert
+
+    db = Database(url)
+    db.upgrade()
+    doc = json.loads(SEED.read_text())
+    doc.update(campaign_status="VERIFIED", messaging_service_sid=SERVICE_SID)
+    with db.session() as s:
+        brand = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
+        campaign, _ = registry.import_campaign(s, doc, brand=brand, policy={
+            "sender": SENDER, "quiet_hours_policy": "none", "campaign_status": "VERIFIED"})
+        run = Run(campaign_id=campaign.id, template="Hi", state="running", total=n)
+        s.add(run)
+        s.flush()
+        campaign_id, run_id = campaign.id, run.id
+    now = datetime.now(UTC)
+    with db.connect() as conn:
+        bulk_insert(conn, Contact.__table__, [  # type: ignore[attr-defined]
+            {"phone": phone(i), "attributes": {}, "created_at": now, "updated_at": now}
+            for i in range(n)])
+        ids = dict(conn.exec_driver_sql("SELECT phone, id FROM contact").all())
+        bulk_insert(conn, OutboxMessage.__table__, [  # type: ignore[attr-defined]
+            {"run_id": run_id, "campaign_id": campaign_id, "contact_id": ids[phone(i)],
+             "to_phone": phone(i), "variables": {}, "state": "sending", "attempts": 1,
+             "provider_sid": sid_of(i), "due_at": now, "sent_at": now, "updated_at": now}
+            for i in range(n)])
+        conn.commit()
+    db.dispose()
+
+
+def callbacks(url: str, rows: range) -> list[Any]:
+    """Signed callbacks exactly as the sandbox carrier builds them, status by status."""
+    from dispatcher.sandbox import wire
+    from dispatcher.sandbox.callbacks import signed_callback
+    from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+
+    out = []
+    for st in STATUSES:
+        for i in rows:
+            params = {"MessageSid": sid_of(i), "SmsSid": sid_of(i),
+                      "AccountSid": SANDBOX_ACCOUNT_SID, "From": "", "To": phone(i),
+                      "MessageStatus": st, "SmsStatus": st, "ApiVersion": wire.API_VERSION,
+                      "MessagingServiceSid": SERVICE_SID}
+            if st == "delivered":
+                params["RawDlrDoneDate"] = wire.raw_dlr_done_date(time.time())
+            out.append(signed_callback(SANDBOX_AUTH_TOKEN, url, params))
+    return out
+
+
+def post_all(sender: Any, cbs: list[Any], timeout: float) -> float:
+    """Send every callback; wait until each got an answer.  Returns the elapsed seconds."""
+    stats = sender.stats
+    target = stats.sent + stats.failed + len(cbs)
+    t0 = time.perf_counter()
+    for cb in cbs:
+        sender.send(cb)
+    wait_for(lambda: stats.sent + stats.failed >= target, timeout, "every callback answered",
+             every=0.01)
+    return time.perf_counter() - t0
+
+
+def states(url: str) -> dict[str, int]:
+    from dispatcher.store import Database
+
+    db = Database(url)
+    try:
+        with db.connect() as conn:
+            return dict(conn.exec_driver_sql(
+                "SELECT state, count(*) FROM outboxmessage GROUP BY state").all())
+    finally:
+        db.dispose()
+
+
+def pg_backends(url: str) -> list[int]:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+
+
+def ms(user: float, system: float, n: int) -> dict[str, float]:
+    return {"total": round(1000 * (user + system) / n, 3), "user": round(1000 * user / n, 3),
+            "system": round(1000 * system / n, 3)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from dispatcher.sandbox.callbacks import HttpCallbackSender
+
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    with throwaway_database(args.pg) as url:
+        seed(url, args.n + args.warm)
+        stack = Stack(redis_url=args.redis, database_url=url, log_dir=log_dir)
+        try:
+            serve = stack.start_webhooks()
+            hook = stack.webhook_url + "/twilio/status"
+            sender = HttpCallbackSender(workers=args.workers)
+            try:
+                post_all(sender, callbacks(hook, range(args.n, args.n + args.warm)),
+                         args.timeout)
+                cbs = callbacks(hook, range(args.n))
+                spy = None
+                if args.profile:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    spy = subprocess.Popen([  # noqa: S603 - our venv's py-spy
+                        str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                        str(serve.pid), "-o", str(args.profile / "serve.txt"), "-f", "raw",
+                        "-r", "200", "--gil"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)  # py-spy attaches (a start-up wait, not a settle-down)
+                pids = pg_backends(url)
+                c0, s0, p0 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
+                elapsed = post_all(sender, cbs, args.timeout)
+                c1, s1, p1 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
+                if spy is not None:
+                    spy.send_signal(2)
+                    spy.wait(60)
+                failed = sender.stats.failed
+            finally:
+                sender.close()
+            n = len(cbs)
+            got = states(url)
+        finally:
+            stack.close()
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return {
+        "callbacks": n, "workers": args.workers, "seconds": round(elapsed, 2),
+        "callbacks_per_s": round(n / elapsed, 1),
+        "cpu_ms_per_callback": {
+            "sender": ms(c1.user - c0.user, c1.system - c0.system, n),
+            "server": ms(s1[0] - s0[0], s1[1] - s0[1], n),
+            "postgres_backends": ms(p1[0] - p0[0], p1[1] - p0[1], n)},
+        "failed": failed, "outbox_states": got,
+        "ok": failed == 0 and got == {"delivered": args.n + args.warm},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=2000, help="outbox rows (3 callbacks each)")
+    p.add_argument("--warm", type=int, default=200, help="rows of the unmeasured warm-up")
+    p.add_argument("--workers", type=int, default=4, help="sender threads (the sandbox's 4)")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/10",
+                   help="only pinged by /healthz (nothing is written)")
+    p.add_argument("--pg", default=PG_DSN)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--profile", type=Path, default=None, help="py-spy the server into DIR")
+    out = run(p.parse_args())
+    print(json.dumps(out, indent=2))
+    sys.exit(0 if out["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Status callbacks group-committed: N concurrent callbacks applied in one transaction keep the
+monotonic, idempotent, react-once semantics; an error in a batch neither loses nor wrongly
+acknowledges the others (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+from sqlmodel import select
+
+from dispatcher import outbox
+from dispatcher.errors import StorageError
+from dispatcher.models import ConsentEvent, OutboxMessage
+from dispatcher.webhooks import delivery
+from dispatcher.webhooks.delivery import CampaignCache
+from tests.unit.webhooks.conftest import (
+    RecordingMetrics,
+    build_world,
+    make_client,
+    post,
+    status,
+    wait_for,
+)
+
+
+def sid(n: int) -> str:
+    return "SM" + f"{n:032x}"
+
+
+def _post_held_batch(client: Any, first: dict[str, str],
+                     batch: list[dict[str, str]]) -> tuple[Any, list[Any]]:
+    """Post ``first`` and hold it inside its transaction; post ``batch`` from one thread each;
+    release once all of them are queued, so they are applied together.  Returns the answers
+    (an exception the app raised stands for a 500)."""
+    commit = client.app.state.webhooks.status_commit
+    entered, release = threading.Event(), threading.Event()
+    run_one = commit._run_one
+
+    def held(item: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(10), "never released"
+        return run_one(item)
+
+    commit._run_one = held
+    answers: dict[int, Any] = {}
+
+    def send(i: int, params: dict[str, str]) -> None:
+        try:
+            answers[i] = post(client, "/twilio/status", params)
+        except Exception as e:  # noqa: BLE001 - an app exception: the request got a 500
+            answers[i] = e
+
+    threads = [threading.Thread(target=send, args=(-1, first))]
+    threads[0].start()
+    assert entered.wait(10)
+    for i, params in enumerate(batch):
+        threads.append(threading.Thread(target=send, args=(i, params)))
+        threads[-1].start()
+    wait_for(lambda: commit.pending() == len(batch))
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert list(commit.batches)[-2:] == [1, len(batch)]
+    return answers[-1], [answers[i] for i in range(len(batch))]
+
+
+def _rows(db: Any) -> dict[str, OutboxMessage]:
+    with db.session() as s:
+        return {r.provider_sid: r for r in s.exec(select(OutboxMessage))
+                if r.provider_sid}
+
+
+def _code(answer: Any) -> int:
+    return answer.status_code if hasattr(answer, "status_code") else 500
+
+
+def test_concurrent_callbacks_in_one_batch(any_db, clock):
+    world = build_world(any_db)
+    metrics = RecordingMetrics()
+    client = make_client(any_db, clock, metrics=metrics)
+    world.add_row("sent", sid=sid(1))
+    world.add_row("sent", sid=sid(2))
+    pending = world.add_row("queued", campaign=world.sibling)
+    world.add_row("sending", sid=sid(3))
+    world.add_row("sending", sid=sid(4))
+    batch = [
+        status(sid(1), "delivered"), status(sid(1), "sent"), status(sid(1), "delivered"),
+        status(sid(2), "failed", 21610), status(sid(2), "failed", 21610),
+        status(sid(3), "sent"), status(sid(3), "delivered"), status(sid(3), "queued"),
+        status(sid(99), "delivered"),  # unknown SID: 200, ignored
+    ]
+    first, answers = _post_held_batch(client, status(sid(4), "queued"), batch)
+    assert _code(first) == 200 and [_code(a) for a in answers] == [200] * len(batch)
+
+    rows = _rows(any_db)
+    assert (rows[sid(1)].state, rows[sid(1)].provider_status) == ("delivered", "delivered")
+    assert (rows[sid(2)].state, rows[sid(2)].error_code) == ("failed", 21610)
+    assert (rows[sid(3)].state, rows[sid(3)].provider_status) == ("delivered", "delivered")
+    assert rows[sid(4)].state == "sent"
+    with any_db.session() as s:
+        events = list(s.exec(select(ConsentEvent)))
+        assert s.get(OutboxMessage, pending.id).state == "suppressed"
+    assert [(e.source, e.evidence_ref) for e in events] == [("carrier", sid(2))]
+    calls = Counter(c[0] for c in metrics.calls)
+    assert calls == {"delivered": 2, "failed": 1, "opt_out": 1}
+
+
+def _sent_rows(db: Any, clock: Any, n: int) -> tuple[Any, Any]:
+    """A world with rows ``sid(1..n)`` sent and ``sid(9)`` sending, and a webhook client."""
+    world = build_world(db)
+    for k in range(1, n + 1):
+        world.add_row("sent", sid=sid(k))
+    world.add_row("sending", sid=sid(9))
+    return world, make_client(db, clock)
+
+
+def _fail_on(monkeypatch: Any, bad_sid: str, error: Exception) -> None:
+    """The status update of ``bad_sid`` raises ``error``; every other one applies."""
+    move = outbox.apply_provider_status
+
+    def failing(conn: Any, s: str, *a: Any) -> Any:
+        if s == bad_sid:
+            raise error
+        return move(conn, s, *a)
+
+    monkeypatch.setattr(delivery.outbox, "apply_provider_status", failing)
+
+
+def test_an_error_in_a_batch_neither_loses_nor_acknowledges_others(any_db, clock,
+                                                                    monkeypatch):
+    world, client = _sent_rows(any_db, clock, 5)
+    pending = world.add_row("queued", campaign=world.sibling)
+    _fail_on(monkeypatch, sid(3), RuntimeError("this one breaks"))
+    batch = [status(sid(1), "delivered"), status(sid(2), "failed", 21610),
+             status(sid(3), "delivered"), status(sid(4), "undelivered", 30007),
+             status(sid(5), "delivered")]
+    _, answers = _post_held_batch(client, status(sid(9), "sent"), batch)
+    assert [_code(a) for a in answers] == [200, 200, 500, 200, 200]
+    rows = _rows(any_db)
+    assert [rows[sid(n)].state for n in range(1, 6)] == [
+        "delivered", "failed", "sent", "undelivered", "delivered"]
+    with any_db.session() as s:
+        # applied in the failed batch (rolled back), then again alone: recorded once
+        assert len(list(s.exec(select(ConsentEvent)))) == 1
+        assert s.get(OutboxMessage, pending.id).state == "suppressed"
+
+
+def test_a_database_error_answers_503_and_never_200_for_uncommitted(any_db, clock,
+                                                                     monkeypatch):
+    _, client = _sent_rows(any_db, clock, 6)
+    _fail_on(monkeypatch, sid(4), StorageError("database error: connection lost"))
+    batch = [status(sid(n), "delivered") for n in range(1, 7)]
+    _, answers = _post_held_batch(client, status(sid(9), "sent"), batch)
+    rows = _rows(any_db)
+    codes = [_code(a) for a in answers]
+    assert codes[3] == 503 and set(codes) <= {200, 503}
+    for n, code in zip(range(1, 7), codes, strict=True):
+        # one by one in arrival order: 200 exactly for what was committed
+        assert rows[sid(n)].state == ("delivered" if code == 200 else "sent"), (n, codes)
+    assert all(a.json() == {"error": "database unavailable, retry later"}
+               for a in answers if _code(a) == 503)
+
+
+def test_campaign_cache_keeps_a_lookup_for_its_ttl(sqlite_db):
+    world = build_world(sqlite_db)
+    cache, fresh = CampaignCache(ttl_s=3600), CampaignCache(ttl_s=0)
+    with sqlite_db.session() as s:
+        conn = s.connection()
+        assert cache.get(conn, world.campaign.id)[2] == "VERIFIED"
+        conn.exec_driver_sql("UPDATE campaign SET campaign_status = 'SUSPENDED'")
+        assert cache.get(conn, world.campaign.id)[2] == "VERIFIED"
+        assert fresh.get(conn, world.campaign.id)[2] == "SUSPENDED"
