@@ -38,9 +38,28 @@ def add_brand(
     return brand
 
 
+#: the largest primary key a 64-bit integer column holds (SQLite INTEGER, PostgreSQL BIGINT)
+MAX_ID = 2**63 - 1
+
+
+def as_id(key: str | int) -> int | None:
+    """``key`` as a row id if it is one (an int, or ASCII digits), else None (a name or SID).
+    Digits no id can have (0, or past 64 bits) are an id that does not exist: -1."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        n = key
+    elif isinstance(key, str) and key.isascii() and key.isdigit():
+        n = int(key)
+    else:
+        return None
+    return n if 0 < n <= MAX_ID else -1
+
+
 def get_brand(session: Session, key: str | int) -> Brand:
-    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-        brand = session.get(Brand, int(key))
+    ident = as_id(key)
+    if ident is not None:
+        brand = session.get(Brand, ident) if ident > 0 else None
     else:
         brand = session.exec(select(Brand).where(Brand.name == key)).first()
     if brand is None:
@@ -171,8 +190,9 @@ def _check_policy(c: Campaign) -> None:
 
 
 def get_campaign(session: Session, key: str | int) -> Campaign:
-    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-        c = session.get(Campaign, int(key))
+    ident = as_id(key)
+    if ident is not None:
+        c = session.get(Campaign, ident) if ident > 0 else None
     else:
         c = session.exec(select(Campaign).where(Campaign.sid == key)).first()
     if c is None:

@@ -203,8 +203,18 @@ def complete_finished(session: Session, now: datetime) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- control
+def _run_id(run_id: int | str) -> int:
+    """A run id that can exist, or NotFoundError (0, negative, past 64 bits, not digits)."""
+    from dispatcher.registry import as_id
+
+    ident = as_id(run_id)
+    if ident is None or ident <= 0:
+        raise NotFoundError("run", run_id)
+    return ident
+
+
 def get_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
+    run = session.get(Run, _run_id(run_id))
     if run is None:
         raise NotFoundError("run", run_id)
     return run
@@ -213,7 +223,7 @@ def get_run(session: Session, run_id: int) -> Run:
 def pause_run(session: Session, run_id: int, reason: str, now: datetime) -> bool:
     """Pause an active run (takes effect for every message not yet handed to the carrier)."""
     res = session.connection().execute(
-        update(R).where(R.c.id == run_id, R.c.state.in_(ACTIVE))
+        update(R).where(R.c.id == _run_id(run_id), R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
     if res.rowcount == 0:

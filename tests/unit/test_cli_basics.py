@@ -58,6 +58,11 @@ def test_json_outputs_parse(run, cli_env):
         (["consent", "grant", "12", "--brand", "nobody"], "no brand"),
         (["consent", "export", "--format", "xml"], "csv or json"),
         (["contacts", "import", "/nonexistent.csv"], "cannot read"),
+        # ids past 64 bits: "not found", not an overflow inside the database driver
+        (["campaign", "show", str(2**70)], "no campaign"),
+        (["consent", "grant", "12", "--brand", str(2**70)], "no brand"),
+        (["run", "show", str(2**70)], "no run"),
+        (["run", "pause", str(2**70)], "no run"),
     ],
 )
 def test_bad_input_exits_1_with_one_line(run, args, needle):

@@ -91,6 +91,10 @@ def test_consent_through_api_is_in_the_export(client, world, db, cli_env, monkey
     assert r.status_code == 422 and "evidence" in r.json()["detail"]
     assert client.post("/v1/consent", json={"phone": "4155550100", "brand": "Nobody",
                                             "action": "revoke"}).status_code == 404
+    # ids no row can have (past 64 bits, zero, non-ASCII digits) are "not found", not a crash
+    for brand in ("9223372036854775808", "0", "\u0661\u0662"):
+        assert client.post("/v1/consent", json={"phone": "4155550100", "brand": brand,
+                                                "action": "revoke"}).status_code == 404
     assert client.post("/v1/consent", json={"phone": "4155550100", "brand": world["brand"],
                                             "action": "revoke"}).status_code == 201
     rows = list(_export(db))
