@@ -1,5 +1,6 @@
-"""deliver(): the path of every message.  load -> gates -> render -> throttle -> claim -> send
--> record.  Gets its collaborators as arguments (one composition root builds them).
+"""deliver_many(): the path of every message.  load -> gates -> render, for a batch of rows (one
+statement each), then per row: throttle -> claim -> send -> record.  ``deliver(id, booking)`` is
+a batch of one.  Gets its collaborators as arguments (one composition root builds them).
 
 Exactly once: the row is claimed ``queued -> sending`` by compare-and-set (and only while the run
 is running) and committed *before* the carrier is called; a second delivery of the same id finds
