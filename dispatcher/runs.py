@@ -355,7 +355,7 @@ def dry_run(session: Session, req: LaunchRequest, *, now: datetime,
     """What a launch would do, without writing: audience size, suppressed by reason, the first
     message composed for a real recipient with its segments, and the estimated finish time."""
     from dispatcher import compliance
-    from dispatcher.dispatch import evaluate
+    from dispatcher.gating import evaluate
     from dispatcher.registry import get_brand, get_campaign
 
     tpl = parse_template(req.template)
