@@ -53,8 +53,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05,
-             check: Callable[[], None] | None = None) -> Any:
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             every: float = 0.05, check: Callable[[], None] | None = None) -> Any:
     """Poll ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (raises).
     ``check`` runs every second (e.g. "are my processes still alive?")."""
     deadline = time.monotonic() + timeout

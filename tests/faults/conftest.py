@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from tests.harness import RedisServer, deployment
@@ -11,11 +13,19 @@ from tests.servers import fresh_postgres_database, redis_url, require
 REDIS_DB = 13
 
 
+@contextmanager
+def distributed(tmp_path, redis_db: int = REDIS_DB):
+    """(stack, db) on the shared Redis (DB ``redis_db``) and a fresh PostgreSQL database;
+    nothing started yet."""
+    with fresh_postgres_database() as pg, \
+            deployment(redis_url(redis_db), pg, tmp_path / "logs") as pair:
+        yield pair
+
+
 @pytest.fixture
 def dist(tmp_path):
     """(stack, db) on the shared Redis (DB 13); nothing started yet."""
-    url = redis_url(REDIS_DB)
-    with fresh_postgres_database() as pg, deployment(url, pg, tmp_path / "logs") as pair:
+    with distributed(tmp_path) as pair:
         yield pair
 
 

@@ -14,16 +14,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dispatcher import keys
+from tests.faults.conftest import distributed
 from tests.harness import (
     check_delivery,
-    deployment,
     outbox_rows,
     run_counts,
     seed,
     wait_for,
     wait_run_done,
 )
-from tests.servers import fresh_postgres_database, redis_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 REDIS_DB = 15
@@ -35,8 +34,7 @@ PER_GROUP = 40
 
 @pytest.fixture
 def dist15(tmp_path):
-    url = redis_url(REDIS_DB)
-    with fresh_postgres_database() as pg, deployment(url, pg, tmp_path / "logs") as pair:
+    with distributed(tmp_path, REDIS_DB) as pair:
         yield pair
 
 

@@ -8,7 +8,6 @@ adds contacts with or without consent, launches runs, and records every queue op
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
 from dispatcher.models import Campaign, OutboxMessage, Run
 from dispatcher.runtime import Runtime
 from dispatcher.settings import Settings
+from tests.harness import wait_for as harness_wait_for
 
 TEMPLATE = "Hi [first_name], your maintenance contract [contract] expires on [date]."
 SENDER = "+15005550006"
@@ -164,14 +164,7 @@ class Harness:
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``cond`` until it is truthy (status callbacks arrive on another thread)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    return harness_wait_for(cond, timeout, what, every=0.01)
 
 
 def outbox_suppress_for_contact(s: Any, contact_id: int, now: datetime) -> int:

@@ -4,7 +4,6 @@ small world (brand, campaigns, contact, run, outbox rows)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.webhooks import WebhookOptions, create_app
+from tests.harness import wait_for as harness_wait_for
 
 TOKEN = "test-auth-token-0123456789abcdef"
 BASE = "https://hooks.example.com"
@@ -215,11 +215,4 @@ def status(sid: str, st: str, code: int | None = None) -> dict[str, str]:
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
+    return harness_wait_for(cond, timeout, every=0.01)
