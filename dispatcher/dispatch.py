@@ -161,7 +161,8 @@ class Pipeline:
                 if isinstance(booking, str):
                     out[x.row_id] = booking
                     continue
-                token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=body_hash(x.text),
+                digest = body_hash(x.text)
+                token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=digest,
                                      segments=x.decision.segments)
                 if token is None:  # STOP, pause or cancel came first (or another worker)
                     self._release(booking)
@@ -172,7 +173,7 @@ class Pipeline:
                 out[x.row_id] = self._send(
                     conn, x.row_id, token, x.to, x.text, c.messaging_service_sid or c.sender,
                     x.validity, c.id, c.sid, x.contact_id, b.id, segs=x.decision.segments or 1,
-                    brand_name=b.name)
+                    brand_name=b.name, digest=digest)
         return out
 
     def _slot(self, conn: Any, x: _Ready, now: datetime) -> Any:
@@ -291,7 +292,8 @@ class Pipeline:
     # ------------------------------------------------------------------------------ send
     def _send(self, conn: Any, row_id: int, token: str, to: str, text: str, sender: str | None,
               validity: int, campaign_id: int, campaign_sid: str, contact_id: int,
-              brand_id: int, *, segs: int = 1, brand_name: str | None = None) -> str:
+              brand_id: int, *, segs: int = 1, brand_name: str | None = None,
+              digest: str) -> str:
         kwargs: dict[str, Any] = {"status_callback": self.status_callback,
                                   "validity_period": validity}
         if sender and sender.startswith("MG"):
@@ -307,7 +309,7 @@ class Pipeline:
         outbox.mark_sent(conn, row_id, token, result.sid, result.status, self.clock.now())
         # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
         self._metric("sent", campaign_sid, sender or "", result.num_segments or segs,
-                     brand=brand_name, body_hash=body_hash(text))
+                     brand=brand_name, body_hash=digest)
         self._metric("send_duration_seconds", self.clock.time() - started)
         return "sent"
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from dispatcher import ledger, outbox, runs
-from dispatcher.models import Campaign, OutboxMessage
+from dispatcher.models import Campaign
 from dispatcher.webhooks.campaigns import CampaignCache
 
 ACTOR = "twilio-webhook"
@@ -30,7 +30,7 @@ PAUSE_CAMPAIGN_STATUSES = frozenset({"SUSPENDED"})
 
 @dataclass
 class StatusResult:
-    outcome: str  # "applied" | "unchanged" | "unknown_sid" | "unknown_status"
+    outcome: str  # "applied" | "unchanged" (nothing moved: late, duplicate or unknown SID/status)
     row_id: int | None = None
     run_id: int | None = None
     state: str | None = None
@@ -51,19 +51,11 @@ class StatusUpdate:
 
 
 def apply_status(session: Session, *, sid: str, status: str, error_code: int | None,
-                 now: datetime, campaigns: CampaignCache | None = None,
-                 classify: bool = True) -> StatusResult:
-    """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign.
-
-    When nothing moved, ``classify`` tells "unchanged" (known SID) from "unknown_sid" with one
-    more query; without it the outcome is "unchanged" either way (the route does not care)."""
+                 now: datetime, campaigns: CampaignCache | None = None) -> StatusResult:
+    """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign."""
     row = outbox.apply_provider_status(session, sid, status, error_code, now)
     if row is None:
-        if not classify:
-            return StatusResult("unchanged")
-        known = session.exec(
-            select(OutboxMessage.id).where(OutboxMessage.provider_sid == sid)).first()
-        return StatusResult("unchanged" if known is not None else "unknown_sid")
+        return StatusResult("unchanged")
     csid, sender, cstatus = (campaigns or CampaignCache(0)).get(session.connection(),
                                                                 row.campaign_id)
     res = StatusResult("applied", row_id=row.id, run_id=row.run_id, state=row.state,
@@ -96,7 +88,7 @@ def apply_statuses(session: Session, updates: Sequence[StatusUpdate], *, now: da
     for i in order:
         u = updates[i]
         out[i] = apply_status(session, sid=u.sid, status=u.status, error_code=u.error_code,
-                              now=now, campaigns=campaigns, classify=False)
+                              now=now, campaigns=campaigns)
     return out  # type: ignore[return-value]
 
 

@@ -45,8 +45,7 @@ def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
 
     def run_one(u: StatusUpdate) -> StatusResult:
         return ctx.transaction(apply_status, sid=u.sid, status=u.status,
-                               error_code=u.error_code, campaigns=ctx.campaigns,
-                               classify=False)
+                               error_code=u.error_code, campaigns=ctx.campaigns)
 
     return GroupCommit(run_batch, run_one, max_batch=ctx.options.status_batch_max,
                        give_up=(StorageError,), name="status-commit")
