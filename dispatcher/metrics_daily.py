@@ -1,0 +1,193 @@
+"""The daily structures in Redis: repetition of identical content per sender and volume per
+brand, today (UTC).  :class:`DailyRecorder` writes them for each send (any process);
+:class:`RedisDailyCollector` turns them into gauges at scrape time.  Only hashes of bodies are
+stored, never a body."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dispatcher import keys
+from dispatcher.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+#: Redis keys of the daily structures live this long (today + yesterday for late scrapes).
+DAILY_TTL_S = 2 * 86400
+#: Distinct bodies whose exact count is kept per sender per day (the HyperLogLog counts the rest).
+TOP_BODIES_CAP = 1000
+
+#: name -> help of the gauges :class:`RedisDailyCollector` yields at scrape time.
+DAILY_GAUGES: dict[str, str] = {
+    "dispatcher_sender_daily_sends": "Messages sent today (UTC) by the sender.",
+    "dispatcher_sender_daily_distinct_bodies": (
+        "Distinct message bodies sent today (UTC) by the sender (HyperLogLog estimate)."
+    ),
+    "dispatcher_sender_daily_repeat_ratio": (
+        "Share of today's sends by the sender whose body was identical to an earlier one (0..1)."
+    ),
+    "dispatcher_sender_daily_max_identical_sends": (
+        "Largest number of sends today of one identical body by the sender."
+    ),
+    "dispatcher_brand_daily_segments": (
+        "Message segments sent today (UTC) for the brand (the T-Mobile daily cap counts these)."
+    ),
+}
+
+# KEYS: hll (repetition_key), counts (repetition_counts_key)
+# ARGV: body_hash, cap, ttl_s
+# The counts hash holds ``~total`` (sends), ``~max`` (largest count of one body) and up to ``cap``
+# body-hash fields; bodies first seen after the cap is reached are counted by the HLL and ~total.
+# Returns the count of this body (0 if untracked).
+RECORD_BODY_LUA = """
+redis.call('PFADD', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[2], '~total', 1)
+local c = 0
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+    or redis.call('HLEN', KEYS[2]) < tonumber(ARGV[2]) + 2 then
+    c = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+    local m = tonumber(redis.call('HGET', KEYS[2], '~max') or '0')
+    if c > m then redis.call('HSET', KEYS[2], '~max', c) end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return c
+"""
+
+
+def day_of(at: datetime) -> str:
+    """The UTC day a daily structure belongs to, ``YYYY-MM-DD`` (naive = already UTC)."""
+    if at.utcoffset() is not None:
+        at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%d")
+
+
+def body_digest(body: str) -> str:
+    """Stable short hash of a rendered body (the body itself is never stored)."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+
+
+class RedisDailyCollector(Collector):
+    """Scrape-time gauges from Redis: repetition per sender and volume per brand, today (UTC)."""
+
+    def __init__(self, redis: Any, clock: Clock | None = None) -> None:
+        self._redis = redis
+        self._clock = clock or SystemClock()
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(n, h, labels=self._labels(n)) for n, h in DAILY_GAUGES.items()]
+
+    @staticmethod
+    def _labels(name: str) -> list[str]:
+        return ["brand"] if name.startswith("dispatcher_brand_") else ["sender"]
+
+    def collect(self) -> Iterable[Metric]:
+        fams = {n: GaugeMetricFamily(n, h, labels=self._labels(n)) for n, h in DAILY_GAUGES.items()}
+        try:
+            self._fill(fams, day_of(self._clock.now()))
+        except Exception:  # noqa: BLE001 - a scrape must never fail because Redis is away
+            log.warning("daily metrics unavailable (Redis error)", exc_info=True)
+        return list(fams.values())
+
+    def _fill(self, fams: dict[str, GaugeMetricFamily], day: str) -> None:
+        r = self._redis
+        senders = sorted(_s(x) for x in r.smembers(keys.repetition_senders_key(day)))
+        brands = sorted(_s(x) for x in r.smembers(keys.brand_daily_index_key(day)))
+        pipe = r.pipeline(transaction=False)
+        for sender in senders:
+            pipe.pfcount(keys.repetition_key(sender, day))
+            pipe.hmget(keys.repetition_counts_key(sender, day), ["~total", "~max"])
+        for brand in brands:
+            pipe.get(keys.brand_daily_segments_key(brand, day))
+        out = pipe.execute()
+        for i, sender in enumerate(senders):
+            distinct = int(out[2 * i] or 0)
+            total_raw, max_raw = out[2 * i + 1]
+            total = int(total_raw or 0)
+            distinct = min(distinct, total)
+            repeat = (total - distinct) / total if total else 0.0
+            fams["dispatcher_sender_daily_sends"].add_metric([sender], total)
+            fams["dispatcher_sender_daily_distinct_bodies"].add_metric([sender], distinct)
+            fams["dispatcher_sender_daily_repeat_ratio"].add_metric([sender], repeat)
+            fams["dispatcher_sender_daily_max_identical_sends"].add_metric(
+                [sender], int(max_raw or 0)
+            )
+        base = 2 * len(senders)
+        for j, brand in enumerate(brands):
+            fams["dispatcher_brand_daily_segments"].add_metric([brand], int(out[base + j] or 0))
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class DailyRecorder:
+    """Writes each send into the daily structures; inside :meth:`batch` a thread's records are
+    written together, in one Redis round trip, when the batch ends."""
+
+    def __init__(self, redis: Any, clock: Clock, cap: int = TOP_BODIES_CAP) -> None:
+        self._redis = redis
+        self.clock = clock
+        self.cap = cap
+        self._record_body: Any = redis.register_script(RECORD_BODY_LUA)
+        self._local = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The Redis daily structures (repetition, brand volume) of every send recorded by this
+        thread inside go to Redis in one round trip at the end (a worker's batch of rows)."""
+        buf: list[tuple[str, str, str | None, str | None, int]] = []
+        self._local.items = buf
+        try:
+            yield
+        finally:
+            self._local.items = None
+            self._write(buf)
+
+    def record(
+        self, sender: str, digest: str | None, brand: str | None, segments: int
+    ) -> None:
+        item = (day_of(self.clock.now()), sender, digest, brand, segments)
+        buf = getattr(self._local, "items", None)
+        if buf is not None:
+            buf.append(item)
+        else:
+            self._write([item])
+
+    def _write(self, items: list[tuple[str, str, str | None, str | None, int]]) -> None:
+        if not items:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for day, sender, digest, brand, segments in items:
+                if digest is not None:
+                    self._record_body(
+                        keys=[
+                            keys.repetition_key(sender, day),
+                            keys.repetition_counts_key(sender, day),
+                        ],
+                        args=[digest, self.cap, DAILY_TTL_S],
+                        client=pipe,
+                    )
+                    idx = keys.repetition_senders_key(day)
+                    pipe.sadd(idx, sender)
+                    pipe.expire(idx, DAILY_TTL_S)
+                if brand:
+                    bkey = keys.brand_daily_segments_key(brand, day)
+                    pipe.incrby(bkey, segments)
+                    pipe.expire(bkey, DAILY_TTL_S)
+                    bidx = keys.brand_daily_index_key(day)
+                    pipe.sadd(bidx, brand)
+                    pipe.expire(bidx, DAILY_TTL_S)
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - metrics must never stop a send
+            log.warning("could not record daily send metrics (Redis error)", exc_info=True)
