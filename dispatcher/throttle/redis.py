@@ -157,6 +157,47 @@ class Reservation:
             raise InputError(f"malformed reservation: {e}") from e
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One reservation's script call (keys, args) and how to read its answer."""
+
+    buckets: tuple[Bucket, ...]
+    brand: str
+    rid: str
+    max_wait_s: float
+    keys: list[str]
+    args: list[Any]
+
+    def answer(self, res: Any) -> Reservation:
+        allowed = int(res[0]) == 1
+        slot_ms, now_ms = int(res[1]), int(res[2])
+        epoch = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
+        unknown = (not allowed) and slot_ms <= now_ms + round(self.max_wait_s * 1000)
+        grace = min(b.grace for b in self.buckets)
+        holds: tuple[tuple[str, str, str, int], ...] = ()
+        if allowed:
+            hl = []
+            for b, charged in zip(self.buckets, res[4:], strict=True):
+                if b.calendar_tz is None:
+                    hl.append(("w", b.key, f"{self.rid}:{b.cost}", b.cost))
+                else:
+                    c = charged.decode() if isinstance(charged, bytes) else str(charged)
+                    hl.append(("c", b.key, c, b.cost))
+            holds = tuple(hl)
+        return Reservation(
+            allowed=allowed,
+            wait_s=max(0.0, (slot_ms - now_ms) / 1000),
+            slot_at=None if unknown else slot_ms / 1000,
+            send_by=(slot_ms / 1000 + grace) if allowed else None,
+            grace_s=grace,
+            now=now_ms / 1000,
+            id=self.rid,
+            epoch=epoch,
+            brand=self.brand,
+            holds=holds,
+        )
+
+
 SendStatus = Literal["send", "early", "late", "lost", "denied"]
 
 
@@ -228,6 +269,52 @@ class RedisThrottle:
         seconds ahead (the caller re-enqueues with delay ``wait_s`` and sends at the slot without
         reserving again).  Not allowed -> nothing is taken; ``wait_s`` says when to ask again.
         """
+        req = self._request(buckets, now, max_wait_s, reservation_id)
+        try:
+            res = self._reserve(keys=req.keys, args=req.args)
+        except RedisError as e:
+            raise ThrottleError(f"throttle reserve failed: {e}") from e
+        return req.answer(res)
+
+    def reserve_many(
+        self,
+        requests: list[list[Bucket] | tuple[Bucket, ...]],
+        *,
+        now: float | None = None,
+        max_wait_s: float = 0.0,
+    ) -> list[Reservation]:
+        """``reserve`` for several messages in one round trip (a pipeline of script calls).
+
+        Each call is the same atomic script as :meth:`reserve`, run in list order, so the answers
+        are exactly those of calling ``reserve`` once per request at that moment.  A slot booked
+        for a message sent later must still be used before its ``send_by``.  If Redis fails part
+        way, the slots already booked are given back and ``ThrottleError`` is raised.
+        """
+        reqs = [self._request(b, now, max_wait_s, None) for b in requests]
+        if not reqs:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for req in reqs:
+            self._reserve(keys=req.keys, args=req.args, client=pipe)
+        try:
+            raw = pipe.execute(raise_on_error=False)
+        except RedisError as e:
+            raise ThrottleError(f"throttle reserve failed: {e}") from e
+        finally:
+            pipe.reset()
+        failed = next((r for r in raw if isinstance(r, Exception)), None)
+        if failed is not None:
+            for req, res in zip(reqs, raw, strict=True):
+                if not isinstance(res, Exception):
+                    try:
+                        self.release(req.answer(res))
+                    except ThrottleError:
+                        pass  # a lost slot is only lost throughput
+            raise ThrottleError(f"throttle reserve failed: {failed}")
+        return [req.answer(res) for req, res in zip(reqs, raw, strict=True)]
+
+    def _request(self, buckets: list[Bucket] | tuple[Bucket, ...], now: float | None,
+                 max_wait_s: float, reservation_id: str | None) -> _Request:
         if not buckets:
             raise InputError("reserve needs at least one bucket")
         if not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
@@ -246,10 +333,8 @@ class RedisThrottle:
             os.urandom(6).hex(),
             str(len(buckets)),
         ]
-        grace = math.inf
         for b in buckets:
             g = b.grace
-            grace = min(grace, g)
             if b.calendar_tz is None:
                 argv += ["w", b.limit, round((b.period_s + g) * 1000), b.cost, ""]
             else:
@@ -262,37 +347,7 @@ class RedisThrottle:
                 ]
         ks = [keys.throttle_epoch_key(brand)] + [b.key for b in buckets]
         ks += [keys.throttle_sum_key(b.key) for b in buckets]
-        try:
-            res = self._reserve(keys=ks, args=argv)
-        except RedisError as e:
-            raise ThrottleError(f"throttle reserve failed: {e}") from e
-        allowed = int(res[0]) == 1
-        slot_ms, now_ms = int(res[1]), int(res[2])
-        epoch = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
-        unknown = (not allowed) and slot_ms <= now_ms + round(max_wait_s * 1000)
-        holds: tuple[tuple[str, str, str, int], ...] = ()
-        if allowed:
-            hl = []
-            for b, charged in zip(buckets, res[4:], strict=True):
-                if b.calendar_tz is None:
-                    hl.append(("w", b.key, f"{rid}:{b.cost}", b.cost))
-                else:
-                    c = charged.decode() if isinstance(charged, bytes) else str(charged)
-                    hl.append(("c", b.key, c, b.cost))
-            holds = tuple(hl)
-        slot_at = None if unknown else slot_ms / 1000
-        return Reservation(
-            allowed=allowed,
-            wait_s=max(0.0, (slot_ms - now_ms) / 1000),
-            slot_at=slot_at,
-            send_by=(slot_ms / 1000 + grace) if allowed else None,
-            grace_s=grace,
-            now=now_ms / 1000,
-            id=rid,
-            epoch=epoch,
-            brand=brand,
-            holds=holds,
-        )
+        return _Request(tuple(buckets), brand, rid, max_wait_s, ks, argv)
 
     def release(self, reservation: Reservation) -> bool:
         """Give a booked slot back (message suppressed, paused, or it missed ``send_by``).

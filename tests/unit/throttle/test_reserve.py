@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dispatcher import keys
 from dispatcher.clock import FakeClock
-from dispatcher.errors import InputError
+from dispatcher.errors import InputError, ThrottleError
 from dispatcher.throttle import Bucket, RedisThrottle
 from dispatcher.throttle.simulate import simulate_backlog, window_violations
 
@@ -95,6 +95,30 @@ def test_booking_future_and_out_of_order(th: RedisThrottle) -> None:
     assert r4.allowed and r4.slot_at == T0 + 950
     r5 = th.reserve([camp], now=T0 + 960, max_wait_s=2000)
     assert r5.slot_at == T0 + 1050  # 950 and 1000 fill [960, 1050)
+
+
+def test_reserve_many_answers_as_one_call_each_in_order(th: RedisThrottle) -> None:
+    camp, other = wb("many", 3, 10.0, grace=0), wb("many_other", 1, 10.0, grace=0)
+    got = th.reserve_many([[camp]] * 4 + [[camp, other], [camp]], now=T0, max_wait_s=15)
+    assert [r.allowed for r in got] == [True] * 6
+    assert [r.slot_at for r in got] == [T0, T0, T0, T0 + 10, T0 + 10, T0 + 10]
+    assert len({r.id for r in got}) == 6 and all(r.send_by == r.slot_at for r in got)
+    late = th.reserve_many([[camp]], now=T0, max_wait_s=15)[0]
+    assert not late.allowed and late.slot_at == T0 + 20  # beyond the horizon: nothing taken
+    assert th.reserve_many([], now=T0) == []
+    th.release(got[0])
+    assert th.reserve([camp], now=T0).allowed  # each answer is a normal, releasable booking
+
+
+def test_reserve_many_gives_back_its_slots_when_one_call_fails(
+        th: RedisThrottle, redis_client: object) -> None:
+    good, bad = wb("mg", 5, 10.0), wb("mb", 5, 10.0)
+    redis_client.set(bad.key, "not a sorted set")  # type: ignore[attr-defined]
+    with pytest.raises(ThrottleError):
+        th.reserve_many([[good], [bad], [good]], now=T0)
+    assert redis_client.zcard(good.key) == 0  # type: ignore[attr-defined]
+    redis_client.script_flush()  # type: ignore[attr-defined]
+    assert all(r.allowed for r in th.reserve_many([[good]] * 5, now=T0))  # reloads the script
 
 
 def test_horizon_denies_without_taking(th: RedisThrottle, redis_client: object) -> None:
