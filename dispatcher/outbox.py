@@ -13,6 +13,7 @@ A row is *in flight* while ``sending``: it may have reached the carrier.  Nothin
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -74,34 +75,61 @@ def _claim_statement() -> Any:
              segments=bindparam("b_segments"), defer_reason=None)
 
 
-#: the two statements of every send, built once (SQLAlchemy then reuses their compiled form
-#: without rebuilding the construct and its cache key per message)
+def _mark_sent_statement(p: str) -> Any:
+    """sending|unknown -> sent with the carrier's SID, if the claim token still matches (bind
+    parameters named ``<p>id``, ``<p>token``, ``<p>sid``, ``<p>status``, ``<p>now``)."""
+    return update(T).where(
+        T.c.id == bindparam(p + "id"), or_(T.c.state == SENDING, T.c.state == UNKNOWN),
+        T.c.claim_token == bindparam(p + "token"),
+    ).values(state=SENT, provider_sid=bindparam(p + "sid"),
+             provider_status=bindparam(p + "status"), sent_at=bindparam(p + "now"),
+             updated_at=bindparam(p + "now"), error_code=None, error_message=None)
+
+
+#: the statements of every send, built once (SQLAlchemy then reuses their compiled form without
+#: rebuilding the construct and its cache key per message).  _CLAIM_AFTER_SENT is one round trip
+#: for "record the previous row's send, claim the next row" (PostgreSQL: a data-modifying CTE)
 _CLAIM = _claim_statement()
-_MARK_SENT = update(T).where(
-    T.c.id == bindparam("b_id"), or_(T.c.state == SENDING, T.c.state == UNKNOWN),
-    T.c.claim_token == bindparam("b_token"),
-).values(state=SENT, provider_sid=bindparam("b_sid"), provider_status=bindparam("b_status"),
-         sent_at=bindparam("b_now"), updated_at=bindparam("b_now"), error_code=None,
-         error_message=None)
+_MARK_SENT = _mark_sent_statement("b_")
+_CLAIM_AFTER_SENT = _CLAIM.add_cte(_mark_sent_statement("m_").returning(T.c.id).cte("sent_row"))
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A send the carrier accepted, to record with ``mark_sent`` (or with the next claim)."""
+
+    row_id: int
+    token: str
+    sid: str
+    status: str | None
+    at: datetime
+
+    def params(self, p: str) -> dict[str, Any]:
+        return {p + "id": self.row_id, p + "token": self.token, p + "sid": self.sid,
+                p + "status": self.status, p + "now": self.at}
 
 
 def claim(session: Session | Connection, row_id: int, now: datetime, *, body: str,
-          body_hash: str, segments: int | None) -> str | None:
+          body_hash: str, segments: int | None, after: Sent | None = None) -> str | None:
     """queued -> sending (with the composed body), only while the run is running.  Returns the
     claim token, or None if someone else moved the row (or the run was paused/cancelled, or a
-    STOP suppressed it)."""
+    STOP suppressed it).  ``after``: a previous row's accepted send, recorded first (in the same
+    statement on PostgreSQL; whatever the claim's outcome)."""
+    conn = _conn(session)
     token = uuid.uuid4().hex
-    res = _conn(session).execute(_CLAIM, {"b_id": row_id, "b_now": now, "b_token": token,
-                                          "b_body": body, "b_hash": body_hash,
-                                          "b_segments": segments})
-    return token if res.rowcount == 1 else None
+    params = {"b_id": row_id, "b_now": now, "b_token": token, "b_body": body,
+              "b_hash": body_hash, "b_segments": segments}
+    stmt = _CLAIM
+    if after is not None:
+        if conn.dialect.name == "postgresql":
+            stmt, params = _CLAIM_AFTER_SENT, {**params, **after.params("m_")}
+        else:  # SQLite: no UPDATE in a CTE; in process, so no round trip is saved anyway
+            mark_sent(conn, after)
+    return token if conn.execute(stmt, params).rowcount == 1 else None
 
 
-def mark_sent(session: Session | Connection, row_id: int, token: str, sid: str,
-              status: str | None, now: datetime) -> bool:
-    res = _conn(session).execute(_MARK_SENT, {"b_id": row_id, "b_token": token, "b_sid": sid,
-                                              "b_status": status, "b_now": now})
-    return res.rowcount == 1
+def mark_sent(session: Session | Connection, sent: Sent) -> bool:
+    return _conn(session).execute(_MARK_SENT, sent.params("b_")).rowcount == 1
 
 
 def mark_failed(session: Session, row_id: int, token: str, code: int | None, message: str,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from dispatcher import contacts, ledger, registry
+from dispatcher import contacts, ledger, outbox, registry
 from dispatcher.errors import LedgerError
 from dispatcher.models import OutboxMessage, Run
 
@@ -42,6 +43,40 @@ def test_round_trip(any_db):
         row = s.exec(__import__("sqlmodel").select(OutboxMessage)).one()
         assert row.state == "queued" and row.attempts == 0 and row.body == "Hi Ann"
         assert row.due_at is not None
+
+
+def test_claim_records_the_previous_send_in_the_same_call(any_db):
+    """claim(after=...) is "mark the last row sent, claim the next" (one statement on
+    PostgreSQL); the previous send is recorded whether or not the next claim succeeds."""
+    _, cid, ctid = _setup(any_db)
+    now = datetime.now(UTC)
+    with any_db.session() as s:
+        run = Run(campaign_id=cid, template="Hi", state="running")
+        s.add(run)
+        s.flush()
+        others = [contacts.upsert_contact(s, f"(415) 555-12{i:02d}")[0].id for i in range(2)]
+        rows = [OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=who,
+                              to_phone="+14155551234") for who in (ctid, *others)]
+        s.add_all(rows)
+        s.flush()
+        a, b, c = (r.id for r in rows)
+    kw = {"body": "Hi", "body_hash": "h", "segments": 1}
+    with any_db.connect(autocommit=True) as conn:
+        tok_a = outbox.claim(conn, a, now, **kw)
+        tok_b = outbox.claim(conn, b, now, **kw,
+                             after=outbox.Sent(a, tok_a, "SM" + "a" * 32, "accepted", now))
+        assert tok_b is not None
+        # c was taken by someone else: b's send is recorded all the same
+        conn.execute(outbox.T.update().where(outbox.T.c.id == c).values(state="suppressed"))
+        assert outbox.claim(conn, c, now, **kw,
+                            after=outbox.Sent(b, tok_b, "SM" + "b" * 32, "queued", now)) is None
+        # a stale token records nothing
+        assert not outbox.mark_sent(conn, outbox.Sent(a, "stale", "SM" + "c" * 32, None, now))
+    with any_db.session() as s:
+        got = {r.id: (r.state, r.provider_sid, r.provider_status)
+               for r in s.exec(__import__("sqlmodel").select(OutboxMessage))}
+    assert got == {a: ("sent", "SM" + "a" * 32, "accepted"), b: ("sent", "SM" + "b" * 32, "queued"),
+                   c: ("suppressed", None, None)}
 
 
 def test_consent_derived_from_ledger(any_db):
