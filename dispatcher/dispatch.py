@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
 from sqlmodel import Session, select
 
 from dispatcher import compliance, ledger, outbox, runs
@@ -76,6 +76,7 @@ class Pipeline:
         if self.config is None:
             self.config = DeliverConfig()
         self._campaigns: dict[int, tuple[Campaign, Brand, float]] = {}
+        self._pace = 0.05  # seconds per row of a batch, lately (sizes _reserve_ahead)
 
     # ------------------------------------------------------------------------------ deliver
     def deliver(self, row_id: int, booking: dict[str, Any] | None = None) -> str:
@@ -97,29 +98,25 @@ class Pipeline:
         out: dict[int, str] = {}
         ready: list[_Ready] = []
         with self.db.session() as s:
-            loaded = {row.id: (row, run, contact) for row, run, contact in s.exec(
-                select(OutboxMessage, Run, Contact)
-                .join(Run, Run.id == OutboxMessage.run_id)  # type: ignore[arg-type]
-                .join(Contact, Contact.id == OutboxMessage.contact_id)  # type: ignore[arg-type]
-                .where(OutboxMessage.id.in_(ids))).all()}  # type: ignore[attr-defined]
+            loaded = {row.id: row for row in s.connection().execute(_LOAD, {"ids": ids})}
             live = []
             for rid in ids:
                 if rid not in loaded:
                     out[rid] = "missing"
                     continue
-                verdict = self._check_row(s, *loaded[rid][:2], now)
+                verdict = self._check_row(s, loaded[rid], now)
                 if verdict is not None:
                     self._release(bookings.get(rid))
                     out[rid] = verdict
                     continue
                 live.append(loaded[rid])
             consent = self._consents(s, live)
-            history = self._histories(s, {c.id for _, _, c in live}, now)
-            for row, run, contact in live:
+            history = self._histories(s, {row.contact_id for row in live}, now)
+            for row in live:
                 campaign, brand = self._campaign(s, row.campaign_id)
-                verdict = self._gate(s, row, run, campaign, brand, contact, now,
+                verdict = self._gate(s, row, campaign, brand, now,
                                      consent.get(row.id, ledger.NO_CONSENT),
-                                     history.get(contact.id, []))
+                                     history.get(row.contact_id, []))
                 if isinstance(verdict, str):
                     self._release(bookings.get(row.id))
                     out[row.id] = verdict
@@ -132,53 +129,94 @@ class Pipeline:
             out.update(self._send_ready(ready))
         return out
 
-    def _check_row(self, s: Session, row: OutboxMessage, run: Run, now: datetime) -> str | None:
+    def _check_row(self, s: Session, row: Any, now: datetime) -> str | None:
         """The row's and its run's state; None if the row may go on to the gates."""
         if row.state != outbox.QUEUED:
             return f"skip:{row.state}"
-        if run.state == runs.CANCELLED:
+        if row.run_state == runs.CANCELLED:
             outbox.suppress(s, row.id, "run_cancelled", now)
             s.connection().execute(
                 outbox.T.update().where(outbox.T.c.id == row.id,
                                         outbox.T.c.state == outbox.SUPPRESSED)
                 .values(state=outbox.CANCELLED))
             return "cancelled"
-        if run.state != runs.RUNNING:
+        if row.run_state != runs.RUNNING:
             outbox.unqueue(s, row.id, now)
-            return f"run:{run.state}"
+            return f"run:{row.run_state}"
         return None
 
     def _send_ready(self, ready: list[_Ready]) -> dict[int, str]:
         """Per row, on one held connection in autocommit (every statement commits on its own):
         throttle slot -> claim (compare-and-set, committed before the carrier is called) -> send
-        -> record.  Rows after a failure stay queued and the queue message is retried."""
+        -> record.  Rows after a failure stay queued and the queue message is retried.
+
+        Round trips: the slots of every row come from one pipelined throttle call (each still
+        checked against its ``send_by`` before use), and a send is recorded with the next row's
+        claim (one statement); only the last one is recorded alone."""
         out: dict[int, str] = {}
         daily = getattr(self.metrics, "daily_batch", None)
+        held: dict[int, _Held] = {}
+        sent: outbox.Sent | None = None
         with self.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
-            for x in ready:
-                now = self.clock.now()
-                booking = self._slot(conn, x, now)
-                if isinstance(booking, str):
-                    out[x.row_id] = booking
-                    continue
-                digest = body_hash(x.text)
-                token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=digest,
-                                     segments=x.decision.segments)
-                if token is None:  # STOP, pause or cancel came first (or another worker)
-                    self._release(booking)
-                    outbox.unqueue(conn, x.row_id, now)
-                    out[x.row_id] = "lost_claim"
-                    continue
-                c, b = x.campaign, x.brand
-                out[x.row_id] = self._send(
-                    conn, x.row_id, token, x.to, x.text, c.messaging_service_sid or c.sender,
-                    x.validity, c.id, c.sid, x.contact_id, b.id, segs=x.decision.segments or 1,
-                    brand_name=b.name, digest=digest)
+            try:
+                started = self.clock.time()  # the clock that judges a slot's lateness
+                for i, x in enumerate(ready):
+                    if i:  # seconds per row in this batch so far (a shared, rough average)
+                        self._pace = (self.clock.time() - started) / i
+                    if x.booking is None and x.row_id not in held:
+                        held.update(self._reserve_ahead(ready[i:]))
+                    now = self.clock.now()
+                    booking = self._slot(conn, x, now, held.pop(x.row_id, None))
+                    if isinstance(booking, str):
+                        out[x.row_id] = booking
+                        continue
+                    digest = body_hash(x.text)
+                    token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=digest,
+                                         segments=x.decision.segments, after=sent)
+                    sent = None
+                    if token is None:  # STOP, pause or cancel came first (or another worker)
+                        self._release(booking)
+                        outbox.unqueue(conn, x.row_id, now)
+                        out[x.row_id] = "lost_claim"
+                        continue
+                    out[x.row_id], sent = self._send(x, token, digest)
+            finally:
+                if sent is not None:
+                    outbox.mark_sent(conn, sent)
+                for slot in held.values():  # booked for rows a failure left unsent
+                    self._release(slot.reservation.to_dict())
         return out
 
-    def _slot(self, conn: Any, x: _Ready, now: datetime) -> Any:
+    def _reserve_ahead(self, rows: list[_Ready]) -> dict[int, _Held]:
+        """Throttle slots for the next fresh rows in one round trip: as many as the recent pace
+        sends well within a slot's grace (none for one row: ``_slot`` reserves it alone)."""
+        fresh = [x for x in rows if x.booking is None][:self._ahead()]
+        if len(fresh) < 2:
+            return {}
+        asked = self.clock.time()
+        got = self.throttle.reserve_many([self._buckets(x) for x in fresh],
+                                         now=self._throttle_now(),
+                                         max_wait_s=self.config.book_horizon_s)
+        answered = self.clock.time()
+        return {x.row_id: _Held(res, asked, answered) for x, res in zip(fresh, got, strict=True)}
+
+    def _ahead(self) -> int:
+        """Rows whose sends fit in half the smallest grace at the recent pace."""
+        return int(0.5 * self.config.min_grace_s / max(self._pace, 1e-3))
+
+    def _buckets(self, x: _Ready) -> list[Any]:
+        c, b = x.campaign, x.brand
+        return buckets_for(
+            c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
+            sender=c.messaging_service_sid or c.sender, recipient=x.to,
+            segments=x.decision.segments or compliance.segments(x.text).count,
+            now=self.clock.time(), min_grace_s=self.config.min_grace_s,
+        )
+
+    def _slot(self, conn: Any, x: _Ready, now: datetime, held: _Held | None) -> Any:
         """A throttle slot usable now (its booking, as a dict), or what happened instead: booked
-        for later (re-enqueued with that delay), deferred, or early."""
+        for later (re-enqueued with that delay), deferred, or early.  ``held``: a slot reserved
+        ahead for this row, used if its ``send_by`` has not passed (else given back)."""
         if x.booking is not None:
             res = Reservation.from_dict(x.booking)
             st = self.throttle.send_status(res, now=self._throttle_now())
@@ -190,25 +228,25 @@ class Pipeline:
                 return "early"
             if st == "late":
                 self._release(x.booking)
-        c, b = x.campaign, x.brand
-        buckets = buckets_for(
-            c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
-            sender=c.messaging_service_sid or c.sender, recipient=x.to,
-            segments=x.decision.segments or compliance.segments(x.text).count,
-            now=self.clock.time(), min_grace_s=self.config.min_grace_s,
-        )
-        res = self.throttle.reserve(buckets, now=self._throttle_now(),
-                                    max_wait_s=self.config.book_horizon_s)
+        wait = None
+        if held is not None:
+            res, wait = held.reservation, held.wait_s(self.clock.time())
+            if wait is None:  # its send_by passed while the rows before it were sent
+                self._release(res.to_dict())
+        if wait is None:
+            res = self.throttle.reserve(self._buckets(x), now=self._throttle_now(),
+                                        max_wait_s=self.config.book_horizon_s)
+            wait = res.wait_s
         # "allowed" in the metric = could go at once; a booked future slot is a wait
-        self._metric("throttle_wait_seconds", "reservation", res.wait_s,
-                     res.allowed and res.wait_s <= self.config.now_epsilon_s)
+        self._metric("throttle_wait_seconds", "reservation", wait,
+                     res.allowed and wait <= self.config.now_epsilon_s)
         if not res.allowed:
-            until = now + timedelta(seconds=max(res.wait_s, 0.05))
+            until = now + timedelta(seconds=max(wait, 0.05))
             outbox.defer(conn, x.row_id, until, "throttle", now)
-            self._metric("deferred", c.sid, "throttle")
+            self._metric("deferred", x.campaign.sid, "throttle")
             return "throttled"
-        if res.wait_s > self.config.now_epsilon_s:
-            self._later(conn, x.row_id, now, res.wait_s, res.to_dict())
+        if wait > self.config.now_epsilon_s:
+            self._later(conn, x.row_id, now, wait, res.to_dict())
             return "booked"
         return res.to_dict()
 
@@ -221,15 +259,16 @@ class Pipeline:
         self.enqueue(row_id, delay, booking)
 
     # ------------------------------------------------------------------------------ gates
-    def _gate(self, s: Session, row: OutboxMessage, run: Run, campaign: Campaign, brand: Brand,
-              contact: Contact, now: datetime, consent: ledger.ConsentStatus,
-              history: list[tuple]) -> Any:
-        g = evaluate(parse_template(run.template), row.variables, contact, brand, campaign,
+    def _gate(self, s: Session, row: Any, campaign: Campaign, brand: Brand, now: datetime,
+              consent: ledger.ConsentStatus, history: list[tuple]) -> Any:
+        """``row`` (a ``_LOAD`` row) also stands for its contact: name, attributes, time_zone,
+        state_code and phone are the contact's columns."""
+        g = evaluate(parse_template(row.template), row.variables, row, brand, campaign,
                      consent, history, now, first_message_days=self.config.first_message_days)
         if g.kind == "send":
             return g.text, g.decision
         if g.kind == "pause":
-            runs.pause_run(s, run.id, f"campaign: {g.reason}", now)
+            runs.pause_run(s, row.run_id, f"campaign: {g.reason}", now)
             outbox.unqueue(s, row.id, now)
             return f"paused:{g.reason}"
         if g.kind == "defer":
@@ -239,7 +278,7 @@ class Pipeline:
         outbox.suppress(s, row.id, g.reason, now)
         self._metric("suppressed", campaign.sid, g.reason)
         if g.reason == "template_variable_missing":
-            log.info("row %s: template field missing for %s", row.id, mask_phone(contact.phone))
+            log.info("row %s: template field missing for %s", row.id, mask_phone(row.phone))
         return f"suppressed:{g.reason}"
 
     def _histories(self, s: Session, contact_ids: set[int],
@@ -262,11 +301,10 @@ class Pipeline:
                 out.setdefault(who, []).append((c, as_utc(sent or upd), st, code))
         return out
 
-    def _consents(self, s: Session, live: list[tuple[OutboxMessage, Run, Contact]]
-                  ) -> dict[int, ledger.ConsentStatus]:
+    def _consents(self, s: Session, live: list[Any]) -> dict[int, ledger.ConsentStatus]:
         """Consent of every live row's contact for its campaign: one query per campaign."""
-        by_campaign: dict[int, list[OutboxMessage]] = {}
-        for row, _, _ in live:
+        by_campaign: dict[int, list[Any]] = {}
+        for row in live:
             by_campaign.setdefault(row.campaign_id, []).append(row)
         out: dict[int, ledger.ConsentStatus] = {}
         for campaign_id, rows in by_campaign.items():
@@ -290,28 +328,27 @@ class Pipeline:
         return campaign, brand
 
     # ------------------------------------------------------------------------------ send
-    def _send(self, conn: Any, row_id: int, token: str, to: str, text: str, sender: str | None,
-              validity: int, campaign_id: int, campaign_sid: str, contact_id: int,
-              brand_id: int, *, segs: int = 1, brand_name: str | None = None,
-              digest: str) -> str:
+    def _send(self, x: _Ready, token: str, digest: str) -> tuple[str, outbox.Sent | None]:
+        """Hand the claimed row to the carrier.  Accepted: ("sent", what to record)."""
+        c, b = x.campaign, x.brand
+        sender = c.messaging_service_sid or c.sender
         kwargs: dict[str, Any] = {"status_callback": self.status_callback,
-                                  "validity_period": validity}
+                                  "validity_period": x.validity}
         if sender and sender.startswith("MG"):
             kwargs["messaging_service_sid"] = sender
         else:
             kwargs["from_"] = sender
         started = self.clock.time()
         try:
-            result = self.gateway.send(to, text, **kwargs)
+            result = self.gateway.send(x.to, x.text, **kwargs)
         except GatewayError as e:
-            return self._failed_send(row_id, token, e, campaign_id, campaign_sid, contact_id,
-                                     brand_id, to, sender or "")
-        outbox.mark_sent(conn, row_id, token, result.sid, result.status, self.clock.now())
+            return self._failed_send(x.row_id, token, e, c.id, c.sid, x.contact_id, b.id, x.to,
+                                     sender or ""), None
         # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
-        self._metric("sent", campaign_sid, sender or "", result.num_segments or segs,
-                     brand=brand_name, body_hash=digest)
+        self._metric("sent", c.sid, sender or "", result.num_segments or x.decision.segments or 1,
+                     brand=b.name, body_hash=digest)
         self._metric("send_duration_seconds", self.clock.time() - started)
-        return "sent"
+        return "sent", outbox.Sent(x.row_id, token, result.sid, result.status, self.clock.now())
 
     def _failed_send(self, row_id: int, token: str, e: GatewayError, campaign_id: int,
                      campaign_sid: str, contact_id: int, brand_id: int, to: str,
@@ -416,6 +453,20 @@ class Pipeline:
                 log.debug("metric %s failed", name, exc_info=True)
 
 
+def _load_statement() -> Any:
+    """A batch's rows with their run's state and template and their contact's columns (Core
+    rows: building ORM objects cost ~10 % of a worker's CPU)."""
+    t, r, c = outbox.T, Run.__table__, Contact.__table__  # type: ignore[attr-defined]
+    return (select(t.c.id, t.c.state, t.c.run_id, t.c.campaign_id, t.c.contact_id, t.c.to_phone,
+                   t.c.variables, r.c.state.label("run_state"), r.c.template, c.c.phone,
+                   c.c.name, c.c.attributes, c.c.time_zone, c.c.state_code)
+            .join(r, r.c.id == t.c.run_id).join(c, c.c.id == t.c.contact_id)
+            .where(t.c.id.in_(bindparam("ids", expanding=True))))
+
+
+_LOAD = _load_statement()
+
+
 @dataclass(frozen=True, slots=True)
 class _Ready:
     """A row that passed the gates: next, its throttle slot, claim and send."""
@@ -429,3 +480,24 @@ class _Ready:
     brand: Brand
     booking: dict[str, Any] | None  # a slot booked earlier, carried by the queue message
     validity: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A slot reserved ahead for a row of a batch, and when (caller's clock) the call that
+    booked it was sent and answered: the script ran in between."""
+
+    reservation: Reservation
+    asked: float
+    answered: float
+
+    def wait_s(self, t: float) -> float | None:
+        """Seconds from ``t`` to the slot (0 once it has come); None once ``send_by`` may have
+        passed.  Both err on the safe side whatever the skew between this host and Redis: the
+        deadline counts from ``asked`` (early), the wait from ``answered`` (late)."""
+        res = self.reservation
+        if not res.allowed or res.slot_at is None or res.send_by is None:
+            return res.wait_s
+        if t - self.asked >= res.send_by - res.now:
+            return None
+        return max(0.0, res.wait_s - (t - self.answered))

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from dispatcher import outbox, runs
 from dispatcher.dispatch import Pipeline
+from dispatcher.errors import StorageError
 from tests.unit.pipeline.conftest import make_harness
 
 
@@ -62,9 +65,27 @@ class Interfering:
         return self.inner.find_sent(*a, **kw)
 
 
-def _pipeline(h, gateway: Any) -> Pipeline:
+class CountingThrottle:
+    """The real throttle, recording its reservation calls (name, messages)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, []
+
+    def reserve(self, *a: Any, **kw: Any) -> Any:
+        self.calls.append(("reserve", 1))
+        return self.inner.reserve(*a, **kw)
+
+    def reserve_many(self, requests: Any, **kw: Any) -> Any:
+        self.calls.append(("reserve_many", len(requests)))
+        return self.inner.reserve_many(requests, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _pipeline(h, gateway: Any, throttle: Any = None) -> Pipeline:
     rt = h.rt
-    return Pipeline(db=rt.db, throttle=rt.throttle, gateway=gateway, clock=h.clock,
+    return Pipeline(db=rt.db, throttle=throttle or rt.throttle, gateway=gateway, clock=h.clock,
                     enqueue=h.enqueue)
 
 
@@ -99,15 +120,51 @@ def test_pause_during_a_batch_leaves_the_rest_queued_for_resume(harness):
     assert len(harness.records()) == 1
 
 
-def test_each_row_takes_its_slot_at_its_turn(harness):
-    """A slow first send makes no later row of the batch late: slots are reserved per row."""
+def test_a_slot_reserved_ahead_and_made_late_is_given_back_and_reserved_again(harness):
+    """Slots for a batch are reserved ahead in one call; a slow first send makes the others miss
+    their send_by: each is released (or the 3-per-minute window would be full) and reserved
+    again at its turn, so no row is sent on a stale slot."""
+    harness.set_campaign(window_limit=3, window_seconds=60)
     harness.contacts(3)
     run_id = harness.launch()
     ids = [r.id for r in harness.rows(run_id)]
-    p = _pipeline(harness, Interfering(harness.rt.gateway, lambda: harness.clock.advance(5.0)))
+    throttle = CountingThrottle(harness.rt.throttle)
+    p = _pipeline(harness, Interfering(harness.rt.gateway, lambda: harness.clock.advance(5.0)),
+                  throttle)
     assert p.deliver_many(ids) == {i: "sent" for i in ids}
     received = [r["received_at"] for r in harness.records()]
     assert received[1] - received[0] == 5.0 and received[2] == received[1]
+    assert throttle.calls == [("reserve_many", 3), ("reserve", 1), ("reserve", 1)]
+
+
+def test_slots_are_reserved_ahead_only_as_far_as_the_pace_allows(harness):
+    harness.contacts(5)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    throttle = CountingThrottle(harness.rt.throttle)
+    p = _pipeline(harness, harness.rt.gateway, throttle)
+    p._pace = 0.2  # 0.2 s per row: half the 1 s grace covers 2 rows
+    p.config.min_grace_s = 1.0
+    # the injected clock does not move: the batch's own pace (0 s per row) covers the rest
+    assert p.deliver_many(ids) == {i: "sent" for i in ids}
+    assert throttle.calls == [("reserve_many", 2), ("reserve_many", 3)]
+
+
+def test_slots_reserved_ahead_are_given_back_when_the_batch_fails(harness):
+    harness.set_campaign(window_limit=3, window_seconds=60)
+    harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+
+    def down() -> None:
+        raise StorageError("database is down")
+
+    p = _pipeline(harness, Interfering(harness.rt.gateway, down))
+    with pytest.raises(StorageError):
+        p.deliver_many(ids)
+    # the first row went out; the other two rows' slots came back: 2 more fit in the window
+    p2 = harness.pipeline()
+    assert p2.deliver_many(ids[1:]) == {i: "sent" for i in ids[1:]}
 
 
 def test_a_throttled_batch_sends_what_the_window_allows_and_books_the_rest(harness):
