@@ -1,6 +1,7 @@
 """deliver_many(): the path of every message.  load -> gates -> render, for a batch of rows (one
-statement each), then per row: throttle -> claim -> send -> record.  ``deliver(id, booking)`` is
-a batch of one.  Gets its collaborators as arguments (one composition root builds them).
+statement each), then per row: throttle slot (``dispatcher.slots``) -> claim -> send -> record.
+``deliver(id, booking)`` is a batch of one.  Gets its collaborators as arguments (one
+composition root builds them).
 
 Exactly once: the row is claimed ``queued -> sending`` by compare-and-set (and only while the run
 is running) and committed *before* the carrier is called; a second delivery of the same id finds
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,16 +25,15 @@ from typing import Any
 from sqlalchemy import bindparam, or_
 from sqlmodel import Session, select
 
-from dispatcher import compliance, ledger, outbox, runs
+from dispatcher import ledger, outbox, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.errors import GatewayError
 from dispatcher.gateway.client import body_hash
 from dispatcher.gating import BAD_NUMBER_CODES, evaluate
 from dispatcher.logs import mask_phone
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
+from dispatcher.slots import Enqueue, Slots
 from dispatcher.templates import parse_template
-from dispatcher.throttle.policy import buckets_for
-from dispatcher.throttle.redis import Reservation
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 #: it; the scheduler releases no more rows of a run than can book within it (housekeeping), so a
 #: long backlog waits in the outbox at no queue cost (docs/throttle.md: ~2 queue ops per send).
 BOOK_HORIZON_S = 6 * 3600.0
-Enqueue = Callable[[int, float, dict[str, Any] | None], None]
 
 
 @dataclass
@@ -76,7 +74,7 @@ class Pipeline:
         if self.config is None:
             self.config = DeliverConfig()
         self._campaigns: dict[int, tuple[Campaign, Brand, float]] = {}
-        self._pace = 0.05  # seconds per row of a batch, lately (sizes _reserve_ahead)
+        self.slots = Slots(self.throttle, self.clock, self.enqueue, self.config, self._metric)
 
     # ------------------------------------------------------------------------------ deliver
     def deliver(self, row_id: int, booking: dict[str, Any] | None = None) -> str:
@@ -150,23 +148,18 @@ class Pipeline:
         throttle slot -> claim (compare-and-set, committed before the carrier is called) -> send
         -> record.  Rows after a failure stay queued and the queue message is retried.
 
-        Round trips: the slots of every row come from one pipelined throttle call (each still
-        checked against its ``send_by`` before use), and a send is recorded with the next row's
-        claim (one statement); only the last one is recorded alone."""
+        Round trips: the next rows' slots come from one pipelined throttle call (``slots``), and
+        a send is recorded with the next row's claim (one statement); only the last one is
+        recorded alone."""
         out: dict[int, str] = {}
         daily = getattr(self.metrics, "daily_batch", None)
-        held: dict[int, _Held] = {}
+        slots = self.slots.for_batch(ready)
         sent: outbox.Sent | None = None
         with self.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
             try:
-                started = self.clock.time()  # the clock that judges a slot's lateness
                 for i, x in enumerate(ready):
-                    if i:  # seconds per row in this batch so far (a shared, rough average)
-                        self._pace = (self.clock.time() - started) / i
-                    if x.booking is None and x.row_id not in held:
-                        held.update(self._reserve_ahead(ready[i:]))
                     now = self.clock.now()
-                    booking = self._slot(conn, x, now, held.pop(x.row_id, None))
+                    booking = slots.take(conn, i, now)
                     if isinstance(booking, str):
                         out[x.row_id] = booking
                         continue
@@ -183,80 +176,8 @@ class Pipeline:
             finally:
                 if sent is not None:
                     outbox.mark_sent(conn, sent)
-                for slot in held.values():  # booked for rows a failure left unsent
-                    self._release(slot.reservation.to_dict())
+                slots.close()  # slots reserved ahead for rows a failure left unreached
         return out
-
-    def _reserve_ahead(self, rows: list[_Ready]) -> dict[int, _Held]:
-        """Throttle slots for the next fresh rows in one round trip: as many as the recent pace
-        sends well within a slot's grace (none for one row: ``_slot`` reserves it alone)."""
-        fresh = [x for x in rows if x.booking is None][:self._ahead()]
-        if len(fresh) < 2:
-            return {}
-        asked = self.clock.time()
-        got = self.throttle.reserve_many([self._buckets(x) for x in fresh],
-                                         now=self._throttle_now(),
-                                         max_wait_s=self.config.book_horizon_s)
-        answered = self.clock.time()
-        return {x.row_id: _Held(res, asked, answered) for x, res in zip(fresh, got, strict=True)}
-
-    def _ahead(self) -> int:
-        """Rows whose sends fit in half the smallest grace at the recent pace."""
-        return int(0.5 * self.config.min_grace_s / max(self._pace, 1e-3))
-
-    def _buckets(self, x: _Ready) -> list[Any]:
-        c, b = x.campaign, x.brand
-        return buckets_for(
-            c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
-            sender=c.messaging_service_sid or c.sender, recipient=x.to,
-            segments=x.decision.segments or compliance.segments(x.text).count,
-            now=self.clock.time(), min_grace_s=self.config.min_grace_s,
-        )
-
-    def _slot(self, conn: Any, x: _Ready, now: datetime, held: _Held | None) -> Any:
-        """A throttle slot usable now (its booking, as a dict), or what happened instead: booked
-        for later (re-enqueued with that delay), deferred, or early.  ``held``: a slot reserved
-        ahead for this row, used if its ``send_by`` has not passed (else given back)."""
-        if x.booking is not None:
-            res = Reservation.from_dict(x.booking)
-            st = self.throttle.send_status(res, now=self._throttle_now())
-            if st == "send":
-                return x.booking
-            if st == "early":
-                delay = max(0.0, (res.slot_at or 0) - self.clock.time())
-                self._later(conn, x.row_id, now, delay, x.booking)
-                return "early"
-            if st == "late":
-                self._release(x.booking)
-        wait = None
-        if held is not None:
-            res, wait = held.reservation, held.wait_s(self.clock.time())
-            if wait is None:  # its send_by passed while the rows before it were sent
-                self._release(res.to_dict())
-        if wait is None:
-            res = self.throttle.reserve(self._buckets(x), now=self._throttle_now(),
-                                        max_wait_s=self.config.book_horizon_s)
-            wait = res.wait_s
-        # "allowed" in the metric = could go at once; a booked future slot is a wait
-        self._metric("throttle_wait_seconds", "reservation", wait,
-                     res.allowed and wait <= self.config.now_epsilon_s)
-        if not res.allowed:
-            until = now + timedelta(seconds=max(wait, 0.05))
-            outbox.defer(conn, x.row_id, until, "throttle", now)
-            self._metric("deferred", x.campaign.sid, "throttle")
-            return "throttled"
-        if wait > self.config.now_epsilon_s:
-            self._later(conn, x.row_id, now, wait, res.to_dict())
-            return "booked"
-        return res.to_dict()
-
-    def _later(self, conn: Any, row_id: int, now: datetime, delay: float,
-               booking: dict[str, Any]) -> None:
-        """The row rides a delayed queue message to its booked slot (committed first: a lost
-        enqueue is found by the reconciler)."""
-        outbox.defer(conn, row_id, now + timedelta(seconds=delay), "throttle", now,
-                     enqueued=True)
-        self.enqueue(row_id, delay, booking)
 
     # ------------------------------------------------------------------------------ gates
     def _gate(self, s: Session, row: Any, campaign: Campaign, brand: Brand, now: datetime,
@@ -435,15 +356,8 @@ class Pipeline:
             cap = min(cap, int((decision.valid_until - now).total_seconds()))
         return max(1, cap)
 
-    def _throttle_now(self) -> float | None:
-        return None if getattr(self.throttle, "_clock", None) is None else self.clock.time()
-
     def _release(self, booking: dict[str, Any] | None) -> None:
-        if booking:
-            try:
-                self.throttle.release(Reservation.from_dict(booking))
-            except Exception:  # noqa: BLE001 - a lost slot is only lost throughput
-                log.warning("could not release a throttle booking", exc_info=True)
+        self.slots.release(booking)
 
     def _metric(self, name: str, *args: Any, **kwargs: Any) -> None:
         if self.metrics is not None:
@@ -480,24 +394,3 @@ class _Ready:
     brand: Brand
     booking: dict[str, Any] | None  # a slot booked earlier, carried by the queue message
     validity: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A slot reserved ahead for a row of a batch, and when (caller's clock) the call that
-    booked it was sent and answered: the script ran in between."""
-
-    reservation: Reservation
-    asked: float
-    answered: float
-
-    def wait_s(self, t: float) -> float | None:
-        """Seconds from ``t`` to the slot (0 once it has come); None once ``send_by`` may have
-        passed.  Both err on the safe side whatever the skew between this host and Redis: the
-        deadline counts from ``asked`` (early), the wait from ``answered`` (late)."""
-        res = self.reservation
-        if not res.allowed or res.slot_at is None or res.send_by is None:
-            return res.wait_s
-        if t - self.asked >= res.send_by - res.now:
-            return None
-        return max(0.0, res.wait_s - (t - self.answered))

@@ -143,7 +143,7 @@ def test_slots_are_reserved_ahead_only_as_far_as_the_pace_allows(harness):
     ids = [r.id for r in harness.rows(run_id)]
     throttle = CountingThrottle(harness.rt.throttle)
     p = _pipeline(harness, harness.rt.gateway, throttle)
-    p._pace = 0.2  # 0.2 s per row: half the 1 s grace covers 2 rows
+    p.slots.pace = 0.2  # 0.2 s per row: half the 1 s grace covers 2 rows
     p.config.min_grace_s = 1.0
     # the injected clock does not move: the batch's own pace (0 s per row) covers the rest
     assert p.deliver_many(ids) == {i: "sent" for i in ids}

@@ -1,0 +1,163 @@
+"""Throttle slots for the pipeline's rows: the step between the gates and the claim.
+
+A row sends only in a slot booked in every bucket that applies to it (``throttle.policy``).  For
+a batch, the slots of the next rows come from one pipelined call (``reserve_many``): as many rows
+as the batch's recent pace sends within half the smallest grace.  A held slot is still checked
+before use and, once its ``send_by`` may have passed, given back and reserved again, so no row is
+sent on a stale slot; slots still held when a batch stops early are given back.  A slot in the
+future is carried by a delayed queue message (no worker thread waits); a row that cannot book
+within the horizon goes back to the outbox with a later ``due_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from dispatcher import compliance, outbox
+from dispatcher.clock import Clock
+from dispatcher.throttle.policy import buckets_for
+from dispatcher.throttle.redis import Reservation
+
+log = logging.getLogger(__name__)
+Enqueue = Callable[[int, float, dict[str, Any] | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A slot reserved ahead for a row, and when (caller's clock) the call that booked it was
+    sent and answered: the script ran in between."""
+
+    reservation: Reservation
+    asked: float
+    answered: float
+
+    def wait_s(self, t: float) -> float | None:
+        """Seconds from ``t`` to the slot (0 once it has come); None once ``send_by`` may have
+        passed.  Both err on the safe side whatever the skew between this host and Redis: the
+        deadline counts from ``asked`` (early), the wait from ``answered`` (late)."""
+        res = self.reservation
+        if not res.allowed or res.slot_at is None or res.send_by is None:
+            return res.wait_s
+        if t - self.asked >= res.send_by - res.now:
+            return None
+        return max(0.0, res.wait_s - (t - self.answered))
+
+
+class Slots:
+    """Slots for ready rows (``dispatch._Ready``: row_id, to, text, decision, campaign, brand,
+    booking).  ``config`` is the pipeline's ``DeliverConfig`` (book_horizon_s, min_grace_s,
+    now_epsilon_s); ``metric(name, *args)`` records a metric."""
+
+    def __init__(self, throttle: Any, clock: Clock, enqueue: Enqueue, config: Any,
+                 metric: Callable[..., None]) -> None:
+        self.throttle, self.clock, self.enqueue = throttle, clock, enqueue
+        self.config, self.metric = config, metric
+        self.pace = 0.05  # seconds per row of a batch, lately (a shared, rough average)
+
+    def for_batch(self, ready: list[Any]) -> BatchSlots:
+        return BatchSlots(self, ready)
+
+    def reserve_ahead(self, rows: list[Any]) -> dict[int, _Held]:
+        """Slots for the next fresh rows in one round trip: as many as the recent pace sends
+        well within a slot's grace (none for one row: ``take`` reserves it alone)."""
+        ahead = int(0.5 * self.config.min_grace_s / max(self.pace, 1e-3))
+        fresh = [x for x in rows if x.booking is None][:ahead]
+        if len(fresh) < 2:
+            return {}
+        asked = self.clock.time()
+        got = self.throttle.reserve_many([self._buckets(x) for x in fresh], now=self._now(),
+                                         max_wait_s=self.config.book_horizon_s)
+        answered = self.clock.time()
+        return {x.row_id: _Held(res, asked, answered) for x, res in zip(fresh, got, strict=True)}
+
+    def take(self, conn: Any, x: Any, now: datetime, held: _Held | None) -> Any:
+        """A slot usable now (its booking, as a dict), or what happened instead: booked for
+        later (re-enqueued with that delay), deferred, or early.  ``held``: a slot reserved
+        ahead for this row, used if its ``send_by`` has not passed (else given back)."""
+        if x.booking is not None:
+            res = Reservation.from_dict(x.booking)
+            st = self.throttle.send_status(res, now=self._now())
+            if st == "send":
+                return x.booking
+            if st == "early":
+                delay = max(0.0, (res.slot_at or 0) - self.clock.time())
+                self._later(conn, x.row_id, now, delay, x.booking)
+                return "early"
+            if st == "late":
+                self.release(x.booking)
+        wait = None
+        if held is not None:
+            res, wait = held.reservation, held.wait_s(self.clock.time())
+            if wait is None:  # its send_by passed while the rows before it were sent
+                self.release(res.to_dict())
+        if wait is None:
+            res = self.throttle.reserve(self._buckets(x), now=self._now(),
+                                        max_wait_s=self.config.book_horizon_s)
+            wait = res.wait_s
+        # "allowed" in the metric = could go at once; a booked future slot is a wait
+        self.metric("throttle_wait_seconds", "reservation", wait,
+                    res.allowed and wait <= self.config.now_epsilon_s)
+        if not res.allowed:
+            until = now + timedelta(seconds=max(wait, 0.05))
+            outbox.defer(conn, x.row_id, until, "throttle", now)
+            self.metric("deferred", x.campaign.sid, "throttle")
+            return "throttled"
+        if wait > self.config.now_epsilon_s:
+            self._later(conn, x.row_id, now, wait, res.to_dict())
+            return "booked"
+        return res.to_dict()
+
+    def release(self, booking: dict[str, Any] | None) -> None:
+        if booking:
+            try:
+                self.throttle.release(Reservation.from_dict(booking))
+            except Exception:  # noqa: BLE001 - a lost slot is only lost throughput
+                log.warning("could not release a throttle booking", exc_info=True)
+
+    def _buckets(self, x: Any) -> list[Any]:
+        c, b = x.campaign, x.brand
+        return buckets_for(
+            c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
+            sender=c.messaging_service_sid or c.sender, recipient=x.to,
+            segments=x.decision.segments or compliance.segments(x.text).count,
+            now=self.clock.time(), min_grace_s=self.config.min_grace_s,
+        )
+
+    def _later(self, conn: Any, row_id: int, now: datetime, delay: float,
+               booking: dict[str, Any]) -> None:
+        """The row rides a delayed queue message to its booked slot (committed first: a lost
+        enqueue is found by the reconciler)."""
+        outbox.defer(conn, row_id, now + timedelta(seconds=delay), "throttle", now,
+                     enqueued=True)
+        self.enqueue(row_id, delay, booking)
+
+    def _now(self) -> float | None:
+        """The caller's time for the throttle, when it runs on an injected clock."""
+        return None if getattr(self.throttle, "_clock", None) is None else self.clock.time()
+
+
+class BatchSlots:
+    """The slots of one batch's rows, taken in order (``take(conn, i, now)`` for ``ready[i]``);
+    ``close()`` gives back those reserved ahead for rows never reached."""
+
+    def __init__(self, slots: Slots, ready: list[Any]) -> None:
+        self.slots, self.ready = slots, ready
+        self.held: dict[int, _Held] = {}
+        self.started = slots.clock.time()  # the clock that judges a slot's lateness
+
+    def take(self, conn: Any, i: int, now: datetime) -> Any:
+        s, x = self.slots, self.ready[i]
+        if i:
+            s.pace = (s.clock.time() - self.started) / i
+        if x.booking is None and x.row_id not in self.held:
+            self.held.update(s.reserve_ahead(self.ready[i:]))
+        return s.take(conn, x, now, self.held.pop(x.row_id, None))
+
+    def close(self) -> None:
+        for held in self.held.values():
+            self.slots.release(held.reservation.to_dict())
+        self.held.clear()
