@@ -40,7 +40,7 @@ def body_hash(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def _http_client(url: str, timeout: float) -> TwilioHttpClient:
+def http_transport(url: str, timeout: float) -> TwilioHttpClient:
     """The official client's transport, with the environment read once.
 
     requests re-reads proxy and CA-bundle variables from ``os.environ`` on every request
@@ -72,7 +72,7 @@ class TwilioGateway:
         timeout: float = 10,
     ) -> None:
         if http_client is None:
-            http_client = _http_client(base_url or "https://api.twilio.com", timeout)
+            http_client = http_transport(base_url or "https://api.twilio.com", timeout)
         elif http_client.timeout is None:
             http_client.timeout = timeout
         env: dict[str, str] | None = {} if base_url else None
