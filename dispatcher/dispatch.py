@@ -162,6 +162,9 @@ class Pipeline:
                     booking = slots.take(conn, i, now)
                     if isinstance(booking, str):
                         out[x.row_id] = booking
+                        if sent is not None:  # no claim follows at once: record it now
+                            outbox.mark_sent(conn, sent)
+                            sent = None
                         continue
                     digest = body_hash(x.text)
                     token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=digest,

@@ -172,8 +172,13 @@ def test_a_throttled_batch_sends_what_the_window_allows_and_books_the_rest(harne
     harness.contacts(3)
     run_id = harness.launch()
     ids = [r.id for r in harness.rows(run_id)]
-    out = harness.pipeline().deliver_many(ids)
+    seen = []  # the first row's state as each later row is booked
+    p = harness.pipeline(lambda *a: (seen.append(harness.row(ids[0]).state), harness.enqueue(*a)))
+    out = p.deliver_many(ids)
     assert [out[i] for i in ids] == ["sent", "booked", "booked"]
+    # a send waits for the next claim to be recorded only if that claim comes at once: here it
+    # is recorded as soon as the next row turns out to be booked, not after the whole batch
+    assert seen == [outbox.SENDING, outbox.SENT]
     # each booked row rides its own delayed message to its slot, one window (+ grace) apart
     assert [q[0] for q in harness.queued] == ids[1:]
     delays = [q[1] for q in harness.queued]
