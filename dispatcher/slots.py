@@ -49,7 +49,9 @@ class _Held:
 
 class Slots:
     """Slots for ready rows (``dispatch._Ready``: row_id, to, text, decision, campaign, brand,
-    booking).  ``config`` is the pipeline's ``DeliverConfig`` (book_horizon_s, min_grace_s,
+    booking).  The throttle keeps its own time (Redis TIME, or the clock injected into both it
+    and the pipeline); ``clock`` here times the batch's pace, a held slot's lateness and delays.
+    ``config`` is the pipeline's ``DeliverConfig`` (book_horizon_s, min_grace_s,
     now_epsilon_s); ``metric(name, *args)`` records a metric."""
 
     def __init__(self, throttle: Any, clock: Clock, enqueue: Enqueue, config: Any,
@@ -69,7 +71,7 @@ class Slots:
         if len(fresh) < 2:
             return {}
         asked = self.clock.time()
-        got = self.throttle.reserve_many([self._buckets(x) for x in fresh], now=self._now(),
+        got = self.throttle.reserve_many([self._buckets(x) for x in fresh],
                                          max_wait_s=self.config.book_horizon_s)
         answered = self.clock.time()
         return {x.row_id: _Held(res, asked, answered) for x, res in zip(fresh, got, strict=True)}
@@ -80,7 +82,7 @@ class Slots:
         ahead for this row, used if its ``send_by`` has not passed (else given back)."""
         if x.booking is not None:
             res = Reservation.from_dict(x.booking)
-            st = self.throttle.send_status(res, now=self._now())
+            st = self.throttle.send_status(res)
             if st == "send":
                 return x.booking
             if st == "early":
@@ -95,8 +97,7 @@ class Slots:
             if wait is None:  # its send_by passed while the rows before it were sent
                 self.release(res.to_dict())
         if wait is None:
-            res = self.throttle.reserve(self._buckets(x), now=self._now(),
-                                        max_wait_s=self.config.book_horizon_s)
+            res = self.throttle.reserve(self._buckets(x), max_wait_s=self.config.book_horizon_s)
             wait = res.wait_s
         # "allowed" in the metric = could go at once; a booked future slot is a wait
         self.metric("throttle_wait_seconds", "reservation", wait,
@@ -134,10 +135,6 @@ class Slots:
         outbox.defer(conn, row_id, now + timedelta(seconds=delay), "throttle", now,
                      enqueued=True)
         self.enqueue(row_id, delay, booking)
-
-    def _now(self) -> float | None:
-        """The caller's time for the throttle, when it runs on an injected clock."""
-        return None if getattr(self.throttle, "_clock", None) is None else self.clock.time()
 
 
 class BatchSlots:
