@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from dispatcher import audience as aud
 from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
-from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
+from dispatcher.models import Campaign, Contact, OutboxMessage, Run
 from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
 
@@ -92,6 +93,20 @@ def launch(session: Session, req: LaunchRequest, *, now: datetime) -> tuple[Run,
     return run, True
 
 
+def recipient_list(req: LaunchRequest) -> Iterator[tuple[str | None, str | None, dict[str, Any]]]:
+    """(E.164 or None, why not, variables) per recipient of a CSV or list audience, streamed."""
+    if req.audience.get("kind") == "csv":
+        for _line, e164, why, variables in aud.iter_csv(Path(req.audience["path"])):
+            yield e164, why, variables
+        return
+    from dispatcher.phones import try_normalize
+
+    for r in req.recipients or []:
+        phone = str(r.get("phone", ""))
+        e164, why = (phone, None) if _E164.match(phone) else try_normalize(phone)
+        yield e164, why, dict(r.get("variables") or {})
+
+
 def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
            send_at: datetime, now: datetime) -> dict[str, Any]:
     """Write the outbox rows of a recipient list in batches (streamed for CSV files)."""
@@ -99,18 +114,6 @@ def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
     seen: set[str] = set()
     staged = 0
     batch: list[tuple[str, dict[str, Any]]] = []
-
-    def rows():  # type: ignore[no-untyped-def]
-        if req.audience.get("kind") == "csv":
-            for _line, e164, why, variables in aud.iter_csv(Path(req.audience["path"])):
-                yield e164, why, variables
-        else:
-            from dispatcher.phones import try_normalize
-
-            for r in req.recipients or []:
-                phone = str(r.get("phone", ""))
-                e164, why = (phone, None) if _E164.match(phone) else try_normalize(phone)
-                yield e164, why, dict(r.get("variables") or {})
 
     def flush() -> int:
         if not batch:
@@ -132,7 +135,7 @@ def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
         batch.clear()
         return n
 
-    for e164, _why, variables in rows():
+    for e164, _why, variables in recipient_list(req):
         if e164 is None:
             rejected["invalid_phone"] += 1
             continue
@@ -418,25 +421,13 @@ def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[st
             last = rows[-1].id
             yield [(c, None) for c in rows]
         return
-    def recipients():  # type: ignore[no-untyped-def]
-        if kind == "csv":
-            for _l, e164, _why, v in aud.iter_csv(Path(req.audience["path"])):
-                yield e164, v
-        else:
-            from dispatcher.phones import try_normalize
-
-            for r in req.recipients or []:
-                phone = str(r.get("phone", ""))
-                e164 = phone if _E164.match(phone) else try_normalize(phone)[0]
-                yield e164, dict(r.get("variables") or {})
-
     def resolve(chunk: list[tuple[str, dict[str, Any]]]) -> list[tuple[Contact, Any]]:
         known = {c.phone: c for c in session.exec(select(Contact).where(
             Contact.phone.in_([p for p, _ in chunk]))).scalars()}  # type: ignore[attr-defined]
         return [(known.get(p) or Contact(phone=p), v) for p, v in chunk]
 
     chunk: list[tuple[str, dict[str, Any]]] = []
-    for e164, v in recipients():  # streamed: never the whole list in memory
+    for e164, _why, v in recipient_list(req):  # streamed: never the whole list in memory
         if e164 is None:
             rejected["invalid_phone"] += 1
             continue
@@ -446,8 +437,3 @@ def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[st
             chunk = []
     if chunk:
         yield resolve(chunk)
-
-
-def brand_of(session: Session, run: Run) -> Brand:
-    campaign = session.get(Campaign, run.campaign_id)
-    return session.get(Brand, campaign.brand_id)
