@@ -262,13 +262,13 @@ def launch(url: str, sid: str, group: str) -> int:
 
 
 def outbox_states(url: str, run_id: int) -> dict[str, int]:
-    from dispatcher import runs
+    from dispatcher import run_report
     from dispatcher.store import Database
 
     db = Database(url)
     try:
         with db.session() as s:
-            return runs.counts(s, run_id)
+            return run_report.counts(s, run_id)
     finally:
         db.dispose()
 

@@ -455,10 +455,10 @@ PENDING = ("queued", "sending", "unknown", "sent")
 
 
 def run_counts(db: Any, run_id: int) -> tuple[str, dict[str, int]]:
-    from dispatcher import runs
+    from dispatcher import run_report, runs
 
     with db.session() as s:
-        return runs.get_run(s, run_id).state, runs.counts(s, run_id)
+        return runs.get_run(s, run_id).state, run_report.counts(s, run_id)
 
 
 def wait_run_done(db: Any, run_id: int, timeout: float, stack: Stack | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dispatcher import contacts, ledger, registry, runs
+from dispatcher import contacts, ledger, registry, run_report, runs
 from dispatcher.settings import Settings
 
 ZONES = (
@@ -103,7 +103,7 @@ def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> d
 
 def summary(db: Any, run_id: int) -> dict[str, Any]:
     with db.session() as s:
-        p = runs.progress(s, run_id, datetime.now(UTC))
+        p = run_report.progress(s, run_id, datetime.now(UTC))
     return p
 
 
@@ -125,7 +125,7 @@ def run_demo(*, realistic: bool = False, n: int = 200, workdir: Path | None = No
         req = runs.LaunchRequest(campaign=seeded["campaign"], template=TEMPLATE,
                                  audience={"kind": "all"}, actor="demo")
         with db.session() as s:
-            dry = runs.dry_run(s, req, now=now)
+            dry = run_report.dry_run(s, req, now=now)
             s.rollback()
         with db.session() as s:
             run, _ = runs.launch(s, req, now=now)
@@ -145,7 +145,7 @@ def run_demo(*, realistic: bool = False, n: int = 200, workdir: Path | None = No
             watch(db, run_id, timeout=remaining, until=_only_deferred_left)
         while True:
             with db.session() as s:
-                p = runs.progress(s, run_id, datetime.now(UTC))
+                p = run_report.progress(s, run_id, datetime.now(UTC))
             settled = p["by_state"].get("sent", 0) == 0 and p["by_state"].get("sending", 0) == 0
             if (p["state"] == runs.COMPLETED or _only_deferred_left(p)) and settled:
                 break

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from dispatcher import apikeys, ledger, registry, runs
+from dispatcher import apikeys, ledger, registry, run_report, runs
 from dispatcher import contacts as contact_svc
 from dispatcher.api import upload
 from dispatcher.api.models import (
@@ -152,7 +152,7 @@ def build_router(runtime: Any) -> APIRouter:
     def get_run(run_id: RunId,
                 key: Annotated[ApiKey, Depends(scope("runs:read"))]) -> dict[str, Any]:
         with runtime.db.session() as s:
-            return runs.progress(s, run_id, runtime.clock.now())
+            return run_report.progress(s, run_id, runtime.clock.now())
 
     def control(action: str) -> Callable[..., dict[str, Any]]:
         def handler(run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))],
@@ -168,7 +168,7 @@ def build_router(runtime: Any) -> APIRouter:
                 else:
                     runs.cancel_run(s, run_id, now)
                 s.flush()
-                return runs.progress(s, run_id, now)
+                return run_report.progress(s, run_id, now)
 
         handler.__name__ = f"{action}_run"
         return handler

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from dispatcher import runs
+from dispatcher import run_report, runs
 from dispatcher.errors import ConflictError, StorageError
 from dispatcher.models import Campaign, Run
 
@@ -31,7 +31,7 @@ class Submission:
 
 def run_doc(session: Session, run: Run) -> dict[str, Any]:
     campaign = session.get(Campaign, run.campaign_id)
-    return {**runs.run_dict(run), "campaign": campaign.sid if campaign else None}
+    return {**run_report.run_dict(run), "campaign": campaign.sid if campaign else None}
 
 
 def submit_run(db: Any, req: runs.LaunchRequest, *, now: datetime, dry_run: bool = True,
@@ -41,7 +41,7 @@ def submit_run(db: Any, req: runs.LaunchRequest, *, now: datetime, dry_run: bool
     try:
         with db.session() as s:
             run, created = runs.launch(s, req, now=now)
-            preview = (runs.dry_run(s, req, now=now, sample_limit=sample_limit)
+            preview = (run_report.dry_run(s, req, now=now, sample_limit=sample_limit)
                        if dry_run else None)
             return Submission(run_doc(s, run), created, preview)
     except IntegrityError:
@@ -55,6 +55,6 @@ def submit_run(db: Any, req: runs.LaunchRequest, *, now: datetime, dry_run: bool
         if run.request_hash != req.fingerprint():
             raise ConflictError(
                 f"idempotency key {req.idempotency_key!r} was used with a different request")
-        preview = (runs.dry_run(s, req, now=now, sample_limit=sample_limit)
+        preview = (run_report.dry_run(s, req, now=now, sample_limit=sample_limit)
                    if dry_run else None)
         return Submission(run_doc(s, run), False, preview)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from dispatcher import runs
+from dispatcher import run_report, runs
 from dispatcher.audience import parse_audience
 from dispatcher.cli.common import database, settings
 from dispatcher.cli.output import JsonOpt, err, report, table
@@ -75,12 +75,12 @@ def launch(
     now = datetime.now(UTC)
     with database().session() as s:
         if dry_run:
-            doc = runs.dry_run(s, req, now=now)
+            doc = run_report.dry_run(s, req, now=now)
             s.rollback()
             report(doc, as_json, _render_dry)
             return
         run, created = runs.launch(s, req, now=now)
-        doc = {**runs.run_dict(run), "created": created}
+        doc = {**run_report.run_dict(run), "created": created}
     report(doc, as_json, lambda d: err().print(
         f"run {d['id']} {'scheduled' if created else 'already exists'} for {d['send_at']}; "
         f"watch it with: dispatcher run watch {d['id']}"))
@@ -90,7 +90,7 @@ def launch(
 def list_(as_json: bool = JsonOpt) -> None:
     """Recent runs."""
     with database().session() as s:
-        rows = [runs.run_dict(r) for r in runs.list_runs(s)]
+        rows = [run_report.run_dict(r) for r in runs.list_runs(s)]
     report({"runs": rows}, as_json, lambda d: table(
         "Runs", ["id", "campaign", "state", "send at", "total", "pause reason"],
         [(r["id"], r["campaign_id"], r["state"], r["send_at"], r["total"], r["pause_reason"])
@@ -101,7 +101,7 @@ def list_(as_json: bool = JsonOpt) -> None:
 def show(run_id: int, as_json: bool = JsonOpt) -> None:
     """Progress by state, suppression reasons, ETA and pause reason."""
     with database().session() as s:
-        doc = runs.progress(s, run_id, datetime.now(UTC))
+        doc = run_report.progress(s, run_id, datetime.now(UTC))
     report(doc, as_json, lambda d: table(f"Run {d['id']}", ["", ""], [
         ("campaign", d["campaign"]), ("state", d["state"]),
         ("pause reason", d["pause_reason"] or "-"), ("total", d["total"]),
@@ -122,7 +122,7 @@ def _control(verb: str, run_id: int, as_json: bool, reason: str | None = None) -
             runs.resume_run(s, run_id, now)
         else:
             runs.cancel_run(s, run_id, now)
-        doc = runs.run_dict(runs.get_run(s, run_id))
+        doc = run_report.run_dict(runs.get_run(s, run_id))
     report(doc, as_json, lambda d: err().print(f"run {run_id} {d['state']}"))
 
 

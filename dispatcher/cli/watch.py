@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dispatcher import runs
+from dispatcher import run_report, runs
 from dispatcher.cli.output import err
 
 FINAL_RUN = (runs.COMPLETED, runs.CANCELLED)
@@ -48,7 +48,7 @@ def watch(db: Any, run_id: int, *, interval: float = 0.5, until: Callable[[dict]
                              suppressed=0, failed=0, rate="0.0", eta="-")
         while True:
             with db.session() as s:
-                last = runs.progress(s, run_id, datetime.now(UTC))
+                last = run_report.progress(s, run_id, datetime.now(UTC))
             c = last["by_state"]
             sent = sum(c.get(k, 0) for k in ("sent", "delivered", "undelivered"))
             now = time.monotonic()

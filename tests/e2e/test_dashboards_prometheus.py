@@ -155,7 +155,7 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     carrier (10 % of deliveries filtered with 30007), plus inbound HELP, STOP and START."""
     from datetime import UTC, datetime, timedelta
 
-    from dispatcher import registry, runs
+    from dispatcher import registry, run_report, runs
     from dispatcher.metrics import start_exporter
     from dispatcher.sandbox.config import SandboxConfig, Schedule
     from dispatcher.settings import Settings
@@ -190,7 +190,7 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         def progressed() -> bool:
             with rt.db.session() as s:
-                c = runs.progress(s, run_id, datetime.now(UTC))["by_state"]
+                c = run_report.progress(s, run_id, datetime.now(UTC))["by_state"]
             return c.get("delivered", 0) + c.get("undelivered", 0) >= 5
 
         wait_until("the embedded run to deliver 5 messages", progressed, deadline_s=90)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dispatcher import ledger, outbox, runs
+from dispatcher import ledger, outbox, run_report, runs
 from dispatcher.clock import as_utc
 from tests.unit.pipeline.conftest import BRAND, START, wait_for
 
@@ -88,7 +88,7 @@ def test_defer_in_quiet_hours_then_send_when_the_window_opens(harness):
     assert after.enqueued_at is None  # no queue message rides along while it waits
     assert harness.records() == []
     with harness.db.session() as s:
-        assert runs.progress(s, run_id, harness.clock.now())["deferred_by_reason"] == {
+        assert run_report.progress(s, run_id, harness.clock.now())["deferred_by_reason"] == {
             "quiet_hours": 1}
 
     harness.clock.advance(3599)
