@@ -34,7 +34,7 @@ from dispatcher.compliance.keywords import (
     classify_keyword,
     normalize_keyword,
 )
-from dispatcher.compliance.lint import lint_campaign, lint_message
+from dispatcher.compliance.lint import lint_message
 from dispatcher.compliance.quiet_hours import (
     QuietHoursPolicy,
     StateRule,
@@ -43,6 +43,7 @@ from dispatcher.compliance.quiet_hours import (
     next_allowed_time,
     policy_from_name,
 )
+from dispatcher.compliance.registration import lint_campaign
 from dispatcher.compliance.revocation import detect_revocation
 from dispatcher.compliance.segments import MAX_BODY_CHARS, Segments, non_gsm7_characters, segments
 

@@ -1,0 +1,440 @@
+"""Lint a UsAppToPerson registration against TCR's rules.
+
+Rules (seed 004, "Campaign Troubleshooting Guide", §4.2 parameter table, and
+../shared/compliance.md §2, §6): description 40–4,096 chars; message_flow 40–2,048; 2–5
+message_samples of 20–1,024 chars each, ≥ 1 naming the brand (30893) and carrying opt-out language
+([E30893]); no public URL shorteners (30892); opt-in/opt-out/help messages 20–320 chars with their
+required content; keywords alphanumeric, ≤ 255 chars per list; embedded-link / embedded-phone flags
+matching the samples; SHAFT / cannabis content (30883) and age-gated content with ``age_gated``;
+lending content with ``direct_lending``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from dispatcher.compliance import content
+from dispatcher.compliance.findings import ERROR, WARNING, Finding
+from dispatcher.compliance.lint import content_findings, is_conversational
+from dispatcher.errors import InputError
+
+# Twilio's Usecases endpoint codes [UC] (documentation example list); others only warn.
+KNOWN_USECASES: frozenset[str] = frozenset(
+    {
+        "2FA",
+        "ACCOUNT_NOTIFICATION",
+        "AGENTS_FRANCHISES",
+        "CHARITY",
+        "PROXY",
+        "CUSTOMER_CARE",
+        "DELIVERY_NOTIFICATION",
+        "EMERGENCY",
+        "FRAUD_ALERT",
+        "HIGHER_EDUCATION",
+        "K12_EDUCATION",
+        "LOW_VOLUME",
+        "MARKETING",
+        "MIXED",
+        "POLITICAL",
+        "POLLING_VOTING",
+        "PUBLIC_SERVICE_ANNOUNCEMENT",
+        "SECURITY_ALERT",
+        "SOCIAL",
+        "SOLE_PROPRIETOR",
+        "SWEEPSTAKE",
+        "CONVERSATIONAL",
+        "PLATFORM_FREE_TRIAL",
+        "UCAAS_HIGH",
+        "UCAAS_LOW",
+    }
+)
+
+KEYWORD_RE = re.compile(r"^[A-Za-z0-9]+$")
+_HELP_CONTACT_RE = re.compile(
+    r"(?i)(?:@|https?://|www\.|\.com\b|\.org\b|\.net\b|\d{3}\D{0,2}\d{3}\D?\d{4}|\bcall\b|\bvisit\b|\bemail\b|\bcontact\b)"
+)
+_OPT_OUT_ACK_RE = re.compile(
+    r"(?i)\b(?:unsubscribed|opted[\s-]?out|opt[\s-]?out|removed|stopped|no\s+(?:longer|more|further)"
+    r"|will\s+not\s+(?:receive|get)|won't\s+(?:receive|get)|not\s+receive)\b"
+)
+_HELP_WORD_RE = re.compile(r"(?i)\b(?:help|info)\b")
+
+
+def _text(
+    reg: Mapping[str, Any], name: str, lo: int, hi: int, required: bool, out: list[Finding]
+) -> str | None:
+    value = reg.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            out.append(Finding("missing_field", name, ERROR, f"{name} is required"))
+        return None
+    if not isinstance(value, str):
+        out.append(Finding("bad_type", name, ERROR, f"{name} must be a string"))
+        return None
+    n = len(value)
+    if n < lo:
+        out.append(Finding("too_short", name, ERROR, f"{name} is {n} characters; minimum {lo}"))
+    elif n > hi:
+        out.append(Finding("too_long", name, ERROR, f"{name} is {n} characters; maximum {hi}"))
+    return value
+
+
+def _keywords(reg: Mapping[str, Any], name: str, out: list[Finding]) -> list[str]:
+    value = reg.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [w.strip() for w in value.split(",")]
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        out.append(Finding("bad_type", name, ERROR, f"{name} must be a list of strings"))
+        return []
+    bad = [w for w in value if not KEYWORD_RE.match(w)]
+    if bad:
+        out.append(
+            Finding(
+                "keyword_format",
+                name,
+                ERROR,
+                f"keywords must be alphanumeric: {', '.join(map(repr, bad[:3]))}",
+            )
+        )
+    joined = ",".join(value)
+    if len(joined) > 255:
+        out.append(
+            Finding("too_long", name, ERROR, f"{name} is {len(joined)} characters; maximum 255")
+        )
+    return [w.upper() for w in value]
+
+
+def _flag(reg: Mapping[str, Any], name: str, required: bool, out: list[Finding]) -> bool | None:
+    value = reg.get(name)
+    if value is None:
+        if required:
+            out.append(Finding("missing_field", name, ERROR, f"{name} is required"))
+        return None
+    if not isinstance(value, bool):
+        out.append(Finding("bad_type", name, ERROR, f"{name} must be true or false"))
+        return None
+    return value
+
+
+def lint_campaign(
+    registration: Mapping[str, Any], *, brand_name: str | None = None
+) -> list[Finding]:
+    """Findings for a UsAppToPerson registration (the JSON Twilio returns / the create parameters).
+
+    ``brand_name`` (or a non-Twilio ``"brand_name"`` key in ``registration``) enables the brand
+    checks; without it they are skipped (UsAppToPerson itself does not carry the brand's name)."""
+    if not isinstance(registration, Mapping):
+        raise InputError("a campaign registration must be a JSON object")
+    reg = registration
+    out: list[Finding] = []
+    brand = brand_name or (
+        reg.get("brand_name") if isinstance(reg.get("brand_name"), str) else None
+    )
+
+    description = _text(reg, "description", 40, 4096, True, out)
+    flow = _text(reg, "message_flow", 40, 2048, True, out)
+    opt_in_msg = _text(reg, "opt_in_message", 20, 320, False, out)
+    opt_out_msg = _text(reg, "opt_out_message", 20, 320, False, out)
+    help_msg = _text(reg, "help_message", 20, 320, False, out)
+
+    usecase = reg.get("us_app_to_person_usecase")
+    if not usecase:
+        out.append(
+            Finding(
+                "missing_field",
+                "us_app_to_person_usecase",
+                ERROR,
+                "us_app_to_person_usecase is required",
+            )
+        )
+    elif not isinstance(usecase, str):
+        out.append(Finding("bad_type", "us_app_to_person_usecase", ERROR, "must be a string"))
+    else:
+        if usecase != usecase.upper() or usecase not in KNOWN_USECASES:
+            out.append(
+                Finding(
+                    "unknown_usecase",
+                    "us_app_to_person_usecase",
+                    WARNING,
+                    f"{usecase!r} is not a known Twilio use case code (21720)",
+                )
+            )
+        if is_conversational(usecase):
+            out.append(
+                Finding(
+                    "conversational_usecase",
+                    "us_app_to_person_usecase",
+                    WARNING,
+                    "automated or proactive sends on a conversational campaign are campaign drift",
+                )
+            )
+
+    has_links = _flag(reg, "has_embedded_links", True, out)
+    has_phone = _flag(reg, "has_embedded_phone", True, out)
+    age_gated = _flag(reg, "age_gated", False, out)
+    direct_lending = _flag(reg, "direct_lending", False, out)
+
+    samples_raw = reg.get("message_samples")
+    samples: list[str] = []
+    if samples_raw is None:
+        out.append(
+            Finding("missing_field", "message_samples", ERROR, "message_samples is required")
+        )
+    elif not isinstance(samples_raw, list) or not all(isinstance(s, str) for s in samples_raw):
+        out.append(Finding("bad_type", "message_samples", ERROR, "must be a list of strings"))
+    else:
+        samples = samples_raw
+        if not 2 <= len(samples) <= 5:
+            out.append(
+                Finding(
+                    "sample_count",
+                    "message_samples",
+                    ERROR,
+                    f"{len(samples)} samples; 2 to 5 are required",
+                )
+            )
+        for i, s in enumerate(samples, 1):
+            if len(s) < 20:
+                out.append(
+                    Finding(
+                        "too_short",
+                        "message_samples",
+                        ERROR,
+                        f"sample {i} is {len(s)} characters; minimum 20",
+                    )
+                )
+            elif len(s) > 1024:
+                out.append(
+                    Finding(
+                        "too_long",
+                        "message_samples",
+                        ERROR,
+                        f"sample {i} is {len(s)} characters; maximum 1024",
+                    )
+                )
+        if samples:
+            if brand and not any(brand.casefold() in s.casefold() for s in samples):
+                out.append(
+                    Finding(
+                        "sample_missing_brand",
+                        "message_samples",
+                        ERROR,
+                        f"no sample names the brand {brand!r} (30893)",
+                    )
+                )
+            if not any(content.has_opt_out_language(s) for s in samples):
+                out.append(
+                    Finding(
+                        "sample_missing_opt_out",
+                        "message_samples",
+                        ERROR,
+                        "no sample carries opt-out language such as 'Reply STOP' (30893)",
+                    )
+                )
+            sample_links = [link for s in samples for link in content.find_links(s)]
+            if has_links is False and sample_links:
+                out.append(
+                    Finding(
+                        "links_undeclared",
+                        "has_embedded_links",
+                        ERROR,
+                        "samples contain links but has_embedded_links is false",
+                    )
+                )
+            if has_links and not sample_links:
+                out.append(
+                    Finding(
+                        "links_not_in_samples",
+                        "has_embedded_links",
+                        WARNING,
+                        "has_embedded_links is true: include a link in a sample",
+                    )
+                )
+            sample_phones = [p for s in samples for p in content.find_phones(s)]
+            if has_phone is False and sample_phones:
+                out.append(
+                    Finding(
+                        "phone_undeclared",
+                        "has_embedded_phone",
+                        ERROR,
+                        "samples contain a phone number but has_embedded_phone is false",
+                    )
+                )
+            if has_phone and not sample_phones:
+                out.append(
+                    Finding(
+                        "phone_not_in_samples",
+                        "has_embedded_phone",
+                        WARNING,
+                        "has_embedded_phone is true: include the number in a sample",
+                    )
+                )
+            for s in samples:
+                if content.NONSTANDARD_OPT_OUT_RE.search(s):
+                    out.append(
+                        Finding(
+                            "nonstandard_opt_out",
+                            "message_samples",
+                            ERROR,
+                            "opt-out must use a standard keyword such as STOP",
+                        )
+                    )
+                    break
+
+    # content rules over every free-text field
+    gated_hits = False
+    for name, text in (
+        ("description", description),
+        ("message_flow", flow),
+        ("message_samples", "\n".join(samples)),
+        ("opt_in_message", opt_in_msg),
+        ("opt_out_message", opt_out_msg),
+        ("help_message", help_msg),
+    ):
+        if not text:
+            continue
+        for f in content_findings(text, name, bool(age_gated)):
+            out.append(f)
+        if any(gate for _c, _l, gate in content.prohibited_categories(text)):
+            gated_hits = True
+    if age_gated is False and gated_hits:
+        out.append(
+            Finding(
+                "age_gated_required",
+                "age_gated",
+                ERROR,
+                "alcohol / firearms / tobacco content needs age_gated=true (30883)",
+            )
+        )
+    lending_text = " ".join(t for t in (description, "\n".join(samples)) if t)
+    if direct_lending is not True and content.LENDING_RE.search(lending_text):
+        out.append(
+            Finding(
+                "direct_lending_required",
+                "direct_lending",
+                ERROR,
+                "lending content: set direct_lending=true if the brand lends",
+            )
+        )
+
+    # keywords and auto-responses
+    opt_in_kw = _keywords(reg, "opt_in_keywords", out)
+    opt_out_kw = _keywords(reg, "opt_out_keywords", out)
+    help_kw = _keywords(reg, "help_keywords", out)
+    for a_name, a, b_name, b in (
+        ("opt_out_keywords", opt_out_kw, "opt_in_keywords", opt_in_kw),
+        ("opt_out_keywords", opt_out_kw, "help_keywords", help_kw),
+        ("opt_in_keywords", opt_in_kw, "help_keywords", help_kw),
+    ):
+        clash = sorted(set(a) & set(b))
+        if clash:
+            out.append(
+                Finding(
+                    "keyword_conflict",
+                    b_name,
+                    ERROR,
+                    f"{', '.join(clash)} is in both {a_name} and {b_name}",
+                )
+            )
+    if opt_out_kw and "STOP" not in opt_out_kw:
+        out.append(
+            Finding(
+                "stop_keyword_missing",
+                "opt_out_keywords",
+                WARNING,
+                "STOP must always opt out (Twilio keeps it regardless)",
+            )
+        )
+    if opt_in_kw and not opt_in_msg:
+        out.append(
+            Finding(
+                "missing_field",
+                "opt_in_message",
+                ERROR,
+                "opt_in_message is required when opt_in_keywords are set",
+            )
+        )
+    if opt_out_kw and not opt_out_msg:
+        out.append(
+            Finding(
+                "missing_field",
+                "opt_out_message",
+                ERROR,
+                "opt_out_message is required when you manage opt_out_keywords",
+            )
+        )
+    if help_kw and not help_msg:
+        out.append(
+            Finding(
+                "missing_field",
+                "help_message",
+                ERROR,
+                "help_message is required when you manage help_keywords",
+            )
+        )
+    if opt_in_msg:
+        missing = []
+        if brand and brand.casefold() not in opt_in_msg.casefold():
+            missing.append("the brand name")
+        if not _HELP_WORD_RE.search(opt_in_msg):
+            missing.append("how to get help (HELP)")
+        if not content.has_opt_out_language(opt_in_msg) and "stop" not in opt_in_msg.casefold():
+            missing.append("how to opt out (STOP)")
+        if missing:
+            out.append(
+                Finding(
+                    "opt_in_message_content",
+                    "opt_in_message",
+                    ERROR,
+                    "opt_in_message must include " + ", ".join(missing),
+                )
+            )
+    if opt_out_msg:
+        if not _OPT_OUT_ACK_RE.search(opt_out_msg):
+            out.append(
+                Finding(
+                    "opt_out_message_content",
+                    "opt_out_message",
+                    ERROR,
+                    "opt_out_message must confirm the opt-out and that no further "
+                    "messages will be sent",
+                )
+            )
+        if brand and brand.casefold() not in opt_out_msg.casefold():
+            out.append(
+                Finding(
+                    "opt_out_message_brand",
+                    "opt_out_message",
+                    WARNING,
+                    "opt_out_message should name the brand",
+                )
+            )
+    if help_msg:
+        missing = []
+        if brand and brand.casefold() not in help_msg.casefold():
+            missing.append("the brand name")
+        if not _HELP_CONTACT_RE.search(help_msg):
+            missing.append("a support contact (phone, email or URL)")
+        if missing:
+            out.append(
+                Finding(
+                    "help_message_content",
+                    "help_message",
+                    ERROR,
+                    "help_message must include " + ", ".join(missing),
+                )
+            )
+    if flow and "privacy" not in flow.casefold():
+        out.append(
+            Finding(
+                "message_flow_privacy",
+                "message_flow",
+                WARNING,
+                "message_flow should link the privacy policy and terms",
+            )
+        )
+    return out
