@@ -120,6 +120,17 @@ def _flag(reg: Mapping[str, Any], name: str, required: bool, out: list[Finding])
     return value
 
 
+def _declared(out: list[Finding], field: str, declared: bool | None, found: list[str],
+              code: str, what: str, example: str) -> None:
+    """A registration flag (embedded links / phone) against what the samples contain."""
+    if declared is False and found:
+        out.append(Finding(f"{code}_undeclared", field, ERROR,
+                           f"samples contain {what} but {field} is false"))
+    if declared and not found:
+        out.append(Finding(f"{code}_not_in_samples", field, WARNING,
+                           f"{field} is true: include {example} in a sample"))
+
+
 def lint_campaign(
     registration: Mapping[str, Any], *, brand_name: str | None = None
 ) -> list[Finding]:
@@ -235,44 +246,12 @@ def lint_campaign(
                         "no sample carries opt-out language such as 'Reply STOP' (30893)",
                     )
                 )
-            sample_links = [link for s in samples for link in content.find_links(s)]
-            if has_links is False and sample_links:
-                out.append(
-                    Finding(
-                        "links_undeclared",
-                        "has_embedded_links",
-                        ERROR,
-                        "samples contain links but has_embedded_links is false",
-                    )
-                )
-            if has_links and not sample_links:
-                out.append(
-                    Finding(
-                        "links_not_in_samples",
-                        "has_embedded_links",
-                        WARNING,
-                        "has_embedded_links is true: include a link in a sample",
-                    )
-                )
-            sample_phones = [p for s in samples for p in content.find_phones(s)]
-            if has_phone is False and sample_phones:
-                out.append(
-                    Finding(
-                        "phone_undeclared",
-                        "has_embedded_phone",
-                        ERROR,
-                        "samples contain a phone number but has_embedded_phone is false",
-                    )
-                )
-            if has_phone and not sample_phones:
-                out.append(
-                    Finding(
-                        "phone_not_in_samples",
-                        "has_embedded_phone",
-                        WARNING,
-                        "has_embedded_phone is true: include the number in a sample",
-                    )
-                )
+            _declared(out, "has_embedded_links", has_links,
+                      [link for s in samples for link in content.find_links(s)],
+                      "links", "links", "a link")
+            _declared(out, "has_embedded_phone", has_phone,
+                      [p for s in samples for p in content.find_phones(s)],
+                      "phone", "a phone number", "the number")
             for s in samples:
                 if content.NONSTANDARD_OPT_OUT_RE.search(s):
                     out.append(
