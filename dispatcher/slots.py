@@ -19,7 +19,7 @@ from typing import Any
 
 from dispatcher import compliance, outbox
 from dispatcher.clock import Clock
-from dispatcher.throttle.policy import buckets_for
+from dispatcher.throttle.policy import RECIPIENT_KINDS, buckets_for
 from dispatcher.throttle.redis import Reservation
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,35 @@ class Slots:
         self.throttle, self.clock, self.enqueue = throttle, clock, enqueue
         self.config, self.metric = config, metric
         self.pace = 0.05  # seconds per row of a batch, lately (a shared, rough average)
+        self._shared: dict[tuple[int, int, int], tuple[Any, Any, tuple[Any, ...]]] = {}
 
     def for_batch(self, ready: list[Any]) -> BatchSlots:
         return BatchSlots(self, ready)
 
     def reserve_ahead(self, rows: list[Any]) -> dict[int, _Held]:
         """Slots for the next fresh rows in one round trip: as many as the recent pace sends
-        well within a slot's grace (none for one row: ``take`` reserves it alone)."""
-        ahead = int(0.5 * self.config.min_grace_s / max(self.pace, 1e-3))
-        fresh = [x for x in rows if x.booking is None][:ahead]
+        within half the smallest grace of their slots (none for one row: ``take`` reserves it
+        alone).  The grace is the buckets' own (a short window caps it at half its period),
+        not the configured minimum."""
+        pace = max(self.pace, 1e-3)
+        fresh: list[tuple[Any, tuple[Any, ...]]] = []
+        grace = float("inf")
+        for x in rows:
+            if x.booking is not None:
+                continue
+            buckets = self._buckets(x)
+            grace = min(grace, *(b.grace for b in buckets))
+            if len(fresh) >= 1 and (len(fresh) + 1) * pace > 0.5 * grace:
+                break
+            fresh.append((x, buckets))
         if len(fresh) < 2:
             return {}
         asked = self.clock.time()
-        got = self.throttle.reserve_many([self._buckets(x) for x in fresh],
+        got = self.throttle.reserve_many([b for _, b in fresh],
                                          max_wait_s=self.config.book_horizon_s)
         answered = self.clock.time()
-        return {x.row_id: _Held(res, asked, answered) for x, res in zip(fresh, got, strict=True)}
+        return {x.row_id: _Held(res, asked, answered)
+                for (x, _), res in zip(fresh, got, strict=True)}
 
     def take(self, conn: Any, x: Any, now: datetime, held: _Held | None) -> Any:
         """A slot usable now (its booking, as a dict), or what happened instead: booked for
@@ -119,14 +132,26 @@ class Slots:
             except Exception:  # noqa: BLE001 - a lost slot is only lost throughput
                 log.warning("could not release a throttle booking", exc_info=True)
 
-    def _buckets(self, x: Any) -> list[Any]:
+    def _buckets(self, x: Any) -> tuple[Any, ...]:
+        """The row's buckets.  Without per-recipient caps they are the same for every row of a
+        campaign with the same segment count: kept while the pipeline holds the same campaign
+        and brand objects (its campaign cache renews them every few seconds)."""
         c, b = x.campaign, x.brand
-        return buckets_for(
+        segments = x.decision.segments or compliance.segments(x.text).count
+        key = (id(c), id(b), segments)
+        hit = self._shared.get(key)
+        if hit is not None and hit[0] is c and hit[1] is b:
+            return hit[2]
+        buckets = tuple(buckets_for(
             c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
-            sender=c.messaging_service_sid or c.sender, recipient=x.to,
-            segments=x.decision.segments or compliance.segments(x.text).count,
+            sender=c.messaging_service_sid or c.sender, recipient=x.to, segments=segments,
             now=self.clock.time(), min_grace_s=self.config.min_grace_s,
-        )
+        ))
+        if not any(k.kind in RECIPIENT_KINDS for k in buckets):
+            if len(self._shared) > 256:
+                self._shared.clear()
+            self._shared[key] = (c, b, buckets)  # holding c and b keeps their ids unique
+        return buckets
 
     def _later(self, conn: Any, row_id: int, now: datetime, delay: float,
                booking: dict[str, Any]) -> None:

@@ -59,6 +59,8 @@ ATT_CLASS_MPS: dict[str, float] = {
 }  # fmt: skip
 
 KINDS = ("campaign", "sender_mps", "tmobile_daily", "recipient", "campaign_recipient", "window")
+#: the kinds whose key depends on the recipient (every other bucket is the campaign's or brand's)
+RECIPIENT_KINDS = frozenset({"recipient", "campaign_recipient"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,3 +189,30 @@ def test_a_throttled_batch_sends_what_the_window_allows_and_books_the_rest(harne
         harness.clock.set(start + delay)
         assert p.deliver(row_id, booking) == "sent"
     assert len(harness.records()) == 3
+
+
+def test_slots_are_reserved_ahead_within_the_slots_own_grace(harness):
+    """A 1 s campaign window caps its slots' grace at 0.5 s whatever the configured 2 s: the
+    rows reserved ahead are those the pace reaches within half of 0.5 s (at 0.1 s a row, 2)."""
+    harness.set_campaign(window_limit=1000, window_seconds=1)
+    harness.contacts(5)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    throttle = CountingThrottle(harness.rt.throttle)
+    p = _pipeline(harness, harness.rt.gateway, throttle)
+    p.slots.pace = 0.1
+    p.config.min_grace_s = 2.0
+    assert p.deliver_many(ids) == {i: "sent" for i in ids}
+    assert throttle.calls == [("reserve_many", 2), ("reserve_many", 3)]
+
+
+def test_a_per_recipient_cap_keeps_one_bucket_per_recipient_within_a_batch(harness):
+    """The campaign's buckets are shared by its rows; a per-recipient cap is not: at 1 message
+    per recipient a day, three recipients in one batch all go at once."""
+    harness.set_campaign(frequency_cap_count=1, frequency_cap_hours=24)
+    harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = harness.pipeline()
+    assert p.deliver_many(ids) == {i: "sent" for i in ids}
+    assert p.deliver_many(ids) == {i: "skip:sent" for i in ids}
