@@ -309,7 +309,7 @@ def measure_pipeline(stack: Stack, sid: str, n: int, processes: int, threads: in
     webhooks = stack.start_webhooks()
     # the CLI's defaults but the tick (the harness's test defaults reconcile every second)
     scheduler = stack.start_scheduler(tick=0.2, leader_ttl=10.0, reconcile=10.0,
-                                      lost_after=60.0, sending_lease=90.0)
+                                      lost_after=60.0, sending_lease=90.0, status_after=300.0)
     workers = stack.start_workers(processes=processes, threads=threads)
     procs = {"sandbox": stack.procs["sandbox"], "workers": workers, "scheduler": scheduler,
              "webhooks": webhooks}
