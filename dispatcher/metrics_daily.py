@@ -44,17 +44,18 @@ DAILY_GAUGES: dict[str, str] = {
 }
 
 # KEYS: hll (repetition_key), counts (repetition_counts_key)
-# ARGV: body_hash, cap, ttl_s
+# ARGV: body_hash, cap, ttl_s[, n]  (n: sends of this body to count at once, default 1)
 # The counts hash holds ``~total`` (sends), ``~max`` (largest count of one body) and up to ``cap``
 # body-hash fields; bodies first seen after the cap is reached are counted by the HLL and ~total.
 # Returns the count of this body (0 if untracked).
 RECORD_BODY_LUA = """
+local n = ARGV[4] or '1'
 redis.call('PFADD', KEYS[1], ARGV[1])
-redis.call('HINCRBY', KEYS[2], '~total', 1)
+redis.call('HINCRBY', KEYS[2], '~total', n)
 local c = 0
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
     or redis.call('HLEN', KEYS[2]) < tonumber(ARGV[2]) + 2 then
-    c = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+    c = redis.call('HINCRBY', KEYS[2], ARGV[1], n)
     local m = tonumber(redis.call('HGET', KEYS[2], '~max') or '0')
     if c > m then redis.call('HSET', KEYS[2], '~max', c) end
 end
@@ -130,6 +131,10 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+#: One send as buffered by :class:`DailyRecorder`: (day, sender, body digest, brand, segments).
+_Item = tuple[str, str, str | None, str | None, int]
+
+
 class DailyRecorder:
     """Writes each send into the daily structures; inside :meth:`batch` a thread's records are
     written together, in one Redis round trip, when the batch ends."""
@@ -145,7 +150,7 @@ class DailyRecorder:
     def batch(self) -> Iterator[None]:
         """The Redis daily structures (repetition, brand volume) of every send recorded by this
         thread inside go to Redis in one round trip at the end (a worker's batch of rows)."""
-        buf: list[tuple[str, str, str | None, str | None, int]] = []
+        buf: list[_Item] = []
         self._local.items = buf
         try:
             yield
@@ -163,31 +168,58 @@ class DailyRecorder:
         else:
             self._write([item])
 
-    def _write(self, items: list[tuple[str, str, str | None, str | None, int]]) -> None:
+    def _write(self, items: list[_Item]) -> None:
         if not items:
             return
         try:
+            bodies, senders, brands = _aggregate(items)
             pipe = self._redis.pipeline(transaction=False)
-            for day, sender, digest, brand, segments in items:
-                if digest is not None:
-                    self._record_body(
-                        keys=[
-                            keys.repetition_key(sender, day),
-                            keys.repetition_counts_key(sender, day),
-                        ],
-                        args=[digest, self.cap, DAILY_TTL_S],
-                        client=pipe,
-                    )
-                    idx = keys.repetition_senders_key(day)
-                    pipe.sadd(idx, sender)
-                    pipe.expire(idx, DAILY_TTL_S)
-                if brand:
-                    bkey = keys.brand_daily_segments_key(brand, day)
-                    pipe.incrby(bkey, segments)
-                    pipe.expire(bkey, DAILY_TTL_S)
-                    bidx = keys.brand_daily_index_key(day)
-                    pipe.sadd(bidx, brand)
-                    pipe.expire(bidx, DAILY_TTL_S)
+            for (day, sender, digest), n in bodies.items():
+                self._record_body(
+                    keys=[
+                        keys.repetition_key(sender, day),
+                        keys.repetition_counts_key(sender, day),
+                    ],
+                    args=[digest, self.cap, DAILY_TTL_S, n],
+                    client=pipe,
+                )
+            for day, sender in senders:
+                idx = keys.repetition_senders_key(day)
+                pipe.sadd(idx, sender)
+                pipe.expire(idx, DAILY_TTL_S)
+            for (day, brand), segments in brands.items():
+                bkey = keys.brand_daily_segments_key(brand, day)
+                pipe.incrby(bkey, segments)
+                pipe.expire(bkey, DAILY_TTL_S)
+                bidx = keys.brand_daily_index_key(day)
+                pipe.sadd(bidx, brand)
+                pipe.expire(bidx, DAILY_TTL_S)
             pipe.execute()
         except Exception:  # noqa: BLE001 - metrics must never stop a send
             log.warning("could not record daily send metrics (Redis error)", exc_info=True)
+
+
+def _aggregate(
+    items: list[_Item],
+) -> tuple[dict[tuple[str, str, str], int], set[tuple[str, str]], dict[tuple[str, str], int]]:
+    """A batch folded into one write per structure: sends per (day, sender, body), the
+    (day, sender) pairs of the senders index and segments per (day, brand).
+
+    The Redis end state is the one item-by-item writes give: PFADD, SADD and EXPIRE are
+    idempotent and the counters are sums, so only the cap of the counts hash depends on order.
+    Whether a body gets a field is decided at its first send of the batch (a field is never
+    removed, so a tracked body stays tracked and an untracked one stays out), and the groups keep
+    first-seen order (dict insertion order), so bodies competing for the last free fields are
+    decided in the same order as one by one."""
+    bodies: dict[tuple[str, str, str], int] = {}
+    senders: set[tuple[str, str]] = set()
+    brands: dict[tuple[str, str], int] = {}
+    for day, sender, digest, brand, segments in items:
+        if digest is not None:
+            body = (day, sender, digest)
+            bodies[body] = bodies.get(body, 0) + 1
+            senders.add((day, sender))
+        if brand:
+            key = (day, brand)
+            brands[key] = brands.get(key, 0) + segments
+    return bodies, senders, brands

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -270,6 +271,67 @@ def test_daily_batch_writes_once_at_the_end_and_counts_the_same(
     # outside a batch each send is written at once again
     metrics.sent(CAMPAIGN, SENDER, body="same")
     assert value(metrics, "dispatcher_sender_daily_sends", sender=SENDER) == 6
+
+
+def _daily_state(r: fakeredis.FakeRedis) -> dict[bytes, object]:
+    """Every key's content, read type by type (no DUMP), and whether it has a TTL."""
+    hlls = {k for k in r.keys(keys.repetition_key("*", "*")) if b":senders:" not in k}
+    out: dict[bytes, object] = {}
+    for k in r.keys("*"):
+        kind = r.type(k)
+        if k in hlls:
+            content: object = r.pfcount(k)
+        elif kind == b"hash":
+            content = r.hgetall(k)
+        elif kind == b"set":
+            content = r.smembers(k)
+        else:
+            content = r.get(k)
+        out[k] = (content, r.ttl(k) > 0)
+    return out
+
+
+# (sender, body, brand, segments); "+1d" advances the clock a day (a batch spanning midnight)
+_DAILY_SENDS: list[tuple[str, str | None, str | None, int] | str] = [
+    (SENDER, "new1", "BN1", 2), (SENDER, "new2", "BN1", 1), (SENDER, "new1", "BN2", 3),
+    (SENDER, "old1", None, 1), (SENDER, "new2", "BN1", 1), (SENDER, "new3", "", 1),
+    (MG, "new2", "BN2", 4), (MG, "m1", "BN2", 1), (MG, "m2", None, 1), (MG, "m3", "BN1", 1),
+    (MG, "m2", "BN1", 2), (MG, "m4", None, 1), (MG, "m4", None, 1), (SENDER, None, "BN1", 5),
+    (SENDER, "new1", None, 1), (MG, "m3", "BN2", 1), "+1d", (SENDER, "new2", "BN1", 1),
+    (SENDER, "new1", "BN1", 1), (SENDER, "new2", "BN3", 2), (MG, None, "BN3", 1),
+]
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2, 3])
+def test_daily_batch_leaves_the_same_redis_state_as_one_by_one(seed: int | None) -> None:
+    """The batch is written aggregated per body, sender and brand; the end state must be the
+    one item-by-item writes give, the cap edge (bodies competing for the last field) included."""
+    import random
+
+    from dispatcher.metrics_daily import DailyRecorder
+
+    sends = list(_DAILY_SENDS)
+    if seed is not None:
+        random.Random(seed).shuffle(sends)
+    start = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+    states = []
+    for batched in (True, False):
+        r = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        clock = FakeClock(start)
+        rec = DailyRecorder(r, clock, cap=3)
+        rec.record(SENDER, "old1", "BN1", 1)  # one field left on SENDER's hash (cap 3)
+        rec.record(SENDER, "old2", None, 1)
+        with rec.batch() if batched else nullcontext():
+            for send in sends:
+                if send == "+1d":
+                    clock.advance(timedelta(days=1))
+                else:
+                    rec.record(*send)
+            if batched:
+                assert r.dbsize() == 5  # nothing of the batch yet
+        states.append(_daily_state(r))
+    assert states[0] == states[1]
+    assert all(has_ttl for _, has_ttl in states[0].values())
 
 
 def test_without_redis_the_daily_gauges_are_absent() -> None:
