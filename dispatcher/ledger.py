@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, event, or_
+from sqlalchemy import and_, bindparam, event, or_
 from sqlmodel import Session, select
 
 from dispatcher.clock import as_utc, utcnow
@@ -93,28 +93,55 @@ class ConsentStatus:
 NO_CONSENT = ConsentStatus(False, False, None, None)
 
 
-def _scope(brand_id: int, campaign_id: int | None) -> Any:
-    cond = ConsentEvent.brand_id == brand_id
-    if campaign_id is None:
+def _scope(campaign: bool) -> Any:
+    """Events of the brand (``:brand_id``) that cover the campaign (``:campaign_id``): its own
+    and the brand-wide ones; without a campaign, the brand-wide ones only."""
+    cond = ConsentEvent.brand_id == bindparam("brand_id")
+    if not campaign:
         return and_(cond, ConsentEvent.campaign_id.is_(None))  # type: ignore[union-attr]
     return and_(
         cond,
-        or_(ConsentEvent.campaign_id.is_(None), ConsentEvent.campaign_id == campaign_id),  # type: ignore[union-attr]
+        or_(
+            ConsentEvent.campaign_id.is_(None),  # type: ignore[union-attr]
+            ConsentEvent.campaign_id == bindparam("campaign_id"),
+        ),
     )
+
+
+def _statuses_stmt(campaign: bool) -> Any:
+    """The events of ``:ids`` in scope, oldest first per contact.  Built once per shape with bind
+    parameters (an expanding one for the ids) so its compiled form is cached and reused."""
+    return (
+        select(ConsentEvent.contact_id, ConsentEvent.action, ConsentEvent.occurred_at)
+        .where(
+            _scope(campaign),
+            ConsentEvent.contact_id.in_(bindparam("ids", expanding=True)),  # type: ignore[attr-defined]
+        )
+        .order_by(ConsentEvent.contact_id, ConsentEvent.occurred_at, ConsentEvent.id)
+    )
+
+
+#: campaign given? -> the statuses query of that scope shape.
+_STATUSES_STMTS = {False: _statuses_stmt(False), True: _statuses_stmt(True)}
 
 
 def statuses(
     session: Session, contact_ids: Iterable[int], *, brand_id: int, campaign_id: int | None
 ) -> dict[int, ConsentStatus]:
-    """Consent of many contacts at once (one query per call; callers batch the ids)."""
+    """Consent of many contacts at once (one query per call; callers batch the ids).
+
+    A worker calls this once per batch, so the plain column select runs through Core (no ORM
+    execution overhead).  Core does not autoflush, so pending ORM changes are flushed first as
+    Session.exec would, and events appended earlier in the same session are seen."""
     ids = list(contact_ids)
     if not ids:
         return {}
-    rows = session.exec(
-        select(ConsentEvent.contact_id, ConsentEvent.action, ConsentEvent.occurred_at)
-        .where(_scope(brand_id, campaign_id), ConsentEvent.contact_id.in_(ids))  # type: ignore[attr-defined]
-        .order_by(ConsentEvent.contact_id, ConsentEvent.occurred_at, ConsentEvent.id)
-    ).all()
+    if session.autoflush and (session.new or session.dirty or session.deleted):
+        session.flush()
+    params: dict[str, Any] = {"ids": ids, "brand_id": brand_id}
+    if campaign_id is not None:
+        params["campaign_id"] = campaign_id
+    rows = session.connection().execute(_STATUSES_STMTS[campaign_id is not None], params).all()
     last: dict[int, tuple[str, datetime]] = {}
     grants: dict[int, datetime] = {}
     revokes: dict[int, datetime] = {}
