@@ -68,10 +68,19 @@ def _metrics() -> Any:
     return runtime().metrics
 
 
+def _distributed(b: Any) -> bool:
+    """A worker process of the ``dramatiq`` CLI on Redis (the embedded mode hands its runtime in
+    and starts its workers itself)."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    return isinstance(b, RedisBroker)
+
+
 if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
-    from workers.middleware import InFlight
+    from workers.middleware import InFlight, Warmup
 
     broker.add_middleware(InFlight(_metrics))
+    broker.add_middleware(Warmup(pipeline, _distributed))
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
