@@ -1,8 +1,8 @@
 """Dispatch pipeline throughput on real Redis + PostgreSQL + the sandbox carrier (server mode).
 
-    python bench/pipeline.py [--n 2000] [--processes 2] [--threads 8]
+    python bench/pipeline.py [--n 2000] [--rounds 3] [--processes 2] [--threads 8]
                              [--redis redis://127.0.0.1:6379/14] [--pg postgresql://...]
-                             [--profile DIR]   # py-spy the pipeline's workers during (b)
+                             [--profile DIR]   # py-spy the pipeline's processes during (b)
 
 (a) ceiling — ``python -m dramatiq bench._bare_actor``: one twilio-client create per queue
     message against the sandbox; the bench enqueues N messages and times until the sandbox
@@ -12,16 +12,18 @@
     --tick 0.2`` + ``dispatcher serve`` (status callbacks), same broker, processes and threads.
     The bench launches a run of N recipients (``dispatcher.runs.launch``) and times from that
     commit until the sandbox holds N; then checks every recipient got exactly one message.
-    Twice: with the carrier's 3 status callbacks per message handled on the same cores, and
-    with the carrier dropping them (the ceiling asks for none).
+    ``--rounds`` runs with the carrier dropping its status callbacks (the ceiling asks for
+    none: the same carrier work per message), then one with its 3 callbacks per message
+    handled on the same cores.
 
-Both sides are warmed first (a small batch / a small run, then ``/_sandbox/reset``), so worker
-start-up and first connections are not timed.  The ceiling is measured before and after the
-pipeline and the ratios use the mean (this machine's speed drifts by +-20 % between minutes).
-Prints one JSON document: messages/s for (a) and (b) end to end, the same over the carrier's
-receive span (first to last message received), and the ratio (b)/(a) (goal >= 60 %).  Redis
-DB ``--redis`` is flushed before and after; the PostgreSQL database is a throw-away one, dropped
-at the end.
+Both sides stay up and warm (a small batch / a small run first); the side not being measured is
+frozen (SIGSTOP), so it takes no CPU.  This machine's speed drifts by tens of % between minutes,
+so the runs alternate — ceiling, pipeline, ceiling, pipeline, ..., ceiling — and each pipeline
+run is compared with the mean of the ceiling runs either side of it; the headline ratio is the
+median over the rounds (goal >= 60 %).  Prints one JSON document: messages/s end to end and
+over the carrier's receive span (first to last message received), CPU per message by process.
+Redis DB ``--redis`` is flushed before and after; the PostgreSQL database is a throw-away one,
+dropped at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +62,7 @@ SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
 SERVICE_SID = "MG" + "0" * 31 + "1"
 TEMPLATE = "Your order has shipped."
 BODY = "Acme Corporation: Your order has shipped. Reply STOP to opt out."
-WARM = 320  # >= one batch (DISPATCHER_DELIVER_BATCH) per worker thread: every process warm
+WARM = 320  # >= one batch (DISPATCHER_DELIVER_BATCH) per worker thread (workers warm up at boot)
 
 
 def phone(i: int) -> str:
@@ -169,8 +172,8 @@ def span_rate(records: list[dict[str, Any]]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------ (a)
-def measure_ceiling(stack: Stack, n: int, processes: int, threads: int,
-                    timeout: float) -> dict[str, Any]:
+def start_ceiling(stack: Stack, processes: int, threads: int) -> Proc:
+    """The bare actor's workers, warmed by a small batch."""
     os.environ["BENCH_REDIS_URL"] = stack.redis_url
     from bench import _bare_actor
 
@@ -180,33 +183,36 @@ def measure_ceiling(stack: Stack, n: int, processes: int, threads: int,
         sys.executable, "-m", "dramatiq", "bench._bare_actor", "--processes", str(processes),
         "--threads", str(threads)], {"BENCH_REDIS_URL": stack.redis_url,
                                      "BENCH_SANDBOX_URL": carrier.url})
-    try:
-        for i in range(WARM):
-            _bare_actor.bare_send.send(phone(900_000 + i), BODY)
-        wait_count(carrier, stack, WARM, 60)
-        carrier.reset()
-        meter = CpuMeter({"sandbox": stack.procs["sandbox"], "workers": workers},
-                         stack.redis_url)
-        meter.start()
-        t0 = time.perf_counter()
-        for i in range(n):
-            _bare_actor.bare_send.send(phone(i), BODY)
-        t1 = wait_count(carrier, stack, n, timeout)
-        cpu = meter.stop(n)
-        records = carrier.records()
-    finally:
-        workers.stop()
-        stack.procs.pop("bare_workers", None)
+    for i in range(WARM):
+        _bare_actor.bare_send.send(phone(900_000 + i), BODY)
+    wait_count(carrier, stack, WARM, 60)
+    return workers
+
+
+def measure_ceiling(stack: Stack, workers: Proc, n: int, timeout: float) -> dict[str, Any]:
+    from bench import _bare_actor
+
+    carrier = stack.carrier
+    assert carrier is not None
+    wait_idle([workers])
     carrier.reset()
-    flush_redis(stack.redis_url)
+    meter = CpuMeter({"sandbox": stack.procs["sandbox"], "workers": workers}, stack.redis_url)
+    meter.start()
+    t0 = time.perf_counter()
+    for i in range(n):
+        _bare_actor.bare_send.send(phone(i), BODY)
+    t1 = wait_count(carrier, stack, n, timeout)
+    cpu = meter.stop(n)
+    records = carrier.records()
+    carrier.reset()
     return {"seconds": t1 - t0, "msgs_per_s": n / (t1 - t0), "carrier_span_msgs_per_s":
             span_rate(records), "received": len(records), **cpu}
 
 
 # ------------------------------------------------------------------------------------ (b)
-def seed(url: str, n: int) -> str:
-    """Schema, brand, the seed 004 campaign with limits lifted, 2n + WARM consented contacts
-    (groups bench, bench2, warm: each run texts people nobody texted today)."""
+def seed(url: str, n: int, groups: list[str]) -> str:
+    """Schema, brand, the seed 004 campaign with limits lifted, n consented contacts per group
+    and WARM in group warm (each run texts people nobody texted today)."""
     from sqlalchemy import insert
 
     from dispatcher import registry
@@ -228,8 +234,7 @@ def seed(url: str, n: int) -> str:
                                 "tmobile": {"brand_tier": "TOP"}},
             })
             conn = s.connection()
-            people = [(phone(i), "bench") for i in range(n)]
-            people += [(phone(n + i), "bench2") for i in range(n)]
+            people = [(phone(k * n + i), g) for k, g in enumerate(groups) for i in range(n)]
             people += [(phone(900_000 + i), "warm") for i in range(WARM)]
             conn.execute(insert(Contact.__table__), [  # type: ignore[attr-defined]
                 {"phone": p, "name": f"Customer {k}", "attributes": {"grp": g},
@@ -298,11 +303,8 @@ def py_spy(pid: int, out: Path, rate: int = 100) -> Iterator[subprocess.Popen[by
                 p.wait(5)
 
 
-def measure_pipeline(stack: Stack, sid: str, n: int, processes: int, threads: int,
-                     timeout: float, profile: Path | None) -> dict[str, dict[str, Any]]:
-    """The pipeline twice on one warm stack: with the carrier's status callbacks (3 per message,
-    handled by ``dispatcher serve`` on the same cores) and without them (the carrier drops
-    them: the same carrier work per message as the ceiling asks for)."""
+def start_pipeline(stack: Stack, sid: str, processes: int, threads: int) -> dict[str, Proc]:
+    """Webhooks, scheduler and workers, warmed by a small run; returns them by role."""
     url = stack.database_url
     carrier = stack.carrier
     assert carrier is not None
@@ -311,40 +313,60 @@ def measure_pipeline(stack: Stack, sid: str, n: int, processes: int, threads: in
     scheduler = stack.start_scheduler(tick=0.2, leader_ttl=10.0, reconcile=10.0,
                                       lost_after=60.0, sending_lease=90.0, status_after=300.0)
     workers = stack.start_workers(processes=processes, threads=threads)
-    procs = {"sandbox": stack.procs["sandbox"], "workers": workers, "scheduler": scheduler,
-             "webhooks": webhooks}
     warm = launch(url, sid, "warm")
     wait_count(carrier, stack, WARM, 120)
     wait_for(lambda: outbox_states(url, warm).get("sending", 0) == 0, 30, "warm-up",
              check=stack.check_alive)
-    out = {}
-    for name, group, drop in (("with_callbacks", "bench", 0.0),
-                              ("without_callbacks", "bench2", 1.0)):
-        wait_idle(list(procs.values()))
-        carrier.reset()
-        carrier.faults(drop_callbacks=drop)
-        meter = CpuMeter(procs, stack.redis_url, url)
-        with ExitStack() as spies:
-            for proc in (workers, webhooks, scheduler) if profile else ():
-                spies.enter_context(py_spy(proc.pid, profile / f"{name}.{proc.name}.raw"))
-            meter.start()
-            t0 = time.perf_counter()
-            run_id = launch(url, sid, group)
-            t1 = wait_count(carrier, stack, n, timeout)
-            cpu = meter.stop(n)
-        records = carrier.records()
-        wait_for(lambda: outbox_states(url, run_id).get("sending", 0) == 0, 60,  # noqa: B023
-                 "the last sends to be recorded", check=stack.check_alive)
-        per_phone = Counter(r["to"] for r in records)
-        out[name] = {"seconds": t1 - t0, "msgs_per_s": n / (t1 - t0),
-                     "carrier_span_msgs_per_s": span_rate(records), "received": len(records),
-                     "duplicates": sum(1 for v in per_phone.values() if v > 1),
-                     "outbox_states": outbox_states(url, run_id), **cpu}
+    carrier.reset()
+    return {"sandbox": stack.procs["sandbox"], "workers": workers, "scheduler": scheduler,
+            "webhooks": webhooks}
+
+
+def measure_pipeline(stack: Stack, procs: dict[str, Proc], sid: str, group: str, n: int,
+                     callbacks: bool, timeout: float, profile: Path | None) -> dict[str, Any]:
+    """One run of n recipients, from its launch until the carrier holds n.  ``callbacks``: the
+    carrier's 3 status callbacks per message are handled by ``dispatcher serve`` on the same
+    cores; without, the carrier drops them (the same carrier work per message as the ceiling
+    asks for)."""
+    url = stack.database_url
+    carrier = stack.carrier
+    assert carrier is not None
+    wait_idle(list(procs.values()))
+    carrier.reset()
+    carrier.faults(drop_callbacks=0.0 if callbacks else 1.0)
+    meter = CpuMeter(procs, stack.redis_url, url)
+    with ExitStack() as spies:
+        for name in ("workers", "webhooks", "scheduler") if profile else ():
+            spies.enter_context(py_spy(procs[name].pid, profile / f"{group}.{name}.raw"))
+        meter.start()
+        t0 = time.perf_counter()
+        run_id = launch(url, sid, group)
+        t1 = wait_count(carrier, stack, n, timeout)
+        cpu = meter.stop(n)
+    records = carrier.records()
+    wait_for(lambda: outbox_states(url, run_id).get("sending", 0) == 0, 60,
+             "the last sends to be recorded", check=stack.check_alive)
+    per_phone = Counter(r["to"] for r in records)
+    out = {"seconds": t1 - t0, "msgs_per_s": n / (t1 - t0),
+           "carrier_span_msgs_per_s": span_rate(records), "received": len(records),
+           "duplicates": sum(1 for v in per_phone.values() if v > 1),
+           "outbox_states": outbox_states(url, run_id), **cpu}
     carrier.faults(drop_callbacks=0.0)
-    for proc in (workers, scheduler, webhooks):  # the second ceiling runs on a quiet stack
-        proc.stop()
-        stack.procs.pop(proc.name, None)
+    wait_idle(list(procs.values()))  # callbacks drained: the stack may be frozen now
     return out
+
+
+@contextmanager
+def frozen(procs: list[Proc]) -> Iterator[None]:
+    """SIGSTOP these process groups for the block: the side not being measured takes no CPU
+    (idle Dramatiq consumers poll Redis; the scheduler ticks)."""
+    for p in procs:
+        os.killpg(p.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGCONT)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -356,47 +378,82 @@ def main() -> None:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     p.add_argument("--pg", default=PG_DSN)
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="pipeline runs without callbacks, each between two ceiling runs")
     p.add_argument("--profile", type=Path, default=None,
                    help="directory for a py-spy raw profile of the pipeline's workers")
     p.add_argument("--keep-logs", type=Path, default=None, help="copy process logs here")
     a = p.parse_args()
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
+    groups = [f"round{i + 1}" for i in range(a.rounds)]
     with throwaway_database(a.pg, "dispatcher_bench_") as url, tempfile.TemporaryDirectory() as d:
-        sid = seed(url, a.n)
+        sid = seed(url, a.n, [*groups, "callbacks"])
         flush_redis(a.redis)
         stack = Stack(a.redis, url, Path(d))
         try:
             stack.start_sandbox()
-            # the ceiling before and after the pipeline: the machine's speed drifts (CPU
-            # frequency, neighbours); ratios are against the mean of the two
-            first = measure_ceiling(stack, a.n, a.processes, a.threads, a.timeout)
-            runs = measure_pipeline(stack, sid, a.n, a.processes, a.threads, a.timeout,
-                                    a.profile)
-            second = measure_ceiling(stack, a.n, a.processes, a.threads, a.timeout)
+            bare = start_ceiling(stack, a.processes, a.threads)
+            with frozen([bare]):
+                pipe = start_pipeline(stack, sid, a.processes, a.threads)
+            pipe_side = [pipe[k] for k in ("workers", "scheduler", "webhooks")]
+            ceilings: list[dict[str, Any]] = []
+
+            def ceiling() -> None:
+                with frozen(pipe_side):
+                    ceilings.append(measure_ceiling(stack, bare, a.n, a.timeout))
+
+            def pipeline(group: str, callbacks: bool) -> dict[str, Any]:
+                with frozen([bare]):
+                    return measure_pipeline(stack, pipe, sid, group, a.n, callbacks, a.timeout,
+                                            a.profile)
+
+            # the machine's speed drifts by tens of % between minutes (CPU frequency,
+            # neighbours): every pipeline run sits between two ceiling runs and is compared
+            # with their mean; the side not being measured is frozen
+            ceiling()
+            plain = []
+            for g in groups:
+                plain.append(pipeline(g, callbacks=False))
+                ceiling()
+            with_callbacks = pipeline("callbacks", callbacks=True)
+            ceiling()
         finally:
             stack.close()
             flush_redis(a.redis)
             if a.keep_logs:
                 shutil.copytree(d, a.keep_logs, dirs_exist_ok=True)
-    ceiling = {k: (first[k] + second[k]) / 2 if first[k] and second[k] else None for k in
-               ("msgs_per_s", "carrier_span_msgs_per_s", "cpu_ms_per_msg_total")}
-    out: dict[str, Any] = {"n": a.n, "processes": a.processes, "threads": a.threads,
-                           "ceiling_bare_actor": _round(ceiling),
-                           "ceiling_before": _round(first), "ceiling_after": _round(second)}
-    for name, full in runs.items():
-        ratio = full["msgs_per_s"] / ceiling["msgs_per_s"]
-        span = (full["carrier_span_msgs_per_s"] / ceiling["carrier_span_msgs_per_s"]
-                if full["carrier_span_msgs_per_s"] and ceiling["carrier_span_msgs_per_s"]
-                else None)
-        out[f"pipeline_{name}"] = {
-            **_round(full), "ratio_to_ceiling": round(ratio, 3),
-            "ratio_carrier_span": round(span, 3) if span else None,
-            "goal_ratio_ge_60pct": ratio >= 0.6,
-            "cpu_ms_per_msg_ratio_to_ceiling": round(
-                full["cpu_ms_per_msg_total"] / ceiling["cpu_ms_per_msg_total"], 2)}
-    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    runs = [_versus(run, ceilings[i], ceilings[i + 1]) for i, run in enumerate(plain)]
+    ratios = [r["ratio_to_ceiling"] for r in runs]
+    out: dict[str, Any] = {
+        "n": a.n, "processes": a.processes, "threads": a.threads, "rounds": a.rounds,
+        "ceiling_bare_actor": {
+            "msgs_per_s": [round(c["msgs_per_s"], 1) for c in ceilings],
+            "cpu_ms_per_msg_total": [c["cpu_ms_per_msg_total"] for c in ceilings],
+            "runs": [_round(c) for c in ceilings]},
+        "pipeline_without_callbacks": {
+            "msgs_per_s": [round(r["msgs_per_s"], 1) for r in runs],
+            "ratios": ratios, "ratio_to_ceiling": statistics.median(ratios),
+            "goal_ratio_ge_60pct": statistics.median(ratios) >= 0.6,
+            "duplicates": sum(r["duplicates"] for r in runs), "runs": runs},
+        "pipeline_with_callbacks": _versus(with_callbacks, ceilings[-2], ceilings[-1]),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
     print(json.dumps(out, indent=2))
+
+
+def _versus(run: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline run against the mean of the ceiling runs either side of it."""
+    ceiling = {k: (before[k] + after[k]) / 2 if before[k] and after[k] else None
+               for k in ("msgs_per_s", "carrier_span_msgs_per_s", "cpu_ms_per_msg_total")}
+    ratio = run["msgs_per_s"] / ceiling["msgs_per_s"]
+    span = (run["carrier_span_msgs_per_s"] / ceiling["carrier_span_msgs_per_s"]
+            if run["carrier_span_msgs_per_s"] and ceiling["carrier_span_msgs_per_s"] else None)
+    return {**_round(run), "ceiling_msgs_per_s": round(ceiling["msgs_per_s"], 1),
+            "ratio_to_ceiling": round(ratio, 3),
+            "ratio_carrier_span": round(span, 3) if span else None,
+            "cpu_ms_per_msg_ratio_to_ceiling": round(
+                run["cpu_ms_per_msg_total"] / ceiling["cpu_ms_per_msg_total"], 2)}
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:
