@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from dispatcher.compliance.lint import _lint_body, is_conversational
+from dispatcher.compliance.lint import is_conversational, lint_body
 from dispatcher.compliance.quiet_hours import (
     _allowed_until,
     _next_allowed,
@@ -151,7 +151,7 @@ def decide(
     if proactive and is_conversational(usecase):
         return Suppress(SuppressReason.CAMPAIGN_DRIFT, usecase)
 
-    findings = _lint_body(
+    findings = lint_body(
         message.body,
         bool(getattr(campaign, "has_embedded_links", False)),
         bool(getattr(campaign, "has_embedded_phone", False)),

@@ -67,7 +67,7 @@ def content_findings(text: str, field: str, age_gated: bool) -> list[Finding]:
 
 
 @lru_cache(maxsize=16384)
-def _lint_body(
+def lint_body(
     body: str,
     has_links: bool,
     has_phone: bool,
@@ -185,7 +185,7 @@ def lint_message(
     ``first_message=True`` lints a composed first message: missing brand / opt-out language are
     errors then, warnings otherwise (templates: compose() adds them)."""
     return list(
-        _lint_body(
+        lint_body(
             body,
             bool(getattr(campaign, "has_embedded_links", False)),
             bool(getattr(campaign, "has_embedded_phone", False)),
