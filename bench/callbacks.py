@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/callbacks.py` puts bench/, not the root, on the path
     sys.path.insert(0, str(ROOT))
 
+from bench._procs import cpu_times  # noqa: E402
 from tests.harness import Stack, wait_for  # noqa: E402
 from tests.servers import PG_DSN, throwaway_database  # noqa: E402
 
@@ -49,22 +50,6 @@ def sid_of(i: int) -> str:
 
 def phone(i: int) -> str:
     return f"+1646{2_000_000 + i:07d}"
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_times(pids: list[int]) -> tuple[float, float]:
-    """(user, system) CPU seconds of these processes (Linux /proc; 0 for those gone)."""
-    user = system = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / _TICK, system / _TICK
 
 
 def seed(url: str, n: int) -> None:

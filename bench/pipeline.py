@@ -32,15 +32,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/pipeline.py` puts bench/, not the root, on the path
     sys.path.insert(0, str(ROOT))
 
+from bench._procs import CpuMeter, frozen, py_spy, wait_idle  # noqa: E402
 from tests.harness import (  # noqa: E402 - the integration tests' process management
     Carrier,
     Proc,
@@ -75,93 +73,6 @@ def wait_count(carrier: Carrier, stack: Stack, n: int, timeout: float) -> float:
     wait_for(lambda: carrier.count() >= n, timeout, f"the carrier to hold {n} messages",
              every=0.02, check=stack.check_alive)
     return time.perf_counter()
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes (Linux /proc; 0 for those gone)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / _TICK
-
-
-def group_cpu_seconds(proc: Proc) -> float:
-    """CPU used so far by a process and everything it forked (live members only)."""
-    return cpu_seconds([proc.pid, *proc.children()])
-
-
-def pg_backend_pids(url: str) -> list[int]:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
-
-
-def redis_server_pid(url: str) -> int | None:
-    import redis
-
-    r = redis.Redis.from_url(url)
-    try:
-        return int(r.info("server")["process_id"])
-    except Exception:  # noqa: BLE001 - remote Redis: no CPU accounting
-        return None
-    finally:
-        r.close()
-
-
-class CpuMeter:
-    """CPU seconds per component between start() and stop(): our process groups, the bench
-    process itself, the PostgreSQL backends of the bench database and the Redis server (shared
-    with other users of that server: an upper bound)."""
-
-    def __init__(self, procs: dict[str, Proc], redis_url: str, db_url: str | None = None) -> None:
-        self.procs = procs
-        self.db_url = db_url
-        self.redis_pid = redis_server_pid(redis_url)
-        self.before: dict[str, float] = {}
-
-    def _snap(self) -> dict[str, float]:
-        snap = {name: group_cpu_seconds(p) for name, p in self.procs.items()}
-        snap["bench"] = cpu_seconds([os.getpid()])
-        if self.db_url:
-            snap["postgres_backends"] = cpu_seconds(pg_backend_pids(self.db_url))
-        if self.redis_pid:
-            snap["redis_server"] = cpu_seconds([self.redis_pid])
-        return snap
-
-    def start(self) -> None:
-        self.before = self._snap()
-
-    def stop(self, n: int) -> dict[str, Any]:
-        after = self._snap()
-        used = {k: after[k] - self.before.get(k, 0.0) for k in after}
-        return {"cpu_s": {k: round(v, 2) for k, v in used.items()},
-                "cpu_ms_per_msg": {k: round(1000 * v / n, 2) for k, v in used.items()},
-                "cpu_ms_per_msg_total": round(1000 * sum(used.values()) / n, 2)}
-
-
-def wait_idle(procs: list[Proc], timeout: float = 120.0, window: float = 0.5,
-              busy_s: float = 0.02) -> None:
-    """Until these process groups use under ``busy_s`` of CPU in ``window`` seconds (the warm-up's
-    status callbacks drained), so the measured run does not pay for them."""
-    deadline = time.monotonic() + timeout
-    last = sum(group_cpu_seconds(p) for p in procs)
-    while time.monotonic() < deadline:
-        time.sleep(window)  # a sampling interval of CPU accounting, not a settle-down guess
-        now = sum(group_cpu_seconds(p) for p in procs)
-        if now - last < busy_s:
-            return
-        last = now
-    raise TimeoutError("the stack did not go idle after the warm-up")
 
 
 def span_rate(records: list[dict[str, Any]]) -> float | None:
@@ -278,31 +189,6 @@ def outbox_states(url: str, run_id: int) -> dict[str, int]:
         db.dispose()
 
 
-@contextmanager
-def py_spy(pid: int, out: Path, rate: int = 100) -> Iterator[subprocess.Popen[bytes] | None]:
-    """Sample only threads holding the GIL (``--gil``): where the CPU goes, not the waits."""
-    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
-        print("py-spy not installed: no profile", file=sys.stderr)
-        yield None
-        return
-    p = subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--rate",  # noqa: S603
-                          str(rate), "--format", "raw", "--output", str(out), "--nonblocking",
-                          "--gil"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
-    try:
-        yield p
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGINT)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-
-
 def start_pipeline(stack: Stack, sid: str, processes: int, threads: int) -> dict[str, Proc]:
     """Webhooks, scheduler and workers, warmed by a small run; returns them by role."""
     url = stack.database_url
@@ -354,19 +240,6 @@ def measure_pipeline(stack: Stack, procs: dict[str, Proc], sid: str, group: str,
     carrier.faults(drop_callbacks=0.0)
     wait_idle(list(procs.values()))  # callbacks drained: the stack may be frozen now
     return out
-
-
-@contextmanager
-def frozen(procs: list[Proc]) -> Iterator[None]:
-    """SIGSTOP these process groups for the block: the side not being measured takes no CPU
-    (idle Dramatiq consumers poll Redis; the scheduler ticks)."""
-    for p in procs:
-        os.killpg(p.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGCONT)
 
 
 # ------------------------------------------------------------------------------------ main
