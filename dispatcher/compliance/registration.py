@@ -328,50 +328,21 @@ def lint_campaign(
                 "STOP must always opt out (Twilio keeps it regardless)",
             )
         )
-    if opt_in_kw and not opt_in_msg:
-        out.append(
-            Finding(
-                "missing_field",
-                "opt_in_message",
-                ERROR,
-                "opt_in_message is required when opt_in_keywords are set",
-            )
-        )
-    if opt_out_kw and not opt_out_msg:
-        out.append(
-            Finding(
-                "missing_field",
-                "opt_out_message",
-                ERROR,
-                "opt_out_message is required when you manage opt_out_keywords",
-            )
-        )
-    if help_kw and not help_msg:
-        out.append(
-            Finding(
-                "missing_field",
-                "help_message",
-                ERROR,
-                "help_message is required when you manage help_keywords",
-            )
-        )
+    for kw, msg, field, when in (
+        (opt_in_kw, opt_in_msg, "opt_in_message", "opt_in_keywords are set"),
+        (opt_out_kw, opt_out_msg, "opt_out_message", "you manage opt_out_keywords"),
+        (help_kw, help_msg, "help_message", "you manage help_keywords"),
+    ):
+        if kw and not msg:
+            out.append(Finding("missing_field", field, ERROR, f"{field} is required when {when}"))
     if opt_in_msg:
-        missing = []
-        if brand and brand.casefold() not in opt_in_msg.casefold():
-            missing.append("the brand name")
-        if not _HELP_WORD_RE.search(opt_in_msg):
-            missing.append("how to get help (HELP)")
-        if not content.has_opt_out_language(opt_in_msg) and "stop" not in opt_in_msg.casefold():
-            missing.append("how to opt out (STOP)")
-        if missing:
-            out.append(
-                Finding(
-                    "opt_in_message_content",
-                    "opt_in_message",
-                    ERROR,
-                    "opt_in_message must include " + ", ".join(missing),
-                )
-            )
+        out += _must_include("opt_in_message", opt_in_msg, [
+            part for part, ok in (
+                ("the brand name", _names(brand, opt_in_msg)),
+                ("how to get help (HELP)", _HELP_WORD_RE.search(opt_in_msg)),
+                ("how to opt out (STOP)", content.has_opt_out_language(opt_in_msg)
+                 or "stop" in opt_in_msg.casefold()),
+            ) if not ok])
     if opt_out_msg:
         if not _OPT_OUT_ACK_RE.search(opt_out_msg):
             out.append(
@@ -383,7 +354,7 @@ def lint_campaign(
                     "messages will be sent",
                 )
             )
-        if brand and brand.casefold() not in opt_out_msg.casefold():
+        if not _names(brand, opt_out_msg):
             out.append(
                 Finding(
                     "opt_out_message_brand",
@@ -393,20 +364,11 @@ def lint_campaign(
                 )
             )
     if help_msg:
-        missing = []
-        if brand and brand.casefold() not in help_msg.casefold():
-            missing.append("the brand name")
-        if not _HELP_CONTACT_RE.search(help_msg):
-            missing.append("a support contact (phone, email or URL)")
-        if missing:
-            out.append(
-                Finding(
-                    "help_message_content",
-                    "help_message",
-                    ERROR,
-                    "help_message must include " + ", ".join(missing),
-                )
-            )
+        out += _must_include("help_message", help_msg, [
+            part for part, ok in (
+                ("the brand name", _names(brand, help_msg)),
+                ("a support contact (phone, email or URL)", _HELP_CONTACT_RE.search(help_msg)),
+            ) if not ok])
     if flow and "privacy" not in flow.casefold():
         out.append(
             Finding(
@@ -417,3 +379,16 @@ def lint_campaign(
             )
         )
     return out
+
+
+def _names(brand: str | None, text: str) -> bool:
+    """Whether ``text`` names the brand (true when there is no brand to name)."""
+    return not brand or brand.casefold() in text.casefold()
+
+
+def _must_include(field: str, text: str, missing: list[str]) -> list[Finding]:
+    """One error for ``field`` naming every required part its text lacks (none if complete)."""
+    if not missing:
+        return []
+    return [Finding(f"{field}_content", field, ERROR,
+                    f"{field} must include " + ", ".join(missing))]
