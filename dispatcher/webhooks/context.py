@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +17,9 @@ from dispatcher.guard import DEFAULT_THRESHOLDS, Thresholds
 from dispatcher.guard_check import GuardLimiter, check_run
 from dispatcher.webhooks.campaigns import CampaignCache
 from dispatcher.webhooks.protocol import Runtime
+
+if TYPE_CHECKING:
+    from dispatcher.webhooks.early import EarlyStatuses
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -34,6 +37,11 @@ class WebhookOptions:
     status_batch_max: int = 200
     #: campaign (sid, sender, status) kept this long by the status route (0: no cache)
     campaign_cache_s: float = 2.0
+    #: a status callback whose SID no row has yet is applied again after each of these delays
+    #: (seconds, cumulative: ~64 s), then given up (early.py)
+    early_retry_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    #: at most this many such callbacks kept at once; more are dropped (with a warning)
+    early_max_pending: int = 10_000
 
 
 class Context:
@@ -43,6 +51,13 @@ class Context:
         self.limiter = GuardLimiter(runtime.clock, options.guard_min_interval_s)
         self.campaigns = CampaignCache(options.campaign_cache_s)
         self.status_commit: Any = None  # the status route's GroupCommit (status.py)
+        #: the status route's retrier of callbacks that came before their SID (status.py)
+        self.early: EarlyStatuses | None = None
+
+    def close(self) -> None:
+        """Stop background work (pending early status callbacks are dropped)."""
+        if self.early is not None:
+            self.early.close()
 
     # ---------------------------------------------------------------------------- database
     def transaction(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
@@ -80,7 +95,9 @@ class Context:
             await asyncio.sleep(min(self.options.in_flight_poll_s, left))
 
     # -------------------------------------------------------------------------------- guard
-    def _guard(self, run_ids: list[int]) -> None:
+    def guard_now(self, run_ids: list[int]) -> None:
+        """Evaluate the reputation guard of these runs (rate-limited per run; sync, never
+        raises)."""
         for run_id in run_ids:
             if not self.limiter.allow(run_id):
                 continue
@@ -92,7 +109,7 @@ class Context:
 
     async def guard(self, run_ids: list[int]) -> None:
         if run_ids:
-            await run_in_threadpool(self._guard, run_ids)
+            await run_in_threadpool(self.guard_now, run_ids)
 
     # ------------------------------------------------------------------------------ metrics
     def metric(self, name: str, *args: Any) -> None:

@@ -2,6 +2,9 @@
 
 Reactions happen only when the callback actually moved the row (``outbox.apply_provider_status``
 is monotonic and idempotent), so a duplicated or late callback changes nothing and reacts once.
+A callback that moved nothing because no row has its SID yet (the worker records SIDs after a
+batch of sends) is told apart from a late/duplicate one: ``"unknown_sid"`` (the route keeps it
+and applies it again a little later: early.py).
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import String, bindparam
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, select
 
 from dispatcher import ledger, outbox, runs
-from dispatcher.models import Campaign
+from dispatcher.models import Campaign, OutboxMessage
 from dispatcher.webhooks.campaigns import CampaignCache
 
 ACTOR = "twilio-webhook"
@@ -30,7 +35,9 @@ PAUSE_CAMPAIGN_STATUSES = frozenset({"SUSPENDED"})
 
 @dataclass
 class StatusResult:
-    outcome: str  # "applied" | "unchanged" (nothing moved: late, duplicate or unknown SID/status)
+    #: "applied" | "unknown_sid" (no row has that SID yet; the status is a known one) |
+    #: "unchanged" (nothing moved: late, duplicate, or an unknown status value)
+    outcome: str
     row_id: int | None = None
     run_id: int | None = None
     state: str | None = None
@@ -53,9 +60,9 @@ class StatusUpdate:
 def apply_status(session: Session, *, sid: str, status: str, error_code: int | None,
                  now: datetime, campaigns: CampaignCache | None = None) -> StatusResult:
     """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign."""
-    row = outbox.apply_provider_status(session, sid, status, error_code, now)
+    row, why = _move(session, sid, status, error_code, now)
     if row is None:
-        return StatusResult("unchanged")
+        return StatusResult(why)
     csid, sender, cstatus = (campaigns or CampaignCache(0)).get(session.connection(),
                                                                 row.campaign_id)
     res = StatusResult("applied", row_id=row.id, run_id=row.run_id, state=row.state,
@@ -90,6 +97,29 @@ def apply_statuses(session: Session, updates: Sequence[StatusUpdate], *, now: da
         out[i] = apply_status(session, sid=u.sid, status=u.status, error_code=u.error_code,
                               now=now, campaigns=campaigns)
     return out  # type: ignore[return-value]
+
+
+_T: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
+#: the state of the row that has a SID (unique index on provider_sid: one index lookup)
+_SID_STATE = sql_select(_T.c.state).where(_T.c.provider_sid == bindparam("b_sid", type_=String))
+
+
+def _move(session: Session, sid: str, status: str, error_code: int | None,
+          now: datetime) -> tuple[Any, str]:
+    """``outbox.apply_provider_status``; if nothing moved, also why: "unknown_sid" or
+    "unchanged".  Costs one indexed SELECT only when nothing moved."""
+    row = outbox.apply_provider_status(session, sid, status, error_code, now)
+    target = outbox.PROVIDER_STATE.get(status)
+    if row is not None or target is None:
+        return row, "unchanged"
+    state = session.connection().execute(_SID_STATE, {"b_sid": sid}).scalar()
+    if state is None:
+        return None, "unknown_sid"
+    if state in outbox.RANK and outbox.RANK[state] < outbox.RANK[target]:
+        # the SID was committed between the UPDATE and this SELECT (READ COMMITTED takes a new
+        # snapshot per statement): the move applies now
+        row = outbox.apply_provider_status(session, sid, status, error_code, now)
+    return row, "unchanged"
 
 
 def _carrier_opt_out(session: Session, row: Any, campaign: Campaign, sid: str,

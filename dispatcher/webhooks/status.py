@@ -5,6 +5,9 @@ Each request is validated on its own (signature, fields); the database work is g
 into ONE transaction, and each request is answered 200 only after that transaction committed.
 A batch that fails is retried callback by callback, so each request gets the answer it would
 have got alone (503 when the database is unavailable: Twilio retries).
+
+A callback whose SID no outbox row has yet (the worker records SIDs after a batch of sends) is
+answered 200 too, and kept to be applied again a little later (early.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dispatcher import outbox
 from dispatcher.errors import StorageError
 from dispatcher.webhooks.context import Context
 from dispatcher.webhooks.delivery import StatusResult, StatusUpdate, apply_status, apply_statuses
+from dispatcher.webhooks.early import EarlyStatuses
 from dispatcher.webhooks.errors import answer
 from dispatcher.webhooks.forms import SID_MAX, WebhookError, read_signed_form
 from dispatcher.webhooks.groupcommit import GroupCommit
@@ -30,9 +34,10 @@ def install(app: Starlette, ctx: Context) -> None:
     route matched first, without FastAPI's per-request dependency machinery (nothing here
     needs it: the handler reads the raw request)."""
     commit = ctx.status_commit = status_commit(ctx)
+    early = ctx.early = status_early(ctx)
 
     async def status(request: Request) -> Response:
-        return await answer(lambda: _status(ctx, commit, request))
+        return await answer(lambda: _status(ctx, commit, early, request))
 
     app.add_route(PATH, status, methods=["POST"], include_in_schema=False)
 
@@ -43,12 +48,37 @@ def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
         with ctx.runtime.db.session() as s:
             return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns)
 
-    def run_one(u: StatusUpdate) -> StatusResult:
-        return ctx.transaction(apply_status, sid=u.sid, status=u.status,
-                               error_code=u.error_code, campaigns=ctx.campaigns)
+    return GroupCommit(run_batch, lambda u: apply_one(ctx, u),
+                       max_batch=ctx.options.status_batch_max, give_up=(StorageError,),
+                       name="status-commit")
 
-    return GroupCommit(run_batch, run_one, max_batch=ctx.options.status_batch_max,
-                       give_up=(StorageError,), name="status-commit")
+
+def status_early(ctx: Context) -> EarlyStatuses:
+    return EarlyStatuses(lambda u: apply_one(ctx, u), lambda res: ctx.guard_now(react(ctx, res)),
+                         delays=ctx.options.early_retry_delays_s,
+                         max_pending=ctx.options.early_max_pending)
+
+
+def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
+    """One callback in its own transaction."""
+    return ctx.transaction(apply_status, sid=u.sid, status=u.status, error_code=u.error_code,
+                           campaigns=ctx.campaigns)
+
+
+def react(ctx: Context, res: StatusResult) -> list[int]:
+    """The reactions to a callback that moved its row (``res.outcome == "applied"``): metrics.
+    Returns the runs whose reputation guard to evaluate (an error code), which the caller does:
+    the route awaits ``ctx.guard``, the early retrier calls ``ctx.guard_now``."""
+    campaign, sender = res.campaign_sid or "unknown", res.sender or "unknown"
+    if res.state == outbox.DELIVERED:
+        ctx.metric("delivered", campaign, sender)
+    elif res.state == outbox.UNDELIVERED:
+        ctx.metric("undelivered", campaign, sender, res.error_code)
+    elif res.state == outbox.FAILED:
+        ctx.metric("failed", campaign, sender, res.error_code)
+    if res.carrier_opt_out:
+        ctx.metric("opt_out", campaign, "carrier")
+    return [res.run_id] if res.error_code and res.run_id is not None else []
 
 
 def parse_error_code(raw: str | None) -> int | None:
@@ -61,23 +91,17 @@ def parse_error_code(raw: str | None) -> int | None:
 
 
 async def _status(ctx: Context, commit: GroupCommit[StatusUpdate, StatusResult],
-                  request: Request) -> Response:
+                  early: EarlyStatuses, request: Request) -> Response:
     settings = ctx.runtime.settings
     form = await read_signed_form(request, settings.auth_token, settings.public_base_url)
     sid = form.get("MessageSid", required=True, max_len=SID_MAX) or ""
     status = (form.get("MessageStatus", required=True, max_len=32) or "").strip().lower()
     error_code = parse_error_code(form.get("ErrorCode", max_len=16))
-    res = await commit.submit(StatusUpdate(sid, status, error_code))
+    update = StatusUpdate(sid, status, error_code)
+    res = await commit.submit(update)
     if res.outcome == "applied":
-        campaign, sender = res.campaign_sid or "unknown", res.sender or "unknown"
-        if res.state == outbox.DELIVERED:
-            ctx.metric("delivered", campaign, sender)
-        elif res.state == outbox.UNDELIVERED:
-            ctx.metric("undelivered", campaign, sender, error_code)
-        elif res.state == outbox.FAILED:
-            ctx.metric("failed", campaign, sender, error_code)
-        if res.carrier_opt_out:
-            ctx.metric("opt_out", campaign, "carrier")
-        if error_code and res.run_id is not None:
-            await ctx.guard([res.run_id])
+        if run_ids := react(ctx, res):
+            await ctx.guard(run_ids)
+    elif res.outcome == "unknown_sid":
+        early.keep(update)  # still 200: Twilio does not retry a status callback
     return twiml_response(None)

@@ -161,7 +161,21 @@ def make_client(db: Database, clock: FakeClock, *, metrics: Any = None,
                         advanced_opt_out=advanced_opt_out, database_url=db.url)
     rt = FakeRuntime(settings, db, clock, metrics, redis)
     opts = options or WebhookOptions(in_flight_timeout_s=30, in_flight_poll_s=0.01)
-    return TestClient(create_app(rt, options=opts), base_url="http://testserver")
+    app = create_app(rt, options=opts)
+    _apps.append(app)
+    return TestClient(app, base_url="http://testserver")
+
+
+_apps: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_apps() -> Any:
+    """Stop the background work of every app a test made (e.g. early status callbacks kept for
+    SIDs no row has: nothing retries against a database after its test)."""
+    yield
+    while _apps:
+        _apps.pop().state.webhooks.close()
 
 
 @pytest.fixture

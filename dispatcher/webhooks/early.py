@@ -1,0 +1,168 @@
+"""Status callbacks that arrive before their SID is recorded: kept and applied again later.
+
+The worker records a message's SID (``outbox.provider_sid``) after a batch of sends, so the
+carrier's callback can come first and match no row (``apply_status`` -> ``"unknown_sid"``).  The
+route answers 200 anyway (Twilio does not retry status callbacks) and hands the callback to
+``EarlyStatuses.keep``, which applies it again after each delay of ``delays`` in turn (each
+attempt in its own transaction) until it is applied or is found late/duplicate ("unchanged"),
+and gives up after the last delay.  A callback dropped here (full, given up, process restart) is
+not lost for good: the scheduler refreshes the row from the carrier after ``status_after``.
+
+One daemon thread per instance, started by ``keep`` and exiting as soon as nothing is pending
+(an idle app holds no thread).  Due times are ``time.monotonic()``: they bound real HTTP timing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dispatcher.webhooks.delivery import StatusResult, StatusUpdate
+
+log = logging.getLogger(__name__)
+WARN_EVERY_S = 60.0  # at most one "full" warning per this many seconds
+
+
+@dataclass(order=True)
+class _Kept:
+    due: float
+    seq: int  # arrival order among equal due times (a SID's callbacks stay in order)
+    attempt: int = field(compare=False)  # index in ``delays`` of the wait before this attempt
+    update: StatusUpdate = field(compare=False)
+
+
+class EarlyStatuses:
+    """``apply(update)`` applies one callback in its own transaction; ``on_applied(result)`` runs
+    the route's reactions (metrics, reputation guard) when it moved the row."""
+
+    def __init__(self, apply: Callable[[StatusUpdate], StatusResult],
+                 on_applied: Callable[[StatusResult], None], *, delays: Sequence[float],
+                 max_pending: int, name: str = "early-status") -> None:
+        self._apply = apply
+        self._on_applied = on_applied
+        self.delays = tuple(delays)
+        self.max_pending = max_pending
+        self.name = name
+        self._heap: list[_Kept] = []
+        self._seq = 0
+        self._busy = 0  # taken from the heap, being applied
+        self._closed = False
+        self._dropped = 0  # dropped because full, since the last warning
+        self._warned_at: float | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------- public
+    def keep(self, update: StatusUpdate) -> bool:
+        """Apply ``update`` again after the first delay.  False if it was dropped (full,
+        closed or no delays configured)."""
+        if not self.delays:
+            return False
+        with self._cond:
+            if self._closed:
+                return False
+            if len(self._heap) + self._busy >= self.max_pending:
+                self._full_locked()
+                return False
+            self._push_locked(update, 0)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+        return True
+
+    def pending(self) -> int:
+        """Callbacks kept and not done yet (waiting or being applied)."""
+        with self._cond:
+            return len(self._heap) + self._busy
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The retrier's thread while it runs (None when idle)."""
+        return self._thread
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop what is pending, stop the thread (waits for an attempt in progress); ``keep``
+        drops everything from now on."""
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------------------ thread
+    def _push_locked(self, update: StatusUpdate, attempt: int) -> None:
+        self._seq += 1
+        due = time.monotonic() + self.delays[attempt]
+        heapq.heappush(self._heap, _Kept(due, self._seq, attempt, update))
+
+    def _full_locked(self) -> None:
+        self._dropped += 1
+        mono = time.monotonic()
+        if self._warned_at is None or mono - self._warned_at >= WARN_EVERY_S:
+            log.warning("%s: %d early status callbacks already kept; dropped %d (the status "
+                        "refresh catches them)", self.name, self.max_pending, self._dropped)
+            self._warned_at, self._dropped = mono, 0
+
+    def _take_locked(self) -> _Kept | None:
+        """The next callback once it is due; None when nothing is pending (or closed)."""
+        while self._heap and not self._closed:
+            left = self._heap[0].due - time.monotonic()
+            if left <= 0:
+                return heapq.heappop(self._heap)
+            self._cond.wait(left)
+        return None
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        try:
+            while True:
+                with self._cond:
+                    self._busy = 0
+                    kept = self._take_locked()
+                    if kept is None:
+                        self._thread = None  # under the lock: the next keep() starts one
+                        return
+                    self._busy = 1
+                self._attempt(kept)
+        finally:
+            with self._cond:  # died of a BaseException: the next keep() starts a new thread
+                if self._thread is me:
+                    self._thread, self._busy = None, 0
+
+    def _attempt(self, kept: _Kept) -> None:
+        u = kept.update
+        try:
+            res = self._apply(u)
+        except Exception as e:  # noqa: BLE001 - e.g. database down: try again after the next delay
+            log.warning("%s: status %r for %s failed (%s); trying again later", self.name,
+                        u.status, u.sid, type(e).__name__)
+            self._again(kept, f"the last attempt failed ({type(e).__name__})")
+            return
+        if res.outcome == "unknown_sid":
+            self._again(kept, "no outbox row has that SID")
+        elif res.outcome == "applied":
+            log.debug("%s: status %r for %s applied (attempt %d)", self.name, u.status, u.sid,
+                      kept.attempt + 1)
+            try:
+                self._on_applied(res)
+            except Exception:  # noqa: BLE001 - the callback is committed; never retried
+                log.exception("%s: reactions to status %r for %s failed", self.name, u.status,
+                              u.sid)
+
+    def _again(self, kept: _Kept, why: str) -> None:
+        nxt = kept.attempt + 1
+        if nxt >= len(self.delays):
+            log.info("%s: gave up on status %r for %s after %.1fs: %s", self.name,
+                     kept.update.status, kept.update.sid, sum(self.delays), why)
+            return
+        with self._cond:
+            if not self._closed:
+                self._push_locked(kept.update, nxt)
