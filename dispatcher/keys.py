@@ -67,3 +67,10 @@ def brand_daily_segments_key(brand: str, day: str) -> str:
 def brand_daily_index_key(day: str) -> str:
     """Set of the brands with a daily-volume counter for ``day`` (metrics)."""
     return f"{PREFIX}:bvol:brands:{day}"
+
+
+def halt_prefix() -> str:
+    """Halt signals (dispatcher/halts.py): ``<prefix>:epoch``, ``:c:<contact>``, ``:r:<run>``,
+    ``:k:<campaign>``.  No hash tag: on a Redis Cluster the worker's MGET of the epoch and three
+    keys would need one (e.g. ``dispatcher:{halt}``)."""
+    return f"{PREFIX}:halt"

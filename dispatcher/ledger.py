@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, event, or_
 from sqlmodel import Session, select
 
+from dispatcher import halts
 from dispatcher.clock import as_utc, utcnow
 from dispatcher.errors import InputError, LedgerError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
@@ -79,6 +80,8 @@ def append(
     )
     session.add(ev)
     session.flush()
+    if action == "revoke":  # workers see it before their next send (dispatcher/halts.py)
+        halts.note(session, contacts=[contact_id])
     return ev
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import func, insert, literal, select, text, update
 from sqlmodel import Session
 
 from dispatcher import audience as aud
-from dispatcher import outbox
+from dispatcher import halts, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, OutboxMessage, Run
@@ -239,10 +239,12 @@ def get_run(session: Session, run_id: int) -> Run:
 
 def pause_run(session: Session, run_id: int, reason: str, now: datetime) -> bool:
     """Pause an active run (takes effect for every message not yet handed to the carrier)."""
+    ident = _run_id(run_id)
     res = session.connection().execute(
-        update(R).where(R.c.id == _run_id(run_id), R.c.state.in_(ACTIVE))
+        update(R).where(R.c.id == ident, R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
+    halts.note(session, runs=[ident])  # rows a worker already claimed stop too
     if res.rowcount == 0:
         run = get_run(session, run_id)
         if run.state == PAUSED:
@@ -274,6 +276,7 @@ def cancel_run(session: Session, run_id: int, now: datetime) -> int:
         raise ConflictError(f"run {run_id} is already {run.state}")
     session.connection().execute(
         update(R).where(R.c.id == run_id).values(state=CANCELLED, finished_at=now))
+    halts.note(session, runs=[run.id])  # rows a worker already claimed stop too
     return session.connection().execute(
         update(OB).where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
         .values(state=outbox.CANCELLED, updated_at=now)).rowcount
@@ -285,6 +288,7 @@ def pause_campaign_runs(session: Session, campaign_id: int, reason: str, now: da
         update(R).where(R.c.campaign_id == campaign_id, R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
+    halts.note(session, campaigns=[campaign_id])  # rows a worker already claimed stop too
     return res.rowcount
 
 

@@ -47,6 +47,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
+        self._injected = {k for k, v in (("redis", redis), ("gateway", gateway)) if v is not None}
         if redis is not None:
             self.__dict__["redis"] = redis
         if gateway is not None:
@@ -59,9 +60,35 @@ class Runtime:
     # --------------------------------------------------------------------------- edges
     @cached_property
     def db(self) -> Any:
+        from dispatcher.halts import install
         from dispatcher.store import open_database
 
-        return open_database(self.settings.database_url)
+        db = open_database(self.settings.database_url)
+        # halts (STOP, pause, cancel) reach Redis before they commit; the Redis client is made
+        # only when a commit first has one to signal
+        install(db, lambda: self.halts)
+        return db
+
+    @cached_property
+    def halts(self) -> Any:
+        """Halt keys on their own client with short timeouts and no retries: a halt signals
+        inside its open transaction, and a worker whose check fails asks the database."""
+        from dispatcher.halts import Halts
+
+        if self.settings.redis_url is None:
+            return Halts(self.redis)
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return Halts(redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0,
+                                          socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)))
+
+    @property
+    def shared_redis(self) -> bool:
+        """Every process of the deployment sees this Redis (a server, or one handed in by a
+        test); the embedded mode's own fakeredis is seen by this process only."""
+        return self.settings.redis_url is not None or "redis" in self._injected
 
     @cached_property
     def redis(self) -> Any:

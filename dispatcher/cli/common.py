@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatcher.settings import Settings, get_settings
-from dispatcher.store import Database, open_database
+from dispatcher.store import Database
 
 
 def settings() -> Settings:
@@ -11,4 +11,9 @@ def settings() -> Settings:
 
 
 def database() -> Database:
-    return open_database(settings().database_url)
+    """The database as a Runtime opens it: with halts installed, so that a pause, cancel or
+    revoke from the CLI reaches the workers' Redis check (dispatcher/halts.py) before it
+    commits.  No Redis client is made unless a command has a halt to signal."""
+    from dispatcher.runtime import Runtime
+
+    return Runtime(settings()).db

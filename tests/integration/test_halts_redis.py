@@ -1,0 +1,47 @@
+"""Halt signals on real Redis (DB 9): the unit cases again, plus TTLs kept by the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dispatcher.halts import Halts
+from tests.servers import redis_url
+from tests.unit.test_halts import (  # noqa: F401  (same cases on real Redis)
+    h,
+    test_a_flush_or_a_changed_epoch_is_not_clear,
+    test_a_grant_or_a_plain_transaction_signals_nothing,
+    test_a_halt_sets_its_key_before_the_commit,
+    test_a_rolled_back_transaction_signals_nothing,
+    test_a_savepoint_waits_for_the_real_commit,
+    test_a_signal_of_the_contact_run_or_campaign_is_not_clear,
+    test_clear_when_nothing_was_signalled,
+    test_keys_names_values_and_ttl,
+    world,
+)
+
+pytestmark = pytest.mark.integration
+REDIS_DB = 9
+
+
+@pytest.fixture(params=[False, True], ids=["bytes", "str"])
+def redis(request) -> Iterator[redis_lib.Redis]:  # overrides the fakeredis fixture
+    r = redis_lib.Redis.from_url(redis_url(db=REDIS_DB), decode_responses=request.param)
+    r.flushdb()
+    yield r
+    r.flushdb()
+    r.close()
+
+
+def test_an_unreachable_redis_raises_to_the_worker_who_falls_back():
+    """``clear`` and ``epoch`` do not swallow errors: the worker treats one as 'check the DB'."""
+    down = Halts(redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                                 retry=Retry(NoBackoff(), 0)))
+    with pytest.raises(redis_lib.ConnectionError):
+        down.epoch()
+    with pytest.raises(redis_lib.ConnectionError):
+        down.clear("x", contact_id=1, run_id=2, campaign_id=3)

@@ -1,0 +1,328 @@
+"""Halt signals (dispatcher/halts.py): what ``clear`` answers, and that revokes, pauses and
+cancels set their keys before their transaction commits."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from sqlalchemy import event
+from sqlmodel import select
+
+from dispatcher import contacts, halts, keys, ledger, registry, runs
+from dispatcher.halts import Halts
+from dispatcher.models import ConsentEvent, Run
+
+SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
+PHONE = "+14155551234"
+IDS = {"contact_id": 1, "run_id": 2, "campaign_id": 3}
+NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=[False, True], ids=["bytes", "str"])
+def redis(request) -> Any:
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=request.param)
+
+
+@pytest.fixture
+def h(redis) -> Halts:
+    return Halts(redis)
+
+
+# ------------------------------------------------------------------------------ epoch / clear
+def test_clear_when_nothing_was_signalled(h):
+    e = h.epoch()
+    assert e is not None and h.epoch() == e  # created once, then read back
+    assert h.clear(e, **IDS)
+
+
+@pytest.mark.parametrize("kind,key", [("contacts", "contact_id"), ("runs", "run_id"),
+                                      ("campaigns", "campaign_id")])
+def test_a_signal_of_the_contact_run_or_campaign_is_not_clear(h, kind, key):
+    e = h.epoch()
+    h.signal(**{kind: [IDS[key] + 100]})  # someone else's
+    assert h.clear(e, **IDS)
+    h.signal(**{kind: [IDS[key]]})
+    assert not h.clear(e, **IDS)
+    assert h.epoch() == e  # signal leaves the epoch alone
+
+
+def test_a_flush_or_a_changed_epoch_is_not_clear(h, redis):
+    e = h.epoch()
+    redis.flushdb()  # a restart without persistence looks the same
+    assert not h.clear(e, **IDS)
+    e2 = h.epoch()
+    assert e2 is not None and e2 != e
+    assert h.clear(e2, **IDS)
+    redis.set(h.epoch_key, "someone-else")
+    assert not h.clear(e2, **IDS)
+    assert not h.clear(None, **IDS)
+
+
+def test_keys_names_values_and_ttl(h, redis):
+    e = h.epoch()
+    h.signal(contacts=[7], runs=[8], campaigns=[9])
+    names = [f"dispatcher:halt:{k}" for k in ("c:7", "r:8", "k:9")]
+    assert h.prefix == keys.halt_prefix() == "dispatcher:halt"
+    assert [redis.get(n) for n in names] == [b"1" if isinstance(e, bytes) else "1"] * 3
+    for n in names:
+        assert 299_000 < redis.pttl(n) <= 300_000
+    assert redis.ttl(h.epoch_key) == -1  # the epoch never expires
+    assert h.max_age_s == 120.0
+    assert Halts(redis, ttl_s=60).max_age_s == 24.0
+
+
+def test_signal_of_nothing_sends_nothing():
+    class NoRedis:
+        def pipeline(self, **_: Any) -> Any:
+            raise AssertionError("no round trip for nothing")
+
+    Halts(NoRedis()).signal()
+
+
+def test_one_round_trip_each():
+    server = fakeredis.FakeServer()
+    calls: list[str] = []
+
+    class Counting(fakeredis.FakeRedis):
+        def execute_command(self, *args: Any, **kw: Any) -> Any:
+            calls.append(str(args[0]))
+            return super().execute_command(*args, **kw)
+
+        def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+            calls.append("pipeline")
+            return super().pipeline(transaction, shard_hint)
+
+    h = Halts(Counting(server=server))
+    e = h.epoch()
+    h.signal(contacts=[1, 2], runs=[3])
+    assert calls == ["pipeline", "pipeline"]
+    calls.clear()
+    h.clear(e, **IDS)
+    assert calls == ["MGET"]
+
+
+# --------------------------------------------------------------------------- in transactions
+def _seed(db: Any) -> dict[str, int]:
+    with db.session() as s:
+        b = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
+        c, _ = registry.import_campaign(s, json.loads(SEED.read_text()), brand=b)
+        contact, _ = contacts.upsert_contact(s, PHONE)
+        run = Run(campaign_id=c.id, template="Hi", state=runs.RUNNING)
+        s.add(run)
+        s.flush()
+        return {"brand": b.id, "campaign": c.id, "contact": contact.id, "run": run.id}
+
+
+@pytest.fixture
+def world(sqlite_db) -> dict[str, int]:
+    return _seed(sqlite_db)
+
+
+def _revoke(s: Any, w: dict[str, int]) -> None:
+    ledger.append(s, contact_id=w["contact"], brand_id=w["brand"], action="revoke",
+                  source="keyword", actor="test", evidence_text="STOP")
+
+
+def _revokes(s: Any) -> list[ConsentEvent]:
+    return list(s.exec(select(ConsentEvent).where(ConsentEvent.action == "revoke")).all())
+
+
+def _run_state(s: Any, w: dict[str, int]) -> str:
+    return s.get(Run, w["run"]).state
+
+
+#: name -> (do it in a session, its key, what the committed transaction left)
+HALTERS = {
+    "revoke": (_revoke, lambda h, w: h.contact_key(w["contact"]),
+               lambda s, w: len(_revokes(s)) == 1),
+    "pause_run": (lambda s, w: runs.pause_run(s, w["run"], "operator", NOW),
+                  lambda h, w: h.run_key(w["run"]),
+                  lambda s, w: _run_state(s, w) == runs.PAUSED),
+    "cancel_run": (lambda s, w: runs.cancel_run(s, w["run"], NOW),
+                   lambda h, w: h.run_key(w["run"]),
+                   lambda s, w: _run_state(s, w) == runs.CANCELLED),
+    "pause_campaign_runs": (lambda s, w: runs.pause_campaign_runs(s, w["campaign"], "30034", NOW),
+                            lambda h, w: h.campaign_key(w["campaign"]),
+                            lambda s, w: _run_state(s, w) == runs.PAUSED),
+}
+
+
+def _names(redis: Any, pattern: str = "dispatcher:halt:*") -> list[str]:
+    return sorted(k.decode() if isinstance(k, bytes) else k for k in redis.keys(pattern))
+
+
+@pytest.mark.parametrize("name", list(HALTERS))
+def test_a_halt_sets_its_key_before_the_commit(sqlite_db, world, h, redis, name):
+    do, key_of, committed = HALTERS[name]
+    key = key_of(h, world)
+    halts.install(sqlite_db, h)
+    at_commit: list[bool] = []
+    # the DBAPI COMMIT itself (engine event), not just the ORM's before_commit
+    event.listen(sqlite_db.engine, "commit",
+                 lambda _conn: at_commit.append(bool(redis.exists(key))))
+    e = h.epoch()
+    with sqlite_db.session() as s:
+        do(s, world)
+        assert not redis.exists(key)  # noted only: signalled when the transaction commits
+    assert at_commit == [True]
+    assert redis.exists(key) and not h.clear(e, contact_id=world["contact"], run_id=world["run"],
+                                             campaign_id=world["campaign"])
+    with sqlite_db.session() as s:  # and it did commit
+        assert committed(s, world)
+
+
+def test_a_grant_or_a_plain_transaction_signals_nothing(sqlite_db, world, h, redis):
+    halts.install(sqlite_db, h)
+    e = h.epoch()
+    with sqlite_db.session() as s:
+        ledger.append(s, contact_id=world["contact"], brand_id=world["brand"], action="grant",
+                      source="web_form", actor="test", evidence_text="form")
+        runs.fan_out(s, world["run"], NOW)  # not a halt either
+    assert _names(redis) == [h.epoch_key]
+    assert h.clear(e, contact_id=world["contact"], run_id=world["run"],
+                   campaign_id=world["campaign"])
+
+
+def test_a_rolled_back_transaction_signals_nothing(sqlite_db, world, h, redis):
+    halts.install(sqlite_db, h)
+    with pytest.raises(RuntimeError), sqlite_db.session() as s:
+        _revoke(s, world)
+        raise RuntimeError("boom")
+    assert _names(redis) == []
+    # the same session, rolled back and then committing other work: the revoke that never
+    # happened is forgotten with its transaction
+    s = sqlite_db._factory()
+    try:
+        _revoke(s, world)
+        s.rollback()
+        runs.pause_run(s, world["run"], "operator", NOW)
+        s.commit()
+    finally:
+        s.close()
+    assert _names(redis) == [h.run_key(world["run"])]
+    with sqlite_db.session() as s:
+        assert _revokes(s) == []
+
+
+def test_a_savepoint_waits_for_the_real_commit(sqlite_db, world, h, redis):
+    halts.install(sqlite_db, h)
+    key = h.contact_key(world["contact"])
+    with sqlite_db.session() as s:
+        with s.begin_nested():
+            _revoke(s, world)
+        assert not redis.exists(key)
+    assert redis.exists(key)
+
+
+def test_redis_down_the_halt_still_commits_and_a_warning_is_logged(sqlite_db, world, caplog):
+    server = fakeredis.FakeServer()
+    h = Halts(fakeredis.FakeRedis(server=server))
+    halts.install(sqlite_db, h)
+    server.connected = False
+    with caplog.at_level(logging.WARNING, logger="dispatcher.halts"), sqlite_db.session() as s:
+        _revoke(s, world)
+        runs.pause_run(s, world["run"], "operator", NOW)
+    with sqlite_db.session() as s:
+        assert len(_revokes(s)) == 1 and _run_state(s, world) == runs.PAUSED
+    [rec] = [r for r in caplog.records if r.name == "dispatcher.halts"]
+    assert rec.levelno == logging.WARNING and "committing anyway" in rec.getMessage()
+    assert f"contact ids {world['contact']}" in rec.getMessage()
+    assert PHONE not in caplog.text and PHONE[2:] not in caplog.text
+
+
+def test_install_twice_registers_once_and_the_latest_halts_wins(sqlite_db, world):
+    class Counting(Halts):
+        calls = 0
+
+        def signal(self, **kw: Any) -> None:
+            type(self).calls += 1
+            super().signal(**kw)
+
+    first, second = (Counting(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+                     for _ in range(2))
+    halts.install(sqlite_db, first)
+    halts.install(sqlite_db, first)
+    with sqlite_db.session() as s:
+        runs.pause_run(s, world["run"], "operator", NOW)
+    assert Counting.calls == 1
+    halts.install(sqlite_db, second)
+    with sqlite_db.session() as s:
+        runs.pause_campaign_runs(s, world["campaign"], "30034", NOW)
+    assert Counting.calls == 2
+    assert not first.redis.exists(first.campaign_key(world["campaign"]))
+    assert second.redis.exists(second.campaign_key(world["campaign"]))
+
+
+def test_a_lazy_halts_is_made_only_when_there_is_something_to_signal(sqlite_db, world, h, redis):
+    made: list[int] = []
+
+    def provide() -> Halts:
+        made.append(1)
+        return h
+
+    halts.install(sqlite_db, provide)
+    with sqlite_db.session() as s:
+        ledger.append(s, contact_id=world["contact"], brand_id=world["brand"], action="grant",
+                      source="web_form", actor="test", evidence_text="form")
+    assert made == []
+    with sqlite_db.session() as s:
+        _revoke(s, world)
+    assert made == [1] and redis.exists(h.contact_key(world["contact"]))
+
+
+def test_note_without_install_is_harmless(sqlite_db, world):
+    with sqlite_db.session() as s:
+        _revoke(s, world)
+        assert s.info  # noted, nobody to signal it
+
+
+# --------------------------------------------------------------------------------- runtime
+def test_the_runtime_db_signals_halts_without_a_redis_client_up_front(tmp_path):
+    from dispatcher import store
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+
+    url = f"sqlite:///{tmp_path}/rt.db"
+    try:
+        lazy = Runtime(Settings(database_url=url))
+        lazy.db  # noqa: B018 - opened (and upgraded), halts installed
+        assert "redis" not in lazy.__dict__ and "halts" not in lazy.__dict__
+        redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        rt = Runtime(Settings(database_url=url), redis=redis)
+        assert rt.db is lazy.db
+        w = _seed(rt.db)
+        with rt.db.session() as s:
+            runs.cancel_run(s, w["run"], NOW)
+        assert redis.exists(rt.halts.run_key(w["run"]))
+    finally:
+        db = store._databases.pop(url, None)
+        if db is not None:
+            db.dispose()
+
+
+
+def test_a_cli_revoke_signals_through_the_runtime_redis(cli_env):
+    from typer.testing import CliRunner
+
+    from dispatcher.cli.app import app
+    from dispatcher.runtime import embedded_redis
+
+    redis = embedded_redis()  # what the CLI's Runtime uses without DISPATCHER_REDIS_URL
+    for k in redis.scan_iter("dispatcher:halt:*"):
+        redis.delete(k)
+
+    def cli(*args: str) -> Any:
+        r = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    cli("brand", "add", "Acme Corporation", "--tier", "top")
+    ev = cli("consent", "revoke", PHONE, "--brand", "Acme Corporation", "--note", "by phone")
+    assert ev["action"] == "revoke"
+    assert _names(redis) == ["dispatcher:halt:c:1"]
