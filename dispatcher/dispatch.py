@@ -1,11 +1,11 @@
 """deliver_many(): the path of every message.  load -> gates -> render, for a batch of rows (one
-statement each), then per row: throttle slot (``dispatcher.slots``) -> claim -> send -> record.
-``deliver(id, booking)`` is a batch of one.  Gets its collaborators as arguments (one
-composition root builds them).
+statement each), then the hand-over (``dispatcher.handover``): claim the batch, then per row
+throttle slot -> halt check -> send, and record the sends.  ``deliver(id, booking)`` is a batch of
+one.  Gets its collaborators as arguments (one composition root builds them).
 
-Exactly once: the row is claimed ``queued -> sending`` by compare-and-set (and only while the run
-is running) and committed *before* the carrier is called; a second delivery of the same id finds
-the row claimed and does nothing.  A send that may have reached the carrier but has no answer
+Exactly once: the rows are claimed ``queued -> sending`` by compare-and-set (and only while the
+run is running) and committed *before* the carrier is called; a second delivery of the same id
+finds the row claimed and does nothing.  A send that may have reached the carrier but has no answer
 (timeout) becomes ``unknown`` and is resolved by asking the carrier (``find_sent``) — never by
 sending again blindly.  A throttled message books a future slot and is re-enqueued with that
 delay (no worker thread waits); a message that cannot book within the horizon goes back to the
@@ -15,9 +15,7 @@ outbox with a later ``due_at`` and costs no queue operation until then.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +26,8 @@ from sqlmodel import Session, select
 from dispatcher import ledger, outbox, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.errors import GatewayError
-from dispatcher.gateway.client import body_hash
 from dispatcher.gating import BAD_NUMBER_CODES, evaluate
+from dispatcher.handover import Handover
 from dispatcher.logs import mask_phone
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.slots import Enqueue, Slots
@@ -56,6 +54,12 @@ class DeliverConfig:
     #: delivers delayed messages within ~worker_timeout); costs T/(T+g) of a window's throughput
     min_grace_s: float = 1.0
     campaign_cache_s: float = 2.0
+    #: a batch's rows not reached after this long go back to the outbox (well inside the
+    #: reconciler's sending lease, and inside the halt keys' ``max_age_s``)
+    batch_max_s: float = 30.0
+    #: accepted sends wait at most this long to be recorded together (a STOP webhook waits for
+    #: its contact's claimed rows; early status callbacks are retried meanwhile)
+    mark_within_s: float = 0.5
 
 
 @dataclass
@@ -69,12 +73,14 @@ class Pipeline:
     validity_cap_s: int = 36000
     metrics: Any = None
     config: DeliverConfig = None  # type: ignore[assignment]
+    halts: Any = None  # dispatcher.halts.Halts; None: every row is checked in the database
 
     def __post_init__(self) -> None:
         if self.config is None:
             self.config = DeliverConfig()
         self._campaigns: dict[int, tuple[Campaign, Brand, float]] = {}
         self.slots = Slots(self.throttle, self.clock, self.enqueue, self.config, self._metric)
+        self.handover = Handover(self)
 
     # ------------------------------------------------------------------------------ deliver
     def deliver(self, row_id: int, booking: dict[str, Any] | None = None) -> str:
@@ -90,6 +96,7 @@ class Pipeline:
         and recorded, so a STOP, pause or cancel still stops every row not yet handed to the
         carrier exactly as for a single row, and no slot waits for the rows before it.
         """
+        epoch = self._epoch()  # before the load: a halt after it is seen by the check
         now = self.clock.now()
         ids = list(dict.fromkeys(ids))  # a repeated id is one row
         bookings = bookings or {}
@@ -120,12 +127,21 @@ class Pipeline:
                     out[row.id] = verdict
                     continue
                 text, decision = verdict
-                ready.append(_Ready(row.id, row.contact_id, row.to_phone, text, decision,
-                                    campaign, brand, bookings.get(row.id),
+                ready.append(_Ready(row.id, row.run_id, row.contact_id, row.to_phone, text,
+                                    decision, campaign, brand, bookings.get(row.id),
                                     self._validity(decision, now)))
         if ready:
-            out.update(self._send_ready(ready))
+            out.update(self.handover.run(ready, epoch))
         return out
+
+    def _epoch(self) -> Any:
+        if self.halts is None:
+            return None
+        try:
+            return self.halts.epoch()
+        except Exception:  # noqa: BLE001 - Redis unreachable: every row is checked in the DB
+            log.warning("could not read the halts epoch", exc_info=True)
+            return None
 
     def _check_row(self, s: Session, row: Any, now: datetime) -> str | None:
         """The row's and its run's state; None if the row may go on to the gates."""
@@ -142,45 +158,6 @@ class Pipeline:
             outbox.unqueue(s, row.id, now)
             return f"run:{row.run_state}"
         return None
-
-    def _send_ready(self, ready: list[_Ready]) -> dict[int, str]:
-        """Per row, on one held connection in autocommit (every statement commits on its own):
-        throttle slot -> claim (compare-and-set, committed before the carrier is called) -> send
-        -> record.  Rows after a failure stay queued and the queue message is retried.
-
-        Round trips: the next rows' slots come from one pipelined throttle call (``slots``), and
-        a send is recorded with the next row's claim (one statement); only the last one is
-        recorded alone."""
-        out: dict[int, str] = {}
-        daily = getattr(self.metrics, "daily_batch", None)
-        slots = self.slots.for_batch(ready)
-        sent: outbox.Sent | None = None
-        with self.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
-            try:
-                for i, x in enumerate(ready):
-                    now = self.clock.now()
-                    booking = slots.take(conn, i, now)
-                    if isinstance(booking, str):
-                        out[x.row_id] = booking
-                        if sent is not None:  # no claim follows at once: record it now
-                            outbox.mark_sent(conn, sent)
-                            sent = None
-                        continue
-                    digest = body_hash(x.text)
-                    token = outbox.claim(conn, x.row_id, now, body=x.text, body_hash=digest,
-                                         segments=x.decision.segments, after=sent)
-                    sent = None
-                    if token is None:  # STOP, pause or cancel came first (or another worker)
-                        self._release(booking)
-                        outbox.unqueue(conn, x.row_id, now)
-                        out[x.row_id] = "lost_claim"
-                        continue
-                    out[x.row_id], sent = self._send(x, token, digest)
-            finally:
-                if sent is not None:
-                    outbox.mark_sent(conn, sent)
-                slots.close()  # slots reserved ahead for rows a failure left unreached
-        return out
 
     # ------------------------------------------------------------------------------ gates
     def _gate(self, s: Session, row: Any, campaign: Campaign, brand: Brand, now: datetime,
@@ -250,62 +227,6 @@ class Pipeline:
         brand = s.get(Brand, campaign.brand_id)
         self._campaigns[campaign_id] = (campaign, brand, mono)
         return campaign, brand
-
-    # ------------------------------------------------------------------------------ send
-    def _send(self, x: _Ready, token: str, digest: str) -> tuple[str, outbox.Sent | None]:
-        """Hand the claimed row to the carrier.  Accepted: ("sent", what to record)."""
-        c, b = x.campaign, x.brand
-        sender = c.messaging_service_sid or c.sender
-        kwargs: dict[str, Any] = {"status_callback": self.status_callback,
-                                  "validity_period": x.validity}
-        if sender and sender.startswith("MG"):
-            kwargs["messaging_service_sid"] = sender
-        else:
-            kwargs["from_"] = sender
-        started = self.clock.time()
-        try:
-            result = self.gateway.send(x.to, x.text, **kwargs)
-        except GatewayError as e:
-            return self._failed_send(x.row_id, token, e, c.id, c.sid, x.contact_id, b.id, x.to,
-                                     sender or ""), None
-        # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
-        self._metric("sent", c.sid, sender or "", result.num_segments or x.decision.segments or 1,
-                     brand=b.name, body_hash=digest)
-        self._metric("send_duration_seconds", self.clock.time() - started)
-        return "sent", outbox.Sent(x.row_id, token, result.sid, result.status, self.clock.now())
-
-    def _failed_send(self, row_id: int, token: str, e: GatewayError, campaign_id: int,
-                     campaign_sid: str, contact_id: int, brand_id: int, to: str,
-                     sender: str) -> str:
-        now = self.clock.now()
-        with self.db.session() as s:
-            if e.outcome == "retryable":
-                row = s.get(OutboxMessage, row_id)
-                if row.attempts >= self.config.max_attempts:
-                    outbox.mark_failed(s, row_id, token, e.code, f"gave up: {e}", now)
-                    self._metric("failed", campaign_sid, sender, e.code)
-                    return "failed:retries_exhausted"
-                delay = min(self.config.backoff_max_s,
-                            self.config.backoff_base_s * 2 ** (row.attempts - 1))
-                delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
-                outbox.release(s, row_id, token, now + timedelta(seconds=delay), "retry", now)
-                return "retry"
-            if e.outcome == "ambiguous":
-                outbox.mark_unknown(s, row_id, token, str(e), now)
-                s.commit()
-                return self.resolve(row_id)
-            outbox.mark_failed(s, row_id, token, e.code, str(e), now)
-            if e.code == 21610:  # the carrier holds a STOP we did not see: record it
-                ledger.append(s, contact_id=contact_id, brand_id=brand_id, action="revoke",
-                              source="carrier", actor="carrier",
-                              evidence_text="Twilio error 21610: recipient replied STOP",
-                              evidence_ref=str(e.code))
-                outbox.suppress_for_contact(s, contact_id, brand_campaign_ids=None,
-                                            reason="opted_out", now=now)
-                self._metric("opt_out", campaign_sid, "carrier")
-        self._metric("failed", campaign_sid, sender, e.code)
-        log.info("row %s to %s failed: %s", row_id, mask_phone(to), e)
-        return f"failed:{e.code}"
 
     # ------------------------------------------------------------------------------ resolve
     def resolve(self, row_id: int) -> str:
@@ -389,6 +310,7 @@ class _Ready:
     """A row that passed the gates: next, its throttle slot, claim and send."""
 
     row_id: int
+    run_id: int
     contact_id: int
     to: str
     text: str

@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlmodel import Session
@@ -87,16 +88,38 @@ def _mark_sent_statement(p: str) -> Any:
 
 
 #: the statements of every send, built once (SQLAlchemy then reuses their compiled form without
-#: rebuilding the construct and its cache key per message).  _CLAIM_AFTER_SENT is one round trip
-#: for "record the previous row's send, claim the next row" (PostgreSQL: a data-modifying CTE)
+#: rebuilding the construct and its cache key per message)
 _CLAIM = _claim_statement()
 _MARK_SENT = _mark_sent_statement("b_")
-_CLAIM_AFTER_SENT = _CLAIM.add_cte(_mark_sent_statement("m_").returning(T.c.id).cte("sent_row"))
+
+
+def _batch_text(sql: str) -> Any:
+    """A PostgreSQL statement over a whole batch: its rows ride as arrays through ``unnest``,
+    so the text is constant (parsed and cached once) whatever the batch's size."""
+    from dispatcher.models import Run
+
+    return text(sql.replace("{t}", T.name).replace("{runs}", Run.__tablename__))
+
+
+_CLAIM_MANY_PG = _batch_text(
+    "UPDATE {t} AS o SET state = 'sending', claimed_at = :now, claim_token = :token, "
+    "updated_at = :now, attempts = o.attempts + 1, body = v.body, body_hash = v.body_hash, "
+    "segments = v.segments, defer_reason = NULL "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:bodies AS text[]), CAST(:hashes AS text[]), "
+    "CAST(:segments AS integer[])) AS v(id, body, body_hash, segments) "
+    "WHERE o.id = v.id AND o.state = 'queued' "
+    "AND o.run_id IN (SELECT id FROM {runs} WHERE state = 'running') RETURNING o.id")
+_MARK_SENT_MANY_PG = _batch_text(
+    "UPDATE {t} AS o SET state = 'sent', provider_sid = v.sid, provider_status = v.status, "
+    "sent_at = v.at, updated_at = v.at, error_code = NULL, error_message = NULL "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:sids AS text[]), "
+    "CAST(:statuses AS text[]), CAST(:ats AS timestamptz[])) AS v(id, token, sid, status, at) "
+    "WHERE o.id = v.id AND o.state IN ('sending', 'unknown') AND o.claim_token = v.token")
 
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """A send the carrier accepted, to record with ``mark_sent`` (or with the next claim)."""
+    """A send the carrier accepted, to record with ``mark_sent`` / ``mark_sent_many``."""
 
     row_id: int
     token: str
@@ -109,27 +132,85 @@ class Sent:
                 p + "status": self.status, p + "now": self.at}
 
 
-def claim(session: Session | Connection, row_id: int, now: datetime, *, body: str,
-          body_hash: str, segments: int | None, after: Sent | None = None) -> str | None:
-    """queued -> sending (with the composed body), only while the run is running.  Returns the
-    claim token, or None if someone else moved the row (or the run was paused/cancelled, or a
-    STOP suppressed it).  ``after``: a previous row's accepted send, recorded first (in the same
-    statement on PostgreSQL; whatever the claim's outcome)."""
-    conn = _conn(session)
+@dataclass(frozen=True, slots=True)
+class ToClaim:
+    """A row to claim with the body it will carry."""
+
+    row_id: int
+    body: str
+    body_hash: str
+    segments: int | None
+
+
+def claim_many(conn: Connection, rows: list[ToClaim], now: datetime) -> tuple[str, set[int]]:
+    """queued -> sending for a batch (each with its composed body), only while its run is
+    running: ONE statement on PostgreSQL.  Returns the batch's claim token and the ids claimed;
+    the others were moved by someone else (a STOP suppressed it, the run was paused or
+    cancelled, another worker has it).  Call on an autocommit connection: the claim is committed
+    before any row is handed to the carrier."""
     token = uuid.uuid4().hex
-    params = {"b_id": row_id, "b_now": now, "b_token": token, "b_body": body,
-              "b_hash": body_hash, "b_segments": segments}
-    stmt = _CLAIM
-    if after is not None:
-        if conn.dialect.name == "postgresql":
-            stmt, params = _CLAIM_AFTER_SENT, {**params, **after.params("m_")}
-        else:  # SQLite: no UPDATE in a CTE; in process, so no round trip is saved anyway
-            mark_sent(conn, after)
-    return token if conn.execute(stmt, params).rowcount == 1 else None
+    if not rows:
+        return token, set()
+    if conn.dialect.name == "postgresql":
+        got = conn.execute(_CLAIM_MANY_PG, {
+            "now": now, "token": token, "ids": [r.row_id for r in rows],
+            "bodies": [r.body for r in rows], "hashes": [r.body_hash for r in rows],
+            "segments": [r.segments for r in rows]})
+        return token, {r[0] for r in got}
+    claimed = set()  # SQLite: in process, so a statement per row costs no round trip
+    for r in rows:
+        if conn.execute(_CLAIM, {"b_id": r.row_id, "b_now": now, "b_token": token,
+                                 "b_body": r.body, "b_hash": r.body_hash,
+                                 "b_segments": r.segments}).rowcount == 1:
+            claimed.add(r.row_id)
+    return token, claimed
 
 
 def mark_sent(session: Session | Connection, sent: Sent) -> bool:
     return _conn(session).execute(_MARK_SENT, sent.params("b_")).rowcount == 1
+
+
+def mark_sent_many(conn: Connection, sents: list[Sent]) -> int:
+    """Record several accepted sends (each only if its claim token still matches): one
+    statement on PostgreSQL.  Returns how many rows it moved."""
+    if not sents:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return conn.execute(_MARK_SENT_MANY_PG, {
+            "ids": [x.row_id for x in sents], "tokens": [x.token for x in sents],
+            "sids": [x.sid for x in sents], "statuses": [x.status for x in sents],
+            "ats": [x.at for x in sents]}).rowcount
+    return sum(mark_sent(conn, x) for x in sents)
+
+
+def unclaim(session: Session | Connection, ids: list[int], token: str, now: datetime, *,
+            due_at: datetime | None = None, reason: str | None = None,
+            enqueued: bool = False) -> int:
+    """sending -> queued for claimed rows that were NOT handed to the carrier (their slot is
+    later, their run paused, their batch ran out of time): the claim's attempt is given back.
+    ``enqueued``: a delayed queue message carries the row; otherwise release enqueues it when
+    due.  Returns how many rows moved (only those still claimed with ``token``)."""
+    if not ids:
+        return 0
+    values: dict[str, Any] = {
+        "state": QUEUED, "claim_token": None, "attempts": T.c.attempts - 1,
+        "enqueued_at": now if enqueued else None, "updated_at": now}
+    if due_at is not None:
+        values["due_at"] = due_at
+    if reason is not None:
+        values["defer_reason"] = reason
+    return _conn(session).execute(update(T).where(
+        T.c.id.in_(ids), T.c.state == SENDING, T.c.claim_token == token).values(**values)
+    ).rowcount
+
+
+def drop_claimed(session: Session | Connection, row_id: int, token: str, state: str,
+                 reason: str, now: datetime) -> bool:
+    """sending -> suppressed | cancelled for a claimed row NOT handed to the carrier (its
+    contact opted out, its run was cancelled after the claim)."""
+    return _cas(session, row_id, (SENDING,), {
+        "state": state, "suppress_reason": reason, "claim_token": None,
+        "attempts": T.c.attempts - 1, "updated_at": now}, T.c.claim_token == token)
 
 
 def mark_failed(session: Session, row_id: int, token: str, code: int | None, message: str,

@@ -165,6 +165,9 @@ class Runtime:
             enqueue=enqueue, status_callback=self.status_callback_url,
             validity_cap_s=self.settings.validity_period_s, metrics=self.metrics,
             config=DeliverConfig(min_grace_s=self.settings.throttle_grace_s),
+            # a CLI in another process cannot reach the embedded fakeredis: there, every row is
+            # checked in the database before its send (SQLite in process: cheap)
+            halts=self.halts if self.shared_redis else None,
         )
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Throttle slots for the pipeline's rows: the step between the gates and the claim.
+"""Throttle slots for the pipeline's claimed rows: the step between the claim and the send.
 
 A row sends only in a slot booked in every bucket that applies to it (``throttle.policy``).  For
 a batch, the slots of the next rows come from one pipelined call (``reserve_many``): as many rows
@@ -6,7 +6,8 @@ as the batch's recent pace sends within half the smallest grace.  A held slot is
 before use and, once its ``send_by`` may have passed, given back and reserved again, so no row is
 sent on a stale slot; slots still held when a batch stops early are given back.  A slot in the
 future is carried by a delayed queue message (no worker thread waits); a row that cannot book
-within the horizon goes back to the outbox with a later ``due_at``.
+within the horizon goes back to the outbox with a later ``due_at``; either way the row is
+unclaimed (``outbox.unclaim``: back to queued, its attempt given back).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class Slots:
         self.pace = 0.05  # seconds per row of a batch, lately (a shared, rough average)
         self._shared: dict[tuple[int, int, int], tuple[Any, Any, tuple[Any, ...]]] = {}
 
-    def for_batch(self, ready: list[Any]) -> BatchSlots:
-        return BatchSlots(self, ready)
+    def for_batch(self, ready: list[Any], token: str) -> BatchSlots:
+        return BatchSlots(self, ready, token)
 
     def reserve_ahead(self, rows: list[Any]) -> dict[int, _Held]:
         """Slots for the next fresh rows in one round trip: as many as the recent pace sends
@@ -89,10 +90,11 @@ class Slots:
         return {x.row_id: _Held(res, asked, answered)
                 for (x, _), res in zip(fresh, got, strict=True)}
 
-    def take(self, conn: Any, x: Any, now: datetime, held: _Held | None) -> Any:
+    def take(self, conn: Any, x: Any, token: str, now: datetime, held: _Held | None) -> Any:
         """A slot usable now (its booking, as a dict), or what happened instead: booked for
-        later (re-enqueued with that delay), deferred, or early.  ``held``: a slot reserved
-        ahead for this row, used if its ``send_by`` has not passed (else given back)."""
+        later (re-enqueued with that delay), deferred, or early.  ``x`` is claimed with
+        ``token``.  ``held``: a slot reserved ahead for this row, used if its ``send_by`` has
+        not passed (else given back)."""
         if x.booking is not None:
             res = Reservation.from_dict(x.booking)
             st = self.throttle.send_status(res)
@@ -100,7 +102,7 @@ class Slots:
                 return x.booking
             if st == "early":
                 delay = max(0.0, (res.slot_at or 0) - self.clock.time())
-                self._later(conn, x.row_id, now, delay, x.booking)
+                self._later(conn, x.row_id, token, now, delay, x.booking)
                 return "early"
             if st == "late":
                 self.release(x.booking)
@@ -117,11 +119,11 @@ class Slots:
                     res.allowed and wait <= self.config.now_epsilon_s)
         if not res.allowed:
             until = now + timedelta(seconds=max(wait, 0.05))
-            outbox.defer(conn, x.row_id, until, "throttle", now)
+            outbox.unclaim(conn, [x.row_id], token, now, due_at=until, reason="throttle")
             self.metric("deferred", x.campaign.sid, "throttle")
             return "throttled"
         if wait > self.config.now_epsilon_s:
-            self._later(conn, x.row_id, now, wait, res.to_dict())
+            self._later(conn, x.row_id, token, now, wait, res.to_dict())
             return "booked"
         return res.to_dict()
 
@@ -153,21 +155,22 @@ class Slots:
             self._shared[key] = (c, b, buckets)  # holding c and b keeps their ids unique
         return buckets
 
-    def _later(self, conn: Any, row_id: int, now: datetime, delay: float,
+    def _later(self, conn: Any, row_id: int, token: str, now: datetime, delay: float,
                booking: dict[str, Any]) -> None:
         """The row rides a delayed queue message to its booked slot (committed first: a lost
         enqueue is found by the reconciler)."""
-        outbox.defer(conn, row_id, now + timedelta(seconds=delay), "throttle", now,
-                     enqueued=True)
+        outbox.unclaim(conn, [row_id], token, now, due_at=now + timedelta(seconds=delay),
+                       reason="throttle", enqueued=True)
         self.enqueue(row_id, delay, booking)
 
 
 class BatchSlots:
-    """The slots of one batch's rows, taken in order (``take(conn, i, now)`` for ``ready[i]``);
-    ``close()`` gives back those reserved ahead for rows never reached."""
+    """The slots of one batch's rows (claimed with ``token``), taken in order:
+    ``take(conn, i, now)`` for ``ready[i]``; ``close()`` gives back those reserved ahead for
+    rows never reached."""
 
-    def __init__(self, slots: Slots, ready: list[Any]) -> None:
-        self.slots, self.ready = slots, ready
+    def __init__(self, slots: Slots, ready: list[Any], token: str) -> None:
+        self.slots, self.ready, self.token = slots, ready, token
         self.held: dict[int, _Held] = {}
         self.started = slots.clock.time()  # the clock that judges a slot's lateness
 
@@ -177,7 +180,7 @@ class BatchSlots:
             s.pace = (s.clock.time() - self.started) / i
         if x.booking is None and x.row_id not in self.held:
             self.held.update(s.reserve_ahead(self.ready[i:]))
-        return s.take(conn, x, now, self.held.pop(x.row_id, None))
+        return s.take(conn, x, self.token, now, self.held.pop(x.row_id, None))
 
     def close(self) -> None:
         for held in self.held.values():

@@ -37,7 +37,8 @@ async def _inbound(ctx: Context, request: Request) -> Response:
     result = await ctx.run(process_inbound, msg, advanced_opt_out=settings.advanced_opt_out)
     if result.revocation and result.contact_id is not None:
         # the guarantee: once this webhook has answered, no message to the contact is still
-        # being handed to the carrier (rows not yet claimed were suppressed in the transaction)
+        # being handed to the carrier (rows not yet claimed were suppressed in the transaction;
+        # a worker's claimed row meets the revoke's halt key and is dropped, or was sent)
         await ctx.wait_not_in_flight(result.contact_id)
     if not result.replay:
         label = result.campaign_sid or "unknown"

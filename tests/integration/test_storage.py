@@ -45,38 +45,40 @@ def test_round_trip(any_db):
         assert row.due_at is not None
 
 
-def test_claim_records_the_previous_send_in_the_same_call(any_db):
-    """claim(after=...) is "mark the last row sent, claim the next" (one statement on
-    PostgreSQL); the previous send is recorded whether or not the next claim succeeds."""
+def test_a_batch_is_claimed_and_recorded_in_one_statement_each(any_db):
+    """claim_many claims only rows still queued in a running run; mark_sent_many records only
+    sends whose claim token still matches; unclaim gives back the claim's attempt."""
     _, cid, ctid = _setup(any_db)
     now = datetime.now(UTC)
     with any_db.session() as s:
         run = Run(campaign_id=cid, template="Hi", state="running")
-        s.add(run)
+        paused = Run(campaign_id=cid, template="Hi", state="paused")
+        s.add_all([run, paused])
         s.flush()
-        others = [contacts.upsert_contact(s, f"(415) 555-12{i:02d}")[0].id for i in range(2)]
+        others = [contacts.upsert_contact(s, f"(415) 555-12{i:02d}")[0].id for i in range(3)]
         rows = [OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=who,
-                              to_phone="+14155551234") for who in (ctid, *others)]
+                              to_phone="+14155551234") for who in (ctid, *others[:2])]
+        rows.append(OutboxMessage(run_id=paused.id, campaign_id=cid, contact_id=others[2],
+                                  to_phone="+14155551234"))
         s.add_all(rows)
         s.flush()
-        a, b, c = (r.id for r in rows)
-    kw = {"body": "Hi", "body_hash": "h", "segments": 1}
+        a, b, c, d = (r.id for r in rows)
     with any_db.connect(autocommit=True) as conn:
-        tok_a = outbox.claim(conn, a, now, **kw)
-        tok_b = outbox.claim(conn, b, now, **kw,
-                             after=outbox.Sent(a, tok_a, "SM" + "a" * 32, "accepted", now))
-        assert tok_b is not None
-        # c was taken by someone else: b's send is recorded all the same
         conn.execute(outbox.T.update().where(outbox.T.c.id == c).values(state="suppressed"))
-        assert outbox.claim(conn, c, now, **kw,
-                            after=outbox.Sent(b, tok_b, "SM" + "b" * 32, "queued", now)) is None
-        # a stale token records nothing
-        assert not outbox.mark_sent(conn, outbox.Sent(a, "stale", "SM" + "c" * 32, None, now))
+        token, claimed = outbox.claim_many(conn, [
+            outbox.ToClaim(i, f"Hi {i}", f"h{i}", 1) for i in (a, b, c, d)], now)
+        assert claimed == {a, b}  # c was suppressed, d's run is paused
+        assert outbox.claim_many(conn, [outbox.ToClaim(a, "Hi", "h", 1)], now)[1] == set()
+        sent = [outbox.Sent(a, token, "SM" + "a" * 32, "accepted", now),
+                outbox.Sent(b, "stale", "SM" + "b" * 32, "queued", now)]
+        assert outbox.mark_sent_many(conn, sent) == 1  # a stale token records nothing
+        assert outbox.unclaim(conn, [a, b], token, now, reason="throttle", enqueued=True) == 1
     with any_db.session() as s:
-        got = {r.id: (r.state, r.provider_sid, r.provider_status)
+        got = {r.id: (r.state, r.provider_sid, r.body, r.attempts, r.claim_token)
                for r in s.exec(__import__("sqlmodel").select(OutboxMessage))}
-    assert got == {a: ("sent", "SM" + "a" * 32, "accepted"), b: ("sent", "SM" + "b" * 32, "queued"),
-                   c: ("suppressed", None, None)}
+    assert got == {a: ("sent", "SM" + "a" * 32, f"Hi {a}", 1, token),
+                   b: ("queued", None, f"Hi {b}", 0, None),
+                   c: ("suppressed", None, None, 0, None), d: ("queued", None, None, 0, None)}
 
 
 def test_consent_derived_from_ledger(any_db):
