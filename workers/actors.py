@@ -77,10 +77,11 @@ def _distributed(b: Any) -> bool:
 
 
 if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
-    from workers.middleware import InFlight, Warmup
+    from workers.middleware import FairPrefetch, InFlight, Warmup
 
     broker.add_middleware(InFlight(_metrics))
     broker.add_middleware(Warmup(pipeline, _distributed))
+    broker.add_middleware(FairPrefetch())
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
