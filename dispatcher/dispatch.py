@@ -26,6 +26,7 @@ from sqlmodel import Session, select
 from dispatcher import ledger, outbox, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.errors import GatewayError
+from dispatcher.gateway.client import body_hash
 from dispatcher.gating import BAD_NUMBER_CODES, evaluate
 from dispatcher.handover import Handover
 from dispatcher.logs import mask_phone
@@ -129,7 +130,7 @@ class Pipeline:
                 text, decision = verdict
                 ready.append(_Ready(row.id, row.run_id, row.contact_id, row.to_phone, text,
                                     decision, campaign, brand, bookings.get(row.id),
-                                    self._validity(decision, now)))
+                                    self._validity(decision, now), body_hash(text)))
         if ready:
             out.update(self.handover.run(ready, epoch))
         return out
@@ -190,13 +191,7 @@ class Pipeline:
         if not contact_ids:
             return out
         since = now - timedelta(days=self.config.history_days)
-        t = outbox.T
-        rows = s.connection().execute(
-            select(t.c.contact_id, t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state,
-                   t.c.error_code)
-            .where(t.c.contact_id.in_(contact_ids),
-                   or_(t.c.sent_at >= since, t.c.error_code.in_(BAD_NUMBER_CODES)))
-        ).all()
+        rows = s.connection().execute(_HISTORY, {"ids": list(contact_ids), "since": since}).all()
         for who, c, sent, upd, st, code in rows:
             if sent is not None or code in BAD_NUMBER_CODES:
                 out.setdefault(who, []).append((c, as_utc(sent or upd), st, code))
@@ -305,9 +300,23 @@ def _load_statement() -> Any:
 _LOAD = _load_statement()
 
 
+def _history_statement() -> Any:
+    """Contacts' (``:ids``) sends since ``:since`` and their bad-number errors (built once: its
+    compiled form is cached)."""
+    t = outbox.T
+    return (select(t.c.contact_id, t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state,
+                   t.c.error_code)
+            .where(t.c.contact_id.in_(bindparam("ids", expanding=True)),
+                   or_(t.c.sent_at >= bindparam("since"),
+                       t.c.error_code.in_(BAD_NUMBER_CODES))))
+
+
+_HISTORY = _history_statement()
+
+
 @dataclass(frozen=True, slots=True)
 class _Ready:
-    """A row that passed the gates: next, its throttle slot, claim and send."""
+    """A row that passed the gates: next, the hand-over (claim, throttle slot, check, send)."""
 
     row_id: int
     run_id: int
@@ -319,3 +328,4 @@ class _Ready:
     brand: Brand
     booking: dict[str, Any] | None  # a slot booked earlier, carried by the queue message
     validity: int
+    digest: str  # the body's hash (the claim records it, the repetition metrics count it)

@@ -34,7 +34,6 @@ from sqlmodel import select
 
 from dispatcher import ledger, outbox, runs
 from dispatcher.errors import GatewayError
-from dispatcher.gateway.client import body_hash
 from dispatcher.logs import mask_phone
 from dispatcher.models import OutboxMessage, Run
 
@@ -56,7 +55,7 @@ class Handover:
         daily = getattr(p.metrics, "daily_batch", None)
         with p.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
             token, claimed = outbox.claim_many(conn, [
-                outbox.ToClaim(x.row_id, x.text, body_hash(x.text), x.decision.segments)
+                outbox.ToClaim(x.row_id, x.text, x.digest, x.decision.segments)
                 for x in ready], now)
             for x in ready:
                 if x.row_id not in claimed:  # STOP, pause or cancel came first (or a worker)
@@ -168,7 +167,7 @@ class Handover:
             return self._failed(x, token, e, sender or ""), None
         # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
         p._metric("sent", c.sid, sender or "", result.num_segments or x.decision.segments or 1,
-                  brand=b.name, body_hash=body_hash(x.text))
+                  brand=b.name, body_hash=x.digest)
         p._metric("send_duration_seconds", p.clock.time() - started)
         return "sent", outbox.Sent(x.row_id, token, result.sid, result.status, p.clock.now())
 
