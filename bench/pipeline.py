@@ -177,6 +177,21 @@ def launch(url: str, sid: str, group: str) -> int:
         db.dispose()
 
 
+def analyze(url: str) -> None:
+    """Planner statistics for the freshly seeded tables, as a live database has them (without,
+    the first measured run planned its queries on no statistics and ran ~20 % slower)."""
+    from sqlalchemy import text
+
+    from dispatcher.store import Database
+
+    db = Database(url)
+    try:
+        with db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    finally:
+        db.dispose()
+
+
 def outbox_states(url: str, run_id: int) -> dict[str, int]:
     from dispatcher import run_report
     from dispatcher.store import Database
@@ -203,6 +218,7 @@ def start_pipeline(stack: Stack, sid: str, processes: int, threads: int) -> dict
     wait_count(carrier, stack, WARM, 120)
     wait_for(lambda: outbox_states(url, warm).get("sending", 0) == 0, 30, "warm-up",
              check=stack.check_alive)
+    analyze(url)
     carrier.reset()
     return {"sandbox": stack.procs["sandbox"], "workers": workers, "scheduler": scheduler,
             "webhooks": webhooks}
