@@ -173,6 +173,9 @@ class Runtime:
     def close(self) -> None:
         if self.sandbox is not None:
             self.sandbox.stop()
+        app = self.__dict__.get("webhook_app")
+        if app is not None:  # its background work (status callbacks kept for a retry)
+            app.state.webhooks.close()
         gw = self.__dict__.get("gateway")
         if gw is not None:
             gw.close()
