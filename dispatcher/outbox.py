@@ -3,11 +3,15 @@ worker and a webhook) can never both move one row.
 
     queued ──claim──► sending ──► sent ──status──► delivered | undelivered
       │                  ├──────► failed                 (sent/failed also set by callbacks)
-      │                  └──────► unknown ──resolve──► sent | queued
+      │                  ├──────► unknown ──resolve──► sent | queued
+      │                  └──────► queued | suppressed | cancelled   (claimed, never sent)
       └──► suppressed | cancelled      (never handed to the carrier)
 
-A row is *in flight* while ``sending``: it may have reached the carrier.  Nothing but
-``resolve_unknown`` (after asking the carrier) ever moves such a row back to ``queued``.
+A row is claimed with its batch (``claim_many``) and *in flight* from the moment its worker
+starts its send: it may have reached the carrier.  Only the worker that claimed it gives a row it
+never sent back (``unclaim``, ``drop_claimed``, ``release`` for a refused request); a row that
+may have reached the carrier goes back to ``queued`` only through ``resolve_unknown``, after
+asking the carrier.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     func,
     literal,
     or_,
@@ -41,7 +46,8 @@ QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN = (
 SUPPRESSED, CANCELLED = "suppressed", "cancelled"
 STATES = (QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SUPPRESSED, CANCELLED)
 FINAL = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED, CANCELLED})
-#: rows that are not yet handed to the carrier (a STOP, pause or cancel still stops them)
+#: rows no worker has claimed: a STOP or cancel moves them in its own transaction (claimed rows
+#: not yet sent meet the halt check: dispatcher/halts.py)
 NOT_HANDED = (QUEUED,)
 #: ordering for status callbacks: a later callback never moves a row backwards
 RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, SENT: 2, DELIVERED: 3, UNDELIVERED: 3, FAILED: 3}
@@ -76,21 +82,29 @@ def _claim_statement() -> Any:
              segments=bindparam("b_segments"), defer_reason=None)
 
 
-def _mark_sent_statement(p: str) -> Any:
-    """sending|unknown -> sent with the carrier's SID, if the claim token still matches (bind
-    parameters named ``<p>id``, ``<p>token``, ``<p>sid``, ``<p>status``, ``<p>now``)."""
+def _mark_sent_statement() -> Any:
+    """sending|unknown -> sent with the carrier's SID, if the claim token still matches."""
     return update(T).where(
-        T.c.id == bindparam(p + "id"), or_(T.c.state == SENDING, T.c.state == UNKNOWN),
-        T.c.claim_token == bindparam(p + "token"),
-    ).values(state=SENT, provider_sid=bindparam(p + "sid"),
-             provider_status=bindparam(p + "status"), sent_at=bindparam(p + "now"),
-             updated_at=bindparam(p + "now"), error_code=None, error_message=None)
+        T.c.id == bindparam("b_id"), or_(T.c.state == SENDING, T.c.state == UNKNOWN),
+        T.c.claim_token == bindparam("b_token"),
+    ).values(state=SENT, provider_sid=bindparam("b_sid"),
+             provider_status=bindparam("b_status"), sent_at=bindparam("b_now"),
+             updated_at=bindparam("b_now"), error_code=None, error_message=None)
 
+
+def _cancelled_runs() -> Any:
+    from dispatcher.models import Run
+
+    runs = Run.__table__  # type: ignore[attr-defined]
+    return select(runs.c.id).where(runs.c.state == CANCELLED)  # a run state of the same name
+
+
+_CANCELLED_RUNS = _cancelled_runs()
 
 #: the statements of every send, built once (SQLAlchemy then reuses their compiled form without
 #: rebuilding the construct and its cache key per message)
 _CLAIM = _claim_statement()
-_MARK_SENT = _mark_sent_statement("b_")
+_MARK_SENT = _mark_sent_statement()
 
 
 def _batch_text(sql: str) -> Any:
@@ -101,13 +115,18 @@ def _batch_text(sql: str) -> Any:
     return text(sql.replace("{t}", T.name).replace("{runs}", Run.__tablename__))
 
 
+#: the batch's rows are locked in id order (a cancel or a STOP updating many rows at once cannot
+#: deadlock with it); a row someone else holds right now is skipped: a lost claim, as if they
+#: had moved it first
 _CLAIM_MANY_PG = _batch_text(
+    "WITH c AS MATERIALIZED (SELECT id FROM {t} WHERE id = ANY(CAST(:ids AS bigint[])) "
+    "AND state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED) "
     "UPDATE {t} AS o SET state = 'sending', claimed_at = :now, claim_token = :token, "
     "updated_at = :now, attempts = o.attempts + 1, body = v.body, body_hash = v.body_hash, "
     "segments = v.segments, defer_reason = NULL "
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:bodies AS text[]), CAST(:hashes AS text[]), "
-    "CAST(:segments AS integer[])) AS v(id, body, body_hash, segments) "
-    "WHERE o.id = v.id AND o.state = 'queued' "
+    "CAST(:segments AS integer[])) AS v(id, body, body_hash, segments), c "
+    "WHERE o.id = v.id AND o.id = c.id AND o.state = 'queued' "
     "AND o.run_id IN (SELECT id FROM {runs} WHERE state = 'running') RETURNING o.id")
 _MARK_SENT_MANY_PG = _batch_text(
     "UPDATE {t} AS o SET state = 'sent', provider_sid = v.sid, provider_status = v.status, "
@@ -127,9 +146,9 @@ class Sent:
     status: str | None
     at: datetime
 
-    def params(self, p: str) -> dict[str, Any]:
-        return {p + "id": self.row_id, p + "token": self.token, p + "sid": self.sid,
-                p + "status": self.status, p + "now": self.at}
+    def params(self) -> dict[str, Any]:
+        return {"b_id": self.row_id, "b_token": self.token, "b_sid": self.sid,
+                "b_status": self.status, "b_now": self.at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +176,21 @@ def claim_many(conn: Connection, rows: list[ToClaim], now: datetime) -> tuple[st
             "bodies": [r.body for r in rows], "hashes": [r.body_hash for r in rows],
             "segments": [r.segments for r in rows]})
         return token, {r[0] for r in got}
-    claimed = set()  # SQLite: in process, so a statement per row costs no round trip
-    for r in rows:
-        if conn.execute(_CLAIM, {"b_id": r.row_id, "b_now": now, "b_token": token,
-                                 "b_body": r.body, "b_hash": r.body_hash,
-                                 "b_segments": r.segments}).rowcount == 1:
-            claimed.add(r.row_id)
+    claimed: set[int] = set()  # SQLite: in process, so a statement per row costs no round trip
+    try:
+        for r in rows:
+            if conn.execute(_CLAIM, {"b_id": r.row_id, "b_now": now, "b_token": token,
+                                     "b_body": r.body, "b_hash": r.body_hash,
+                                     "b_segments": r.segments}).rowcount == 1:
+                claimed.add(r.row_id)
+    except BaseException:
+        unclaim(conn, sorted(claimed), token, now)  # none of them is handed over
+        raise
     return token, claimed
 
 
 def mark_sent(session: Session | Connection, sent: Sent) -> bool:
-    return _conn(session).execute(_MARK_SENT, sent.params("b_")).rowcount == 1
+    return _conn(session).execute(_MARK_SENT, sent.params()).rowcount == 1
 
 
 def mark_sent_many(conn: Connection, sents: list[Sent]) -> int:
@@ -189,11 +212,14 @@ def unclaim(session: Session | Connection, ids: list[int], token: str, now: date
     """sending -> queued for claimed rows that were NOT handed to the carrier (their slot is
     later, their run paused, their batch ran out of time): the claim's attempt is given back.
     ``enqueued``: a delayed queue message carries the row; otherwise release enqueues it when
-    due.  Returns how many rows moved (only those still claimed with ``token``)."""
+    due.  A row whose run was cancelled meanwhile becomes ``cancelled`` (nothing releases a
+    cancelled run's rows).  Returns how many rows moved (only those still claimed with
+    ``token``)."""
     if not ids:
         return 0
     values: dict[str, Any] = {
-        "state": QUEUED, "claim_token": None, "attempts": T.c.attempts - 1,
+        "state": case((T.c.run_id.in_(_CANCELLED_RUNS), CANCELLED), else_=QUEUED),
+        "claim_token": None, "attempts": T.c.attempts - 1,
         "enqueued_at": now if enqueued else None, "updated_at": now}
     if due_at is not None:
         values["due_at"] = due_at
@@ -253,12 +279,10 @@ def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,
 
 
 def defer(session: Session | Connection, row_id: int, until: datetime, reason: str,
-          now: datetime, *, enqueued: bool = False) -> bool:
-    """Keep the row queued but due later.  ``enqueued``: a delayed queue message carries it
-    (a booked throttle slot); otherwise the release loop enqueues it when it falls due."""
+          now: datetime) -> bool:
+    """Keep the row queued but due later: the release loop enqueues it when it falls due."""
     return _cas(session, row_id, (QUEUED,), {
-        "due_at": until, "defer_reason": reason, "enqueued_at": now if enqueued else None,
-        "updated_at": now,
+        "due_at": until, "defer_reason": reason, "enqueued_at": None, "updated_at": now,
     })
 
 

@@ -81,6 +81,53 @@ def test_a_batch_is_claimed_and_recorded_in_one_statement_each(any_db):
                    c: ("suppressed", None, None, 0, None), d: ("queued", None, None, 0, None)}
 
 
+def _rows(db, n: int, state: str = "running") -> list[int]:
+    _, cid, ctid = _setup(db)
+    with db.session() as s:
+        run = Run(campaign_id=cid, template="Hi", state=state)
+        s.add(run)
+        s.flush()
+        who = [ctid] + [contacts.upsert_contact(s, f"(415) 555-13{i:02d}")[0].id
+                        for i in range(n - 1)]
+        rows = [OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=c,
+                              to_phone="+14155551234") for c in who]
+        s.add_all(rows)
+        s.flush()
+        return [r.id for r in rows]
+
+
+def test_a_claimed_row_of_a_run_cancelled_meanwhile_is_cancelled_when_given_back(any_db):
+    """cancel_run moves only queued rows; a row a worker had claimed and then gives back must
+    not sit queued in a cancelled run (nothing releases those)."""
+    a, b = _rows(any_db, 2)
+    now = datetime.now(UTC)
+    with any_db.connect(autocommit=True) as conn:
+        token, claimed = outbox.claim_many(
+            conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (a, b)], now)
+        assert claimed == {a, b}
+        conn.execute(Run.__table__.update().values(state="cancelled"))
+        assert outbox.unclaim(conn, [a, b], token, now) == 2
+    with any_db.session() as s:
+        got = {r.id: (r.state, r.claim_token, r.attempts)
+               for r in s.exec(__import__("sqlmodel").select(OutboxMessage))}
+    assert got == {a: ("cancelled", None, 0), b: ("cancelled", None, 0)}
+
+
+@pytest.mark.integration
+def test_a_batch_claim_skips_a_row_someone_holds_instead_of_waiting(pg_db):
+    """PostgreSQL: the claim locks its rows in id order and skips one held by another
+    transaction (a cancel or a STOP updating many rows): a lost claim, never a deadlock."""
+    a, b, c = _rows(pg_db, 3)
+    now = datetime.now(UTC)
+    with pg_db.engine.connect() as other:
+        other.execute(text("SELECT id FROM outboxmessage WHERE id = :i FOR UPDATE"), {"i": b})
+        with pg_db.connect(autocommit=True) as conn:
+            _, claimed = outbox.claim_many(
+                conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (c, b, a)], now)
+        other.rollback()
+    assert claimed == {a, c}
+
+
 def test_consent_derived_from_ledger(any_db):
     bid, cid, ctid = _setup(any_db)
     with any_db.session() as s:
