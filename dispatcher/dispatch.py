@@ -93,10 +93,12 @@ class Pipeline:
         """Handle one queue message carrying several rows.  Returns what happened to each.
 
         Loading and gates run for the lot in one transaction (one statement each for rows,
-        consent and history); then each row in turn takes its throttle slot, is claimed, sent
-        and recorded, so a STOP, pause or cancel still stops every row not yet handed to the
-        carrier exactly as for a single row, and no slot waits for the rows before it.
+        consent and history); then the hand-over claims the lot in one statement and each row
+        in turn passes the halt check, takes its throttle slot and is sent, so a STOP, pause or
+        cancel still stops every row not yet handed to the carrier exactly as for a single row,
+        and no slot waits for the rows before it.
         """
+        read_at = self.clock.time()
         epoch = self._epoch()  # before the load: a halt after it is seen by the check
         now = self.clock.now()
         ids = list(dict.fromkeys(ids))  # a repeated id is one row
@@ -132,7 +134,7 @@ class Pipeline:
                                     decision, campaign, brand, bookings.get(row.id),
                                     self._validity(decision, now), body_hash(text)))
         if ready:
-            out.update(self.handover.run(ready, epoch))
+            out.update(self.handover.run(ready, epoch, read_at))
         return out
 
     def _epoch(self) -> Any:
@@ -213,7 +215,8 @@ class Pipeline:
 
     def _campaign(self, s: Session, campaign_id: int) -> tuple[Campaign, Brand]:
         """Campaign and brand, cached per process for ``campaign_cache_s`` (a status change or
-        suspension takes effect within that; pause and STOP act on the claim itself)."""
+        suspension takes effect within that; pause and STOP act on the claim and the halt
+        check)."""
         hit = self._campaigns.get(campaign_id)
         mono = time.monotonic()
         if hit is not None and mono - hit[2] < self.config.campaign_cache_s:

@@ -4,28 +4,31 @@ The batch's rows are claimed ``queued -> sending`` in ONE committed statement (o
 row is queued and its run running), so a second delivery of the same ids finds them claimed and
 does nothing.  Then, per row in order:
 
-1. its throttle slot (``dispatcher.slots``); a slot in the future unclaims the row and a delayed
-   queue message carries it there;
-2. the halt check (``dispatcher.halts``): ONE Redis command says whether anything halted the
-   row's contact, run or campaign since the batch began (a STOP, a pause, a cancel set their key
-   before they commit) and whether Redis could have lost such a key.  Only then does the row
+1. the halt check (``dispatcher.halts``): ONE Redis command says whether anything halted the
+   row's contact, run or campaign since the batch was read (a STOP, a pause, a cancel set their
+   key before they commit) and whether Redis could have lost such a key.  Only then does the row
    pay for a database check (``_verify``): its run's state and its contact's consent, and it is
    unclaimed, cancelled or suppressed accordingly.  So a STOP, pause or cancel committed before
    the check stops the row, as the per-row claim used to; the STOP webhook waits for the
-   contact's claimed rows, so its 200 comes after any send that passed its check first;
+   contact's claimed rows (up to its deadline), so its 200 comes after any send that passed its
+   check first;
+2. its throttle slot (``dispatcher.slots``), taken after the check so that a slow check cannot
+   make the send late for its slot; a slot in the future unclaims the row and a delayed queue
+   message carries it there;
 3. the send.  Accepted sends are recorded together (``mark_sent_many``) at the end of the batch
    or once the oldest waits ``mark_within_s``; a status callback that comes first is kept by
    the webhook and applied again shortly (``webhooks.early``).
 
-Rows a batch did not reach (an error, or the batch ran ``batch_max_s``, well inside the
-reconciler's sending lease) are unclaimed.  A row whose send was started is never unclaimed: if
-the worker dies, the reconciler turns it ``unknown`` and asks the carrier.
+Rows a batch did not reach (an error, or ``batch_max_s`` passed since the batch was read: well
+inside the reconciler's sending lease) are unclaimed.  A row whose send was started is never
+unclaimed: if the worker dies, the reconciler turns it ``unknown`` and asks the carrier.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
@@ -46,68 +49,89 @@ class Handover:
 
     def __init__(self, p: Any) -> None:
         self.p = p
+        self._warned_at = float("-inf")  # a Redis outage is logged once a minute, not per row
 
-    def run(self, ready: list[Any], epoch: Any) -> dict[int, str]:
+    def run(self, ready: list[Any], epoch: Any, read_at: float) -> dict[int, str]:
         """``ready``: the batch's gated rows (``dispatch._Ready``); ``epoch``: the halts epoch
-        read before the batch was loaded (None: no Redis check, every row is verified)."""
-        p, out = self.p, {}
+        (None: no Redis check, every row is verified in the database), read at ``read_at``
+        (``clock.time()``) before the batch was loaded."""
+        p = self.p
         now = p.clock.now()
         daily = getattr(p.metrics, "daily_batch", None)
         with p.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
             token, claimed = outbox.claim_many(conn, [
                 outbox.ToClaim(x.row_id, x.text, x.digest, x.decision.segments)
                 for x in ready], now)
+            out = self._each(conn, [x for x in ready if x.row_id in claimed], token, epoch,
+                             read_at + self._trusted_s())
             for x in ready:
                 if x.row_id not in claimed:  # STOP, pause or cancel came first (or a worker)
                     p.slots.release(x.booking)
                     outbox.unqueue(conn, x.row_id, now)
                     out[x.row_id] = "lost_claim"
-            todo = [x for x in ready if x.row_id in claimed]
-            out.update(self._each(conn, todo, token, epoch))
         return out
 
-    def _each(self, conn: Any, todo: list[Any], token: str, epoch: Any) -> dict[int, str]:
+    def _trusted_s(self) -> float:
+        """How long after its load a batch may still send: well inside the reconciler's sending
+        lease, and inside the time halt keys are kept (``Halts.max_age_s``)."""
+        p = self.p
+        return min(p.config.batch_max_s,
+                   p.halts.max_age_s if p.halts is not None else p.config.batch_max_s)
+
+    def _each(self, conn: Any, todo: list[Any], token: str, epoch: Any,
+              deadline: float) -> dict[int, str]:
         p, cfg = self.p, self.p.config
         out: dict[int, str] = {}
+        touched: set[int] = set()  # rows whose carried booking was used or given back
         started: set[int] = set()  # rows whose send began: maybe at the carrier
         sent: list[outbox.Sent] = []
         oldest = 0.0
         slots = p.slots.for_batch(todo, token)
-        begun = p.clock.time()
-        # past this, rows go back: the reconciler's lease, and how long halt keys are trusted
-        limit = min(cfg.batch_max_s, p.halts.max_age_s if p.halts is not None else cfg.batch_max_s)
         try:
             for i, x in enumerate(todo):
-                t = p.clock.time()
-                if t - begun > limit:
+                if p.clock.time() > deadline:
                     break
-                if sent and t - oldest > cfg.mark_within_s:
-                    outbox.mark_sent_many(conn, sent)
+                if sent and p.clock.time() - oldest >= cfg.mark_within_s:
+                    self._record(conn, sent)
                     sent = []
-                now = p.clock.now()
-                booking = slots.take(conn, i, now)
+                touched.add(x.row_id)
+                halted = self._halted(x, token, epoch)
+                if halted is not None:
+                    p.slots.release(x.booking)
+                    out[x.row_id] = halted
+                    continue
+                booking = slots.take(conn, i, p.clock.now())
                 if isinstance(booking, str):
                     out[x.row_id] = booking
                     continue
-                halted = self._halted(x, token, epoch)
-                if halted is not None:
+                if p.clock.time() > deadline:  # the check or the slot took that long
                     p.slots.release(booking)
-                    out[x.row_id] = halted
-                    continue
+                    break
                 started.add(x.row_id)
                 out[x.row_id], done = self._send(x, token)
                 if done is not None:
-                    if not sent:
-                        oldest = p.clock.time()
+                    oldest = oldest if sent else p.clock.time()
                     sent.append(done)
         finally:
-            slots.close()  # slots reserved ahead for rows never reached
             try:
-                outbox.mark_sent_many(conn, sent)
-            finally:  # rows never reached go back to the outbox
-                outbox.unclaim(conn, [x.row_id for x in todo if x.row_id not in out
-                                      and x.row_id not in started], token, p.clock.now())
+                self._record(conn, sent)
+            finally:  # rows never handed over go back to the outbox
+                left = [x for x in todo if x.row_id not in out and x.row_id not in started]
+                try:
+                    outbox.unclaim(conn, [x.row_id for x in left], token, p.clock.now())
+                    for x in left:
+                        out[x.row_id] = "unclaimed"
+                        if x.row_id not in touched:
+                            p.slots.release(x.booking)
+                finally:
+                    slots.close()  # slots reserved ahead for rows never reached
         return out
+
+    def _record(self, conn: Any, sent: list[outbox.Sent]) -> None:
+        moved = outbox.mark_sent_many(conn, sent)
+        if moved < len(sent):  # the reconciler took a claim that reached the carrier
+            log.error("%d accepted sends had lost their claim (rows %s): the reconciler asks "
+                      "the carrier for them", len(sent) - moved, [x.row_id for x in sent])
 
     # ------------------------------------------------------------------------------ halts
     def _halted(self, x: Any, token: str, epoch: Any) -> str | None:
@@ -118,9 +142,12 @@ class Handover:
                 if halts.clear(epoch, contact_id=x.contact_id, run_id=x.run_id,
                                campaign_id=x.campaign.id):
                     return None
-            except Exception:  # noqa: BLE001 - Redis unreachable: the database decides
-                log.warning("halt check failed; checking row %s in the database", x.row_id,
-                            exc_info=True)
+            except Exception as e:  # noqa: BLE001 - Redis unreachable: the database decides
+                mono = time.monotonic()
+                if mono - self._warned_at >= 60.0:
+                    self._warned_at = mono
+                    log.warning("halt check failed (%s: %s); checking rows in the database",
+                                type(e).__name__, e)
         return self._verify(x, token)
 
     def _verify(self, x: Any, token: str) -> str | None:

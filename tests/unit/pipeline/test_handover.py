@@ -45,7 +45,7 @@ def test_a_batch_that_runs_out_of_time_gives_its_other_rows_back_unchanged(harne
                                    lambda i: harness.clock.advance(20.0)), batch_max_s=30.0)
     out = p.deliver_many(ids)
     # sends at t=0 (+20 s) and t=20 (+20 s): at t=40 the batch is over its 30 s
-    assert [out.get(i) for i in ids] == ["sent", "sent", None, None]
+    assert [out[i] for i in ids] == ["sent", "sent", "unclaimed", "unclaimed"]
     rest = [harness.row(i) for i in ids[2:]]
     assert [(r.state, r.attempts, r.claim_token, r.enqueued_at) for r in rest] == \
         [(outbox.QUEUED, 0, None, None)] * 2  # released again by the scheduler's next tick
