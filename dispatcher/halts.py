@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import event
 
 from dispatcher import keys
+from dispatcher.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,13 @@ def _before_commit(state: dict[str, Any]) -> Callable[[Any], None]:
         try:
             src = state["source"]
             (src if hasattr(src, "signal") else src()).signal(**noted)
+        except ConfigError:
+            raise  # no shared Redis to signal: the halt must not commit unseen by workers
         except Exception as e:  # noqa: BLE001 - a halt is recorded even when Redis is down
-            log.warning("halt signal failed, committing anyway (contact ids %s, run ids %s, "
-                        "campaign ids %s): %s: %s", _ids(noted["contacts"]), _ids(noted["runs"]),
-                        _ids(noted["campaigns"]), type(e).__name__, e)
+            log.error("halt signal failed, committing anyway: workers may still send rows they "
+                      "claimed before it (contact ids %s, run ids %s, campaign ids %s): %s: %s",
+                      _ids(noted["contacts"]), _ids(noted["runs"]), _ids(noted["campaigns"]),
+                      type(e).__name__, e)
 
     return before_commit
 

@@ -76,6 +76,13 @@ class Runtime:
         from dispatcher.halts import Halts
 
         if self.settings.redis_url is None:
+            if not self.shared_redis and not self.settings.database_url.startswith("sqlite"):
+                from dispatcher.errors import ConfigError
+
+                raise ConfigError(
+                    "DISPATCHER_REDIS_URL is not set: a pause, cancel or opt-out recorded in "
+                    "this PostgreSQL database would not reach the workers' halt check; set it "
+                    "as the workers have it")
             return Halts(self.redis)
         import redis
         from redis.backoff import NoBackoff

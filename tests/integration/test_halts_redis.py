@@ -45,3 +45,30 @@ def test_an_unreachable_redis_raises_to_the_worker_who_falls_back():
         down.epoch()
     with pytest.raises(redis_lib.ConnectionError):
         down.clear("x", contact_id=1, run_id=2, campaign_id=3)
+
+
+def test_a_pause_on_postgresql_without_a_shared_redis_is_refused(pg_db):
+    """An operator's CLI without DISPATCHER_REDIS_URL would signal its own in-process fakeredis,
+    which no worker sees: the pause is refused with the fix, and nothing is committed."""
+    import json
+    from pathlib import Path
+
+    from dispatcher import registry, runs
+    from dispatcher.errors import ConfigError
+    from dispatcher.models import Run
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+
+    seed = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
+    with pg_db.session() as s:
+        brand = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
+        campaign, _ = registry.import_campaign(s, json.loads(seed.read_text()), brand=brand)
+        run = Run(campaign_id=campaign.id, template="Hi", state="running")
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    rt = Runtime(Settings(database_url=pg_db.url))
+    with pytest.raises(ConfigError, match="DISPATCHER_REDIS_URL"), rt.db.session() as s:
+        runs.pause_run(s, run_id, "operator", rt.clock.now())
+    with pg_db.session() as s:
+        assert s.get(Run, run_id).state == "running"

@@ -220,7 +220,7 @@ def test_a_savepoint_waits_for_the_real_commit(sqlite_db, world, h, redis):
     assert redis.exists(key)
 
 
-def test_redis_down_the_halt_still_commits_and_a_warning_is_logged(sqlite_db, world, caplog):
+def test_redis_down_the_halt_still_commits_and_an_error_is_logged(sqlite_db, world, caplog):
     server = fakeredis.FakeServer()
     h = Halts(fakeredis.FakeRedis(server=server))
     halts.install(sqlite_db, h)
@@ -231,7 +231,7 @@ def test_redis_down_the_halt_still_commits_and_a_warning_is_logged(sqlite_db, wo
     with sqlite_db.session() as s:
         assert len(_revokes(s)) == 1 and _run_state(s, world) == runs.PAUSED
     [rec] = [r for r in caplog.records if r.name == "dispatcher.halts"]
-    assert rec.levelno == logging.WARNING and "committing anyway" in rec.getMessage()
+    assert rec.levelno == logging.ERROR and "committing anyway" in rec.getMessage()
     assert f"contact ids {world['contact']}" in rec.getMessage()
     assert PHONE not in caplog.text and PHONE[2:] not in caplog.text
 
