@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     )
     deliver_batch: int = Field(
         default=20, ge=1, le=500,
-        description="Outbox rows per released queue message: loaded, gated and throttled "
-        "together, then claimed and sent one at a time.",
+        description="Outbox rows per released queue message: loaded, gated and claimed "
+        "together, then checked, throttled and sent one at a time.",
     )
     log_level: str = Field(default="WARNING", description="Log level (logs go to stderr).")
     advanced_opt_out: bool = Field(

@@ -94,7 +94,7 @@ def deliver(row_id: int, booking: dict[str, Any] | None = None) -> None:
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
                 time_limit=600_000, throws=(ConfigError,))
 def deliver_batch(row_ids: list[int]) -> None:
-    """Several released rows (no booking yet): one load, gate and throttle pass, then one
-    claim-send-record per row.  A retry redoes only the rows still queued."""
+    """Several released rows (no booking yet): one load, gate and claim for the lot, then a
+    halt check, throttle slot and send per row.  A retry redoes only the rows still queued."""
     outcomes = pipeline().deliver_many([int(i) for i in row_ids])
     log.debug("rows %s: %s", row_ids, outcomes)

@@ -4,10 +4,10 @@ of one message per worker thread."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
+import dramatiq.worker
 from dramatiq.middleware import Middleware
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ class FairPrefetch(Middleware):
     (``DISPATCHER_DELIVER_BATCH``), so one process could hold 8 batches waiting behind its busy
     threads while another process (or host) sat idle at the end of a run.  Measured on the
     bench (2 processes x 8 threads, 2 000 rows): 372-444 msg/s at the default, 465-504 at one
-    message per thread.  ``dramatiq_queue_prefetch`` in the environment still wins."""
+    message per thread.  ``dramatiq_queue_prefetch`` in the environment still wins (Dramatiq
+    reads it when it is imported; 0 means its own default, as for Dramatiq)."""
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
-        if not os.getenv("dramatiq_queue_prefetch"):
+        if not dramatiq.worker.QUEUE_PREFETCH:
             worker.queue_prefetch = worker.worker_threads

@@ -38,8 +38,9 @@ class WebhookOptions:
     #: campaign (sid, sender, status) kept this long by the status route (0: no cache)
     campaign_cache_s: float = 2.0
     #: a status callback whose SID no row has yet is applied again after each of these delays
-    #: (seconds, cumulative: ~64 s), then given up (early.py)
-    early_retry_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    #: (seconds, cumulative: ~64 s), then given up (early.py); the first is the worker's
+    #: longest wait before it records its sends (DeliverConfig.mark_within_s)
+    early_retry_delays_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
     #: at most this many such callbacks kept at once; more are dropped (with a warning)
     early_max_pending: int = 10_000
 

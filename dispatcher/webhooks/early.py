@@ -30,7 +30,7 @@ WARN_EVERY_S = 60.0  # at most one "full" warning per this many seconds
 @dataclass(order=True)
 class _Kept:
     due: float
-    seq: int  # arrival order among equal due times (a SID's callbacks stay in order)
+    seq: int  # arrival order among equal due times (order does not matter: moves are monotonic)
     attempt: int = field(compare=False)  # index in ``delays`` of the wait before this attempt
     update: StatusUpdate = field(compare=False)
 

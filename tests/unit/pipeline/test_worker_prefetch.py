@@ -9,11 +9,9 @@ from dramatiq.brokers.stub import StubBroker
 from workers.middleware import FairPrefetch
 
 
-def _consumer_prefetch(monkeypatch, env: str | None) -> dict[str, int]:
-    if env is None:
-        monkeypatch.delenv("dramatiq_queue_prefetch", raising=False)
-    else:
-        monkeypatch.setenv("dramatiq_queue_prefetch", env)
+def _consumer_prefetch(monkeypatch, env: int) -> dict[str, int]:
+    # dramatiq reads dramatiq_queue_prefetch from the environment when it is imported
+    monkeypatch.setattr(dramatiq.worker, "QUEUE_PREFETCH", env)
     broker = StubBroker()
     broker.add_middleware(FairPrefetch())
     broker.declare_queue("deliver")
@@ -26,10 +24,8 @@ def _consumer_prefetch(monkeypatch, env: str | None) -> dict[str, int]:
 
 
 def test_a_worker_prefetches_one_message_per_thread(monkeypatch):
-    assert _consumer_prefetch(monkeypatch, None) == {"deliver": 3}  # Dramatiq's own: 6
+    assert _consumer_prefetch(monkeypatch, 0) == {"deliver": 3}  # Dramatiq's own: 6
 
 
 def test_the_operators_prefetch_setting_wins(monkeypatch):
-    # dramatiq reads the variable when it is imported; the middleware then leaves it alone
-    monkeypatch.setattr(dramatiq.worker, "QUEUE_PREFETCH", 10)
-    assert _consumer_prefetch(monkeypatch, "10") == {"deliver": 10}
+    assert _consumer_prefetch(monkeypatch, 10) == {"deliver": 10}
