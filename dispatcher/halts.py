@@ -16,8 +16,10 @@ Why this is enough:
   it has committed, and by then its key exists: a check made after the commit sees it.
 * **The epoch detects lost keys.**  ``<prefix>:epoch`` holds a random value (no TTL).  The worker
   reads it (``epoch()``) before it reads the database for a batch and hands it to every
-  ``clear``; a Redis flush or restart (keys gone) removes or changes the epoch, ``clear`` answers
-  False and the worker falls back to the database.
+  ``clear``; a Redis flush removes or changes the epoch, ``clear`` answers False and the worker
+  falls back to the database.  A restart that reloads a snapshot, or a failover to a replica,
+  can bring the same epoch back without the newest keys: the epoch also carries the client's
+  connect count (``Reconnects``), and a worker's connections all reconnect after either.
 * **TTL and max_age_s.**  Keys expire after ``ttl_s`` (300 s), so they stay few.  A worker must
   not trust ``clear`` for a batch read more than ``max_age_s`` = ``ttl_s / 2.5`` (120 s) ago:
   a halt that committed after the batch's database read set its key less than a commit's
@@ -25,15 +27,16 @@ Why this is enough:
 * **A rolled-back transaction** (the key was set, then the commit failed) only costs the worker
   a database check: a key says "look", never "don't send" on its own.
 * **Redis down at commit:** the halt is committed anyway (a STOP must be recorded); the failure is
-  logged.  Nothing then tells workers that Redis missed a key while its epoch stayed the same
-  (a worker that gets an error from ``epoch``/``clear`` itself must check the database).  The
-  signal runs inside the open transaction: a slow Redis keeps its locks that much longer (the
-  client's timeouts and retries bound it).
+  logged as an error.  Nothing then tells workers that Redis missed a key while its epoch
+  stayed the same (a worker that gets an error from ``epoch``/``clear`` itself must check the
+  database).  The signal runs inside the open transaction: a slow Redis keeps its locks that
+  much longer (the halts client has 1 s timeouts and no retries).
 
 Not detected either: a key evicted while the epoch stays (run Redis with ``noeviction``, as the
 throttle requires: halt keys carry a TTL and would go first under a ``volatile-*`` policy), a
-key set on a primary and lost in a failover before it reached the replica, and a flush that falls
-exactly between a halt's SET and its COMMIT while a worker read its epoch after that flush.
+halter that cannot reach Redis while the workers can (the error log above), and a flush or
+restart that falls exactly between a halt's SET and its COMMIT while a worker read its epoch
+after it.
 """
 
 from __future__ import annotations
@@ -57,14 +60,43 @@ _KINDS = ("contacts", "runs", "campaigns")
 _install_lock = threading.Lock()
 
 
-class Halts:
-    """Halt keys on ``redis`` (redis-py or fakeredis, decoding responses or not)."""
+class Reconnects:
+    """Counts the (re)connections of a client's pool.  A Redis that restarted (and reloaded an
+    old snapshot with the same epoch) or failed over (to a replica that missed the last keys)
+    may have lost halt keys while the epoch looks unchanged; either way every connection of the
+    client reconnects, so a count that moved since the epoch was read means: do not trust."""
 
-    def __init__(self, redis: Any, *, ttl_s: float = 300.0, prefix: str = keys.halt_prefix()
-                 ) -> None:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self, _connection: Any) -> None:
+        self.n += 1
+
+
+def client(url: str, reconnects: Reconnects, **kwargs: Any) -> Any:
+    """A redis-py client for ``url`` whose every connection counts its connects."""
+    import redis
+
+    class Pool(redis.ConnectionPool):
+        def make_connection(self) -> Any:
+            conn = super().make_connection()
+            conn.register_connect_callback(reconnects.bump)
+            return conn
+
+    return redis.Redis(connection_pool=Pool.from_url(url, **kwargs))
+
+
+class Halts:
+    """Halt keys on ``redis`` (redis-py or fakeredis, decoding responses or not); with
+    ``reconnects`` (the client's, see ``client``) a reconnect since the epoch was read is a
+    changed epoch."""
+
+    def __init__(self, redis: Any, *, ttl_s: float = 300.0, prefix: str = keys.halt_prefix(),
+                 reconnects: Reconnects | None = None) -> None:
         if ttl_s < 1:
             raise ValueError("halt keys need a TTL of at least 1 s")
         self.redis = redis
+        self.reconnects = reconnects or Reconnects()  # fakeredis: never reconnects
         self.ttl_s = ttl_s
         self.prefix = prefix
         #: a worker falls back to the database for a batch read longer ago than this
@@ -83,12 +115,14 @@ class Halts:
 
     # ------------------------------------------------------------------------------ worker
     def epoch(self) -> Any:
-        """The current epoch (created if missing), exactly as Redis returns it (bytes or str):
-        read it BEFORE reading the batch from the database.  One round trip."""
+        """The current epoch (created if missing), as Redis returns it (bytes or str), with the
+        client's connect count after reading it: read it BEFORE reading the batch from the
+        database.  One round trip."""
         p = self.redis.pipeline(transaction=True)
         p.set(self.epoch_key, uuid.uuid4().hex, nx=True)
         p.get(self.epoch_key)
-        return p.execute()[1]
+        value = p.execute()[1]
+        return value, self.reconnects.n
 
     def clear(self, epoch: Any, *, contact_id: int, run_id: int, campaign_id: int) -> bool:
         """True iff Redis kept its keys since ``epoch`` was read and no halt of this contact,
@@ -97,7 +131,7 @@ class Halts:
             return False
         now, *halted = self.redis.mget(self.epoch_key, self.contact_key(contact_id),
                                        self.run_key(run_id), self.campaign_key(campaign_id))
-        return now == epoch and all(v is None for v in halted)
+        return (now, self.reconnects.n) == epoch and all(v is None for v in halted)
 
     # ------------------------------------------------------------------------------ halter
     def signal(self, *, contacts: Iterable[int] = (), runs: Iterable[int] = (),

@@ -84,12 +84,15 @@ class Runtime:
                     "this PostgreSQL database would not reach the workers' halt check; set it "
                     "as the workers have it")
             return Halts(self.redis)
-        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        return Halts(redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0,
-                                          socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)))
+        from dispatcher.halts import Reconnects, client
+
+        count = Reconnects()  # a restart or failover since an epoch was read: not clear
+        return Halts(client(self.settings.redis_url, count, socket_timeout=1.0,
+                            socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)),
+                     reconnects=count)
 
     @property
     def shared_redis(self) -> bool:

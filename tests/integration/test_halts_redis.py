@@ -72,3 +72,22 @@ def test_a_pause_on_postgresql_without_a_shared_redis_is_refused(pg_db):
         runs.pause_run(s, run_id, "operator", rt.clock.now())
     with pg_db.session() as s:
         assert s.get(Run, run_id).state == "running"
+
+
+def test_a_reconnect_since_the_epoch_was_read_is_not_clear():
+    """A Redis that restarted from a snapshot brings the same epoch back without the newest
+    keys: every client connection reconnects, and that alone makes the check fall back."""
+    from dispatcher.halts import Reconnects, client
+
+    count = Reconnects()
+    r = client(redis_url(db=REDIS_DB), count)
+    halts = Halts(r, reconnects=count)
+    try:
+        e = halts.epoch()
+        assert halts.clear(e, contact_id=1, run_id=2, campaign_id=3)
+        r.connection_pool.disconnect()  # what a restart does to every connection
+        assert not halts.clear(e, contact_id=1, run_id=2, campaign_id=3)
+        assert halts.clear(halts.epoch(), contact_id=1, run_id=2, campaign_id=3)  # the next batch
+    finally:
+        r.flushdb()
+        r.close()
