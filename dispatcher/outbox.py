@@ -208,18 +208,18 @@ def mark_sent_many(conn: Connection, sents: list[Sent]) -> int:
 
 def unclaim(session: Session | Connection, ids: list[int], token: str, now: datetime, *,
             due_at: datetime | None = None, reason: str | None = None,
-            enqueued: bool = False) -> int:
+            enqueued: bool = False, refund: bool = True) -> int:
     """sending -> queued for claimed rows that were NOT handed to the carrier (their slot is
-    later, their run paused, their batch ran out of time): the claim's attempt is given back.
-    ``enqueued``: a delayed queue message carries the row; otherwise release enqueues it when
-    due.  A row whose run was cancelled meanwhile becomes ``cancelled`` (nothing releases a
-    cancelled run's rows).  Returns how many rows moved (only those still claimed with
-    ``token``)."""
+    later, their run paused, their batch ran out of time): with ``refund`` the claim's attempt
+    is given back.  ``enqueued``: a delayed queue message carries the row; otherwise release
+    enqueues it when due.  A row whose run was cancelled meanwhile becomes ``cancelled``
+    (nothing releases a cancelled run's rows).  Returns how many rows moved (only those still
+    claimed with ``token``)."""
     if not ids:
         return 0
     values: dict[str, Any] = {
         "state": case((T.c.run_id.in_(_CANCELLED_RUNS), CANCELLED), else_=QUEUED),
-        "claim_token": None, "attempts": T.c.attempts - 1,
+        "claim_token": None, "attempts": T.c.attempts - 1 if refund else T.c.attempts,
         "enqueued_at": now if enqueued else None, "updated_at": now}
     if due_at is not None:
         values["due_at"] = due_at
@@ -255,11 +255,10 @@ def mark_unknown(session: Session, row_id: int, token: str, message: str, now: d
 def release(session: Session | Connection, row_id: int, token: str, due_at: datetime, reason: str,
             now: datetime) -> bool:
     """sending -> queued when the request certainly did NOT reach the carrier (refused before
-    acceptance: 429, 5xx returned, connection refused)."""
-    return _cas(session, row_id, (SENDING,), {
-        "state": QUEUED, "due_at": due_at, "defer_reason": reason, "enqueued_at": None,
-        "claim_token": None, "updated_at": now,
-    }, T.c.claim_token == token)
+    acceptance: 429, 5xx returned, connection refused).  The attempt counts: the retry's
+    backoff grows with it."""
+    return unclaim(session, [row_id], token, now, due_at=due_at, reason=reason,
+                   refund=False) == 1
 
 
 def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,

@@ -106,11 +106,13 @@ def test_a_claimed_row_of_a_run_cancelled_meanwhile_is_cancelled_when_given_back
             conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (a, b)], now)
         assert claimed == {a, b}
         conn.execute(Run.__table__.update().values(state="cancelled"))
-        assert outbox.unclaim(conn, [a, b], token, now) == 2
+        assert outbox.unclaim(conn, [a], token, now) == 1
+        # a request the carrier refused goes back the same way; its attempt counts
+        assert outbox.release(conn, b, token, now, "retry", now)
     with any_db.session() as s:
         got = {r.id: (r.state, r.claim_token, r.attempts)
                for r in s.exec(__import__("sqlmodel").select(OutboxMessage))}
-    assert got == {a: ("cancelled", None, 0), b: ("cancelled", None, 0)}
+    assert got == {a: ("cancelled", None, 0), b: ("cancelled", None, 1)}
 
 
 @pytest.mark.integration
