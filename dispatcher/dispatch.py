@@ -1,6 +1,6 @@
 """deliver_many(): the path of every message.  load -> gates -> render, for a batch of rows (one
 statement each), then the hand-over (``dispatcher.handover``): claim the batch, then per row
-throttle slot -> halt check -> send, and record the sends.  ``deliver(id, booking)`` is a batch of
+halt check -> throttle slot -> send, and record the sends.  ``deliver(id, booking)`` is a batch of
 one.  Gets its collaborators as arguments (one composition root builds them).
 
 Exactly once: the rows are claimed ``queued -> sending`` by compare-and-set (and only while the
@@ -319,7 +319,8 @@ _HISTORY = _history_statement()
 
 @dataclass(frozen=True, slots=True)
 class _Ready:
-    """A row that passed the gates: next, the hand-over (claim, throttle slot, check, send)."""
+    """A row that passed the gates: next, the hand-over (claim, halt check, throttle slot,
+    send)."""
 
     row_id: int
     run_id: int

@@ -1,4 +1,4 @@
-"""Handing a gated batch to the carrier: claim -> per row (slot, halt check, send) -> record.
+"""Handing a gated batch to the carrier: claim -> per row (halt check, slot, send) -> record.
 
 The batch's rows are claimed ``queued -> sending`` in ONE committed statement (only while each
 row is queued and its run running), so a second delivery of the same ids finds them claimed and
