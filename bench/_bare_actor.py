@@ -24,8 +24,11 @@ from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 QUEUE = "bench_bare"
 SERVICE_SID = "MG" + "0" * 31 + "1"
 
-broker = RedisBroker(url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-                     heartbeat_timeout=30_000, dead_message_ttl=86_400_000 * 7)
+broker = RedisBroker(
+    url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    heartbeat_timeout=30_000,
+    dead_message_ttl=86_400_000 * 7,
+)
 dramatiq.set_broker(broker)
 
 _lock = threading.Lock()
@@ -45,8 +48,12 @@ def client() -> Any:
             base = os.environ.get("BENCH_SANDBOX_URL", "http://127.0.0.1:8765").rstrip("/")
             # the gateway's transport (environment read once), so the ratio measures the
             # pipeline and not a difference in how requests is set up
-            c = Client(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN,
-                       http_client=http_transport(base, 10), environment={})
+            c = Client(
+                SANDBOX_ACCOUNT_SID,
+                SANDBOX_AUTH_TOKEN,
+                http_client=http_transport(base, 10),
+                environment={},
+            )
             c.edge = None
             c.region = None
             c.api.base_url = base
@@ -57,5 +64,6 @@ def client() -> Any:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000)
 def bare_send(to: str, body: str) -> None:
-    client().messages.create(to=to, body=body, messaging_service_sid=SERVICE_SID,
-                             validity_period=36000)
+    client().messages.create(
+        to=to, body=body, messaging_service_sid=SERVICE_SID, validity_period=36000
+    )

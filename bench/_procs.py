@@ -49,8 +49,10 @@ def pg_backend_pids(url: str) -> list[int]:
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+        return [
+            r[0]
+            for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))
+        ]
 
 
 def redis_server_pid(url: str) -> int | None:
@@ -91,13 +93,16 @@ class CpuMeter:
     def stop(self, n: int) -> dict[str, Any]:
         after = self._snap()
         used = {k: after[k] - self.before.get(k, 0.0) for k in after}
-        return {"cpu_s": {k: round(v, 2) for k, v in used.items()},
-                "cpu_ms_per_msg": {k: round(1000 * v / n, 2) for k, v in used.items()},
-                "cpu_ms_per_msg_total": round(1000 * sum(used.values()) / n, 2)}
+        return {
+            "cpu_s": {k: round(v, 2) for k, v in used.items()},
+            "cpu_ms_per_msg": {k: round(1000 * v / n, 2) for k, v in used.items()},
+            "cpu_ms_per_msg_total": round(1000 * sum(used.values()) / n, 2),
+        }
 
 
-def wait_idle(procs: list[Proc], timeout: float = 60.0, window: float = 0.5,
-              busy_s: float = 0.08) -> bool:
+def wait_idle(
+    procs: list[Proc], timeout: float = 60.0, window: float = 0.5, busy_s: float = 0.08
+) -> bool:
     """Until these process groups use under ``busy_s`` of CPU in ``window`` seconds (the last
     run's status callbacks drained), so the next run does not pay for them.  An idle pipeline
     stack still uses ~10 % of a core (the 0.2 s tick, Dramatiq's 100 ms queue polls).  After
@@ -112,8 +117,11 @@ def wait_idle(procs: list[Proc], timeout: float = 60.0, window: float = 0.5,
         if sum(used.values()) < busy_s:
             return True
         last = now
-    print(f"not idle after {timeout:.0f} s, CPU s per {window} s: "
-          f"{ {k: round(v, 3) for k, v in used.items()} }", file=sys.stderr)
+    print(
+        f"not idle after {timeout:.0f} s, CPU s per {window} s: "
+        f"{ {k: round(v, 3) for k, v in used.items()} }",
+        file=sys.stderr,
+    )
     return False
 
 
@@ -125,11 +133,26 @@ def py_spy(pid: int, out: Path, rate: int = 100) -> Iterator[subprocess.Popen[by
         print("py-spy not installed: no profile", file=sys.stderr)
         yield None
         return
-    p = subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--rate",  # noqa: S603
-                          str(rate), "--format", "raw", "--output", str(out), "--nonblocking",
-                          "--gil"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--rate",  # noqa: S603
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+            "--gil",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         yield p
     finally:

@@ -32,12 +32,19 @@ SEED = Path(__file__).resolve().parents[1] / "dispatcher" / "data" / "usa2p_seed
 
 
 def lines(campaign: str, n: int):
-    yield (json.dumps({"campaign": campaign, "template": "Acme: hi [name]. STOP to opt out"})
-           + "\n").encode()
+    yield (
+        json.dumps({"campaign": campaign, "template": "Acme: hi [name]. STOP to opt out"}) + "\n"
+    ).encode()
     buf = []
     for i in range(n):
-        buf.append(json.dumps({"phone": f"+1415{200 + i // 10000:03d}{i % 10000:04d}",
-                               "variables": {"name": f"n{i}"}}))
+        buf.append(
+            json.dumps(
+                {
+                    "phone": f"+1415{200 + i // 10000:03d}{i % 10000:04d}",
+                    "variables": {"name": f"n{i}"},
+                }
+            )
+        )
         if len(buf) == 500:
             yield ("\n".join(buf) + "\n").encode()
             buf = []
@@ -51,10 +58,12 @@ async def upload(app, token: str, campaign: str, n: int) -> httpx.Response:
             yield chunk
 
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench",
-                                 timeout=600) as c:
-        return await c.post("/v1/runs:upload", content=body(), headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"})
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as c:
+        return await c.post(
+            "/v1/runs:upload",
+            content=body(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+        )
 
 
 def main() -> None:
@@ -72,8 +81,7 @@ def main() -> None:
         app = create_api_app(rt)
 
         t0 = time.perf_counter()
-        parsed = sum(1 for chunk in lines(sid, n) for ln in chunk.splitlines()
-                     if json.loads(ln))
+        parsed = sum(1 for chunk in lines(sid, n) for ln in chunk.splitlines() if json.loads(ln))
         floor = time.perf_counter() - t0
 
         rss0 = psutil.Process().memory_info().rss
@@ -88,8 +96,10 @@ def main() -> None:
     print(f"recipients         {n}")
     print(f"upload             {seconds:.1f} s ({n / seconds:.0f} rows/s)")
     print(f"parse-only floor   {floor:.2f} s -> upload/floor ratio {seconds / floor:.1f}x")
-    print(f"RSS before upload  {rss0 / 2**20:.0f} MiB; peak {peak / 2**20:.0f} MiB "
-          f"(+{(peak - rss0) / 2**20:.0f} MiB)")
+    print(
+        f"RSS before upload  {rss0 / 2**20:.0f} MiB; peak {peak / 2**20:.0f} MiB "
+        f"(+{(peak - rss0) / 2**20:.0f} MiB)"
+    )
     print(f"body size          ~{n * 60 / 2**20:.0f} MiB (never held in memory)")
 
 

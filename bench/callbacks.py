@@ -64,23 +64,47 @@ def seed(url: str, n: int) -> None:
     doc.update(campaign_status="VERIFIED", messaging_service_sid=SERVICE_SID)
     with db.session() as s:
         brand = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
-        campaign, _ = registry.import_campaign(s, doc, brand=brand, policy={
-            "sender": SENDER, "quiet_hours_policy": "none", "campaign_status": "VERIFIED"})
+        campaign, _ = registry.import_campaign(
+            s,
+            doc,
+            brand=brand,
+            policy={"sender": SENDER, "quiet_hours_policy": "none", "campaign_status": "VERIFIED"},
+        )
         run = Run(campaign_id=campaign.id, template="Hi", state="running", total=n)
         s.add(run)
         s.flush()
         campaign_id, run_id = campaign.id, run.id
     now = datetime.now(UTC)
     with db.connect() as conn:
-        bulk_insert(conn, Contact.__table__, [  # type: ignore[attr-defined]
-            {"phone": phone(i), "attributes": {}, "created_at": now, "updated_at": now}
-            for i in range(n)])
+        bulk_insert(
+            conn,
+            Contact.__table__,
+            [  # type: ignore[attr-defined]
+                {"phone": phone(i), "attributes": {}, "created_at": now, "updated_at": now}
+                for i in range(n)
+            ],
+        )
         ids = dict(conn.exec_driver_sql("SELECT phone, id FROM contact").all())
-        bulk_insert(conn, OutboxMessage.__table__, [  # type: ignore[attr-defined]
-            {"run_id": run_id, "campaign_id": campaign_id, "contact_id": ids[phone(i)],
-             "to_phone": phone(i), "variables": {}, "state": "sending", "attempts": 1,
-             "provider_sid": sid_of(i), "due_at": now, "sent_at": now, "updated_at": now}
-            for i in range(n)])
+        bulk_insert(
+            conn,
+            OutboxMessage.__table__,
+            [  # type: ignore[attr-defined]
+                {
+                    "run_id": run_id,
+                    "campaign_id": campaign_id,
+                    "contact_id": ids[phone(i)],
+                    "to_phone": phone(i),
+                    "variables": {},
+                    "state": "sending",
+                    "attempts": 1,
+                    "provider_sid": sid_of(i),
+                    "due_at": now,
+                    "sent_at": now,
+                    "updated_at": now,
+                }
+                for i in range(n)
+            ],
+        )
         conn.commit()
     db.dispose()
 
@@ -94,10 +118,17 @@ def callbacks(url: str, rows: range) -> list[Any]:
     out = []
     for st in STATUSES:
         for i in rows:
-            params = {"MessageSid": sid_of(i), "SmsSid": sid_of(i),
-                      "AccountSid": SANDBOX_ACCOUNT_SID, "From": "", "To": phone(i),
-                      "MessageStatus": st, "SmsStatus": st, "ApiVersion": wire.API_VERSION,
-                      "MessagingServiceSid": SERVICE_SID}
+            params = {
+                "MessageSid": sid_of(i),
+                "SmsSid": sid_of(i),
+                "AccountSid": SANDBOX_ACCOUNT_SID,
+                "From": "",
+                "To": phone(i),
+                "MessageStatus": st,
+                "SmsStatus": st,
+                "ApiVersion": wire.API_VERSION,
+                "MessagingServiceSid": SERVICE_SID,
+            }
             if st == "delivered":
                 params["RawDlrDoneDate"] = wire.raw_dlr_done_date(time.time())
             out.append(signed_callback(SANDBOX_AUTH_TOKEN, url, params))
@@ -111,8 +142,9 @@ def post_all(sender: Any, cbs: list[Any], timeout: float) -> float:
     t0 = time.perf_counter()
     for cb in cbs:
         sender.send(cb)
-    wait_for(lambda: stats.sent + stats.failed >= target, timeout, "every callback answered",
-             every=0.01)
+    wait_for(
+        lambda: stats.sent + stats.failed >= target, timeout, "every callback answered", every=0.01
+    )
     return time.perf_counter() - t0
 
 
@@ -122,8 +154,11 @@ def states(url: str) -> dict[str, int]:
     db = Database(url)
     try:
         with db.connect() as conn:
-            return dict(conn.exec_driver_sql(
-                "SELECT state, count(*) FROM outboxmessage GROUP BY state").all())
+            return dict(
+                conn.exec_driver_sql(
+                    "SELECT state, count(*) FROM outboxmessage GROUP BY state"
+                ).all()
+            )
     finally:
         db.dispose()
 
@@ -133,13 +168,18 @@ def pg_backends(url: str) -> list[int]:
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+        return [
+            r[0]
+            for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))
+        ]
 
 
 def ms(user: float, system: float, n: int) -> dict[str, float]:
-    return {"total": round(1000 * (user + system) / n, 3), "user": round(1000 * user / n, 3),
-            "system": round(1000 * system / n, 3)}
+    return {
+        "total": round(1000 * (user + system) / n, 3),
+        "user": round(1000 * user / n, 3),
+        "system": round(1000 * system / n, 3),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,17 +194,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             hook = stack.webhook_url + "/twilio/status"
             sender = HttpCallbackSender(workers=args.workers)
             try:
-                post_all(sender, callbacks(hook, range(args.n, args.n + args.warm)),
-                         args.timeout)
+                post_all(sender, callbacks(hook, range(args.n, args.n + args.warm)), args.timeout)
                 cbs = callbacks(hook, range(args.n))
                 spy = None
                 if args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
-                    spy = subprocess.Popen([  # noqa: S603 - our venv's py-spy
-                        str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                        str(serve.pid), "-o", str(args.profile / "serve.txt"), "-f", "raw",
-                        "-r", "200", "--gil"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    spy = subprocess.Popen(
+                        [  # noqa: S603 - our venv's py-spy
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "-p",
+                            str(serve.pid),
+                            "-o",
+                            str(args.profile / "serve.txt"),
+                            "-f",
+                            "raw",
+                            "-r",
+                            "200",
+                            "--gil",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     time.sleep(1.0)  # py-spy attaches (a start-up wait, not a settle-down)
                 pids = pg_backends(url)
                 c0, s0, p0 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
@@ -182,13 +233,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.close()
     shutil.rmtree(log_dir, ignore_errors=True)
     return {
-        "callbacks": n, "workers": args.workers, "seconds": round(elapsed, 2),
+        "callbacks": n,
+        "workers": args.workers,
+        "seconds": round(elapsed, 2),
         "callbacks_per_s": round(n / elapsed, 1),
         "cpu_ms_per_callback": {
             "sender": ms(c1.user - c0.user, c1.system - c0.system, n),
             "server": ms(s1[0] - s0[0], s1[1] - s0[1], n),
-            "postgres_backends": ms(p1[0] - p0[0], p1[1] - p0[1], n)},
-        "failed": failed, "outbox_states": got,
+            "postgres_backends": ms(p1[0] - p0[0], p1[1] - p0[1], n),
+        },
+        "failed": failed,
+        "outbox_states": got,
         "ok": failed == 0 and got == {"delivered": args.n + args.warm},
     }
 
@@ -198,8 +253,11 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="outbox rows (3 callbacks each)")
     p.add_argument("--warm", type=int, default=200, help="rows of the unmeasured warm-up")
     p.add_argument("--workers", type=int, default=4, help="sender threads (the sandbox's 4)")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/10",
-                   help="only pinged by /healthz (nothing is written)")
+    p.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/10",
+        help="only pinged by /healthz (nothing is written)",
+    )
     p.add_argument("--pg", default=PG_DSN)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--profile", type=Path, default=None, help="py-spy the server into DIR")

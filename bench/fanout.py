@@ -40,8 +40,16 @@ from tests.servers import PG_DSN, throwaway_database  # noqa: E402
 from tests.servers import conninfo as to_conninfo  # noqa: E402
 
 SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
-COLUMNS = ("run_id", "campaign_id", "contact_id", "to_phone", "state", "due_at", "attempts",
-           "updated_at")
+COLUMNS = (
+    "run_id",
+    "campaign_id",
+    "contact_id",
+    "to_phone",
+    "state",
+    "due_at",
+    "attempts",
+    "updated_at",
+)
 CHUNK = 1 << 20
 
 CHILD = """
@@ -77,13 +85,17 @@ def copy_contacts(conninfo: str, rows: int) -> float:
     now = datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
-        with cur.copy("COPY contact (phone, name, attributes, created_at, updated_at) "
-                      "FROM STDIN") as cp:
+        with cur.copy(
+            "COPY contact (phone, name, attributes, created_at, updated_at) FROM STDIN"
+        ) as cp:
             step = 50_000
             for start in range(0, rows, step):
-                cp.write("".join(
-                    f"{phone(i)}\tName {i}\t{{}}\t{now}\t{now}\n"
-                    for i in range(start, min(rows, start + step))))
+                cp.write(
+                    "".join(
+                        f"{phone(i)}\tName {i}\t{{}}\t{now}\t{now}\n"
+                        for i in range(start, min(rows, start + step))
+                    )
+                )
         conn.commit()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE contact")
@@ -100,11 +112,18 @@ def seed_run(url: str) -> tuple[int, int]:
         with db.session() as s:
             brand = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
             doc = registry.load_campaign_file(SEED)
-            campaign, _ = registry.import_campaign(s, doc, brand=brand,
-                                                   policy={"campaign_status": "VERIFIED"})
-            run, _ = runs.launch(s, runs.LaunchRequest(
-                campaign=campaign.sid, template="Your order has shipped.",
-                audience={"kind": "all"}), now=datetime.now(UTC))
+            campaign, _ = registry.import_campaign(
+                s, doc, brand=brand, policy={"campaign_status": "VERIFIED"}
+            )
+            run, _ = runs.launch(
+                s,
+                runs.LaunchRequest(
+                    campaign=campaign.sid,
+                    template="Your order has shipped.",
+                    audience={"kind": "all"},
+                ),
+                now=datetime.now(UTC),
+            )
             return int(run.id), int(campaign.id)  # type: ignore[arg-type]
     finally:
         db.dispose()
@@ -119,8 +138,14 @@ def checkpoint(conninfo: str) -> None:
 def fan_out_in_child(url: str, run_id: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", CHILD, url, str(run_id)], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=3600)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, url, str(run_id)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"fan-out child failed: {r.stderr[-3000:]}")
@@ -133,8 +158,10 @@ def export_rows(conninfo: str, run_id: int, path: Path) -> int:
     cols = ", ".join(COLUMNS)
     n = 0
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur, path.open("wb") as fh:
-        with cur.copy(f"COPY (SELECT {cols} FROM outboxmessage WHERE run_id = {int(run_id)} "
-                      f"ORDER BY id) TO STDOUT") as cp:
+        with cur.copy(
+            f"COPY (SELECT {cols} FROM outboxmessage WHERE run_id = {int(run_id)} "
+            f"ORDER BY id) TO STDOUT"
+        ) as cp:
             for data in cp:
                 fh.write(data)
         n = cur.rowcount
@@ -146,8 +173,11 @@ def make_copy_table(conninfo: str, name: str, *, foreign_keys: bool) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
         conn.execute(f"CREATE TABLE {name} (LIKE outboxmessage INCLUDING ALL)")
         if foreign_keys:
-            for col, ref in (("run_id", "run"), ("campaign_id", "campaign"),
-                             ("contact_id", "contact")):
+            for col, ref in (
+                ("run_id", "run"),
+                ("campaign_id", "campaign"),
+                ("contact_id", "contact"),
+            ):
                 conn.execute(f"ALTER TABLE {name} ADD FOREIGN KEY ({col}) REFERENCES {ref} (id)")
 
 
@@ -182,8 +212,9 @@ def measure(dsn: str, rows: int) -> dict:
         # fan_out() returns the INSERT's rowcount, which SQLAlchemy 2.1 + psycopg report as -1
         # unless the statement sets preserve_rowcount: check the run's total (a COUNT) instead
         if fan["state"] != "running" or fan["total"] != rows:
-            raise RuntimeError(f"fan-out left state {fan['state']}, total {fan['total']}; "
-                               f"expected running, {rows}")
+            raise RuntimeError(
+                f"fan-out left state {fan['state']}, total {fan['total']}; expected running, {rows}"
+            )
 
         dump = Path(d) / "outbox.copy"
         exported = export_rows(conninfo, run_id, dump)

@@ -51,8 +51,9 @@ def write_csv(path: Path, rows: int, bad_every: int = 100) -> int:
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[dict, int, float]:
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True,
-                       text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, timeout=900
+    )
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"import failed: {r.stderr[-2000:]}")
@@ -78,9 +79,15 @@ def measure(database_url: str, rows: int, workdir: Path) -> dict:
         ["contacts", "import", str(f), "--brand", "Acme Corporation", "--json"], env
     )
     return {
-        "rows": rows, "bad_rows": bad, "parsed": n, "report": doc, "reimport": again,
-        "wall_s": round(wall, 2), "reimport_wall_s": round(wall2, 2),
-        "rows_per_s": round(rows / doc["seconds"]), "peak_rss_mb": round(kb / 1024, 1),
+        "rows": rows,
+        "bad_rows": bad,
+        "parsed": n,
+        "report": doc,
+        "reimport": again,
+        "wall_s": round(wall, 2),
+        "reimport_wall_s": round(wall2, 2),
+        "rows_per_s": round(rows / doc["seconds"]),
+        "peak_rss_mb": round(kb / 1024, 1),
         "csv_parse_only_s": round(ceiling_s, 3),
         "ratio_to_parse_only": round(ceiling_s / doc["seconds"], 4),
     }

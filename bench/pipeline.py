@@ -70,8 +70,13 @@ def phone(i: int) -> str:
 # ------------------------------------------------------------------------------------ servers
 def wait_count(carrier: Carrier, stack: Stack, n: int, timeout: float) -> float:
     """Block until the carrier holds >= n messages; return the perf_counter at that moment."""
-    wait_for(lambda: carrier.count() >= n, timeout, f"the carrier to hold {n} messages",
-             every=0.02, check=stack.check_alive)
+    wait_for(
+        lambda: carrier.count() >= n,
+        timeout,
+        f"the carrier to hold {n} messages",
+        every=0.02,
+        check=stack.check_alive,
+    )
     return time.perf_counter()
 
 
@@ -90,10 +95,20 @@ def start_ceiling(stack: Stack, processes: int, threads: int) -> Proc:
 
     carrier = stack.carrier
     assert carrier is not None
-    workers = stack.start("bare_workers", [
-        sys.executable, "-m", "dramatiq", "bench._bare_actor", "--processes", str(processes),
-        "--threads", str(threads)], {"BENCH_REDIS_URL": stack.redis_url,
-                                     "BENCH_SANDBOX_URL": carrier.url})
+    workers = stack.start(
+        "bare_workers",
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "bench._bare_actor",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+        ],
+        {"BENCH_REDIS_URL": stack.redis_url, "BENCH_SANDBOX_URL": carrier.url},
+    )
     for i in range(WARM):
         _bare_actor.bare_send.send(phone(900_000 + i), BODY)
     wait_count(carrier, stack, WARM, 60)
@@ -116,8 +131,13 @@ def measure_ceiling(stack: Stack, workers: Proc, n: int, timeout: float) -> dict
     cpu = meter.stop(n)
     records = carrier.records()
     carrier.reset()
-    return {"seconds": t1 - t0, "msgs_per_s": n / (t1 - t0), "carrier_span_msgs_per_s":
-            span_rate(records), "received": len(records), **cpu}
+    return {
+        "seconds": t1 - t0,
+        "msgs_per_s": n / (t1 - t0),
+        "carrier_span_msgs_per_s": span_rate(records),
+        "received": len(records),
+        **cpu,
+    }
 
 
 # ------------------------------------------------------------------------------------ (b)
@@ -138,25 +158,61 @@ def seed(url: str, n: int, groups: list[str]) -> str:
             brand = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
             doc = registry.load_campaign_file(SEED)
             doc["messaging_service_sid"] = SERVICE_SID  # the seed's MGXXX... is not a valid SID
-            campaign, _ = registry.import_campaign(s, doc, brand=brand, policy={
-                "campaign_status": "VERIFIED", "window_limit": 1_000_000_000,
-                "window_seconds": 1, "quiet_hours_policy": "none",
-                "rate_limits": {"att": {"mps": 10_000, "msg_class": "A"},
-                                "tmobile": {"brand_tier": "TOP"}},
-            })
+            campaign, _ = registry.import_campaign(
+                s,
+                doc,
+                brand=brand,
+                policy={
+                    "campaign_status": "VERIFIED",
+                    "window_limit": 1_000_000_000,
+                    "window_seconds": 1,
+                    "quiet_hours_policy": "none",
+                    "rate_limits": {
+                        "att": {"mps": 10_000, "msg_class": "A"},
+                        "tmobile": {"brand_tier": "TOP"},
+                    },
+                },
+            )
             conn = s.connection()
             people = [(phone(k * n + i), g) for k, g in enumerate(groups) for i in range(n)]
             people += [(phone(900_000 + i), "warm") for i in range(WARM)]
-            conn.execute(insert(Contact.__table__), [  # type: ignore[attr-defined]
-                {"phone": p, "name": f"Customer {k}", "attributes": {"grp": g},
-                 "created_at": now, "updated_at": now} for k, (p, g) in enumerate(people)])
-            ids = [r[0] for r in conn.execute(Contact.__table__.select()  # type: ignore[attr-defined]
-                                              .with_only_columns(Contact.__table__.c.id))]  # type: ignore[attr-defined]
-            conn.execute(insert(ConsentEvent.__table__), [  # type: ignore[attr-defined]
-                {"contact_id": cid, "brand_id": brand.id, "campaign_id": None,
-                 "action": "grant", "consent_type": "express", "source": "web_form",
-                 "evidence_text": "Checked the box at example.com/signup v3",
-                 "actor": "bench", "occurred_at": now, "recorded_at": now} for cid in ids])
+            conn.execute(
+                insert(Contact.__table__),
+                [  # type: ignore[attr-defined]
+                    {
+                        "phone": p,
+                        "name": f"Customer {k}",
+                        "attributes": {"grp": g},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for k, (p, g) in enumerate(people)
+                ],
+            )
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    Contact.__table__.select().with_only_columns(Contact.__table__.c.id)  # type: ignore[attr-defined]
+                )
+            ]  # type: ignore[attr-defined]
+            conn.execute(
+                insert(ConsentEvent.__table__),
+                [  # type: ignore[attr-defined]
+                    {
+                        "contact_id": cid,
+                        "brand_id": brand.id,
+                        "campaign_id": None,
+                        "action": "grant",
+                        "consent_type": "express",
+                        "source": "web_form",
+                        "evidence_text": "Checked the box at example.com/signup v3",
+                        "actor": "bench",
+                        "occurred_at": now,
+                        "recorded_at": now,
+                    }
+                    for cid in ids
+                ],
+            )
             return campaign.sid
     finally:
         db.dispose()
@@ -169,9 +225,15 @@ def launch(url: str, sid: str, group: str) -> int:
     db = Database(url)
     try:
         with db.session() as s:
-            run, _ = runs.launch(s, runs.LaunchRequest(
-                campaign=sid, template=TEMPLATE,
-                audience={"kind": "segment", "query": f"grp={group}"}), now=datetime.now(UTC))
+            run, _ = runs.launch(
+                s,
+                runs.LaunchRequest(
+                    campaign=sid,
+                    template=TEMPLATE,
+                    audience={"kind": "segment", "query": f"grp={group}"},
+                ),
+                now=datetime.now(UTC),
+            )
             return int(run.id)  # type: ignore[arg-type]
     finally:
         db.dispose()
@@ -211,21 +273,43 @@ def start_pipeline(stack: Stack, sid: str, processes: int, threads: int) -> dict
     assert carrier is not None
     webhooks = stack.start_webhooks()
     # the CLI's defaults but the tick (the harness's test defaults reconcile every second)
-    scheduler = stack.start_scheduler(tick=0.2, leader_ttl=10.0, reconcile=10.0,
-                                      lost_after=60.0, sending_lease=90.0, status_after=300.0)
+    scheduler = stack.start_scheduler(
+        tick=0.2,
+        leader_ttl=10.0,
+        reconcile=10.0,
+        lost_after=60.0,
+        sending_lease=90.0,
+        status_after=300.0,
+    )
     workers = stack.start_workers(processes=processes, threads=threads)
     warm = launch(url, sid, "warm")
     wait_count(carrier, stack, WARM, 120)
-    wait_for(lambda: outbox_states(url, warm).get("sending", 0) == 0, 30, "warm-up",
-             check=stack.check_alive)
+    wait_for(
+        lambda: outbox_states(url, warm).get("sending", 0) == 0,
+        30,
+        "warm-up",
+        check=stack.check_alive,
+    )
     analyze(url)
     carrier.reset()
-    return {"sandbox": stack.procs["sandbox"], "workers": workers, "scheduler": scheduler,
-            "webhooks": webhooks}
+    return {
+        "sandbox": stack.procs["sandbox"],
+        "workers": workers,
+        "scheduler": scheduler,
+        "webhooks": webhooks,
+    }
 
 
-def measure_pipeline(stack: Stack, procs: dict[str, Proc], sid: str, group: str, n: int,
-                     callbacks: bool, timeout: float, profile: Path | None) -> dict[str, Any]:
+def measure_pipeline(
+    stack: Stack,
+    procs: dict[str, Proc],
+    sid: str,
+    group: str,
+    n: int,
+    callbacks: bool,
+    timeout: float,
+    profile: Path | None,
+) -> dict[str, Any]:
     """One run of n recipients, from its launch until the carrier holds n.  ``callbacks``: the
     carrier's 3 status callbacks per message are handled by ``dispatcher serve`` on the same
     cores; without, the carrier drops them (the same carrier work per message as the ceiling
@@ -246,13 +330,22 @@ def measure_pipeline(stack: Stack, procs: dict[str, Proc], sid: str, group: str,
         t1 = wait_count(carrier, stack, n, timeout)
         cpu = meter.stop(n)
     records = carrier.records()
-    wait_for(lambda: outbox_states(url, run_id).get("sending", 0) == 0, 60,
-             "the last sends to be recorded", check=stack.check_alive)
+    wait_for(
+        lambda: outbox_states(url, run_id).get("sending", 0) == 0,
+        60,
+        "the last sends to be recorded",
+        check=stack.check_alive,
+    )
     per_phone = Counter(r["to"] for r in records)
-    out = {"seconds": t1 - t0, "msgs_per_s": n / (t1 - t0),
-           "carrier_span_msgs_per_s": span_rate(records), "received": len(records),
-           "duplicates": sum(1 for v in per_phone.values() if v > 1),
-           "outbox_states": outbox_states(url, run_id), **cpu}
+    out = {
+        "seconds": t1 - t0,
+        "msgs_per_s": n / (t1 - t0),
+        "carrier_span_msgs_per_s": span_rate(records),
+        "received": len(records),
+        "duplicates": sum(1 for v in per_phone.values() if v > 1),
+        "outbox_states": outbox_states(url, run_id),
+        **cpu,
+    }
     carrier.faults(drop_callbacks=0.0)
     wait_idle(list(procs.values()))  # callbacks drained: the stack may be frozen now
     return out
@@ -267,10 +360,18 @@ def main() -> None:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     p.add_argument("--pg", default=PG_DSN)
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--rounds", type=int, default=3,
-                   help="pipeline runs without callbacks, each between two ceiling runs")
-    p.add_argument("--profile", type=Path, default=None,
-                   help="directory for a py-spy raw profile of the pipeline's workers")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="pipeline runs without callbacks, each between two ceiling runs",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="directory for a py-spy raw profile of the pipeline's workers",
+    )
     p.add_argument("--keep-logs", type=Path, default=None, help="copy process logs here")
     a = p.parse_args()
     if a.profile:
@@ -294,8 +395,9 @@ def main() -> None:
 
             def pipeline(group: str, callbacks: bool) -> dict[str, Any]:
                 with frozen([bare]):
-                    return measure_pipeline(stack, pipe, sid, group, a.n, callbacks, a.timeout,
-                                            a.profile)
+                    return measure_pipeline(
+                        stack, pipe, sid, group, a.n, callbacks, a.timeout, a.profile
+                    )
 
             # the machine's speed drifts by tens of % between minutes (CPU frequency,
             # neighbours): every pipeline run sits between two ceiling runs and is compared
@@ -315,16 +417,23 @@ def main() -> None:
     runs = [_versus(run, ceilings[i], ceilings[i + 1]) for i, run in enumerate(plain)]
     ratios = [r["ratio_to_ceiling"] for r in runs]
     out: dict[str, Any] = {
-        "n": a.n, "processes": a.processes, "threads": a.threads, "rounds": a.rounds,
+        "n": a.n,
+        "processes": a.processes,
+        "threads": a.threads,
+        "rounds": a.rounds,
         "ceiling_bare_actor": {
             "msgs_per_s": [round(c["msgs_per_s"], 1) for c in ceilings],
             "cpu_ms_per_msg_total": [c["cpu_ms_per_msg_total"] for c in ceilings],
-            "runs": [_round(c) for c in ceilings]},
+            "runs": [_round(c) for c in ceilings],
+        },
         "pipeline_without_callbacks": {
             "msgs_per_s": [round(r["msgs_per_s"], 1) for r in runs],
-            "ratios": ratios, "ratio_to_ceiling": statistics.median(ratios),
+            "ratios": ratios,
+            "ratio_to_ceiling": statistics.median(ratios),
             "goal_ratio_ge_60pct": statistics.median(ratios) >= 0.6,
-            "duplicates": sum(r["duplicates"] for r in runs), "runs": runs},
+            "duplicates": sum(r["duplicates"] for r in runs),
+            "runs": runs,
+        },
         "pipeline_with_callbacks": _versus(with_callbacks, ceilings[-2], ceilings[-1]),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -333,16 +442,25 @@ def main() -> None:
 
 def _versus(run: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """A pipeline run against the mean of the ceiling runs either side of it."""
-    ceiling = {k: (before[k] + after[k]) / 2 if before[k] and after[k] else None
-               for k in ("msgs_per_s", "carrier_span_msgs_per_s", "cpu_ms_per_msg_total")}
+    ceiling = {
+        k: (before[k] + after[k]) / 2 if before[k] and after[k] else None
+        for k in ("msgs_per_s", "carrier_span_msgs_per_s", "cpu_ms_per_msg_total")
+    }
     ratio = run["msgs_per_s"] / ceiling["msgs_per_s"]
-    span = (run["carrier_span_msgs_per_s"] / ceiling["carrier_span_msgs_per_s"]
-            if run["carrier_span_msgs_per_s"] and ceiling["carrier_span_msgs_per_s"] else None)
-    return {**_round(run), "ceiling_msgs_per_s": round(ceiling["msgs_per_s"], 1),
-            "ratio_to_ceiling": round(ratio, 3),
-            "ratio_carrier_span": round(span, 3) if span else None,
-            "cpu_ms_per_msg_ratio_to_ceiling": round(
-                run["cpu_ms_per_msg_total"] / ceiling["cpu_ms_per_msg_total"], 2)}
+    span = (
+        run["carrier_span_msgs_per_s"] / ceiling["carrier_span_msgs_per_s"]
+        if run["carrier_span_msgs_per_s"] and ceiling["carrier_span_msgs_per_s"]
+        else None
+    )
+    return {
+        **_round(run),
+        "ceiling_msgs_per_s": round(ceiling["msgs_per_s"], 1),
+        "ratio_to_ceiling": round(ratio, 3),
+        "ratio_carrier_span": round(span, 3) if span else None,
+        "cpu_ms_per_msg_ratio_to_ceiling": round(
+            run["cpu_ms_per_msg_total"] / ceiling["cpu_ms_per_msg_total"], 2
+        ),
+    }
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:

@@ -44,8 +44,18 @@ from tests.harness import (  # noqa: E402 - after the path tweak (a script, not 
     wait_for,
 )
 
-FAULTS = ("--fault-500", "0.05", "--fault-429", "0.03", "--fault-timeout", "0.03",
-          "--fault-timeout-mode", "drop", "--seed", "11")
+FAULTS = (
+    "--fault-500",
+    "0.05",
+    "--fault-429",
+    "0.03",
+    "--fault-timeout",
+    "0.03",
+    "--fault-timeout-mode",
+    "drop",
+    "--seed",
+    "11",
+)
 CAMPAIGNS = {  # name: (campaign SID, npa, window_limit, window_seconds, recipients per run)
     "fast": ("QE2c6890da8086d771620e9b13fadeba0b", "646", 1000, 1, 150),
     "slow": ("QE2c6890da8086d771620e9b13fadeba0c", "212", 5, 1, 40),
@@ -85,8 +95,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--every", type=float, default=15.0, help="seconds between launches")
-    ap.add_argument("--kill-every", type=float, default=0.0,
-                    help="kill -9 the worker pool every S seconds (0: never)")
+    ap.add_argument(
+        "--kill-every",
+        type=float,
+        default=0.0,
+        help="kill -9 the worker pool every S seconds (0: never)",
+    )
     ap.add_argument("--redis-db", type=int, default=15)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
@@ -98,9 +112,17 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     print(f"soak: {args.minutes:g} min, logs in {work}/logs, redis {redis_url}")
     with fresh_postgres_database() as pg, deployment(redis_url, pg, work / "logs") as (stack, db):
-        stack.up(*FAULTS, processes=args.processes, threads=args.threads, tick=0.5,
-                 leader_ttl=5.0, reconcile=2.0, lost_after=20.0, sending_lease=15.0,
-                 status_after=5.0)
+        stack.up(
+            *FAULTS,
+            processes=args.processes,
+            threads=args.threads,
+            tick=0.5,
+            leader_ttl=5.0,
+            reconcile=2.0,
+            lost_after=20.0,
+            sending_lease=15.0,
+            status_after=5.0,
+        )
         assert stack.carrier is not None
         rss0: dict[str, float] = {}  # sampled once the stack is warm (first messages out)
         seeded: dict[str, list[Any]] = {k: [] for k in CAMPAIGNS}
@@ -118,9 +140,19 @@ def main() -> int:
                     active = sum(1 for r in runs[name] if run_counts(db, r)[0] != "completed")
                     if active >= 2:
                         continue
-                    s = seed(db, work / name, consented=n, opted_out=2, no_consent=2,
-                             window_limit=limit, window_seconds=secs, mps=600,
-                             campaign_sid=sid, npa=npa, offset=offsets[name])
+                    s = seed(
+                        db,
+                        work / name,
+                        consented=n,
+                        opted_out=2,
+                        no_consent=2,
+                        window_limit=limit,
+                        window_seconds=secs,
+                        mps=600,
+                        campaign_sid=sid,
+                        npa=npa,
+                        offset=offsets[name],
+                    )
                     offsets[name] += n + 4
                     seeded[name].append(s)
                     runs[name].append(launch(db, s))
@@ -140,8 +172,9 @@ def main() -> int:
         def finished() -> bool:
             for r in all_runs:
                 state, c = run_counts(db, r)
-                if state != "completed" or any(c.get(k, 0) for k in
-                                               ("queued", "sending", "unknown", "sent")):
+                if state != "completed" or any(
+                    c.get(k, 0) for k in ("queued", "sending", "unknown", "sent")
+                ):
                     return False
             return True
 
@@ -158,20 +191,31 @@ def main() -> int:
     rep = check_delivery(records, rows, expected=expected, forbidden=forbidden)
     recv = [float(m["received_at"]) for m in records]
     span = (max(recv) - min(recv)) if recv else 0.0
-    print(f"\nruns: {len(all_runs)} ({', '.join(f'{k} {len(v)}' for k, v in runs.items())}); "
-          f"launching {t_launch_end - t_start:.0f} s, drained {t_done - t_launch_end:.0f} s later")
-    print(f"carrier: {len(records)} messages in {span:.0f} s = "
-          f"{len(records) / span if span else 0:.1f} sends/s; faults injected: "
-          f"{stats.get('faults_500', 0)} x 500, {stats.get('faults_429', 0)} x 429, "
-          f"{stats.get('timeouts_after_accept', 0)} accepted-then-dropped; worker kills: {kills}")
+    print(
+        f"\nruns: {len(all_runs)} ({', '.join(f'{k} {len(v)}' for k, v in runs.items())}); "
+        f"launching {t_launch_end - t_start:.0f} s, drained {t_done - t_launch_end:.0f} s later"
+    )
+    print(
+        f"carrier: {len(records)} messages in {span:.0f} s = "
+        f"{len(records) / span if span else 0:.1f} sends/s; faults injected: "
+        f"{stats.get('faults_500', 0)} x 500, {stats.get('faults_429', 0)} x 429, "
+        f"{stats.get('timeouts_after_accept', 0)} accepted-then-dropped; worker kills: {kills}"
+    )
     by_sid = {m["sid"]: m for m in records}
     fast_runs = set(runs["fast"])
-    lat = [float(by_sid[r["provider_sid"]]["received_at"]) - ts(r["enqueued_at"])
-           for r in rows if r["run_id"] in fast_runs and r.get("provider_sid") in by_sid
-           and r.get("enqueued_at") is not None and r["attempts"] <= 1]
-    print(f"enqueue->carrier latency, fast campaign (first attempts, n={len(lat)}): "
-          f"p50 {pct(lat, 0.50) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, "
-          f"mean {statistics.fmean(lat) * 1000 if lat else float('nan'):.0f} ms")
+    lat = [
+        float(by_sid[r["provider_sid"]]["received_at"]) - ts(r["enqueued_at"])
+        for r in rows
+        if r["run_id"] in fast_runs
+        and r.get("provider_sid") in by_sid
+        and r.get("enqueued_at") is not None
+        and r["attempts"] <= 1
+    ]
+    print(
+        f"enqueue->carrier latency, fast campaign (first attempts, n={len(lat)}): "
+        f"p50 {pct(lat, 0.50) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, "
+        f"mean {statistics.fmean(lat) * 1000 if lat else float('nan'):.0f} ms"
+    )
     window_ok = True
     for name, ss in seeded.items():
         phones = {p for s in ss for p in s.everyone}
@@ -184,12 +228,16 @@ def main() -> int:
     print(f"  sender {mps}{'' if mps.ok() else '  <-- OVER'}")
     window_ok &= mps.ok()
     not_final = sum(1 for r in rows if r["state"] not in FINAL)
-    print(f"duplicates {rep.duplicates}, lost {rep.lost}, unexpected {rep.unexpected}, "
-          f"not final {not_final}, mismatched {rep.mismatched}")
+    print(
+        f"duplicates {rep.duplicates}, lost {rep.lost}, unexpected {rep.unexpected}, "
+        f"not final {not_final}, mismatched {rep.mismatched}"
+    )
     print("RSS MB (process + children), warm start (50 messages out) -> end:")
     for name in rss1:
-        print(f"  {name:<10} {rss0.get(name, float('nan')):7.1f} -> {rss1[name]:7.1f}"
-              + ("  (restarted)" if name == "workers" and kills else ""))
+        print(
+            f"  {name:<10} {rss0.get(name, float('nan')):7.1f} -> {rss1[name]:7.1f}"
+            + ("  (restarted)" if name == "workers" and kills else "")
+        )
     ok = rep.ok() and window_ok
     print("OK" if ok else "FAILED:\n" + rep.summary())
     return 0 if ok else 1

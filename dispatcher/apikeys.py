@@ -24,7 +24,12 @@ from dispatcher.errors import ConflictError, DispatcherError, InputError, NotFou
 from dispatcher.models import ApiKey
 
 SCOPES = (
-    "runs:read", "runs:write", "contacts:read", "contacts:write", "consent:read", "consent:write",
+    "runs:read",
+    "runs:write",
+    "contacts:read",
+    "contacts:write",
+    "consent:read",
+    "consent:write",
 )
 TOKEN_PREFIX = "dsk_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
@@ -55,8 +60,9 @@ def parse_scopes(text: str | Iterable[str]) -> list[str]:
         raise InputError("an API key needs at least one scope", field="scopes")
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown:
-        raise InputError(f"unknown scope {unknown[0]!r} (one of {', '.join(SCOPES)})",
-                         field="scopes")
+        raise InputError(
+            f"unknown scope {unknown[0]!r} (one of {', '.join(SCOPES)})", field="scopes"
+        )
     return scopes
 
 
@@ -64,13 +70,17 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, scopes: str | Iterable[str],
-               *, now: datetime | None = None) -> tuple[str, ApiKey]:
+def create_key(
+    session: Session, name: str, scopes: str | Iterable[str], *, now: datetime | None = None
+) -> tuple[str, ApiKey]:
     """Create a key; returns (plaintext token shown once, stored row).  The caller commits."""
     name = (name or "").strip()
     if not _NAME.match(name):
-        raise InputError("key name must be 1..48 characters: a-z, 0-9, '.', '_' or '-', "
-                         "starting with a letter or digit", field="name")
+        raise InputError(
+            "key name must be 1..48 characters: a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit",
+            field="name",
+        )
     clean = parse_scopes(scopes)
     if session.exec(select(ApiKey).where(ApiKey.name == name)).first() is not None:
         raise ConflictError(f"API key {name!r} already exists (names are never reused)")
@@ -80,8 +90,9 @@ def create_key(session: Session, name: str, scopes: str | Iterable[str],
         if session.exec(select(ApiKey.id).where(ApiKey.prefix == prefix)).first() is None:
             break
     token = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(name=name, prefix=prefix, key_hash=_hash(token), scopes=clean,
-                 created_at=now or utcnow())
+    key = ApiKey(
+        name=name, prefix=prefix, key_hash=_hash(token), scopes=clean, created_at=now or utcnow()
+    )
     session.add(key)
     session.flush()
     return token, key
@@ -92,8 +103,9 @@ def verify(session: Session, token: str | None) -> ApiKey:
     so a caller cannot tell an unknown prefix from a wrong secret)."""
     m = _TOKEN.match(token or "")
     if m is None:
-        raise AuthenticationError("missing or malformed API key" if not token
-                                  else "invalid API key")
+        raise AuthenticationError(
+            "missing or malformed API key" if not token else "invalid API key"
+        )
     digest = _hash(token or "")
     for key in session.exec(select(ApiKey).where(ApiKey.prefix == m.group(1))):
         if hmac.compare_digest(key.key_hash, digest):
@@ -131,7 +143,11 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def key_dict(key: ApiKey) -> dict[str, Any]:
-    return {"name": key.name, "prefix": f"{TOKEN_PREFIX}{key.prefix}", "scopes": key.scopes,
-            "created_at": as_utc(key.created_at),
-            "revoked_at": as_utc(key.revoked_at) if key.revoked_at else None,
-            "active": key.revoked_at is None}
+    return {
+        "name": key.name,
+        "prefix": f"{TOKEN_PREFIX}{key.prefix}",
+        "scopes": key.scopes,
+        "created_at": as_utc(key.created_at),
+        "revoked_at": as_utc(key.revoked_at) if key.revoked_at else None,
+        "active": key.revoked_at is None,
+    }

@@ -34,13 +34,14 @@ def parse_audience(text: str) -> dict[str, Any]:
     if t == "all":
         return {"kind": "all"}
     if t.startswith("segment:"):
-        q = t[len("segment:"):]
+        q = t[len("segment:") :]
         parse_segment(q)
         return {"kind": "segment", "query": q}
     if t.lower().endswith(".csv"):
         return {"kind": "csv", "path": t}
-    raise InputError("--audience must be 'all', 'segment:key=value[,key=value]' or a .csv file",
-                     field="audience")
+    raise InputError(
+        "--audience must be 'all', 'segment:key=value[,key=value]' or a .csv file", field="audience"
+    )
 
 
 def parse_segment(query: str) -> list[tuple[str, str]]:

@@ -86,12 +86,19 @@ def _recipient(r: str | Mapping[str, Any]) -> dict[str, Any]:
 
 
 class DispatcherClient:
-    def __init__(self, base_url: str, token: str, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None,
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
         """``http``: an httpx.Client to use instead (e.g. Starlette's TestClient in tests)."""
-        self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
-                                          transport=transport)
+        self._http = http or httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+        )
         self._http.headers["Authorization"] = f"Bearer {token}"
 
     # ------------------------------------------------------------------------------ plumbing
@@ -119,9 +126,13 @@ class DispatcherClient:
 
     # ---------------------------------------------------------------------------------- runs
     def create_run(
-        self, campaign: str, template: str,
-        recipients: Iterable[str | Mapping[str, Any]] | None = None, *,
-        audience: Mapping[str, Any] | None = None, send_at: datetime | None = None,
+        self,
+        campaign: str,
+        template: str,
+        recipients: Iterable[str | Mapping[str, Any]] | None = None,
+        *,
+        audience: Mapping[str, Any] | None = None,
+        send_at: datetime | None = None,
         idempotency_key: str | None = None,
     ) -> RunCreated:
         """Launch a run for inline ``recipients`` (phones or {"phone", "variables"}) or an
@@ -137,13 +148,21 @@ class DispatcherClient:
         return RunCreated.model_validate(doc)
 
     def upload_run(
-        self, campaign: str, template: str, recipients: Iterable[str | Mapping[str, Any]], *,
-        send_at: datetime | None = None, idempotency_key: str | None = None,
+        self,
+        campaign: str,
+        template: str,
+        recipients: Iterable[str | Mapping[str, Any]],
+        *,
+        send_at: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> RunCreated:
         """Launch a run with a large recipient list, streamed as NDJSON (any iterable, e.g. a
         generator over a database cursor: nothing is collected in memory)."""
-        spec: dict[str, Any] = {"campaign": campaign, "template": template,
-                                "send_at": send_at.isoformat() if send_at else None}
+        spec: dict[str, Any] = {
+            "campaign": campaign,
+            "template": template,
+            "send_at": send_at.isoformat() if send_at else None,
+        }
 
         def body() -> Iterator[bytes]:
             buf = [json.dumps(spec)]
@@ -165,7 +184,8 @@ class DispatcherClient:
     def pause_run(self, run_id: int, reason: str | None = None) -> RunProgress:
         body = {"reason": reason} if reason else None
         return RunProgress.model_validate(
-            self._call("POST", f"/v1/runs/{int(run_id)}:pause", json=body))
+            self._call("POST", f"/v1/runs/{int(run_id)}:pause", json=body)
+        )
 
     def resume_run(self, run_id: int) -> RunProgress:
         return RunProgress.model_validate(self._call("POST", f"/v1/runs/{int(run_id)}:resume"))
@@ -174,39 +194,110 @@ class DispatcherClient:
         return RunProgress.model_validate(self._call("POST", f"/v1/runs/{int(run_id)}:cancel"))
 
     # ------------------------------------------------------------------------------ contacts
-    def upsert_contact(self, phone: str, *, name: str | None = None,
-                       time_zone: str | None = None, state: str | None = None,
-                       attributes: Mapping[str, Any] | None = None) -> ContactOut:
-        body = {k: v for k, v in (("name", name), ("time_zone", time_zone), ("state", state),
-                                  ("attributes", dict(attributes) if attributes else None))
-                if v is not None}
+    def upsert_contact(
+        self,
+        phone: str,
+        *,
+        name: str | None = None,
+        time_zone: str | None = None,
+        state: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> ContactOut:
+        body = {
+            k: v
+            for k, v in (
+                ("name", name),
+                ("time_zone", time_zone),
+                ("state", state),
+                ("attributes", dict(attributes) if attributes else None),
+            )
+            if v is not None
+        }
         return ContactOut.model_validate(self._call("PUT", f"/v1/contacts/{phone}", json=body))
 
     # ------------------------------------------------------------------------------- consent
-    def grant_consent(self, phone: str, brand: str, *, campaign: str | None = None,
-                      evidence_text: str | None = None, evidence_url: str | None = None,
-                      evidence_ref: str | None = None, note: str | None = None,
-                      source: str = "api", consent_type: str = "express",
-                      occurred_at: datetime | None = None) -> ConsentEventOut:
-        return self._consent("grant", phone, brand, campaign, evidence_text, evidence_url,
-                             evidence_ref, note, source, consent_type, occurred_at)
+    def grant_consent(
+        self,
+        phone: str,
+        brand: str,
+        *,
+        campaign: str | None = None,
+        evidence_text: str | None = None,
+        evidence_url: str | None = None,
+        evidence_ref: str | None = None,
+        note: str | None = None,
+        source: str = "api",
+        consent_type: str = "express",
+        occurred_at: datetime | None = None,
+    ) -> ConsentEventOut:
+        return self._consent(
+            "grant",
+            phone,
+            brand,
+            campaign,
+            evidence_text,
+            evidence_url,
+            evidence_ref,
+            note,
+            source,
+            consent_type,
+            occurred_at,
+        )
 
-    def revoke_consent(self, phone: str, brand: str, *, campaign: str | None = None,
-                       evidence_text: str | None = None, evidence_url: str | None = None,
-                       evidence_ref: str | None = None, note: str | None = None,
-                       source: str = "api", occurred_at: datetime | None = None
-                       ) -> ConsentEventOut:
-        return self._consent("revoke", phone, brand, campaign, evidence_text, evidence_url,
-                             evidence_ref, note, source, "express", occurred_at)
+    def revoke_consent(
+        self,
+        phone: str,
+        brand: str,
+        *,
+        campaign: str | None = None,
+        evidence_text: str | None = None,
+        evidence_url: str | None = None,
+        evidence_ref: str | None = None,
+        note: str | None = None,
+        source: str = "api",
+        occurred_at: datetime | None = None,
+    ) -> ConsentEventOut:
+        return self._consent(
+            "revoke",
+            phone,
+            brand,
+            campaign,
+            evidence_text,
+            evidence_url,
+            evidence_ref,
+            note,
+            source,
+            "express",
+            occurred_at,
+        )
 
-    def _consent(self, action: str, phone: str, brand: str, campaign: str | None,
-                 evidence_text: str | None, evidence_url: str | None, evidence_ref: str | None,
-                 note: str | None, source: str, consent_type: str,
-                 occurred_at: datetime | None) -> ConsentEventOut:
-        body = {"phone": phone, "brand": brand, "campaign": campaign, "action": action,
-                "source": source, "consent_type": consent_type, "evidence_text": evidence_text,
-                "evidence_url": evidence_url, "evidence_ref": evidence_ref, "note": note,
-                "occurred_at": occurred_at.isoformat() if occurred_at else None}
+    def _consent(
+        self,
+        action: str,
+        phone: str,
+        brand: str,
+        campaign: str | None,
+        evidence_text: str | None,
+        evidence_url: str | None,
+        evidence_ref: str | None,
+        note: str | None,
+        source: str,
+        consent_type: str,
+        occurred_at: datetime | None,
+    ) -> ConsentEventOut:
+        body = {
+            "phone": phone,
+            "brand": brand,
+            "campaign": campaign,
+            "action": action,
+            "source": source,
+            "consent_type": consent_type,
+            "evidence_text": evidence_text,
+            "evidence_url": evidence_url,
+            "evidence_ref": evidence_ref,
+            "note": note,
+            "occurred_at": occurred_at.isoformat() if occurred_at else None,
+        }
         body = {k: v for k, v in body.items() if v is not None}
         return ConsentEventOut.model_validate(self._call("POST", "/v1/consent", json=body))
 

@@ -29,8 +29,18 @@ from dispatcher.store import bulk_insert
 
 BATCH = 2000
 KNOWN = {
-    "phone", "name", "time_zone", "timezone", "state", "consent_source", "source",
-    "consent_evidence", "evidence", "consent_url", "evidence_url", "consented_at",
+    "phone",
+    "name",
+    "time_zone",
+    "timezone",
+    "state",
+    "consent_source",
+    "source",
+    "consent_evidence",
+    "evidence",
+    "consent_url",
+    "evidence_url",
+    "consented_at",
     "consent_type",
 }
 _SOURCE_RE = re.compile(r"^[a-z_]{2,32}$")
@@ -70,8 +80,9 @@ def upsert_contact(
     c = session.exec(select(Contact).where(Contact.phone == e164)).first()
     created = c is None
     if c is None:
-        c = Contact(phone=e164, name=name, time_zone=tz, state_code=state_code,
-                    attributes=attributes or {})
+        c = Contact(
+            phone=e164, name=name, time_zone=tz, state_code=state_code, attributes=attributes or {}
+        )
         session.add(c)
     else:
         changed = False
@@ -93,8 +104,14 @@ def list_contacts(session: Session, *, limit: int = 100, offset: int = 0) -> lis
 
 
 def contact_dict(c: Contact) -> dict[str, Any]:
-    return {"id": c.id, "phone": c.phone, "name": c.name, "time_zone": c.time_zone,
-            "state": c.state_code, "attributes": c.attributes}
+    return {
+        "id": c.id,
+        "phone": c.phone,
+        "name": c.name,
+        "time_zone": c.time_zone,
+        "state": c.state_code,
+        "attributes": c.attributes,
+    }
 
 
 # ------------------------------------------------------------------------------------ CSV import
@@ -236,8 +253,9 @@ def import_csv(
         if "phone" not in header:
             raise InputError(f"{path}: the header has no 'phone' column")
         reader.fieldnames = header
-        has_consent = bool({"consent_evidence", "evidence", "consent_url", "consented_at"} &
-                           set(header))
+        has_consent = bool(
+            {"consent_evidence", "evidence", "consent_url", "consented_at"} & set(header)
+        )
         if has_consent and brand is None:
             raise InputError("the file has consent columns: name the brand with --brand")
         try:
@@ -295,10 +313,18 @@ def _write_batch(
     new = [r for r in rows if r.phone not in existing]
     if new:
         bulk_insert(
-            session.connection(), Contact.__table__,  # type: ignore[attr-defined]
+            session.connection(),
+            Contact.__table__,  # type: ignore[attr-defined]
             [
-                {"phone": r.phone, "name": r.name, "time_zone": r.tz, "state_code": r.state,
-                 "attributes": r.attributes, "created_at": now, "updated_at": now}
+                {
+                    "phone": r.phone,
+                    "name": r.name,
+                    "time_zone": r.tz,
+                    "state_code": r.state,
+                    "attributes": r.attributes,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for r in new
             ],
         )
@@ -331,8 +357,18 @@ def _write_batch(
     keyed = []
     for r in with_consent:
         source, evidence, url, at, ctype = r.consent  # type: ignore[misc]
-        key = ledger.dedupe_key("import", r.phone, brand.id, campaign_id, "grant", source,
-                                evidence, url, at.isoformat(), ctype)
+        key = ledger.dedupe_key(
+            "import",
+            r.phone,
+            brand.id,
+            campaign_id,
+            "grant",
+            source,
+            evidence,
+            url,
+            at.isoformat(),
+            ctype,
+        )
         keyed.append((key, r, source, evidence, url, at, ctype))
     known = set(
         session.exec(
@@ -342,10 +378,21 @@ def _write_batch(
         ).all()
     )
     fresh = [
-        {"contact_id": ids[r.phone], "brand_id": brand.id, "campaign_id": campaign_id,
-         "action": "grant", "consent_type": ctype, "source": source, "evidence_text": evidence,
-         "evidence_url": url, "actor": actor, "occurred_at": at, "recorded_at": now,
-         "dedupe_key": key, "note": f"imported from {Path(report.file).name} row {r.line}"}
+        {
+            "contact_id": ids[r.phone],
+            "brand_id": brand.id,
+            "campaign_id": campaign_id,
+            "action": "grant",
+            "consent_type": ctype,
+            "source": source,
+            "evidence_text": evidence,
+            "evidence_url": url,
+            "actor": actor,
+            "occurred_at": at,
+            "recorded_at": now,
+            "dedupe_key": key,
+            "note": f"imported from {Path(report.file).name} row {r.line}",
+        }
         for key, r, source, evidence, url, at, ctype in keyed
         if key not in known
     ]

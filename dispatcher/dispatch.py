@@ -88,8 +88,9 @@ class Pipeline:
         """Handle one queue message for one row (a booked slot rides with it)."""
         return self.deliver_many([row_id], {row_id: booking} if booking else None)[row_id]
 
-    def deliver_many(self, ids: list[int],
-                     bookings: dict[int, dict[str, Any]] | None = None) -> dict[int, str]:
+    def deliver_many(
+        self, ids: list[int], bookings: dict[int, dict[str, Any]] | None = None
+    ) -> dict[int, str]:
         """Handle one queue message carrying several rows.  Returns what happened to each.
 
         Loading and gates run for the lot in one transaction (one statement each for rows,
@@ -122,17 +123,35 @@ class Pipeline:
             history = self._histories(s, {row.contact_id for row in live}, now)
             for row in live:
                 campaign, brand = self._campaign(s, row.campaign_id)
-                verdict = self._gate(s, row, campaign, brand, now,
-                                     consent.get(row.id, ledger.NO_CONSENT),
-                                     history.get(row.contact_id, []))
+                verdict = self._gate(
+                    s,
+                    row,
+                    campaign,
+                    brand,
+                    now,
+                    consent.get(row.id, ledger.NO_CONSENT),
+                    history.get(row.contact_id, []),
+                )
                 if isinstance(verdict, str):
                     self._release(bookings.get(row.id))
                     out[row.id] = verdict
                     continue
                 text, decision = verdict
-                ready.append(_Ready(row.id, row.run_id, row.contact_id, row.to_phone, text,
-                                    decision, campaign, brand, bookings.get(row.id),
-                                    self._validity(decision, now), body_hash(text)))
+                ready.append(
+                    _Ready(
+                        row.id,
+                        row.run_id,
+                        row.contact_id,
+                        row.to_phone,
+                        text,
+                        decision,
+                        campaign,
+                        brand,
+                        bookings.get(row.id),
+                        self._validity(decision, now),
+                        body_hash(text),
+                    )
+                )
         if ready:
             out.update(self.handover.run(ready, epoch, read_at))
         return out
@@ -153,9 +172,10 @@ class Pipeline:
         if row.run_state == runs.CANCELLED:
             outbox.suppress(s, row.id, "run_cancelled", now)
             s.connection().execute(
-                outbox.T.update().where(outbox.T.c.id == row.id,
-                                        outbox.T.c.state == outbox.SUPPRESSED)
-                .values(state=outbox.CANCELLED))
+                outbox.T.update()
+                .where(outbox.T.c.id == row.id, outbox.T.c.state == outbox.SUPPRESSED)
+                .values(state=outbox.CANCELLED)
+            )
             return "cancelled"
         if row.run_state != runs.RUNNING:
             outbox.unqueue(s, row.id, now)
@@ -163,12 +183,29 @@ class Pipeline:
         return None
 
     # ------------------------------------------------------------------------------ gates
-    def _gate(self, s: Session, row: Any, campaign: Campaign, brand: Brand, now: datetime,
-              consent: ledger.ConsentStatus, history: list[tuple]) -> Any:
+    def _gate(
+        self,
+        s: Session,
+        row: Any,
+        campaign: Campaign,
+        brand: Brand,
+        now: datetime,
+        consent: ledger.ConsentStatus,
+        history: list[tuple],
+    ) -> Any:
         """``row`` (a ``_LOAD`` row) also stands for its contact: name, attributes, time_zone,
         state_code and phone are the contact's columns."""
-        g = evaluate(parse_template(row.template), row.variables, row, brand, campaign,
-                     consent, history, now, first_message_days=self.config.first_message_days)
+        g = evaluate(
+            parse_template(row.template),
+            row.variables,
+            row,
+            brand,
+            campaign,
+            consent,
+            history,
+            now,
+            first_message_days=self.config.first_message_days,
+        )
         if g.kind == "send":
             return g.text, g.decision
         if g.kind == "pause":
@@ -185,8 +222,9 @@ class Pipeline:
             log.info("row %s: template field missing for %s", row.id, mask_phone(row.phone))
         return f"suppressed:{g.reason}"
 
-    def _histories(self, s: Session, contact_ids: set[int],
-                   now: datetime) -> dict[int, list[tuple]]:
+    def _histories(
+        self, s: Session, contact_ids: set[int], now: datetime
+    ) -> dict[int, list[tuple]]:
         """These contacts' recent sends (caps, first message) and any bad-number error, in one
         statement: contact id -> [(campaign_id, at, state, error_code)]."""
         out: dict[int, list[tuple]] = {}
@@ -207,8 +245,9 @@ class Pipeline:
         out: dict[int, ledger.ConsentStatus] = {}
         for campaign_id, rows in by_campaign.items():
             campaign, brand = self._campaign(s, campaign_id)
-            got = ledger.statuses(s, {r.contact_id for r in rows}, brand_id=brand.id,
-                                  campaign_id=campaign.id)
+            got = ledger.statuses(
+                s, {r.contact_id for r in rows}, brand_id=brand.id, campaign_id=campaign.id
+            )
             for r in rows:
                 out[r.id] = got.get(r.contact_id, ledger.NO_CONSENT)
         return out
@@ -244,8 +283,13 @@ class Pipeline:
             return "unknown"
         now = self.clock.now()
         with self.db.session() as s:
-            outbox.resolve_unknown(s, row_id, found_sid=found.sid if found else None,
-                                   status=found.status if found else None, now=now)
+            outbox.resolve_unknown(
+                s,
+                row_id,
+                found_sid=found.sid if found else None,
+                status=found.status if found else None,
+                now=now,
+            )
         if found:
             self._metric("sent", campaign.sid, sender, found.num_segments or 1)
             return "resolved:sent"
@@ -293,11 +337,27 @@ def _load_statement() -> Any:
     """A batch's rows with their run's state and template and their contact's columns (Core
     rows: building ORM objects cost ~10 % of a worker's CPU)."""
     t, r, c = outbox.T, Run.__table__, Contact.__table__  # type: ignore[attr-defined]
-    return (select(t.c.id, t.c.state, t.c.run_id, t.c.campaign_id, t.c.contact_id, t.c.to_phone,
-                   t.c.variables, r.c.state.label("run_state"), r.c.template, c.c.phone,
-                   c.c.name, c.c.attributes, c.c.time_zone, c.c.state_code)
-            .join(r, r.c.id == t.c.run_id).join(c, c.c.id == t.c.contact_id)
-            .where(t.c.id.in_(bindparam("ids", expanding=True))))
+    return (
+        select(
+            t.c.id,
+            t.c.state,
+            t.c.run_id,
+            t.c.campaign_id,
+            t.c.contact_id,
+            t.c.to_phone,
+            t.c.variables,
+            r.c.state.label("run_state"),
+            r.c.template,
+            c.c.phone,
+            c.c.name,
+            c.c.attributes,
+            c.c.time_zone,
+            c.c.state_code,
+        )
+        .join(r, r.c.id == t.c.run_id)
+        .join(c, c.c.id == t.c.contact_id)
+        .where(t.c.id.in_(bindparam("ids", expanding=True)))
+    )
 
 
 _LOAD = _load_statement()
@@ -307,11 +367,12 @@ def _history_statement() -> Any:
     """Contacts' (``:ids``) sends since ``:since`` and their bad-number errors (built once: its
     compiled form is cached)."""
     t = outbox.T
-    return (select(t.c.contact_id, t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state,
-                   t.c.error_code)
-            .where(t.c.contact_id.in_(bindparam("ids", expanding=True)),
-                   or_(t.c.sent_at >= bindparam("since"),
-                       t.c.error_code.in_(BAD_NUMBER_CODES))))
+    return select(
+        t.c.contact_id, t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state, t.c.error_code
+    ).where(
+        t.c.contact_id.in_(bindparam("ids", expanding=True)),
+        or_(t.c.sent_at >= bindparam("since"), t.c.error_code.in_(BAD_NUMBER_CODES)),
+    )
 
 
 _HISTORY = _history_statement()

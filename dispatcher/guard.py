@@ -49,8 +49,9 @@ DEFAULT_THRESHOLDS = Thresholds()
 _RATES = ("opt_out_rate", "opt_out_warn_rate", "filtering_rate", "failure_rate")
 
 
-def thresholds_from(overrides: Mapping[str, Any] | None,
-                    base: Thresholds = DEFAULT_THRESHOLDS) -> Thresholds:
+def thresholds_from(
+    overrides: Mapping[str, Any] | None, base: Thresholds = DEFAULT_THRESHOLDS
+) -> Thresholds:
     """``base`` with a campaign's ``guard`` overrides applied; InputError names a bad key/value.
 
     Rates are fractions (0.05) or percentages (5 -> 0.05 when > 1)."""
@@ -125,23 +126,25 @@ def evaluate(fig: RunFigures, t: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
     over = f"over {fig.sends} sends"
     limit = t.identical_bodies_per_day
     if limit is not None and fig.identical_bodies >= limit:
-        crossed.append(
-            f"{fig.identical_bodies} identical bodies from the sender today "
-            f">= {limit}"
-        )
+        crossed.append(f"{fig.identical_bodies} identical bodies from the sender today >= {limit}")
     if fig.sends >= t.min_sends:
         if rates["filtering"] >= t.filtering_rate:
-            crossed.append(f"30007 filtering {_pct(rates['filtering'])} >= "
-                           f"{_pct(t.filtering_rate)} {over}")
+            crossed.append(
+                f"30007 filtering {_pct(rates['filtering'])} >= {_pct(t.filtering_rate)} {over}"
+            )
         if rates["opt_out"] >= t.opt_out_rate:
-            crossed.append(f"opt-out rate {_pct(rates['opt_out'])} >= {_pct(t.opt_out_rate)} "
-                           f"{over}")
+            crossed.append(
+                f"opt-out rate {_pct(rates['opt_out'])} >= {_pct(t.opt_out_rate)} {over}"
+            )
         elif rates["opt_out"] >= t.opt_out_warn_rate:
-            warnings.append(f"opt-out rate {_pct(rates['opt_out'])} >= "
-                            f"{_pct(t.opt_out_warn_rate)} {over} (carrier monitoring level)")
+            warnings.append(
+                f"opt-out rate {_pct(rates['opt_out'])} >= "
+                f"{_pct(t.opt_out_warn_rate)} {over} (carrier monitoring level)"
+            )
         if rates["failure"] >= t.failure_rate:
-            crossed.append(f"delivery failures {_pct(rates['failure'])} >= "
-                           f"{_pct(t.failure_rate)} {over}")
+            crossed.append(
+                f"delivery failures {_pct(rates['failure'])} >= {_pct(t.failure_rate)} {over}"
+            )
     if crossed:
         return Verdict(True, "reputation guard: " + "; ".join(crossed), tuple(warnings), rates)
     return Verdict(False, None, tuple(warnings), rates)

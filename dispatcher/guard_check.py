@@ -48,23 +48,27 @@ def campaign_thresholds(campaign: Campaign, base: Thresholds = DEFAULT_THRESHOLD
         return base
 
 
-def run_figures(session: Session, run: Run, campaign: Campaign, now: datetime,
-                *, with_repetition: bool = True) -> RunFigures:
+def run_figures(
+    session: Session, run: Run, campaign: Campaign, now: datetime, *, with_repetition: bool = True
+) -> RunFigures:
     conn = session.connection()
     handed = and_(T.c.run_id == run.id, T.c.state.in_(HANDED))
     sends, filtered, failures = conn.execute(
         select(
             func.count(),
             func.coalesce(func.sum(case((T.c.error_code == FILTERING_CODE, 1), else_=0)), 0),
-            func.coalesce(func.sum(case(
-                (T.c.state.in_((outbox.UNDELIVERED, outbox.FAILED)), 1), else_=0)), 0),
+            func.coalesce(
+                func.sum(case((T.c.state.in_((outbox.UNDELIVERED, outbox.FAILED)), 1), else_=0)), 0
+            ),
         ).where(handed)
     ).one()
     recipients = select(T.c.contact_id).where(handed)
     opt_outs = conn.execute(
         select(func.count(func.distinct(CE.c.contact_id))).where(
-            CE.c.action == "revoke", CE.c.source.in_(OPT_OUT_SOURCES),
-            CE.c.brand_id == campaign.brand_id, CE.c.recorded_at >= run.created_at,
+            CE.c.action == "revoke",
+            CE.c.source.in_(OPT_OUT_SOURCES),
+            CE.c.brand_id == campaign.brand_id,
+            CE.c.recorded_at >= run.created_at,
             CE.c.contact_id.in_(recipients),
         )
     ).scalar_one()
@@ -88,8 +92,10 @@ def _max_identical_today(session: Session, campaign: Campaign, now: datetime) ->
         select(func.count().label("n"))
         .where(
             T.c.campaign_id.in_(select(C.c.id).where(or_(same, C.c.id == campaign.id))),
-            T.c.state.in_(HANDED), T.c.body_hash.is_not(None),
-            T.c.sent_at >= start, T.c.sent_at < start + timedelta(days=1),
+            T.c.state.in_(HANDED),
+            T.c.body_hash.is_not(None),
+            T.c.sent_at >= start,
+            T.c.sent_at < start + timedelta(days=1),
         )
         .group_by(T.c.body_hash)
         .subquery()
@@ -97,8 +103,9 @@ def _max_identical_today(session: Session, campaign: Campaign, now: datetime) ->
     return int(session.connection().execute(select(func.max(per_body.c.n))).scalar() or 0)
 
 
-def check_run(session: Session, run_id: int, now: datetime,
-              base: Thresholds = DEFAULT_THRESHOLDS) -> Verdict | None:
+def check_run(
+    session: Session, run_id: int, now: datetime, base: Thresholds = DEFAULT_THRESHOLDS
+) -> Verdict | None:
     """Evaluate one run; pause it (in the caller's transaction) when a threshold is crossed.
     Returns None when the run is not active (nothing to judge)."""
     run = session.get(Run, run_id)
@@ -110,8 +117,9 @@ def check_run(session: Session, run_id: int, now: datetime,
     t = campaign_thresholds(campaign, base)
     if not t.enabled:
         return Verdict(False)
-    fig = run_figures(session, run, campaign, now,
-                      with_repetition=t.identical_bodies_per_day is not None)
+    fig = run_figures(
+        session, run, campaign, now, with_repetition=t.identical_bodies_per_day is not None
+    )
     verdict = evaluate(fig, t)
     for w in verdict.warnings:
         log.info("run %s: reputation warning: %s", run_id, w)

@@ -91,8 +91,14 @@ class Halts:
     ``reconnects`` (the client's, see ``client``) a reconnect since the epoch was read is a
     changed epoch."""
 
-    def __init__(self, redis: Any, *, ttl_s: float = 300.0, prefix: str = keys.halt_prefix(),
-                 reconnects: Reconnects | None = None) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        ttl_s: float = 300.0,
+        prefix: str = keys.halt_prefix(),
+        reconnects: Reconnects | None = None,
+    ) -> None:
         if ttl_s < 1:
             raise ValueError("halt keys need a TTL of at least 1 s")
         self.redis = redis
@@ -129,16 +135,28 @@ class Halts:
         run or campaign was signalled within the TTL.  One command (MGET)."""
         if epoch is None:
             return False
-        now, *halted = self.redis.mget(self.epoch_key, self.contact_key(contact_id),
-                                       self.run_key(run_id), self.campaign_key(campaign_id))
+        now, *halted = self.redis.mget(
+            self.epoch_key,
+            self.contact_key(contact_id),
+            self.run_key(run_id),
+            self.campaign_key(campaign_id),
+        )
         return (now, self.reconnects.n) == epoch and all(v is None for v in halted)
 
     # ------------------------------------------------------------------------------ halter
-    def signal(self, *, contacts: Iterable[int] = (), runs: Iterable[int] = (),
-               campaigns: Iterable[int] = ()) -> None:
+    def signal(
+        self,
+        *,
+        contacts: Iterable[int] = (),
+        runs: Iterable[int] = (),
+        campaigns: Iterable[int] = (),
+    ) -> None:
         """Set the keys (``"1"``, TTL ``ttl_s``) in one pipeline.  The epoch is not touched."""
-        names = ([self.contact_key(i) for i in contacts] + [self.run_key(i) for i in runs]
-                 + [self.campaign_key(i) for i in campaigns])
+        names = (
+            [self.contact_key(i) for i in contacts]
+            + [self.run_key(i) for i in runs]
+            + [self.campaign_key(i) for i in campaigns]
+        )
         if not names:
             return
         ttl_ms = int(self.ttl_s * 1000)
@@ -148,8 +166,13 @@ class Halts:
         p.execute()
 
 
-def note(session: Any, *, contacts: Iterable[int] = (), runs: Iterable[int] = (),
-         campaigns: Iterable[int] = ()) -> None:
+def note(
+    session: Any,
+    *,
+    contacts: Iterable[int] = (),
+    runs: Iterable[int] = (),
+    campaigns: Iterable[int] = (),
+) -> None:
     """Remember halts of this session's transaction, signalled just before it commits (by the
     hook ``install`` registers; without one, nothing happens)."""
     noted = session.info.get(_INFO_KEY)
@@ -199,10 +222,15 @@ def _before_commit(state: dict[str, Any]) -> Callable[[Any], None]:
         except ConfigError:
             raise  # no shared Redis to signal: the halt must not commit unseen by workers
         except Exception as e:  # noqa: BLE001 - a halt is recorded even when Redis is down
-            log.error("halt signal failed, committing anyway: workers may still send rows they "
-                      "claimed before it (contact ids %s, run ids %s, campaign ids %s): %s: %s",
-                      _ids(noted["contacts"]), _ids(noted["runs"]), _ids(noted["campaigns"]),
-                      type(e).__name__, e)
+            log.error(
+                "halt signal failed, committing anyway: workers may still send rows they "
+                "claimed before it (contact ids %s, run ids %s, campaign ids %s): %s: %s",
+                _ids(noted["contacts"]),
+                _ids(noted["runs"]),
+                _ids(noted["campaigns"]),
+                type(e).__name__,
+                e,
+            )
 
     return before_commit
 

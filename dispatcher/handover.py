@@ -59,11 +59,18 @@ class Handover:
         now = p.clock.now()
         daily = getattr(p.metrics, "daily_batch", None)
         with p.db.connect(autocommit=True) as conn, daily() if daily else nullcontext():
-            token, claimed = outbox.claim_many(conn, [
-                outbox.ToClaim(x.row_id, x.text, x.digest, x.decision.segments)
-                for x in ready], now)
-            out = self._each(conn, [x for x in ready if x.row_id in claimed], token, epoch,
-                             read_at + self._trusted_s())
+            token, claimed = outbox.claim_many(
+                conn,
+                [outbox.ToClaim(x.row_id, x.text, x.digest, x.decision.segments) for x in ready],
+                now,
+            )
+            out = self._each(
+                conn,
+                [x for x in ready if x.row_id in claimed],
+                token,
+                epoch,
+                read_at + self._trusted_s(),
+            )
             for x in ready:
                 if x.row_id not in claimed:  # STOP, pause or cancel came first (or a worker)
                     p.slots.release(x.booking)
@@ -75,11 +82,13 @@ class Handover:
         """How long after its load a batch may still send: well inside the reconciler's sending
         lease, and inside the time halt keys are kept (``Halts.max_age_s``)."""
         p = self.p
-        return min(p.config.batch_max_s,
-                   p.halts.max_age_s if p.halts is not None else p.config.batch_max_s)
+        return min(
+            p.config.batch_max_s, p.halts.max_age_s if p.halts is not None else p.config.batch_max_s
+        )
 
-    def _each(self, conn: Any, todo: list[Any], token: str, epoch: Any,
-              deadline: float) -> dict[int, str]:
+    def _each(
+        self, conn: Any, todo: list[Any], token: str, epoch: Any, deadline: float
+    ) -> dict[int, str]:
         p, cfg = self.p, self.p.config
         out: dict[int, str] = {}
         touched: set[int] = set()  # rows whose carried booking was used or given back
@@ -130,8 +139,12 @@ class Handover:
     def _record(self, conn: Any, sent: list[outbox.Sent]) -> None:
         moved = outbox.mark_sent_many(conn, sent)
         if moved < len(sent):  # the reconciler took a claim that reached the carrier
-            log.error("%d accepted sends had lost their claim (rows %s): the reconciler asks "
-                      "the carrier for them", len(sent) - moved, [x.row_id for x in sent])
+            log.error(
+                "%d accepted sends had lost their claim (rows %s): the reconciler asks "
+                "the carrier for them",
+                len(sent) - moved,
+                [x.row_id for x in sent],
+            )
 
     # ------------------------------------------------------------------------------ halts
     def _halted(self, x: Any, token: str, epoch: Any) -> str | None:
@@ -139,15 +152,19 @@ class Handover:
         halts = self.p.halts
         if halts is not None and epoch is not None:
             try:
-                if halts.clear(epoch, contact_id=x.contact_id, run_id=x.run_id,
-                               campaign_id=x.campaign.id):
+                if halts.clear(
+                    epoch, contact_id=x.contact_id, run_id=x.run_id, campaign_id=x.campaign.id
+                ):
                     return None
             except Exception as e:  # noqa: BLE001 - Redis unreachable: the database decides
                 mono = time.monotonic()
                 if mono - self._warned_at >= 60.0:
                     self._warned_at = mono
-                    log.warning("halt check failed (%s: %s); checking rows in the database",
-                                type(e).__name__, e)
+                    log.warning(
+                        "halt check failed (%s: %s); checking rows in the database",
+                        type(e).__name__,
+                        e,
+                    )
         return self._verify(x, token)
 
     def _verify(self, x: Any, token: str) -> str | None:
@@ -156,9 +173,15 @@ class Handover:
         now = p.clock.now()
         t, r = outbox.T, Run.__table__  # type: ignore[attr-defined]
         with p.db.session() as s:
-            row = s.connection().execute(
-                select(t.c.state, t.c.claim_token, r.c.state.label("run_state"))
-                .join(r, r.c.id == t.c.run_id).where(t.c.id == x.row_id)).first()
+            row = (
+                s.connection()
+                .execute(
+                    select(t.c.state, t.c.claim_token, r.c.state.label("run_state"))
+                    .join(r, r.c.id == t.c.run_id)
+                    .where(t.c.id == x.row_id)
+                )
+                .first()
+            )
             if row is None or row.state != outbox.SENDING or row.claim_token != token:
                 return "lost_claim"
             if row.run_state == runs.CANCELLED:
@@ -167,8 +190,7 @@ class Handover:
             if row.run_state != runs.RUNNING:
                 outbox.unclaim(s, [x.row_id], token, now)
                 return f"run:{row.run_state}"
-            consent = ledger.status(s, x.contact_id, brand_id=x.brand.id,
-                                    campaign_id=x.campaign.id)
+            consent = ledger.status(s, x.contact_id, brand_id=x.brand.id, campaign_id=x.campaign.id)
             if consent.opted_out:
                 outbox.drop_claimed(s, x.row_id, token, outbox.SUPPRESSED, "opted_out", now)
                 p._metric("suppressed", x.campaign.sid, "opted_out")
@@ -181,8 +203,10 @@ class Handover:
         p = self.p
         c, b = x.campaign, x.brand
         sender = c.messaging_service_sid or c.sender
-        kwargs: dict[str, Any] = {"status_callback": p.status_callback,
-                                  "validity_period": x.validity}
+        kwargs: dict[str, Any] = {
+            "status_callback": p.status_callback,
+            "validity_period": x.validity,
+        }
         if sender and sender.startswith("MG"):
             kwargs["messaging_service_sid"] = sender
         else:
@@ -193,8 +217,14 @@ class Handover:
         except GatewayError as e:
             return self._failed(x, token, e, sender or ""), None
         # a Messaging Service answers num_segments=0 ("accepted"): count our own segments
-        p._metric("sent", c.sid, sender or "", result.num_segments or x.decision.segments or 1,
-                  brand=b.name, body_hash=x.digest)
+        p._metric(
+            "sent",
+            c.sid,
+            sender or "",
+            result.num_segments or x.decision.segments or 1,
+            brand=b.name,
+            body_hash=x.digest,
+        )
         p._metric("send_duration_seconds", p.clock.time() - started)
         return "sent", outbox.Sent(x.row_id, token, result.sid, result.status, p.clock.now())
 
@@ -219,12 +249,19 @@ class Handover:
                 return p.resolve(x.row_id)
             outbox.mark_failed(s, x.row_id, token, e.code, str(e), now)
             if e.code == 21610:  # the carrier holds a STOP we did not see: record it
-                ledger.append(s, contact_id=x.contact_id, brand_id=x.brand.id, action="revoke",
-                              source="carrier", actor="carrier",
-                              evidence_text="Twilio error 21610: recipient replied STOP",
-                              evidence_ref=str(e.code))
-                outbox.suppress_for_contact(s, x.contact_id, brand_campaign_ids=None,
-                                            reason="opted_out", now=now)
+                ledger.append(
+                    s,
+                    contact_id=x.contact_id,
+                    brand_id=x.brand.id,
+                    action="revoke",
+                    source="carrier",
+                    actor="carrier",
+                    evidence_text="Twilio error 21610: recipient replied STOP",
+                    evidence_ref=str(e.code),
+                )
+                outbox.suppress_for_contact(
+                    s, x.contact_id, brand_campaign_ids=None, reason="opted_out", now=now
+                )
                 p._metric("opt_out", c.sid, "carrier")
         p._metric("failed", c.sid, sender, e.code)
         log.info("row %s to %s failed: %s", x.row_id, mask_phone(x.to), e)

@@ -48,10 +48,17 @@ class HousekeepingConfig:
 
 
 class Housekeeper:
-    def __init__(self, db: Any, clock: Clock, enqueue_many: EnqueueMany, *,
-                 resolve: Callable[[int], str] | None = None,
-                 config: HousekeepingConfig | None = None, metrics: Any = None,
-                 refresh: Callable[[int], str] | None = None) -> None:
+    def __init__(
+        self,
+        db: Any,
+        clock: Clock,
+        enqueue_many: EnqueueMany,
+        *,
+        resolve: Callable[[int], str] | None = None,
+        config: HousekeepingConfig | None = None,
+        metrics: Any = None,
+        refresh: Callable[[int], str] | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.enqueue_many = enqueue_many
@@ -81,21 +88,27 @@ class Housekeeper:
         cfg = self.config
         with self.db.session() as s:
             conn = s.connection()
-            carried = dict(conn.execute(
-                select(T.c.run_id, func.count()).where(
-                    T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))
-                .group_by(T.c.run_id)).all())
+            carried = dict(
+                conn.execute(
+                    select(T.c.run_id, func.count())
+                    .where(T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))
+                    .group_by(T.c.run_id)
+                ).all()
+            )
             running = conn.execute(
                 select(R.c.id, Campaign.window_limit, Campaign.window_seconds)
                 .join(Campaign, Campaign.id == R.c.campaign_id)  # type: ignore[arg-type]
-                .where(R.c.state == runs.RUNNING)).all()
+                .where(R.c.state == runs.RUNNING)
+            ).all()
             ids: list[int] = []
             for run_id, limit, seconds in running:
                 # no more riding than can book a slot within the horizon: the rest would only
                 # be refused by the throttle and put back (a queue operation each, every cycle)
                 bookable = limit * (math.ceil(cfg.book_horizon_s / seconds) + 1)
-                room = min(cfg.release_batch - len(ids),
-                           min(cfg.max_carried_per_run, bookable) - carried.get(run_id, 0))
+                room = min(
+                    cfg.release_batch - len(ids),
+                    min(cfg.max_carried_per_run, bookable) - carried.get(run_id, 0),
+                )
                 if room <= 0:
                     continue
                 # One statement of constant text (psycopg parses and caches it once; a list of
@@ -105,15 +118,33 @@ class Housekeeper:
                 # MATERIALIZED: as a plain ``IN (SELECT ... LIMIT ... FOR UPDATE)`` PostgreSQL
                 # may rescan the subquery per row (nested-loop semi join), and each rescan skips
                 # the rows this UPDATE already changed, so the LIMIT slid over every due row.
-                due = (select(T.c.id).where(T.c.run_id == run_id, T.c.state == outbox.QUEUED,
-                                            T.c.enqueued_at.is_(None), T.c.due_at <= now)
-                       .order_by(T.c.due_at, T.c.id).limit(room)
-                       .with_for_update(skip_locked=True)
-                       .cte("due").prefix_with("MATERIALIZED"))
-                ids += [r[0] for r in conn.execute(
-                    update(T).where(T.c.id.in_(select(due.c.id)), T.c.state == outbox.QUEUED,
-                                    T.c.enqueued_at.is_(None))
-                    .values(enqueued_at=now).returning(T.c.id))]
+                due = (
+                    select(T.c.id)
+                    .where(
+                        T.c.run_id == run_id,
+                        T.c.state == outbox.QUEUED,
+                        T.c.enqueued_at.is_(None),
+                        T.c.due_at <= now,
+                    )
+                    .order_by(T.c.due_at, T.c.id)
+                    .limit(room)
+                    .with_for_update(skip_locked=True)
+                    .cte("due")
+                    .prefix_with("MATERIALIZED")
+                )
+                ids += [
+                    r[0]
+                    for r in conn.execute(
+                        update(T)
+                        .where(
+                            T.c.id.in_(select(due.c.id)),
+                            T.c.state == outbox.QUEUED,
+                            T.c.enqueued_at.is_(None),
+                        )
+                        .values(enqueued_at=now)
+                        .returning(T.c.id)
+                    )
+                ]
         # committed first: if we die before enqueueing, the reconciler finds them lost
         if ids:
             self.enqueue_many(sorted(ids))
@@ -130,22 +161,46 @@ class Housekeeper:
             # lost: due *and* handed to the queue long ago (a row released late for an old
             # due_at is not lost: its queue message was just written)
             lost = conn.execute(
-                update(T).where(T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None),
-                                T.c.due_at < lost_before, T.c.enqueued_at < lost_before)
-                .values(enqueued_at=None, updated_at=now)).rowcount
+                update(T)
+                .where(
+                    T.c.state == outbox.QUEUED,
+                    T.c.enqueued_at.is_not(None),
+                    T.c.due_at < lost_before,
+                    T.c.enqueued_at < lost_before,
+                )
+                .values(enqueued_at=None, updated_at=now)
+            ).rowcount
             stale = conn.execute(
-                update(T).where(T.c.state == outbox.SENDING, T.c.claimed_at < lease_before)
-                .values(state=outbox.UNKNOWN, updated_at=now,
-                        error_message="worker lost mid-send")).rowcount
-            unknown = [r[0] for r in conn.execute(
-                select(T.c.id).where(T.c.state == outbox.UNKNOWN)
-                .order_by(T.c.updated_at).limit(cfg.resolve_batch))]
-            silent = [] if self.refresh is None else [r[0] for r in conn.execute(
-                select(T.c.id).where(
-                    T.c.state == outbox.SENT,
-                    T.c.updated_at < now - timedelta(seconds=cfg.status_after_s),
-                    T.c.sent_at > now - timedelta(days=3))  # Twilio keeps no status forever
-                .order_by(T.c.updated_at).limit(cfg.resolve_batch))]
+                update(T)
+                .where(T.c.state == outbox.SENDING, T.c.claimed_at < lease_before)
+                .values(state=outbox.UNKNOWN, updated_at=now, error_message="worker lost mid-send")
+            ).rowcount
+            unknown = [
+                r[0]
+                for r in conn.execute(
+                    select(T.c.id)
+                    .where(T.c.state == outbox.UNKNOWN)
+                    .order_by(T.c.updated_at)
+                    .limit(cfg.resolve_batch)
+                )
+            ]
+            silent = (
+                []
+                if self.refresh is None
+                else [
+                    r[0]
+                    for r in conn.execute(
+                        select(T.c.id)
+                        .where(
+                            T.c.state == outbox.SENT,
+                            T.c.updated_at < now - timedelta(seconds=cfg.status_after_s),
+                            T.c.sent_at > now - timedelta(days=3),
+                        )  # Twilio keeps no status forever
+                        .order_by(T.c.updated_at)
+                        .limit(cfg.resolve_batch)
+                    )
+                ]
+            )
         for row_id in silent:
             self.refresh(row_id)  # type: ignore[misc]
         resolved = 0
@@ -164,16 +219,33 @@ class Housekeeper:
         now = self.clock.now()
         with self.db.session() as s:
             conn = s.connection()
-            depth = conn.execute(select(func.count()).select_from(T).where(
-                T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))).scalar_one()
-            oldest = conn.execute(select(func.min(T.c.due_at)).where(
-                T.c.state == outbox.QUEUED, T.c.due_at <= now)).scalar_one()
-            rows = conn.execute(select(T.c.run_id, T.c.state, func.count()).where(
-                T.c.run_id.in_(select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))))
-                .group_by(T.c.run_id, T.c.state)).all()
+            depth = conn.execute(
+                select(func.count())
+                .select_from(T)
+                .where(T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))
+            ).scalar_one()
+            oldest = conn.execute(
+                select(func.min(T.c.due_at)).where(T.c.state == outbox.QUEUED, T.c.due_at <= now)
+            ).scalar_one()
+            rows = conn.execute(
+                select(T.c.run_id, T.c.state, func.count())
+                .where(
+                    T.c.run_id.in_(
+                        select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))
+                    )
+                )
+                .group_by(T.c.run_id, T.c.state)
+            ).all()
         with self.db.session() as s:
-            active = s.connection().execute(select(R.c.id, R.c.started_at).where(
-                R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)), R.c.started_at.is_not(None))).all()
+            active = (
+                s.connection()
+                .execute(
+                    select(R.c.id, R.c.started_at).where(
+                        R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)), R.c.started_at.is_not(None)
+                    )
+                )
+                .all()
+            )
             brands = s.connection().execute(select(Brand.name, Brand.tmobile_brand_tier)).all()
         for run_id, started in active:
             self.metrics.run_started(run_id, as_utc(started))
@@ -183,6 +255,7 @@ class Housekeeper:
                 self.metrics.brand_daily_cap(name, cap)
         self.metrics.queue_depth("deliver", depth)
         self.metrics.oldest_due_age_seconds(
-            "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0)
+            "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0
+        )
         for run_id, state, n in rows:
             self.metrics.run_progress(run_id, state, n)

@@ -23,7 +23,15 @@ from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
 
 ACTIONS = ("grant", "revoke")
 SOURCES = (
-    "web_form", "keyword", "import", "operator", "api", "carrier", "paper", "ivr", "email",
+    "web_form",
+    "keyword",
+    "import",
+    "operator",
+    "api",
+    "carrier",
+    "paper",
+    "ivr",
+    "email",
     "natural_language",
 )
 CONSENT_TYPES = ("implied", "express", "written")
@@ -68,14 +76,24 @@ def append(
     if consent_type not in CONSENT_TYPES:
         raise InputError(f"consent type must be one of {', '.join(CONSENT_TYPES)}", field="type")
     if action == "grant" and not (evidence_text or evidence_url or evidence_ref or note):
-        raise InputError("a consent grant needs evidence (text, URL, reference or note)",
-                         field="evidence")
+        raise InputError(
+            "a consent grant needs evidence (text, URL, reference or note)", field="evidence"
+        )
     now = utcnow()
     ev = ConsentEvent(
-        contact_id=contact_id, brand_id=brand_id, campaign_id=campaign_id, action=action,
-        consent_type=consent_type, source=source, evidence_text=evidence_text,
-        evidence_url=evidence_url, evidence_ref=evidence_ref, note=note, actor=actor,
-        occurred_at=as_utc(occurred_at) if occurred_at else now, recorded_at=now,
+        contact_id=contact_id,
+        brand_id=brand_id,
+        campaign_id=campaign_id,
+        action=action,
+        consent_type=consent_type,
+        source=source,
+        evidence_text=evidence_text,
+        evidence_url=evidence_url,
+        evidence_ref=evidence_ref,
+        note=note,
+        actor=actor,
+        occurred_at=as_utc(occurred_at) if occurred_at else now,
+        recorded_at=now,
         dedupe_key=dedupe,
     )
     session.add(ev)
@@ -166,8 +184,20 @@ def status(
 
 
 EXPORT_COLUMNS = (
-    "id", "recorded_at", "occurred_at", "phone", "brand", "campaign_sid", "action",
-    "consent_type", "source", "evidence_text", "evidence_url", "evidence_ref", "note", "actor",
+    "id",
+    "recorded_at",
+    "occurred_at",
+    "phone",
+    "brand",
+    "campaign_sid",
+    "action",
+    "consent_type",
+    "source",
+    "evidence_text",
+    "evidence_url",
+    "evidence_ref",
+    "note",
+    "actor",
 )
 
 
@@ -184,10 +214,18 @@ def export_rows(session: Session, *, phone: str | None = None) -> Iterator[dict[
         q = q.where(Contact.phone == phone)
     for ev, ph, brand, csid in session.exec(q.execution_options(yield_per=2000)):
         yield {
-            "id": ev.id, "recorded_at": as_utc(ev.recorded_at).isoformat(),
-            "occurred_at": as_utc(ev.occurred_at).isoformat(), "phone": ph, "brand": brand,
-            "campaign_sid": csid, "action": ev.action, "consent_type": ev.consent_type,
-            "source": ev.source, "evidence_text": ev.evidence_text,
-            "evidence_url": ev.evidence_url, "evidence_ref": ev.evidence_ref, "note": ev.note,
+            "id": ev.id,
+            "recorded_at": as_utc(ev.recorded_at).isoformat(),
+            "occurred_at": as_utc(ev.occurred_at).isoformat(),
+            "phone": ph,
+            "brand": brand,
+            "campaign_sid": csid,
+            "action": ev.action,
+            "consent_type": ev.consent_type,
+            "source": ev.source,
+            "evidence_text": ev.evidence_text,
+            "evidence_url": ev.evidence_url,
+            "evidence_ref": ev.evidence_ref,
+            "note": ev.note,
             "actor": ev.actor,
         }

@@ -58,6 +58,7 @@ DELIVERY_STATUSES: frozenset[str] = frozenset({"delivered", "undelivered", "fail
 THROTTLE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
 SEND_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
+
 def multiprocess_dir() -> str | None:
     """The prometheus-client multiprocess directory, or None in single-process mode."""
     return os.environ.get(MULTIPROC_ENV) or None
@@ -88,8 +89,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.redis = redis
         self.clock: Clock = clock or SystemClock()
-        self.recorder = (DailyRecorder(redis, self.clock, top_bodies_cap)
-                         if redis is not None else None)
+        self.recorder = (
+            DailyRecorder(redis, self.clock, top_bodies_cap) if redis is not None else None
+        )
         self.daily = RedisDailyCollector(redis, self.clock) if redis is not None else None
         if self.daily is not None and daily_collector:
             self.registry.register(self.daily)

@@ -158,9 +158,7 @@ class DailyRecorder:
             self._local.items = None
             self._write(buf)
 
-    def record(
-        self, sender: str, digest: str | None, brand: str | None, segments: int
-    ) -> None:
+    def record(self, sender: str, digest: str | None, brand: str | None, segments: int) -> None:
         item = (day_of(self.clock.now()), sender, digest, brand, segments)
         buf = getattr(self._local, "items", None)
         if buf is not None:

@@ -35,8 +35,10 @@ def _ts(**kw: Any) -> Any:
 
 
 def _json(default: Any = None, **kw: Any) -> Any:
-    factory = (lambda: list(default)) if isinstance(default, list) else (
-        (lambda: dict(default)) if isinstance(default, dict) else None
+    factory = (
+        (lambda: list(default))
+        if isinstance(default, list)
+        else ((lambda: dict(default)) if isinstance(default, dict) else None)
     )
     if factory is not None:
         return Field(default_factory=factory, sa_column=Column(JSON, **kw))
@@ -162,7 +164,8 @@ class OutboxMessage(SQLModel, table=True):
     )
 
     id: int | None = Field(
-        default=None, sa_column=Column(
+        default=None,
+        sa_column=Column(
             BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
         ),
     )

@@ -41,22 +41,32 @@ def notify(
     db, clock = _edges(runtime_or_settings)
     if isinstance(recipients, Mapping):
         if recipients.get("kind") not in ("all", "segment"):
-            raise InputError("an audience reference is {'kind': 'all'} or "
-                             "{'kind': 'segment', 'query': ...}", field="recipients")
+            raise InputError(
+                "an audience reference is {'kind': 'all'} or {'kind': 'segment', 'query': ...}",
+                field="recipients",
+            )
         if recipients["kind"] == "segment":
             from dispatcher.audience import parse_segment
 
             parse_segment(str(recipients.get("query") or ""))
         audience, listed = dict(recipients), None
     else:
-        listed = [{"phone": r, "variables": {}} if isinstance(r, str)
-                  else {"phone": str(r.get("phone", "")),
-                        "variables": dict(r.get("variables") or {})}
-                  for r in recipients]
+        listed = [
+            {"phone": r, "variables": {}}
+            if isinstance(r, str)
+            else {"phone": str(r.get("phone", "")), "variables": dict(r.get("variables") or {})}
+            for r in recipients
+        ]
         audience = {"kind": "list"}
-    req = LaunchRequest(campaign=campaign, template=template, audience=audience,
-                        send_at=send_at, actor=actor, idempotency_key=idempotency_key,
-                        recipients=listed)
+    req = LaunchRequest(
+        campaign=campaign,
+        template=template,
+        audience=audience,
+        send_at=send_at,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        recipients=listed,
+    )
     sub = submit_run(db, req, now=clock.now())
     return {"run": sub.run, "created": sub.created, "dry_run": sub.dry_run}
 

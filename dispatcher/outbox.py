@@ -41,7 +41,13 @@ from sqlmodel import Session
 from dispatcher.models import OutboxMessage
 
 QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN = (
-    "queued", "sending", "sent", "delivered", "undelivered", "failed", "unknown",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "unknown",
 )
 SUPPRESSED, CANCELLED = "suppressed", "cancelled"
 STATES = (QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SUPPRESSED, CANCELLED)
@@ -60,8 +66,13 @@ def _conn(db: Session | Connection) -> Connection:
     return db if isinstance(db, Connection) else db.connection()
 
 
-def _cas(session: Session | Connection, row_id: int, expect: tuple[str, ...],
-         values: dict[str, Any], extra: Any = None) -> bool:
+def _cas(
+    session: Session | Connection,
+    row_id: int,
+    expect: tuple[str, ...],
+    values: dict[str, Any],
+    extra: Any = None,
+) -> bool:
     cond = and_(T.c.id == row_id, T.c.state.in_(expect))
     if extra is not None:
         cond = and_(cond, extra)
@@ -73,23 +84,46 @@ def _claim_statement() -> Any:
     from dispatcher.models import Run
 
     runs = Run.__table__  # type: ignore[attr-defined]
-    return update(T).where(
-        T.c.id == bindparam("b_id"), T.c.state == QUEUED,
-        T.c.run_id.in_(select(runs.c.id).where(runs.c.state == "running")),
-    ).values(state=SENDING, claimed_at=bindparam("b_now"), claim_token=bindparam("b_token"),
-             updated_at=bindparam("b_now"), attempts=T.c.attempts + 1,
-             body=bindparam("b_body"), body_hash=bindparam("b_hash"),
-             segments=bindparam("b_segments"), defer_reason=None)
+    return (
+        update(T)
+        .where(
+            T.c.id == bindparam("b_id"),
+            T.c.state == QUEUED,
+            T.c.run_id.in_(select(runs.c.id).where(runs.c.state == "running")),
+        )
+        .values(
+            state=SENDING,
+            claimed_at=bindparam("b_now"),
+            claim_token=bindparam("b_token"),
+            updated_at=bindparam("b_now"),
+            attempts=T.c.attempts + 1,
+            body=bindparam("b_body"),
+            body_hash=bindparam("b_hash"),
+            segments=bindparam("b_segments"),
+            defer_reason=None,
+        )
+    )
 
 
 def _mark_sent_statement() -> Any:
     """sending|unknown -> sent with the carrier's SID, if the claim token still matches."""
-    return update(T).where(
-        T.c.id == bindparam("b_id"), or_(T.c.state == SENDING, T.c.state == UNKNOWN),
-        T.c.claim_token == bindparam("b_token"),
-    ).values(state=SENT, provider_sid=bindparam("b_sid"),
-             provider_status=bindparam("b_status"), sent_at=bindparam("b_now"),
-             updated_at=bindparam("b_now"), error_code=None, error_message=None)
+    return (
+        update(T)
+        .where(
+            T.c.id == bindparam("b_id"),
+            or_(T.c.state == SENDING, T.c.state == UNKNOWN),
+            T.c.claim_token == bindparam("b_token"),
+        )
+        .values(
+            state=SENT,
+            provider_sid=bindparam("b_sid"),
+            provider_status=bindparam("b_status"),
+            sent_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+            error_code=None,
+            error_message=None,
+        )
+    )
 
 
 def _cancelled_runs() -> Any:
@@ -127,13 +161,15 @@ _CLAIM_MANY_PG = _batch_text(
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:bodies AS text[]), CAST(:hashes AS text[]), "
     "CAST(:segments AS integer[])) AS v(id, body, body_hash, segments), c "
     "WHERE o.id = v.id AND o.id = c.id AND o.state = 'queued' "
-    "AND o.run_id IN (SELECT id FROM {runs} WHERE state = 'running') RETURNING o.id")
+    "AND o.run_id IN (SELECT id FROM {runs} WHERE state = 'running') RETURNING o.id"
+)
 _MARK_SENT_MANY_PG = _batch_text(
     "UPDATE {t} AS o SET state = 'sent', provider_sid = v.sid, provider_status = v.status, "
     "sent_at = v.at, updated_at = v.at, error_code = NULL, error_message = NULL "
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:sids AS text[]), "
     "CAST(:statuses AS text[]), CAST(:ats AS timestamptz[])) AS v(id, token, sid, status, at) "
-    "WHERE o.id = v.id AND o.state IN ('sending', 'unknown') AND o.claim_token = v.token")
+    "WHERE o.id = v.id AND o.state IN ('sending', 'unknown') AND o.claim_token = v.token"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +183,13 @@ class Sent:
     at: datetime
 
     def params(self) -> dict[str, Any]:
-        return {"b_id": self.row_id, "b_token": self.token, "b_sid": self.sid,
-                "b_status": self.status, "b_now": self.at}
+        return {
+            "b_id": self.row_id,
+            "b_token": self.token,
+            "b_sid": self.sid,
+            "b_status": self.status,
+            "b_now": self.at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,17 +212,35 @@ def claim_many(conn: Connection, rows: list[ToClaim], now: datetime) -> tuple[st
     if not rows:
         return token, set()
     if conn.dialect.name == "postgresql":
-        got = conn.execute(_CLAIM_MANY_PG, {
-            "now": now, "token": token, "ids": [r.row_id for r in rows],
-            "bodies": [r.body for r in rows], "hashes": [r.body_hash for r in rows],
-            "segments": [r.segments for r in rows]})
+        got = conn.execute(
+            _CLAIM_MANY_PG,
+            {
+                "now": now,
+                "token": token,
+                "ids": [r.row_id for r in rows],
+                "bodies": [r.body for r in rows],
+                "hashes": [r.body_hash for r in rows],
+                "segments": [r.segments for r in rows],
+            },
+        )
         return token, {r[0] for r in got}
     claimed: set[int] = set()  # SQLite: in process, so a statement per row costs no round trip
     try:
         for r in rows:
-            if conn.execute(_CLAIM, {"b_id": r.row_id, "b_now": now, "b_token": token,
-                                     "b_body": r.body, "b_hash": r.body_hash,
-                                     "b_segments": r.segments}).rowcount == 1:
+            if (
+                conn.execute(
+                    _CLAIM,
+                    {
+                        "b_id": r.row_id,
+                        "b_now": now,
+                        "b_token": token,
+                        "b_body": r.body,
+                        "b_hash": r.body_hash,
+                        "b_segments": r.segments,
+                    },
+                ).rowcount
+                == 1
+            ):
                 claimed.add(r.row_id)
     except BaseException:
         unclaim(conn, sorted(claimed), token, now)  # none of them is handed over
@@ -199,16 +258,30 @@ def mark_sent_many(conn: Connection, sents: list[Sent]) -> int:
     if not sents:
         return 0
     if conn.dialect.name == "postgresql":
-        return conn.execute(_MARK_SENT_MANY_PG, {
-            "ids": [x.row_id for x in sents], "tokens": [x.token for x in sents],
-            "sids": [x.sid for x in sents], "statuses": [x.status for x in sents],
-            "ats": [x.at for x in sents]}).rowcount
+        return conn.execute(
+            _MARK_SENT_MANY_PG,
+            {
+                "ids": [x.row_id for x in sents],
+                "tokens": [x.token for x in sents],
+                "sids": [x.sid for x in sents],
+                "statuses": [x.status for x in sents],
+                "ats": [x.at for x in sents],
+            },
+        ).rowcount
     return sum(mark_sent(conn, x) for x in sents)
 
 
-def unclaim(session: Session | Connection, ids: list[int], token: str, now: datetime, *,
-            due_at: datetime | None = None, reason: str | None = None,
-            enqueued: bool = False, refund: bool = True) -> int:
+def unclaim(
+    session: Session | Connection,
+    ids: list[int],
+    token: str,
+    now: datetime,
+    *,
+    due_at: datetime | None = None,
+    reason: str | None = None,
+    enqueued: bool = False,
+    refund: bool = True,
+) -> int:
     """sending -> queued for claimed rows that were NOT handed to the carrier (their slot is
     later, their run paused, their batch ran out of time): with ``refund`` the claim's attempt
     is given back.  ``enqueued``: a delayed queue message carries the row; otherwise release
@@ -219,70 +292,140 @@ def unclaim(session: Session | Connection, ids: list[int], token: str, now: date
         return 0
     values: dict[str, Any] = {
         "state": case((T.c.run_id.in_(_CANCELLED_RUNS), CANCELLED), else_=QUEUED),
-        "claim_token": None, "attempts": T.c.attempts - 1 if refund else T.c.attempts,
-        "enqueued_at": now if enqueued else None, "updated_at": now}
+        "claim_token": None,
+        "attempts": T.c.attempts - 1 if refund else T.c.attempts,
+        "enqueued_at": now if enqueued else None,
+        "updated_at": now,
+    }
     if due_at is not None:
         values["due_at"] = due_at
     if reason is not None:
         values["defer_reason"] = reason
-    return _conn(session).execute(update(T).where(
-        T.c.id.in_(ids), T.c.state == SENDING, T.c.claim_token == token).values(**values)
-    ).rowcount
+    return (
+        _conn(session)
+        .execute(
+            update(T)
+            .where(T.c.id.in_(ids), T.c.state == SENDING, T.c.claim_token == token)
+            .values(**values)
+        )
+        .rowcount
+    )
 
 
-def drop_claimed(session: Session | Connection, row_id: int, token: str, state: str,
-                 reason: str, now: datetime) -> bool:
+def drop_claimed(
+    session: Session | Connection, row_id: int, token: str, state: str, reason: str, now: datetime
+) -> bool:
     """sending -> suppressed | cancelled for a claimed row NOT handed to the carrier (its
     contact opted out, its run was cancelled after the claim)."""
-    return _cas(session, row_id, (SENDING,), {
-        "state": state, "suppress_reason": reason, "claim_token": None,
-        "attempts": T.c.attempts - 1, "updated_at": now}, T.c.claim_token == token)
+    return _cas(
+        session,
+        row_id,
+        (SENDING,),
+        {
+            "state": state,
+            "suppress_reason": reason,
+            "claim_token": None,
+            "attempts": T.c.attempts - 1,
+            "updated_at": now,
+        },
+        T.c.claim_token == token,
+    )
 
 
-def mark_failed(session: Session, row_id: int, token: str, code: int | None, message: str,
-                now: datetime) -> bool:
-    return _cas(session, row_id, (SENDING,), {
-        "state": FAILED, "error_code": code, "error_message": message[:500], "updated_at": now,
-    }, T.c.claim_token == token)
+def mark_failed(
+    session: Session, row_id: int, token: str, code: int | None, message: str, now: datetime
+) -> bool:
+    return _cas(
+        session,
+        row_id,
+        (SENDING,),
+        {
+            "state": FAILED,
+            "error_code": code,
+            "error_message": message[:500],
+            "updated_at": now,
+        },
+        T.c.claim_token == token,
+    )
 
 
 def mark_unknown(session: Session, row_id: int, token: str, message: str, now: datetime) -> bool:
-    return _cas(session, row_id, (SENDING,), {
-        "state": UNKNOWN, "error_message": message[:500], "updated_at": now,
-    }, T.c.claim_token == token)
+    return _cas(
+        session,
+        row_id,
+        (SENDING,),
+        {
+            "state": UNKNOWN,
+            "error_message": message[:500],
+            "updated_at": now,
+        },
+        T.c.claim_token == token,
+    )
 
 
-def release(session: Session | Connection, row_id: int, token: str, due_at: datetime, reason: str,
-            now: datetime) -> bool:
+def release(
+    session: Session | Connection,
+    row_id: int,
+    token: str,
+    due_at: datetime,
+    reason: str,
+    now: datetime,
+) -> bool:
     """sending -> queued when the request certainly did NOT reach the carrier (refused before
     acceptance: 429, 5xx returned, connection refused).  The attempt counts: the retry's
     backoff grows with it."""
-    return unclaim(session, [row_id], token, now, due_at=due_at, reason=reason,
-                   refund=False) == 1
+    return unclaim(session, [row_id], token, now, due_at=due_at, reason=reason, refund=False) == 1
 
 
-def resolve_unknown(session: Session, row_id: int, *, found_sid: str | None,
-                    status: str | None, now: datetime) -> bool:
+def resolve_unknown(
+    session: Session, row_id: int, *, found_sid: str | None, status: str | None, now: datetime
+) -> bool:
     """unknown -> sent (the carrier has it) or -> queued (it never arrived: safe to resend)."""
     if found_sid:
         # the carrier may be past "sent" already (its callbacks came while we had no SID)
         state = PROVIDER_STATE.get(status or "", SENT)
-        return _cas(session, row_id, (UNKNOWN,), {
-            "state": state, "provider_sid": found_sid, "provider_status": status,
-            "sent_at": now, "updated_at": now,
-        })
-    return _cas(session, row_id, (UNKNOWN,), {
-        "state": QUEUED, "due_at": now, "enqueued_at": None, "claim_token": None,
-        "defer_reason": "resend_after_lookup", "updated_at": now,
-    })
+        return _cas(
+            session,
+            row_id,
+            (UNKNOWN,),
+            {
+                "state": state,
+                "provider_sid": found_sid,
+                "provider_status": status,
+                "sent_at": now,
+                "updated_at": now,
+            },
+        )
+    return _cas(
+        session,
+        row_id,
+        (UNKNOWN,),
+        {
+            "state": QUEUED,
+            "due_at": now,
+            "enqueued_at": None,
+            "claim_token": None,
+            "defer_reason": "resend_after_lookup",
+            "updated_at": now,
+        },
+    )
 
 
-def defer(session: Session | Connection, row_id: int, until: datetime, reason: str,
-          now: datetime) -> bool:
+def defer(
+    session: Session | Connection, row_id: int, until: datetime, reason: str, now: datetime
+) -> bool:
     """Keep the row queued but due later: the release loop enqueues it when it falls due."""
-    return _cas(session, row_id, (QUEUED,), {
-        "due_at": until, "defer_reason": reason, "enqueued_at": None, "updated_at": now,
-    })
+    return _cas(
+        session,
+        row_id,
+        (QUEUED,),
+        {
+            "due_at": until,
+            "defer_reason": reason,
+            "enqueued_at": None,
+            "updated_at": now,
+        },
+    )
 
 
 def touch(session: Session, row_id: int, state: str, now: datetime) -> bool:
@@ -295,19 +438,33 @@ def unqueue(session: Session | Connection, row_id: int, now: datetime) -> bool:
 
 
 def suppress(session: Session, row_id: int, reason: str, now: datetime) -> bool:
-    return _cas(session, row_id, (QUEUED,), {
-        "state": SUPPRESSED, "suppress_reason": reason, "updated_at": now,
-    })
+    return _cas(
+        session,
+        row_id,
+        (QUEUED,),
+        {
+            "state": SUPPRESSED,
+            "suppress_reason": reason,
+            "updated_at": now,
+        },
+    )
 
 
-def suppress_for_contact(session: Session, contact_id: int, *, brand_campaign_ids: list[int] | None,
-                         reason: str, now: datetime) -> int:
+def suppress_for_contact(
+    session: Session,
+    contact_id: int,
+    *,
+    brand_campaign_ids: list[int] | None,
+    reason: str,
+    now: datetime,
+) -> int:
     """Suppress every not-yet-handed row of a contact (optionally only some campaigns)."""
     cond = and_(T.c.contact_id == contact_id, T.c.state.in_(NOT_HANDED))
     if brand_campaign_ids is not None:
         cond = and_(cond, T.c.campaign_id.in_(brand_campaign_ids))
-    res = session.connection().execute(update(T).where(cond).values(
-        state=SUPPRESSED, suppress_reason=reason, updated_at=now))
+    res = session.connection().execute(
+        update(T).where(cond).values(state=SUPPRESSED, suppress_reason=reason, updated_at=now)
+    )
     return res.rowcount
 
 
@@ -317,10 +474,19 @@ def in_flight_for_contact(session: Session, contact_id: int) -> int:
 
 
 #: Twilio status -> outbox state (a Messaging Service's accepted/scheduled count as handed over)
-PROVIDER_STATE = {"queued": SENT, "accepted": SENT, "scheduled": SENT, "sending": SENT,
-                  "sent": SENT, "delivered": DELIVERED, "undelivered": UNDELIVERED,
-                  "failed": FAILED, "read": DELIVERED, "partially_delivered": DELIVERED,
-                  "canceled": FAILED}
+PROVIDER_STATE = {
+    "queued": SENT,
+    "accepted": SENT,
+    "scheduled": SENT,
+    "sending": SENT,
+    "sent": SENT,
+    "delivered": DELIVERED,
+    "undelivered": UNDELIVERED,
+    "failed": FAILED,
+    "read": DELIVERED,
+    "partially_delivered": DELIVERED,
+    "canceled": FAILED,
+}
 
 
 def _provider_move(state: str) -> Any:
@@ -331,10 +497,14 @@ def _provider_move(state: str) -> Any:
     return (
         update(T)
         .where(T.c.provider_sid == bindparam("b_sid", type_=String), T.c.state.in_(lower))
-        .values(state=state, provider_status=bindparam("b_status", type_=String),
-                status_at=now, updated_at=now,
-                # an error code is recorded only when the callback carries one
-                error_code=func.coalesce(bindparam("b_code", type_=Integer), T.c.error_code))
+        .values(
+            state=state,
+            provider_status=bindparam("b_status", type_=String),
+            status_at=now,
+            updated_at=now,
+            # an error code is recorded only when the callback carries one
+            error_code=func.coalesce(bindparam("b_code", type_=Integer), T.c.error_code),
+        )
         .returning(T.c.id, T.c.run_id, T.c.campaign_id, T.c.contact_id, T.c.state)
     )
 
@@ -342,8 +512,9 @@ def _provider_move(state: str) -> Any:
 _PROVIDER_MOVES = {state: _provider_move(state) for state in set(PROVIDER_STATE.values())}
 
 
-def apply_provider_status(session: Session | Connection, sid: str, status: str,
-                          error_code: int | None, now: datetime) -> Any:
+def apply_provider_status(
+    session: Session | Connection, sid: str, status: str, error_code: int | None, now: datetime
+) -> Any:
     """Status callback: move the row forward only (a late 'sent' never overwrites 'delivered').
 
     One conditional UPDATE ... RETURNING: the row moves only from a lower rank.  Returns the
@@ -351,23 +522,41 @@ def apply_provider_status(session: Session | Connection, sid: str, status: str,
     state = PROVIDER_STATE.get(status)
     if state is None:
         return None
-    return _conn(session).execute(_PROVIDER_MOVES[state], {
-        "b_sid": sid, "b_status": status, "b_now": now, "b_code": error_code or None,
-    }).first()
+    return (
+        _conn(session)
+        .execute(
+            _PROVIDER_MOVES[state],
+            {
+                "b_sid": sid,
+                "b_status": status,
+                "b_now": now,
+                "b_code": error_code or None,
+            },
+        )
+        .first()
+    )
 
 
-def due_not_in_flight(session: Session, now: datetime, *, stale_before: datetime,
-                      limit: int = 1000) -> list[int]:
+def due_not_in_flight(
+    session: Session, now: datetime, *, stale_before: datetime, limit: int = 1000
+) -> list[int]:
     """Rows due now that no queue message is known to carry (never enqueued, or enqueued long
     enough ago that the message must be lost)."""
-    q = (select(T.c.id).where(
-        T.c.state == QUEUED, T.c.due_at <= now,
-        or_(T.c.enqueued_at.is_(None), T.c.enqueued_at < stale_before),
-    ).order_by(T.c.due_at).limit(limit))
+    q = (
+        select(T.c.id)
+        .where(
+            T.c.state == QUEUED,
+            T.c.due_at <= now,
+            or_(T.c.enqueued_at.is_(None), T.c.enqueued_at < stale_before),
+        )
+        .order_by(T.c.due_at)
+        .limit(limit)
+    )
     return [r[0] for r in session.connection().execute(q)]
 
 
 def mark_enqueued(session: Session, ids: list[int], now: datetime) -> None:
     if ids:
         session.connection().execute(
-            update(T).where(T.c.id.in_(ids), T.c.state == QUEUED).values(enqueued_at=now))
+            update(T).where(T.c.id.in_(ids), T.c.state == QUEUED).values(enqueued_at=now)
+        )

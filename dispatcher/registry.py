@@ -220,8 +220,9 @@ def campaign_dict(c: Campaign, *, full: bool = False) -> dict[str, Any]:
     return d
 
 
-def sync_campaign(session: Session, campaign: Campaign, doc: dict[str, Any], now: datetime
-                  ) -> dict[str, Any]:
+def sync_campaign(
+    session: Session, campaign: Campaign, doc: dict[str, Any], now: datetime
+) -> dict[str, Any]:
     """Refresh a campaign from the UsAppToPerson resource Twilio returned; our own send policy
     is kept.  Returns what changed (field -> [old, new])."""
     parsed = parse_campaign_document(doc)

@@ -29,16 +29,24 @@ from dispatcher.templates import parse_template
 
 # --------------------------------------------------------------------------------- progress
 def counts(session: Session, run_id: int) -> dict[str, int]:
-    rows = session.connection().execute(
-        select(OB.c.state, func.count()).where(OB.c.run_id == run_id).group_by(OB.c.state)).all()
+    rows = (
+        session.connection()
+        .execute(select(OB.c.state, func.count()).where(OB.c.run_id == run_id).group_by(OB.c.state))
+        .all()
+    )
     return {state: n for state, n in rows}
 
 
 def reasons(session: Session, run_id: int) -> dict[str, int]:
-    rows = session.connection().execute(
-        select(OB.c.suppress_reason, func.count()).where(
-            OB.c.run_id == run_id, OB.c.state == outbox.SUPPRESSED).group_by(OB.c.suppress_reason)
-    ).all()
+    rows = (
+        session.connection()
+        .execute(
+            select(OB.c.suppress_reason, func.count())
+            .where(OB.c.run_id == run_id, OB.c.state == outbox.SUPPRESSED)
+            .group_by(OB.c.suppress_reason)
+        )
+        .all()
+    )
     return {r or "unknown": n for r, n in rows}
 
 
@@ -46,26 +54,44 @@ def progress(session: Session, run_id: int, now: datetime) -> dict[str, Any]:
     run = get_run(session, run_id)
     c = counts(session, run_id)
     total = run.total or sum(c.values())
-    deferred_by = {r or "unknown": n for r, n in session.connection().execute(
-        select(OB.c.defer_reason, func.count()).where(
-            OB.c.run_id == run_id, OB.c.state == outbox.QUEUED, OB.c.due_at > now)
-        .group_by(OB.c.defer_reason)).all()}
+    deferred_by = {
+        r or "unknown": n
+        for r, n in session.connection()
+        .execute(
+            select(OB.c.defer_reason, func.count())
+            .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED, OB.c.due_at > now)
+            .group_by(OB.c.defer_reason)
+        )
+        .all()
+    }
     deferred = sum(deferred_by.values())
     handed = sum(c.get(s, 0) for s in ("sent", "delivered", "undelivered", "sending", "unknown"))
     done = handed + sum(c.get(s, 0) for s in ("failed", "suppressed", "cancelled"))
     campaign = session.get(Campaign, run.campaign_id)
     return {
-        "id": run.id, "campaign": campaign.sid if campaign else None, "state": run.state,
-        "pause_reason": run.pause_reason, "send_at": as_utc(run.send_at),
+        "id": run.id,
+        "campaign": campaign.sid if campaign else None,
+        "state": run.state,
+        "pause_reason": run.pause_reason,
+        "send_at": as_utc(run.send_at),
         "started_at": as_utc(run.started_at) if run.started_at else None,
         "finished_at": as_utc(run.finished_at) if run.finished_at else None,
-        "total": total, "done": done, "by_state": c, "deferred": deferred,
+        "total": total,
+        "done": done,
+        "by_state": c,
+        "deferred": deferred,
         "deferred_by_reason": deferred_by,
         "suppressed_by_reason": reasons(session, run_id),
-        "failed_by_code": {str(code): n for code, n in session.connection().execute(
-            select(OB.c.error_code, func.count()).where(
-                OB.c.run_id == run_id, OB.c.state.in_((outbox.FAILED, outbox.UNDELIVERED)))
-            .group_by(OB.c.error_code)).all()},
+        "failed_by_code": {
+            str(code): n
+            for code, n in session.connection()
+            .execute(
+                select(OB.c.error_code, func.count())
+                .where(OB.c.run_id == run_id, OB.c.state.in_((outbox.FAILED, outbox.UNDELIVERED)))
+                .group_by(OB.c.error_code)
+            )
+            .all()
+        },
         "eta": _eta(run, campaign, total - done, now),
     }
 
@@ -91,15 +117,24 @@ def estimate_seconds(n: int, campaign: Campaign, segments: int = 1) -> float:
 
 
 def run_dict(run: Run) -> dict[str, Any]:
-    return {"id": run.id, "campaign_id": run.campaign_id, "state": run.state,
-            "send_at": as_utc(run.send_at), "total": run.total, "actor": run.actor,
-            "pause_reason": run.pause_reason, "audience": run.audience,
-            "idempotency_key": run.idempotency_key, "created_at": as_utc(run.created_at)}
+    return {
+        "id": run.id,
+        "campaign_id": run.campaign_id,
+        "state": run.state,
+        "send_at": as_utc(run.send_at),
+        "total": run.total,
+        "actor": run.actor,
+        "pause_reason": run.pause_reason,
+        "audience": run.audience,
+        "idempotency_key": run.idempotency_key,
+        "created_at": as_utc(run.created_at),
+    }
 
 
 # ---------------------------------------------------------------------------------- dry run
-def dry_run(session: Session, req: LaunchRequest, *, now: datetime,
-            sample_limit: int | None = None) -> dict[str, Any]:
+def dry_run(
+    session: Session, req: LaunchRequest, *, now: datetime, sample_limit: int | None = None
+) -> dict[str, Any]:
     """What a launch would do, without writing: audience size, suppressed by reason, the first
     message composed for a real recipient with its segments, and the estimated finish time."""
     from dispatcher import compliance
@@ -137,16 +172,21 @@ def dry_run(session: Session, req: LaunchRequest, *, now: datetime,
     seg = compliance.segments(first_text) if first_text else None
     seconds = estimate_seconds(sendable, campaign, seg.count if seg else 1)
     return {
-        "campaign": campaign.sid, "campaign_status": campaign.campaign_status,
-        "audience": total, "rejected": dict(rejected),
+        "campaign": campaign.sid,
+        "campaign_status": campaign.campaign_status,
+        "audience": total,
+        "rejected": dict(rejected),
         "would_send": outcome.get("would_send", 0),
-        "deferred": {k.split(":", 1)[1]: v for k, v in outcome.items()
-                     if k.startswith("deferred:")},
-        "suppressed": {k.split(":", 1)[1]: v for k, v in outcome.items()
-                       if k.startswith("suppressed:")},
+        "deferred": {
+            k.split(":", 1)[1]: v for k, v in outcome.items() if k.startswith("deferred:")
+        },
+        "suppressed": {
+            k.split(":", 1)[1]: v for k, v in outcome.items() if k.startswith("suppressed:")
+        },
         "blocked_by_campaign": pause,
         "first_message": first_text,
-        "encoding": seg.encoding if seg else None, "segments": seg.count if seg else None,
+        "encoding": seg.encoding if seg else None,
+        "segments": seg.count if seg else None,
         "limits": f"{campaign.window_limit} per {campaign.window_seconds}s",
         "estimated_seconds": round(seconds),
         "estimated_finish": send_at + timedelta(seconds=seconds),
@@ -159,16 +199,27 @@ def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[st
         cond = aud.where_clause(req.audience)
         last = 0
         while True:
-            rows = list(session.exec(select(Contact).where(cond, Contact.id > last)
-                                     .order_by(Contact.id).limit(STAGE_BATCH)).scalars())
+            rows = list(
+                session.exec(
+                    select(Contact)
+                    .where(cond, Contact.id > last)
+                    .order_by(Contact.id)
+                    .limit(STAGE_BATCH)
+                ).scalars()
+            )
             if not rows:
                 return
             last = rows[-1].id
             yield [(c, None) for c in rows]
         return
+
     def resolve(chunk: list[tuple[str, dict[str, Any]]]) -> list[tuple[Contact, Any]]:
-        known = {c.phone: c for c in session.exec(select(Contact).where(
-            Contact.phone.in_([p for p, _ in chunk]))).scalars()}  # type: ignore[attr-defined]
+        known = {
+            c.phone: c
+            for c in session.exec(
+                select(Contact).where(Contact.phone.in_([p for p, _ in chunk]))
+            ).scalars()
+        }  # type: ignore[attr-defined]
         return [(known.get(p) or Contact(phone=p), v) for p, v in chunk]
 
     chunk: list[tuple[str, dict[str, Any]]] = []

@@ -31,7 +31,12 @@ from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
 
 SCHEDULED, FANNING_OUT, RUNNING, PAUSED, COMPLETED, CANCELLED = (
-    "scheduled", "fanning_out", "running", "paused", "completed", "cancelled",
+    "scheduled",
+    "fanning_out",
+    "running",
+    "paused",
+    "completed",
+    "cancelled",
 )
 ACTIVE = (SCHEDULED, FANNING_OUT, RUNNING)
 R = Run.__table__  # type: ignore[attr-defined]
@@ -66,9 +71,14 @@ class LaunchRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        doc = {"campaign": self.campaign, "template": self.template, "audience": self.audience,
-               "send_at": self.send_at.isoformat() if self.send_at else None,
-               "recipients": self.recipients, "options": self.options}
+        doc = {
+            "campaign": self.campaign,
+            "template": self.template,
+            "audience": self.audience,
+            "send_at": self.send_at.isoformat() if self.send_at else None,
+            "recipients": self.recipients,
+            "options": self.options,
+        }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -76,21 +86,33 @@ def launch(session: Session, req: LaunchRequest, *, now: datetime) -> tuple[Run,
     """Create a run (idempotent by key).  Returns (run, created).  The caller commits."""
     parse_template(req.template)  # malformed template -> InputError before anything is written
     if req.idempotency_key:
-        existing = session.exec(select(Run).where(Run.idempotency_key == req.idempotency_key)
-                                ).scalars().first()
+        existing = (
+            session.exec(select(Run).where(Run.idempotency_key == req.idempotency_key))
+            .scalars()
+            .first()
+        )
         if existing is not None:
             if existing.request_hash != req.fingerprint():
                 raise ConflictError(
-                    f"idempotency key {req.idempotency_key!r} was used with a different request")
+                    f"idempotency key {req.idempotency_key!r} was used with a different request"
+                )
             return existing, False
     from dispatcher.registry import get_campaign
 
     campaign = get_campaign(session, req.campaign)
     send_at = as_utc(req.send_at) if req.send_at else now
-    run = Run(campaign_id=campaign.id, template=req.template, audience=req.audience,
-              state=SCHEDULED, send_at=send_at, actor=req.actor,
-              idempotency_key=req.idempotency_key, request_hash=req.fingerprint(),
-              options=req.options, created_at=now)
+    run = Run(
+        campaign_id=campaign.id,
+        template=req.template,
+        audience=req.audience,
+        state=SCHEDULED,
+        send_at=send_at,
+        actor=req.actor,
+        idempotency_key=req.idempotency_key,
+        request_hash=req.fingerprint(),
+        options=req.options,
+        created_at=now,
+    )
     session.add(run)
     session.flush()
     kind = req.audience.get("kind")
@@ -121,8 +143,14 @@ def recipient_list(req: LaunchRequest) -> Iterator[tuple[str | None, str | None,
         yield e164, why, dict(r.get("variables") or {})
 
 
-def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
-           send_at: datetime, now: datetime) -> dict[str, Any]:
+def _stage(
+    session: Session,
+    run: Run,
+    campaign: Campaign,
+    req: LaunchRequest,
+    send_at: datetime,
+    now: datetime,
+) -> dict[str, Any]:
     """Write the outbox rows of a recipient list in batches (streamed for CSV files)."""
     rejected: Counter[str] = Counter()
     seen: set[str] = set()
@@ -137,14 +165,33 @@ def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
         ids = dict(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(phones))).all())
         fresh = [p for p in phones if p not in ids]
         if fresh:  # unknown numbers become contacts (with no consent: the gates suppress them)
-            bulk_insert(conn, C, [{"phone": p, "attributes": {}, "created_at": now,
-                                   "updated_at": now} for p in fresh])
+            bulk_insert(
+                conn,
+                C,
+                [
+                    {"phone": p, "attributes": {}, "created_at": now, "updated_at": now}
+                    for p in fresh
+                ],
+            )
             ids.update(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(fresh))).all())
-        bulk_insert(conn, OB, [
-            {"run_id": run.id, "campaign_id": campaign.id, "contact_id": ids[p], "to_phone": p,
-             "variables": v, "state": outbox.QUEUED, "due_at": send_at, "attempts": 0,
-             "updated_at": now}
-            for p, v in batch])
+        bulk_insert(
+            conn,
+            OB,
+            [
+                {
+                    "run_id": run.id,
+                    "campaign_id": campaign.id,
+                    "contact_id": ids[p],
+                    "to_phone": p,
+                    "variables": v,
+                    "state": outbox.QUEUED,
+                    "due_at": send_at,
+                    "attempts": 0,
+                    "updated_at": now,
+                }
+                for p, v in batch
+            ],
+        )
         n = len(batch)
         batch.clear()
         return n
@@ -168,20 +215,31 @@ def _stage(session: Session, run: Run, campaign: Campaign, req: LaunchRequest,
 def fan_out(session: Session, run_id: int, now: datetime) -> int:
     """scheduled -> fanning_out -> running.  Audience 'all'/'segment' becomes outbox rows with one
     INSERT ... SELECT (idempotent: rows that exist are skipped).  Returns rows created."""
-    claimed = session.connection().execute(
-        update(R).where(R.c.id == run_id, R.c.state.in_((SCHEDULED, FANNING_OUT)))
-        .values(state=FANNING_OUT, started_at=now)).rowcount
+    claimed = (
+        session.connection()
+        .execute(
+            update(R)
+            .where(R.c.id == run_id, R.c.state.in_((SCHEDULED, FANNING_OUT)))
+            .values(state=FANNING_OUT, started_at=now)
+        )
+        .rowcount
+    )
     if not claimed:
         return 0
     run = session.get(Run, run_id)
     created = 0
     if not run.audience.get("staged"):
         created = _insert_select(session, run, now)
-    total = session.connection().execute(
-        select(func.count()).select_from(OB).where(OB.c.run_id == run_id)).scalar_one()
+    total = (
+        session.connection()
+        .execute(select(func.count()).select_from(OB).where(OB.c.run_id == run_id))
+        .scalar_one()
+    )
     session.connection().execute(
-        update(R).where(R.c.id == run_id, R.c.state == FANNING_OUT)
-        .values(state=RUNNING, total=total))
+        update(R)
+        .where(R.c.id == run_id, R.c.state == FANNING_OUT)
+        .values(state=RUNNING, total=total)
+    )
     return created
 
 
@@ -189,12 +247,28 @@ def _insert_select(session: Session, run: Run, now: datetime) -> int:
     cond = aud.where_clause(run.audience)
     exists = select(OB.c.id).where(OB.c.run_id == run.id, OB.c.contact_id == C.c.id).exists()
     src = select(
-        literal(run.id), literal(run.campaign_id), C.c.id, C.c.phone, literal(outbox.QUEUED),
-        literal(as_utc(run.send_at)), literal(0), literal(now),
+        literal(run.id),
+        literal(run.campaign_id),
+        C.c.id,
+        C.c.phone,
+        literal(outbox.QUEUED),
+        literal(as_utc(run.send_at)),
+        literal(0),
+        literal(now),
     ).where(cond, ~exists)
     stmt = insert(OB).from_select(
-        ["run_id", "campaign_id", "contact_id", "to_phone", "state", "due_at", "attempts",
-         "updated_at"], src)
+        [
+            "run_id",
+            "campaign_id",
+            "contact_id",
+            "to_phone",
+            "state",
+            "due_at",
+            "attempts",
+            "updated_at",
+        ],
+        src,
+    )
     # psycopg 3 keeps an INSERT ... SELECT's rowcount only when asked to
     res = session.connection().execute(stmt.execution_options(preserve_rowcount=True))
     return max(0, res.rowcount or 0)
@@ -207,15 +281,23 @@ def due_runs(session: Session, now: datetime) -> list[int]:
 
 def complete_finished(session: Session, now: datetime) -> list[int]:
     """running -> completed when no row is left queued, sending or unknown."""
-    pending = select(OB.c.id).where(
-        OB.c.run_id == R.c.id, OB.c.state.in_((outbox.QUEUED, outbox.SENDING, outbox.UNKNOWN))
-    ).exists()
-    ids = [r[0] for r in session.connection().execute(
-        select(R.c.id).where(R.c.state == RUNNING, ~pending))]
+    pending = (
+        select(OB.c.id)
+        .where(
+            OB.c.run_id == R.c.id, OB.c.state.in_((outbox.QUEUED, outbox.SENDING, outbox.UNKNOWN))
+        )
+        .exists()
+    )
+    ids = [
+        r[0]
+        for r in session.connection().execute(select(R.c.id).where(R.c.state == RUNNING, ~pending))
+    ]
     if ids:
         session.connection().execute(
-            update(R).where(R.c.id.in_(ids), R.c.state == RUNNING)
-            .values(state=COMPLETED, finished_at=now))
+            update(R)
+            .where(R.c.id.in_(ids), R.c.state == RUNNING)
+            .values(state=COMPLETED, finished_at=now)
+        )
     return ids
 
 
@@ -241,7 +323,8 @@ def pause_run(session: Session, run_id: int, reason: str, now: datetime) -> bool
     """Pause an active run (takes effect for every message not yet handed to the carrier)."""
     ident = _run_id(run_id)
     res = session.connection().execute(
-        update(R).where(R.c.id == ident, R.c.state.in_(ACTIVE))
+        update(R)
+        .where(R.c.id == ident, R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
     halts.note(session, runs=[ident])  # rows a worker already claimed stop too
@@ -259,12 +342,16 @@ def resume_run(session: Session, run_id: int, now: datetime) -> bool:
         raise ConflictError(f"run {run_id} is {run.state}; only a paused run can be resumed")
     target = RUNNING if run.started_at is not None else SCHEDULED
     session.connection().execute(
-        update(R).where(R.c.id == run_id, R.c.state == PAUSED)
-        .values(state=target, pause_reason=None))
+        update(R)
+        .where(R.c.id == run_id, R.c.state == PAUSED)
+        .values(state=target, pause_reason=None)
+    )
     # rows that a queue message still carried were parked on pause: release them again
     session.connection().execute(
-        update(OB).where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
-        .values(enqueued_at=None))
+        update(OB)
+        .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
+        .values(enqueued_at=None)
+    )
     wake_scheduler(session)
     return True
 
@@ -275,17 +362,25 @@ def cancel_run(session: Session, run_id: int, now: datetime) -> int:
     if run.state in (COMPLETED, CANCELLED):
         raise ConflictError(f"run {run_id} is already {run.state}")
     session.connection().execute(
-        update(R).where(R.c.id == run_id).values(state=CANCELLED, finished_at=now))
+        update(R).where(R.c.id == run_id).values(state=CANCELLED, finished_at=now)
+    )
     halts.note(session, runs=[run.id])  # rows a worker already claimed stop too
-    return session.connection().execute(
-        update(OB).where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
-        .values(state=outbox.CANCELLED, updated_at=now)).rowcount
+    return (
+        session.connection()
+        .execute(
+            update(OB)
+            .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
+            .values(state=outbox.CANCELLED, updated_at=now)
+        )
+        .rowcount
+    )
 
 
 def pause_campaign_runs(session: Session, campaign_id: int, reason: str, now: datetime) -> int:
     """Pause every active run of a campaign (campaign suspended, 30034, reputation guard)."""
     res = session.connection().execute(
-        update(R).where(R.c.campaign_id == campaign_id, R.c.state.in_(ACTIVE))
+        update(R)
+        .where(R.c.campaign_id == campaign_id, R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
     halts.note(session, campaigns=[campaign_id])  # rows a worker already claimed stop too
@@ -293,8 +388,11 @@ def pause_campaign_runs(session: Session, campaign_id: int, reason: str, now: da
 
 
 def active_runs_of_campaign(session: Session, campaign_id: int) -> list[Run]:
-    return list(session.exec(select(Run).where(Run.campaign_id == campaign_id,
-                                               Run.state.in_(ACTIVE))).scalars())  # type: ignore[attr-defined]
+    return list(
+        session.exec(
+            select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE))
+        ).scalars()
+    )  # type: ignore[attr-defined]
 
 
 def list_runs(session: Session, limit: int = 50) -> list[Run]:

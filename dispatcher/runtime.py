@@ -82,7 +82,8 @@ class Runtime:
                 raise ConfigError(
                     "DISPATCHER_REDIS_URL is not set: a pause, cancel or opt-out recorded in "
                     "this PostgreSQL database would not reach the workers' halt check; set it "
-                    "as the workers have it")
+                    "as the workers have it"
+                )
             return Halts(self.redis)
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -90,9 +91,16 @@ class Runtime:
         from dispatcher.halts import Reconnects, client
 
         count = Reconnects()  # a restart or failover since an epoch was read: not clear
-        return Halts(client(self.settings.redis_url, count, socket_timeout=1.0,
-                            socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)),
-                     reconnects=count)
+        return Halts(
+            client(
+                self.settings.redis_url,
+                count,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 0),
+            ),
+            reconnects=count,
+        )
 
     @property
     def shared_redis(self) -> bool:
@@ -106,8 +114,9 @@ class Runtime:
             return embedded_redis()
         import redis
 
-        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=10,
-                                    health_check_interval=30)
+        return redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=10, health_check_interval=30
+        )
 
     @cached_property
     def throttle(self) -> Any:
@@ -148,13 +157,18 @@ class Runtime:
 
         s = self.settings
         config = self._sandbox_config or SandboxConfig(
-            account_sid=s.account_sid, auth_token=s.auth_token,
+            account_sid=s.account_sid,
+            auth_token=s.auth_token,
             inbound_url=s.public_base_url.rstrip("/") + "/twilio/inbound",
         )
         sb = Sandbox(config, clock=self.clock, callbacks=AsgiCallbackSender(self.webhook_app))
         self.sandbox = sb
-        gw = TwilioGateway(s.account_sid, s.auth_token, "http://sandbox.invalid",
-                           http_client=AsgiHttpClient(create_app(sandbox=sb, ticker=False)))
+        gw = TwilioGateway(
+            s.account_sid,
+            s.auth_token,
+            "http://sandbox.invalid",
+            http_client=AsgiHttpClient(create_app(sandbox=sb, ticker=False)),
+        )
         sb.start()
         return gw
 
@@ -171,9 +185,14 @@ class Runtime:
         from dispatcher.dispatch import DeliverConfig, Pipeline
 
         return Pipeline(
-            db=self.db, throttle=self.throttle, gateway=self.gateway, clock=self.clock,
-            enqueue=enqueue, status_callback=self.status_callback_url,
-            validity_cap_s=self.settings.validity_period_s, metrics=self.metrics,
+            db=self.db,
+            throttle=self.throttle,
+            gateway=self.gateway,
+            clock=self.clock,
+            enqueue=enqueue,
+            status_callback=self.status_callback_url,
+            validity_cap_s=self.settings.validity_period_s,
+            metrics=self.metrics,
             config=DeliverConfig(min_grace_s=self.settings.throttle_grace_s),
             # a CLI in another process cannot reach the embedded fakeredis: there, every row is
             # checked in the database before its send (SQLite in process: cheap)

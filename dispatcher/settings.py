@@ -57,12 +57,16 @@ class Settings(BaseSettings):
         default=36000, description="Upper bound for Twilio ValidityPeriod (1..36000 s)."
     )
     throttle_grace_s: float = Field(
-        default=2.0, ge=0.0, le=60.0,
+        default=2.0,
+        ge=0.0,
+        le=60.0,
         description="How late a booked send may still go (must exceed the queue's wake-up "
         "lateness); windows are spaced by period + grace.",
     )
     deliver_batch: int = Field(
-        default=20, ge=1, le=500,
+        default=20,
+        ge=1,
+        le=500,
         description="Outbox rows per released queue message: loaded, gated and claimed "
         "together, then checked, throttled and sent one at a time.",
     )

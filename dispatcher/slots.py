@@ -55,8 +55,14 @@ class Slots:
     ``config`` is the pipeline's ``DeliverConfig`` (book_horizon_s, min_grace_s,
     now_epsilon_s); ``metric(name, *args)`` records a metric."""
 
-    def __init__(self, throttle: Any, clock: Clock, enqueue: Enqueue, config: Any,
-                 metric: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        throttle: Any,
+        clock: Clock,
+        enqueue: Enqueue,
+        config: Any,
+        metric: Callable[..., None],
+    ) -> None:
         self.throttle, self.clock, self.enqueue = throttle, clock, enqueue
         self.config, self.metric = config, metric
         self.pace = 0.05  # seconds per row of a batch, lately (a shared, rough average)
@@ -84,11 +90,13 @@ class Slots:
         if len(fresh) < 2:
             return {}
         asked = self.clock.time()
-        got = self.throttle.reserve_many([b for _, b in fresh],
-                                         max_wait_s=self.config.book_horizon_s)
+        got = self.throttle.reserve_many(
+            [b for _, b in fresh], max_wait_s=self.config.book_horizon_s
+        )
         answered = self.clock.time()
-        return {x.row_id: _Held(res, asked, answered)
-                for (x, _), res in zip(fresh, got, strict=True)}
+        return {
+            x.row_id: _Held(res, asked, answered) for (x, _), res in zip(fresh, got, strict=True)
+        }
 
     def take(self, conn: Any, x: Any, token: str, now: datetime, held: _Held | None) -> Any:
         """A slot usable now (its booking, as a dict), or what happened instead: booked for
@@ -115,8 +123,12 @@ class Slots:
             res = self.throttle.reserve(self._buckets(x), max_wait_s=self.config.book_horizon_s)
             wait = res.wait_s
         # "allowed" in the metric = could go at once; a booked future slot is a wait
-        self.metric("throttle_wait_seconds", "reservation", wait,
-                    res.allowed and wait <= self.config.now_epsilon_s)
+        self.metric(
+            "throttle_wait_seconds",
+            "reservation",
+            wait,
+            res.allowed and wait <= self.config.now_epsilon_s,
+        )
         if not res.allowed:
             until = now + timedelta(seconds=max(wait, 0.05))
             outbox.unclaim(conn, [x.row_id], token, now, due_at=until, reason="throttle")
@@ -144,23 +156,44 @@ class Slots:
         hit = self._shared.get(key)
         if hit is not None and hit[0] is c and hit[1] is b:
             return hit[2]
-        buckets = tuple(buckets_for(
-            c, brand_id=b.id, brand_tier=b.tmobile_brand_tier,
-            sender=c.messaging_service_sid or c.sender, recipient=x.to, segments=segments,
-            now=self.clock.time(), min_grace_s=self.config.min_grace_s,
-        ))
+        buckets = tuple(
+            buckets_for(
+                c,
+                brand_id=b.id,
+                brand_tier=b.tmobile_brand_tier,
+                sender=c.messaging_service_sid or c.sender,
+                recipient=x.to,
+                segments=segments,
+                now=self.clock.time(),
+                min_grace_s=self.config.min_grace_s,
+            )
+        )
         if not any(k.kind in RECIPIENT_KINDS for k in buckets):
             if len(self._shared) > 256:
                 self._shared.clear()
             self._shared[key] = (c, b, buckets)  # holding c and b keeps their ids unique
         return buckets
 
-    def _later(self, conn: Any, row_id: int, token: str, now: datetime, delay: float,
-               booking: dict[str, Any]) -> None:
+    def _later(
+        self,
+        conn: Any,
+        row_id: int,
+        token: str,
+        now: datetime,
+        delay: float,
+        booking: dict[str, Any],
+    ) -> None:
         """The row rides a delayed queue message to its booked slot (committed first: a lost
         enqueue is found by the reconciler)."""
-        outbox.unclaim(conn, [row_id], token, now, due_at=now + timedelta(seconds=delay),
-                       reason="throttle", enqueued=True)
+        outbox.unclaim(
+            conn,
+            [row_id],
+            token,
+            now,
+            due_at=now + timedelta(seconds=delay),
+            reason="throttle",
+            enqueued=True,
+        )
         self.enqueue(row_id, delay, booking)
 
 

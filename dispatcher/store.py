@@ -43,7 +43,10 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
         pool_recycle=1800,
     )
 
@@ -133,8 +136,9 @@ def bulk_insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     names = ", ".join(f'"{c}"' for c in cols)
     with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
         for r in rows:
-            copy.write_row([json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c]
-                            for c in cols])
+            copy.write_row(
+                [json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c] for c in cols]
+            )
 
 
 def alembic_config(connection: Any) -> Any:

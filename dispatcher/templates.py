@@ -52,8 +52,9 @@ def parse_template(source: str) -> Template:
     if not isinstance(source, str) or not source.strip():
         raise InputError("template is empty", field="template")
     if len(source) > MAX_TEMPLATE:
-        raise InputError(f"template is {len(source)} characters; Twilio's limit is 1600",
-                         field="template")
+        raise InputError(
+            f"template is {len(source)} characters; Twilio's limit is 1600", field="template"
+        )
     parts: list[tuple[bool, str]] = []
     buf: list[str] = []
     i, n = 0, len(source)
@@ -65,22 +66,25 @@ def parse_template(source: str) -> Template:
         elif ch == "[":
             end = source.find("]", i + 1)
             if end < 0:
-                raise InputError(f"template: '[' at column {i + 1} is never closed",
-                                 field="template")
-            name = source[i + 1:end].strip()
+                raise InputError(
+                    f"template: '[' at column {i + 1} is never closed", field="template"
+                )
+            name = source[i + 1 : end].strip()
             if not _FIELD.match(name):
                 raise InputError(
-                    f"template: [{source[i + 1:end]}] at column {i + 1} is not a field name "
+                    f"template: [{source[i + 1 : end]}] at column {i + 1} is not a field name "
                     "(letters, digits, _ or .; write [[ and ]] for literal brackets)",
-                    field="template")
+                    field="template",
+                )
             if buf:
                 parts.append((False, "".join(buf)))
                 buf = []
             parts.append((True, name))
             i = end + 1
         elif ch == "]":
-            raise InputError(f"template: ']' at column {i + 1} has no opening '['",
-                             field="template")
+            raise InputError(
+                f"template: ']' at column {i + 1} has no opening '['", field="template"
+            )
         else:
             buf.append(ch)
             i += 1
@@ -89,8 +93,9 @@ def parse_template(source: str) -> Template:
     return Template(source, tuple(parts))
 
 
-def contact_values(name: str | None, attributes: dict[str, Any] | None,
-                   variables: dict[str, Any] | None = None) -> dict[str, Any]:
+def contact_values(
+    name: str | None, attributes: dict[str, Any] | None, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
     values: dict[str, Any] = dict(attributes or {})
     if name:
         values.setdefault("name", name)

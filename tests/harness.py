@@ -53,8 +53,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             every: float = 0.05, check: Callable[[], None] | None = None) -> Any:
+def wait_for(
+    cond: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    every: float = 0.05,
+    check: Callable[[], None] | None = None,
+) -> Any:
     """Poll ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (raises).
     ``check`` runs every second (e.g. "are my processes still alive?")."""
     deadline = time.monotonic() + timeout
@@ -90,7 +95,11 @@ class Proc:
         self._log = self.log_path.open("ab")
         self.started = time.time()
         self.popen = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
-            self.argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            self.argv,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -160,10 +169,26 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.proc = Proc(f"redis-{self.port}", [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--daemonize", "no", "--maxmemory-policy", "noeviction",
-        ], dict(os.environ), self.log_dir)
+        self.proc = Proc(
+            f"redis-{self.port}",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            dict(os.environ),
+            self.log_dir,
+        )
         wait_for(self._ping, 10, f"redis-server on port {self.port}")
         return self
 
@@ -245,10 +270,14 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items()
-                if not (k.startswith("DISPATCHER_") and not k.startswith("DISPATCHER_TEST_"))}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not (k.startswith("DISPATCHER_") and not k.startswith("DISPATCHER_TEST_"))
+        }
         return {
-            **base, "PYTHONPATH": str(ROOT),
+            **base,
+            "PYTHONPATH": str(ROOT),
             "DISPATCHER_REDIS_URL": self.redis_url,
             "DISPATCHER_DATABASE_URL": self.database_url,
             "TWILIO_ACCOUNT_SID": SANDBOX_ACCOUNT_SID,
@@ -288,36 +317,92 @@ class Stack:
 
     # ---------------------------------------------------------------------- pieces
     def start_sandbox(self, *extra: str, timeout: float = 30) -> Carrier:
-        p = self.start("sandbox", [DISPATCHER, "sandbox", "serve", "--host", "127.0.0.1",
-                                   "--port", str(self.sandbox_port), *extra])
+        p = self.start(
+            "sandbox",
+            [
+                DISPATCHER,
+                "sandbox",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.sandbox_port),
+                *extra,
+            ],
+        )
         self._wait_http(p, f"http://127.0.0.1:{self.sandbox_port}/_sandbox/health", timeout)
         self.carrier = Carrier(self.sandbox_port)
         return self.carrier
 
     def start_webhooks(self, timeout: float = 30) -> Proc:
-        p = self.start("webhooks", [DISPATCHER, "serve", "--host", "127.0.0.1",
-                                    "--port", str(self.webhook_port)])
+        p = self.start(
+            "webhooks",
+            [DISPATCHER, "serve", "--host", "127.0.0.1", "--port", str(self.webhook_port)],
+        )
         self._wait_http(p, f"{self.webhook_url}/healthz", timeout)
         return p
 
-    def start_workers(self, name: str = "workers", processes: int = 2, threads: int = 4,
-                      env: dict[str, str] | None = None) -> Proc:
+    def start_workers(
+        self,
+        name: str = "workers",
+        processes: int = 2,
+        threads: int = 4,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         """``python -m dramatiq workers.actors``.  Ready when its worker processes exist (the
         queue then drains; the run's completion is what tests wait on)."""
-        p = self.start(name, [PYTHON, "-m", "dramatiq", "workers.actors", "--processes",
-                              str(processes), "--threads", str(threads)], env)
-        wait_for(lambda: len(p.children()) >= processes, 30, f"{name} worker processes",
-                 check=lambda: self.check_alive(name))
+        p = self.start(
+            name,
+            [
+                PYTHON,
+                "-m",
+                "dramatiq",
+                "workers.actors",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
+            env,
+        )
+        wait_for(
+            lambda: len(p.children()) >= processes,
+            30,
+            f"{name} worker processes",
+            check=lambda: self.check_alive(name),
+        )
         return p
 
-    def start_scheduler(self, name: str = "scheduler", *, tick: float = 0.5,
-                        leader_ttl: float = 5.0, reconcile: float = 2.0,
-                        lost_after: float = 20.0, sending_lease: float = 15.0,
-                        status_after: float = 5.0) -> Proc:
-        return self.start(name, [
-            DISPATCHER, "scheduler", "--tick", str(tick), "--leader-ttl", str(leader_ttl),
-            "--reconcile", str(reconcile), "--lost-after", str(lost_after),
-            "--sending-lease", str(sending_lease), "--status-after", str(status_after)])
+    def start_scheduler(
+        self,
+        name: str = "scheduler",
+        *,
+        tick: float = 0.5,
+        leader_ttl: float = 5.0,
+        reconcile: float = 2.0,
+        lost_after: float = 20.0,
+        sending_lease: float = 15.0,
+        status_after: float = 5.0,
+    ) -> Proc:
+        return self.start(
+            name,
+            [
+                DISPATCHER,
+                "scheduler",
+                "--tick",
+                str(tick),
+                "--leader-ttl",
+                str(leader_ttl),
+                "--reconcile",
+                str(reconcile),
+                "--lost-after",
+                str(lost_after),
+                "--sending-lease",
+                str(sending_lease),
+                "--status-after",
+                str(status_after),
+            ],
+        )
 
     def _wait_http(self, p: Proc, url: str, timeout: float) -> None:
         def up() -> bool:
@@ -327,8 +412,9 @@ class Stack:
 
         wait_for(up, timeout, f"{p.name} at {url}")
 
-    def up(self, *sandbox_args: str, processes: int = 2, threads: int = 4,
-           **scheduler: Any) -> Stack:
+    def up(
+        self, *sandbox_args: str, processes: int = 2, threads: int = 4, **scheduler: Any
+    ) -> Stack:
         """The whole deployment: sandbox, webhooks, workers, scheduler."""
         self.start_sandbox(*sandbox_args)
         self.start_webhooks()
@@ -376,31 +462,45 @@ class Seeded:
         return self.consented + self.opted_out + self.no_consent
 
 
-def seed(db: Any, workdir: Path, *, consented: int, opted_out: int = 0, no_consent: int = 0,
-         window_limit: int = 200, window_seconds: int = 1, mps: float = 600.0,
-         brand: str = BRAND, campaign_sid: str | None = None, npa: str = "646",
-         offset: int = 0) -> Seeded:
+def seed(
+    db: Any,
+    workdir: Path,
+    *,
+    consented: int,
+    opted_out: int = 0,
+    no_consent: int = 0,
+    window_limit: int = 200,
+    window_seconds: int = 1,
+    mps: float = 600.0,
+    brand: str = BRAND,
+    campaign_sid: str | None = None,
+    npa: str = "646",
+    offset: int = 0,
+) -> Seeded:
     """A brand, the seed-004 campaign (VERIFIED, our sender, quiet hours off so the result
     does not depend on the hour the test runs) and contacts imported the way an operator does:
     a CSV with consent evidence (``contacts.import_csv``), later STOPs as ledger revocations,
     and a CSV of contacts without consent."""
     from dispatcher import contacts, ledger, registry
 
-    doc = json.loads(resources.files("dispatcher.data").joinpath("usa2p_seed004.json")
-                     .read_text())
+    doc = json.loads(resources.files("dispatcher.data").joinpath("usa2p_seed004.json").read_text())
     doc["campaign_status"] = "VERIFIED"
     doc["messaging_service_sid"] = None
     if campaign_sid:
         doc["sid"] = campaign_sid
-    policy = {"sender": SENDER, "window_limit": window_limit, "window_seconds": window_seconds,
-              "quiet_hours_policy": "none", "campaign_status": "VERIFIED",
-              "rate_limits": {"att": {"mps": mps, "msg_class": "A"},
-                              "tmobile": {"brand_tier": "TOP"}}}
+    policy = {
+        "sender": SENDER,
+        "window_limit": window_limit,
+        "window_seconds": window_seconds,
+        "quiet_hours_policy": "none",
+        "campaign_status": "VERIFIED",
+        "rate_limits": {"att": {"mps": mps, "msg_class": "A"}, "tmobile": {"brand_tier": "TOP"}},
+    }
     n_all = consented + opted_out + no_consent
     phones = [phone(offset + i, npa) for i in range(n_all)]
-    ok = phones[:consented + opted_out]
-    stop = phones[consented:consented + opted_out]
-    none = phones[consented + opted_out:]
+    ok = phones[: consented + opted_out]
+    stop = phones[consented : consented + opted_out]
+    none = phones[consented + opted_out :]
     workdir.mkdir(parents=True, exist_ok=True)
     f_ok = workdir / f"contacts_{npa}_{offset}.csv"
     f_none = workdir / f"noconsent_{npa}_{offset}.csv"
@@ -409,9 +509,17 @@ def seed(db: Any, workdir: Path, *, consented: int, opted_out: int = 0, no_conse
         w = csv.writer(fh)
         w.writerow([*header, "consent_source", "consent_evidence", "consented_at"])
         for i, p in enumerate(ok):
-            w.writerow([p, f"Customer{i} Test", f"MC-{10000 + i}", "2026-03-01", "web_form",
-                        "Checked 'Text me service reminders' at example.com/sms",
-                        "2026-01-15T10:00:00Z"])
+            w.writerow(
+                [
+                    p,
+                    f"Customer{i} Test",
+                    f"MC-{10000 + i}",
+                    "2026-03-01",
+                    "web_form",
+                    "Checked 'Text me service reminders' at example.com/sms",
+                    "2026-01-15T10:00:00Z",
+                ]
+            )
     with f_none.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -428,23 +536,52 @@ def seed(db: Any, workdir: Path, *, consented: int, opted_out: int = 0, no_conse
             contacts.import_csv(s, f_none, brand=None, actor="test")
         for p in stop:
             c = contacts.get_contact(s, p)
-            ledger.append(s, contact_id=c.id, brand_id=b.id, action="revoke", source="keyword",
-                          actor="test", evidence_text="STOP")
-        out = Seeded(campaign.sid, campaign.id, b.id, b.name, window_limit,
-                     float(window_seconds), mps, ok[:consented], stop, none)
+            ledger.append(
+                s,
+                contact_id=c.id,
+                brand_id=b.id,
+                action="revoke",
+                source="keyword",
+                actor="test",
+                evidence_text="STOP",
+            )
+        out = Seeded(
+            campaign.sid,
+            campaign.id,
+            b.id,
+            b.name,
+            window_limit,
+            float(window_seconds),
+            mps,
+            ok[:consented],
+            stop,
+            none,
+        )
     return out
 
 
-def launch(db: Any, seeded: Seeded, *, template: str = TEMPLATE,
-           audience: dict[str, Any] | None = None, send_at: datetime | None = None) -> int:
+def launch(
+    db: Any,
+    seeded: Seeded,
+    *,
+    template: str = TEMPLATE,
+    audience: dict[str, Any] | None = None,
+    send_at: datetime | None = None,
+) -> int:
     from dispatcher import runs
 
     recipients = None
     if audience is None:  # the seeded people as a recipient list (staged at launch)
         audience = {"kind": "list"}
         recipients = [{"phone": p} for p in seeded.everyone]
-    req = runs.LaunchRequest(campaign=seeded.campaign_sid, template=template, audience=audience,
-                             recipients=recipients, send_at=send_at, actor="test")
+    req = runs.LaunchRequest(
+        campaign=seeded.campaign_sid,
+        template=template,
+        audience=audience,
+        recipients=recipients,
+        send_at=send_at,
+        actor="test",
+    )
     with db.session() as s:
         run, _ = runs.launch(s, req, now=datetime.now(UTC))
         return int(run.id)
@@ -461,10 +598,18 @@ def run_counts(db: Any, run_id: int) -> tuple[str, dict[str, int]]:
         return runs.get_run(s, run_id).state, run_report.counts(s, run_id)
 
 
-def wait_run_done(db: Any, run_id: int, timeout: float, stack: Stack | None = None,
-                  *, final: bool = True, check_names: Sequence[str] = ()) -> dict[str, int]:
+def wait_run_done(
+    db: Any,
+    run_id: int,
+    timeout: float,
+    stack: Stack | None = None,
+    *,
+    final: bool = True,
+    check_names: Sequence[str] = (),
+) -> dict[str, int]:
     """Until the run is completed and (``final``) every row is in a final state (``sent`` rows
     waited for their delivery callback)."""
+
     def done() -> dict[str, int] | None:
         state, c = run_counts(db, run_id)
         if state != "completed":
@@ -511,17 +656,25 @@ class Report:
         return not self.problems
 
     def summary(self) -> str:
-        return (f"received={self.received} duplicates={self.duplicates} lost={self.lost} "
-                f"unexpected={self.unexpected} not_final={self.not_final} "
-                f"mismatched={self.mismatched}\n" + "\n".join(self.problems[:20]))
+        return (
+            f"received={self.received} duplicates={self.duplicates} lost={self.lost} "
+            f"unexpected={self.unexpected} not_final={self.not_final} "
+            f"mismatched={self.mismatched}\n" + "\n".join(self.problems[:20])
+        )
 
 
 FINAL = ("delivered", "undelivered", "failed", "suppressed", "cancelled")
 
 
-def check_delivery(records: list[dict[str, Any]], rows: list[dict[str, Any]], *,
-                   expected: Iterable[str], forbidden: Iterable[str] = (),
-                   brand: str | None = BRAND, require_final: bool = True) -> Report:
+def check_delivery(
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    *,
+    expected: Iterable[str],
+    forbidden: Iterable[str] = (),
+    brand: str | None = BRAND,
+    require_final: bool = True,
+) -> Report:
     """Exactly once to every ``expected`` number, nothing to anyone else, first messages with
     the brand and STOP language, every outbox row final and matching the carrier."""
     rep = Report(received=len(records))
@@ -534,14 +687,17 @@ def check_delivery(records: list[dict[str, Any]], rows: list[dict[str, Any]], *,
     extra = sorted(set(per_to) - expected)
     rep.unexpected = sum(per_to[p] for p in extra)
     if rep.duplicates:
-        rep.problems.append(f"{rep.duplicates} duplicates, e.g. "
-                            f"{[p for p, n in per_to.items() if n > 1][:3]}")
+        rep.problems.append(
+            f"{rep.duplicates} duplicates, e.g. {[p for p, n in per_to.items() if n > 1][:3]}"
+        )
     if lost:
         rep.problems.append(f"{len(lost)} consented recipients never received: {lost[:5]}")
     if extra:
         bad = [p for p in extra if p in forbidden]
-        rep.problems.append(f"{rep.unexpected} messages to {len(extra)} numbers that must get "
-                            f"none ({len(bad)} opted out/no consent): {extra[:5]}")
+        rep.problems.append(
+            f"{rep.unexpected} messages to {len(extra)} numbers that must get "
+            f"none ({len(bad)} opted out/no consent): {extra[:5]}"
+        )
     for m in records:
         body = m["body"] or ""
         if brand and not body.startswith(brand):
@@ -563,7 +719,9 @@ def check_delivery(records: list[dict[str, Any]], rows: list[dict[str, Any]], *,
                 continue
             matched.add(sid)
             if r["state"] in ("delivered", "undelivered", "failed") and m["status"] not in (
-                    r["state"], r.get("provider_status")):
+                r["state"],
+                r.get("provider_status"),
+            ):
                 rep.mismatched += 1
         elif r["state"] in ("sent", "delivered", "undelivered"):
             rep.mismatched += 1
@@ -575,13 +733,16 @@ def check_delivery(records: list[dict[str, Any]], rows: list[dict[str, Any]], *,
         states = Counter(r["state"] for r in rows if r["state"] not in FINAL)
         rep.problems.append(f"{rep.not_final} outbox rows not final: {dict(states)}")
     if rep.mismatched:
-        rep.problems.append(f"{rep.mismatched} outbox rows/carrier messages do not match "
-                            f"({len(unmatched)} carrier messages without their row)")
+        rep.problems.append(
+            f"{rep.mismatched} outbox rows/carrier messages do not match "
+            f"({len(unmatched)} carrier messages without their row)"
+        )
     return rep
 
 
-def worst_window(times: Sequence[float], period: float,
-                 costs: Sequence[int] | None = None) -> tuple[int, float | None]:
+def worst_window(
+    times: Sequence[float], period: float, costs: Sequence[int] | None = None
+) -> tuple[int, float | None]:
     """The largest total cost in any half-open window ``[x, x + period)`` (and its start)."""
     order = sorted(range(len(times)), key=lambda i: times[i])
     ts = [times[i] for i in order]
@@ -611,17 +772,32 @@ class WindowReport:
         return f"{self.bucket}: worst {self.worst} / limit {self.limit} per {self.period:g} s"
 
 
-def check_windows(records: list[dict[str, Any]], seeded: Seeded,
-                  *, since: float | None = None, until: float | None = None) -> list[WindowReport]:
+def check_windows(
+    records: list[dict[str, Any]],
+    seeded: Seeded,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+) -> list[WindowReport]:
     """Worst sliding window of the carrier's receive times for the campaign window (messages)
     and the sender MPS bucket (segments, metered as the throttle does)."""
     from dispatcher.throttle.policy import mps_bucket_shape
 
-    recs = [m for m in records if (since is None or m["received_at"] >= since)
-            and (until is None or m["received_at"] < until)]
+    recs = [
+        m
+        for m in records
+        if (since is None or m["received_at"] >= since)
+        and (until is None or m["received_at"] < until)
+    ]
     times = [float(m["received_at"]) for m in recs]
-    out = [WindowReport("campaign", worst_window(times, seeded.window_seconds)[0],
-                        seeded.window_limit, seeded.window_seconds)]
+    out = [
+        WindowReport(
+            "campaign",
+            worst_window(times, seeded.window_seconds)[0],
+            seeded.window_limit,
+            seeded.window_seconds,
+        )
+    ]
     limit, period = mps_bucket_shape(seeded.mps)
     segs = [int(m.get("num_segments") or 1) for m in recs]
     out.append(WindowReport("sender_mps", worst_window(times, period, segs)[0], limit, period))
@@ -649,14 +825,25 @@ def deployment(redis_url: str, database_url: str, log_dir: Path) -> Iterator[tup
             pass
 
 
-def finish_and_check(stack: Stack, db: Any, seeded: Seeded, run_id: int, *, timeout: float,
-                     check_names: Sequence[str] = ()) -> tuple[Report, list[dict[str, Any]],
-                                                               list[dict[str, Any]]]:
+def finish_and_check(
+    stack: Stack,
+    db: Any,
+    seeded: Seeded,
+    run_id: int,
+    *,
+    timeout: float,
+    check_names: Sequence[str] = (),
+) -> tuple[Report, list[dict[str, Any]], list[dict[str, Any]]]:
     """Wait for the run to finish, then check the carrier's record against the seeded people."""
     wait_run_done(db, run_id, timeout, stack, check_names=check_names)
     assert stack.carrier is not None
     records = stack.carrier.records()
     rows = outbox_rows(db, [run_id])
-    rep = check_delivery(records, rows, expected=seeded.consented,
-                         forbidden=seeded.opted_out + seeded.no_consent, brand=seeded.brand)
+    rep = check_delivery(
+        records,
+        rows,
+        expected=seeded.consented,
+        forbidden=seeded.opted_out + seeded.no_consent,
+        brand=seeded.brand,
+    )
     return rep, records, rows

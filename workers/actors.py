@@ -47,8 +47,9 @@ def pipeline() -> Any:
 
 
 def enqueue(row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = None) -> None:
-    deliver.send_with_options(args=(row_id, booking),
-                              delay=int(delay_s * 1000) if delay_s > 0 else None)
+    deliver.send_with_options(
+        args=(row_id, booking), delay=int(delay_s * 1000) if delay_s > 0 else None
+    )
 
 
 def enqueue_many(ids: list[int]) -> None:
@@ -57,7 +58,7 @@ def enqueue_many(ids: list[int]) -> None:
 
     size = get_settings().deliver_batch
     for i in range(0, len(ids), size):
-        chunk = ids[i:i + size]
+        chunk = ids[i : i + size]
         if len(chunk) == 1:
             deliver.send(chunk[0], None)
         else:
@@ -84,15 +85,27 @@ if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
     broker.add_middleware(FairPrefetch())
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
-                time_limit=180_000, throws=(ConfigError,))
+@dramatiq.actor(
+    queue_name=QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=30_000,
+    time_limit=180_000,
+    throws=(ConfigError,),
+)
 def deliver(row_id: int, booking: dict[str, Any] | None = None) -> None:
     outcome = pipeline().deliver(row_id, booking)
     log.debug("row %s: %s", row_id, outcome)
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000,
-                time_limit=600_000, throws=(ConfigError,))
+@dramatiq.actor(
+    queue_name=QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=30_000,
+    time_limit=600_000,
+    throws=(ConfigError,),
+)
 def deliver_batch(row_ids: list[int]) -> None:
     """Several released rows (no booking yet): one load, gate and claim for the lot, then a
     halt check, throttle slot and send per row.  A retry redoes only the rows still queued."""

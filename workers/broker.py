@@ -15,8 +15,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         from dramatiq.brokers.redis import RedisBroker
 
         # heartbeat_timeout: a killed worker's unacked messages return to the queue after this
-        return RedisBroker(url=settings.redis_url, heartbeat_timeout=30_000,
-                           dead_message_ttl=86_400_000 * 7)
+        return RedisBroker(
+            url=settings.redis_url, heartbeat_timeout=30_000, dead_message_ttl=86_400_000 * 7
+        )
     return StubBroker()
 
 

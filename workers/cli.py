@@ -17,8 +17,9 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    realistic: bool = typer.Option(False, "--realistic",
-                                   help="Keep the 10 per 5 min limit (shows the ETA; ~4 h)."),
+    realistic: bool = typer.Option(
+        False, "--realistic", help="Keep the 10 per 5 min limit (shows the ETA; ~4 h)."
+    ),
     contacts: int = typer.Option(200, "--contacts", min=10, max=5000),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
 ) -> None:
@@ -33,11 +34,18 @@ def demo(
     for m in carrier:
         per_phone[m["to"]] = per_phone.get(m["to"], 0) + 1
     dupes = sum(1 for v in per_phone.values() if v > 1)
-    doc = {"run": p["id"], "state": p["state"], "total": p["total"],
-           "by_state": p["by_state"], "suppressed_by_reason": p["suppressed_by_reason"],
-           "deferred_by_reason": p["deferred_by_reason"], "failed_by_code": p["failed_by_code"],
-           "carrier_received": len(carrier), "carrier_duplicates": dupes,
-           "plan": res["seeded"]["plan"]}
+    doc = {
+        "run": p["id"],
+        "state": p["state"],
+        "total": p["total"],
+        "by_state": p["by_state"],
+        "suppressed_by_reason": p["suppressed_by_reason"],
+        "deferred_by_reason": p["deferred_by_reason"],
+        "failed_by_code": p["failed_by_code"],
+        "carrier_received": len(carrier),
+        "carrier_duplicates": dupes,
+        "plan": res["seeded"]["plan"],
+    }
     if as_json:
         emit_json(doc)
         return
@@ -45,12 +53,17 @@ def demo(
     rows += [(f"  suppressed: {k}", v) for k, v in sorted(p["suppressed_by_reason"].items())]
     rows += [(f"  failed: error {k}", v) for k, v in sorted(p["failed_by_code"].items())]
     rows += [(f"  waiting: {k}", v) for k, v in sorted(p["deferred_by_reason"].items())]
-    rows += [("carrier received", len(carrier)), ("carrier duplicates", dupes),
-             ("accounted for", f"{sum(p['by_state'].values())} of {p['total']} recipients")]
+    rows += [
+        ("carrier received", len(carrier)),
+        ("carrier duplicates", dupes),
+        ("accounted for", f"{sum(p['by_state'].values())} of {p['total']} recipients"),
+    ]
     table(f"Run {p['id']} ({p['state']})", ["", "recipients"], rows)
-    err().print("Every recipient is accounted for: sent/delivered went to the sandbox carrier "
-                "(once each); suppressed ones carry their reason; waiting ones are in their "
-                "quiet hours and go out when their day starts.")
+    err().print(
+        "Every recipient is accounted for: sent/delivered went to the sandbox carrier "
+        "(once each); suppressed ones carry their reason; waiting ones are in their "
+        "quiet hours and go out when their day starts."
+    )
 
 
 def _wait_for_signal() -> None:
@@ -80,20 +93,26 @@ def up(
 
 
 def scheduler(
-    metrics_port: int = typer.Option(None, "--metrics-port",
-                                     help="Expose this process's metrics (default: none)."),
+    metrics_port: int = typer.Option(
+        None, "--metrics-port", help="Expose this process's metrics (default: none)."
+    ),
     tick: float = typer.Option(1.0, "--tick", help="Seconds between ticks."),
     leader_ttl: float = typer.Option(10.0, "--leader-ttl", help="Leader lock expiry (s)."),
     reconcile: float = typer.Option(10.0, "--reconcile", help="Seconds between reconciles."),
     lost_after: float = typer.Option(
-        60.0, "--lost-after", help="A queued row whose queue message is this old is re-sent."),
+        60.0, "--lost-after", help="A queued row whose queue message is this old is re-sent."
+    ),
     sending_lease: float = typer.Option(
-        90.0, "--sending-lease",
+        90.0,
+        "--sending-lease",
         help="A row 'sending' this long belongs to a dead worker (must exceed the gateway "
-             "timeout); it is then resolved at the carrier."),
+        "timeout); it is then resolved at the carrier.",
+    ),
     status_after: float = typer.Option(
-        300.0, "--status-after",
-        help="A sent row with no final status this long asks the carrier for it."),
+        300.0,
+        "--status-after",
+        help="A sent row with no final status this long asks the carrier for it.",
+    ),
 ) -> None:
     """The distributed scheduler (one leads via a Redis lock; others stand by)."""
     from dispatcher.cli.output import err
@@ -106,8 +125,9 @@ def scheduler(
     settings = get_settings()
     setup_logging(settings.log_level)
     if settings.embedded:
-        raise ConfigError("the scheduler needs DISPATCHER_REDIS_URL (embedded mode: "
-                          "use `dispatcher up`)")
+        raise ConfigError(
+            "the scheduler needs DISPATCHER_REDIS_URL (embedded mode: use `dispatcher up`)"
+        )
     rt: Any = actors.runtime()
     rt.db.ensure_schema() if rt.db.is_sqlite else None
     if metrics_port:
@@ -116,12 +136,18 @@ def scheduler(
         start_exporter(metrics_port, rt.metrics)
     from dispatcher.housekeeping import HousekeepingConfig
 
-    s = Scheduler(rt, actors.enqueue_many, tick_s=tick, leader_ttl_s=leader_ttl,
-                  reconcile_s=reconcile, resolve=lambda i: actors.pipeline().resolve(i),
-                  refresh=lambda i: actors.pipeline().refresh(i),
-                  housekeeping=HousekeepingConfig(lost_after_s=lost_after,
-                                                  sending_lease_s=sending_lease,
-                                                  status_after_s=status_after))
+    s = Scheduler(
+        rt,
+        actors.enqueue_many,
+        tick_s=tick,
+        leader_ttl_s=leader_ttl,
+        reconcile_s=reconcile,
+        resolve=lambda i: actors.pipeline().resolve(i),
+        refresh=lambda i: actors.pipeline().refresh(i),
+        housekeeping=HousekeepingConfig(
+            lost_after_s=lost_after, sending_lease_s=sending_lease, status_after_s=status_after
+        ),
+    )
     s.start()
     err().print("scheduler started (standing by until it holds the leader lock)")
     try:

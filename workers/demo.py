@@ -18,16 +18,30 @@ from dispatcher import contacts, ledger, registry, run_report, runs
 from dispatcher.settings import Settings
 
 ZONES = (
-    "America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles",
-    "America/Anchorage", "Pacific/Honolulu", "America/Puerto_Rico", "Pacific/Guam",
-    "America/Sao_Paulo", "Europe/London", "Europe/Berlin", "Asia/Dubai", "Asia/Kolkata",
-    "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+    "America/Puerto_Rico",
+    "Pacific/Guam",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Berlin",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
 )
 # area codes outside FL/OK/MD (whose 20:00 rules would narrow the window)
 NPAS = ("212", "312", "415", "503", "617", "702", "206", "214", "404", "720")
 MAGIC_FAIL = ("+15005550001", "+15005550002", "+15005550004", "+15005550009")
-TEMPLATE = ("Hi [first_name], your maintenance contract [contract] expires on [date]. "
-            "Renew at example.com/renew")
+TEMPLATE = (
+    "Hi [first_name], your maintenance contract [contract] expires on [date]. "
+    "Renew at example.com/renew"
+)
 
 
 def zones_where(now: datetime, lo: int, hi: int) -> list[str]:
@@ -44,8 +58,10 @@ def write_contacts(path: Path, now: datetime, n: int = 200, seed: int = 7) -> di
     night = zones_where(now, 0, 7) or ["Pacific/Honolulu"]
     plan: Counter[str] = Counter()
     header = ["phone", "name", "time_zone", "contract", "date"]
-    with path.open("w", newline="") as fh, \
-            path.with_name("demo_no_consent.csv").open("w", newline="") as fh2:
+    with (
+        path.open("w", newline="") as fh,
+        path.with_name("demo_no_consent.csv").open("w", newline="") as fh2,
+    ):
         w = csv.writer(fh)
         w.writerow([*header, "consent_source", "consent_evidence", "consented_at"])
         w2 = csv.writer(fh2)  # contacts with no consent on record (gates must suppress them)
@@ -54,8 +70,12 @@ def write_contacts(path: Path, now: datetime, n: int = 200, seed: int = 7) -> di
             npa = NPAS[i % len(NPAS)]
             phone = f"+1{npa}555{1000 + i:04d}"
             tz, date = rng.choice(day), (now + timedelta(days=30 + i % 60)).date().isoformat()
-            consent = ("web_form", "Checked 'Text me service reminders' at example.com/sms "
-                       "(not a condition of purchase)", "2026-01-15T10:00:00Z")
+            consent = (
+                "web_form",
+                "Checked 'Text me service reminders' at example.com/sms "
+                "(not a condition of purchase)",
+                "2026-01-15T10:00:00Z",
+            )
             kind = "ok"
             if i < len(MAGIC_FAIL):
                 phone, kind = MAGIC_FAIL[i], "carrier_rejects"
@@ -77,11 +97,11 @@ def write_contacts(path: Path, now: datetime, n: int = 200, seed: int = 7) -> di
 
 
 def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> dict[str, Any]:
-    doc = json.loads(resources.files("dispatcher.data").joinpath("usa2p_seed004.json")
-                     .read_text())
+    doc = json.loads(resources.files("dispatcher.data").joinpath("usa2p_seed004.json").read_text())
     doc["campaign_status"] = "VERIFIED"
     policy = {"sender": "+15005550006"} | (
-        {} if realistic else {"window_limit": 30, "window_seconds": 10})
+        {} if realistic else {"window_limit": 30, "window_seconds": 10}
+    )
     f = workdir / "demo_contacts.csv"
     plan = write_contacts(f, now, n)
     with db.session() as s:
@@ -93,12 +113,28 @@ def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> d
         # some customers later replied STOP: the ledger records the revocation
         for c in contacts.list_contacts(s, limit=n + 10):
             i = int(c.name.split()[0][8:]) if c.name and c.name.startswith("Customer") else -1
-            if i >= len(MAGIC_FAIL) and i % 11 == 7 and i % 17 != 5 and i % 13 != 3 \
-                    and i % 29 != 11:
-                ledger.append(s, contact_id=c.id, brand_id=brand.id, action="revoke",
-                              source="keyword", actor="demo", evidence_text="STOP")
-        return {"campaign": campaign.sid, "brand": brand.name, "import": rep.as_dict(),
-                "plan": plan}
+            if (
+                i >= len(MAGIC_FAIL)
+                and i % 11 == 7
+                and i % 17 != 5
+                and i % 13 != 3
+                and i % 29 != 11
+            ):
+                ledger.append(
+                    s,
+                    contact_id=c.id,
+                    brand_id=brand.id,
+                    action="revoke",
+                    source="keyword",
+                    actor="demo",
+                    evidence_text="STOP",
+                )
+        return {
+            "campaign": campaign.sid,
+            "brand": brand.name,
+            "import": rep.as_dict(),
+            "plan": plan,
+        }
 
 
 def summary(db: Any, run_id: int) -> dict[str, Any]:
@@ -107,8 +143,14 @@ def summary(db: Any, run_id: int) -> dict[str, Any]:
     return p
 
 
-def run_demo(*, realistic: bool = False, n: int = 200, workdir: Path | None = None,
-             show: bool = True, timeout: float | None = None) -> dict[str, Any]:
+def run_demo(
+    *,
+    realistic: bool = False,
+    n: int = 200,
+    workdir: Path | None = None,
+    show: bool = True,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     from workers.embedded import EmbeddedStack
 
     workdir = workdir or Path(".dispatcher")
@@ -122,8 +164,9 @@ def run_demo(*, realistic: bool = False, n: int = 200, workdir: Path | None = No
     with stack:
         db = stack.runtime.db
         seeded = seed(db, workdir, now, realistic=realistic, n=n)
-        req = runs.LaunchRequest(campaign=seeded["campaign"], template=TEMPLATE,
-                                 audience={"kind": "all"}, actor="demo")
+        req = runs.LaunchRequest(
+            campaign=seeded["campaign"], template=TEMPLATE, audience={"kind": "all"}, actor="demo"
+        )
         with db.session() as s:
             dry = run_report.dry_run(s, req, now=now)
             s.rollback()
@@ -133,10 +176,14 @@ def run_demo(*, realistic: bool = False, n: int = 200, workdir: Path | None = No
         if show:
             from dispatcher.cli.output import err
 
-            err().print(f"[bold]Demo[/bold]: {n} contacts, campaign {seeded['campaign']} "
-                        f"(limit {dry['limits']}), estimated {dry['estimated_seconds']} s.")
-            err().print(f"First message: [italic]{dry['first_message']}[/italic] "
-                        f"({dry['encoding']}, {dry['segments']} segment)")
+            err().print(
+                f"[bold]Demo[/bold]: {n} contacts, campaign {seeded['campaign']} "
+                f"(limit {dry['limits']}), estimated {dry['estimated_seconds']} s."
+            )
+            err().print(
+                f"First message: [italic]{dry['first_message']}[/italic] "
+                f"({dry['encoding']}, {dry['segments']} segment)"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         if show:
             from dispatcher.cli.watch import watch
@@ -156,13 +203,21 @@ def run_demo(*, realistic: bool = False, n: int = 200, workdir: Path | None = No
     return {"run": p, "dry_run": dry, "seeded": seeded, "carrier": carrier}
 
 
-WAITING_FOR_DAYTIME = ("quiet_hours", "quiet_hours_unknown_zone", "frequency_cap",
-                       "state_frequency_cap")
+WAITING_FOR_DAYTIME = (
+    "quiet_hours",
+    "quiet_hours_unknown_zone",
+    "frequency_cap",
+    "state_frequency_cap",
+)
 
 
 def _only_deferred_left(p: dict[str, Any]) -> bool:
     """Everything that can go now went: what is left waits for its recipients' daytime."""
     c = p["by_state"]
     waiting = sum(n for r, n in p["deferred_by_reason"].items() if r in WAITING_FOR_DAYTIME)
-    return waiting > 0 and c.get("queued", 0) == waiting and c.get("sending", 0) == 0 \
+    return (
+        waiting > 0
+        and c.get("queued", 0) == waiting
+        and c.get("sending", 0) == 0
         and c.get("unknown", 0) == 0
+    )

@@ -16,8 +16,15 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedStack:
-    def __init__(self, settings: Settings, *, worker_threads: int = 8, clock: Any = None,
-                 sandbox_config: Any = None, tick_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_threads: int = 8,
+        clock: Any = None,
+        sandbox_config: Any = None,
+        tick_s: float = 0.5,
+    ) -> None:
         self.settings = settings
         self.worker_threads = worker_threads
         self.runtime = Runtime(settings, clock=clock, sandbox_config=sandbox_config)
@@ -33,13 +40,19 @@ class EmbeddedStack:
         rt.db  # noqa: B018 - opens (and for SQLite upgrades) the database now
         rt.gateway  # noqa: B018 - starts the in-process sandbox carrier
         actors.set_runtime(rt)
-        self.worker = dramatiq.Worker(actors.broker, worker_threads=self.worker_threads,
-                                      worker_timeout=100)
+        self.worker = dramatiq.Worker(
+            actors.broker, worker_threads=self.worker_threads, worker_timeout=100
+        )
         self.worker.start()
-        self.scheduler = Scheduler(rt, actors.enqueue_many, tick_s=self.tick_s,
-                                   reconcile_s=5.0, resolve=lambda i: actors.pipeline().resolve(i),
-                                   refresh=lambda i: actors.pipeline().refresh(i),
-                                   scheduler_id="embedded")
+        self.scheduler = Scheduler(
+            rt,
+            actors.enqueue_many,
+            tick_s=self.tick_s,
+            reconcile_s=5.0,
+            resolve=lambda i: actors.pipeline().resolve(i),
+            refresh=lambda i: actors.pipeline().refresh(i),
+            scheduler_id="embedded",
+        )
         self.scheduler.start()
         return self
 

@@ -33,8 +33,14 @@ class InFlight(Middleware):
     def before_process_message(self, broker: Any, message: Any) -> None:
         self._report(+1)
 
-    def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: Any,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._report(-1)
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
@@ -57,8 +63,7 @@ class Warmup(Middleware):
         try:
             self._build()
         except Exception:  # noqa: BLE001 - the first message retries and reports it
-            log.warning("worker warm-up failed; the first message will try again",
-                        exc_info=True)
+            log.warning("worker warm-up failed; the first message will try again", exc_info=True)
 
 
 class FairPrefetch(Middleware):

@@ -47,8 +47,9 @@ class LeaderLock:
 
     def acquire(self) -> bool:
         try:
-            return bool(self._renew(keys=[keys.scheduler_leader_key()],
-                                    args=[self.token, self.ttl_ms]))
+            return bool(
+                self._renew(keys=[keys.scheduler_leader_key()], args=[self.token, self.ttl_ms])
+            )
         except Exception:  # noqa: BLE001 - Redis down: nobody leads until it is back
             log.warning("leader lock: Redis unavailable", exc_info=True)
             return False
@@ -99,8 +100,15 @@ class WakeListener:
     ``WAKE_CHANNEL`` and calls ``wake()`` once per burst of notifications.  A lost connection
     is logged (INFO) and retried with backoff; ``stop()`` returns within about ``poll_s``."""
 
-    def __init__(self, dsn: str, wake: Callable[[], None], *, poll_s: float = 1.0,
-                 backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        wake: Callable[[], None],
+        *,
+        poll_s: float = 1.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         self.dsn = dsn
         self.wake = wake
         self.poll_s = poll_s
@@ -143,9 +151,15 @@ class WakeListener:
         import psycopg
 
         # keepalives: a silently dead peer (no RST) would otherwise look like a quiet channel
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10, keepalives=1,
-                             keepalives_idle=30, keepalives_interval=10,
-                             keepalives_count=3) as conn:
+        with psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        ) as conn:
             conn.execute(f"LISTEN {WAKE_CHANNEL}")
             self.listening.set()
             while not self._stop.is_set():
@@ -173,19 +187,33 @@ def _job(scheduler_id: str, name: str) -> None:
 
 
 class Scheduler:
-    def __init__(self, runtime: Any, enqueue_many: Any, *, tick_s: float = 1.0,
-                 reconcile_s: float = 10.0, leader_ttl_s: float = 10.0,
-                 resolve: Any = None, scheduler_id: str = "dispatcher",
-                 housekeeping: HousekeepingConfig | None = None,
-                 refresh: Any = None) -> None:
+    def __init__(
+        self,
+        runtime: Any,
+        enqueue_many: Any,
+        *,
+        tick_s: float = 1.0,
+        reconcile_s: float = 10.0,
+        leader_ttl_s: float = 10.0,
+        resolve: Any = None,
+        scheduler_id: str = "dispatcher",
+        housekeeping: HousekeepingConfig | None = None,
+        refresh: Any = None,
+    ) -> None:
         self.runtime = runtime
         self.id = scheduler_id
         self.tick_s = tick_s
         self.reconcile_s = reconcile_s
         self.lock = LeaderLock(runtime.redis, leader_ttl_s)
-        self.housekeeper = Housekeeper(runtime.db, runtime.clock, enqueue_many,
-                                       resolve=resolve, metrics=runtime.metrics,
-                                       config=housekeeping, refresh=refresh)
+        self.housekeeper = Housekeeper(
+            runtime.db,
+            runtime.clock,
+            enqueue_many,
+            resolve=resolve,
+            metrics=runtime.metrics,
+            config=housekeeping,
+            refresh=refresh,
+        )
         self._aps: Any = None
         self.listener: WakeListener | None = None
         self._leading = False
@@ -221,16 +249,27 @@ class Scheduler:
             # The SQL job store rewrites a job's row at every run: fine for the reconciler
             # (every 10 s), wasteful for the sub-second tick, which lives in memory (it is
             # re-added at every start anyway; its state is the outbox, not the job).
-            jobstores={"default": _resilient_store(self.runtime.db.engine),
-                       "memory": MemoryJobStore()},
+            jobstores={
+                "default": _resilient_store(self.runtime.db.engine),
+                "memory": MemoryJobStore(),
+            },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
-        for name, every, store in (("tick", self.tick_s, "memory"),
-                                   ("reconcile", self.reconcile_s, "default"),
-                                   ("observe", max(self.tick_s, 5.0), "memory")):
-            self._aps.add_job(_job, "interval", seconds=every, args=[self.id, name],
-                              id=f"{self.id}:{name}", replace_existing=True, jobstore=store)
+        for name, every, store in (
+            ("tick", self.tick_s, "memory"),
+            ("reconcile", self.reconcile_s, "default"),
+            ("observe", max(self.tick_s, 5.0), "memory"),
+        ):
+            self._aps.add_job(
+                _job,
+                "interval",
+                seconds=every,
+                args=[self.id, name],
+                id=f"{self.id}:{name}",
+                replace_existing=True,
+                jobstore=store,
+            )
         for attempt in range(5):
             try:
                 self._aps.start()

@@ -26,14 +26,27 @@ MAX_INLINE_RECIPIENTS = 10_000
 IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:~-]{1,64}$"
 _FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 
-Scalar = Annotated[str, StringConstraints(max_length=2000)] | int | Annotated[
-    float, Field(allow_inf_nan=False)] | bool | None
+Scalar = (
+    Annotated[str, StringConstraints(max_length=2000)]
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
 VarName = Annotated[str, StringConstraints(pattern=_FIELD_NAME)]
 Variables = dict[VarName, Scalar]
 Phone = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Source = Literal[
-    "web_form", "keyword", "import", "operator", "api", "carrier", "paper", "ivr", "email",
+    "web_form",
+    "keyword",
+    "import",
+    "operator",
+    "api",
+    "carrier",
+    "paper",
+    "ivr",
+    "email",
     "natural_language",
 ]
 assert set(Source.__args__) == set(ledger.SOURCES)  # type: ignore[attr-defined]
@@ -67,14 +80,17 @@ class _In(BaseModel):
 class Recipient(_In):
     phone: Phone = Field(description="Phone number; normalised to E.164 (US default region).")
     variables: Variables = Field(
-        default_factory=dict, description="Template values for this recipient ([field] names).")
+        default_factory=dict, description="Template values for this recipient ([field] names)."
+    )
 
 
 class AudienceRef(_In):
     kind: Literal["all", "segment"] = Field(
-        description="'all' contacts, or a 'segment' of contacts (attributes equal values).")
+        description="'all' contacts, or a 'segment' of contacts (attributes equal values)."
+    )
     query: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
-        default=None, description="Segment terms, e.g. 'plan=gold,state=FL' (kind=segment).")
+        default=None, description="Segment terms, e.g. 'plan=gold,state=FL' (kind=segment)."
+    )
 
     @model_validator(mode="after")
     def _query(self) -> AudienceRef:
@@ -96,18 +112,22 @@ class RunSpec(_In):
 
     campaign: Short = Field(description="Campaign SID (QE...) or numeric id.")
     template: Annotated[str, StringConstraints(min_length=1, max_length=1600)] = Field(
-        description="Message template with [field] placeholders.")
+        description="Message template with [field] placeholders."
+    )
     send_at: AwareDatetime | None = Field(
-        default=None, description="When to start (ISO 8601 with offset); default now.")
+        default=None, description="When to start (ISO 8601 with offset); default now."
+    )
     idempotency_key: Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY)] | None = Field(
-        default=None, description="Same as the Idempotency-Key header (either, or both equal).")
+        default=None, description="Same as the Idempotency-Key header (either, or both equal)."
+    )
 
 
 class RunCreate(RunSpec):
     """A run: recipients inline, or a reference to contacts already stored."""
 
-    recipients: Annotated[list[Recipient], Field(min_length=1,
-                                                 max_length=MAX_INLINE_RECIPIENTS)] | None = None
+    recipients: (
+        Annotated[list[Recipient], Field(min_length=1, max_length=MAX_INLINE_RECIPIENTS)] | None
+    ) = None
     audience: AudienceRef | None = None
 
     @model_validator(mode="after")
@@ -163,8 +183,10 @@ class UploadReport(BaseModel):
     rejects_truncated: bool
     sha256: str = Field(description="Digest of the accepted recipients (part of idempotency).")
     dry_run_sample: int | None = Field(
-        default=None, description="When set, the dry-run figures cover only the first this many "
-        "recipients of the upload (large uploads); the run itself has every accepted one.")
+        default=None,
+        description="When set, the dry-run figures cover only the first this many "
+        "recipients of the upload (large uploads); the run itself has every accepted one.",
+    )
 
 
 class RunCreated(BaseModel):
@@ -198,11 +220,14 @@ class PauseBody(_In):
 class ContactIn(_In):
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
     time_zone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="IANA zone, e.g. America/Chicago.")
+        default=None, description="IANA zone, e.g. America/Chicago."
+    )
     state: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = Field(
-        default=None, description="US state code.")
+        default=None, description="US state code."
+    )
     attributes: dict[Annotated[str, StringConstraints(pattern=_FIELD_NAME)], Scalar] | None = Field(
-        default=None, description="Merged into the stored attributes (segments, [field]s).")
+        default=None, description="Merged into the stored attributes (segments, [field]s)."
+    )
 
 
 class ContactOut(BaseModel):
@@ -219,8 +244,9 @@ class ContactOut(BaseModel):
 class ConsentIn(_In):
     phone: Phone
     brand: Short = Field(description="Brand name or id.")
-    campaign: Short | None = Field(default=None,
-                                   description="Campaign SID; none = the whole brand.")
+    campaign: Short | None = Field(
+        default=None, description="Campaign SID; none = the whole brand."
+    )
     action: Literal["grant", "revoke"]
     source: Source = "api"
     consent_type: Literal["implied", "express", "written"] = "express"
@@ -232,10 +258,12 @@ class ConsentIn(_In):
 
     @model_validator(mode="after")
     def _evidence(self) -> ConsentIn:
-        if self.action == "grant" and not (self.evidence_text or self.evidence_url
-                                           or self.evidence_ref or self.note):
-            raise ValueError("a consent grant needs evidence (evidence_text, evidence_url, "
-                             "evidence_ref or note)")
+        if self.action == "grant" and not (
+            self.evidence_text or self.evidence_url or self.evidence_ref or self.note
+        ):
+            raise ValueError(
+                "a consent grant needs evidence (evidence_text, evidence_url, evidence_ref or note)"
+            )
         return self
 
 

@@ -33,19 +33,38 @@ from dispatcher.errors import (
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
-_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-           405: "Method not allowed", 409: "Conflict", 413: "Content too large",
-           415: "Unsupported media type", 422: "Unprocessable content",
-           500: "Internal error", 503: "Service unavailable"}
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal error",
+    503: "Service unavailable",
+}
 _PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 
 
-def problem(status: int, slug: str, detail: str, *, field: str | None = None,
-            errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
-    doc: dict[str, Any] = {"type": f"urn:dispatcher:problem:{slug}",
-                           "title": _TITLES.get(status, "Error"), "status": status,
-                           "detail": " ".join(str(detail).split())[:2000], "field": field}
+def problem(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    doc: dict[str, Any] = {
+        "type": f"urn:dispatcher:problem:{slug}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": " ".join(str(detail).split())[:2000],
+        "field": field,
+    }
     if errors is not None:
         doc["errors"] = errors
     return JSONResponse(doc, status_code=status, media_type=MEDIA_TYPE, headers=headers)
@@ -53,9 +72,14 @@ def problem(status: int, slug: str, detail: str, *, field: str | None = None,
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for an operation: each code documented as a problem document."""
-    return {code: {"description": _TITLES.get(code, "Error"), "model": _problem_model(),
-                   "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}}}
-            for code in codes}
+    return {
+        code: {
+            "description": _TITLES.get(code, "Error"),
+            "model": _problem_model(),
+            "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for code in codes
+    }
 
 
 def _problem_model() -> Any:
@@ -108,12 +132,15 @@ async def _validation_error(request: Request, exc: Exception) -> Any:
     assert isinstance(exc, RequestValidationError)
     if not _ours(request):
         return await request_validation_exception_handler(request, exc)
-    errors = [{"field": _field_of(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
-              for e in exc.errors()]
+    errors = [
+        {"field": _field_of(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+        for e in exc.errors()
+    ]
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
-    return problem(422, "validation", f"{where}{first['message']}", field=first["field"],
-                   errors=errors)
+    return problem(
+        422, "validation", f"{where}{first['message']}", field=first["field"], errors=errors
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Any:

@@ -33,14 +33,28 @@ from dispatcher.errors import InputError
 from dispatcher.models import ApiKey
 
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id.")]
-PhonePath = Annotated[str, Path(min_length=1, max_length=32,
-                                description="Phone number (E.164 preferred, e.g. +14155550100).")]
-IdemHeader = Annotated[str | None, Header(
-    alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY,
-    description="Same key + same body returns the same run; same key + another body is 409.")]
+PhonePath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=32,
+        description="Phone number (E.164 preferred, e.g. +14155550100).",
+    ),
+]
+IdemHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY,
+        description="Same key + same body returns the same run; same key + another body is 409.",
+    ),
+]
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
-_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
-                     description="API key from `dispatcher api-key create` (dsk_...).")
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="API key from `dispatcher api-key create` (dsk_...).",
+)
 
 
 def build_router(runtime: Any) -> APIRouter:
@@ -66,55 +80,85 @@ def build_router(runtime: Any) -> APIRouter:
 
     # --------------------------------------------------------------------------------- runs
     @router.post(
-        "/v1/runs", tags=["runs"], status_code=201, response_model=RunCreated,
+        "/v1/runs",
+        tags=["runs"],
+        status_code=201,
+        response_model=RunCreated,
         summary="Launch a run (idempotent)",
         description="Scope `runs:write`.  201 with the new run and its dry-run figures; 200 with "
         "the same run when the idempotency key was already used with the same body.",
-        responses={200: {"model": RunCreated, "description": "Replay of an earlier request"},
-                   **errors(400, 404, 409)},
+        responses={
+            200: {"model": RunCreated, "description": "Replay of an earlier request"},
+            **errors(400, 404, 409),
+        },
     )
     def create_run(
-        body: RunCreate, response: Response,
+        body: RunCreate,
+        response: Response,
         key: Annotated[ApiKey, Depends(scope("runs:write"))],
         idempotency_key: IdemHeader = None,
     ) -> RunCreated:
         req = runs.LaunchRequest(
-            campaign=body.campaign, template=body.template,
-            audience=(body.audience.model_dump(exclude_none=True) if body.audience
-                      else {"kind": "list"}),
-            send_at=body.send_at, actor=apikeys.actor_of(key),
+            campaign=body.campaign,
+            template=body.template,
+            audience=(
+                body.audience.model_dump(exclude_none=True) if body.audience else {"kind": "list"}
+            ),
+            send_at=body.send_at,
+            actor=apikeys.actor_of(key),
             idempotency_key=_namespaced(key, idempotency_key, body.idempotency_key),
-            recipients=([r.model_dump() for r in body.recipients]
-                        if body.recipients is not None else None),
+            recipients=(
+                [r.model_dump() for r in body.recipients] if body.recipients is not None else None
+            ),
         )
         sub = submit_run(runtime.db, req, now=runtime.clock.now())
         response.status_code = 201 if sub.created else 200
         return _created(sub, None)
 
     @router.post(
-        "/v1/runs:upload", tags=["runs"], status_code=201, response_model=RunCreated,
+        "/v1/runs:upload",
+        tags=["runs"],
+        status_code=201,
+        response_model=RunCreated,
         summary="Launch a run with a streamed NDJSON recipient list",
         description="Scope `runs:write`.  Body `application/x-ndjson`: line 1 is the run spec "
         "(campaign, template, send_at, idempotency_key), every further line one recipient "
         '`{"phone": ..., "variables": {...}}`.  Streamed to disk, never held in memory; '
         "rejected lines are listed in `upload.rejects` and do not fail the upload.",
-        responses={200: {"model": RunCreated, "description": "Replay of an earlier upload"},
-                   **errors(400, 404, 409, 413, 415)},
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "application/x-ndjson": {"schema": {
-                "type": "string",
-                "description": "Line 1: a RunSpec object; then one Recipient object per line.",
-            }}}}},
+        responses={
+            200: {"model": RunCreated, "description": "Replay of an earlier upload"},
+            **errors(400, 404, 409, 413, 415),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-ndjson": {
+                        "schema": {
+                            "type": "string",
+                            "description": (
+                                "Line 1: a RunSpec object; then one Recipient object per line."
+                            ),
+                        }
+                    }
+                },
+            }
+        },
     )
     async def upload_run(
-        request: Request, response: Response,
+        request: Request,
+        response: Response,
         key: Annotated[ApiKey, Depends(scope("runs:write"))],
         idempotency_key: IdemHeader = None,
     ) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in NDJSON_TYPES:
-            return problem(415, "unsupported-media-type",
-                           "send the recipients as application/x-ndjson", field="content-type")
+            return problem(
+                415,
+                "unsupported-media-type",
+                "send the recipients as application/x-ndjson",
+                field="content-type",
+            )
         try:
             spec_line, recipients, report = await upload.spool(request.stream())
         except upload.UploadTooLarge as e:
@@ -124,39 +168,50 @@ def build_router(runtime: Any) -> APIRouter:
                 spec = RunSpec.model_validate_json(spec_line)
             except ValidationError as e:
                 raise RequestValidationError(
-                    [{**err, "loc": ("body", "spec", *err.get("loc", ()))}
-                     for err in e.errors(include_url=False, include_context=False)]
+                    [
+                        {**err, "loc": ("body", "spec", *err.get("loc", ()))}
+                        for err in e.errors(include_url=False, include_context=False)
+                    ]
                 ) from None
             req = upload.UploadRequest(
-                campaign=spec.campaign, template=spec.template,
+                campaign=spec.campaign,
+                template=spec.template,
                 audience={"kind": "list", "upload_sha256": report.sha256},
-                send_at=spec.send_at, actor=apikeys.actor_of(key),
+                send_at=spec.send_at,
+                actor=apikeys.actor_of(key),
                 idempotency_key=_namespaced(key, idempotency_key, spec.idempotency_key),
                 recipients=recipients,  # type: ignore[arg-type]  # re-iterable spool
             )
             now = runtime.clock.now()
             sample = upload.DRY_RUN_SAMPLE if report.accepted > upload.DRY_RUN_SAMPLE else None
-            sub = await run_in_threadpool(lambda: submit_run(
-                runtime.db, req, now=now, sample_limit=sample))
+            sub = await run_in_threadpool(
+                lambda: submit_run(runtime.db, req, now=now, sample_limit=sample)
+            )
         finally:
             recipients.discard()
         response.status_code = 201 if sub.created else 200
         return _created(sub, {**report.as_dict(), "dry_run_sample": sample})
 
     @router.get(
-        "/v1/runs/{run_id}", tags=["runs"], response_model=RunProgress,
+        "/v1/runs/{run_id}",
+        tags=["runs"],
+        response_model=RunProgress,
         summary="Progress of a run",
         description="Scope `runs:read`.  Rows by state, suppressions by reason, ETA, pause reason.",
         responses=errors(404),
     )
-    def get_run(run_id: RunId,
-                key: Annotated[ApiKey, Depends(scope("runs:read"))]) -> dict[str, Any]:
+    def get_run(
+        run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:read"))]
+    ) -> dict[str, Any]:
         with runtime.db.session() as s:
             return run_report.progress(s, run_id, runtime.clock.now())
 
     def control(action: str) -> Callable[..., dict[str, Any]]:
-        def handler(run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))],
-                    body: Annotated[PauseBody | None, Body()] = None) -> dict[str, Any]:
+        def handler(
+            run_id: RunId,
+            key: Annotated[ApiKey, Depends(scope("runs:write"))],
+            body: Annotated[PauseBody | None, Body()] = None,
+        ) -> dict[str, Any]:
             now = runtime.clock.now()
             with runtime.db.session() as s:
                 if action == "pause":
@@ -173,71 +228,111 @@ def build_router(runtime: Any) -> APIRouter:
         handler.__name__ = f"{action}_run"
         return handler
 
-    for action, doc in (("pause", "Pause an active run (idempotent); `reason` is recorded."),
-                        ("resume", "Resume a paused run."),
-                        ("cancel", "Cancel a run: every row not yet handed over is cancelled.")):
+    for action, doc in (
+        ("pause", "Pause an active run (idempotent); `reason` is recorded."),
+        ("resume", "Resume a paused run."),
+        ("cancel", "Cancel a run: every row not yet handed over is cancelled."),
+    ):
         router.add_api_route(
-            f"/v1/runs/{{run_id}}:{action}", control(action), methods=["POST"], tags=["runs"],
-            response_model=RunProgress, summary=f"{action.capitalize()} a run",
-            description=f"Scope `runs:write`.  {doc}", responses=errors(404, 409),
+            f"/v1/runs/{{run_id}}:{action}",
+            control(action),
+            methods=["POST"],
+            tags=["runs"],
+            response_model=RunProgress,
+            summary=f"{action.capitalize()} a run",
+            description=f"Scope `runs:write`.  {doc}",
+            responses=errors(404, 409),
         )
 
     # ----------------------------------------------------------------------------- contacts
     @router.put(
-        "/v1/contacts/{phone}", tags=["contacts"], response_model=ContactOut,
+        "/v1/contacts/{phone}",
+        tags=["contacts"],
+        response_model=ContactOut,
         summary="Create or update a contact",
         description="Scope `contacts:write`.  Attributes are merged into the stored ones.  "
         "201 when created, 200 when updated.",
         responses={201: {"model": ContactOut, "description": "Created"}, **errors(400)},
     )
-    def put_contact(phone: PhonePath, body: ContactIn, response: Response,
-                    key: Annotated[ApiKey, Depends(scope("contacts:write"))]) -> ContactOut:
+    def put_contact(
+        phone: PhonePath,
+        body: ContactIn,
+        response: Response,
+        key: Annotated[ApiKey, Depends(scope("contacts:write"))],
+    ) -> ContactOut:
         with runtime.db.session() as s:
             c, created = contact_svc.upsert_contact(
-                s, phone, name=body.name, time_zone=body.time_zone,
+                s,
+                phone,
+                name=body.name,
+                time_zone=body.time_zone,
                 state_code=body.state.upper() if body.state else None,
-                attributes=body.attributes)
+                attributes=body.attributes,
+            )
             response.status_code = 201 if created else 200
             return ContactOut(**contact_svc.contact_dict(c), created=created)
 
     # ------------------------------------------------------------------------------ consent
     @router.post(
-        "/v1/consent", tags=["consent"], status_code=201, response_model=ConsentEventOut,
+        "/v1/consent",
+        tags=["consent"],
+        status_code=201,
+        response_model=ConsentEventOut,
         summary="Record a consent grant or revocation",
         description="Scope `consent:write`.  Appends to the ledger with the key as actor "
         "(`api:<key name>`); a grant needs evidence.",
         responses=errors(400, 404),
     )
-    def post_consent(body: ConsentIn,
-                     key: Annotated[ApiKey, Depends(scope("consent:write"))]) -> dict[str, Any]:
+    def post_consent(
+        body: ConsentIn, key: Annotated[ApiKey, Depends(scope("consent:write"))]
+    ) -> dict[str, Any]:
         with runtime.db.session() as s:
             brand = registry.get_brand(s, body.brand)
             campaign = registry.get_campaign(s, body.campaign) if body.campaign else None
             if campaign is not None and campaign.brand_id != brand.id:
-                raise InputError(f"campaign {campaign.sid} belongs to another brand",
-                                 field="campaign")
+                raise InputError(
+                    f"campaign {campaign.sid} belongs to another brand", field="campaign"
+                )
             contact, _ = contact_svc.upsert_contact(s, body.phone)
             ev = ledger.append(
-                s, contact_id=contact.id, brand_id=brand.id,
-                campaign_id=campaign.id if campaign else None, action=body.action,
-                source=body.source, actor=apikeys.actor_of(key), consent_type=body.consent_type,
-                evidence_text=body.evidence_text, evidence_url=body.evidence_url,
-                evidence_ref=body.evidence_ref, note=body.note, occurred_at=body.occurred_at)
-            return {**ev.model_dump(), "phone": contact.phone, "brand": brand.name,
-                    "campaign_sid": campaign.sid if campaign else None}
+                s,
+                contact_id=contact.id,
+                brand_id=brand.id,
+                campaign_id=campaign.id if campaign else None,
+                action=body.action,
+                source=body.source,
+                actor=apikeys.actor_of(key),
+                consent_type=body.consent_type,
+                evidence_text=body.evidence_text,
+                evidence_url=body.evidence_url,
+                evidence_ref=body.evidence_ref,
+                note=body.note,
+                occurred_at=body.occurred_at,
+            )
+            return {
+                **ev.model_dump(),
+                "phone": contact.phone,
+                "brand": brand.name,
+                "campaign_sid": campaign.sid if campaign else None,
+            }
 
     @router.get(
-        "/v1/contacts/{phone}/consent", tags=["consent"], response_model=ConsentLedger,
+        "/v1/contacts/{phone}/consent",
+        tags=["consent"],
+        response_model=ConsentLedger,
         summary="The consent ledger of one contact",
         description="Scope `consent:read`.  Every event with its evidence, oldest first.",
         responses=errors(400, 404),
     )
-    def get_consent(phone: PhonePath,
-                    key: Annotated[ApiKey, Depends(scope("consent:read"))]) -> dict[str, Any]:
+    def get_consent(
+        phone: PhonePath, key: Annotated[ApiKey, Depends(scope("consent:read"))]
+    ) -> dict[str, Any]:
         with runtime.db.session() as s:
             contact = contact_svc.get_contact(s, phone)
-            return {"phone": contact.phone,
-                    "events": list(ledger.export_rows(s, phone=contact.phone))}
+            return {
+                "phone": contact.phone,
+                "events": list(ledger.export_rows(s, phone=contact.phone)),
+            }
 
     return router
 
@@ -245,9 +340,15 @@ def build_router(runtime: Any) -> APIRouter:
 def _namespaced(key: ApiKey, header: str | None, body: str | None) -> str | None:
     """Idempotency keys are per API key: two systems cannot collide or read each other's run."""
     if header and body and header != body:
-        raise RequestValidationError([{
-            "loc": ("body", "idempotency_key"), "type": "value_error",
-            "msg": "differs from the Idempotency-Key header"}])
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "idempotency_key"),
+                    "type": "value_error",
+                    "msg": "differs from the Idempotency-Key header",
+                }
+            ]
+        )
     k = header or body
     return f"api:{key.name}:{k}" if k else None
 
@@ -257,5 +358,6 @@ def _created(sub: Submission, report: dict[str, Any] | None) -> RunCreated:
     k = run.get("idempotency_key")
     if k and k.startswith("api:"):
         run["idempotency_key"] = k.split(":", 2)[2]
-    return RunCreated.model_validate({"run": run, "dry_run": sub.dry_run,
-                                      "replayed": not sub.created, "upload": report})
+    return RunCreated.model_validate(
+        {"run": run, "dry_run": sub.dry_run, "replayed": not sub.created, "upload": report}
+    )

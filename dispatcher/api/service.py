@@ -34,15 +34,22 @@ def run_doc(session: Session, run: Run) -> dict[str, Any]:
     return {**run_report.run_dict(run), "campaign": campaign.sid if campaign else None}
 
 
-def submit_run(db: Any, req: runs.LaunchRequest, *, now: datetime, dry_run: bool = True,
-               sample_limit: int | None = None) -> Submission:
+def submit_run(
+    db: Any,
+    req: runs.LaunchRequest,
+    *,
+    now: datetime,
+    dry_run: bool = True,
+    sample_limit: int | None = None,
+) -> Submission:
     """Launch ``req`` in one transaction (idempotent by ``req.idempotency_key``);
     ``sample_limit`` bounds the dry run to the first recipients of a large list."""
     try:
         with db.session() as s:
             run, created = runs.launch(s, req, now=now)
-            preview = (run_report.dry_run(s, req, now=now, sample_limit=sample_limit)
-                       if dry_run else None)
+            preview = (
+                run_report.dry_run(s, req, now=now, sample_limit=sample_limit) if dry_run else None
+            )
             return Submission(run_doc(s, run), created, preview)
     except IntegrityError:
         if not req.idempotency_key:
@@ -54,7 +61,9 @@ def submit_run(db: Any, req: runs.LaunchRequest, *, now: datetime, dry_run: bool
             raise StorageError("the run could not be stored; retry with the same key")
         if run.request_hash != req.fingerprint():
             raise ConflictError(
-                f"idempotency key {req.idempotency_key!r} was used with a different request")
-        preview = (run_report.dry_run(s, req, now=now, sample_limit=sample_limit)
-                   if dry_run else None)
+                f"idempotency key {req.idempotency_key!r} was used with a different request"
+            )
+        preview = (
+            run_report.dry_run(s, req, now=now, sample_limit=sample_limit) if dry_run else None
+        )
         return Submission(run_doc(s, run), False, preview)

@@ -65,9 +65,15 @@ class Report:
             self.rejects_truncated = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "accepted": self.accepted, "rejected": self.rejected,
-                "reasons": self.reasons, "rejects": self.rejects,
-                "rejects_truncated": self.rejects_truncated, "sha256": self.sha256}
+        return {
+            "rows": self.rows,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "reasons": self.reasons,
+            "rejects": self.rejects,
+            "rejects_truncated": self.rejects_truncated,
+            "sha256": self.sha256,
+        }
 
 
 class SpooledRecipients:
@@ -97,9 +103,14 @@ class UploadRequest(LaunchRequest):
     """A LaunchRequest whose recipients live in a spool file; fingerprinted by their digest."""
 
     def fingerprint(self) -> str:
-        doc = {"campaign": self.campaign, "template": self.template, "audience": self.audience,
-               "send_at": self.send_at.isoformat() if self.send_at else None,
-               "recipients": "spool", "options": self.options}
+        doc = {
+            "campaign": self.campaign,
+            "template": self.template,
+            "audience": self.audience,
+            "send_at": self.send_at.isoformat() if self.send_at else None,
+            "recipients": "spool",
+            "options": self.options,
+        }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -116,7 +127,7 @@ async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes 
             n += 1
             yield n, None
             skipping = False
-            chunk = chunk[i + 1:]
+            chunk = chunk[i + 1 :]
         parts = (buf + chunk).split(b"\n")
         buf = parts.pop()
         for part in parts:
@@ -168,8 +179,9 @@ class _Reject(Exception):
         self.code = code
 
 
-async def spool(chunks: AsyncIterator[bytes], *, directory: str | None = None
-                ) -> tuple[bytes, SpooledRecipients, Report]:
+async def spool(
+    chunks: AsyncIterator[bytes], *, directory: str | None = None
+) -> tuple[bytes, SpooledRecipients, Report]:
     """Read an NDJSON upload: (spec line, spooled accepted recipients, report)."""
     report = Report()
     digest = hashlib.sha256()
@@ -183,14 +195,18 @@ async def spool(chunks: AsyncIterator[bytes], *, directory: str | None = None
                     continue
                 if spec is None:
                     if raw is None:
-                        raise InputError(f"line {n}: the run spec is longer than {MAX_LINE} bytes",
-                                         field="spec")
+                        raise InputError(
+                            f"line {n}: the run spec is longer than {MAX_LINE} bytes", field="spec"
+                        )
                     spec = raw
                     continue
                 report.rows += 1
                 if report.rows > MAX_ROWS:
-                    raise UploadTooLarge(f"more than {MAX_ROWS} recipients in one upload; "
-                                         "split it into several runs", field="recipients")
+                    raise UploadTooLarge(
+                        f"more than {MAX_ROWS} recipients in one upload; "
+                        "split it into several runs",
+                        field="recipients",
+                    )
                 if raw is None:
                     report.reject(n, "line_too_long", f"line is longer than {MAX_LINE} bytes")
                     continue
@@ -199,8 +215,12 @@ async def spool(chunks: AsyncIterator[bytes], *, directory: str | None = None
                 except _Reject as r:
                     report.reject(n, r.code, str(r))
                     continue
-                line = json.dumps({"phone": e164, "variables": variables},
-                                  separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+                line = json.dumps(
+                    {"phone": e164, "variables": variables},
+                    separators=(",", ":"),
+                    sort_keys=True,
+                    ensure_ascii=False,
+                )
                 out.write(line + "\n")
                 digest.update(line.encode() + b"\n")
                 report.accepted += 1

@@ -26,8 +26,10 @@ def create(
 
     def render(d: dict) -> None:
         out().print(d["key"], highlight=False)
-        err().print(f"API key {d['name']!r} created with scopes {', '.join(d['scopes'])}. "
-                    "Store it now: it is not shown again.")
+        err().print(
+            f"API key {d['name']!r} created with scopes {', '.join(d['scopes'])}. "
+            "Store it now: it is not shown again."
+        )
 
     report(doc, as_json, render)
 
@@ -37,10 +39,18 @@ def list_(as_json: bool = JsonOpt) -> None:
     """List API keys (names, scopes, state; never the keys)."""
     with database().session() as s:
         docs = [apikeys.key_dict(k) for k in apikeys.list_keys(s)]
-    report({"keys": docs}, as_json, lambda d: table(
-        "API keys", ["name", "prefix", "scopes", "created", "revoked"],
-        [(k["name"], k["prefix"], ",".join(k["scopes"]), k["created_at"], k["revoked_at"])
-         for k in d["keys"]]))
+    report(
+        {"keys": docs},
+        as_json,
+        lambda d: table(
+            "API keys",
+            ["name", "prefix", "scopes", "created", "revoked"],
+            [
+                (k["name"], k["prefix"], ",".join(k["scopes"]), k["created_at"], k["revoked_at"])
+                for k in d["keys"]
+            ],
+        ),
+    )
 
 
 @app.command("revoke")
@@ -49,5 +59,10 @@ def revoke(name: str, as_json: bool = JsonOpt) -> None:
     with database().session() as s:
         key, changed = apikeys.revoke(s, name)
         doc = {**apikeys.key_dict(key), "changed": changed}
-    report(doc, as_json, lambda d: err().print(
-        f"API key {d['name']!r} " + ("revoked" if d["changed"] else "was already revoked")))
+    report(
+        doc,
+        as_json,
+        lambda d: err().print(
+            f"API key {d['name']!r} " + ("revoked" if d["changed"] else "was already revoked")
+        ),
+    )

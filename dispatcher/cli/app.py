@@ -17,11 +17,16 @@ log = logging.getLogger(__name__)
 # Typer >= 0.2x vendors Click (``typer._click``): its usage errors are not click.ClickException
 # but typer.exceptions.TyperException, and typer.Abort is its own class.  Both pass through (exit
 # 2 / 1 with Click's message) instead of being reported as an internal error.
-_PASS_THROUGH: tuple[type[BaseException], ...] = tuple({
-    typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
-    getattr(typer, "Abort", click.exceptions.Abort),
-    getattr(getattr(typer, "exceptions", None), "TyperException", click.ClickException),
-})
+_PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
+    {
+        typer.Exit,
+        click.exceptions.Exit,
+        click.exceptions.Abort,
+        click.ClickException,
+        getattr(typer, "Abort", click.exceptions.Abort),
+        getattr(getattr(typer, "exceptions", None), "TyperException", click.ClickException),
+    }
+)
 
 
 class DispatcherGroup(TyperGroup):

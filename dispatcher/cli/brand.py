@@ -34,7 +34,8 @@ def list_(as_json: bool = JsonOpt) -> None:
         {"brands": rows},
         as_json,
         lambda d: table(
-            "Brands", ["id", "name", "T-Mobile tier", "EIN"],
+            "Brands",
+            ["id", "name", "T-Mobile tier", "EIN"],
             [(b["id"], b["name"], b["tmobile_brand_tier"], b["ein"]) for b in d["brands"]],
         ),
     )

@@ -39,16 +39,25 @@ def import_(
     """Import (or refresh) a campaign registration."""
     doc = registry.load_campaign_file(file)
     policy = {
-        "sender": sender, "window_limit": window_limit, "window_seconds": window_seconds,
-        "frequency_cap_count": cap_count, "frequency_cap_hours": cap_hours,
+        "sender": sender,
+        "window_limit": window_limit,
+        "window_seconds": window_seconds,
+        "frequency_cap_count": cap_count,
+        "frequency_cap_hours": cap_hours,
     }
     with database().session() as s:
         b = _brand_for(s, brand)
         c, created = registry.import_campaign(s, doc, brand=b, policy=policy)
         out = {**registry.campaign_dict(c), "created": created}
-    report(out, as_json, lambda d: typer.echo(
-        f"campaign {d['sid']} {'imported' if created else 'updated'} "
-        f"(status {d['campaign_status']}, window {d['window']})", err=True))
+    report(
+        out,
+        as_json,
+        lambda d: typer.echo(
+            f"campaign {d['sid']} {'imported' if created else 'updated'} "
+            f"(status {d['campaign_status']}, window {d['window']})",
+            err=True,
+        ),
+    )
 
 
 @app.command("list")
@@ -56,15 +65,31 @@ def list_(as_json: bool = JsonOpt) -> None:
     """List campaigns."""
     with database().session() as s:
         rows = [registry.campaign_dict(c) for c in registry.list_campaigns(s)]
-    report({"campaigns": rows}, as_json, lambda d: table(
-        "Campaigns", ["id", "sid", "use case", "status", "window", "sender / service"],
-        [(c["id"], c["sid"], c["us_app_to_person_usecase"], c["campaign_status"], c["window"],
-          c["sender"] or c["messaging_service_sid"]) for c in d["campaigns"]]))
+    report(
+        {"campaigns": rows},
+        as_json,
+        lambda d: table(
+            "Campaigns",
+            ["id", "sid", "use case", "status", "window", "sender / service"],
+            [
+                (
+                    c["id"],
+                    c["sid"],
+                    c["us_app_to_person_usecase"],
+                    c["campaign_status"],
+                    c["window"],
+                    c["sender"] or c["messaging_service_sid"],
+                )
+                for c in d["campaigns"]
+            ],
+        ),
+    )
 
 
 @app.command("show")
-def show(campaign: str = typer.Argument(..., help="Campaign SID or id."),
-         as_json: bool = JsonOpt) -> None:
+def show(
+    campaign: str = typer.Argument(..., help="Campaign SID or id."), as_json: bool = JsonOpt
+) -> None:
     """Show one campaign in full."""
     with database().session() as s:
         doc = registry.campaign_dict(registry.get_campaign(s, campaign), full=True)
@@ -115,6 +140,12 @@ def sync(
         if str(c.campaign_status or "").upper() in ("SUSPENDED", "FAILED"):
             paused = runs.pause_campaign_runs(s, c.id, f"campaign {c.campaign_status}", now)
         out = {**registry.campaign_dict(c), "changed": changed, "runs_paused": paused}
-    report(out, as_json, lambda d: typer.echo(
-        f"campaign {d['sid']}: status {d['campaign_status']}; "
-        f"{len(d['changed'])} field(s) changed; {d['runs_paused']} run(s) paused", err=True))
+    report(
+        out,
+        as_json,
+        lambda d: typer.echo(
+            f"campaign {d['sid']}: status {d['campaign_status']}; "
+            f"{len(d['changed'])} field(s) changed; {d['runs_paused']} run(s) paused",
+            err=True,
+        ),
+    )

@@ -19,9 +19,19 @@ from dispatcher.errors import InputError
 app = typer.Typer(no_args_is_help=True)
 
 
-def _record(action: str, phone: str, brand: str, campaign: str | None, source: str,
-            evidence: str | None, url: str | None, note: str | None, actor: str,
-            at: str | None, as_json: bool) -> None:
+def _record(
+    action: str,
+    phone: str,
+    brand: str,
+    campaign: str | None,
+    source: str,
+    evidence: str | None,
+    url: str | None,
+    note: str | None,
+    actor: str,
+    at: str | None,
+    as_json: bool,
+) -> None:
     when = None
     if at:
         try:
@@ -33,14 +43,29 @@ def _record(action: str, phone: str, brand: str, campaign: str | None, source: s
         c = registry.get_campaign(s, campaign) if campaign else None
         contact, _ = contact_svc.upsert_contact(s, phone)
         ev = ledger.append(
-            s, contact_id=contact.id, brand_id=b.id, campaign_id=c.id if c else None,
-            action=action, source=source, actor=actor, evidence_text=evidence,
-            evidence_url=url, note=note, occurred_at=when,
+            s,
+            contact_id=contact.id,
+            brand_id=b.id,
+            campaign_id=c.id if c else None,
+            action=action,
+            source=source,
+            actor=actor,
+            evidence_text=evidence,
+            evidence_url=url,
+            note=note,
+            occurred_at=when,
         )
-        doc = {"id": ev.id, "action": action, "phone": contact.phone, "brand": b.name,
-               "campaign_sid": c.sid if c else None, "occurred_at": ev.occurred_at}
-    report(doc, as_json, lambda d: typer.echo(f"consent {action} recorded (event {d['id']})",
-                                              err=True))
+        doc = {
+            "id": ev.id,
+            "action": action,
+            "phone": contact.phone,
+            "brand": b.name,
+            "campaign_sid": c.sid if c else None,
+            "occurred_at": ev.occurred_at,
+        }
+    report(
+        doc, as_json, lambda d: typer.echo(f"consent {action} recorded (event {d['id']})", err=True)
+    )
 
 
 _brand = typer.Option(..., "--brand", help="Brand name or id.")
@@ -55,21 +80,31 @@ _at = typer.Option(None, "--at", help="When it happened (ISO 8601; default now).
 def _command(action: str, doc: str):  # type: ignore[no-untyped-def]
     """`consent grant` and `consent revoke` take the same options; one body serves both."""
 
-    def command(phone: str, brand: str = _brand, campaign: str = _campaign,
-                source: str = typer.Option("operator", "--source"), evidence: str = _evidence,
-                url: str = _url, note: str = _note, actor: str = _actor, at: str = _at,
-                as_json: bool = JsonOpt) -> None:
-        _record(action, phone, brand, campaign, source, evidence, url, note, actor, at,
-                as_json)
+    def command(
+        phone: str,
+        brand: str = _brand,
+        campaign: str = _campaign,
+        source: str = typer.Option("operator", "--source"),
+        evidence: str = _evidence,
+        url: str = _url,
+        note: str = _note,
+        actor: str = _actor,
+        at: str = _at,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        _record(action, phone, brand, campaign, source, evidence, url, note, actor, at, as_json)
 
     command.__doc__ = doc
     return command
 
 
 app.command("grant")(_command("grant", "Record a consent grant with its evidence."))
-app.command("revoke")(_command(
-    "revoke",
-    "Record a revocation (takes effect for every message not yet handed to the carrier)."))
+app.command("revoke")(
+    _command(
+        "revoke",
+        "Record a revocation (takes effect for every message not yet handed to the carrier).",
+    )
+)
 
 
 @app.command("export")

@@ -16,9 +16,12 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="CSV: phone,name,time_zone,state,consent_source,"
-                                "consent_evidence,consent_url,consented_at, other columns = "
-                                "template attributes."),
+    file: Path = typer.Argument(
+        ...,
+        help="CSV: phone,name,time_zone,state,consent_source,"
+        "consent_evidence,consent_url,consented_at, other columns = "
+        "template attributes.",
+    ),
     brand: str = typer.Option(None, "--brand", help="Brand the consent columns grant."),
     campaign: str = typer.Option(None, "--campaign", help="Narrow consent to one campaign."),
     rejects: Path = typer.Option(None, "--rejects", help="Where to write rejected rows."),
@@ -31,8 +34,15 @@ def import_(
         c = registry.get_campaign(s, campaign) if campaign else None
         if c is not None and b is None:
             b = registry.get_brand(s, c.brand_id)
-        rep = svc.import_csv(s, file, brand=b, campaign=c, actor=actor, rejects_path=rejects,
-                             default_tz=settings().default_timezone)
+        rep = svc.import_csv(
+            s,
+            file,
+            brand=b,
+            campaign=c,
+            actor=actor,
+            rejects_path=rejects,
+            default_tz=settings().default_timezone,
+        )
     doc = rep.as_dict()
 
     def render(d: dict) -> None:
@@ -57,6 +67,12 @@ def list_(
     """List contacts (phone numbers are shown in full to the operator)."""
     with database().session() as s:
         rows = [svc.contact_dict(c) for c in svc.list_contacts(s, limit=limit, offset=offset)]
-    report({"contacts": rows}, as_json, lambda d: table(
-        "Contacts", ["id", "phone", "name", "time zone", "state"],
-        [(c["id"], c["phone"], c["name"], c["time_zone"], c["state"]) for c in d["contacts"]]))
+    report(
+        {"contacts": rows},
+        as_json,
+        lambda d: table(
+            "Contacts",
+            ["id", "phone", "name", "time zone", "state"],
+            [(c["id"], c["phone"], c["name"], c["time_zone"], c["state"]) for c in d["contacts"]],
+        ),
+    )

@@ -20,10 +20,19 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def show_findings(findings: list[compliance.Finding], as_json: bool) -> None:
-    report(compliance.findings_to_dict(findings), as_json, lambda d: (
-        table("Findings", ["severity", "field", "code", "message"],
-              [(f["severity"], f["field"], f["code"], f["message"]) for f in d["findings"]])
-        if d["findings"] else err().print("no findings")))
+    report(
+        compliance.findings_to_dict(findings),
+        as_json,
+        lambda d: (
+            table(
+                "Findings",
+                ["severity", "field", "code", "message"],
+                [(f["severity"], f["field"], f["code"], f["message"]) for f in d["findings"]],
+            )
+            if d["findings"]
+            else err().print("no findings")
+        ),
+    )
     if compliance.has_errors(findings):
         raise typer.Exit(1)
 
@@ -43,8 +52,9 @@ def lint_campaign_file(file: Path, brand: str | None, as_json: bool) -> None:
 def lint(
     body: str = typer.Argument(..., help="Message body (or a template)."),
     campaign: str = typer.Option(..., "--campaign", help="Campaign SID or id."),
-    first: bool = typer.Option(True, "--first/--follow-up",
-                               help="Lint as a first message (brand + STOP required)."),
+    first: bool = typer.Option(
+        True, "--first/--follow-up", help="Lint as a first message (brand + STOP required)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Lint a message body against a campaign's registration and the content rules."""
@@ -68,20 +78,38 @@ def preview(
         c = registry.get_campaign(s, campaign)
         b = registry.get_brand(s, c.brand_id)
         ct = get_contact(s, contact)
-        earlier = s.exec(select(OutboxMessage.id).where(
-            OutboxMessage.campaign_id == c.id, OutboxMessage.contact_id == ct.id,
-            OutboxMessage.state.in_(("sent", "delivered", "sending", "unknown")),  # type: ignore[attr-defined]
-        )).first()
+        earlier = s.exec(
+            select(OutboxMessage.id).where(
+                OutboxMessage.campaign_id == c.id,
+                OutboxMessage.contact_id == ct.id,
+                OutboxMessage.state.in_(("sent", "delivered", "sending", "unknown")),  # type: ignore[attr-defined]
+            )
+        ).first()
         try:
             rendered = tpl.render(contact_values(ct.name, ct.attributes))
         except MissingField as e:  # the run would suppress this contact (template_variable_missing)
-            raise InputError(f"contact {mask_phone(ct.phone)} has no value for [{e.name}]",
-                             field="template") from None
-    text = compliance.compose(rendered, brand_name=b.name, opt_out_language=None,
-                              first_message=earlier is None)
+            raise InputError(
+                f"contact {mask_phone(ct.phone)} has no value for [{e.name}]", field="template"
+            ) from None
+    text = compliance.compose(
+        rendered, brand_name=b.name, opt_out_language=None, first_message=earlier is None
+    )
     seg = compliance.segments(text)
-    doc = {"body": text, "encoding": seg.encoding, "segments": seg.count,
-           "characters": seg.characters, "first_message": earlier is None}
-    report(doc, as_json, lambda d: (err().print(d["body"]), err().print(
-        f"[dim]{d['encoding']}, {d['segments']} segment(s), {d['characters']} characters"
-        f"{', first message' if d['first_message'] else ''}[/dim]")))
+    doc = {
+        "body": text,
+        "encoding": seg.encoding,
+        "segments": seg.count,
+        "characters": seg.characters,
+        "first_message": earlier is None,
+    }
+    report(
+        doc,
+        as_json,
+        lambda d: (
+            err().print(d["body"]),
+            err().print(
+                f"[dim]{d['encoding']}, {d['segments']} segment(s), {d['characters']} characters"
+                f"{', first message' if d['first_message'] else ''}[/dim]"
+            ),
+        ),
+    )

@@ -22,5 +22,6 @@ def register(app: typer.Typer) -> None:
         settings = get_settings()
         setup_logging(settings.log_level)
         web = Runtime(settings).webhook_app
-        uvicorn.run(web, host=host, port=port, log_level=settings.log_level.lower(),
-                    access_log=False)
+        uvicorn.run(
+            web, host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+        )

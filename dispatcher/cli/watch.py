@@ -25,8 +25,14 @@ def _fmt_eta(eta: Any) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def watch(db: Any, run_id: int, *, interval: float = 0.5, until: Callable[[dict], bool] | None
-          = None, timeout: float | None = None) -> dict[str, Any]:
+def watch(
+    db: Any,
+    run_id: int,
+    *,
+    interval: float = 0.5,
+    until: Callable[[dict], bool] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """Show a progress bar until the run completes (or is cancelled/paused with nothing left to
     do, or ``until(progress)`` is true).  Returns the last progress document."""
     started = time.monotonic()
@@ -34,18 +40,31 @@ def watch(db: Any, run_id: int, *, interval: float = 0.5, until: Callable[[dict]
         TextColumn("[bold]run {task.fields[run]}[/bold] {task.fields[state]}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
-        TextColumn("sent [green]{task.fields[sent]}[/green] deferred [yellow]"
-                   "{task.fields[deferred]}[/yellow] suppressed [cyan]{task.fields[suppressed]}"
-                   "[/cyan] failed [red]{task.fields[failed]}[/red]"),
+        TextColumn(
+            "sent [green]{task.fields[sent]}[/green] deferred [yellow]"
+            "{task.fields[deferred]}[/yellow] suppressed [cyan]{task.fields[suppressed]}"
+            "[/cyan] failed [red]{task.fields[failed]}[/red]"
+        ),
         TextColumn("{task.fields[rate]}/s ETA {task.fields[eta]}"),
         TimeElapsedColumn(),
-        console=err(), transient=False,
+        console=err(),
+        transient=False,
     )
     last: dict[str, Any] = {}
     first_done, first_t = None, None
     with prog:
-        task = prog.add_task("run", total=1, run=run_id, state="", sent=0, deferred=0,
-                             suppressed=0, failed=0, rate="0.0", eta="-")
+        task = prog.add_task(
+            "run",
+            total=1,
+            run=run_id,
+            state="",
+            sent=0,
+            deferred=0,
+            suppressed=0,
+            failed=0,
+            rate="0.0",
+            eta="-",
+        )
         while True:
             with db.session() as s:
                 last = run_report.progress(s, run_id, datetime.now(UTC))
@@ -55,11 +74,18 @@ def watch(db: Any, run_id: int, *, interval: float = 0.5, until: Callable[[dict]
             if first_done is None:
                 first_done, first_t = sent, now
             rate = (sent - first_done) / (now - first_t) if now > first_t else 0.0
-            prog.update(task, total=max(1, last["total"]), completed=last["done"],
-                        state=last["state"], sent=sent, deferred=last["deferred"],
-                        suppressed=c.get("suppressed", 0),
-                        failed=c.get("failed", 0) + c.get("undelivered", 0),
-                        rate=f"{rate:.1f}", eta=_fmt_eta(last["eta"]))
+            prog.update(
+                task,
+                total=max(1, last["total"]),
+                completed=last["done"],
+                state=last["state"],
+                sent=sent,
+                deferred=last["deferred"],
+                suppressed=c.get("suppressed", 0),
+                failed=c.get("failed", 0) + c.get("undelivered", 0),
+                rate=f"{rate:.1f}",
+                eta=_fmt_eta(last["eta"]),
+            )
             if last["state"] in FINAL_RUN or (until is not None and until(last)):
                 break
             if last["state"] == runs.PAUSED:

@@ -26,6 +26,8 @@ from dispatcher.compliance.segments import (
 CONVERSATIONAL_USECASES: frozenset[str] = frozenset({"CONVERSATIONAL", "CONVERSATIONS", "PROXY"})
 
 LONG_MESSAGE_CHARS = 320  # Twilio recommends ≤ 320 characters [SGSEG]
+
+
 def is_conversational(usecase: str | None) -> bool:
     return bool(usecase) and usecase.strip().upper() in CONVERSATIONAL_USECASES  # type: ignore[union-attr]
 

@@ -120,15 +120,31 @@ def _flag(reg: Mapping[str, Any], name: str, required: bool, out: list[Finding])
     return value
 
 
-def _declared(out: list[Finding], field: str, declared: bool | None, found: list[str],
-              code: str, what: str, example: str) -> None:
+def _declared(
+    out: list[Finding],
+    field: str,
+    declared: bool | None,
+    found: list[str],
+    code: str,
+    what: str,
+    example: str,
+) -> None:
     """A registration flag (embedded links / phone) against what the samples contain."""
     if declared is False and found:
-        out.append(Finding(f"{code}_undeclared", field, ERROR,
-                           f"samples contain {what} but {field} is false"))
+        out.append(
+            Finding(
+                f"{code}_undeclared", field, ERROR, f"samples contain {what} but {field} is false"
+            )
+        )
     if declared and not found:
-        out.append(Finding(f"{code}_not_in_samples", field, WARNING,
-                           f"{field} is true: include {example} in a sample"))
+        out.append(
+            Finding(
+                f"{code}_not_in_samples",
+                field,
+                WARNING,
+                f"{field} is true: include {example} in a sample",
+            )
+        )
 
 
 def lint_campaign(
@@ -246,12 +262,24 @@ def lint_campaign(
                         "no sample carries opt-out language such as 'Reply STOP' (30893)",
                     )
                 )
-            _declared(out, "has_embedded_links", has_links,
-                      [link for s in samples for link in content.find_links(s)],
-                      "links", "links", "a link")
-            _declared(out, "has_embedded_phone", has_phone,
-                      [p for s in samples for p in content.find_phones(s)],
-                      "phone", "a phone number", "the number")
+            _declared(
+                out,
+                "has_embedded_links",
+                has_links,
+                [link for s in samples for link in content.find_links(s)],
+                "links",
+                "links",
+                "a link",
+            )
+            _declared(
+                out,
+                "has_embedded_phone",
+                has_phone,
+                [p for s in samples for p in content.find_phones(s)],
+                "phone",
+                "a phone number",
+                "the number",
+            )
             for s in samples:
                 if content.NONSTANDARD_OPT_OUT_RE.search(s):
                     out.append(
@@ -336,13 +364,22 @@ def lint_campaign(
         if kw and not msg:
             out.append(Finding("missing_field", field, ERROR, f"{field} is required when {when}"))
     if opt_in_msg:
-        out += _must_include("opt_in_message", opt_in_msg, [
-            part for part, ok in (
-                ("the brand name", _names(brand, opt_in_msg)),
-                ("how to get help (HELP)", _HELP_WORD_RE.search(opt_in_msg)),
-                ("how to opt out (STOP)", content.has_opt_out_language(opt_in_msg)
-                 or "stop" in opt_in_msg.casefold()),
-            ) if not ok])
+        out += _must_include(
+            "opt_in_message",
+            opt_in_msg,
+            [
+                part
+                for part, ok in (
+                    ("the brand name", _names(brand, opt_in_msg)),
+                    ("how to get help (HELP)", _HELP_WORD_RE.search(opt_in_msg)),
+                    (
+                        "how to opt out (STOP)",
+                        content.has_opt_out_language(opt_in_msg) or "stop" in opt_in_msg.casefold(),
+                    ),
+                )
+                if not ok
+            ],
+        )
     if opt_out_msg:
         if not _OPT_OUT_ACK_RE.search(opt_out_msg):
             out.append(
@@ -364,11 +401,18 @@ def lint_campaign(
                 )
             )
     if help_msg:
-        out += _must_include("help_message", help_msg, [
-            part for part, ok in (
-                ("the brand name", _names(brand, help_msg)),
-                ("a support contact (phone, email or URL)", _HELP_CONTACT_RE.search(help_msg)),
-            ) if not ok])
+        out += _must_include(
+            "help_message",
+            help_msg,
+            [
+                part
+                for part, ok in (
+                    ("the brand name", _names(brand, help_msg)),
+                    ("a support contact (phone, email or URL)", _HELP_CONTACT_RE.search(help_msg)),
+                )
+                if not ok
+            ],
+        )
     if flow and "privacy" not in flow.casefold():
         out.append(
             Finding(
@@ -390,5 +434,6 @@ def _must_include(field: str, text: str, missing: list[str]) -> list[Finding]:
     """One error for ``field`` naming every required part its text lacks (none if complete)."""
     if not missing:
         return []
-    return [Finding(f"{field}_content", field, ERROR,
-                    f"{field} must include " + ", ".join(missing))]
+    return [
+        Finding(f"{field}_content", field, ERROR, f"{field} must include " + ", ".join(missing))
+    ]

@@ -49,8 +49,9 @@ def http_transport(url: str, timeout: float) -> TwilioHttpClient:
     client = TwilioHttpClient(timeout=timeout, proxy=get_environ_proxies(url) or None)
     if client.session is not None:
         client.session.trust_env = False
-        client.session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
-                                 or os.environ.get("CURL_CA_BUNDLE") or True)
+        client.session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
     return client
 
 

@@ -120,8 +120,12 @@ class HttpCallbackSender:
             log.debug("callback dropped: sender closed")
 
     def _post(self, cb: Callback) -> None:
-        _deliver(self.stats, cb, "callback",
-                 lambda: self._client.post_form(cb.url, cb.params, cb.headers))
+        _deliver(
+            self.stats,
+            cb,
+            "callback",
+            lambda: self._client.post_form(cb.url, cb.params, cb.headers),
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
@@ -147,8 +151,12 @@ class AsgiCallbackSender:
         return await self._client.post(cb.url, data=cb.params, headers=cb.headers)
 
     def send(self, cb: Callback) -> None:
-        _deliver(self.stats, cb, "in-process callback",
-                 lambda: self._loop.run(self._post(cb), self._timeout))
+        _deliver(
+            self.stats,
+            cb,
+            "in-process callback",
+            lambda: self._loop.run(self._post(cb), self._timeout),
+        )
 
     def close(self) -> None:
         if self._client is not None:

@@ -46,8 +46,7 @@ def target(url: str) -> Target:
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(parts.scheme, host, port, path,
-                  shown if port == default else f"{shown}:{port}")
+    return Target(parts.scheme, host, port, path, shown if port == default else f"{shown}:{port}")
 
 
 class Answer(NamedTuple):
@@ -90,8 +89,11 @@ class Connection:
             return True
 
     def post(self, t: Target, body: bytes, headers: dict[str, str]) -> int:
-        lines = [f"POST {t.path} HTTP/1.1", f"Host: {t.host_header}",
-                 f"Content-Length: {len(body)}"]
+        lines = [
+            f"POST {t.path} HTTP/1.1",
+            f"Host: {t.host_header}",
+            f"Content-Length: {len(body)}",
+        ]
         for k, v in headers.items():
             if k.lower() in _OWN:
                 continue

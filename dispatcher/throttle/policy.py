@@ -255,7 +255,8 @@ def buckets_for(
             )  # fmt: skip
         )
     if min_grace_s > 0:  # the caller's wake-up lateness (queue delay precision) needs room
-        out = [b if b.grace >= min_grace_s else replace(b, grace_s=min(min_grace_s,
-                                                                        b.period_s / 2))
-               for b in out]
+        out = [
+            b if b.grace >= min_grace_s else replace(b, grace_s=min(min_grace_s, b.period_s / 2))
+            for b in out
+        ]
     return out

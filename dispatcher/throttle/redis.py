@@ -313,8 +313,13 @@ class RedisThrottle:
             raise ThrottleError(f"throttle reserve failed: {failed}")
         return [req.answer(res) for req, res in zip(reqs, raw, strict=True)]
 
-    def _request(self, buckets: list[Bucket] | tuple[Bucket, ...], now: float | None,
-                 max_wait_s: float, reservation_id: str | None) -> _Request:
+    def _request(
+        self,
+        buckets: list[Bucket] | tuple[Bucket, ...],
+        now: float | None,
+        max_wait_s: float,
+        reservation_id: str | None,
+    ) -> _Request:
         if not buckets:
             raise InputError("reserve needs at least one bucket")
         if not (max_wait_s >= 0 and math.isfinite(max_wait_s)):

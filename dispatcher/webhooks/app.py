@@ -25,8 +25,14 @@ def create_app(runtime: Runtime, *, options: WebhookOptions | None = None) -> Fa
     )
 
     ctx = Context(runtime, options or WebhookOptions())
-    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, openapi_tags=TAGS,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.webhooks = ctx
     status.install(app, ctx)  # first: the hottest route is matched first
     app.include_router(inbound.router(ctx))

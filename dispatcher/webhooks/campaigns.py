@@ -11,8 +11,9 @@ from dispatcher.models import Campaign
 
 C: Any = Campaign.__table__  # type: ignore[attr-defined]
 
-_CAMPAIGN = select(C.c.sid, func.coalesce(C.c.messaging_service_sid, C.c.sender),
-                   C.c.campaign_status).where(C.c.id == bindparam("b_id", type_=Integer))
+_CAMPAIGN = select(
+    C.c.sid, func.coalesce(C.c.messaging_service_sid, C.c.sender), C.c.campaign_status
+).where(C.c.id == bindparam("b_id", type_=Integer))
 
 
 class CampaignCache:

@@ -90,8 +90,12 @@ class Context:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
-                log.warning("STOP from contact %s: a message was still being handed to the "
-                            "carrier after %.1fs", contact_id, self.options.in_flight_timeout_s)
+                log.warning(
+                    "STOP from contact %s: a message was still being handed to the "
+                    "carrier after %.1fs",
+                    contact_id,
+                    self.options.in_flight_timeout_s,
+                )
                 return False
             await asyncio.sleep(min(self.options.in_flight_poll_s, left))
 

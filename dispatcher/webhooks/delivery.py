@@ -57,16 +57,31 @@ class StatusUpdate:
     error_code: int | None
 
 
-def apply_status(session: Session, *, sid: str, status: str, error_code: int | None,
-                 now: datetime, campaigns: CampaignCache | None = None) -> StatusResult:
+def apply_status(
+    session: Session,
+    *,
+    sid: str,
+    status: str,
+    error_code: int | None,
+    now: datetime,
+    campaigns: CampaignCache | None = None,
+) -> StatusResult:
     """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign."""
     row, why = _move(session, sid, status, error_code, now)
     if row is None:
         return StatusResult(why)
-    csid, sender, cstatus = (campaigns or CampaignCache(0)).get(session.connection(),
-                                                                row.campaign_id)
-    res = StatusResult("applied", row_id=row.id, run_id=row.run_id, state=row.state,
-                       error_code=error_code, campaign_sid=csid, sender=sender)
+    csid, sender, cstatus = (campaigns or CampaignCache(0)).get(
+        session.connection(), row.campaign_id
+    )
+    res = StatusResult(
+        "applied",
+        row_id=row.id,
+        run_id=row.run_id,
+        state=row.state,
+        error_code=error_code,
+        campaign_sid=csid,
+        sender=sender,
+    )
     if not error_code and (cstatus or "").upper() not in PAUSE_CAMPAIGN_STATUSES:
         return res  # the common case: one UPDATE ... RETURNING and a cached lookup
     campaign = session.get(Campaign, row.campaign_id)
@@ -74,8 +89,10 @@ def apply_status(session: Session, *, sid: str, status: str, error_code: int | N
         res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now)
     reason = None
     if error_code in PAUSE_CAMPAIGN_CODES:
-        reason = (f"carrier error {error_code}: {PAUSE_CAMPAIGN_CODES[error_code]} "
-                  f"(message {sid}); every run of campaign {campaign.sid} paused")
+        reason = (
+            f"carrier error {error_code}: {PAUSE_CAMPAIGN_CODES[error_code]} "
+            f"(message {sid}); every run of campaign {campaign.sid} paused"
+        )
     elif (campaign.campaign_status or "").upper() in PAUSE_CAMPAIGN_STATUSES:
         reason = f"campaign {campaign.sid} is {campaign.campaign_status}"
     if reason:
@@ -83,8 +100,13 @@ def apply_status(session: Session, *, sid: str, status: str, error_code: int | N
     return res
 
 
-def apply_statuses(session: Session, updates: Sequence[StatusUpdate], *, now: datetime,
-                   campaigns: CampaignCache | None = None) -> list[StatusResult]:
+def apply_statuses(
+    session: Session,
+    updates: Sequence[StatusUpdate],
+    *,
+    now: datetime,
+    campaigns: CampaignCache | None = None,
+) -> list[StatusResult]:
     """Apply several callbacks in the caller's ONE transaction, each exactly as
     ``apply_status`` would on its own (a callback sees the ones before it: a duplicate or a
     late status in the same batch changes nothing and reacts nothing).  Rows are locked in
@@ -94,8 +116,14 @@ def apply_statuses(session: Session, updates: Sequence[StatusUpdate], *, now: da
     out: list[StatusResult | None] = [None] * len(updates)
     for i in order:
         u = updates[i]
-        out[i] = apply_status(session, sid=u.sid, status=u.status, error_code=u.error_code,
-                              now=now, campaigns=campaigns)
+        out[i] = apply_status(
+            session,
+            sid=u.sid,
+            status=u.status,
+            error_code=u.error_code,
+            now=now,
+            campaigns=campaigns,
+        )
     return out  # type: ignore[return-value]
 
 
@@ -104,8 +132,9 @@ _T: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
 _SID_STATE = sql_select(_T.c.state).where(_T.c.provider_sid == bindparam("b_sid", type_=String))
 
 
-def _move(session: Session, sid: str, status: str, error_code: int | None,
-          now: datetime) -> tuple[Any, str]:
+def _move(
+    session: Session, sid: str, status: str, error_code: int | None, now: datetime
+) -> tuple[Any, str]:
     """``outbox.apply_provider_status``; if nothing moved, also why: "unknown_sid" or
     "unchanged".  Costs one indexed SELECT only when nothing moved."""
     row = outbox.apply_provider_status(session, sid, status, error_code, now)
@@ -122,23 +151,38 @@ def _move(session: Session, sid: str, status: str, error_code: int | None,
     return row, "unchanged"
 
 
-def _carrier_opt_out(session: Session, row: Any, campaign: Campaign, sid: str,
-                     now: datetime) -> bool:
+def _carrier_opt_out(
+    session: Session, row: Any, campaign: Campaign, sid: str, now: datetime
+) -> bool:
     """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress."""
     key = ledger.dedupe_key("carrier-21610", sid, campaign.brand_id)
-    seen = session.exec(select(ledger.ConsentEvent.id).where(
-        ledger.ConsentEvent.dedupe_key == key)).first()
+    seen = session.exec(
+        select(ledger.ConsentEvent.id).where(ledger.ConsentEvent.dedupe_key == key)
+    ).first()
     if seen is None:
         ledger.append(
-            session, contact_id=row.contact_id, brand_id=campaign.brand_id, campaign_id=None,
-            action="revoke", source="carrier", actor=ACTOR,
+            session,
+            contact_id=row.contact_id,
+            brand_id=campaign.brand_id,
+            campaign_id=None,
+            action="revoke",
+            source="carrier",
+            actor=ACTOR,
             evidence_text=f"Twilio error {CARRIER_OPT_OUT}: the recipient is on the "
-                          "opt-out list (replied STOP) for this sender",
-            evidence_ref=sid, note=f"status callback for campaign {campaign.sid}",
-            occurred_at=now, dedupe=key,
+            "opt-out list (replied STOP) for this sender",
+            evidence_ref=sid,
+            note=f"status callback for campaign {campaign.sid}",
+            occurred_at=now,
+            dedupe=key,
         )
-    ids = list(session.exec(select(Campaign.id).where(
-        Campaign.brand_id == campaign.brand_id)).all())
-    outbox.suppress_for_contact(session, row.contact_id, brand_campaign_ids=ids,  # type: ignore[arg-type]
-                                reason="opted_out", now=now)
+    ids = list(
+        session.exec(select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)).all()
+    )
+    outbox.suppress_for_contact(
+        session,
+        row.contact_id,
+        brand_campaign_ids=ids,  # type: ignore[arg-type]
+        reason="opted_out",
+        now=now,
+    )
     return seen is None

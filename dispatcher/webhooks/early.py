@@ -39,9 +39,15 @@ class EarlyStatuses:
     """``apply(update)`` applies one callback in its own transaction; ``on_applied(result)`` runs
     the route's reactions (metrics, reputation guard) when it moved the row."""
 
-    def __init__(self, apply: Callable[[StatusUpdate], StatusResult],
-                 on_applied: Callable[[StatusResult], None], *, delays: Sequence[float],
-                 max_pending: int, name: str = "early-status") -> None:
+    def __init__(
+        self,
+        apply: Callable[[StatusUpdate], StatusResult],
+        on_applied: Callable[[StatusResult], None],
+        *,
+        delays: Sequence[float],
+        max_pending: int,
+        name: str = "early-status",
+    ) -> None:
         self._apply = apply
         self._on_applied = on_applied
         self.delays = tuple(delays)
@@ -107,8 +113,13 @@ class EarlyStatuses:
         self._dropped += 1
         mono = time.monotonic()
         if self._warned_at is None or mono - self._warned_at >= WARN_EVERY_S:
-            log.warning("%s: %d early status callbacks already kept; dropped %d (the status "
-                        "refresh catches them)", self.name, self.max_pending, self._dropped)
+            log.warning(
+                "%s: %d early status callbacks already kept; dropped %d (the status "
+                "refresh catches them)",
+                self.name,
+                self.max_pending,
+                self._dropped,
+            )
             self._warned_at, self._dropped = mono, 0
 
     def _take_locked(self) -> _Kept | None:
@@ -142,26 +153,43 @@ class EarlyStatuses:
         try:
             res = self._apply(u)
         except Exception as e:  # noqa: BLE001 - e.g. database down: try again after the next delay
-            log.warning("%s: status %r for %s failed (%s); trying again later", self.name,
-                        u.status, u.sid, type(e).__name__)
+            log.warning(
+                "%s: status %r for %s failed (%s); trying again later",
+                self.name,
+                u.status,
+                u.sid,
+                type(e).__name__,
+            )
             self._again(kept, f"the last attempt failed ({type(e).__name__})")
             return
         if res.outcome == "unknown_sid":
             self._again(kept, "no outbox row has that SID")
         elif res.outcome == "applied":
-            log.debug("%s: status %r for %s applied (attempt %d)", self.name, u.status, u.sid,
-                      kept.attempt + 1)
+            log.debug(
+                "%s: status %r for %s applied (attempt %d)",
+                self.name,
+                u.status,
+                u.sid,
+                kept.attempt + 1,
+            )
             try:
                 self._on_applied(res)
             except Exception:  # noqa: BLE001 - the callback is committed; never retried
-                log.exception("%s: reactions to status %r for %s failed", self.name, u.status,
-                              u.sid)
+                log.exception(
+                    "%s: reactions to status %r for %s failed", self.name, u.status, u.sid
+                )
 
     def _again(self, kept: _Kept, why: str) -> None:
         nxt = kept.attempt + 1
         if nxt >= len(self.delays):
-            log.info("%s: gave up on status %r for %s after %.1fs: %s", self.name,
-                     kept.update.status, kept.update.sid, sum(self.delays), why)
+            log.info(
+                "%s: gave up on status %r for %s after %.1fs: %s",
+                self.name,
+                kept.update.status,
+                kept.update.sid,
+                sum(self.delays),
+                why,
+            )
             return
         with self._cond:
             if not self._closed:

@@ -88,8 +88,14 @@ def parse_form(content_type: str | None, body: bytes) -> Form:
         raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         text = body.decode("ascii")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                          encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
     except UnicodeDecodeError:
         raise WebhookError(400, "form body is not valid URL-encoded UTF-8") from None
     except ValueError as e:
@@ -128,8 +134,9 @@ async def read_signed_form(request: Request, auth_token: str, base_url: str) -> 
     form = parse_form(request.headers.get("content-type"), b"".join(chunks))
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     try:
-        ok = signature_matches(auth_token, public_url(base_url, request), form, signature,
-                               algorithm)
+        ok = signature_matches(
+            auth_token, public_url(base_url, request), form, signature, algorithm
+        )
     except ValueError:  # e.g. an unparsable port in the configured URL
         ok = False
     if not ok:
@@ -137,8 +144,9 @@ async def read_signed_form(request: Request, auth_token: str, base_url: str) -> 
     return form
 
 
-def signature_matches(auth_token: str, url: str, form: Form, signature: str,
-                      algorithm: str) -> bool:
+def signature_matches(
+    auth_token: str, url: str, form: Form, signature: str, algorithm: str
+) -> bool:
     """What ``RequestValidator(auth_token).validate(url, form, signature, algorithm)`` answers
     for a form body: the signature over the URL without or with the default port.  The variant
     equal to the URL as called is tried first and the other computed only on a mismatch (the

@@ -33,8 +33,9 @@ R = TypeVar("R")  # result
 class _Waiter:
     __slots__ = ("future", "item", "loop")
 
-    def __init__(self, item: Any, loop: asyncio.AbstractEventLoop,
-                 future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, item: Any, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
         self.item = item
         self.loop = loop
         self.future = future
@@ -50,10 +51,16 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class GroupCommit(Generic[I, R]):
-    def __init__(self, run_batch: Callable[[list[I]], Sequence[R]],
-                 run_one: Callable[[I], R], *, max_batch: int = 200, idle_s: float = 10.0,
-                 give_up: tuple[type[BaseException], ...] = (),
-                 name: str = "group-commit") -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[I]], Sequence[R]],
+        run_one: Callable[[I], R],
+        *,
+        max_batch: int = 200,
+        idle_s: float = 10.0,
+        give_up: tuple[type[BaseException], ...] = (),
+        name: str = "group-commit",
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._run_batch = run_batch
@@ -120,8 +127,12 @@ class GroupCommit(Generic[I, R]):
                         raise RuntimeError(f"{len(results)} results for {len(batch)} items")
                     outcomes = [(r, None) for r in results]
                 except Exception as e:  # noqa: BLE001 - nothing committed: item by item
-                    log.warning("%s: a batch of %d failed (%s); applying one by one",
-                                self.name, len(batch), type(e).__name__)
+                    log.warning(
+                        "%s: a batch of %d failed (%s); applying one by one",
+                        self.name,
+                        len(batch),
+                        type(e).__name__,
+                    )
                     outcomes = self._one_by_one(batch)
             self.batches.append(len(batch))
         except BaseException as e:  # never leave a request waiting forever

@@ -43,8 +43,11 @@ async def _inbound(ctx: Context, request: Request) -> Response:
     if not result.replay:
         label = result.campaign_sid or "unknown"
         if result.new_opt_out:
-            ctx.metric("opt_out", label,
-                       "natural_language" if result.classification == NL_REVOKE else "keyword")
+            ctx.metric(
+                "opt_out",
+                label,
+                "natural_language" if result.classification == NL_REVOKE else "keyword",
+            )
         elif result.classification == "START":
             ctx.metric("opt_in", label)
         elif result.classification == "HELP":

@@ -23,8 +23,9 @@ def router(ctx: Context) -> APIRouter:
     async def healthz() -> Response:
         checks = await run_in_threadpool(_checks, ctx)
         ok = all(v in ("ok", "not configured") for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
+        )
 
     @r.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -59,19 +59,26 @@ class InboundResult:
 
 
 # ------------------------------------------------------------------------------------- lookups
-def find_campaigns(session: Session, messaging_service_sid: str | None,
-                   to: str | None) -> list[Campaign]:
+def find_campaigns(
+    session: Session, messaging_service_sid: str | None, to: str | None
+) -> list[Campaign]:
     """Campaigns reached by the message: by Messaging Service, else by the To number."""
     if messaging_service_sid:
-        found = list(session.exec(select(Campaign).where(
-            Campaign.messaging_service_sid == messaging_service_sid).order_by(Campaign.id)))
+        found = list(
+            session.exec(
+                select(Campaign)
+                .where(Campaign.messaging_service_sid == messaging_service_sid)
+                .order_by(Campaign.id)
+            )
+        )
         if found:
             return found
     if to:
         e164, _ = try_normalize(to)
         numbers = {to, e164} - {None}
-        return list(session.exec(select(Campaign).where(
-            Campaign.sender.in_(numbers)).order_by(Campaign.id)))  # type: ignore[union-attr]
+        return list(
+            session.exec(select(Campaign).where(Campaign.sender.in_(numbers)).order_by(Campaign.id))
+        )  # type: ignore[union-attr]
     return []
 
 
@@ -97,9 +104,15 @@ def _brand_names(session: Session, ids: Sequence[int]) -> dict[int, str]:
 def _fallback_brands(session: Session, contact_id: int) -> list[int]:
     """Brands for a revocation sent to a number no campaign uses: the brands that ever queued a
     message to the contact, else every brand (a revocation is never dropped)."""
-    ids = sorted(set(session.exec(
-        select(Campaign.brand_id).join(OutboxMessage, OutboxMessage.campaign_id == Campaign.id)  # type: ignore[arg-type]
-        .where(OutboxMessage.contact_id == contact_id)).all()))
+    ids = sorted(
+        set(
+            session.exec(
+                select(Campaign.brand_id)
+                .join(OutboxMessage, OutboxMessage.campaign_id == Campaign.id)  # type: ignore[arg-type]
+                .where(OutboxMessage.contact_id == contact_id)
+            ).all()
+        )
+    )
     return ids or list(session.exec(select(Brand.id).order_by(Brand.id)).all())  # type: ignore[arg-type]
 
 
@@ -110,23 +123,32 @@ def _brand_campaign_ids(session: Session, brand_id: int) -> list[int]:
 def _active_runs_for(session: Session, contact_id: int, campaign_ids: list[int]) -> list[int]:
     if not campaign_ids:
         return []
-    q = (sa_select(T.c.run_id).distinct()
-         .join(R, R.c.id == T.c.run_id)
-         .where(T.c.contact_id == contact_id, T.c.campaign_id.in_(campaign_ids),
-                T.c.state.in_(HANDED), R.c.state.in_(runs.ACTIVE)))
+    q = (
+        sa_select(T.c.run_id)
+        .distinct()
+        .join(R, R.c.id == T.c.run_id)
+        .where(
+            T.c.contact_id == contact_id,
+            T.c.campaign_id.in_(campaign_ids),
+            T.c.state.in_(HANDED),
+            R.c.state.in_(runs.ACTIVE),
+        )
+    )
     return sorted(r[0] for r in session.connection().execute(q))
 
 
 # ------------------------------------------------------------------------------------- process
-def process_inbound(session: Session, msg: Inbound, *, now: datetime,
-                    advanced_opt_out: bool) -> InboundResult:
+def process_inbound(
+    session: Session, msg: Inbound, *, now: datetime, advanced_opt_out: bool
+) -> InboundResult:
     campaigns = find_campaigns(session, msg.messaging_service_sid, msg.to)
     first = campaigns[0] if campaigns else None
     names = _brand_names(session, sorted({c.brand_id for c in campaigns}))
     twilio_answers = advanced_opt_out or bool((msg.opt_out_type or "").strip())
 
     existing = session.exec(
-        select(InboundMessage).where(InboundMessage.message_sid == msg.message_sid)).first()
+        select(InboundMessage).where(InboundMessage.message_sid == msg.message_sid)
+    ).first()
     if existing is not None:
         return _replay(existing, first, names, twilio_answers)
 
@@ -138,32 +160,48 @@ def process_inbound(session: Session, msg: Inbound, *, now: datetime,
         if contact is None and kind in (STOP, NL_REVOKE, START):
             contact, _ = upsert_contact(session, e164)
     row = InboundMessage(
-        message_sid=msg.message_sid, from_phone=e164 or msg.from_[:16], to=msg.to,
-        body=msg.body, classification=kind, contact_id=contact.id if contact else None,
+        message_sid=msg.message_sid,
+        from_phone=e164 or msg.from_[:16],
+        to=msg.to,
+        body=msg.body,
+        classification=kind,
+        contact_id=contact.id if contact else None,
         received_at=now,
     )
     session.add(row)
     session.flush()  # the unique message_sid makes a concurrent duplicate fail here
-    result = InboundResult(kind, contact_id=row.contact_id,
-                           campaign_sid=first.sid if first else None)
+    result = InboundResult(
+        kind, contact_id=row.contact_id, campaign_sid=first.sid if first else None
+    )
 
     if kind in REVOCATIONS and contact is not None:
-        brands = ([b for b in dict.fromkeys(c.brand_id for c in campaigns)] if campaigns
-                  else _fallback_brands(session, contact.id))
+        brands = (
+            [b for b in dict.fromkeys(c.brand_id for c in campaigns)]
+            if campaigns
+            else _fallback_brands(session, contact.id)
+        )
         newly, all_ids = _revoke(session, msg, kind, contact, brands, campaigns, now)
         result.new_opt_out = newly
         result.run_ids = _active_runs_for(session, contact.id, all_ids)
         if not newly:
             result.classification = kind + REPEAT
         elif kind == NL_REVOKE or not twilio_answers:
-            result.reply = replies.opt_out_reply(first, names.get(first.brand_id)
-                                                 if first else None)
+            result.reply = replies.opt_out_reply(
+                first, names.get(first.brand_id) if first else None
+            )
     elif kind == START and contact is not None and campaigns:
         for c in campaigns:
             ledger.append(
-                session, contact_id=contact.id, brand_id=c.brand_id, campaign_id=c.id,
-                action="grant", source="keyword", actor=ACTOR, consent_type="express",
-                evidence_text=msg.body, evidence_ref=msg.message_sid,
+                session,
+                contact_id=contact.id,
+                brand_id=c.brand_id,
+                campaign_id=c.id,
+                action="grant",
+                source="keyword",
+                actor=ACTOR,
+                consent_type="express",
+                evidence_text=msg.body,
+                evidence_ref=msg.message_sid,
                 note=f"opt-in keyword to {msg.to or msg.messaging_service_sid}",
                 occurred_at=now,
                 dedupe=ledger.dedupe_key("inbound", msg.message_sid, c.brand_id, c.id),
@@ -180,8 +218,15 @@ def process_inbound(session: Session, msg: Inbound, *, now: datetime,
     return result
 
 
-def _revoke(session: Session, msg: Inbound, kind: str, contact: Contact, brands: list[int],
-            campaigns: Sequence[Campaign], now: datetime) -> tuple[bool, list[int]]:
+def _revoke(
+    session: Session,
+    msg: Inbound,
+    kind: str,
+    contact: Contact,
+    brands: list[int],
+    campaigns: Sequence[Campaign],
+    now: datetime,
+) -> tuple[bool, list[int]]:
     """Append one brand-wide revoke per brand and suppress the contact's pending rows in every
     campaign of those brands.  Returns (newly opted out somewhere, campaign ids touched)."""
     assert contact.id is not None
@@ -196,33 +241,47 @@ def _revoke(session: Session, msg: Inbound, kind: str, contact: Contact, brands:
         )
         newly = newly or not already
         ledger.append(
-            session, contact_id=contact.id, brand_id=brand_id, campaign_id=None,
-            action="revoke", source=source, actor=ACTOR, evidence_text=msg.body,
+            session,
+            contact_id=contact.id,
+            brand_id=brand_id,
+            campaign_id=None,
+            action="revoke",
+            source=source,
+            actor=ACTOR,
+            evidence_text=msg.body,
             evidence_ref=msg.message_sid,
-            note=(f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
-                  f"{msg.to or '?'}" + (f" via {msg.messaging_service_sid}"
-                                        if msg.messaging_service_sid else "")
-                  + ("" if campaigns else "; the number matched no campaign")
-                  + ("; repeated (already opted out)" if already else "")),
-            occurred_at=now, dedupe=ledger.dedupe_key("inbound-revoke", msg.message_sid,
-                                                      brand_id),
+            note=(
+                f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
+                f"{msg.to or '?'}"
+                + (f" via {msg.messaging_service_sid}" if msg.messaging_service_sid else "")
+                + ("" if campaigns else "; the number matched no campaign")
+                + ("; repeated (already opted out)" if already else "")
+            ),
+            occurred_at=now,
+            dedupe=ledger.dedupe_key("inbound-revoke", msg.message_sid, brand_id),
         )
         ids = _brand_campaign_ids(session, brand_id)
-        outbox.suppress_for_contact(session, contact.id, brand_campaign_ids=ids,
-                                    reason="opted_out", now=now)
+        outbox.suppress_for_contact(
+            session, contact.id, brand_campaign_ids=ids, reason="opted_out", now=now
+        )
         touched.extend(ids)
     return newly, touched
 
 
-def _replay(row: InboundMessage, first: Campaign | None, names: dict[int, str],
-            twilio_answers: bool) -> InboundResult:
+def _replay(
+    row: InboundMessage, first: Campaign | None, names: dict[int, str], twilio_answers: bool
+) -> InboundResult:
     """An already processed MessageSid: change nothing, answer what the first request got."""
     kind = row.classification or OTHER
-    result = InboundResult(kind, replay=True, contact_id=row.contact_id,
-                           campaign_sid=first.sid if first else None)
+    result = InboundResult(
+        kind, replay=True, contact_id=row.contact_id, campaign_sid=first.sid if first else None
+    )
     brand = names.get(first.brand_id) if first else None
-    if kind in REVOCATIONS and row.contact_id is not None and (
-            kind == NL_REVOKE or not twilio_answers):
+    if (
+        kind in REVOCATIONS
+        and row.contact_id is not None
+        and (kind == NL_REVOKE or not twilio_answers)
+    ):
         result.reply = replies.opt_out_reply(first, brand)
     elif kind == START and row.contact_id is not None and first and not twilio_answers:
         result.reply = replies.opt_in_reply(first, brand)

@@ -19,16 +19,20 @@ def opt_out_reply(campaign: Any, brand_name: str | None) -> str:
     own = getattr(campaign, "opt_out_message", None) if campaign is not None else None
     if own and own.strip():
         return own.strip()
-    return (f"{_brand(brand_name)}: You have been unsubscribed and will receive no further "
-            "messages. Reply START to resubscribe.")
+    return (
+        f"{_brand(brand_name)}: You have been unsubscribed and will receive no further "
+        "messages. Reply START to resubscribe."
+    )
 
 
 def opt_in_reply(campaign: Any, brand_name: str | None) -> str:
     own = getattr(campaign, "opt_in_message", None) if campaign is not None else None
     if own and own.strip():
         return own.strip()
-    return (f"{_brand(brand_name)}: You are subscribed to recurring messages. Msg frequency "
-            "varies. Msg & data rates may apply. Reply HELP for help, STOP to opt out.")
+    return (
+        f"{_brand(brand_name)}: You are subscribed to recurring messages. Msg frequency "
+        "varies. Msg & data rates may apply. Reply HELP for help, STOP to opt out."
+    )
 
 
 def help_reply(campaign: Any, brand_name: str | None) -> str:
@@ -37,8 +41,11 @@ def help_reply(campaign: Any, brand_name: str | None) -> str:
         return own.strip()
     url = None
     if campaign is not None:
-        url = (getattr(campaign, "terms_and_conditions_url", None)
-               or getattr(campaign, "privacy_policy_url", None))
+        url = getattr(campaign, "terms_and_conditions_url", None) or getattr(
+            campaign, "privacy_policy_url", None
+        )
     where = f"visit {url}" if url else "reply to this message and our team will get back to you"
-    return (f"{_brand(brand_name)}: For help, {where}. Msg & data rates may apply. "
-            "Reply STOP to opt out.")
+    return (
+        f"{_brand(brand_name)}: For help, {where}. Msg & data rates may apply. "
+        "Reply STOP to opt out."
+    )

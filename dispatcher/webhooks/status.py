@@ -48,21 +48,29 @@ def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
         with ctx.runtime.db.session() as s:
             return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns)
 
-    return GroupCommit(run_batch, lambda u: apply_one(ctx, u),
-                       max_batch=ctx.options.status_batch_max, give_up=(StorageError,),
-                       name="status-commit")
+    return GroupCommit(
+        run_batch,
+        lambda u: apply_one(ctx, u),
+        max_batch=ctx.options.status_batch_max,
+        give_up=(StorageError,),
+        name="status-commit",
+    )
 
 
 def status_early(ctx: Context) -> EarlyStatuses:
-    return EarlyStatuses(lambda u: apply_one(ctx, u), lambda res: ctx.guard_now(react(ctx, res)),
-                         delays=ctx.options.early_retry_delays_s,
-                         max_pending=ctx.options.early_max_pending)
+    return EarlyStatuses(
+        lambda u: apply_one(ctx, u),
+        lambda res: ctx.guard_now(react(ctx, res)),
+        delays=ctx.options.early_retry_delays_s,
+        max_pending=ctx.options.early_max_pending,
+    )
 
 
 def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
     """One callback in its own transaction."""
-    return ctx.transaction(apply_status, sid=u.sid, status=u.status, error_code=u.error_code,
-                           campaigns=ctx.campaigns)
+    return ctx.transaction(
+        apply_status, sid=u.sid, status=u.status, error_code=u.error_code, campaigns=ctx.campaigns
+    )
 
 
 def react(ctx: Context, res: StatusResult) -> list[int]:
@@ -90,8 +98,12 @@ def parse_error_code(raw: str | None) -> int | None:
     return int(text) or None
 
 
-async def _status(ctx: Context, commit: GroupCommit[StatusUpdate, StatusResult],
-                  early: EarlyStatuses, request: Request) -> Response:
+async def _status(
+    ctx: Context,
+    commit: GroupCommit[StatusUpdate, StatusResult],
+    early: EarlyStatuses,
+    request: Request,
+) -> Response:
     settings = ctx.runtime.settings
     form = await read_signed_form(request, settings.auth_token, settings.public_base_url)
     sid = form.get("MessageSid", required=True, max_len=SID_MAX) or ""

@@ -12,8 +12,10 @@ EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 def render(message: str | None) -> str:
     if not message:
         return EMPTY
-    return ('<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
-            f"{escape(message)}</Message></Response>")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+        f"{escape(message)}</Message></Response>"
+    )
 
 
 def twiml_response(message: str | None) -> Response:

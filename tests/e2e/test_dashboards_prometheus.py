@@ -164,11 +164,13 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     work = tmp_path_factory.mktemp("embedded")
     settings = Settings(database_url=f"sqlite:///{work}/metrics.db")
-    cfg = SandboxConfig(account_sid=settings.account_sid, auth_token=settings.auth_token,
-                        inbound_url=settings.public_base_url.rstrip("/") + "/twilio/inbound",
-                        delivery_errors={30007: 0.1},
-                        schedule=Schedule(sending_after_s=0.05, sent_after_s=0.1,
-                                          final_after_s=0.3))
+    cfg = SandboxConfig(
+        account_sid=settings.account_sid,
+        auth_token=settings.auth_token,
+        inbound_url=settings.public_base_url.rstrip("/") + "/twilio/inbound",
+        delivery_errors={30007: 0.1},
+        schedule=Schedule(sending_after_s=0.05, sent_after_s=0.1, final_after_s=0.3),
+    )
     stack = EmbeddedStack(settings, sandbox_config=cfg, tick_s=0.25).start()
     server = None
     try:
@@ -178,15 +180,29 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with rt.db.session() as s:
             # 10 % filtering would (rightly) make the reputation guard pause the run
             registry.get_campaign(s, seeded["campaign"]).guard = {"filtering_rate": 0.5}
-            run, _ = runs.launch(s, runs.LaunchRequest(
-                campaign=seeded["campaign"], template=TEMPLATE, audience={"kind": "all"},
-                actor="test"), now=now)
+            run, _ = runs.launch(
+                s,
+                runs.LaunchRequest(
+                    campaign=seeded["campaign"],
+                    template=TEMPLATE,
+                    audience={"kind": "all"},
+                    actor="test",
+                ),
+                now=now,
+            )
             run_id = run.id
             # a second run starts while Prometheus scrapes: fresh throttle waits to rate()
-            runs.launch(s, runs.LaunchRequest(
-                campaign=seeded["campaign"], template="Reminder: " + TEMPLATE,
-                audience={"kind": "all"}, actor="test", send_at=now + timedelta(seconds=12)),
-                now=now)
+            runs.launch(
+                s,
+                runs.LaunchRequest(
+                    campaign=seeded["campaign"],
+                    template="Reminder: " + TEMPLATE,
+                    audience={"kind": "all"},
+                    actor="test",
+                    send_at=now + timedelta(seconds=12),
+                ),
+                now=now,
+            )
 
         def progressed() -> bool:
             with rt.db.session() as s:
@@ -195,8 +211,12 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         wait_until("the embedded run to deliver 5 messages", progressed, deadline_s=90)
         phones = sorted({m["to"] for m in rt.sandbox.records()})
-        for body, phone in (("HELP", phones[0]), ("STOP", phones[1]), ("START", phones[1]),
-                            ("please stop texting me", phones[2])):
+        for body, phone in (
+            ("HELP", phones[0]),
+            ("STOP", phones[1]),
+            ("START", phones[1]),
+            ("please stop texting me", phones[2]),
+        ):
             rt.sandbox.inbound(phone, body)
         server, _thread = start_exporter(0, rt.metrics, addr="127.0.0.1")
         yield f"http://127.0.0.1:{server.server_port}/metrics"
@@ -227,12 +247,15 @@ def prometheus(
             def check() -> bool:
                 res = prom.query(expr).get("data", {}).get("result", [])
                 return any(float(r["value"][1]) > 0 for r in res)
+
             return check
 
         # the run sends in bursts (one window at a time): wait until Prometheus has seen the
         # histograms move, so rate() has something to say
-        for expr in ("increase(dispatcher_send_duration_seconds_count[5m])",
-                     "increase(dispatcher_throttle_wait_seconds_count[5m])"):
+        for expr in (
+            "increase(dispatcher_send_duration_seconds_count[5m])",
+            "increase(dispatcher_throttle_wait_seconds_count[5m])",
+        ):
             wait_until(expr, moving(expr), deadline_s=60)
         up = prom.query('up{job="dispatcher"}')["data"]["result"]
         assert up and up[0]["value"][1] == "1", up

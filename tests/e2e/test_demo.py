@@ -16,7 +16,10 @@ pytestmark = pytest.mark.e2e
 def test_demo_accounts_for_every_recipient(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "dispatcher.cli.app", "demo", "--contacts", "60", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert r.returncode == 0, r.stderr[-2000:]
@@ -27,9 +30,14 @@ def test_demo_accounts_for_every_recipient(tmp_path):
     assert by_state.get("delivered", 0) + by_state.get("sent", 0) == plan["ok"]
     assert doc["carrier_received"] == plan["ok"] and doc["carrier_duplicates"] == 0
     assert doc["suppressed_by_reason"] == {
-        k: v for k, v in (("no_consent", plan.get("no_consent", 0)),
-                          ("opted_out", plan.get("opted_out", 0)),
-                          ("template_variable_missing", plan.get("missing_field", 0))) if v}
+        k: v
+        for k, v in (
+            ("no_consent", plan.get("no_consent", 0)),
+            ("opted_out", plan.get("opted_out", 0)),
+            ("template_variable_missing", plan.get("missing_field", 0)),
+        )
+        if v
+    }
     assert doc["deferred_by_reason"] == {"quiet_hours": plan["quiet_hours"]}
     assert sorted(doc["failed_by_code"]) == ["21211", "21610", "21612", "21614"]
     assert "Traceback" not in r.stderr

@@ -17,8 +17,10 @@ REDIS_DB = 13
 def distributed(tmp_path, redis_db: int = REDIS_DB):
     """(stack, db) on the shared Redis (DB ``redis_db``) and a fresh PostgreSQL database;
     nothing started yet."""
-    with fresh_postgres_database() as pg, \
-            deployment(redis_url(redis_db), pg, tmp_path / "logs") as pair:
+    with (
+        fresh_postgres_database() as pg,
+        deployment(redis_url(redis_db), pg, tmp_path / "logs") as pair,
+    ):
         yield pair
 
 
@@ -49,8 +51,10 @@ def own_redis(tmp_path):
 @pytest.fixture
 def dist_own_redis(tmp_path, own_redis):
     """(stack, db, redis_server) with the stack on the test's own redis-server."""
-    with fresh_postgres_database() as pg, \
-            deployment(own_redis.url, pg, tmp_path / "logs") as (stack, db):
+    with (
+        fresh_postgres_database() as pg,
+        deployment(own_redis.url, pg, tmp_path / "logs") as (stack, db),
+    ):
         yield stack, db, own_redis
 
 

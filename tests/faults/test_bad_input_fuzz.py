@@ -29,9 +29,16 @@ BRAND = "Acme Corporation"
 CONTACT = "+14155551234"
 # FUZZ_N=600 hunts with random seeds; CI runs 50 derandomized examples per target
 _N = os.environ.get("FUZZ_N")
-FUZZ = settings(max_examples=int(_N or 50), deadline=None, derandomize=not _N,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(_N or 50),
+    deadline=None,
+    derandomize=not _N,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 FUZZ2 = settings(FUZZ, max_examples=2 * FUZZ.max_examples)  # two targets per test
 COUNTS: dict[str, int] = {}  # examples run per target (printed by the last test)
 
@@ -47,8 +54,9 @@ def _check(result: Any, target: str, *, findings_ok: bool = False) -> None:
     out, err = result.stdout, result.stderr
     assert "Traceback" not in out + err, err[-2000:]
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"uncaught {type(result.exception).__name__}: "
-                             f"{result.exception}") from result.exception
+        raise AssertionError(
+            f"uncaught {type(result.exception).__name__}: {result.exception}"
+        ) from result.exception
     assert result.exit_code in (0, 1), f"exit {result.exit_code}: {err[-2000:]}"
     if result.exit_code == 1:
         lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -74,15 +82,60 @@ def env(cli_env):
 
 
 # ------------------------------------------------------------------------------------ CSV
-COLUMNS = ["phone", "name", "time_zone", "state", "consent_source", "consent_evidence",
-           "consent_url", "consented_at", "plan", "date", "", "PHONE ", "phone", "évidence"]
-BAD_CELLS = st.sampled_from([
-    "", " ", "\x00", "a\x00b", "x" * 70_000, "\ufeff", "😀" * 50, "\u202e+1415", "NaN",
-    "2026-02-30", "2026-13-01T25:61:00Z", "99999-01-01", "-1", "0", "+", "+1", "+1415555123",
-    "+14155551234", "4155551234", "(415) 555-1234 ext 9", "+441632960000", "+1 000 000 0000",
-    "1e400", "America/Nowhere", "Europe/Paris", "../../etc/passwd", "ZZ", "=cmd|' /C calc'!A0",
-    "\r\n", "\"", "'", "[first_name]", "2026-01-15T10:00:00Z", "yesterday",
-])
+COLUMNS = [
+    "phone",
+    "name",
+    "time_zone",
+    "state",
+    "consent_source",
+    "consent_evidence",
+    "consent_url",
+    "consented_at",
+    "plan",
+    "date",
+    "",
+    "PHONE ",
+    "phone",
+    "évidence",
+]
+BAD_CELLS = st.sampled_from(
+    [
+        "",
+        " ",
+        "\x00",
+        "a\x00b",
+        "x" * 70_000,
+        "\ufeff",
+        "😀" * 50,
+        "\u202e+1415",
+        "NaN",
+        "2026-02-30",
+        "2026-13-01T25:61:00Z",
+        "99999-01-01",
+        "-1",
+        "0",
+        "+",
+        "+1",
+        "+1415555123",
+        "+14155551234",
+        "4155551234",
+        "(415) 555-1234 ext 9",
+        "+441632960000",
+        "+1 000 000 0000",
+        "1e400",
+        "America/Nowhere",
+        "Europe/Paris",
+        "../../etc/passwd",
+        "ZZ",
+        "=cmd|' /C calc'!A0",
+        "\r\n",
+        '"',
+        "'",
+        "[first_name]",
+        "2026-01-15T10:00:00Z",
+        "yesterday",
+    ]
+)
 CELL = st.one_of(BAD_CELLS, st.text(max_size=40))
 
 
@@ -114,8 +167,9 @@ def csv_files(draw: Any) -> bytes:
 @example(data=b'phone,name\n"+14155550000,unterminated\n', brand=False, rejects=False)
 @example(data=b"\xff\xfe\x00garbage", brand=False, rejects=False)
 @example(data=b"phone,consented_at\n4155550001,2026-02-30\n", brand=True, rejects=True)
-@example(data=("phone,name\n4155550002," + "x" * 200_000 + "\n").encode(), brand=False,
-         rejects=False)
+@example(
+    data=("phone,name\n4155550002," + "x" * 200_000 + "\n").encode(), brand=False, rejects=False
+)
 @example(data=b"phone,phone\n4155550003,4155550004\n", brand=False, rejects=False)
 def test_contacts_import_never_crashes(env, data, brand, rejects):
     f = env / "fuzz.csv"
@@ -130,10 +184,14 @@ def test_contacts_import_never_crashes(env, data, brand, rejects):
 
 # ------------------------------------------------------------------------------------ JSON
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                               max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -178,10 +236,32 @@ def test_campaign_files_never_crash(env, text, lint):
 TEMPLATE = st.one_of(
     st.text(max_size=200),
     st.text(alphabet=st.sampled_from(list("[]{}_ab \\%$\n\x00😀")), max_size=60),
-    st.sampled_from(["", " ", "[", "]", "[]", "[[name]]", "[name", "name]", "[first_name]",
-                     "[ first_name ]", "[plan]", "[nope]", "[" + "a" * 300 + "]", "x" * 5000,
-                     "{name}", "{{name}}", "%s", "\x00", "Hi [name]\x00", "[date|upper]",
-                     "a.txt", "../../etc/passwd.txt"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "[",
+            "]",
+            "[]",
+            "[[name]]",
+            "[name",
+            "name]",
+            "[first_name]",
+            "[ first_name ]",
+            "[plan]",
+            "[nope]",
+            "[" + "a" * 300 + "]",
+            "x" * 5000,
+            "{name}",
+            "{{name}}",
+            "%s",
+            "\x00",
+            "Hi [name]\x00",
+            "[date|upper]",
+            "a.txt",
+            "../../etc/passwd.txt",
+        ]
+    ),
 )
 
 
@@ -199,21 +279,43 @@ TEMPLATE = st.one_of(
 def test_templates_never_crash(env, template, preview):
     sid = SEED_DOC["sid"]
     if preview:
-        r = _invoke("message", "preview", "--campaign", sid, "--contact", CONTACT, "--json",
-                    "--", template)
+        r = _invoke(
+            "message", "preview", "--campaign", sid, "--contact", CONTACT, "--json", "--", template
+        )
         _check(r, "message preview")
     else:
-        r = _invoke("run", "launch", "--campaign", sid, "--template", template,
-                    "--audience", "all", "--dry-run", "--json")
+        r = _invoke(
+            "run",
+            "launch",
+            "--campaign",
+            sid,
+            "--template",
+            template,
+            "--audience",
+            "all",
+            "--dry-run",
+            "--json",
+        )
         _check(r, "run launch --dry-run")
 
 
-@pytest.mark.parametrize("args", [
-    ["run", "launch"],  # missing --campaign
-    ["message", "preview", "-0", "--campaign", "x", "--contact", "y"],  # template like an option
-    ["contacts", "import"],
-    ["campaign", "lint", "a.json", "--nope"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "launch"],  # missing --campaign
+        [
+            "message",
+            "preview",
+            "-0",
+            "--campaign",
+            "x",
+            "--contact",
+            "y",
+        ],  # template like an option
+        ["contacts", "import"],
+        ["campaign", "lint", "a.json", "--nope"],
+    ],
+)
 def test_usage_errors_are_click_usage_not_internal_errors(cli_env, args):
     """Found by the template fuzz: Typer vendors Click, so its usage errors were not
     click.ClickException and the root reported them as ``internal error`` (exit 70)."""
@@ -235,8 +337,7 @@ def test_campaign_lint_non_string_brand_name(env):
 def test_message_preview_missing_field(env):
     """Found by the template fuzz: a [field] the contact has no value for raised MissingField
     (a KeyError: exit 70); now one ``error:`` line naming the field."""
-    r = _invoke("message", "preview", "Hi [A]", "--campaign", SEED_DOC["sid"],
-                "--contact", CONTACT)
+    r = _invoke("message", "preview", "Hi [A]", "--campaign", SEED_DOC["sid"], "--contact", CONTACT)
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "[A]" in r.stderr, r.stderr
 
 

@@ -52,9 +52,11 @@ def test_a_row_resolved_by_lookup_takes_the_carriers_final_status(tmp_path):
         run_id = h.launch()
         (row_id,) = [r.id for r in h.rows(run_id)]
         with h.db.session() as s:
-            s.connection().execute(outbox.T.update().where(outbox.T.c.id == row_id)
-                                   .values(state="unknown"))
+            s.connection().execute(
+                outbox.T.update().where(outbox.T.c.id == row_id).values(state="unknown")
+            )
         with h.db.session() as s:
-            assert outbox.resolve_unknown(s, row_id, found_sid="SM1", status="delivered",
-                                          now=h.clock.now())
+            assert outbox.resolve_unknown(
+                s, row_id, found_sid="SM1", status="delivered", now=h.clock.now()
+            )
         assert h.row(row_id).state == "delivered"

@@ -20,8 +20,16 @@ LIMIT, PERIOD = 20, 2  # 20 per 2 s (+1 s grace): ~7/s, binding
 @pytest.mark.timeout(240)
 def test_flushall_and_restart(dist_own_redis, tmp_path):
     stack, db, server = dist_own_redis
-    seeded = seed(db, tmp_path, consented=N, opted_out=5, no_consent=5,
-                  window_limit=LIMIT, window_seconds=PERIOD, mps=40)
+    seeded = seed(
+        db,
+        tmp_path,
+        consented=N,
+        opted_out=5,
+        no_consent=5,
+        window_limit=LIMIT,
+        window_seconds=PERIOD,
+        mps=40,
+    )
     stack.up(lost_after=6.0)
     run_id = launch(db, seeded)
 
@@ -34,12 +42,15 @@ def test_flushall_and_restart(dist_own_redis, tmp_path):
     r.flushall()
     flushed = time.time()
     r.close()
-    wait_for(lambda: sent() >= 100, 120, "100 messages out after the FLUSHALL",
-             check=stack.check_alive)
+    wait_for(
+        lambda: sent() >= 100, 120, "100 messages out after the FLUSHALL", check=stack.check_alive
+    )
     restarted = server.restart()
     rep, records, _ = finish_and_check(stack, db, seeded, run_id, timeout=180)
-    print(f"\nFLUSHALL at +{flushed - records[0]['received_at']:.1f} s, restart at "
-          f"+{restarted - records[0]['received_at']:.1f} s; {rep.summary()}")
+    print(
+        f"\nFLUSHALL at +{flushed - records[0]['received_at']:.1f} s, restart at "
+        f"+{restarted - records[0]['received_at']:.1f} s; {rep.summary()}"
+    )
     assert rep.ok(), rep.summary()
     # windows overlapping a loss may hold up to 2N (docs/throttle.md); all others at most N
     losses = (flushed, restarted)
@@ -48,8 +59,11 @@ def test_flushall_and_restart(dist_own_redis, tmp_path):
     print("; ".join(map(str, overall)))
     for w in overall:
         assert w.ok(allowance=w.limit), str(w)
-    segments = [(None, losses[0] - span), (losses[0] + span, losses[1] - span),
-                (losses[1] + span, None)]
+    segments = [
+        (None, losses[0] - span),
+        (losses[0] + span, losses[1] - span),
+        (losses[1] + span, None),
+    ]
     for since, until in segments:
         for w in check_windows(records, seeded, since=since, until=until):
             assert w.ok(), f"{w} between {since} and {until}"

@@ -60,9 +60,13 @@ def _launch_segment(db, seeded, group: str, send_at: datetime | None) -> int:  #
     from dispatcher import runs
     from tests.harness import TEMPLATE
 
-    req = runs.LaunchRequest(campaign=seeded.campaign_sid, template=TEMPLATE,
-                             audience={"kind": "segment", "query": f"grp={group}"},
-                             send_at=send_at, actor="test")
+    req = runs.LaunchRequest(
+        campaign=seeded.campaign_sid,
+        template=TEMPLATE,
+        audience={"kind": "segment", "query": f"grp={group}"},
+        send_at=send_at,
+        actor="test",
+    )
     with db.session() as s:
         run, _ = runs.launch(s, req, now=datetime.now(UTC))
         return int(run.id)
@@ -75,18 +79,33 @@ def test_standby_takes_over_and_no_run_fans_out_twice(dist15, tmp_path):
     stack, db = dist15
     n = PER_GROUP * len(GROUPS)
     # window 20 per 1 s: each 40-recipient run takes ~2 s, so the kill lands mid-run
-    seeded = seed(db, tmp_path, consented=n, opted_out=3, no_consent=3,
-                  window_limit=20, window_seconds=1, mps=600)
-    groups = {g: seeded.consented[i * PER_GROUP:(i + 1) * PER_GROUP]
-              for i, g in enumerate(GROUPS)}
+    seeded = seed(
+        db,
+        tmp_path,
+        consented=n,
+        opted_out=3,
+        no_consent=3,
+        window_limit=20,
+        window_seconds=1,
+        mps=600,
+    )
+    groups = {
+        g: seeded.consented[i * PER_GROUP : (i + 1) * PER_GROUP] for i, g in enumerate(GROUPS)
+    }
     groups["a"] = groups["a"] + seeded.opted_out + seeded.no_consent  # gated: suppressed
     _tag_groups(db, groups)
 
     stack.start_sandbox()
     stack.start_webhooks()
     stack.start_workers(processes=2, threads=4)
-    knobs = dict(tick=TICK, leader_ttl=TTL, reconcile=2.0, lost_after=10.0,
-                 sending_lease=12.0, status_after=5.0)
+    knobs = dict(
+        tick=TICK,
+        leader_ttl=TTL,
+        reconcile=2.0,
+        lost_after=10.0,
+        sending_lease=12.0,
+        status_after=5.0,
+    )
     # staggered: two schedulers started at the same instant on a fresh database race to
     # CREATE TABLE apscheduler_jobs and the loser exits (reported; see docs/reliability.md)
     scheds = {"sched-1": stack.start_scheduler("sched-1", **knobs)}
@@ -94,8 +113,12 @@ def test_standby_takes_over_and_no_run_fans_out_twice(dist15, tmp_path):
     try:
         wait_for(lambda: _leader(r), 30, "sched-1 to lead", check=lambda: stack.check_alive())
         scheds["sched-2"] = stack.start_scheduler("sched-2", **knobs)
-        wait_for(lambda: "scheduler started" in scheds["sched-2"].tail(), 30,
-                 "sched-2 to stand by", check=lambda: stack.check_alive())
+        wait_for(
+            lambda: "scheduler started" in scheds["sched-2"].tail(),
+            30,
+            "sched-2 to stand by",
+            check=lambda: stack.check_alive(),
+        )
         token = _leader(r)
         assert token
         pid = int(token.split(":")[-2])
@@ -106,8 +129,12 @@ def test_standby_takes_over_and_no_run_fans_out_twice(dist15, tmp_path):
         run_b = _launch_segment(db, seeded, "b", None)
         assert stack.carrier is not None
         # mid-run: the old leader has fanned out a and b and the carrier has some messages
-        wait_for(lambda: stack.carrier.count() >= 5, 30, "the runs to start sending",
-                 check=lambda: stack.check_alive())
+        wait_for(
+            lambda: stack.carrier.count() >= 5,
+            30,
+            "the runs to start sending",
+            check=lambda: stack.check_alive(),
+        )
         # due only after the failover (the kill follows at once, takeover <= TTL + a tick)
         run_c = _launch_segment(db, seeded, "c", datetime.now(UTC) + timedelta(seconds=TTL + 3))
         assert run_counts(db, run_c)[0] == "scheduled"
@@ -116,12 +143,18 @@ def test_standby_takes_over_and_no_run_fans_out_twice(dist15, tmp_path):
         scheds[leader].kill9()
         killed = time.monotonic()
         killed_at = datetime.now(UTC)
-        new = wait_for(lambda: (v := _leader(r)) and v != token and v, TTL + 10,
-                       "the standby to take the lock", every=0.02)
+        new = wait_for(
+            lambda: (v := _leader(r)) and v != token and v,
+            TTL + 10,
+            "the standby to take the lock",
+            every=0.02,
+        )
         takeover = time.monotonic() - killed
         assert int(new.split(":")[-2]) == scheds[standby].pid
-        print(f"\nleader {leader} (pid {pid}) killed; {standby} took over after "
-              f"{takeover:.2f} s (lock ttl {TTL:g} s, tick {TICK:g} s)")
+        print(
+            f"\nleader {leader} (pid {pid}) killed; {standby} took over after "
+            f"{takeover:.2f} s (lock ttl {TTL:g} s, tick {TICK:g} s)"
+        )
         assert takeover <= TTL + TICK + 1.0, f"takeover took {takeover:.2f} s"
 
         check = (standby, "workers", "webhooks", "sandbox")
@@ -132,8 +165,13 @@ def test_standby_takes_over_and_no_run_fans_out_twice(dist15, tmp_path):
 
     records = stack.carrier.records()
     rows = outbox_rows(db, [run_a, run_b, run_c])
-    rep = check_delivery(records, rows, expected=seeded.consented,
-                         forbidden=seeded.opted_out + seeded.no_consent, brand=seeded.brand)
+    rep = check_delivery(
+        records,
+        rows,
+        expected=seeded.consented,
+        forbidden=seeded.opted_out + seeded.no_consent,
+        brand=seeded.brand,
+    )
     print(rep.summary())
     assert rep.ok(), rep.summary()
     # one row per (run, contact) and each run's total is its audience
@@ -150,6 +188,7 @@ def test_standby_takes_over_and_no_run_fans_out_twice(dist15, tmp_path):
             assert sum(1 for row in rows if row["run_id"] == rid) == size
             if rid == run_c:  # fanned out by the new leader, after the kill
                 assert run.started_at is not None
-                started = run.started_at if run.started_at.tzinfo else \
-                    run.started_at.replace(tzinfo=UTC)
+                started = (
+                    run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+                )
                 assert started > killed_at, "run c was fanned out before the failover"

@@ -21,10 +21,26 @@ KILLS = 20
 @pytest.mark.timeout(300)
 def test_kill_minus_nine_workers_twenty_times(dist, tmp_path):
     stack, db = dist
-    seeded = seed(db, tmp_path, consented=N, opted_out=10, no_consent=10,
-                  window_limit=200, window_seconds=2, mps=40)
-    stack.up("--fault-slow", "0.3", "--fault-slow-seconds", "0.6", "--seed", "11",
-             sending_lease=12.0, lost_after=15.0)
+    seeded = seed(
+        db,
+        tmp_path,
+        consented=N,
+        opted_out=10,
+        no_consent=10,
+        window_limit=200,
+        window_seconds=2,
+        mps=40,
+    )
+    stack.up(
+        "--fault-slow",
+        "0.3",
+        "--fault-slow-seconds",
+        "0.6",
+        "--seed",
+        "11",
+        sending_lease=12.0,
+        lost_after=15.0,
+    )
     rng = random.Random(20260105)
     run_id = launch(db, seeded)
     kills = 0
@@ -48,8 +64,10 @@ def test_kill_minus_nine_workers_twenty_times(dist, tmp_path):
         stack.start_workers()
     rep, records, rows = finish_and_check(stack, db, seeded, run_id, timeout=200)
     lost_mid_send = sum(1 for r in rows if r.get("error_message") == "worker lost mid-send")
-    print(f"\n{kills} kills; rows in flight at kill time: {mid_send}; rows resolved after a "
-          f"worker died mid-send: {lost_mid_send}; {rep.summary()}")
+    print(
+        f"\n{kills} kills; rows in flight at kill time: {mid_send}; rows resolved after a "
+        f"worker died mid-send: {lost_mid_send}; {rep.summary()}"
+    )
     assert kills >= KILLS - 2, "the run finished before the kills were done"
     assert rep.ok(), rep.summary()
     assert rep.duplicates == 0 and rep.lost == 0

@@ -39,8 +39,11 @@ def redis(request) -> Iterator[redis_lib.Redis]:  # overrides the fakeredis fixt
 
 def test_an_unreachable_redis_raises_to_the_worker_who_falls_back():
     """``clear`` and ``epoch`` do not swallow errors: the worker treats one as 'check the DB'."""
-    down = Halts(redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
-                                 retry=Retry(NoBackoff(), 0)))
+    down = Halts(
+        redis_lib.Redis(
+            host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+        )
+    )
     with pytest.raises(redis_lib.ConnectionError):
         down.epoch()
     with pytest.raises(redis_lib.ConnectionError):

@@ -35,9 +35,12 @@ def test_100k_rows_stream_in(backend, tmp_path, monkeypatch):
         run_cli(["db", "upgrade", "--json"], env)
         run_cli(["brand", "add", "Acme Corporation", "--json"], env)
         doc, kb, wall = run_cli(
-            ["contacts", "import", str(f), "--brand", "Acme Corporation", "--json"], env)
-        print(f"\n{backend}: {ROWS} rows in {doc['seconds']} s "
-              f"({doc['rows_per_second']} rows/s), peak RSS {kb / 1024:.0f} MiB")
+            ["contacts", "import", str(f), "--brand", "Acme Corporation", "--json"], env
+        )
+        print(
+            f"\n{backend}: {ROWS} rows in {doc['seconds']} s "
+            f"({doc['rows_per_second']} rows/s), peak RSS {kb / 1024:.0f} MiB"
+        )
         assert doc["rows"] == ROWS and doc["rejected"] == bad
         assert doc["created"] == ROWS - bad and doc["consent_events"] == ROWS - bad
         assert set(doc["reasons"]) == {"invalid_phone", "missing_consent_evidence"}

@@ -20,8 +20,16 @@ def test_two_thousand_recipients_two_worker_processes(dist, tmp_path):
     # callbacks, carrier), so two cores deliver 20-40/s and 2 000 take about a minute.  The
     # window checks still run over every sliding window; tests/faults/test_redis_loss.py runs
     # a window that binds.
-    seeded = seed(db, tmp_path, consented=2000, opted_out=60, no_consent=60,
-                  window_limit=200, window_seconds=2, mps=40)
+    seeded = seed(
+        db,
+        tmp_path,
+        consented=2000,
+        opted_out=60,
+        no_consent=60,
+        window_limit=200,
+        window_seconds=2,
+        mps=40,
+    )
     stack.up(processes=2, threads=4)
     t0 = time.monotonic()
     run_id = launch(db, seeded)
@@ -30,8 +38,9 @@ def test_two_thousand_recipients_two_worker_processes(dist, tmp_path):
     records = stack.carrier.records()
     rows = outbox_rows(db, [run_id])
 
-    rep = check_delivery(records, rows, expected=seeded.consented,
-                         forbidden=seeded.opted_out + seeded.no_consent)
+    rep = check_delivery(
+        records, rows, expected=seeded.consented, forbidden=seeded.opted_out + seeded.no_consent
+    )
     assert rep.ok(), rep.summary()
     assert rep.received == 2000 and rep.duplicates == 0 and rep.lost == 0
     assert counts.get("delivered", 0) == 2000

@@ -42,8 +42,12 @@ def scheduler(db: Any) -> Iterator[tuple[Scheduler, list[int]]]:
         with lock:
             enqueued.extend(ids)
 
-    rt = SimpleNamespace(db=db, clock=SystemClock(), metrics=None,
-                         redis=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    rt = SimpleNamespace(
+        db=db,
+        clock=SystemClock(),
+        metrics=None,
+        redis=fakeredis.FakeRedis(server=fakeredis.FakeServer()),
+    )
     s = Scheduler(rt, enqueue_many, tick_s=TICK_S, reconcile_s=TICK_S, scheduler_id="wake-test")
     s.start()
     try:
@@ -61,15 +65,23 @@ def _state(db: Any, run_id: int) -> str:
 
 def _row_ids(db: Any, run_id: int) -> set[int]:
     with db.session() as s:
-        return {r[0] for r in s.connection().execute(
-            select(outbox.T.c.id).where(outbox.T.c.run_id == run_id))}
+        return {
+            r[0]
+            for r in s.connection().execute(
+                select(outbox.T.c.id).where(outbox.T.c.run_id == run_id)
+            )
+        }
 
 
 def _listener_pids(db: Any) -> set[int]:
     with db.session() as s:
-        return {r[0] for r in s.connection().exec_driver_sql(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            f"AND query = 'LISTEN {runs.WAKE_CHANNEL}' AND pid <> pg_backend_pid()")}
+        return {
+            r[0]
+            for r in s.connection().exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                f"AND query = 'LISTEN {runs.WAKE_CHANNEL}' AND pid <> pg_backend_pid()"
+            )
+        }
 
 
 def _fanned_out_and_released(db: Any, run_id: int, enqueued: list[int]) -> bool:
@@ -84,8 +96,11 @@ def test_a_run_launched_now_is_fanned_out_without_waiting_for_the_tick(pg_db, tm
     with scheduler(pg_db) as (s, enqueued):
         t0 = time.monotonic()
         run_id = launch(pg_db, seeded, audience={"kind": "all"})  # rows made at fan-out
-        wait_for(lambda: _fanned_out_and_released(pg_db, run_id, enqueued), SOON_S,
-                 f"run {run_id} fanned out and released by the wake-up")
+        wait_for(
+            lambda: _fanned_out_and_released(pg_db, run_id, enqueued),
+            SOON_S,
+            f"run {run_id} fanned out and released by the wake-up",
+        )
         assert time.monotonic() - t0 < TICK_S
         assert len(_row_ids(pg_db, run_id)) == 5 and sorted(enqueued) == enqueued
         assert s.listener is not None and s.listener.wakes >= 1
@@ -95,8 +110,11 @@ def test_a_resumed_run_is_released_again_at_once(pg_db, tmp_path):
     seeded = seed(pg_db, tmp_path, consented=3)
     with scheduler(pg_db) as (_s, enqueued):
         run_id = launch(pg_db, seeded)
-        wait_for(lambda: _fanned_out_and_released(pg_db, run_id, enqueued), SOON_S,
-                 f"run {run_id} released")
+        wait_for(
+            lambda: _fanned_out_and_released(pg_db, run_id, enqueued),
+            SOON_S,
+            f"run {run_id} released",
+        )
         now = datetime.now(UTC)
         with pg_db.session() as sess:
             runs.pause_run(sess, run_id, "test", now)
@@ -109,11 +127,18 @@ def test_launch_notifies_on_commit_only_and_only_when_due(pg_db, tmp_path):
     seeded = seed(pg_db, tmp_path, consented=2)
 
     def req(send_at: datetime | None = None) -> runs.LaunchRequest:
-        return runs.LaunchRequest(campaign=seeded.campaign_sid, template=TEMPLATE,
-                                  audience={"kind": "all"}, send_at=send_at, actor="test")
+        return runs.LaunchRequest(
+            campaign=seeded.campaign_sid,
+            template=TEMPLATE,
+            audience={"kind": "all"},
+            send_at=send_at,
+            actor="test",
+        )
 
-    with psycopg.connect(conninfo(pg_db.url), autocommit=True) as ln, \
-            psycopg.connect(conninfo(pg_db.url), autocommit=True) as other:
+    with (
+        psycopg.connect(conninfo(pg_db.url), autocommit=True) as ln,
+        psycopg.connect(conninfo(pg_db.url), autocommit=True) as other,
+    ):
         ln.execute(f"LISTEN {runs.WAKE_CHANNEL}")
         with pg_db.session() as s:
             runs.launch(s, req(), now=datetime.now(UTC))
@@ -142,13 +167,19 @@ def test_a_lost_listener_connection_is_retried_and_wakes_again(pg_db, tmp_path, 
         (pid,) = _listener_pids(pg_db)
         with pg_db.session() as sess:
             sess.connection().exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-        wait_for(lambda: (_listener_pids(pg_db) - {pid}) and s.listener.listening.is_set(),
-                 10, "the listener to reconnect")
+        wait_for(
+            lambda: (_listener_pids(pg_db) - {pid}) and s.listener.listening.is_set(),
+            10,
+            "the listener to reconnect",
+        )
         lost = [r for r in caplog.records if r.getMessage().startswith("wake listener:")]
         assert lost and {r.levelno for r in lost} == {logging.INFO}
         run_id = launch(pg_db, seeded)
-        wait_for(lambda: _fanned_out_and_released(pg_db, run_id, enqueued), SOON_S,
-                 f"run {run_id} fanned out after the reconnect")
+        wait_for(
+            lambda: _fanned_out_and_released(pg_db, run_id, enqueued),
+            SOON_S,
+            f"run {run_id} fanned out after the reconnect",
+        )
         assert s.errors == 0
 
 

@@ -21,8 +21,9 @@ def _setup(db):
     with db.session() as s:
         b = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
         c, created = registry.import_campaign(s, json.loads(SEED.read_text()), brand=b)
-        ct, _ = contacts.upsert_contact(s, "(415) 555-1234", name="Ann",
-                                        attributes={"date": "2027-01-01"})
+        ct, _ = contacts.upsert_contact(
+            s, "(415) 555-1234", name="Ann", attributes={"date": "2027-01-01"}
+        )
         return b.id, c.id, ct.id
 
 
@@ -30,15 +31,24 @@ def test_round_trip(any_db):
     bid, cid, ctid = _setup(any_db)
     with any_db.session() as s:
         c = registry.get_campaign(s, "QEaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
-        assert c.rate_limits == {"att": {"mps": 600, "msg_class": "A"},
-                                 "tmobile": {"brand_tier": "TOP"}}
+        assert c.rate_limits == {
+            "att": {"mps": 600, "msg_class": "A"},
+            "tmobile": {"brand_tier": "TOP"},
+        }
         assert c.message_samples[0].startswith("EXPRESS")
         assert c.opt_out_keywords == ["STOP"] and c.window_limit == 10
         run = Run(campaign_id=cid, template="Hi [name]")
         s.add(run)
         s.flush()
-        s.add(OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=ctid,
-                            to_phone="+14155551234", body="Hi Ann"))
+        s.add(
+            OutboxMessage(
+                run_id=run.id,
+                campaign_id=cid,
+                contact_id=ctid,
+                to_phone="+14155551234",
+                body="Hi Ann",
+            )
+        )
     with any_db.session() as s:
         row = s.exec(__import__("sqlmodel").select(OutboxMessage)).one()
         assert row.state == "queued" and row.attempts == 0 and row.body == "Hi Ann"
@@ -56,29 +66,42 @@ def test_a_batch_is_claimed_and_recorded_in_one_statement_each(any_db):
         s.add_all([run, paused])
         s.flush()
         others = [contacts.upsert_contact(s, f"(415) 555-12{i:02d}")[0].id for i in range(3)]
-        rows = [OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=who,
-                              to_phone="+14155551234") for who in (ctid, *others[:2])]
-        rows.append(OutboxMessage(run_id=paused.id, campaign_id=cid, contact_id=others[2],
-                                  to_phone="+14155551234"))
+        rows = [
+            OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=who, to_phone="+14155551234")
+            for who in (ctid, *others[:2])
+        ]
+        rows.append(
+            OutboxMessage(
+                run_id=paused.id, campaign_id=cid, contact_id=others[2], to_phone="+14155551234"
+            )
+        )
         s.add_all(rows)
         s.flush()
         a, b, c, d = (r.id for r in rows)
     with any_db.connect(autocommit=True) as conn:
         conn.execute(outbox.T.update().where(outbox.T.c.id == c).values(state="suppressed"))
-        token, claimed = outbox.claim_many(conn, [
-            outbox.ToClaim(i, f"Hi {i}", f"h{i}", 1) for i in (a, b, c, d)], now)
+        token, claimed = outbox.claim_many(
+            conn, [outbox.ToClaim(i, f"Hi {i}", f"h{i}", 1) for i in (a, b, c, d)], now
+        )
         assert claimed == {a, b}  # c was suppressed, d's run is paused
         assert outbox.claim_many(conn, [outbox.ToClaim(a, "Hi", "h", 1)], now)[1] == set()
-        sent = [outbox.Sent(a, token, "SM" + "a" * 32, "accepted", now),
-                outbox.Sent(b, "stale", "SM" + "b" * 32, "queued", now)]
+        sent = [
+            outbox.Sent(a, token, "SM" + "a" * 32, "accepted", now),
+            outbox.Sent(b, "stale", "SM" + "b" * 32, "queued", now),
+        ]
         assert outbox.mark_sent_many(conn, sent) == 1  # a stale token records nothing
         assert outbox.unclaim(conn, [a, b], token, now, reason="throttle", enqueued=True) == 1
     with any_db.session() as s:
-        got = {r.id: (r.state, r.provider_sid, r.body, r.attempts, r.claim_token)
-               for r in s.exec(__import__("sqlmodel").select(OutboxMessage))}
-    assert got == {a: ("sent", "SM" + "a" * 32, f"Hi {a}", 1, token),
-                   b: ("queued", None, f"Hi {b}", 0, None),
-                   c: ("suppressed", None, None, 0, None), d: ("queued", None, None, 0, None)}
+        got = {
+            r.id: (r.state, r.provider_sid, r.body, r.attempts, r.claim_token)
+            for r in s.exec(__import__("sqlmodel").select(OutboxMessage))
+        }
+    assert got == {
+        a: ("sent", "SM" + "a" * 32, f"Hi {a}", 1, token),
+        b: ("queued", None, f"Hi {b}", 0, None),
+        c: ("suppressed", None, None, 0, None),
+        d: ("queued", None, None, 0, None),
+    }
 
 
 def _rows(db, n: int, state: str = "running") -> list[int]:
@@ -87,10 +110,13 @@ def _rows(db, n: int, state: str = "running") -> list[int]:
         run = Run(campaign_id=cid, template="Hi", state=state)
         s.add(run)
         s.flush()
-        who = [ctid] + [contacts.upsert_contact(s, f"(415) 555-13{i:02d}")[0].id
-                        for i in range(n - 1)]
-        rows = [OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=c,
-                              to_phone="+14155551234") for c in who]
+        who = [ctid] + [
+            contacts.upsert_contact(s, f"(415) 555-13{i:02d}")[0].id for i in range(n - 1)
+        ]
+        rows = [
+            OutboxMessage(run_id=run.id, campaign_id=cid, contact_id=c, to_phone="+14155551234")
+            for c in who
+        ]
         s.add_all(rows)
         s.flush()
         return [r.id for r in rows]
@@ -103,15 +129,18 @@ def test_a_claimed_row_of_a_run_cancelled_meanwhile_is_cancelled_when_given_back
     now = datetime.now(UTC)
     with any_db.connect(autocommit=True) as conn:
         token, claimed = outbox.claim_many(
-            conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (a, b)], now)
+            conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (a, b)], now
+        )
         assert claimed == {a, b}
         conn.execute(Run.__table__.update().values(state="cancelled"))
         assert outbox.unclaim(conn, [a], token, now) == 1
         # a request the carrier refused goes back the same way; its attempt counts
         assert outbox.release(conn, b, token, now, "retry", now)
     with any_db.session() as s:
-        got = {r.id: (r.state, r.claim_token, r.attempts)
-               for r in s.exec(__import__("sqlmodel").select(OutboxMessage))}
+        got = {
+            r.id: (r.state, r.claim_token, r.attempts)
+            for r in s.exec(__import__("sqlmodel").select(OutboxMessage))
+        }
     assert got == {a: ("cancelled", None, 0), b: ("cancelled", None, 1)}
 
 
@@ -125,7 +154,8 @@ def test_a_batch_claim_skips_a_row_someone_holds_instead_of_waiting(pg_db):
         other.execute(text("SELECT id FROM outboxmessage WHERE id = :i FOR UPDATE"), {"i": b})
         with pg_db.connect(autocommit=True) as conn:
             _, claimed = outbox.claim_many(
-                conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (c, b, a)], now)
+                conn, [outbox.ToClaim(i, "Hi", "h", 1) for i in (c, b, a)], now
+            )
         other.rollback()
     assert claimed == {a, c}
 
@@ -134,11 +164,26 @@ def test_consent_derived_from_ledger(any_db):
     bid, cid, ctid = _setup(any_db)
     with any_db.session() as s:
         assert ledger.status(s, ctid, brand_id=bid, campaign_id=cid) == ledger.NO_CONSENT
-        ledger.append(s, contact_id=ctid, brand_id=bid, action="grant", source="web_form",
-                      actor="t", evidence_text="box ticked")
+        ledger.append(
+            s,
+            contact_id=ctid,
+            brand_id=bid,
+            action="grant",
+            source="web_form",
+            actor="t",
+            evidence_text="box ticked",
+        )
         assert ledger.status(s, ctid, brand_id=bid, campaign_id=cid).granted
-        ledger.append(s, contact_id=ctid, brand_id=bid, campaign_id=cid, action="revoke",
-                      source="keyword", actor="t", evidence_text="STOP")
+        ledger.append(
+            s,
+            contact_id=ctid,
+            brand_id=bid,
+            campaign_id=cid,
+            action="revoke",
+            source="keyword",
+            actor="t",
+            evidence_text="STOP",
+        )
         st = ledger.status(s, ctid, brand_id=bid, campaign_id=cid)
         assert st.opted_out and not st.granted
         # the campaign-scoped revoke does not touch brand-wide consent for other campaigns
@@ -148,8 +193,15 @@ def test_consent_derived_from_ledger(any_db):
 def test_ledger_cannot_be_updated_or_deleted(any_db):
     bid, cid, ctid = _setup(any_db)
     with any_db.session() as s:
-        ev = ledger.append(s, contact_id=ctid, brand_id=bid, action="grant", source="api",
-                           actor="t", evidence_text="yes")
+        ev = ledger.append(
+            s,
+            contact_id=ctid,
+            brand_id=bid,
+            action="grant",
+            source="api",
+            actor="t",
+            evidence_text="yes",
+        )
         evid = ev.id
     with pytest.raises(LedgerError), any_db.session() as s:
         ev = s.get(ledger.ConsentEvent, evid)

@@ -20,8 +20,9 @@ from dispatcher.settings import get_settings
 
 
 def test_sync_refreshes_status_and_pauses_runs(cli_env, monkeypatch):
-    live = default_campaign(campaign_status="SUSPENDED",
-                            rate_limits={"att": {"mps": 75, "msg_class": "A"}})
+    live = default_campaign(
+        campaign_status="SUSPENDED", rate_limits={"att": {"mps": 75, "msg_class": "A"}}
+    )
     cfg = SandboxConfig(campaigns=[live])
     with BackgroundServer(create_app(cfg)) as srv:
         monkeypatch.setenv("DISPATCHER_TWILIO_API_BASE_URL", srv.url)
@@ -34,8 +35,18 @@ def test_sync_refreshes_status_and_pauses_runs(cli_env, monkeypatch):
         r = CliRunner()
         assert r.invoke(app, ["brand", "add", "Acme Corporation"]).exit_code == 0
         assert r.invoke(app, ["campaign", "import", str(f)]).exit_code == 0
-        launched = r.invoke(app, ["run", "launch", "--campaign", DEFAULT_CAMPAIGN_SID,
-                                  "--template", "Hi [name]", "--json"])
+        launched = r.invoke(
+            app,
+            [
+                "run",
+                "launch",
+                "--campaign",
+                DEFAULT_CAMPAIGN_SID,
+                "--template",
+                "Hi [name]",
+                "--json",
+            ],
+        )
         assert launched.exit_code == 0, launched.stderr
         res = r.invoke(app, ["campaign", "sync", DEFAULT_CAMPAIGN_SID, "--json"])
         assert res.exit_code == 0, res.stderr

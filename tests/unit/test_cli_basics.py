@@ -41,8 +41,20 @@ def test_json_outputs_parse(run, cli_env):
     rep = _json(run("contacts", "import", str(csvf), "--brand", "Acme Corporation", "--json"))
     assert rep["created"] == 1 and rep["consent_events"] == 1
     assert _json(run("contacts", "list", "--json"))["contacts"][0]["phone"] == "+14155551234"
-    ev = _json(run("consent", "revoke", "4155551234", "--brand", "Acme Corporation",
-                   "--source", "operator", "--note", "asked by phone", "--json"))
+    ev = _json(
+        run(
+            "consent",
+            "revoke",
+            "4155551234",
+            "--brand",
+            "Acme Corporation",
+            "--source",
+            "operator",
+            "--note",
+            "asked by phone",
+            "--json",
+        )
+    )
     assert ev["action"] == "revoke"
     export = _json(run("consent", "export", "--format", "json"))
     assert [e["action"] for e in export["events"]] == ["grant", "revoke"]

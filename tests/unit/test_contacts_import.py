@@ -34,8 +34,10 @@ def _import(db, path, brand, **kw):
 
 def _counts(db):
     with db.session() as s:
-        return (s.exec(select(func.count()).select_from(Contact)).one(),
-                s.exec(select(func.count()).select_from(ConsentEvent)).one())
+        return (
+            s.exec(select(func.count()).select_from(Contact)).one(),
+            s.exec(select(func.count()).select_from(ConsentEvent)).one(),
+        )
 
 
 def test_bad_rows_are_rejected_with_row_and_reason(sqlite_db, brand, tmp_path):
@@ -43,13 +45,21 @@ def test_bad_rows_are_rejected_with_row_and_reason(sqlite_db, brand, tmp_path):
     f.write_text(GOOD_AND_BAD)
     rep = _import(sqlite_db, f, brand)
     assert (rep.rows, rep.created, rep.consent_events, rep.rejected) == (7, 2, 2, 5)
-    assert rep.reasons == {"invalid_phone": 1, "missing_consent_evidence": 1, "duplicate": 1,
-                           "bad_date": 2}
+    assert rep.reasons == {
+        "invalid_phone": 1,
+        "missing_consent_evidence": 1,
+        "duplicate": 1,
+        "bad_date": 2,
+    }
     with open(rep.rejects_file) as fh:
         rejects = list(csv.DictReader(fh))
     assert [(r["row"], r["reason"]) for r in rejects] == [
-        ("3", "invalid_phone"), ("4", "missing_consent_evidence"), ("5", "duplicate"),
-        ("6", "bad_date"), ("8", "bad_date")]
+        ("3", "invalid_phone"),
+        ("4", "missing_consent_evidence"),
+        ("5", "duplicate"),
+        ("6", "bad_date"),
+        ("8", "bad_date"),
+    ]
     assert rejects[0]["name"] == "Bob"  # the original cells, ready to fix and re-import
     with sqlite_db.session() as s:
         ann = contacts.get_contact(s, "+14155551234")
@@ -74,8 +84,9 @@ def test_fixed_rejects_file_reimports(sqlite_db, brand, tmp_path):
         rows = list(csv.DictReader(fh))
     fixed = tmp_path / "fixed.csv"
     with fixed.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k not in ("row", "reason",
-                                                                            "detail")])
+        w = csv.DictWriter(
+            fh, fieldnames=[k for k in rows[0] if k not in ("row", "reason", "detail")]
+        )
         w.writeheader()
         for r in rows:
             if r["reason"] == "bad_date":

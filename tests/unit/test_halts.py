@@ -41,8 +41,9 @@ def test_clear_when_nothing_was_signalled(h):
     assert h.clear(e, **IDS)
 
 
-@pytest.mark.parametrize("kind,key", [("contacts", "contact_id"), ("runs", "run_id"),
-                                      ("campaigns", "campaign_id")])
+@pytest.mark.parametrize(
+    "kind,key", [("contacts", "contact_id"), ("runs", "run_id"), ("campaigns", "campaign_id")]
+)
 def test_a_signal_of_the_contact_run_or_campaign_is_not_clear(h, kind, key):
     e = h.epoch()
     h.signal(**{kind: [IDS[key] + 100]})  # someone else's
@@ -125,8 +126,15 @@ def world(sqlite_db) -> dict[str, int]:
 
 
 def _revoke(s: Any, w: dict[str, int]) -> None:
-    ledger.append(s, contact_id=w["contact"], brand_id=w["brand"], action="revoke",
-                  source="keyword", actor="test", evidence_text="STOP")
+    ledger.append(
+        s,
+        contact_id=w["contact"],
+        brand_id=w["brand"],
+        action="revoke",
+        source="keyword",
+        actor="test",
+        evidence_text="STOP",
+    )
 
 
 def _revokes(s: Any) -> list[ConsentEvent]:
@@ -139,17 +147,26 @@ def _run_state(s: Any, w: dict[str, int]) -> str:
 
 #: name -> (do it in a session, its key, what the committed transaction left)
 HALTERS = {
-    "revoke": (_revoke, lambda h, w: h.contact_key(w["contact"]),
-               lambda s, w: len(_revokes(s)) == 1),
-    "pause_run": (lambda s, w: runs.pause_run(s, w["run"], "operator", NOW),
-                  lambda h, w: h.run_key(w["run"]),
-                  lambda s, w: _run_state(s, w) == runs.PAUSED),
-    "cancel_run": (lambda s, w: runs.cancel_run(s, w["run"], NOW),
-                   lambda h, w: h.run_key(w["run"]),
-                   lambda s, w: _run_state(s, w) == runs.CANCELLED),
-    "pause_campaign_runs": (lambda s, w: runs.pause_campaign_runs(s, w["campaign"], "30034", NOW),
-                            lambda h, w: h.campaign_key(w["campaign"]),
-                            lambda s, w: _run_state(s, w) == runs.PAUSED),
+    "revoke": (
+        _revoke,
+        lambda h, w: h.contact_key(w["contact"]),
+        lambda s, w: len(_revokes(s)) == 1,
+    ),
+    "pause_run": (
+        lambda s, w: runs.pause_run(s, w["run"], "operator", NOW),
+        lambda h, w: h.run_key(w["run"]),
+        lambda s, w: _run_state(s, w) == runs.PAUSED,
+    ),
+    "cancel_run": (
+        lambda s, w: runs.cancel_run(s, w["run"], NOW),
+        lambda h, w: h.run_key(w["run"]),
+        lambda s, w: _run_state(s, w) == runs.CANCELLED,
+    ),
+    "pause_campaign_runs": (
+        lambda s, w: runs.pause_campaign_runs(s, w["campaign"], "30034", NOW),
+        lambda h, w: h.campaign_key(w["campaign"]),
+        lambda s, w: _run_state(s, w) == runs.PAUSED,
+    ),
 }
 
 
@@ -164,15 +181,17 @@ def test_a_halt_sets_its_key_before_the_commit(sqlite_db, world, h, redis, name)
     halts.install(sqlite_db, h)
     at_commit: list[bool] = []
     # the DBAPI COMMIT itself (engine event), not just the ORM's before_commit
-    event.listen(sqlite_db.engine, "commit",
-                 lambda _conn: at_commit.append(bool(redis.exists(key))))
+    event.listen(
+        sqlite_db.engine, "commit", lambda _conn: at_commit.append(bool(redis.exists(key)))
+    )
     e = h.epoch()
     with sqlite_db.session() as s:
         do(s, world)
         assert not redis.exists(key)  # noted only: signalled when the transaction commits
     assert at_commit == [True]
-    assert redis.exists(key) and not h.clear(e, contact_id=world["contact"], run_id=world["run"],
-                                             campaign_id=world["campaign"])
+    assert redis.exists(key) and not h.clear(
+        e, contact_id=world["contact"], run_id=world["run"], campaign_id=world["campaign"]
+    )
     with sqlite_db.session() as s:  # and it did commit
         assert committed(s, world)
 
@@ -181,12 +200,20 @@ def test_a_grant_or_a_plain_transaction_signals_nothing(sqlite_db, world, h, red
     halts.install(sqlite_db, h)
     e = h.epoch()
     with sqlite_db.session() as s:
-        ledger.append(s, contact_id=world["contact"], brand_id=world["brand"], action="grant",
-                      source="web_form", actor="test", evidence_text="form")
+        ledger.append(
+            s,
+            contact_id=world["contact"],
+            brand_id=world["brand"],
+            action="grant",
+            source="web_form",
+            actor="test",
+            evidence_text="form",
+        )
         runs.fan_out(s, world["run"], NOW)  # not a halt either
     assert _names(redis) == [h.epoch_key]
-    assert h.clear(e, contact_id=world["contact"], run_id=world["run"],
-                   campaign_id=world["campaign"])
+    assert h.clear(
+        e, contact_id=world["contact"], run_id=world["run"], campaign_id=world["campaign"]
+    )
 
 
 def test_a_rolled_back_transaction_signals_nothing(sqlite_db, world, h, redis):
@@ -244,8 +271,7 @@ def test_install_twice_registers_once_and_the_latest_halts_wins(sqlite_db, world
             type(self).calls += 1
             super().signal(**kw)
 
-    first, second = (Counting(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
-                     for _ in range(2))
+    first, second = (Counting(fakeredis.FakeRedis(server=fakeredis.FakeServer())) for _ in range(2))
     halts.install(sqlite_db, first)
     halts.install(sqlite_db, first)
     with sqlite_db.session() as s:
@@ -268,8 +294,15 @@ def test_a_lazy_halts_is_made_only_when_there_is_something_to_signal(sqlite_db, 
 
     halts.install(sqlite_db, provide)
     with sqlite_db.session() as s:
-        ledger.append(s, contact_id=world["contact"], brand_id=world["brand"], action="grant",
-                      source="web_form", actor="test", evidence_text="form")
+        ledger.append(
+            s,
+            contact_id=world["contact"],
+            brand_id=world["brand"],
+            action="grant",
+            source="web_form",
+            actor="test",
+            evidence_text="form",
+        )
     assert made == []
     with sqlite_db.session() as s:
         _revoke(s, world)
@@ -304,7 +337,6 @@ def test_the_runtime_db_signals_halts_without_a_redis_client_up_front(tmp_path):
         db = store._databases.pop(url, None)
         if db is not None:
             db.dispose()
-
 
 
 def test_a_cli_revoke_signals_through_the_runtime_redis(cli_env):

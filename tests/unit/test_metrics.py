@@ -293,12 +293,27 @@ def _daily_state(r: fakeredis.FakeRedis) -> dict[bytes, object]:
 
 # (sender, body, brand, segments); "+1d" advances the clock a day (a batch spanning midnight)
 _DAILY_SENDS: list[tuple[str, str | None, str | None, int] | str] = [
-    (SENDER, "new1", "BN1", 2), (SENDER, "new2", "BN1", 1), (SENDER, "new1", "BN2", 3),
-    (SENDER, "old1", None, 1), (SENDER, "new2", "BN1", 1), (SENDER, "new3", "", 1),
-    (MG, "new2", "BN2", 4), (MG, "m1", "BN2", 1), (MG, "m2", None, 1), (MG, "m3", "BN1", 1),
-    (MG, "m2", "BN1", 2), (MG, "m4", None, 1), (MG, "m4", None, 1), (SENDER, None, "BN1", 5),
-    (SENDER, "new1", None, 1), (MG, "m3", "BN2", 1), "+1d", (SENDER, "new2", "BN1", 1),
-    (SENDER, "new1", "BN1", 1), (SENDER, "new2", "BN3", 2), (MG, None, "BN3", 1),
+    (SENDER, "new1", "BN1", 2),
+    (SENDER, "new2", "BN1", 1),
+    (SENDER, "new1", "BN2", 3),
+    (SENDER, "old1", None, 1),
+    (SENDER, "new2", "BN1", 1),
+    (SENDER, "new3", "", 1),
+    (MG, "new2", "BN2", 4),
+    (MG, "m1", "BN2", 1),
+    (MG, "m2", None, 1),
+    (MG, "m3", "BN1", 1),
+    (MG, "m2", "BN1", 2),
+    (MG, "m4", None, 1),
+    (MG, "m4", None, 1),
+    (SENDER, None, "BN1", 5),
+    (SENDER, "new1", None, 1),
+    (MG, "m3", "BN2", 1),
+    "+1d",
+    (SENDER, "new2", "BN1", 1),
+    (SENDER, "new1", "BN1", 1),
+    (SENDER, "new2", "BN3", 2),
+    (MG, None, "BN3", 1),
 ]
 
 

@@ -40,7 +40,13 @@ def test_importing_cli_does_no_work_with_empty_environment(tmp_path):
         "import pathlib; assert not pathlib.Path('.dispatcher').exists(), 'created files';"
         "print('ok')"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PATH": "/usr/bin"},
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"

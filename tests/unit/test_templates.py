@@ -22,10 +22,16 @@ def test_missing_field():
     assert e.value.name == "name"
 
 
-@pytest.mark.parametrize("src, needle", [
-    ("", "empty"), ("Hi [name", "never closed"), ("Hi name]", "no opening"),
-    ("Hi [na me!]", "not a field name"), ("x" * 1601, "1600"),
-])
+@pytest.mark.parametrize(
+    "src, needle",
+    [
+        ("", "empty"),
+        ("Hi [name", "never closed"),
+        ("Hi name]", "no opening"),
+        ("Hi [na me!]", "not a field name"),
+        ("x" * 1601, "1600"),
+    ],
+)
 def test_malformed_templates_one_line(src, needle):
     with pytest.raises(InputError) as e:
         parse_template(src)

@@ -36,8 +36,15 @@ class ApiClient:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             return await c.request(method, path, **kw)
 
-    def request(self, method: str, path: str, *, token: str | None = "default",
-                headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = "default",
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
         h = dict(headers or {})
         tok = self.token if token == "default" else token
         if tok:
@@ -67,8 +74,12 @@ def make_world(db: Any) -> dict[str, Any]:
     with db.session() as s:
         brand = registry.add_brand(s, name="Acme Corporation")
         campaign, _ = registry.import_campaign(s, json.loads(SEED.read_text()), brand=brand)
-        return {"brand": brand.name, "brand_id": brand.id, "campaign": campaign.sid,
-                "campaign_id": campaign.id}
+        return {
+            "brand": brand.name,
+            "brand_id": brand.id,
+            "campaign": campaign.sid,
+            "campaign_id": campaign.id,
+        }
 
 
 def make_key(db: Any, name: str, scopes: str = ALL_SCOPES) -> str:

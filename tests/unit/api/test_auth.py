@@ -65,17 +65,28 @@ def test_401_without_or_with_a_wrong_key(app, world, db):
     _problem(c.get("/v1/runs/1", token=tok), 401)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "needs"), [
-    ("POST", "/v1/runs", {"campaign": "x", "template": "t", "audience": {"kind": "all"}},
-     "runs:write"),
-    ("GET", "/v1/runs/1", None, "runs:read"),
-    ("POST", "/v1/runs/1:pause", None, "runs:write"),
-    ("POST", "/v1/runs/1:cancel", None, "runs:write"),
-    ("PUT", "/v1/contacts/4155550100", {"name": "Ann"}, "contacts:write"),
-    ("POST", "/v1/consent", {"phone": "4155550100", "brand": "Acme Corporation",
-                             "action": "revoke"}, "consent:write"),
-    ("GET", "/v1/contacts/4155550100/consent", None, "consent:read"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needs"),
+    [
+        (
+            "POST",
+            "/v1/runs",
+            {"campaign": "x", "template": "t", "audience": {"kind": "all"}},
+            "runs:write",
+        ),
+        ("GET", "/v1/runs/1", None, "runs:read"),
+        ("POST", "/v1/runs/1:pause", None, "runs:write"),
+        ("POST", "/v1/runs/1:cancel", None, "runs:write"),
+        ("PUT", "/v1/contacts/4155550100", {"name": "Ann"}, "contacts:write"),
+        (
+            "POST",
+            "/v1/consent",
+            {"phone": "4155550100", "brand": "Acme Corporation", "action": "revoke"},
+            "consent:write",
+        ),
+        ("GET", "/v1/contacts/4155550100/consent", None, "consent:read"),
+    ],
+)
 def test_each_endpoint_enforces_its_scope(app, world, db, method, path, body, needs):
     others = ",".join(s for s in apikeys.SCOPES if s != needs)
     c = ApiClient(app, make_key(db, "narrow", others))
@@ -87,8 +98,11 @@ def test_each_endpoint_enforces_its_scope(app, world, db, method, path, body, ne
 
 def test_cli_create_list_revoke(cli_env):
     run = CliRunner().invoke
-    r = run(cli_app, ["api-key", "create", "billing", "--scope", "runs:write,consent:write",
-                      "--json"], catch_exceptions=False)
+    r = run(
+        cli_app,
+        ["api-key", "create", "billing", "--scope", "runs:write,consent:write", "--json"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["key"].startswith("dsk_") and doc["scopes"] == ["consent:write", "runs:write"]

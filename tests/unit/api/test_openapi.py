@@ -24,7 +24,8 @@ def test_committed_openapi_matches_the_app(app):
     assert COMMITTED.exists(), "run: python -m dispatcher.api.openapi > docs/openapi.json"
     committed = json.loads(COMMITTED.read_text(encoding="utf-8"))
     assert committed == app.openapi() == document(), (
-        "docs/openapi.json is stale: python -m dispatcher.api.openapi > docs/openapi.json")
+        "docs/openapi.json is stale: python -m dispatcher.api.openapi > docs/openapi.json"
+    )
     assert COMMITTED.read_text(encoding="utf-8") == render()
 
 
@@ -32,10 +33,15 @@ def test_served_openapi_lists_every_operation(client):
     doc = client.get("/openapi.json", token=None).json()
     ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert ops == {
-        ("POST", "/v1/runs"), ("POST", "/v1/runs:upload"), ("GET", "/v1/runs/{run_id}"),
-        ("POST", "/v1/runs/{run_id}:pause"), ("POST", "/v1/runs/{run_id}:resume"),
-        ("POST", "/v1/runs/{run_id}:cancel"), ("PUT", "/v1/contacts/{phone}"),
-        ("POST", "/v1/consent"), ("GET", "/v1/contacts/{phone}/consent"),
+        ("POST", "/v1/runs"),
+        ("POST", "/v1/runs:upload"),
+        ("GET", "/v1/runs/{run_id}"),
+        ("POST", "/v1/runs/{run_id}:pause"),
+        ("POST", "/v1/runs/{run_id}:resume"),
+        ("POST", "/v1/runs/{run_id}:cancel"),
+        ("PUT", "/v1/contacts/{phone}"),
+        ("POST", "/v1/consent"),
+        ("GET", "/v1/contacts/{phone}/consent"),
     }
     assert doc["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
 
@@ -45,8 +51,11 @@ def _ndjson(ctx, value):  # noqa: ANN001 - schemathesis hook signature
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-OPERATIONS = sorted((p, m) for p, item in json.loads(COMMITTED.read_text())["paths"].items()
-                    for m in item) if COMMITTED.exists() else []
+OPERATIONS = (
+    sorted((p, m) for p, item in json.loads(COMMITTED.read_text())["paths"].items() for m in item)
+    if COMMITTED.exists()
+    else []
+)
 
 
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
@@ -56,19 +65,25 @@ def test_schemathesis(sqlite_db, path, method):
     rt = make_runtime(sqlite_db)
     app = create_api_app(rt)
     # a run and a contact with consent, so that some generated ids hit something real
-    submit_run(sqlite_db, runs.LaunchRequest(
-        campaign=world["campaign"], template="Acme: hi", audience={"kind": "all"}),
-        now=rt.clock.now())
+    submit_run(
+        sqlite_db,
+        runs.LaunchRequest(
+            campaign=world["campaign"], template="Acme: hi", audience={"kind": "all"}
+        ),
+        now=rt.clock.now(),
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operation = schema[path][method.upper()]
     headers = {"Authorization": f"Bearer {token}"}
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=25, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case):
-        case.call_and_validate(headers=headers,
-                               checks=[not_a_server_error, response_schema_conformance])
+        case.call_and_validate(
+            headers=headers, checks=[not_a_server_error, response_schema_conformance]
+        )
 
     check()
 

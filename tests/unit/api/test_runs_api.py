@@ -16,9 +16,14 @@ TEMPLATE = "Acme: your contract expires on [date]. Reply STOP to opt out."
 
 
 def _body(world, n=3, **kw):
-    return {"campaign": world["campaign"], "template": TEMPLATE,
-            "recipients": [{"phone": f"415555{i:04d}", "variables": {"date": "May 1"}}
-                           for i in range(n)], **kw}
+    return {
+        "campaign": world["campaign"],
+        "template": TEMPLATE,
+        "recipients": [
+            {"phone": f"415555{i:04d}", "variables": {"date": "May 1"}} for i in range(n)
+        ],
+        **kw,
+    }
 
 
 def _count_runs(db):
@@ -45,13 +50,16 @@ def test_same_key_twice_is_one_run(client, world, db):
 
 
 def test_same_key_other_body_is_409_and_writes_nothing(client, world, db):
-    assert client.post("/v1/runs", json=_body(world),
-                       headers={"Idempotency-Key": "k"}).status_code == 201
+    assert (
+        client.post("/v1/runs", json=_body(world), headers={"Idempotency-Key": "k"}).status_code
+        == 201
+    )
     r = client.post("/v1/runs", json=_body(world, n=4), headers={"Idempotency-Key": "k"})
     assert r.status_code == 409 and r.json()["type"].endswith("conflict")
     assert _count_runs(db) == 1
-    r = client.post("/v1/runs", json=_body(world, idempotency_key="k2"),
-                    headers={"Idempotency-Key": "k3"})
+    r = client.post(
+        "/v1/runs", json=_body(world, idempotency_key="k2"), headers={"Idempotency-Key": "k3"}
+    )
     assert r.status_code == 422 and r.json()["field"] == "idempotency_key"
 
 
@@ -74,8 +82,9 @@ def test_concurrent_double_submit_is_one_run(any_db):
 
     def submit(i: int) -> None:
         barrier.wait(timeout=30)
-        results[i] = client.post("/v1/runs", json=_body(world, n=50),
-                                 headers={"Idempotency-Key": "race-1"})
+        results[i] = client.post(
+            "/v1/runs", json=_body(world, n=50), headers={"Idempotency-Key": "race-1"}
+        )
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in range(n)]
     for t in threads:
@@ -93,26 +102,50 @@ def test_concurrent_double_submit_is_one_run(any_db):
 def test_audience_reference_and_dry_run_figures(client, world, db):
     client.put("/v1/contacts/4155550100", json={"attributes": {"plan": "gold"}})
     client.put("/v1/contacts/4155550101", json={"attributes": {"plan": "silver"}})
-    r = client.post("/v1/runs", json={"campaign": world["campaign"], "template": "Acme: hi",
-                                      "audience": {"kind": "segment", "query": "plan=gold"}})
+    r = client.post(
+        "/v1/runs",
+        json={
+            "campaign": world["campaign"],
+            "template": "Acme: hi",
+            "audience": {"kind": "segment", "query": "plan=gold"},
+        },
+    )
     assert r.status_code == 201, r.text
     d = r.json()["dry_run"]
     assert d["audience"] == 1 and d["campaign"] == world["campaign"]
     assert r.json()["run"]["audience"] == {"kind": "segment", "query": "plan=gold"}
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"template": "t", "audience": {"kind": "all"}}, "campaign"),
-    ({"campaign": "x", "template": "", "audience": {"kind": "all"}}, "template"),
-    ({"campaign": "x", "template": "t"}, None),
-    ({"campaign": "x", "template": "t", "audience": {"kind": "segment", "query": "nope"}},
-     "audience"),
-    ({"campaign": "x", "template": "t", "audience": {"kind": "all"}, "extra": 1}, "extra"),
-    ({"campaign": "x", "template": "t", "recipients": [{"phone": "1", "variables": {"a b": 1}}]},
-     "recipients.0.variables.a b.[key]"),
-    ({"campaign": "x", "template": "t", "audience": {"kind": "all"}, "send_at": "2026-01-01"},
-     "send_at"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"template": "t", "audience": {"kind": "all"}}, "campaign"),
+        ({"campaign": "x", "template": "", "audience": {"kind": "all"}}, "template"),
+        ({"campaign": "x", "template": "t"}, None),
+        (
+            {"campaign": "x", "template": "t", "audience": {"kind": "segment", "query": "nope"}},
+            "audience",
+        ),
+        ({"campaign": "x", "template": "t", "audience": {"kind": "all"}, "extra": 1}, "extra"),
+        (
+            {
+                "campaign": "x",
+                "template": "t",
+                "recipients": [{"phone": "1", "variables": {"a b": 1}}],
+            },
+            "recipients.0.variables.a b.[key]",
+        ),
+        (
+            {
+                "campaign": "x",
+                "template": "t",
+                "audience": {"kind": "all"},
+                "send_at": "2026-01-01",
+            },
+            "send_at",
+        ),
+    ],
+)
 def test_malformed_body_is_422_naming_the_field(client, body, field):
     r = client.post("/v1/runs", json=body)
     assert r.status_code == 422, r.text
@@ -123,13 +156,20 @@ def test_malformed_body_is_422_naming_the_field(client, body, field):
 
 
 def test_bad_input_maps_to_4xx_not_500(client, world, db):
-    assert client.post("/v1/runs", content=b"{not json",
-                       headers={"Content-Type": "application/json"}).status_code == 422
-    r = client.post("/v1/runs", json={"campaign": "QE" + "b" * 32, "template": "t",
-                                      "audience": {"kind": "all"}})
+    assert (
+        client.post(
+            "/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 422
+    )
+    r = client.post(
+        "/v1/runs", json={"campaign": "QE" + "b" * 32, "template": "t", "audience": {"kind": "all"}}
+    )
     assert r.status_code == 404 and "campaign" in r.json()["detail"]
-    r = client.post("/v1/runs", json={"campaign": world["campaign"], "template": "bad [field",
-                                      "audience": {"kind": "all"}})
+    r = client.post(
+        "/v1/runs",
+        json={"campaign": world["campaign"], "template": "bad [field", "audience": {"kind": "all"}},
+    )
     assert r.status_code == 400 and r.json()["field"] == "template"
     assert client.get("/v1/runs/abc").status_code == 422
     assert client.get("/v1/runs/99999999999").status_code == 422

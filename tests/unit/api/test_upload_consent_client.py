@@ -37,28 +37,45 @@ def _phone(i: int) -> str:
 
 
 def test_ndjson_upload_with_rejects(client, world, db):
-    bad = ["not json\n", '["a list"]\n', '{"phone": "12"}\n', '{"phone": "+14152000001"}\n',
-           '{"phone": "+14155550000", "variables": {"bad name": 1}}\n', "\n",
-           '{"phone": "+14155550001", "extra": 1}\n', '{"phone": "+1415555' + "9" * 70000 + '"}\n']
+    bad = [
+        "not json\n",
+        '["a list"]\n',
+        '{"phone": "12"}\n',
+        '{"phone": "+14152000001"}\n',
+        '{"phone": "+14155550000", "variables": {"bad name": 1}}\n',
+        "\n",
+        '{"phone": "+14155550001", "extra": 1}\n',
+        '{"phone": "+1415555' + "9" * 70000 + '"}\n',
+    ]
     body = "".join(_ndjson(world, 200, bad))
     r = client.post("/v1/runs:upload", content=body, headers={**ND, "Idempotency-Key": "u1"})
     assert r.status_code == 201, r.text
     doc = r.json()
     up = doc["upload"]
     assert up["rows"] == 207 and up["accepted"] == 200 and up["rejected"] == 7
-    assert up["reasons"] == {"malformed_json": 1, "not_an_object": 1, "invalid_phone": 1,
-                             "duplicate": 1, "bad_variables": 1, "unknown_field": 1,
-                             "line_too_long": 1}
+    assert up["reasons"] == {
+        "malformed_json": 1,
+        "not_an_object": 1,
+        "invalid_phone": 1,
+        "duplicate": 1,
+        "bad_variables": 1,
+        "unknown_field": 1,
+        "line_too_long": 1,
+    }
     assert [x["line"] for x in up["rejects"]] == [202, 203, 204, 205, 206, 208, 209]
     assert doc["run"]["total"] == 200 and doc["dry_run"]["audience"] == 200
     with db.session() as s:
         assert s.exec(select(func.count()).select_from(OutboxMessage)).one() == 200
     # same upload again (chunked differently): same run; changed recipients: 409
-    r2 = client.post("/v1/runs:upload", content=body.encode(), headers={**ND,
-                                                                       "Idempotency-Key": "u1"})
+    r2 = client.post(
+        "/v1/runs:upload", content=body.encode(), headers={**ND, "Idempotency-Key": "u1"}
+    )
     assert r2.status_code == 200 and r2.json()["run"]["id"] == doc["run"]["id"]
-    r3 = client.post("/v1/runs:upload", content="".join(_ndjson(world, 199)),
-                     headers={**ND, "Idempotency-Key": "u1"})
+    r3 = client.post(
+        "/v1/runs:upload",
+        content="".join(_ndjson(world, 199)),
+        headers={**ND, "Idempotency-Key": "u1"},
+    )
     assert r3.status_code == 409
 
 
@@ -73,33 +90,59 @@ def test_upload_errors(client, world, db):
     assert r.status_code == 422 and r.json()["field"].startswith("spec")
     with db.session() as s:
         assert s.exec(select(func.count()).select_from(Run)).one() == 0
-    assert not [f for f in os.listdir(os.environ.get("TMPDIR", "/tmp"))
-                if f.startswith("dispatcher-upload-") and f.endswith(".ndjson")
-                and os.path.getmtime(os.path.join(os.environ.get("TMPDIR", "/tmp"), f))
-                > time.time() - 5]
+    assert not [
+        f
+        for f in os.listdir(os.environ.get("TMPDIR", "/tmp"))
+        if f.startswith("dispatcher-upload-")
+        and f.endswith(".ndjson")
+        and os.path.getmtime(os.path.join(os.environ.get("TMPDIR", "/tmp"), f)) > time.time() - 5
+    ]
 
 
 def test_consent_through_api_is_in_the_export(client, world, db, cli_env, monkeypatch):
-    r = client.post("/v1/consent", json={
-        "phone": "(415) 555-0100", "brand": world["brand"], "campaign": world["campaign"],
-        "action": "grant", "source": "web_form", "evidence_url": "https://acme.example/form",
-        "evidence_text": "Ticked the SMS box"})
+    r = client.post(
+        "/v1/consent",
+        json={
+            "phone": "(415) 555-0100",
+            "brand": world["brand"],
+            "campaign": world["campaign"],
+            "action": "grant",
+            "source": "web_form",
+            "evidence_url": "https://acme.example/form",
+            "evidence_text": "Ticked the SMS box",
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["actor"] == "api:billing" and r.json()["phone"] == "+14155550100"
-    r = client.post("/v1/consent", json={"phone": "4155550100", "brand": world["brand"],
-                                         "action": "grant"})
+    r = client.post(
+        "/v1/consent", json={"phone": "4155550100", "brand": world["brand"], "action": "grant"}
+    )
     assert r.status_code == 422 and "evidence" in r.json()["detail"]
-    assert client.post("/v1/consent", json={"phone": "4155550100", "brand": "Nobody",
-                                            "action": "revoke"}).status_code == 404
+    assert (
+        client.post(
+            "/v1/consent", json={"phone": "4155550100", "brand": "Nobody", "action": "revoke"}
+        ).status_code
+        == 404
+    )
     # ids no row can have (past 64 bits, zero, non-ASCII digits) are "not found", not a crash
     for brand in ("9223372036854775808", "0", "\u0661\u0662"):
-        assert client.post("/v1/consent", json={"phone": "4155550100", "brand": brand,
-                                                "action": "revoke"}).status_code == 404
-    assert client.post("/v1/consent", json={"phone": "4155550100", "brand": world["brand"],
-                                            "action": "revoke"}).status_code == 201
+        assert (
+            client.post(
+                "/v1/consent", json={"phone": "4155550100", "brand": brand, "action": "revoke"}
+            ).status_code
+            == 404
+        )
+    assert (
+        client.post(
+            "/v1/consent", json={"phone": "4155550100", "brand": world["brand"], "action": "revoke"}
+        ).status_code
+        == 201
+    )
     rows = list(_export(db))
-    assert [(x["action"], x["actor"]) for x in rows] == [("grant", "api:billing"),
-                                                          ("revoke", "api:billing")]
+    assert [(x["action"], x["actor"]) for x in rows] == [
+        ("grant", "api:billing"),
+        ("revoke", "api:billing"),
+    ]
     ledger_doc = client.get("/v1/contacts/4155550100/consent").json()
     assert [e["id"] for e in ledger_doc["events"]] == [x["id"] for x in rows]
     assert client.get("/v1/contacts/4155550199/consent").status_code == 404
@@ -122,8 +165,15 @@ def _export(db):
 
 
 def test_contact_upsert(client):
-    r = client.put("/v1/contacts/4155550100", json={"name": "Ann", "time_zone": "America/Chicago",
-                                                     "state": "il", "attributes": {"plan": "gold"}})
+    r = client.put(
+        "/v1/contacts/4155550100",
+        json={
+            "name": "Ann",
+            "time_zone": "America/Chicago",
+            "state": "il",
+            "attributes": {"plan": "gold"},
+        },
+    )
     assert r.status_code == 201 and r.json()["state"] == "IL"
     r = client.put("/v1/contacts/+14155550100", json={"attributes": {"tier": 2}})
     assert r.status_code == 200 and r.json()["attributes"] == {"plan": "gold", "tier": 2}
@@ -134,15 +184,19 @@ def test_contact_upsert(client):
 
 def test_python_client(app, token, world):
     with DispatcherClient("http://testserver", token, transport=SyncAsgiTransport(app)) as api:
-        created = api.create_run(world["campaign"], "Acme: [date]. STOP to opt out",
-                                 ["4155550100", {"phone": "4155550101",
-                                                 "variables": {"date": "May 1"}}],
-                                 idempotency_key="c-1")
+        created = api.create_run(
+            world["campaign"],
+            "Acme: [date]. STOP to opt out",
+            ["4155550100", {"phone": "4155550101", "variables": {"date": "May 1"}}],
+            idempotency_key="c-1",
+        )
         assert created.run.actor == "api:billing" and created.run.total == 2
-        again = api.create_run(world["campaign"], "Acme: [date]. STOP to opt out",
-                               ["4155550100", {"phone": "4155550101",
-                                               "variables": {"date": "May 1"}}],
-                               idempotency_key="c-1")
+        again = api.create_run(
+            world["campaign"],
+            "Acme: [date]. STOP to opt out",
+            ["4155550100", {"phone": "4155550101", "variables": {"date": "May 1"}}],
+            idempotency_key="c-1",
+        )
         assert again.replayed and again.run.id == created.run.id
         with pytest.raises(ConflictError):
             api.create_run(world["campaign"], "other", ["4155550100"], idempotency_key="c-1")
@@ -152,8 +206,9 @@ def test_python_client(app, token, world):
         assert api.cancel_run(created.run.id).state == "cancelled"
         with pytest.raises(NotFoundError, match="no run"):
             api.get_run(999)
-        up = api.upload_run(world["campaign"], "Acme: hi",
-                            ({"phone": _phone(i)} for i in range(2500)))
+        up = api.upload_run(
+            world["campaign"], "Acme: hi", ({"phone": _phone(i)} for i in range(2500))
+        )
         assert up.upload.accepted == 2500 and up.run.total == 2500
         assert api.upsert_contact("4155550100", attributes={"plan": "gold"}).attributes
         ev = api.grant_consent("4155550100", world["brand"], evidence_text="form")
@@ -167,13 +222,21 @@ def test_python_client(app, token, world):
 
 def test_notify_goes_through_the_same_service(db, world):
     rt = make_runtime(db)
-    res = notify(rt, world["campaign"], "Acme: [date]. STOP to opt out",
-                 [{"phone": "4155550100", "variables": {"date": "May 1"}}, "4155550101"],
-                 idempotency_key="n-1")
+    res = notify(
+        rt,
+        world["campaign"],
+        "Acme: [date]. STOP to opt out",
+        [{"phone": "4155550100", "variables": {"date": "May 1"}}, "4155550101"],
+        idempotency_key="n-1",
+    )
     assert res["created"] and res["run"]["actor"] == "python" and res["run"]["total"] == 2
-    again = notify(rt, world["campaign"], "Acme: [date]. STOP to opt out",
-                   [{"phone": "4155550100", "variables": {"date": "May 1"}}, "4155550101"],
-                   idempotency_key="n-1")
+    again = notify(
+        rt,
+        world["campaign"],
+        "Acme: [date]. STOP to opt out",
+        [{"phone": "4155550100", "variables": {"date": "May 1"}}, "4155550101"],
+        idempotency_key="n-1",
+    )
     assert not again["created"] and again["run"]["id"] == res["run"]["id"]
     seg = notify(rt, world["campaign"], "Acme: hi", {"kind": "segment", "query": "plan=gold"})
     assert seg["run"]["audience"]["kind"] == "segment"
@@ -188,15 +251,17 @@ def test_upload_100k_recipients(client, world, db):
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
     t0 = time.perf_counter()
-    r = client.post("/v1/runs:upload", content=(line.encode() for line in _ndjson(world,
-                                                                                    100_000)),
-                    headers=ND)
+    r = client.post(
+        "/v1/runs:upload", content=(line.encode() for line in _ndjson(world, 100_000)), headers=ND
+    )
     seconds = time.perf_counter() - t0
     assert r.status_code == 201, r.text[:500]
     assert r.json()["run"]["total"] == 100_000
     peak = _peak_rss()
-    print(f"\n100k NDJSON upload: {seconds:.1f} s, {100_000 / seconds:.0f} rows/s, "
-          f"RSS before {rss0 / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
+    print(
+        f"\n100k NDJSON upload: {seconds:.1f} s, {100_000 / seconds:.0f} rows/s, "
+        f"RSS before {rss0 / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB"
+    )
 
 
 def _peak_rss() -> int:

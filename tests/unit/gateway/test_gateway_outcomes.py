@@ -148,8 +148,10 @@ def test_proxy_from_the_environment_is_read_once_at_construction(monkeypatch):
         conn, _ = srv.accept()
         with conn:
             seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
-            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
+            conn.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
 
     t = threading.Thread(target=proxy, daemon=True)
     t.start()

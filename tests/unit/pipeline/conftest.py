@@ -48,8 +48,9 @@ class Harness:
     _n: int = 0
 
     # ------------------------------------------------------------------ wiring
-    def enqueue(self, row_id: int, delay_s: float = 0.0,
-                booking: dict[str, Any] | None = None) -> None:
+    def enqueue(
+        self, row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = None
+    ) -> None:
         self.queued.append((row_id, delay_s, booking))
 
     def enqueue_many(self, ids: list[int]) -> None:
@@ -68,19 +69,26 @@ class Harness:
 
     def housekeeper(self, pipeline: Any = None, **cfg: Any) -> Housekeeper:
         p = pipeline or self.pipeline()
-        return Housekeeper(self.db, self.clock, self.enqueue_many, resolve=p.resolve,
-                           config=HousekeepingConfig(**cfg))
+        return Housekeeper(
+            self.db,
+            self.clock,
+            self.enqueue_many,
+            resolve=p.resolve,
+            config=HousekeepingConfig(**cfg),
+        )
 
     # ------------------------------------------------------------------ seeding
     def seed(self, **policy: Any) -> None:
-        doc = json.loads(resources.files("dispatcher.data").joinpath("usa2p_seed004.json")
-                         .read_text())
+        doc = json.loads(
+            resources.files("dispatcher.data").joinpath("usa2p_seed004.json").read_text()
+        )
         doc["campaign_status"] = "VERIFIED"
         doc["messaging_service_sid"] = None
         with self.db.session() as s:
             brand = registry.add_brand(s, name=BRAND, tmobile_brand_tier="TOP")
-            campaign, _ = registry.import_campaign(s, doc, brand=brand,
-                                                   policy={"sender": SENDER, **policy})
+            campaign, _ = registry.import_campaign(
+                s, doc, brand=brand, policy={"sender": SENDER, **policy}
+            )
             self.brand_id, self.campaign_id, self.campaign_sid = brand.id, campaign.id, campaign.sid
 
     def set_campaign(self, **values: Any) -> None:
@@ -90,23 +98,35 @@ class Harness:
                 setattr(c, k, v)
             s.add(c)
 
-    def contact(self, phone: str | None = None, *, consent: bool = True,
-                name: str = "Jane Doe", time_zone: str | None = None,
-                attributes: dict[str, Any] | None = None) -> int:
+    def contact(
+        self,
+        phone: str | None = None,
+        *,
+        consent: bool = True,
+        name: str = "Jane Doe",
+        time_zone: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> int:
         """A contact (consent granted in the ledger unless ``consent=False``); returns its id."""
         if phone is None:
             self._n += 1
             phone = f"+1212555{self._n:04d}"  # New York: inside 08:00-21:00 at START
-        attrs = {"contract": "MC-10001", "date": "2026-03-01"} if attributes is None \
-            else attributes
+        attrs = {"contract": "MC-10001", "date": "2026-03-01"} if attributes is None else attributes
         with self.db.session() as s:
-            c, _ = contacts.upsert_contact(s, phone, name=name, time_zone=time_zone,
-                                           attributes=attrs)
+            c, _ = contacts.upsert_contact(
+                s, phone, name=name, time_zone=time_zone, attributes=attrs
+            )
             if consent:
-                ledger.append(s, contact_id=c.id, brand_id=self.brand_id, action="grant",
-                              source="web_form", actor="test",
-                              evidence_text="Checked 'Text me service reminders'",
-                              occurred_at=GRANTED_AT)
+                ledger.append(
+                    s,
+                    contact_id=c.id,
+                    brand_id=self.brand_id,
+                    action="grant",
+                    source="web_form",
+                    actor="test",
+                    evidence_text="Checked 'Text me service reminders'",
+                    occurred_at=GRANTED_AT,
+                )
             return c.id
 
     def contacts(self, n: int, *, npa: str = "212") -> list[int]:
@@ -114,25 +134,46 @@ class Harness:
         ids = []
         with self.db.session() as s:
             for i in range(n):
-                c, _ = contacts.upsert_contact(s, f"+1{npa}55{i:05d}", name=f"Customer{i} Demo",
-                                               attributes={"contract": f"MC-{i}",
-                                                           "date": "2026-03-01"})
-                ledger.append(s, contact_id=c.id, brand_id=self.brand_id, action="grant",
-                              source="web_form", actor="test", evidence_text="web form",
-                              occurred_at=GRANTED_AT)
+                c, _ = contacts.upsert_contact(
+                    s,
+                    f"+1{npa}55{i:05d}",
+                    name=f"Customer{i} Demo",
+                    attributes={"contract": f"MC-{i}", "date": "2026-03-01"},
+                )
+                ledger.append(
+                    s,
+                    contact_id=c.id,
+                    brand_id=self.brand_id,
+                    action="grant",
+                    source="web_form",
+                    actor="test",
+                    evidence_text="web form",
+                    occurred_at=GRANTED_AT,
+                )
                 ids.append(c.id)
         return ids
 
     def stop(self, contact_id: int) -> int:
         """A STOP arrives: ledger revoke + every not-yet-handed row suppressed."""
         with self.db.session() as s:
-            ledger.append(s, contact_id=contact_id, brand_id=self.brand_id, action="revoke",
-                          source="keyword", actor="test", evidence_text="STOP")
+            ledger.append(
+                s,
+                contact_id=contact_id,
+                brand_id=self.brand_id,
+                action="revoke",
+                source="keyword",
+                actor="test",
+                evidence_text="STOP",
+            )
             return outbox_suppress_for_contact(s, contact_id, self.clock.now())
 
     def launch(self, template: str = TEMPLATE, *, fan_out: bool = True, **kw: Any) -> int:
-        req = runs.LaunchRequest(campaign=self.campaign_sid, template=template,
-                                 audience=kw.pop("audience", {"kind": "all"}), **kw)
+        req = runs.LaunchRequest(
+            campaign=self.campaign_sid,
+            template=template,
+            audience=kw.pop("audience", {"kind": "all"}),
+            **kw,
+        )
         with self.db.session() as s:
             run, _ = runs.launch(s, req, now=self.clock.now())
             run_id = run.id
@@ -170,8 +211,9 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condit
 def outbox_suppress_for_contact(s: Any, contact_id: int, now: datetime) -> int:
     from dispatcher import outbox
 
-    return outbox.suppress_for_contact(s, contact_id, brand_campaign_ids=None,
-                                       reason="opted_out", now=now)
+    return outbox.suppress_for_contact(
+        s, contact_id, brand_campaign_ids=None, reason="opted_out", now=now
+    )
 
 
 @contextmanager
@@ -181,8 +223,11 @@ def make_harness(directory: Path) -> Iterator[Harness]:
 
     url = f"sqlite:///{directory}/pipeline.db"
     clock = FakeClock(START)
-    rt = Runtime(Settings(database_url=url), clock=clock,
-                 redis=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    rt = Runtime(
+        Settings(database_url=url),
+        clock=clock,
+        redis=fakeredis.FakeRedis(server=fakeredis.FakeServer()),
+    )
     rt.gateway  # noqa: B018 - starts the in-process sandbox carrier
     h = Harness(rt=rt, clock=clock)
     try:

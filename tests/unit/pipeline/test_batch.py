@@ -85,8 +85,13 @@ class CountingThrottle:
 
 def _pipeline(h, gateway: Any, throttle: Any = None) -> Pipeline:
     rt = h.rt
-    return Pipeline(db=rt.db, throttle=throttle or rt.throttle, gateway=gateway, clock=h.clock,
-                    enqueue=h.enqueue)
+    return Pipeline(
+        db=rt.db,
+        throttle=throttle or rt.throttle,
+        gateway=gateway,
+        clock=h.clock,
+        enqueue=h.enqueue,
+    )
 
 
 def test_stop_during_a_batch_stops_rows_not_yet_handed(harness):
@@ -129,8 +134,9 @@ def test_a_slot_reserved_ahead_and_made_late_is_given_back_and_reserved_again(ha
     run_id = harness.launch()
     ids = [r.id for r in harness.rows(run_id)]
     throttle = CountingThrottle(harness.rt.throttle)
-    p = _pipeline(harness, Interfering(harness.rt.gateway, lambda: harness.clock.advance(5.0)),
-                  throttle)
+    p = _pipeline(
+        harness, Interfering(harness.rt.gateway, lambda: harness.clock.advance(5.0)), throttle
+    )
     assert p.deliver_many(ids) == {i: "sent" for i in ids}
     received = [r["received_at"] for r in harness.records()]
     assert received[1] - received[0] == 5.0 and received[2] == received[1]

@@ -30,8 +30,19 @@ def test_dry_run_reports_audience_suppressions_first_message_and_eta(cli_env):
         h.stop(h.contact(f"+1617555{i:04d}"))
 
     before = datetime.now(UTC)
-    res = CliRunner().invoke(app, ["run", "launch", "--campaign", h.campaign_sid,
-                                   "--template", TEMPLATE, "--dry-run", "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "launch",
+            "--campaign",
+            h.campaign_sid,
+            "--template",
+            TEMPLATE,
+            "--dry-run",
+            "--json",
+        ],
+    )
     after = datetime.now(UTC)
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

@@ -113,9 +113,13 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
     rt = harness.rt
-    dying = Pipeline(db=rt.db, throttle=rt.throttle,
-                     gateway=DyingGateway(rt.gateway, after_send=reached_carrier),
-                     clock=harness.clock, enqueue=harness.enqueue)
+    dying = Pipeline(
+        db=rt.db,
+        throttle=rt.throttle,
+        gateway=DyingGateway(rt.gateway, after_send=reached_carrier),
+        clock=harness.clock,
+        enqueue=harness.enqueue,
+    )
     with pytest.raises(WorkerKilled):
         dying.deliver(row.id)
     assert harness.row(row.id).state == outbox.SENDING
@@ -169,8 +173,7 @@ def test_timeout_after_accept_is_resolved_to_sent_without_a_second_message(harne
     assert len(harness.records()) == 1
 
 
-def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_resolves_it(
-        harness):
+def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_resolves_it(harness):
     harness.contact()
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
@@ -183,16 +186,22 @@ def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_re
             from dispatcher.errors import GatewayError
 
             rt.gateway.send(*a, **kw)
-            raise GatewayError("send: ReadTimeout talking to Twilio (ambiguous)",
-                               outcome="ambiguous")
+            raise GatewayError(
+                "send: ReadTimeout talking to Twilio (ambiguous)", outcome="ambiguous"
+            )
 
         def find_sent(self, *a: Any, **kw: Any) -> Any:
             from dispatcher.errors import GatewayError
 
             raise GatewayError("find_sent: 503", status=503, outcome="retryable")
 
-    blind = Pipeline(db=rt.db, throttle=rt.throttle, gateway=BlindGateway(),
-                     clock=harness.clock, enqueue=harness.enqueue)
+    blind = Pipeline(
+        db=rt.db,
+        throttle=rt.throttle,
+        gateway=BlindGateway(),
+        clock=harness.clock,
+        enqueue=harness.enqueue,
+    )
     assert blind.deliver(row.id) == "unknown"
     assert harness.row(row.id).state == outbox.UNKNOWN
     assert blind.deliver(row.id) == "skip:unknown"

@@ -52,8 +52,15 @@ def test_suppress_without_consent(harness):
 def test_suppress_opted_out(harness):
     cid = harness.contact()
     with harness.db.session() as s:  # a STOP in the ledger only: the gate must catch it
-        ledger.append(s, contact_id=cid, brand_id=harness.brand_id, action="revoke",
-                      source="keyword", actor="test", evidence_text="STOP")
+        ledger.append(
+            s,
+            contact_id=cid,
+            brand_id=harness.brand_id,
+            action="revoke",
+            source="keyword",
+            actor="test",
+            evidence_text="STOP",
+        )
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
     assert harness.pipeline().deliver(row.id) == "suppressed:opted_out"
@@ -66,8 +73,7 @@ def test_suppress_template_variable_missing(harness):
     row, outcome = _deliver_one(harness, attributes={"contract": "MC-1"})  # no [date]
     assert outcome == "suppressed:template_variable_missing"
     after = harness.row(row.id)
-    assert (after.state, after.suppress_reason) == (outbox.SUPPRESSED,
-                                                     "template_variable_missing")
+    assert (after.state, after.suppress_reason) == (outbox.SUPPRESSED, "template_variable_missing")
     assert harness.records() == []
 
 
@@ -89,7 +95,8 @@ def test_defer_in_quiet_hours_then_send_when_the_window_opens(harness):
     assert harness.records() == []
     with harness.db.session() as s:
         assert run_report.progress(s, run_id, harness.clock.now())["deferred_by_reason"] == {
-            "quiet_hours": 1}
+            "quiet_hours": 1
+        }
 
     harness.clock.advance(3599)
     assert hk.release() == 0  # not yet due

@@ -41,14 +41,18 @@ def _launch(h, n: int) -> list[int]:
 
 def test_a_batch_that_runs_out_of_time_gives_its_other_rows_back_unchanged(harness):
     ids = _launch(harness, 4)
-    p = _pipeline(harness, Gateway(harness.rt.gateway,
-                                   lambda i: harness.clock.advance(20.0)), batch_max_s=30.0)
+    p = _pipeline(
+        harness,
+        Gateway(harness.rt.gateway, lambda i: harness.clock.advance(20.0)),
+        batch_max_s=30.0,
+    )
     out = p.deliver_many(ids)
     # sends at t=0 (+20 s) and t=20 (+20 s): at t=40 the batch is over its 30 s
     assert [out[i] for i in ids] == ["sent", "sent", "unclaimed", "unclaimed"]
     rest = [harness.row(i) for i in ids[2:]]
-    assert [(r.state, r.attempts, r.claim_token, r.enqueued_at) for r in rest] == \
-        [(outbox.QUEUED, 0, None, None)] * 2  # released again by the scheduler's next tick
+    assert [(r.state, r.attempts, r.claim_token, r.enqueued_at) for r in rest] == [
+        (outbox.QUEUED, 0, None, None)
+    ] * 2  # released again by the scheduler's next tick
     assert len(harness.records()) == 2
     assert p.deliver_many(ids[2:]) == {ids[2]: "sent", ids[3]: "sent"}
 
@@ -106,8 +110,7 @@ def test_with_no_halt_no_row_is_checked_in_the_database(harness):
 def test_a_stop_during_a_batch_meets_its_halt_key(harness):
     cids = harness.contacts(4)
     ids = [r.id for r in harness.rows(harness.launch())]
-    p = _pipeline(harness, Gateway(harness.rt.gateway,
-                                   lambda i: i == 1 and harness.stop(cids[2])))
+    p = _pipeline(harness, Gateway(harness.rt.gateway, lambda i: i == 1 and harness.stop(cids[2])))
     counted = CountingVerify(p)
     out = p.deliver_many(ids)
     assert [out[i] for i in ids] == ["sent", "sent", "suppressed:opted_out", "sent"]
@@ -138,8 +141,9 @@ def test_after_a_redis_flush_every_row_is_checked_in_the_database(harness):
     """The halt keys may be gone with the flush: the epoch read before the batch no longer
     matches, so the remaining rows are checked in the database (and still sent)."""
     ids = _launch(harness, 3)
-    p = _pipeline(harness, Gateway(harness.rt.gateway,
-                                   lambda i: i == 0 and harness.rt.redis.flushall()))
+    p = _pipeline(
+        harness, Gateway(harness.rt.gateway, lambda i: i == 0 and harness.rt.redis.flushall())
+    )
     counted = CountingVerify(p)
     assert p.deliver_many(ids) == {i: "sent" for i in ids}
     assert counted.rows == ids[1:]  # the rows checked after the flush (during the 1st send)

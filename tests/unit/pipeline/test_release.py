@@ -29,8 +29,12 @@ class Recorder:
 
     def __call__(self, ids: list[int]) -> None:
         with self.db.session() as s:  # committed before the enqueue: another session sees it
-            carried = {r[0] for r in s.connection().execute(
-                select(T.c.id).where(T.c.id.in_(ids), T.c.enqueued_at.is_not(None)))}
+            carried = {
+                r[0]
+                for r in s.connection().execute(
+                    select(T.c.id).where(T.c.id.in_(ids), T.c.enqueued_at.is_not(None))
+                )
+            }
         assert carried == set(ids)
         self.calls.append(ids)
 
@@ -38,19 +42,28 @@ class Recorder:
 def _run(db: Any, tmp_path: Any, clock: FakeClock, npa: str = "646") -> list[int]:
     """A running run of len(OFFSETS) rows due at ``OFFSETS``; its row ids in due order."""
     seeded = seed(db, tmp_path / npa, consented=len(OFFSETS), npa=npa)
-    req = runs.LaunchRequest(campaign=seeded.campaign_sid, template=TEMPLATE,
-                             audience={"kind": "list"}, actor="test",
-                             recipients=[{"phone": p} for p in seeded.consented])
+    req = runs.LaunchRequest(
+        campaign=seeded.campaign_sid,
+        template=TEMPLATE,
+        audience={"kind": "list"},
+        actor="test",
+        recipients=[{"phone": p} for p in seeded.consented],
+    )
     now = clock.now()
     with db.session() as s:
         run_id = runs.launch(s, req, now=now)[0].id
     with db.session() as s:
         runs.fan_out(s, run_id, now)
-        ids = [r[0] for r in s.connection().execute(
-            select(T.c.id).where(T.c.run_id == run_id).order_by(T.c.id))]
+        ids = [
+            r[0]
+            for r in s.connection().execute(
+                select(T.c.id).where(T.c.run_id == run_id).order_by(T.c.id)
+            )
+        ]
         for row_id, off in zip(ids, OFFSETS, strict=True):
-            s.connection().execute(update(T).where(T.c.id == row_id)
-                                   .values(due_at=now + timedelta(seconds=off)))
+            s.connection().execute(
+                update(T).where(T.c.id == row_id).values(due_at=now + timedelta(seconds=off))
+            )
     return [i for _, i in sorted(zip(OFFSETS, ids, strict=True))]
 
 
@@ -97,7 +110,7 @@ def test_the_batch_is_shared_by_the_running_runs(any_db, tmp_path):
     got_second = [i for i in second if i in ids]
     # each run gave a prefix of its due rows (5 due each), 7 in all
     assert {len(got_first), len(got_second)} == {5, 2}
-    assert got_first == first[:len(got_first)] and got_second == second[:len(got_second)]
+    assert got_first == first[: len(got_first)] and got_second == second[: len(got_second)]
 
 
 @pytest.mark.integration

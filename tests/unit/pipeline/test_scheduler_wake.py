@@ -15,8 +15,9 @@ from workers.scheduler import Scheduler, WakeListener
 
 def _statements(engine):
     seen: list[str] = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda _c, _cur, statement, *_a: seen.append(statement))
+    event.listen(
+        engine, "before_cursor_execute", lambda _c, _cur, statement, *_a: seen.append(statement)
+    )
     return seen
 
 
@@ -32,8 +33,9 @@ def test_launch_and_resume_do_not_notify_on_sqlite(harness):
 
 
 def test_the_scheduler_listens_only_on_postgresql(harness):
-    s = Scheduler(harness.rt, harness.enqueue_many, tick_s=30, reconcile_s=30,
-                  scheduler_id="wake-unit")
+    s = Scheduler(
+        harness.rt, harness.enqueue_many, tick_s=30, reconcile_s=30, scheduler_id="wake-unit"
+    )
     s.start()
     try:
         assert s.listener is None
@@ -45,12 +47,20 @@ def test_an_unreachable_database_is_retried_quietly_and_stop_is_prompt(caplog):
     caplog.set_level(logging.INFO, logger="workers.scheduler")
     woken: list[int] = []
     # port 1 on loopback: connection refused at once
-    listener = WakeListener("postgresql://nobody@127.0.0.1:1/nothing", lambda: woken.append(1),
-                            poll_s=0.2, backoff_s=0.05, max_backoff_s=0.2)
+    listener = WakeListener(
+        "postgresql://nobody@127.0.0.1:1/nothing",
+        lambda: woken.append(1),
+        poll_s=0.2,
+        backoff_s=0.05,
+        max_backoff_s=0.2,
+    )
     listener.start()
     try:
-        wait_for(lambda: sum("wake listener" in r.getMessage() for r in caplog.records) >= 2,
-                 10, "two failed connection attempts")
+        wait_for(
+            lambda: sum("wake listener" in r.getMessage() for r in caplog.records) >= 2,
+            10,
+            "two failed connection attempts",
+        )
     finally:
         thread = listener._thread
         t0 = time.monotonic()

@@ -24,8 +24,15 @@ def _next_due(harness) -> float | None:
     """The earliest due_at of a queued row no queue message carries (the release loop's work)."""
     t = outbox.T
     with harness.db.session() as s:
-        v = s.connection().execute(select(func.min(t.c.due_at)).where(
-            t.c.state == outbox.QUEUED, t.c.enqueued_at.is_(None))).scalar_one()
+        v = (
+            s.connection()
+            .execute(
+                select(func.min(t.c.due_at)).where(
+                    t.c.state == outbox.QUEUED, t.c.enqueued_at.is_(None)
+                )
+            )
+            .scalar_one()
+        )
     return None if v is None else as_utc(v).timestamp()
 
 
@@ -88,12 +95,22 @@ def run_virtual(directory, n: int, **housekeeping: Any) -> dict[str, Any]:
     finish = max(times) - start
     worst = max_in_window(times, 300.0)
     per_send = (result["ops"]["enqueue"] + result["ops"]["release"]) / n
-    print(f"\nvirtual clock ({n}, {housekeeping or 'default housekeeping'}): finish {finish:.0f} s"
-          f" (ideal {ideal:.0f} s, {100 * (finish / ideal - 1):+.2f} %), max per 300 s window "
-          f"{worst}, queue ops per send {per_send:.2f} ({dict(result['ops'])}), "
-          f"outcomes {dict(result['outcomes'])}, loop steps {result['steps']}")
-    return {"recs": recs, "rows": rows, "times": times, "ideal": ideal, "finish": finish,
-            "worst": worst, "per_send": per_send, **result}
+    print(
+        f"\nvirtual clock ({n}, {housekeeping or 'default housekeeping'}): finish {finish:.0f} s"
+        f" (ideal {ideal:.0f} s, {100 * (finish / ideal - 1):+.2f} %), max per 300 s window "
+        f"{worst}, queue ops per send {per_send:.2f} ({dict(result['ops'])}), "
+        f"outcomes {dict(result['outcomes'])}, loop steps {result['steps']}"
+    )
+    return {
+        "recs": recs,
+        "rows": rows,
+        "times": times,
+        "ideal": ideal,
+        "finish": finish,
+        "worst": worst,
+        "per_send": per_send,
+        **result,
+    }
 
 
 @pytest.mark.timeout(600)  # ~1000 deliveries; slow on a loaded host

@@ -111,7 +111,8 @@ def test_reserve_many_answers_as_one_call_each_in_order(th: RedisThrottle) -> No
 
 
 def test_reserve_many_gives_back_its_slots_when_one_call_fails(
-        th: RedisThrottle, redis_client: object) -> None:
+    th: RedisThrottle, redis_client: object
+) -> None:
     good, bad = wb("mg", 5, 10.0), wb("mb", 5, 10.0)
     redis_client.set(bad.key, "not a sorted set")  # type: ignore[attr-defined]
     with pytest.raises(ThrottleError):

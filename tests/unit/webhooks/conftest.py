@@ -57,8 +57,7 @@ class RecordingMetrics:
         self.calls: list[tuple[Any, ...]] = []
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in {"opt_out", "opt_in", "help_request", "delivered", "undelivered",
-                        "failed"}:
+        if name not in {"opt_out", "opt_in", "help_request", "delivered", "undelivered", "failed"}:
             raise AttributeError(name)
         return lambda *a: self.calls.append((name, *a))
 
@@ -88,16 +87,31 @@ class World:
     sibling: Campaign
     rows: list[OutboxMessage] = field(default_factory=list)
 
-    def add_row(self, state: str, *, run: Run | None = None, campaign: Campaign | None = None,
-                contact: Contact | None = None, sid: str | None = None,
-                body_hash: str | None = None, sent_at: Any = None) -> OutboxMessage:
+    def add_row(
+        self,
+        state: str,
+        *,
+        run: Run | None = None,
+        campaign: Campaign | None = None,
+        contact: Contact | None = None,
+        sid: str | None = None,
+        body_hash: str | None = None,
+        sent_at: Any = None,
+    ) -> OutboxMessage:
         campaign = campaign or self.campaign
         run = run or self.new_run(campaign)  # one row per (run, contact)
         contact = contact or self.contact
         with self.db.session() as s:
-            row = OutboxMessage(run_id=run.id, campaign_id=campaign.id, contact_id=contact.id,
-                                to_phone=contact.phone, state=state, provider_sid=sid,
-                                body_hash=body_hash, sent_at=sent_at)
+            row = OutboxMessage(
+                run_id=run.id,
+                campaign_id=campaign.id,
+                contact_id=contact.id,
+                to_phone=contact.phone,
+                state=state,
+                provider_sid=sid,
+                body_hash=body_hash,
+                sent_at=sent_at,
+            )
             s.add(row)
         self.rows.append(row)
         return row
@@ -117,8 +131,12 @@ class World:
 
 def campaign_doc(brand_id: int, n: int, **kw: Any) -> Campaign:
     base = dict(
-        sid="QE" + f"{n:032x}", brand_id=brand_id, description="d" * 40, message_flow="f" * 40,
-        us_app_to_person_usecase="ACCOUNT_NOTIFICATION", campaign_status="VERIFIED",
+        sid="QE" + f"{n:032x}",
+        brand_id=brand_id,
+        description="d" * 40,
+        message_flow="f" * 40,
+        us_app_to_person_usecase="ACCOUNT_NOTIFICATION",
+        campaign_status="VERIFIED",
     )
     base.update(kw)
     return Campaign(**base)
@@ -132,10 +150,13 @@ def build_world(db: Database) -> World:
         s.add(other)
         s.flush()
         campaign = campaign_doc(
-            brand.id, 1, messaging_service_sid=MG, sender=SENDER,
+            brand.id,
+            1,
+            messaging_service_sid=MG,
+            sender=SENDER,
             opt_out_message="Acme: you are unsubscribed, no more messages. Reply START to rejoin.",
             opt_in_message="Acme: you are subscribed to account alerts. Reply HELP for help, "
-                           "STOP to opt out.",
+            "STOP to opt out.",
             help_message="Acme: help at acme.example/help or 800-555-0100. Reply STOP to opt out.",
         )
         sibling = campaign_doc(brand.id, 2, sender="+14155550101")
@@ -154,11 +175,21 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_client(db: Database, clock: FakeClock, *, metrics: Any = None,
-                advanced_opt_out: bool = False, options: WebhookOptions | None = None,
-                redis: Any = None) -> TestClient:
-    settings = Settings(twilio_auth_token=TOKEN, public_base_url=BASE,
-                        advanced_opt_out=advanced_opt_out, database_url=db.url)
+def make_client(
+    db: Database,
+    clock: FakeClock,
+    *,
+    metrics: Any = None,
+    advanced_opt_out: bool = False,
+    options: WebhookOptions | None = None,
+    redis: Any = None,
+) -> TestClient:
+    settings = Settings(
+        twilio_auth_token=TOKEN,
+        public_base_url=BASE,
+        advanced_opt_out=advanced_opt_out,
+        database_url=db.url,
+    )
     rt = FakeRuntime(settings, db, clock, metrics, redis)
     opts = options or WebhookOptions(in_flight_timeout_s=30, in_flight_poll_s=0.01)
     app = create_app(rt, options=opts)
@@ -193,9 +224,16 @@ def client(sqlite_db, clock, metrics) -> TestClient:
     return make_client(sqlite_db, clock, metrics=metrics)
 
 
-def post(client: TestClient, path: str, params: dict[str, str] | list[tuple[str, str]], *,
-         token: str = TOKEN, url: str | None = None, signature: str | None = None,
-         headers: dict[str, str] | None = None) -> Any:
+def post(
+    client: TestClient,
+    path: str,
+    params: dict[str, str] | list[tuple[str, str]],
+    *,
+    token: str = TOKEN,
+    url: str | None = None,
+    signature: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """POST a form signed for ``url`` (default: BASE + path) like Twilio does."""
     body = urlencode(params)
     sig_params: Any = params
@@ -203,17 +241,34 @@ def post(client: TestClient, path: str, params: dict[str, str] | list[tuple[str,
         from dispatcher.webhooks.forms import Form
 
         sig_params = Form(params)
-    h = {"Content-Type": "application/x-www-form-urlencoded",
-         "X-Twilio-Signature": signature if signature is not None
-         else sign(sig_params, url or BASE + path, token)}
+    h = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": signature
+        if signature is not None
+        else sign(sig_params, url or BASE + path, token),
+    }
     h.update(headers or {})
     return client.post(path, content=body.encode(), headers=h)
 
 
-def inbound(body: str, *, sid: str = "SM" + "1" * 32, frm: str = PHONE, to: str = SENDER,
-            mg: str | None = MG, **extra: str) -> dict[str, str]:
-    p = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32, "From": frm,
-         "To": to, "Body": body, "NumMedia": "0"}
+def inbound(
+    body: str,
+    *,
+    sid: str = "SM" + "1" * 32,
+    frm: str = PHONE,
+    to: str = SENDER,
+    mg: str | None = MG,
+    **extra: str,
+) -> dict[str, str]:
+    p = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": frm,
+        "To": to,
+        "Body": body,
+        "NumMedia": "0",
+    }
     if mg:
         p["MessagingServiceSid"] = mg
     p.update(extra)
@@ -221,8 +276,13 @@ def inbound(body: str, *, sid: str = "SM" + "1" * 32, frm: str = PHONE, to: str 
 
 
 def status(sid: str, st: str, code: int | None = None) -> dict[str, str]:
-    p = {"MessageSid": sid, "MessageStatus": st, "AccountSid": "AC" + "0" * 32,
-         "From": SENDER, "To": PHONE}
+    p = {
+        "MessageSid": sid,
+        "MessageStatus": st,
+        "AccountSid": "AC" + "0" * 32,
+        "From": SENDER,
+        "To": PHONE,
+    }
     if code is not None:
         p["ErrorCode"] = str(code)
     return p

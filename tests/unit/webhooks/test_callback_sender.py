@@ -47,8 +47,9 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with stub.lock:
-                stub.requests.append({"path": self.path, "headers": dict(self.headers),
-                                      "body": body})
+                stub.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body}
+                )
             answer = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
             if stub.mode == "http10":
                 self.protocol_version = "HTTP/1.0"
@@ -92,9 +93,17 @@ def server() -> Iterator[tuple[Stub, str]]:
 
 def params(n: int) -> dict[str, str]:
     sid = "SM" + f"{n:032x}"
-    return {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32, "From": "",
-            "To": "+14155551234", "MessageStatus": "delivered", "SmsStatus": "delivered",
-            "ApiVersion": "2010-04-01", "Note": "a b&c=d é"}
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": "",
+        "To": "+14155551234",
+        "MessageStatus": "delivered",
+        "SmsStatus": "delivered",
+        "ApiVersion": "2010-04-01",
+        "Note": "a b&c=d é",
+    }
 
 
 def send(sender: HttpCallbackSender, url: str, ns: range) -> None:
@@ -196,8 +205,11 @@ def test_embedded_asgi_sender_reaches_the_group_committed_route(sqlite_db, clock
     sender = AsgiCallbackSender(app)
     try:
         for row in rows:
-            sender.send(signed_callback(HOOK_TOKEN, BASE + "/twilio/status",
-                                        status(row.provider_sid, "delivered")))
+            sender.send(
+                signed_callback(
+                    HOOK_TOKEN, BASE + "/twilio/status", status(row.provider_sid, "delivered")
+                )
+            )
     finally:
         sender.close()
     assert (sender.stats.sent, sender.stats.failed) == (5, 0)

@@ -32,11 +32,13 @@ SID = "SM" + "e" * 32
 DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)
 
 
-def _setup(db: Any, clock: Any, *, delays: tuple[float, ...] = DELAYS,
-           **options: Any) -> tuple[Any, Any, RecordingMetrics]:
+def _setup(
+    db: Any, clock: Any, *, delays: tuple[float, ...] = DELAYS, **options: Any
+) -> tuple[Any, Any, RecordingMetrics]:
     metrics = RecordingMetrics()
-    client = make_client(db, clock, metrics=metrics, options=WebhookOptions(
-        early_retry_delays_s=delays, **options))
+    client = make_client(
+        db, clock, metrics=metrics, options=WebhookOptions(early_retry_delays_s=delays, **options)
+    )
     return build_world(db), client, metrics
 
 
@@ -52,10 +54,21 @@ def _handed_over(world: Any) -> OutboxMessage:
 def _record_sid(world: Any, clock: Any, row: OutboxMessage) -> None:
     """What the worker does at the end of its batch of sends."""
     with world.db.session() as s:
-        moved = s.connection().execute(
-            update(T).where(T.c.id == row.id, T.c.state == "sending")
-            .values(state="sent", provider_sid=SID, provider_status="queued",
-                    sent_at=clock.now(), updated_at=clock.now())).rowcount
+        moved = (
+            s.connection()
+            .execute(
+                update(T)
+                .where(T.c.id == row.id, T.c.state == "sending")
+                .values(
+                    state="sent",
+                    provider_sid=SID,
+                    provider_status="queued",
+                    sent_at=clock.now(),
+                    updated_at=clock.now(),
+                )
+            )
+            .rowcount
+        )
     assert moved == 1
 
 
@@ -81,7 +94,8 @@ def test_a_callback_before_its_sid_is_applied_once_the_sid_is_recorded(any_db, c
     got = _row(world, row.id)
     assert (got.state, got.provider_status, got.provider_sid) == ("delivered", "delivered", SID)
     assert metrics.calls == [
-        ("delivered", world.campaign.sid, world.campaign.messaging_service_sid)]
+        ("delivered", world.campaign.sid, world.campaign.messaging_service_sid)
+    ]
 
 
 @pytest.mark.parametrize("order", [("sent", "delivered"), ("delivered", "sent")])
@@ -135,13 +149,20 @@ def test_outcomes_alone_and_in_a_batch(sqlite_db, clock):
     world = build_world(sqlite_db)
     world.add_row("delivered", sid=SID)
     other = "SM" + "f" * 32
-    cases = [(SID, "sent", "unchanged"), (SID, "teleported", "unchanged"),
-             (other, "delivered", "unknown_sid"), (other, "teleported", "unchanged")]
+    cases = [
+        (SID, "sent", "unchanged"),
+        (SID, "teleported", "unchanged"),
+        (other, "delivered", "unknown_sid"),
+        (other, "teleported", "unchanged"),
+    ]
     with sqlite_db.session() as s:
-        alone = [apply_status(s, sid=sid, status=st, error_code=None, now=clock.now()).outcome
-                 for sid, st, _ in cases]
-        batch = apply_statuses(s, [StatusUpdate(sid, st, None) for sid, st, _ in cases],
-                               now=clock.now())
+        alone = [
+            apply_status(s, sid=sid, status=st, error_code=None, now=clock.now()).outcome
+            for sid, st, _ in cases
+        ]
+        batch = apply_statuses(
+            s, [StatusUpdate(sid, st, None) for sid, st, _ in cases], now=clock.now()
+        )
     assert alone == [o for *_, o in cases]
     assert [r.outcome for r in batch] == [o for *_, o in cases]
 
@@ -162,8 +183,10 @@ def test_reactions_run_when_a_kept_callback_applies(sqlite_db, clock, monkeypatc
     assert (ev.source, ev.evidence_ref) == ("carrier", SID)
     assert guarded == [[row.run_id]]
     mg = world.campaign.messaging_service_sid
-    assert sorted(metrics.calls) == [("failed", world.campaign.sid, mg, 21610),
-                                     ("opt_out", world.campaign.sid, "carrier")]
+    assert sorted(metrics.calls) == [
+        ("failed", world.campaign.sid, mg, 21610),
+        ("opt_out", world.campaign.sid, "carrier"),
+    ]
 
 
 def test_an_error_in_a_retry_is_retried_later(sqlite_db, clock, monkeypatch):

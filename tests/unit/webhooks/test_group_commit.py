@@ -55,8 +55,9 @@ def make(rec: Recorder, **kw: Any) -> GroupCommit[Any, Any]:
     return GroupCommit(rec.run_batch, rec.run_one, **kw)
 
 
-async def _submit_all(gc: GroupCommit[Any, Any], rec: Recorder, first: Any,
-                      rest: list[Any]) -> list[Any]:
+async def _submit_all(
+    gc: GroupCommit[Any, Any], rec: Recorder, first: Any, rest: list[Any]
+) -> list[Any]:
     """Submit ``first`` (held in its transaction), then ``rest`` while it is held; release once
     all of ``rest`` are queued.  Every result is checked to arrive after its commit."""
 
@@ -150,8 +151,7 @@ def test_submit_from_several_event_loops_at_once():
         t.start()
     for t in threads:
         t.join(30)
-    assert results == {
-        k: [f"ok:{(k, i)}" for i in range(20)] for k in range(6)}
+    assert results == {k: [f"ok:{(k, i)}" for i in range(20)] for k in range(6)}
     assert sum(gc.batches) == 120
 
 

@@ -10,8 +10,14 @@ from dispatcher.guard import DEFAULT_THRESHOLDS, RunFigures, evaluate, threshold
 
 def test_defaults_are_documented_values():
     t = DEFAULT_THRESHOLDS
-    assert (t.opt_out_rate, t.opt_out_warn_rate, t.filtering_rate, t.failure_rate,
-            t.min_sends, t.identical_bodies_per_day) == (0.10, 0.05, 0.02, 0.10, 50, None)
+    assert (
+        t.opt_out_rate,
+        t.opt_out_warn_rate,
+        t.filtering_rate,
+        t.failure_rate,
+        t.min_sends,
+        t.identical_bodies_per_day,
+    ) == (0.10, 0.05, 0.02, 0.10, 50, None)
 
 
 def test_no_judgement_below_min_sample():
@@ -42,7 +48,13 @@ def test_overrides_accept_percentages_and_reject_nonsense():
     t = thresholds_from({"filtering_rate": 5, "opt_out_rate": 0.2, "min_sends": 10})
     assert (t.filtering_rate, t.opt_out_rate, t.min_sends) == (0.05, 0.2, 10)
     assert not evaluate(RunFigures(100, filtered=100), thresholds_from({"enabled": False})).pause
-    for bad in ({"nope": 1}, {"filtering_rate": "x"}, {"min_sends": 0}, {"enabled": 1},
-                {"filtering_rate": 500}, {"min_sends": 2.5}):
+    for bad in (
+        {"nope": 1},
+        {"filtering_rate": "x"},
+        {"min_sends": 0},
+        {"enabled": 1},
+        {"filtering_rate": 500},
+        {"min_sends": 2.5},
+    ):
         with pytest.raises(InputError):
             thresholds_from(bad)

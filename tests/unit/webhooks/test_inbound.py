@@ -58,11 +58,16 @@ def test_stop_suppresses_pending_rows_of_the_brand_and_records_evidence(client, 
     assert _row(world.db, sent).state == "sent"
     [ev] = _events(world.db)
     assert (ev.action, ev.source, ev.brand_id, ev.campaign_id) == (
-        "revoke", "keyword", world.brand.id, None)
+        "revoke",
+        "keyword",
+        world.brand.id,
+        None,
+    )
     assert ev.evidence_text == "Stop" and ev.evidence_ref == "SM" + "1" * 32
     assert _status(world.db, world.contact.id, world.brand, world.sibling).opted_out
-    assert not _status(world.db, world.contact.id, world.other_brand,
-                       world.other_campaign).opted_out
+    assert not _status(
+        world.db, world.contact.id, world.other_brand, world.other_campaign
+    ).opted_out
     assert ("opt_out", world.campaign.sid, "keyword") in metrics.calls
 
 
@@ -119,7 +124,11 @@ def test_start_after_stop_regrants(client, world, metrics):
     assert "<Message>Acme: you are subscribed" in r.text
     grant = _events(world.db, "grant")[0]
     assert (grant.source, grant.campaign_id, grant.evidence_text, grant.evidence_ref) == (
-        "keyword", world.campaign.id, "start", SID2)
+        "keyword",
+        world.campaign.id,
+        "start",
+        SID2,
+    )
     assert _status(world.db, world.contact.id, world.brand, world.campaign).granted
     # the START went to this campaign's service: the sibling campaign stays opted out
     assert _status(world.db, world.contact.id, world.brand, world.sibling).opted_out
@@ -189,17 +198,20 @@ def test_stop_waits_until_the_in_flight_row_leaves_sending(client, world):
         assert not done.is_set()  # ... but the reply waits for the message being handed over
     finally:
         with world.db.session() as s:
-            s.connection().execute(update(OutboxMessage.__table__)
-                                   .where(OutboxMessage.__table__.c.id == row.id)
-                                   .values(state="sent"))
+            s.connection().execute(
+                update(OutboxMessage.__table__)
+                .where(OutboxMessage.__table__.c.id == row.id)
+                .values(state="sent")
+            )
         t.join(10)
     assert done.is_set() and box["r"].status_code == 200
     assert "<Message>" in box["r"].text
 
 
 def test_in_flight_wait_is_bounded(sqlite_db, clock, world, caplog):
-    client = make_client(sqlite_db, clock, options=WebhookOptions(
-        in_flight_timeout_s=0.2, in_flight_poll_s=0.02))
+    client = make_client(
+        sqlite_db, clock, options=WebhookOptions(in_flight_timeout_s=0.2, in_flight_poll_s=0.02)
+    )
     world.add_row("sending")
     with caplog.at_level(logging.WARNING, logger="dispatcher.webhooks"):
         r = post(client, "/twilio/inbound", inbound("STOP"))

@@ -19,8 +19,15 @@ URLS = [
     "http://127.0.0.1:80/twilio/status?tenant=acme&x=1",
     "https://hooks.example.com:8443/twilio/status",
 ]
-FORM = Form([("MessageSid", "SM" + "a" * 32), ("MessageStatus", "delivered"),
-             ("To", "+14155551234"), ("Body", "two"), ("Body", "values é")])
+FORM = Form(
+    [
+        ("MessageSid", "SM" + "a" * 32),
+        ("MessageStatus", "delivered"),
+        ("To", "+14155551234"),
+        ("Body", "two"),
+        ("Body", "values é"),
+    ]
+)
 
 
 @pytest.mark.parametrize("algorithm", ["HMAC_SHA1", "HMAC_SHA256"])

@@ -13,9 +13,11 @@ from tests.unit.webhooks.conftest import BASE, TOKEN, inbound, post, sign, statu
 
 def _counts(db):
     with db.session() as s:
-        return (s.exec(select(func.count()).select_from(InboundMessage)).one(),
-                s.exec(select(func.count()).select_from(ConsentEvent)).one(),
-                [r.state for r in s.exec(select(OutboxMessage).order_by(OutboxMessage.id))])
+        return (
+            s.exec(select(func.count()).select_from(InboundMessage)).one(),
+            s.exec(select(func.count()).select_from(ConsentEvent)).one(),
+            [r.state for r in s.exec(select(OutboxMessage).order_by(OutboxMessage.id))],
+        )
 
 
 def _params(path):
@@ -34,8 +36,9 @@ def test_signed_request_accepted(client, world, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("forgery", ["wrong_token", "altered_body", "wrong_url", "missing",
-                                     "garbage"])
+@pytest.mark.parametrize(
+    "forgery", ["wrong_token", "altered_body", "wrong_url", "missing", "garbage"]
+)
 def test_forged_request_rejected_and_nothing_recorded(client, world, path, forgery):
     world.add_row("queued")
     world.add_row("sent", sid="SM" + "f" * 32)
@@ -52,8 +55,11 @@ def test_forged_request_rejected_and_nothing_recorded(client, world, path, forge
     elif forgery == "garbage":
         r = post(client, path, params, signature="AAAA")
     else:
-        r = client.post(path, content=urlencode(params).encode(),
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = client.post(
+            path,
+            content=urlencode(params).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
     assert r.status_code == 403
     assert "error" in r.json()
     assert _counts(world.db) == before
@@ -72,15 +78,18 @@ def test_url_with_default_port_is_accepted(client, world):
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("content_type,body,status_code", [
-    ("application/json", b'{"MessageSid": "SM1"}', 400),
-    ("text/plain", b"MessageSid=SM1", 400),
-    (None, b"MessageSid=SM1", 400),
-    ("application/x-www-form-urlencoded", b"Body=%FF%FE", 400),
-    ("application/x-www-form-urlencoded", "Body=é".encode(), 400),
-    ("application/x-www-form-urlencoded", b"Body=a%00b", 400),
-    ("application/x-www-form-urlencoded", b"x=" + b"a" * 300_000, 413),
-])
+@pytest.mark.parametrize(
+    "content_type,body,status_code",
+    [
+        ("application/json", b'{"MessageSid": "SM1"}', 400),
+        ("text/plain", b"MessageSid=SM1", 400),
+        (None, b"MessageSid=SM1", 400),
+        ("application/x-www-form-urlencoded", b"Body=%FF%FE", 400),
+        ("application/x-www-form-urlencoded", "Body=é".encode(), 400),
+        ("application/x-www-form-urlencoded", b"Body=a%00b", 400),
+        ("application/x-www-form-urlencoded", b"x=" + b"a" * 300_000, 413),
+    ],
+)
 def test_malformed_bodies_are_400_with_a_reason(client, world, content_type, body, status_code):
     headers = {"X-Twilio-Signature": "c2lnbmF0dXJl"}
     if content_type:
@@ -90,10 +99,15 @@ def test_malformed_bodies_are_400_with_a_reason(client, world, content_type, bod
     assert r.json()["error"]
 
 
-@pytest.mark.parametrize("path,drop", [("/twilio/inbound", "MessageSid"),
-                                       ("/twilio/inbound", "From"),
-                                       ("/twilio/status", "MessageStatus"),
-                                       ("/twilio/status", "MessageSid")])
+@pytest.mark.parametrize(
+    "path,drop",
+    [
+        ("/twilio/inbound", "MessageSid"),
+        ("/twilio/inbound", "From"),
+        ("/twilio/status", "MessageStatus"),
+        ("/twilio/status", "MessageSid"),
+    ],
+)
 def test_signed_but_missing_required_field_is_400(client, world, path, drop):
     params = {k: v for k, v in _params(path).items() if k != drop}
     r = post(client, path, params)

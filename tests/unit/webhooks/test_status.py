@@ -25,7 +25,8 @@ def test_out_of_order_and_duplicated_callbacks(client, world, metrics):
     got = _get(world.db, OutboxMessage, row.id)
     assert got.state == "delivered" and got.provider_status == "delivered"
     assert [c for c in metrics.calls if c[0] == "delivered"] == [
-        ("delivered", world.campaign.sid, world.campaign.messaging_service_sid)]
+        ("delivered", world.campaign.sid, world.campaign.messaging_service_sid)
+    ]
 
 
 def test_unknown_sid_is_ignored(client, world):
@@ -55,13 +56,21 @@ def test_21610_records_a_carrier_opt_out_once(client, world, metrics):
         [ev] = s.exec(select(ConsentEvent)).all()
         st = ledger.status(s, world.contact.id, brand_id=world.brand.id, campaign_id=None)
     assert (ev.action, ev.source, ev.evidence_ref, ev.campaign_id) == (
-        "revoke", "carrier", SID, None)
+        "revoke",
+        "carrier",
+        SID,
+        None,
+    )
     assert st.opted_out
     assert _get(world.db, OutboxMessage, sent.id).state == "failed"
     assert _get(world.db, OutboxMessage, pending.id).state == "suppressed"
     assert ("opt_out", world.campaign.sid, "carrier") in metrics.calls
-    assert ("failed", world.campaign.sid, world.campaign.messaging_service_sid,
-            21610) in metrics.calls
+    assert (
+        "failed",
+        world.campaign.sid,
+        world.campaign.messaging_service_sid,
+        21610,
+    ) in metrics.calls
 
 
 def test_30034_pauses_every_run_of_the_campaign(client, world):
@@ -95,8 +104,16 @@ def _bulk(world, n):
             s.add(c)
             s.flush()
             sid = "SM" + f"{i:032x}"
-            s.add(OutboxMessage(run_id=run.id, campaign_id=world.campaign.id, contact_id=c.id,
-                                to_phone=c.phone, state="sent", provider_sid=sid))
+            s.add(
+                OutboxMessage(
+                    run_id=run.id,
+                    campaign_id=world.campaign.id,
+                    contact_id=c.id,
+                    to_phone=c.phone,
+                    state="sent",
+                    provider_sid=sid,
+                )
+            )
             sids.append(sid)
     return run, sids
 

@@ -29,8 +29,9 @@ def sid(n: int) -> str:
     return "SM" + f"{n:032x}"
 
 
-def _post_held_batch(client: Any, first: dict[str, str],
-                     batch: list[dict[str, str]]) -> tuple[Any, list[Any]]:
+def _post_held_batch(
+    client: Any, first: dict[str, str], batch: list[dict[str, str]]
+) -> tuple[Any, list[Any]]:
     """Post ``first`` and hold it inside its transaction; post ``batch`` from one thread each;
     release once all of them are queued, so they are applied together.  Returns the answers
     (an exception the app raised stands for a 500)."""
@@ -69,8 +70,7 @@ def _post_held_batch(client: Any, first: dict[str, str],
 
 def _rows(db: Any) -> dict[str, OutboxMessage]:
     with db.session() as s:
-        return {r.provider_sid: r for r in s.exec(select(OutboxMessage))
-                if r.provider_sid}
+        return {r.provider_sid: r for r in s.exec(select(OutboxMessage)) if r.provider_sid}
 
 
 def _code(answer: Any) -> int:
@@ -87,9 +87,14 @@ def test_concurrent_callbacks_in_one_batch(any_db, clock):
     world.add_row("sending", sid=sid(3))
     world.add_row("sending", sid=sid(4))
     batch = [
-        status(sid(1), "delivered"), status(sid(1), "sent"), status(sid(1), "delivered"),
-        status(sid(2), "failed", 21610), status(sid(2), "failed", 21610),
-        status(sid(3), "sent"), status(sid(3), "delivered"), status(sid(3), "queued"),
+        status(sid(1), "delivered"),
+        status(sid(1), "sent"),
+        status(sid(1), "delivered"),
+        status(sid(2), "failed", 21610),
+        status(sid(2), "failed", 21610),
+        status(sid(3), "sent"),
+        status(sid(3), "delivered"),
+        status(sid(3), "queued"),
         status(sid(99), "delivered"),  # unknown SID: 200, ignored
     ]
     first, answers = _post_held_batch(client, status(sid(4), "queued"), batch)
@@ -129,27 +134,34 @@ def _fail_on(monkeypatch: Any, bad_sid: str, error: Exception) -> None:
     monkeypatch.setattr(delivery.outbox, "apply_provider_status", failing)
 
 
-def test_an_error_in_a_batch_neither_loses_nor_acknowledges_others(any_db, clock,
-                                                                    monkeypatch):
+def test_an_error_in_a_batch_neither_loses_nor_acknowledges_others(any_db, clock, monkeypatch):
     world, client = _sent_rows(any_db, clock, 5)
     pending = world.add_row("queued", campaign=world.sibling)
     _fail_on(monkeypatch, sid(3), RuntimeError("this one breaks"))
-    batch = [status(sid(1), "delivered"), status(sid(2), "failed", 21610),
-             status(sid(3), "delivered"), status(sid(4), "undelivered", 30007),
-             status(sid(5), "delivered")]
+    batch = [
+        status(sid(1), "delivered"),
+        status(sid(2), "failed", 21610),
+        status(sid(3), "delivered"),
+        status(sid(4), "undelivered", 30007),
+        status(sid(5), "delivered"),
+    ]
     _, answers = _post_held_batch(client, status(sid(9), "sent"), batch)
     assert [_code(a) for a in answers] == [200, 200, 500, 200, 200]
     rows = _rows(any_db)
     assert [rows[sid(n)].state for n in range(1, 6)] == [
-        "delivered", "failed", "sent", "undelivered", "delivered"]
+        "delivered",
+        "failed",
+        "sent",
+        "undelivered",
+        "delivered",
+    ]
     with any_db.session() as s:
         # applied in the failed batch (rolled back), then again alone: recorded once
         assert len(list(s.exec(select(ConsentEvent)))) == 1
         assert s.get(OutboxMessage, pending.id).state == "suppressed"
 
 
-def test_a_database_error_answers_503_and_never_200_for_uncommitted(any_db, clock,
-                                                                     monkeypatch):
+def test_a_database_error_answers_503_and_never_200_for_uncommitted(any_db, clock, monkeypatch):
     _, client = _sent_rows(any_db, clock, 6)
     _fail_on(monkeypatch, sid(4), StorageError("database error: connection lost"))
     batch = [status(sid(n), "delivered") for n in range(1, 7)]
@@ -160,8 +172,11 @@ def test_a_database_error_answers_503_and_never_200_for_uncommitted(any_db, cloc
     for n, code in zip(range(1, 7), codes, strict=True):
         # one by one in arrival order: 200 exactly for what was committed
         assert rows[sid(n)].state == ("delivered" if code == 200 else "sent"), (n, codes)
-    assert all(a.json() == {"error": "database unavailable, retry later"}
-               for a in answers if _code(a) == 503)
+    assert all(
+        a.json() == {"error": "database unavailable, retry later"}
+        for a in answers
+        if _code(a) == 503
+    )
 
 
 def test_campaign_cache_keeps_a_lookup_for_its_ttl(sqlite_db):
