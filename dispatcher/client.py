@@ -9,7 +9,8 @@
         api.get_run(created.run.id).state
 
 Responses are the API's pydantic models (dispatcher.api.models).  A 4xx raises the matching
-DispatcherError subclass (InputError with ``.field``, NotFoundError, ConflictError, ...), whose
+DispatcherError subclass (InputError with ``.field``, NotFoundError, ConflictError, a refused
+launch as ``LaunchRefused`` / ``WarningsNotAccepted`` as ``notify()`` raises them, ...), whose
 ``.problem`` holds the problem document; ``str(e)`` is its one-line detail.
 """
 
@@ -37,6 +38,7 @@ from dispatcher.errors import (
     NotFoundError,
     StorageError,
 )
+from dispatcher.launch_checks import Issue, LaunchRefused, WarningsNotAccepted
 
 
 class ApiError(DispatcherError):
@@ -68,6 +70,10 @@ def error_from(response: httpx.Response) -> DispatcherError:
         e.args = (detail,)
     elif status == 409:
         e = ConflictError(detail)
+    elif status == 422 and str(doc.get("type", "")).endswith(("launch-refused", "launch-warnings")):
+        issues = [_issue(x) for x in doc.get("errors") or [] if isinstance(x, dict)]
+        launch = WarningsNotAccepted if doc["type"].endswith("warnings") else LaunchRefused
+        e = launch(issues, message=detail)
     elif status in (400, 413, 415, 422):
         e = InputError(detail, field=field)
     elif status == 503:
@@ -77,6 +83,16 @@ def error_from(response: httpx.Response) -> DispatcherError:
     e.problem = doc  # type: ignore[attr-defined]
     e.status = status  # type: ignore[attr-defined]
     return e
+
+
+def _issue(doc: dict[str, Any]) -> Issue:
+    count = doc.get("count")
+    return Issue(
+        str(doc.get("rule") or "launch_refused"),
+        str(doc.get("field") or "template"),
+        str(doc.get("message") or ""),
+        count if isinstance(count, int) else None,
+    )
 
 
 def _recipient(r: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -134,10 +150,14 @@ class DispatcherClient:
         audience: Mapping[str, Any] | None = None,
         send_at: datetime | None = None,
         idempotency_key: str | None = None,
+        force: bool = False,
     ) -> RunCreated:
         """Launch a run for inline ``recipients`` (phones or {"phone", "variables"}) or an
-        ``audience`` ({"kind": "all"} / {"kind": "segment", "query": ...})."""
+        ``audience`` ({"kind": "all"} / {"kind": "segment", "query": ...}).  ``force`` accepts
+        the launch checks' warnings; refusals raise ``LaunchRefused`` (``.rule``, ``.issues``)."""
         body: dict[str, Any] = {"campaign": campaign, "template": template}
+        if force:
+            body["force"] = True
         if recipients is not None:
             body["recipients"] = [_recipient(r) for r in recipients]
         if audience is not None:
@@ -155,6 +175,7 @@ class DispatcherClient:
         *,
         send_at: datetime | None = None,
         idempotency_key: str | None = None,
+        force: bool = False,
     ) -> RunCreated:
         """Launch a run with a large recipient list, streamed as NDJSON (any iterable, e.g. a
         generator over a database cursor: nothing is collected in memory)."""
@@ -163,6 +184,8 @@ class DispatcherClient:
             "template": template,
             "send_at": send_at.isoformat() if send_at else None,
         }
+        if force:
+            spec["force"] = True
 
         def body() -> Iterator[bytes]:
             buf = [json.dumps(spec)]

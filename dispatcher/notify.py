@@ -7,8 +7,10 @@
                     [{"phone": "+14155550100", "variables": {"date": "May 1"}}],
                     idempotency_key="contracts-2026-05")
 
-The same service layer as the HTTP API and the CLI (``dispatcher.runs.launch`` through
-``dispatcher.api.service.submit_run``): same gates at fan-out, same outbox, same idempotency.
+The one launch path of the HTTP API and the CLI (``dispatcher.launch.submit_run``): the same
+launch checks (``LaunchRefused`` / ``WarningsNotAccepted``, whose ``.rule`` and ``.issues`` name
+the findings; ``force=True`` accepts warnings, never errors), gates at fan-out, outbox and
+idempotency.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from dispatcher.api.service import submit_run
 from dispatcher.errors import InputError
+from dispatcher.launch import submit_run
 from dispatcher.runs import LaunchRequest
 
 
@@ -31,8 +33,10 @@ def notify(
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
     actor: str = "python",
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Launch a run; returns {"run", "created", "dry_run"}.
+    """Launch a run; returns {"run", "created", "dry_run"} (``dry_run["warnings"]``: the launch
+    checks' warnings that ``force`` accepted).
 
     ``recipients``: phones, ``{"phone", "variables"}`` dicts, or an audience reference
     (``{"kind": "all"}`` / ``{"kind": "segment", "query": "plan=gold"}``).
@@ -66,6 +70,7 @@ def notify(
         actor=actor,
         idempotency_key=idempotency_key,
         recipients=listed,
+        force=force,
     )
     sub = submit_run(db, req, now=clock.now())
     return {"run": sub.run, "created": sub.created, "dry_run": sub.dry_run}

@@ -69,6 +69,9 @@ class LaunchRequest:
     idempotency_key: str | None = None
     recipients: list[dict[str, Any]] | None = None  # inline list: {"phone", "variables"}
     options: dict[str, Any] = field(default_factory=dict)
+    #: accept the launch checks' warnings (never their errors); not part of the fingerprint:
+    #: a replay returns the run whether or not it repeats ``force``
+    force: bool = False
 
     def fingerprint(self) -> str:
         doc = {
@@ -83,23 +86,39 @@ class LaunchRequest:
 
 
 def launch(session: Session, req: LaunchRequest, *, now: datetime) -> tuple[Run, bool]:
-    """Create a run (idempotent by key).  Returns (run, created).  The caller commits."""
+    """Create a run (idempotent by key), unchecked.  Returns (run, created).  The caller commits.
+
+    Launches by an operator or a program go through ``dispatcher.launch.submit_run``, which adds
+    the launch checks and the idempotency race; this is the storage step (tests, the demo)."""
     parse_template(req.template)  # malformed template -> InputError before anything is written
-    if req.idempotency_key:
-        existing = (
-            session.exec(select(Run).where(Run.idempotency_key == req.idempotency_key))
-            .scalars()
-            .first()
-        )
-        if existing is not None:
-            if existing.request_hash != req.fingerprint():
-                raise ConflictError(
-                    f"idempotency key {req.idempotency_key!r} was used with a different request"
-                )
-            return existing, False
+    existing = find_replay(session, req)
+    if existing is not None:
+        return existing, False
     from dispatcher.registry import get_campaign
 
-    campaign = get_campaign(session, req.campaign)
+    return create_run(session, req, get_campaign(session, req.campaign), now=now), True
+
+
+def find_replay(session: Session, req: LaunchRequest) -> Run | None:
+    """The run an earlier request with ``req``'s idempotency key made, or None;
+    ``ConflictError`` when that request was another one."""
+    if not req.idempotency_key:
+        return None
+    existing = (
+        session.exec(select(Run).where(Run.idempotency_key == req.idempotency_key))
+        .scalars()
+        .first()
+    )
+    if existing is not None and existing.request_hash != req.fingerprint():
+        raise ConflictError(
+            f"idempotency key {req.idempotency_key!r} was used with a different request"
+        )
+    return existing
+
+
+def create_run(session: Session, req: LaunchRequest, campaign: Campaign, *, now: datetime) -> Run:
+    """Write the run (and, for a CSV or list audience, its outbox rows).  The caller commits;
+    a unique-key race on ``req.idempotency_key`` surfaces as IntegrityError."""
     send_at = as_utc(req.send_at) if req.send_at else now
     run = Run(
         campaign_id=campaign.id,
@@ -126,7 +145,7 @@ def launch(session: Session, req: LaunchRequest, *, now: datetime) -> tuple[Run,
     session.flush()
     if send_at <= as_utc(now):  # due now: fan out at once (a later one waits for its tick anyway)
         wake_scheduler(session)
-    return run, True
+    return run
 
 
 def recipient_list(req: LaunchRequest) -> Iterator[tuple[str | None, str | None, dict[str, Any]]]:

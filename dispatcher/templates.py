@@ -3,7 +3,9 @@
 
 ``[[`` and ``]]`` stand for literal brackets.  A field name is letters, digits, ``_`` or ``.``.
 Values come from (lowest to highest priority) the contact's attributes, its ``name`` (also
-``first_name``), and per-recipient variables given with the run.
+``first_name``; an attribute of that name comes first), and per-recipient variables given with the
+run (a null variable is no value).  An empty value is missing: the row is suppressed
+``template_variable_missing``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from dispatcher.errors import InputError
 
+#: fields every contact can fill from its columns (see :func:`contact_values`)
+CONTACT_FIELDS: frozenset[str] = frozenset({"name", "first_name"})
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 MAX_TEMPLATE = 1600
 
@@ -97,8 +101,11 @@ def contact_values(
     name: str | None, attributes: dict[str, Any] | None, variables: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     values: dict[str, Any] = dict(attributes or {})
-    if name:
+    words = (name or "").split()
+    if words:  # a blank name fills neither (and "  ".split()[0] would raise)
         values.setdefault("name", name)
-        values.setdefault("first_name", name.split()[0])
-    values.update(variables or {})
+        values.setdefault("first_name", words[0])
+    # a variable given as null is no value: the contact's own one stands (as the launch checks
+    # count it, dispatcher.launch.audience_fields)
+    values.update({k: v for k, v in (variables or {}).items() if v is not None})
     return values

@@ -7,7 +7,8 @@ The integrator mounts it on the shared ASGI app::
     install_error_handlers(app)
 
 :func:`create_api_app` builds a stand-alone app (tests, the committed OpenAPI document).
-Nothing here is imported until called: ``dispatcher.api.service`` works without FastAPI.
+Nothing here is imported until called; the launch path itself (``dispatcher.launch``) needs
+no FastAPI.
 """
 
 from __future__ import annotations

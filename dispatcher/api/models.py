@@ -120,6 +120,11 @@ class RunSpec(_In):
     idempotency_key: Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY)] | None = Field(
         default=None, description="Same as the Idempotency-Key header (either, or both equal)."
     )
+    force: bool = Field(
+        default=False,
+        description="Accept the launch checks' warnings (a field some recipients lack); "
+        "errors are never accepted.  Not part of the idempotency fingerprint.",
+    )
 
 
 class RunCreate(RunSpec):
@@ -151,6 +156,15 @@ class RunOut(BaseModel):
     created_at: datetime
 
 
+class LaunchIssue(BaseModel):
+    """A finding of the launch checks (docs/api.md, Launch checks)."""
+
+    rule: str = Field(description="Stable rule id, e.g. unknown_field, url_shortener.")
+    field: str = Field(description="The input at fault: template or send_at.")
+    message: str
+    count: int | None = Field(default=None, description="Recipients concerned, when it applies.")
+
+
 class DryRunOut(BaseModel):
     campaign: str
     campaign_status: str | None
@@ -166,6 +180,10 @@ class DryRunOut(BaseModel):
     limits: str
     estimated_seconds: int
     estimated_finish: datetime
+    warnings: list[LaunchIssue] = Field(
+        default_factory=list,
+        description="Launch-check warnings this launch accepted with force (empty on a replay).",
+    )
 
 
 class RejectedRow(BaseModel):
@@ -293,6 +311,10 @@ class ConsentLedger(BaseModel):
 class FieldError(BaseModel):
     field: str | None
     message: str
+    rule: str | None = Field(
+        default=None, description="The launch check that refused a run (launch problems only)."
+    )
+    count: int | None = Field(default=None, description="Recipients concerned, when it applies.")
 
 
 class Problem(BaseModel):

@@ -30,6 +30,7 @@ from dispatcher.errors import (
     NotFoundError,
     StorageError,
 )
+from dispatcher.launch_checks import LaunchRefused, WarningsNotAccepted
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -110,6 +111,10 @@ def classify(e: DispatcherError) -> tuple[int, str]:
         return 409, "conflict"
     if isinstance(e, StorageError):
         return 503, "storage-unavailable"
+    if isinstance(e, WarningsNotAccepted):
+        return 422, "launch-warnings"
+    if isinstance(e, LaunchRefused):
+        return 422, "launch-refused"
     if isinstance(e, InputError):
         return 400, "invalid-input"
     if isinstance(e, ComplianceError):
@@ -125,7 +130,10 @@ async def _dispatcher_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status >= 500:
         log.warning("request failed: %s", exc)
-    return problem(status, slug, str(exc), field=getattr(exc, "field", None), headers=headers)
+    errors = [i.to_dict() for i in exc.issues] if isinstance(exc, LaunchRefused) else None
+    return problem(
+        status, slug, str(exc), field=getattr(exc, "field", None), errors=errors, headers=headers
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> Any:

@@ -28,8 +28,8 @@ from dispatcher.api.models import (
     RunSpec,
 )
 from dispatcher.api.problems import problem, problem_responses
-from dispatcher.api.service import Submission, submit_run
 from dispatcher.errors import InputError
+from dispatcher.launch import Submission, submit_run
 from dispatcher.models import ApiKey
 
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id.")]
@@ -49,6 +49,13 @@ IdemHeader = Annotated[
         description="Same key + same body returns the same run; same key + another body is 409.",
     ),
 ]
+LAUNCH_CHECKS = (
+    "Before anything is written the launch is checked (docs/api.md, Launch checks): an error — "
+    "a template that looks like a file name, an unknown `[field]` or one no recipient has, a "
+    "message-lint error, a `send_at` in the past — is a 422 `launch-refused` problem whose "
+    "`errors` name each rule; warnings (a field some recipients lack, with the count) are a 422 "
+    "`launch-warnings` problem unless `force` is true, and are listed in `dry_run.warnings`."
+)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 _bearer = HTTPBearer(
     auto_error=False,
@@ -86,7 +93,8 @@ def build_router(runtime: Any) -> APIRouter:
         response_model=RunCreated,
         summary="Launch a run (idempotent)",
         description="Scope `runs:write`.  201 with the new run and its dry-run figures; 200 with "
-        "the same run when the idempotency key was already used with the same body.",
+        "the same run when the idempotency key was already used with the same body.  "
+        + LAUNCH_CHECKS,
         responses={
             200: {"model": RunCreated, "description": "Replay of an earlier request"},
             **errors(400, 404, 409),
@@ -110,6 +118,7 @@ def build_router(runtime: Any) -> APIRouter:
             recipients=(
                 [r.model_dump() for r in body.recipients] if body.recipients is not None else None
             ),
+            force=body.force,
         )
         sub = submit_run(runtime.db, req, now=runtime.clock.now())
         response.status_code = 201 if sub.created else 200
@@ -124,7 +133,8 @@ def build_router(runtime: Any) -> APIRouter:
         description="Scope `runs:write`.  Body `application/x-ndjson`: line 1 is the run spec "
         "(campaign, template, send_at, idempotency_key), every further line one recipient "
         '`{"phone": ..., "variables": {...}}`.  Streamed to disk, never held in memory; '
-        "rejected lines are listed in `upload.rejects` and do not fail the upload.",
+        "rejected lines are listed in `upload.rejects` and do not fail the upload.  "
+        + LAUNCH_CHECKS,
         responses={
             200: {"model": RunCreated, "description": "Replay of an earlier upload"},
             **errors(400, 404, 409, 413, 415),
@@ -181,6 +191,7 @@ def build_router(runtime: Any) -> APIRouter:
                 actor=apikeys.actor_of(key),
                 idempotency_key=_namespaced(key, idempotency_key, spec.idempotency_key),
                 recipients=recipients,  # type: ignore[arg-type]  # re-iterable spool
+                force=spec.force,
             )
             now = runtime.clock.now()
             sample = upload.DRY_RUN_SAMPLE if report.accepted > upload.DRY_RUN_SAMPLE else None

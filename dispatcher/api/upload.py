@@ -11,7 +11,7 @@ object, phone normalised to E.164, variables flat with [field] names, no duplica
 ones are appended, normalised, to a temporary spool file.  Rejected lines go to a report (line
 number, reason, detail) as the CLI import does; they do not fail the upload.  Memory holds one
 chunk, the set of phones seen (for duplicates) and the first :data:`MAX_LISTED_REJECTS` rejects —
-never the body.  The spool is then staged into the outbox by :func:`dispatcher.runs.launch`
+never the body.  The spool is then staged into the outbox by :func:`dispatcher.launch.submit_run`
 (kind ``list``) in batches, inside the request's one transaction, and deleted.
 
 Idempotency: the run's fingerprint covers the spec and the SHA-256 of the accepted recipients, so

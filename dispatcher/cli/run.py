@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
+from rich.markup import escape
 
 from dispatcher import run_report, runs
 from dispatcher.audience import parse_audience
 from dispatcher.cli.common import database, settings
 from dispatcher.cli.output import JsonOpt, err, report, table
 from dispatcher.errors import InputError
+from dispatcher.launch import submit_run
+from dispatcher.launch_checks import Issue, LaunchRefused, WarningsNotAccepted, looks_like_path
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -30,13 +34,34 @@ def _when(text: str | None) -> datetime | None:
 
 
 def _template(text: str) -> str:
-    p = Path(text)
-    if len(text) < 256 and p.suffix in (".txt", ".tmpl", ".template") and p.exists():
-        try:
-            return p.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read template file {p}: {e}") from e
-    return text
+    """``--template``: the text itself, or the file it names when it looks like a path."""
+    if not looks_like_path(text):
+        return text
+    p = Path(text.strip()).expanduser()
+    try:
+        why = None if p.is_file() else "is a directory" if p.is_dir() else "no such file"
+    except OSError as e:
+        why = e.strerror or "cannot be read"
+    if why is not None:
+        raise LaunchRefused(
+            [
+                Issue(
+                    "template_looks_like_path",
+                    "template",
+                    f"--template {text.strip()}: {why} (a template that looks like a path is "
+                    "read from that file)",
+                )
+            ]
+        )
+    try:
+        return p.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read template file {p}: {e}", field="template") from e
+
+
+def _print_warnings(warnings: list[dict[str, Any]]) -> None:
+    for w in warnings:
+        err().print(escape(f"warning: {w['message']} [{w['rule']}]"), highlight=False)
 
 
 def _render_dry(d: dict) -> None:
@@ -66,16 +91,24 @@ def _render_dry(d: dict) -> None:
 @app.command("launch")
 def launch(
     campaign: str = typer.Option(..., "--campaign", help="Campaign SID or id."),
-    template: str = typer.Option(..., "--template", help="Template text or a .txt file."),
+    template: str = typer.Option(
+        ..., "--template", help="Template text, or a file (.txt, or a path with a /)."
+    ),
     audience: str = typer.Option(
         "all", "--audience", help="all | segment:key=value[,key=value] | FILE.csv"
     ),
     at: str = typer.Option(None, "--at", help="Start time (ISO 8601; default now)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report only; send nothing."),
     key: str = typer.Option(None, "--idempotency-key", help="Launching twice is a no-op."),
+    force: bool = typer.Option(
+        False, "--force", help="Accept the launch checks' warnings (never their errors)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Launch a run of one template to an audience of one campaign (now or at a time)."""
+    """Launch a run of one template to an audience of one campaign (now or at a time).
+
+    The launch is checked first (as through the API): an error refuses it; warnings (a field
+    some recipients lack) are listed by --dry-run and stop a launch unless --force accepts them."""
     req = runs.LaunchRequest(
         campaign=campaign,
         template=_template(template),
@@ -83,24 +116,38 @@ def launch(
         send_at=_when(at),
         actor="cli",
         idempotency_key=key,
+        force=force,
     )
-    now = datetime.now(UTC)
-    with database().session() as s:
-        if dry_run:
-            doc = run_report.dry_run(s, req, now=now)
-            s.rollback()
-            report(doc, as_json, _render_dry)
-            return
-        run, created = runs.launch(s, req, now=now)
-        doc = {**run_report.run_dict(run), "created": created}
-    report(
-        doc,
-        as_json,
-        lambda d: err().print(
-            f"run {d['id']} {'scheduled' if created else 'already exists'} for {d['send_at']}; "
-            f"watch it with: dispatcher run watch {d['id']}"
-        ),
-    )
+    try:
+        sub = submit_run(
+            database(),
+            req,
+            now=datetime.now(UTC),
+            dry_run=dry_run,
+            preview=dry_run,
+            zone=ZoneInfo(settings().default_timezone),
+        )
+    except WarningsNotAccepted as e:
+        accept = "run again with --force to accept them"
+        raise WarningsNotAccepted(e.issues, accept=accept) from None
+    if dry_run:
+
+        def render(d: dict[str, Any]) -> None:
+            _render_dry(d)
+            _print_warnings(d["warnings"])
+
+        report(sub.dry_run, as_json, render)
+        return
+    doc = {**sub.run, "created": sub.created, "warnings": sub.warnings}
+
+    def done(d: dict[str, Any]) -> None:
+        _print_warnings(d["warnings"])
+        err().print(
+            f"run {d['id']} {'scheduled' if d['created'] else 'already exists'} for "
+            f"{d['send_at']}; watch it with: dispatcher run watch {d['id']}"
+        )
+
+    report(doc, as_json, done)
 
 
 @app.command("list")

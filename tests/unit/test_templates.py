@@ -16,6 +16,12 @@ def test_variables_override_attributes():
     assert t.render(contact_values(None, {"date": "a"}, {"date": "b"})) == "b"
 
 
+def test_a_null_variable_is_no_value_and_a_blank_name_fills_nothing():
+    assert contact_values(None, {"date": "a"}, {"date": None}) == {"date": "a"}
+    assert contact_values("   ", {}) == {}  # used to raise IndexError ("   ".split()[0])
+    assert contact_values("Ann Lee", {"first_name": "Annie"})["first_name"] == "Annie"
+
+
 def test_missing_field():
     with pytest.raises(MissingField) as e:
         parse_template("Hi [name]").render({})

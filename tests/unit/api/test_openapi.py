@@ -14,7 +14,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from dispatcher import runs
 from dispatcher.api import create_api_app
 from dispatcher.api.openapi import document, render
-from dispatcher.api.service import submit_run
+from dispatcher.launch import submit_run
 from tests.unit.api.conftest import make_key, make_runtime, make_world
 
 COMMITTED = Path(__file__).parents[3] / "docs" / "openapi.json"

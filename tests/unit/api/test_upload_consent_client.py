@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from dispatcher import ledger
 from dispatcher.client import DispatcherClient
 from dispatcher.errors import ConflictError, InputError, NotFoundError
+from dispatcher.launch_checks import WarningsNotAccepted
 from dispatcher.models import OutboxMessage, Run
 from dispatcher.notify import notify
 from tests.unit.api.conftest import SyncAsgiTransport, make_runtime
@@ -184,18 +185,21 @@ def test_contact_upsert(client):
 
 def test_python_client(app, token, world):
     with DispatcherClient("http://testserver", token, transport=SyncAsgiTransport(app)) as api:
+        listed = ["4155550100", {"phone": "4155550101", "variables": {"date": "May 1"}}]
+        with pytest.raises(WarningsNotAccepted) as refused:  # one recipient has no [date]
+            api.create_run(world["campaign"], "Acme: [date]. STOP to opt out", listed)
+        assert refused.value.rule == "field_missing" and refused.value.issues[0].count == 1
         created = api.create_run(
             world["campaign"],
             "Acme: [date]. STOP to opt out",
-            ["4155550100", {"phone": "4155550101", "variables": {"date": "May 1"}}],
+            listed,
             idempotency_key="c-1",
+            force=True,
         )
         assert created.run.actor == "api:billing" and created.run.total == 2
+        assert [w.rule for w in created.dry_run.warnings] == ["field_missing"]
         again = api.create_run(
-            world["campaign"],
-            "Acme: [date]. STOP to opt out",
-            ["4155550100", {"phone": "4155550101", "variables": {"date": "May 1"}}],
-            idempotency_key="c-1",
+            world["campaign"], "Acme: [date]. STOP to opt out", listed, idempotency_key="c-1"
         )
         assert again.replayed and again.run.id == created.run.id
         with pytest.raises(ConflictError):
@@ -228,8 +232,10 @@ def test_notify_goes_through_the_same_service(db, world):
         "Acme: [date]. STOP to opt out",
         [{"phone": "4155550100", "variables": {"date": "May 1"}}, "4155550101"],
         idempotency_key="n-1",
+        force=True,  # one recipient has no [date]: a warning, accepted
     )
     assert res["created"] and res["run"]["actor"] == "python" and res["run"]["total"] == 2
+    assert res["dry_run"]["warnings"][0]["count"] == 1
     again = notify(
         rt,
         world["campaign"],
