@@ -20,8 +20,9 @@ opt-out language, prohibited content.  Data tables live here, each with its sour
   "debt" alone.  **Debt collection boundary** ([FORBID]: "third-party" means anyone other than the
   party owed the debt; a hospital may text its own patients about their bills): a business
   reminding its own customer of its own balance is first-party and clean ("your balance of $40 is
-  due on Friday", "your loan payment is due"); what is flagged is the wording of a third party
-  (debt collector, collection agency, "attempt to collect a debt", "placed with our office",
+  due on Friday", "your loan payment is due", even "unpaid balances are sent to a collection
+  agency"); what is flagged is the wording of a third party (the sender presenting itself as a
+  debt collector or collection agency, "attempt to collect a debt", "placed with our office",
   "original creditor") and of relief offers (debt relief / consolidation / settlement /
   forgiveness, "reduce your debt", credit repair, loan forgiveness).  A first-party creditor that
   words its own reminder like a collector (e.g. quotes the FDCPA notice) is flagged: rephrase it.
@@ -325,7 +326,6 @@ CATEGORIES: tuple[Category, ...] = (
             r"(?:lenders?|insurers?|agents?|attorneys?|lawyers?|providers?|contractors?)",
             r"(?:our|a|one\s+of\s+our)\s+(?:partners?|affiliates?)\s+will\s+(?:contact|call|text|"
             r"reach\s+out\s+to)\s+you",
-            r"(?:sell|share)\s+your\s+(?:personal\s+)?(?:info\w*|data|details)\s+with",
             r"you\s+may\s+(?:be\s+entitled\s+to|qualify\s+for)\s+(?:compensation|a\s+settlement|"
             r"a\s+cash\s+settlement)",
         ),
@@ -338,13 +338,15 @@ CATEGORIES: tuple[Category, ...] = (
         _terms(
             r"debt\s+(?:relief|consolidation|settlement|forgiveness|reduction|negotiation|"
             r"elimination|help|free)",
-            r"(?:consolidate|reduce|eliminate|erase|settle|forgive|wipe\s+out|cut)\s+(?:all\s+)?"
+            r"(?:consolidate|reduce|eliminate|erase|forgive|wipe\s+out|cut|lower)\s+(?:all\s+)?"
             r"(?:of\s+)?your\s+(?:\w+\s+)?(?:\w+\s+)?debts?",
             r"credit\s+repair",
             r"(?:repair|fix|restore|clean\s+up)\s+your\s+credit",
             r"(?:student\s+)?loan\s+(?:forgiveness|relief)",
-            r"debt\s+collectors?",
-            r"collection\s+agency",
+            # the sender presenting itself as a collector (a creditor warning that an unpaid bill
+            # goes "to a collection agency" is first-party and clean)
+            r"(?:is|are|from)\s+(?:a\s+|an\s+|the\s+)?(?:debt\s+collectors?|"
+            r"collections?\s+(?:agency|firm|office))",
             r"attempt\s+to\s+collect\s+a\s+debt",
             r"(?:placed|referred|assigned)\s+(?:to|with)\s+(?:our|this)\s+(?:office|agency|firm)",
             r"on\s+behalf\s+of\s+(?:your|the)\s+(?:original\s+)?creditor",

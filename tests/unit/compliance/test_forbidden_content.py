@@ -63,6 +63,7 @@ MUST_FLAG: list[tuple[str, str | None, bool]] = [
     ("This is an attempt to collect a debt by a debt collector", "debt", False),
     ("Your account was placed with our office for collection", "debt", False),
     ("We act on behalf of your original creditor", "debt", False),
+    ("Acme Recovery is a collection agency. Call us today", "debt", False),
     ("Fix your credit score in 30 days", "debt", False),
     # get rich quick
     ("Earn $500/day from your phone!", "get_rich_quick", False),
@@ -112,6 +113,14 @@ CLEAN: list[str] = [
     "Snow day: the office is closed, please work from home.",
     "Your claim has been approved today.",
     "Mow the lawn and pull the weeds: spring service starts Monday.",
+    "We never sell or share your information with third parties.",
+    "Fraud alert: did you just spend $52.10 at Target? Reply Y or N",
+    "Payment plan available: call us to settle your balance.",
+    "Acme Hospital: please settle your debt of $80 by Friday.",
+    "Acme Gym: unpaid balances over 90 days are sent to a collection agency.",
+    "Acme Bank: a cash advance of $200 posted to your card.",
+    "Your credit score went up 12 points!",
+    "Earn double points this week.",
     # digits, symbols and single letters that are ordinary
     "Your appointment is on Tuesday at 4pm. Reply C to confirm.",
     "Your order #A1B2C3 has shipped.",
