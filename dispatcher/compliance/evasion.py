@@ -89,10 +89,17 @@ _LEET_TOKEN_RE = re.compile(  # a word mixing letters with digits/symbols
 )
 _LEET = str.maketrans("01345789@$!|+", "oieastbgasilt")
 _LEET_ALT = str.maketrans("01345789@$!|+", "oleastbgasiit")  # "1" read as "l" ("a1cohol")
-# ASCII bodies that differ from their normal form: a letter next to a digit or symbol that
-# _DELEET translates (not a trailing "!" or "+"), or a run of single characters.  Everything else
-# skips the normalisation (a hypothesis test checks the two agree).
-_HINT_RE = re.compile(rf"[0-9@$|!+][a-z]|[a-z][0-9@$|]|[a-z][!+]+[a-z0-9@$|]|{_SPACED_RE.pattern}")
+# Words that mix letters and digits without standing for letters: times, ordinals, units and
+# multipliers ("4pm", "2nd", "10mg", "3x"), codes of letters then two or more digits ("save10",
+# "covid19") or one letter then digits ("b12").  They are left as they are.
+_ORDINARY_TOKEN_RE = re.compile(
+    r"\d+(?:am|pm|a|p|st|nd|rd|th|x|k|m|h|hr|hrs|min|mins|s|d|w|wk|wks|mo|yr|yrs|g|kg|mg|mcg|ml|"
+    r"l|lb|lbs|oz|ft|in|mi|km|cm|mm|gb|mb|tb|mph|pc|pcs)|[a-z]+\d{2,}|[a-z]\d+"
+)
+# A cheap first look: an ASCII body with none of these is its own normal form (a hypothesis test
+# checks needs_normalising against stages).
+_LEET_HINT_RE = re.compile(r"[0-9@$|!+][a-z]|[a-z][0-9@$|]|[a-z][!+]+[a-z0-9@$|]")
+_HINT_RE = re.compile(f"{_LEET_HINT_RE.pattern}|{_SPACED_RE.pattern}")
 
 
 class _Confusables(NamedTuple):
@@ -154,20 +161,30 @@ def _script(ch: str) -> str:
 
 def needs_normalising(lowered: str) -> bool:
     """False when ``lowered`` (a lower-cased body) is already its own normal form."""
-    return not lowered.isascii() or _HINT_RE.search(lowered) is not None
+    if not lowered.isascii():
+        return True
+    if _HINT_RE.search(lowered) is None:
+        return False
+    if _SPACED_RE.search(lowered):
+        return True
+    return any(
+        _deleet_token(m.group(0), _LEET) != m.group(0) for m in _LEET_TOKEN_RE.finditer(lowered)
+    )
 
 
 def _unspace(m: re.Match[str]) -> str:  # "c a s h" -> "cash"
     return _SEP_RE.sub("", m.group(0))
 
 
-def _deleet(table: dict[int, int]) -> Callable[[re.Match[str]], str]:
-    def sub(m: re.Match[str]) -> str:
-        token = m.group(0)
-        core = token.rstrip("!+")  # "cash!" and "C++" end in punctuation, not letters
-        return core.translate(table) + token[len(core) :]
+def _deleet_token(token: str, table: dict[int, int]) -> str:
+    core = token.rstrip("!+")  # "cash!" and "C++" end in punctuation, not letters
+    if _ORDINARY_TOKEN_RE.fullmatch(core):
+        return token
+    return core.translate(table) + token[len(core) :]
 
-    return sub
+
+def _deleet(table: dict[int, int]) -> Callable[[re.Match[str]], str]:
+    return lambda m: _deleet_token(m.group(0), table)
 
 
 _DELEET = _deleet(_LEET)
@@ -206,10 +223,10 @@ def stages(text: str) -> list[Stage]:
         out.append(Stage(SPACED, _SPACED_RE.sub(_unspace, cur)))
         out.append(Stage(SPACED, " ".join(r.translate(_LEET) for r in runs), squashed=True))
         cur = out[-2].text
-    deleeted = _LEET_TOKEN_RE.sub(_DELEET, cur)
+    deleeted = _LEET_TOKEN_RE.sub(_DELEET, cur) if _LEET_HINT_RE.search(cur) else cur
     if deleeted != cur:
         out.append(Stage(LEET, deleeted))
-        alt = _LEET_TOKEN_RE.sub(_DELEET_ALT, cur)
+        alt = _LEET_TOKEN_RE.sub(_DELEET_ALT, cur) if "1" in cur or "|" in cur else deleeted
         if alt != deleeted:
             out.append(Stage(LEET, alt))
     return out
@@ -237,15 +254,16 @@ def signals(text: str) -> list[str]:
     if text.isascii():
         return []
     out: list[str] = []
-    nfkc = unicodedata.normalize("NFKC", text)
-    for m in INVISIBLE_RE.finditer(nfkc):
-        a, b = m.start(), m.end()
-        if a > 0 and b < len(nfkc) and _latinish(nfkc[a - 1]) and _latinish(nfkc[b]):
-            word = _word_around(nfkc, a, b)
-            out.append(f"invisible character U+{ord(nfkc[a]):04X} inside the word {word!r}")
-            break
+    nfkc = visible = unicodedata.normalize("NFKC", text)
+    if INVISIBLE_RE.search(nfkc):
+        visible = INVISIBLE_RE.sub("", nfkc)
+        for m in INVISIBLE_RE.finditer(nfkc):
+            a, b = m.start(), m.end()
+            if a > 0 and b < len(nfkc) and _latinish(nfkc[a - 1]) and _latinish(nfkc[b]):
+                word = _word_around(nfkc, a, b)
+                out.append(f"invisible character U+{ord(nfkc[a]):04X} inside the word {word!r}")
+                break
     conf = _confusables()
-    visible = INVISIBLE_RE.sub("", nfkc)
     for m in conf.foreign(visible).finditer(visible):
         word = _word_around(visible, m.start(), m.end())
         if any(_LATIN_LETTER_RE.match(c) for c in word):
