@@ -84,6 +84,9 @@ MUST_FLAG: list[tuple[str, str | None, bool]] = [
     ("v1agra", "rx", True),
     ("a1cohol", "alcohol", True),
     ("d3bt r3lief", "debt", True),
+    ("5ex toys", "sex", True),
+    ("w33d delivery tonight", "cannabis", True),
+    ("fresh m4rijuana at 4pm", "cannabis", True),
     ("\uff43\uff42\uff44 gummies", "cannabis", True),  # fullwidth
     ("\U0001d41c\U0001d41b\U0001d41d gummies", "cannabis", True),  # mathematical bold
     ("mariju\u00e1na", "cannabis", True),  # accent
@@ -133,6 +136,7 @@ CLEAN: list[str] = [
     "Plan A, B or C: reply with the letter.",
     "Hugs, the Acme team!!!",
     "Use code SAVE10 for 10% off.",
+    "Take 10mg 2x daily, refill in 30d; COVID19 boosters on the 3rd.",
     # non-ASCII text that is ordinary
     "Hi Jos\u00e9, your caf\u00e9 order is ready \u2615",
     "Hola Mar\u00eda, su cita es el martes a las 3:00 p.\u00a0m.",
