@@ -13,20 +13,23 @@ lint can see, and how each is undone before the prohibited-term tables of conten
   combining marks dropped ("marijuána"), then every letter that Unicode's TR39 confusables table
   says looks like a Latin letter becomes that letter (Cyrillic "с" → "c", Greek "ο" → "o").  The
   table comes from the ``confusable-homoglyphs`` package (MIT; Unicode's confusables.txt and
-  Scripts.txt as JSON), loaded on the first body that has a non-ASCII character (~35 ms once).
-  A word that mixes Latin letters with another script's look-alikes ("СBD" with a Cyrillic С) is
-  reported on its own; a word wholly in another script is not (Russian text is not evasion) unless
-  it spells a prohibited term.
+  Scripts.txt as JSON), loaded on the first body that has a non-ASCII character (~40 ms of CPU,
+  once per process).  A word that mixes Latin letters with another script's look-alikes ("СBD"
+  with a Cyrillic С) is reported on its own; a word wholly in another script is not (Russian text
+  is not evasion) unless it spells a prohibited term.
 * **spaced-out letters** — three or more single letters/digits joined by one space, dot, dash,
-  underscore, asterisk, tilde or slash ("c a s h", "c.b.d") are joined.
+  underscore, asterisk, tilde or slash ("c a s h", "c.b.d") are joined; the runs are also
+  matched with the spaces of a term made optional ("q u i c k c a s h").
 * **digits or symbols for letters** — inside a word that has letters, 0→o 1→i (and 1→l) 3→e 4→a
-  5→s 7→t 8→b 9→g @→a $→s !→i |→l +→t ("m4rijuana", "c@nnabis", "v1agra").
+  5→s 7→t 8→b 9→g @→a $→s !→i |→l +→t ("m4rijuana", "c@nnabis", "v1agra").  Times, ordinals,
+  units and codes ("4pm", "2nd", "10mg", "3x", "save10", "b12") are left as they are.
 
 Spaced-out letters and digits for letters are reported only when undoing them reveals a prohibited
-term (content.scan): "4pm", "B2B" and "9 a.m." are ordinary.
+term (content.scan): "B2B", "P@ssw0rd" and "9 a.m." are ordinary.
 
-Fast path: an ASCII body with no letter-digit mixing and no run of single letters is already its
-own normal form; only the other bodies pay for the normalisation (bench/decide.py).
+Fast path: an ASCII body with no word mixing letters and digits/symbols (other than the ordinary
+ones above) and no run of single letters is already its own normal form (needs_normalising; a
+hypothesis test checks it against stages); only the other bodies pay for the normalisation.
 """
 
 from __future__ import annotations
