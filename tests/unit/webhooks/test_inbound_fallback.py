@@ -10,7 +10,14 @@ import pytest
 from sqlmodel import select
 
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
-from tests.unit.webhooks.conftest import World, campaign_doc, inbound, post
+from tests.unit.webhooks.conftest import (
+    World,
+    build_world,
+    campaign_doc,
+    inbound,
+    make_client,
+    post,
+)
 
 POOL = "+15005550006"  # a Messaging Service pool number: no campaign has it as sender
 STOP_GLOBEX = "Globex: you will get no more texts from us. Reply START to rejoin."
@@ -24,6 +31,17 @@ def _service_campaign(world: World, n: int, brand: Brand, **kw: str) -> Campaign
         c = campaign_doc(brand.id, n, messaging_service_sid="MG" + f"{n:032x}", **kw)
         s.add(c)
     return c
+
+
+@pytest.fixture
+def world(any_db) -> World:
+    """The fallback's query is new SQL: every test here runs on SQLite and PostgreSQL."""
+    return build_world(any_db)
+
+
+@pytest.fixture
+def client(any_db, clock, metrics):
+    return make_client(any_db, clock, metrics=metrics)
 
 
 @pytest.fixture
@@ -117,8 +135,8 @@ def test_help_is_never_empty_and_names_the_brand_it_knows(client, world):
     assert "<Message>" in r.text and "help" in r.text.lower() and "STOP" in r.text
 
 
-def test_help_names_the_only_brand(client, sqlite_db):
-    with sqlite_db.session() as s:
+def test_help_names_the_only_brand(client, any_db):
+    with any_db.session() as s:
         s.add(Brand(name="Solo Dental"))
     r = post(client, "/twilio/inbound", inbound("HELP", to=POOL, mg=None))
     assert "Solo Dental" in r.text and "STOP" in r.text
