@@ -63,3 +63,19 @@ def cli_env(tmp_path, monkeypatch):
     for db in store._databases.values():
         db.dispose()
     store._databases.clear()
+
+
+@pytest.fixture
+def cli_run(cli_env):
+    """``cli_run("campaign", "list", "--json")``: the CLI in process (Typer's CliRunner), stdout
+    and stderr apart, exceptions raised."""
+    from typer.testing import CliRunner
+
+    from dispatcher.cli.app import app
+
+    runner = CliRunner()
+
+    def _run(*args: str):
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    return _run

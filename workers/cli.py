@@ -81,10 +81,15 @@ def up(
     import uvicorn
 
     from dispatcher.cli.output import err
+    from dispatcher.cli.serve import listen_port_warning
     from dispatcher.settings import get_settings
     from workers.embedded import EmbeddedStack
 
-    stack = EmbeddedStack(get_settings()).start()
+    settings = get_settings()
+    warning = listen_port_warning(settings.public_base_url, port)
+    if warning:
+        typer.echo(warning, err=True)
+    stack = EmbeddedStack(settings).start()
     err().print(f"embedded stack up; webhooks on http://{host}:{port} (Ctrl-C to stop)")
     try:
         uvicorn.run(stack.runtime.webhook_app, host=host, port=port, log_level="warning")

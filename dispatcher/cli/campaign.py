@@ -49,6 +49,14 @@ def import_(
         b = _brand_for(s, brand)
         c, created = registry.import_campaign(s, doc, brand=b, policy=policy)
         out = {**registry.campaign_dict(c), "created": created}
+    if not out["sender"] and not out["messaging_service_sid"]:
+        typer.echo(
+            f"warning: campaign {out['sid']} has no sender and no messaging_service_sid: it has "
+            "no number to send from, and inbound replies cannot be routed to it by number (STOP "
+            "and HELP are then answered by the campaign that last texted the contact); pass "
+            "--sender +1XXXXXXXXXX",
+            err=True,
+        )
     report(
         out,
         as_json,

@@ -4,12 +4,31 @@ opt-out language, prohibited content.  Data tables live here, each with its sour
 * Public URL shorteners → TCR rejects the campaign (error 30892, seed 004); carriers filter them in
   traffic too ([FILT-C], [E30857]).  The list is the common public services; a branded short domain
   you own is fine (seed 004) and is not in it.
-* Prohibited content: SHAFT (sex, hate, alcohol, firearms, tobacco) and marijuana → 30883
-  (seed 004); cannabis/CBD and prescription drugs without prescription are forbidden in the US
-  (seed 003).
-  Alcohol, firearms and tobacco are federally legal with an age gate (``age_gated`` flag, seed 004).
-  The term lists are deliberately short and specific (e.g. "weed" and "prescription" alone are not
-  flagged: lawn care and "your prescription is ready" are legitimate).
+* Prohibited content (``CATEGORIES``; compliance.md §2.4):
+  - SHAFT (sex, hate, alcohol, firearms, tobacco) and marijuana → 30883 (seed 004).  Alcohol,
+    firearms and tobacco are federally legal with an age gate (``age_gate_ok``, seed 004).
+  - Illegal substances: cannabis/CBD and prescription drugs without prescription (seed 003;
+    [FORBID]), and street drugs ([FORBID] "illegal substances").
+  - Twilio's forbidden categories for the US and Canada ([FORBID]): high-risk financial services
+    (payday, short-term high-interest and title loans, crypto offers), third-party lead generation,
+    debt collection or forgiveness (30863 third-party debt collection, 30943, 30949 debt
+    reduction/consolidation), "get rich quick" (30868: work-from-home programs, risk investment,
+    pyramid schemes).
+  The term lists are deliberately short and specific: a term is listed only when a first-party
+  service message has no use for it.  "weed" and "prescription" alone are not flagged (lawn care,
+  "your prescription is ready"), nor are "loan", "credit", "balance", "payment due", "past due" or
+  "debt" alone.  **Debt collection boundary** ([FORBID]: "third-party" means anyone other than the
+  party owed the debt; a hospital may text its own patients about their bills): a business
+  reminding its own customer of its own balance is first-party and clean ("your balance of $40 is
+  due on Friday", "your loan payment is due", even "unpaid balances are sent to a collection
+  agency"); what is flagged is the wording of a third party (the sender presenting itself as a
+  debt collector or collection agency, "attempt to collect a debt", "placed with our office",
+  "original creditor") and of relief offers (debt relief / consolidation / settlement /
+  forgiveness, "reduce your debt", credit repair, loan forgiveness).  A first-party creditor that
+  words its own reminder like a collector (e.g. quotes the FDCPA notice) is flagged: rephrase it.
+* Every category is matched on the text as written and once normalised against filter evasion
+  (evasion.py: invisible characters, look-alike letters, spaced-out letters, digits for letters):
+  ``scan`` says which categories only the normalised text shows and the evasion signals.
 * Opt-out language: "Reply STOP" style instruction with a standard keyword (seed 002; [FILT-C]:
   "text 2 to opt out" is non-compliant).
 """
@@ -17,6 +36,10 @@ opt-out language, prohibited content.  Data tables live here, each with its sour
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from functools import cache
+
+from dispatcher.compliance import evasion
 
 URL_SHORTENER_DOMAINS: frozenset[str] = frozenset(
     {
@@ -91,65 +114,280 @@ NONSTANDARD_OPT_OUT_RE = re.compile(
     r"(?:opt[\s-]?out|stop|unsubscribe|cancel|end)\b"
 )
 
-# category -> pattern.  "age_gate" categories are allowed (with a warning) on age-gated campaigns.
-PROHIBITED: dict[str, tuple[str, bool, re.Pattern[str]]] = {
-    "sex": (
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """A prohibited content category.  ``terms``: a regex matched against lower-cased text
+    (``(?i)`` costs several times more in Python's re), compiled on first use; ``age_gate_ok``:
+    allowed, with a warning, on an age-gated campaign; ``ref``: the rejection code or source."""
+
+    key: str
+    label: str
+    age_gate_ok: bool
+    ref: str
+    terms: str
+
+
+def _terms(*alternatives: str) -> str:
+    return r"\b(?:" + "|".join(alternatives) + r")\b"
+
+
+# The term lists are deliberately specific: a term is listed only if a first-party service message
+# has no use for it (compliance.md §2.4: "loan", "credit", "payment due", "debt" alone are not).
+CATEGORIES: tuple[Category, ...] = (
+    # SHAFT (seed 004, 30883)
+    Category(
+        "sex",
         "sexual content",
         False,
-        re.compile(
-            r"(?i)\b(?:porn\w*|xxx|nudes?|nudity|sex\s*toys?|escorts?|camgirls?|onlyfans|erotic\w*|"
-            r"adult\s+(?:content|videos?|entertainment))\b"
+        "30883",
+        _terms(
+            r"porn\w*",
+            "xxx",
+            r"nudes?",
+            "nudity",
+            r"sex\s*toys?",
+            r"escorts?",
+            r"camgirls?",
+            "onlyfans",
+            r"erotic\w*",
+            r"adult\s+(?:content|videos?|entertainment)",
         ),
     ),
-    "hate": (
+    Category(
+        "hate",
         "hate speech / violence",
         False,
-        re.compile(
-            r"(?i)\b(?:white\s+power|kill\s+all|death\s+to|heil\s+hitler|ethnic\s+cleansing)\b"
+        "30883",
+        _terms(
+            r"white\s+power",
+            r"kill\s+all",
+            r"death\s+to",
+            r"heil\s+hitler",
+            r"ethnic\s+cleansing",
         ),
     ),
-    "cannabis": (
-        "cannabis / CBD",
-        False,
-        re.compile(
-            r"(?i)\b(?:cannabis|marijuana|cbd|thc|delta[\s-]?8|dispensar(?:y|ies)|pre-?rolls?|"
-            r"edibles|kush|420\s+(?:deals?|specials?|sale))\b"
-        ),
-    ),
-    "rx": (
-        "prescription drugs without prescription",
-        False,
-        re.compile(
-            r"(?i)\b(?:viagra|cialis|xanax|oxycodone|oxycontin|adderall|vicodin|valium|tramadol|"
-            r"percocet|ozempic|semaglutide|no\s+prescription\s+(?:needed|required)|"
-            r"without\s+(?:a\s+)?prescription|no\s+rx)\b"
-        ),
-    ),
-    "alcohol": (
+    Category(
+        "alcohol",
         "alcohol",
         True,
-        re.compile(
-            r"(?i)\b(?:alcohol\w*|beers?|wines?|vodka|whiske?y|bourbon|tequila|liquor|cocktails?|"
-            r"brewery|winery|happy\s+hour|champagne|gin|rum|hard\s+seltzers?)\b"
+        "30883",
+        _terms(
+            r"alcohol\w*",
+            r"beers?",
+            r"wines?",
+            "vodka",
+            r"whiske?y",
+            "bourbon",
+            "tequila",
+            "liquor",
+            r"cocktails?",
+            "brewery",
+            "winery",
+            r"happy\s+hour",
+            "champagne",
+            "gin",
+            "rum",
+            r"hard\s+seltzers?",
         ),
     ),
-    "firearms": (
+    Category(
+        "firearms",
         "firearms",
         True,
-        re.compile(
-            r"(?i)\b(?:guns?|firearms?|rifles?|pistols?|handguns?|shotguns?|ammo|ammunition|"
-            r"ar-?15|gun\s+show|concealed\s+carry)\b"
+        "30883",
+        _terms(
+            r"guns?",
+            r"firearms?",
+            r"rifles?",
+            r"pistols?",
+            r"handguns?",
+            r"shotguns?",
+            "ammo",
+            "ammunition",
+            r"ar-?15",
+            r"gun\s+show",
+            r"concealed\s+carry",
         ),
     ),
-    "tobacco": (
+    Category(
+        "tobacco",
         "tobacco / vaping",
         True,
-        re.compile(
-            r"(?i)\b(?:tobacco|cigarettes?|cigars?|vapes?|vaping|e-?cigs?|e-?cigarettes?|nicotine|"
-            r"hookah|juul|smokeless)\b"
+        "30883",
+        _terms(
+            "tobacco",
+            r"cigarettes?",
+            r"cigars?",
+            r"vapes?",
+            "vaping",
+            r"e-?cigs?",
+            r"e-?cigarettes?",
+            "nicotine",
+            "hookah",
+            "juul",
+            "smokeless",
         ),
     ),
-}
+    # Illegal substances (seed 003; [FORBID]; marijuana is 30883 in seed 004)
+    Category(
+        "cannabis",
+        "cannabis / CBD",
+        False,
+        "30883",
+        _terms(
+            "cannabis",
+            r"mari[jh]uana",
+            "cbd",
+            r"thca?",
+            r"delta[\s-]?(?:8|9|10)",
+            r"dispensar(?:y|ies)",
+            r"pre-?rolls?",
+            "edibles",
+            "kush",
+            "ganja",
+            r"cannabinoids?",
+            r"420\s+(?:deals?|specials?|sale)",
+            r"weed\s+(?:delivery|deals?|strains?|shop)",
+        ),
+    ),
+    Category(
+        "rx",
+        "prescription drugs without prescription",
+        False,
+        "seed 003",
+        _terms(
+            "viagra",
+            "cialis",
+            "xanax",
+            "oxycodone",
+            "oxycontin",
+            "adderall",
+            "vicodin",
+            "valium",
+            "tramadol",
+            "percocet",
+            "ozempic",
+            "semaglutide",
+            r"no\s+prescription\s+(?:needed|required)",
+            r"without\s+(?:a\s+)?prescription",
+            r"no\s+rx",
+        ),
+    ),
+    Category(
+        "drugs",
+        "illegal drugs",
+        False,
+        "[FORBID]",
+        _terms(
+            "cocaine",
+            "heroin",
+            "methamphetamine",
+            r"crystal\s+meth",
+            "mdma",
+            "lsd",
+            "psilocybin",
+            r"magic\s+mushrooms?",
+            "shrooms",
+        ),
+    ),
+    # Twilio's forbidden categories for the US and Canada ([FORBID], compliance.md §2.4)
+    Category(
+        "high_risk_financial",
+        "high-risk financial services (payday / high-interest loans, crypto offers)",
+        False,
+        "[FORBID]",
+        _terms(
+            r"payday\s+(?:loans?|lenders?|advances?)",
+            r"(?:quick|fast|easy|instant|emergency)\s+cash",
+            r"(?:quick|fast|easy|instant|emergency|short[\s-]term|high[\s-]interest)\s+loans?",
+            r"cash\s+loans?",
+            r"title\s+loans?",
+            r"(?:loans?|credit|funding|financing)\s+approved\s+(?:today|now|instantly|in\s+minutes)",
+            r"guaranteed\s+(?:loans?|approval|credit)",
+            r"no\s+credit\s+check",
+            r"bad\s+credit\s+(?:ok|okay|welcome|accepted|no\s+problem)",
+            r"(?:buy|invest\s+in|trade|free|double\s+your)\s+(?:crypto\w*|bitcoins?|btc|ethereum|"
+            r"dogecoin)",
+            r"(?:crypto\w*|bitcoin|btc|ethereum)\s+(?:investments?|opportunit\w+|signals|"
+            r"giveaways?|airdrops?|trading\s+(?:bot|signals|opportunit\w+))",
+        ),
+    ),
+    Category(
+        "lead_generation",
+        "third-party lead generation",
+        False,
+        "[FORBID]",
+        _terms(
+            r"(?:get|compare)\s+(?:free\s+)?(?:quotes|offers|rates)\s+from\s+(?:multiple|several|"
+            r"top|local|up\s+to\s+\d+|\d+)\s+(?:\w+\s+)?(?:lenders|insurers|agents|providers|"
+            r"companies|carriers|contractors|attorneys|lawyers)",
+            r"(?:get|be)\s+matched\s+with\s+(?:a\s+|an\s+|the\s+)?(?:top\s+|local\s+|best\s+)?"
+            r"(?:lenders?|insurers?|agents?|attorneys?|lawyers?|providers?|contractors?)",
+            r"(?:our|a|one\s+of\s+our)\s+(?:partners?|affiliates?)\s+will\s+(?:contact|call|text|"
+            r"reach\s+out\s+to)\s+you",
+            r"you\s+may\s+(?:be\s+entitled\s+to|qualify\s+for)\s+(?:compensation|a\s+settlement|"
+            r"a\s+cash\s+settlement)",
+        ),
+    ),
+    Category(
+        "debt",
+        "debt collection or forgiveness (third-party collection, relief, credit repair)",
+        False,
+        "30863/30943/30949",
+        _terms(
+            r"debt\s+(?:relief|consolidation|settlement|forgiveness|reduction|negotiation|"
+            r"elimination|help|free)",
+            r"(?:consolidate|reduce|eliminate|erase|forgive|wipe\s+out|cut|lower)\s+(?:all\s+)?"
+            r"(?:of\s+)?your\s+(?:\w+\s+)?(?:\w+\s+)?debts?",
+            r"credit\s+repair",
+            r"(?:repair|fix|restore|clean\s+up)\s+your\s+credit",
+            r"(?:student\s+)?loan\s+(?:forgiveness|relief)",
+            # the sender presenting itself as a collector (a creditor warning that an unpaid bill
+            # goes "to a collection agency" is first-party and clean)
+            r"(?:is|are|from)\s+(?:a\s+|an\s+|the\s+)?(?:debt\s+collectors?|"
+            r"collections?\s+(?:agency|firm|office))",
+            r"attempt\s+to\s+collect\s+a\s+debt",
+            r"(?:placed|referred|assigned)\s+(?:to|with)\s+(?:our|this)\s+(?:office|agency|firm)",
+            r"on\s+behalf\s+of\s+(?:your|the)\s+(?:original\s+)?creditor",
+            r"original\s+creditor",
+        ),
+    ),
+    Category(
+        "get_rich_quick",
+        '"get rich quick" schemes (work from home, risk investment, pyramid schemes)',
+        False,
+        "30868",
+        _terms(
+            r"make\s+(?:\$\s?\d[\d,]*\s+|big\s+|extra\s+|real\s+|serious\s+|easy\s+|fast\s+|quick\s+)?"
+            r"money\s+(?:from\s+(?:home|your\s+phone|your\s+couch)|online|fast|quick(?:ly)?|"
+            r"overnight|while\s+you\s+sleep)",
+            r"(?:earn|make)\s+(?:up\s+to\s+)?\$\s?\d[\d,.]*k?\+?\s*(?:/|a|an|per|every)\s*"
+            r"(?:day|week|hour|hr|month|wk)",
+            r"work(?:ing)?[\s-]from[\s-]home\s+(?:opportunit\w+|jobs?|business|programs?|income)",
+            r"be\s+your\s+own\s+boss",
+            r"passive\s+income",
+            r"get\s+rich",
+            r"financial\s+freedom",
+            r"(?:risk[\s-]free|guaranteed)\s+(?:investments?|returns?|profits?|income)",
+            r"double\s+your\s+(?:money|investment|income)",
+            r"(?:pyramid|ponzi)\s+schemes?",
+            r"(?:become\s+a|paid)\s+mystery\s+shoppers?",
+        ),
+    ),
+)
+
+
+@cache
+def _tables(squashed: bool) -> tuple[re.Pattern[str], tuple[re.Pattern[str], ...]]:
+    """(some term of some category, each category's terms), compiled on first use; ``squashed``:
+    the tables for spaced-out runs (evasion.squash).  The usual body has no term: one scan of the
+    combined regex costs about what one category's does, and its lookahead (every term starts
+    with a letter or digit) lets re skip the other positions fast (~40 % less time)."""
+    sources = [evasion.squash(c.terms) if squashed else c.terms for c in CATEGORIES]
+    combined = re.compile("(?=[a-z0-9])(?:" + "|".join(sources) + ")")
+    return combined, tuple(re.compile(t) for t in sources)
+
 
 LENDING_RE = re.compile(
     r"(?i)\b(?:direct\s+lending|loans?|lending|lender|payday|mortgages?|line\s+of\s+credit|"
@@ -182,6 +420,45 @@ def has_opt_out_language(text: str, extra: str | None = None) -> bool:
     return bool(extra) and extra.strip().casefold() in text.casefold()  # type: ignore[union-attr]
 
 
+@dataclass(frozen=True, slots=True)
+class ContentScan:
+    """``categories``: found as written or once the text is normalised (evasion.py);
+    ``hidden``: category key -> the trick that hid it (found only once normalised);
+    ``signals``: tricks that are evasion on their own (invisible character or mixed scripts inside
+    a word)."""
+
+    categories: tuple[Category, ...]
+    hidden: dict[str, str]
+    signals: tuple[str, ...]
+
+
+_CLEAN = ContentScan((), {}, ())
+
+
+def _found(lowered: str, squashed: bool = False) -> list[Category]:
+    any_, each = _tables(squashed)
+    if any_.search(lowered) is None:  # one scan for the usual body with nothing to find
+        return []
+    return [c for c, rx in zip(CATEGORIES, each, strict=True) if rx.search(lowered)]
+
+
+def scan(text: str) -> ContentScan:
+    lowered = text.lower()
+    found = _found(lowered)
+    if not evasion.needs_normalising(lowered):
+        return ContentScan(tuple(found), {}, ()) if found else _CLEAN
+    hidden: dict[str, str] = {}
+    seen = {c.key for c in found}
+    for stage in evasion.stages(text):
+        for c in _found(stage.text, stage.squashed):
+            if c.key not in seen:
+                seen.add(c.key)
+                hidden[c.key] = stage.trick
+                found.append(c)
+    return ContentScan(tuple(found), hidden, tuple(evasion.signals(text)))
+
+
 def prohibited_categories(text: str) -> list[tuple[str, str, bool]]:
-    """``[(category, label, allowed_with_age_gate), ...]`` found in ``text``."""
-    return [(cat, label, gate) for cat, (label, gate, rx) in PROHIBITED.items() if rx.search(text)]
+    """``[(category, label, allowed_with_age_gate), ...]`` found in ``text`` (as written or once
+    normalised)."""
+    return [(c.key, c.label, c.age_gate_ok) for c in scan(text).categories]

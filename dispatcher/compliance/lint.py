@@ -1,10 +1,12 @@
 """Lint a message body against its campaign (a registration: compliance/registration.py).
 
-Message rules (seeds 000, 002, 003, compliance.md §2): prohibited content, public URL shorteners,
-links / phone numbers the campaign did not declare, non-standard opt-out wording, length (21617) and
-segment warnings, campaign drift (a proactive send on a conversational campaign, seed 000), and on a
-first message the brand name and opt-out language (seed 002).  ``content_findings`` (prohibited
-content, shorteners) is shared with the registration rules.
+Message rules (seeds 000, 002, 003, compliance.md §2): prohibited content (SHAFT, illegal
+substances and Twilio's forbidden categories: content.py), content written to evade filters
+(evasion.py), public URL shorteners, links / phone numbers the campaign did not declare,
+non-standard opt-out wording, length (21617) and segment warnings, campaign drift (a proactive send
+on a conversational campaign, seed 000), and on a first message the brand name and opt-out language
+(seed 002).  ``content_findings`` (prohibited content, evasion, shorteners) is shared with the
+registration rules.
 """
 
 from __future__ import annotations
@@ -34,15 +36,23 @@ def is_conversational(usecase: str | None) -> bool:
 
 # ------------------------------------------------------------------------------------ messages
 def content_findings(text: str, field: str, age_gated: bool) -> list[Finding]:
+    """Prohibited content, content written to evade filters, public URL shorteners.
+
+    A category found only once the text is normalised (evasion.py) is reported as prohibited content
+    and, with the trick that hid it, as ``filter_evasion``; an invisible character or mixed scripts
+    inside a word is ``filter_evasion`` whatever the word means (seed 003; compliance.md §2.4)."""
     out: list[Finding] = []
-    for cat, label, gate_ok in content.prohibited_categories(text):
-        if gate_ok and age_gated:
+    found = content.scan(text)
+    for cat in found.categories:
+        hidden = found.hidden.get(cat.key)
+        how = f" (written with {hidden})" if hidden else ""
+        if cat.age_gate_ok and age_gated:
             out.append(
                 Finding(
                     "age_gated_content",
                     field,
                     WARNING,
-                    f"{label} content: allowed only behind an age gate (30883 risk)",
+                    f"{cat.label} content{how}: allowed only behind an age gate (30883 risk)",
                 )
             )
         else:
@@ -51,9 +61,22 @@ def content_findings(text: str, field: str, age_gated: bool) -> list[Finding]:
                     "prohibited_content",
                     field,
                     ERROR,
-                    f"{label} content is not allowed on US A2P ({cat}; 30883)",
+                    f"{cat.label} content{how} is not allowed on US A2P ({cat.key}; {cat.ref})",
                 )
             )
+    tricks = [
+        f"{found.hidden[c.key]} hide {c.key}" for c in found.categories if c.key in found.hidden
+    ]
+    tricks.extend(found.signals)
+    if tricks:
+        out.append(
+            Finding(
+                "filter_evasion",
+                field,
+                ERROR,
+                "content designed to evade filters is forbidden (seed 003): " + "; ".join(tricks),
+            )
+        )
     shorteners = content.shortener_links(text)
     if shorteners:
         out.append(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
@@ -95,12 +96,6 @@ def classify(msg: Inbound, campaigns: Sequence[Campaign]) -> str:
     return OTHER
 
 
-def _brand_names(session: Session, ids: Sequence[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    return dict(session.exec(select(Brand.id, Brand.name).where(Brand.id.in_(ids))).all())  # type: ignore[union-attr,arg-type]
-
-
 def _fallback_brands(session: Session, contact_id: int) -> list[int]:
     """Brands for a revocation sent to a number no campaign uses: the brands that ever queued a
     message to the contact, else every brand (a revocation is never dropped)."""
@@ -114,6 +109,61 @@ def _fallback_brands(session: Session, contact_id: int) -> list[int]:
         )
     )
     return ids or list(session.exec(select(Brand.id).order_by(Brand.id)).all())  # type: ignore[arg-type]
+
+
+def _last_texted(session: Session, contact_id: int, before: datetime) -> list[Campaign]:
+    """Campaigns that texted the contact (a row sent at or before ``before``): those sending
+    through a Messaging Service first (the From number of their sends is the service's choice and
+    is recorded nowhere, so a reply to an unknown number may answer them), then those with a
+    sender of their own; each group most recent first."""
+    last = dict(
+        session.exec(
+            select(OutboxMessage.campaign_id, func.max(OutboxMessage.sent_at))
+            .where(
+                OutboxMessage.contact_id == contact_id,
+                OutboxMessage.sent_at.is_not(None),  # type: ignore[union-attr]
+                OutboxMessage.sent_at <= before,  # type: ignore[operator]
+            )
+            .group_by(OutboxMessage.campaign_id)  # type: ignore[arg-type]
+        ).all()
+    )
+    if not last:
+        return []
+    found = session.exec(select(Campaign).where(Campaign.id.in_(last))).all()  # type: ignore[union-attr]
+    return sorted(found, key=lambda c: (bool(c.sender), -last[c.id].timestamp()))
+
+
+def _known_brand(session: Session, contact_id: int | None) -> int | None:
+    """The brand a reply comes from when no campaign texted the contact: the brand that last
+    queued a message to it, else the only brand there is."""
+    if contact_id is not None:
+        bid = session.exec(
+            select(Campaign.brand_id)
+            .join(OutboxMessage, OutboxMessage.campaign_id == Campaign.id)  # type: ignore[arg-type]
+            .where(OutboxMessage.contact_id == contact_id)
+            .order_by(OutboxMessage.id.desc())  # type: ignore[union-attr]
+        ).first()
+        if bid is not None:
+            return bid
+    only = session.exec(select(Brand.id).limit(2)).all()
+    return only[0] if len(only) == 1 else None
+
+
+def reply_sender(
+    session: Session, campaigns: Sequence[Campaign], contact_id: int | None, at: datetime
+) -> tuple[Campaign | None, str | None]:
+    """The campaign whose registered messages answer the reply, and its brand's name.
+
+    Routed campaigns first; when To / MessagingServiceSid matched none, the campaign that last
+    texted the contact (``_last_texted``, sends up to ``at``: a replay answers the same); else no
+    campaign and the brand ``_known_brand`` finds (the default texts name it)."""
+    first = campaigns[0] if campaigns else None
+    if first is None and contact_id is not None:
+        history = _last_texted(session, contact_id, at)
+        first = history[0] if history else None
+    brand_id = first.brand_id if first is not None else _known_brand(session, contact_id)
+    brand = session.get(Brand, brand_id) if brand_id is not None else None
+    return first, brand.name if brand is not None else None
 
 
 def _brand_campaign_ids(session: Session, brand_id: int) -> list[int]:
@@ -142,15 +192,14 @@ def process_inbound(
     session: Session, msg: Inbound, *, now: datetime, advanced_opt_out: bool
 ) -> InboundResult:
     campaigns = find_campaigns(session, msg.messaging_service_sid, msg.to)
-    first = campaigns[0] if campaigns else None
-    names = _brand_names(session, sorted({c.brand_id for c in campaigns}))
     twilio_answers = advanced_opt_out or bool((msg.opt_out_type or "").strip())
 
     existing = session.exec(
         select(InboundMessage).where(InboundMessage.message_sid == msg.message_sid)
     ).first()
     if existing is not None:
-        return _replay(existing, first, names, twilio_answers)
+        first, brand = reply_sender(session, campaigns, existing.contact_id, existing.received_at)
+        return _replay(existing, first, brand, bool(campaigns), twilio_answers)
 
     kind = classify(msg, campaigns)
     e164, _ = try_normalize(msg.from_)
@@ -170,6 +219,13 @@ def process_inbound(
     )
     session.add(row)
     session.flush()  # the unique message_sid makes a concurrent duplicate fail here
+    # who answers: the routed campaign, else the one that texted the contact (reply text and
+    # metrics label only: the revocation's scope and START's grants use the routed campaigns)
+    first, brand = (
+        reply_sender(session, campaigns, row.contact_id, now)
+        if kind != OTHER
+        else (campaigns[0] if campaigns else None, None)
+    )
     result = InboundResult(
         kind, contact_id=row.contact_id, campaign_sid=first.sid if first else None
     )
@@ -186,9 +242,7 @@ def process_inbound(
         if not newly:
             result.classification = kind + REPEAT
         elif kind == NL_REVOKE or not twilio_answers:
-            result.reply = replies.opt_out_reply(
-                first, names.get(first.brand_id) if first else None
-            )
+            result.reply = replies.opt_out_reply(first, brand)
     elif kind == START and contact is not None and campaigns:
         for c in campaigns:
             ledger.append(
@@ -207,9 +261,9 @@ def process_inbound(
                 dedupe=ledger.dedupe_key("inbound", msg.message_sid, c.brand_id, c.id),
             )
         if not twilio_answers:
-            result.reply = replies.opt_in_reply(first, names.get(first.brand_id))  # type: ignore[union-attr]
-    elif kind == HELP and first is not None and not twilio_answers:
-        result.reply = replies.help_reply(first, names.get(first.brand_id))
+            result.reply = replies.opt_in_reply(first, brand)
+    elif kind == HELP and not twilio_answers:
+        result.reply = replies.help_reply(first, brand)  # never empty (replies.help_reply)
 
     if result.classification != kind:
         row.classification = result.classification
@@ -269,22 +323,25 @@ def _revoke(
 
 
 def _replay(
-    row: InboundMessage, first: Campaign | None, names: dict[int, str], twilio_answers: bool
+    row: InboundMessage,
+    first: Campaign | None,
+    brand: str | None,
+    routed: bool,
+    twilio_answers: bool,
 ) -> InboundResult:
     """An already processed MessageSid: change nothing, answer what the first request got."""
     kind = row.classification or OTHER
     result = InboundResult(
         kind, replay=True, contact_id=row.contact_id, campaign_sid=first.sid if first else None
     )
-    brand = names.get(first.brand_id) if first else None
     if (
         kind in REVOCATIONS
         and row.contact_id is not None
         and (kind == NL_REVOKE or not twilio_answers)
     ):
         result.reply = replies.opt_out_reply(first, brand)
-    elif kind == START and row.contact_id is not None and first and not twilio_answers:
+    elif kind == START and row.contact_id is not None and routed and not twilio_answers:
         result.reply = replies.opt_in_reply(first, brand)
-    elif kind == HELP and first is not None and not twilio_answers:
+    elif kind == HELP and not twilio_answers:
         result.reply = replies.help_reply(first, brand)
     return result

@@ -3,7 +3,8 @@
 Contents follow compliance.md §2.2: the opt-out confirmation acknowledges and says no further
 messages will be sent (brand named, no marketing: FCC one-time confirmation, §1.4); the opt-in
 confirmation names the brand, the recurring program, HELP and STOP; HELP names the brand, where to
-get help and how to opt out.
+get help and how to opt out.  No text is ever empty: with no campaign and no brand known, the
+defaults simply name no brand.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def _brand(name: str | None) -> str:
-    return (name or "").strip() or "This sender"
+def _prefix(name: str | None) -> str:
+    name = (name or "").strip()
+    return f"{name}: " if name else ""
 
 
 def opt_out_reply(campaign: Any, brand_name: str | None) -> str:
@@ -20,7 +22,7 @@ def opt_out_reply(campaign: Any, brand_name: str | None) -> str:
     if own and own.strip():
         return own.strip()
     return (
-        f"{_brand(brand_name)}: You have been unsubscribed and will receive no further "
+        f"{_prefix(brand_name)}You have been unsubscribed and will receive no further "
         "messages. Reply START to resubscribe."
     )
 
@@ -30,7 +32,7 @@ def opt_in_reply(campaign: Any, brand_name: str | None) -> str:
     if own and own.strip():
         return own.strip()
     return (
-        f"{_brand(brand_name)}: You are subscribed to recurring messages. Msg frequency "
+        f"{_prefix(brand_name)}You are subscribed to recurring messages. Msg frequency "
         "varies. Msg & data rates may apply. Reply HELP for help, STOP to opt out."
     )
 
@@ -46,6 +48,6 @@ def help_reply(campaign: Any, brand_name: str | None) -> str:
         )
     where = f"visit {url}" if url else "reply to this message and our team will get back to you"
     return (
-        f"{_brand(brand_name)}: For help, {where}. Msg & data rates may apply. "
+        f"{_prefix(brand_name)}For help, {where}. Msg & data rates may apply. "
         "Reply STOP to opt out."
     )

@@ -6,21 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from dispatcher.cli.app import app
 
 SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
 
 
 @pytest.fixture
-def run(cli_env):
-    runner = CliRunner()
-
-    def _run(*args: str):
-        return runner.invoke(app, list(args), catch_exceptions=False)
-
-    return _run
+def run(cli_run):
+    return cli_run
 
 
 def _json(result):
