@@ -8,12 +8,10 @@ changes nothing: contacts are compared before update and consent events carry a 
 
 from __future__ import annotations
 
-import csv
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,7 +20,8 @@ from sqlmodel import Session, select
 
 from dispatcher import ledger
 from dispatcher.clock import utcnow
-from dispatcher.errors import InputError, InvalidPhoneError, NotFoundError
+from dispatcher.csvrows import CsvRows, Rejects, RowReject, cell, parse_time, row_phone
+from dispatcher.errors import InputError, NotFoundError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
 from dispatcher.phones import normalize_phone
 from dispatcher.store import bulk_insert
@@ -146,79 +145,42 @@ class _Row:
     consent: tuple[str, str, str | None, datetime, str] | None  # source, evidence, url, at, type
 
 
-class _Reject(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-
-
-def _get(raw: dict[str, str], *names: str) -> str:
-    for n in names:
-        v = raw.get(n)
-        if v is not None and v.strip():
-            return v.strip()
-    return ""
-
-
-def _parse_when(text: str, default_tz: ZoneInfo, now: datetime) -> datetime:
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise _Reject("bad_date", f"consented_at {text!r} is not an ISO 8601 date") from e
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=default_tz)
-    when = when.astimezone(UTC)
-    if when > now:
-        raise _Reject("bad_date", f"consented_at {text!r} is in the future")
-    return when
-
-
 def _parse_row(
     line: int, raw: dict[str, str], has_consent: bool, default_tz: ZoneInfo, now: datetime
 ) -> _Row:
-    if None in raw:  # more cells than header columns
-        raise _Reject("malformed_row", "row has more cells than the header")
-    try:
-        phone = normalize_phone(_get(raw, "phone"))
-    except InvalidPhoneError as e:
-        raise _Reject("invalid_phone", str(e)) from e
-    tz = _get(raw, "time_zone", "timezone") or None
+    phone = row_phone(raw)
+    tz = cell(raw, "time_zone", "timezone") or None
     try:
         check_time_zone(tz)
     except InputError as e:
-        raise _Reject("bad_time_zone", str(e)) from e
-    state = _get(raw, "state").upper() or None
+        raise RowReject("bad_time_zone", str(e)) from e
+    state = cell(raw, "state").upper() or None
     if state is not None and not re.fullmatch(r"[A-Z]{2}", state):
-        raise _Reject("bad_state", f"state {state!r} is not a two-letter US state code")
+        raise RowReject("bad_state", f"state {state!r} is not a two-letter US state code")
     attrs = {k: v for k, v in raw.items() if k and k not in KNOWN and v not in (None, "")}
     consent = None
     if has_consent:
-        source = _get(raw, "consent_source", "source").lower() or "import"
-        evidence = _get(raw, "consent_evidence", "evidence")
-        url = _get(raw, "consent_url", "evidence_url") or None
-        when_text = _get(raw, "consented_at")
-        ctype = _get(raw, "consent_type").lower() or "express"
+        source = cell(raw, "consent_source", "source").lower() or "import"
+        evidence = cell(raw, "consent_evidence", "evidence")
+        url = cell(raw, "consent_url", "evidence_url") or None
+        when_text = cell(raw, "consented_at")
+        ctype = cell(raw, "consent_type").lower() or "express"
         if not evidence and not url:
-            raise _Reject("missing_consent_evidence", "consent evidence is missing")
+            raise RowReject("missing_consent_evidence", "consent evidence is missing")
         if not _SOURCE_RE.match(source) or source not in ledger.SOURCES:
-            raise _Reject("bad_consent_source", f"unknown consent source {source!r}")
+            raise RowReject("bad_consent_source", f"unknown consent source {source!r}")
         if ctype not in ledger.CONSENT_TYPES:
-            raise _Reject("bad_consent_type", f"unknown consent type {ctype!r}")
+            raise RowReject("bad_consent_type", f"unknown consent type {ctype!r}")
         if not when_text:
-            raise _Reject("bad_date", "consented_at is missing")
-        consent = (source, evidence, url, _parse_when(when_text, default_tz, now), ctype)
-    return _Row(line, raw, phone, _get(raw, "name") or None, tz, state, attrs, consent)
-
-
-def _batches(reader: csv.DictReader, size: int) -> Iterator[list[tuple[int, dict[str, str]]]]:
-    batch: list[tuple[int, dict[str, str]]] = []
-    for raw in reader:
-        batch.append((reader.line_num, raw))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            raise RowReject("bad_date", "consented_at is missing")
+        consent = (
+            source,
+            evidence,
+            url,
+            parse_time(when_text, "consented_at", default_tz, now),
+            ctype,
+        )
+    return _Row(line, raw, phone, cell(raw, "name") or None, tz, state, attrs, consent)
 
 
 def import_csv(
@@ -236,63 +198,37 @@ def import_csv(
     report = ImportReport(file=str(path))
     tz = ZoneInfo(default_tz)
     now = utcnow()
-    rejects_path = rejects_path or path.with_name(path.stem + ".rejects.csv")
-    try:
-        fh = path.open(newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from e
-    rejects_fh = None
-    rejects_writer: csv.writer | None = None  # type: ignore[valid-type]
     seen: set[str] = set()
-    with fh:
-        reader = csv.DictReader(fh)
-        try:
-            header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: not a readable CSV file ({e})") from e
-        if "phone" not in header:
-            raise InputError(f"{path}: the header has no 'phone' column")
-        reader.fieldnames = header
+    with CsvRows(path) as rows:
         has_consent = bool(
-            {"consent_evidence", "evidence", "consent_url", "consented_at"} & set(header)
+            {"consent_evidence", "evidence", "consent_url", "consented_at"} & set(rows.header)
         )
         if has_consent and brand is None:
             raise InputError("the file has consent columns: name the brand with --brand")
-        try:
-            for batch in _batches(reader, BATCH):
+        with Rejects(rejects_path or default_rejects_path(path), rows.header) as rejects:
+            for batch in rows.batches(BATCH):
                 good: list[_Row] = []
                 for line, raw in batch:
                     report.rows += 1
                     try:
                         row = _parse_row(line, raw, has_consent, tz, now)
                         if row.phone in seen:
-                            raise _Reject(
+                            raise RowReject(
                                 "duplicate", f"phone {row.phone} appears earlier in the file"
                             )
                         seen.add(row.phone)
                         good.append(row)
-                    except _Reject as r:
-                        report.rejected += 1
-                        report.reasons[r.code] = report.reasons.get(r.code, 0) + 1
-                        if rejects_writer is None:
-                            rejects_fh = rejects_path.open("w", newline="", encoding="utf-8")
-                            rejects_writer = csv.writer(rejects_fh)
-                            rejects_writer.writerow(["row", "reason", "detail", *header])
-                        rejects_writer.writerow(
-                            [line, r.code, str(r), *[raw.get(h, "") or "" for h in header]]
-                        )
+                    except RowReject as r:
+                        rejects.add(line, r.code, str(r), raw)
                 _write_batch(session, good, report, brand, campaign, actor)
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: unreadable CSV near row {reader.line_num}: {e}") from e
-        finally:
-            if rejects_fh is not None:
-                rejects_fh.close()
-    if rejects_writer is not None:
-        report.rejects_file = str(rejects_path)
-    elif rejects_path.exists():
-        rejects_path.unlink()  # a stale rejects file from an earlier import of the same file
+    report.rejected, report.reasons = rejects.count, rejects.reasons
+    report.rejects_file = rejects.written
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def default_rejects_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".rejects.csv")
 
 
 def _write_batch(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-import phonenumbers
+from typing import TYPE_CHECKING
 
 from dispatcher.errors import InvalidPhoneError
+
+if TYPE_CHECKING:  # imported on first use: `run show` / `run pause` never parse a number
+    import phonenumbers
 
 #: US A2P 10DLC reaches the US and its NANP territories.
 US_REGIONS = frozenset({"US", "PR", "GU", "VI", "AS", "MP"})
@@ -31,6 +33,8 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
         raise InvalidPhoneError(f"phone number {text!r} is too short")
     if len(digits) > 15:
         raise InvalidPhoneError(f"phone number {text!r} is too long")
+    import phonenumbers
+
     try:
         num = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as e:
@@ -51,6 +55,8 @@ _regions: dict[tuple[int, str], str | None] = {}
 def _region(country: int, prefix: str, num: phonenumbers.PhoneNumber) -> str | None:
     """Region of a number, cached by country code and the first 7 national digits: NANP
     metadata tells regions apart by NPA-NXX, and the lookup walks ~25 regions each time."""
+    import phonenumbers
+
     key = (country, prefix)
     if key not in _regions:
         if len(_regions) > 200_000:

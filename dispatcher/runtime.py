@@ -34,6 +34,13 @@ def embedded_redis(name: str = "default") -> Any:
     return fakeredis.FakeRedis(server=server)
 
 
+class _Unshared:
+    """The halt signal of a process whose Redis nobody else sees (see ``Runtime.halts``)."""
+
+    def signal(self, **_: object) -> None:
+        return None
+
+
 class Runtime:
     def __init__(
         self,
@@ -72,11 +79,18 @@ class Runtime:
     @cached_property
     def halts(self) -> Any:
         """Halt keys on their own client with short timeouts and no retries: a halt signals
-        inside its open transaction, and a worker whose check fails asks the database."""
+        inside its open transaction, and a worker whose check fails asks the database.
+
+        Embedded (no Redis URL, none handed in): Redis is this process's own fakeredis, which
+        no other process reads, and the workers of the embedded stack check every row in the
+        database (``pipeline(halts=None)``): there is nobody to signal, so nothing is (and a
+        CLI command that pauses or revokes does not import a Redis client)."""
         from dispatcher.halts import Halts
 
         if self.settings.redis_url is None:
-            if not self.shared_redis and not self.settings.database_url.startswith("sqlite"):
+            if self.shared_redis:
+                return Halts(self.redis)
+            if not self.settings.is_sqlite:
                 from dispatcher.errors import ConfigError
 
                 raise ConfigError(
@@ -84,7 +98,7 @@ class Runtime:
                     "this PostgreSQL database would not reach the workers' halt check; set it "
                     "as the workers have it"
                 )
-            return Halts(self.redis)
+            return _Unshared()
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 

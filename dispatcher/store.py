@@ -4,12 +4,13 @@ PostgreSQL through psycopg 3).  Nothing here runs at import time."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Engine, create_engine, event
+from sqlalchemy import JSON, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
@@ -112,9 +113,24 @@ class Database:
         return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
     def ensure_schema(self) -> None:
-        """Upgrade to head if behind (the embedded default does this on first use)."""
+        """Upgrade to head if behind (the embedded default does this on first use).
+
+        Every CLI command on the embedded SQLite database passes here: a schema already at the
+        head costs one ``SELECT`` and a glance at the migration files, not Alembic's import."""
+        head = quick_head()
+        if head is not None and self._stored_revision() == head:
+            return
         if self.current_revision() != self.head_revision():
             self.upgrade()
+
+    def _stored_revision(self) -> str | None:
+        """``alembic_version`` as stored (None when there is none, or several rows)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        except SQLAlchemyError:  # no table yet: a new database
+            return None
+        return rows[0][0] if len(rows) == 1 else None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -139,6 +155,34 @@ def bulk_insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
             copy.write_row(
                 [json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c] for c in cols]
             )
+
+
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.M)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(?:None|['\"]([^'\"]+)['\"])\s*$", re.M)
+_PLAIN = re.compile(r"^(?:branch_labels|depends_on)\s*(?::[^=]*)?=\s*None\s*$", re.M)
+
+
+def quick_head() -> str | None:
+    """The head revision read from the migration files with two regular expressions, for a
+    linear history of plain ``revision = "..."`` / ``down_revision = "..."`` files.  Anything
+    else (a merge, branch labels, a file it cannot read that way) gives None: then Alembic
+    decides (``Database.head_revision``).  tests/unit/test_cli_startup.py checks that both
+    agree."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for f in (MIGRATIONS / "versions").glob("*.py"):
+        try:
+            src = f.read_text(encoding="utf-8")
+        except OSError:
+            return None
+        rev, down = _REVISION.findall(src), _DOWN.findall(src)
+        if len(rev) != 1 or len(down) != 1 or len(_PLAIN.findall(src)) != 2:
+            return None
+        revisions.add(rev[0])
+        if down[0]:
+            parents.add(down[0])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
 
 
 def alembic_config(connection: Any) -> Any:

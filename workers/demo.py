@@ -174,15 +174,23 @@ def run_demo(
             run, _ = runs.launch(s, req, now=now)
             run_id = run.id
         if show:
+            from rich.text import Text
+
             from dispatcher.cli.output import err
 
             err().print(
-                f"[bold]Demo[/bold]: {n} contacts, campaign {seeded['campaign']} "
-                f"(limit {dry['limits']}), estimated {dry['estimated_seconds']} s."
+                Text.assemble(
+                    ("Demo", "bold"),
+                    f": {n} contacts, campaign {seeded['campaign']} "
+                    f"(limit {dry['limits']}), estimated {dry['estimated_seconds']} s.",
+                )
             )
             err().print(
-                f"First message: [italic]{dry['first_message']}[/italic] "
-                f"({dry['encoding']}, {dry['segments']} segment)"
+                Text.assemble(
+                    "First message: ",
+                    (str(dry["first_message"]), "italic"),
+                    f" ({dry['encoding']}, {dry['segments']} segment)",
+                )
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         if show:

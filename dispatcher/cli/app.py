@@ -1,4 +1,14 @@
-"""Root of the CLI.  Every ``DispatcherError`` becomes one ``error: ...`` line and exit 1."""
+"""Root of the CLI.
+
+Exit status: 0 on success; 1 on a user error — a ``DispatcherError`` or a usage error (a bad
+argument, a missing or unknown option, an unknown command) — with one ``error: ...`` line on
+stderr; 70 for an internal error (one line too); 130 when interrupted.
+
+Start-up: a command group's module (and what it imports: SQLModel, the services) is imported
+only when the group is named, and the ``dispatcher.cli`` entry points (workers/: demo, up,
+scheduler) are loaded only for a name that is not ours and for ``--help``.  ``dispatcher run
+pause 1`` imports ``dispatcher.cli.run`` and nothing of the other groups (bench/cli_startup.py).
+"""
 
 from __future__ import annotations
 
@@ -7,36 +17,207 @@ import os
 import sys
 from typing import Any
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from dispatcher.errors import DispatcherError
 
+try:  # Typer >= 0.2x vendors Click; its exceptions are not Click's
+    from typer import _click  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - older Typer runs on Click itself
+    import click as _click
+
 log = logging.getLogger(__name__)
-# Typer >= 0.2x vendors Click (``typer._click``): its usage errors are not click.ClickException
-# but typer.exceptions.TyperException, and typer.Abort is its own class.  Both pass through (exit
-# 2 / 1 with Click's message) instead of being reported as an internal error.
-_PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
-    {
-        typer.Exit,
-        click.exceptions.Exit,
-        click.exceptions.Abort,
-        click.ClickException,
-        getattr(typer, "Abort", click.exceptions.Abort),
-        getattr(getattr(typer, "exceptions", None), "TyperException", click.ClickException),
-    }
+
+#: name -> (module whose ``app`` is the group, help), in the order ``--help`` lists them
+GROUPS: dict[str, tuple[str, str]] = {
+    "brand": ("dispatcher.cli.brand", "Brands (the company named in messages)."),
+    "campaign": ("dispatcher.cli.campaign", "Campaigns (Twilio UsAppToPerson)."),
+    "contacts": ("dispatcher.cli.contacts", "Contacts and CSV import."),
+    "consent": ("dispatcher.cli.consent", "Consent ledger (append-only)."),
+    "db": ("dispatcher.cli.db", "Database schema."),
+    "message": ("dispatcher.cli.message", "Lint and preview message bodies."),
+    "run": ("dispatcher.cli.run", "Launch and control runs."),
+    "sandbox": ("dispatcher.cli.sandbox", "The bundled Twilio-compatible sandbox."),
+    "api-key": ("dispatcher.cli.apikey", "API keys for the HTTP API."),
+}
+PLUGINS = "dispatcher.cli"  # entry-point group: register(app: typer.Typer) -> None
+
+_ClickException: type[Exception] = _click.exceptions.ClickException
+_UsageError: type[Exception] = _click.exceptions.UsageError
+_Exit: tuple[type[BaseException], ...] = tuple(
+    {typer.Exit, getattr(_click.exceptions, "Exit", typer.Exit)}
 )
+_Abort: tuple[type[BaseException], ...] = tuple(
+    {typer.Abort, getattr(_click.exceptions, "Abort", typer.Abort)}
+)
+
+_LABELS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH", "bool": "BOOLEAN"}
+
+
+class _Argument(TyperArgument):
+    """An argument shown as Click shows it: ``RUN_ID`` in the usage line, no ``<int>`` label."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.metavar or (self.name or "").upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+def _label(param: TyperOption) -> str:
+    """TEXT, INTEGER, NUMBER, PATH for an option that takes a value."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:  # older Typer: Click's own type names
+        return str(getattr(param.type, "name", "text")).upper()
+    if getattr(desc, "is_choice", False) and desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    ann = desc.annotation
+    args = getattr(ann, "__args__", None)
+    if args and getattr(ann, "__origin__", None) in (list, tuple):
+        ann = args[0]
+    return _LABELS.get(getattr(ann, "__name__", ""), "TEXT")
+
+
+def _tidy(cmd: Any) -> Any:
+    """Clean help for ``cmd`` and its subcommands: ``--json`` (a flag) shows no type, ``--brand
+    TEXT`` shows Click's label, not ``<str>``; arguments read ``RUN_ID``.  Usage errors then
+    name the argument the same way."""
+    for p in cmd.params:
+        if isinstance(p, TyperArgument):
+            if type(p) is TyperArgument:
+                p.__class__ = _Argument
+            p.metavar = p.metavar or (p.name or "").upper()
+        elif isinstance(p, TyperOption) and p.metavar is None:
+            p.metavar = "" if p.is_flag or p.count else _label(p)
+    help_option = cmd.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        opt = help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""  # a flag: no <bool>
+        return opt
+
+    cmd.get_help_option = get_help_option
+    for sub in getattr(cmd, "commands", {}).values():
+        _tidy(sub)
+    return cmd
+
+
+def _typer_command(app: typer.Typer, name: str | None, help: str | None) -> Any:
+    cmd = typer.main.get_group(app)  # as add_typer() would: no completion options
+    if name is not None:
+        cmd.name = name
+    if help and not cmd.help:
+        cmd.help = help
+    return _tidy(cmd)
+
+
+def _plugin_commands() -> dict[str, Any]:
+    """Commands that other packages add through the ``dispatcher.cli`` entry points."""
+    from importlib.metadata import entry_points
+
+    extra = typer.Typer()
+    for ep in entry_points(group=PLUGINS):
+        ep.load()(extra)
+    return dict(_typer_command(extra, None, None).commands)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {_one_line(message)}\n")
+    raise typer.Exit(code)
+
+
+def _usage_message(e: Exception) -> str:
+    """Click's reason for a usage error, with the value it refused and where to read more."""
+    msg = e.format_message()  # type: ignore[attr-defined]
+    param = getattr(e, "param", None)
+    errors = getattr(e.__cause__, "errors", None)  # Typer >= 0.2x coerces with pydantic
+    if param is not None and callable(errors):
+        first = (errors() or [{}])[0]
+        name = " / ".join(param.opts) if param.param_type_name == "option" else param.metavar
+        msg = f"invalid value {first.get('input')!r} for {name}: {first.get('msg', msg)}"
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        msg = f"{msg.rstrip('.')} (see: {ctx.command_path} --help)"
+    return msg[:1].lower() + msg[1:]
+
+
+def _usage(e: Exception) -> None:
+    """A usage error as one ``error:`` line (exit 1).  A group named without a command shows
+    its help (exit 0): that is a request for help, not a mistake."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        text = e.format_message().strip()  # type: ignore[attr-defined]
+        if text:  # the Rich help printed itself while the error was made
+            sys.stdout.write(text + "\n")
+        raise typer.Exit(0)
+    _fail(_usage_message(e), 1)
 
 
 class DispatcherGroup(TyperGroup):
-    def invoke(self, ctx: click.Context) -> Any:
+    """The root group: loads command groups lazily and reports every error as one line."""
+
+    _loaded_all = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _tidy(self)
+
+    def _load(self, name: str) -> Any:
+        module, help = GROUPS[name]
+        from importlib import import_module
+
+        cmd = _typer_command(import_module(module).app, name, help)
+        self.commands[name] = cmd
+        return cmd
+
+    def _load_all(self) -> None:
+        if self._loaded_all:
+            return
+        self._loaded_all = True
+        for name in GROUPS:
+            if name not in self.commands:
+                self._load(name)
+        for name, cmd in _plugin_commands().items():
+            self.commands.setdefault(name, cmd)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        cmd = self.commands.get(name)
+        if cmd is None and name in GROUPS:
+            cmd = self._load(name)
+        if cmd is None:  # a plugin's command, or a typo (the suggestions need every name)
+            self._load_all()
+            cmd = self.commands.get(name)
+        return cmd
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._load_all()
+        order = list(GROUPS)
+        return sorted(self.commands, key=lambda n: order.index(n) if n in order else len(order))
+
+    def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, **extra)
+        except _UsageError as e:  # the root's own options (`dispatcher --nope`)
+            _usage(e)
+
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except DispatcherError as e:
             _fail(str(e), 1)
-        except _PASS_THROUGH:
+        except _UsageError as e:
+            _usage(e)
+        except (*_Exit, *_Abort):
             raise
+        except _ClickException as e:  # Click's other errors (a file it cannot open...)
+            _fail(e.format_message(), 1)  # type: ignore[attr-defined]
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError:  # stdout closed early (`dispatcher ... | head`): not an error
@@ -49,12 +230,6 @@ class DispatcherGroup(TyperGroup):
             _fail(f"internal error: {type(e).__name__}: {e} (DISPATCHER_DEBUG=1 for details)", 70)
 
 
-def _fail(message: str, code: int) -> None:
-    line = " ".join(str(message).split())
-    sys.stderr.write(f"error: {line}\n")
-    raise typer.Exit(code)
-
-
 app = typer.Typer(
     cls=DispatcherGroup,
     no_args_is_help=True,
@@ -64,35 +239,15 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Rate-limited proactive SMS dispatcher for A2P 10DLC campaigns."""
+
+
 def _register() -> None:
-    # Each command group lives in its own module; imported here, not at package import.
-    from dispatcher.cli import (
-        apikey,
-        brand,
-        campaign,
-        consent,
-        contacts,
-        db,
-        message,
-        run,
-        sandbox,
-        serve,
-    )
+    from dispatcher.cli import serve
 
-    app.add_typer(brand.app, name="brand", help="Brands (the company named in messages).")
-    app.add_typer(campaign.app, name="campaign", help="Campaigns (Twilio UsAppToPerson).")
-    app.add_typer(contacts.app, name="contacts", help="Contacts and CSV import.")
-    app.add_typer(consent.app, name="consent", help="Consent ledger (append-only).")
-    app.add_typer(db.app, name="db", help="Database schema.")
-    app.add_typer(message.app, name="message", help="Lint and preview message bodies.")
-    app.add_typer(run.app, name="run", help="Launch and control runs.")
-    app.add_typer(sandbox.app, name="sandbox", help="The bundled Twilio-compatible sandbox.")
-    app.add_typer(apikey.app, name="api-key", help="API keys for the HTTP API.")
     serve.register(app)
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="dispatcher.cli"):
-        ep.load()(app)
 
 
 _register()

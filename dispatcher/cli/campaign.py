@@ -10,8 +10,11 @@ from dispatcher import registry
 from dispatcher.cli.common import database
 from dispatcher.cli.output import JsonOpt, report, table
 from dispatcher.errors import InputError
+from dispatcher.models import Campaign
 
 app = typer.Typer(no_args_is_help=True)
+#: a new campaign's send window, as the model defines it
+_DEFAULT = {k: Campaign.model_fields[k].default for k in ("window_limit", "window_seconds")}
 
 
 def _brand_for(session, brand: str | None):  # type: ignore[no-untyped-def]
@@ -25,18 +28,33 @@ def _brand_for(session, brand: str | None):  # type: ignore[no-untyped-def]
     raise InputError("several brands exist: name one with --brand")
 
 
-@app.command("import")
+@app.command(
+    "import",
+    help="Import (or refresh) a campaign registration.  A new campaign sends at most "
+    f"{_DEFAULT['window_limit']} messages per {_DEFAULT['window_seconds']} s unless "
+    "--window-limit / --window-seconds say otherwise.",
+)
 def import_(
     file: Path = typer.Argument(..., help="UsAppToPerson JSON document as Twilio returns it."),
     brand: str = typer.Option(None, "--brand", help="Brand name or id (default: the only one)."),
     sender: str = typer.Option(None, "--sender", help="From number (E.164) for this campaign."),
-    window_limit: int = typer.Option(None, "--window-limit", help="Messages per window."),
-    window_seconds: int = typer.Option(None, "--window-seconds", help="Window length (s)."),
-    cap_count: int = typer.Option(None, "--frequency-cap", help="Per-recipient messages..."),
+    window_limit: int = typer.Option(
+        None,
+        "--window-limit",
+        help=f"Messages per window (new campaign: {_DEFAULT['window_limit']}; "
+        "a refresh keeps the current value).",
+    ),
+    window_seconds: int = typer.Option(
+        None,
+        "--window-seconds",
+        help=f"Window length in seconds (new campaign: {_DEFAULT['window_seconds']}).",
+    ),
+    cap_count: int = typer.Option(
+        None, "--frequency-cap", help="Per-recipient messages... (default: no cap)"
+    ),
     cap_hours: int = typer.Option(None, "--frequency-cap-hours", help="...per this many hours."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Import (or refresh) a campaign registration."""
     doc = registry.load_campaign_file(file)
     policy = {
         "sender": sender,

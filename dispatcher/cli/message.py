@@ -12,7 +12,6 @@ from dispatcher.cli.common import database
 from dispatcher.cli.output import JsonOpt, err, report, table
 from dispatcher.contacts import get_contact
 from dispatcher.errors import InputError
-from dispatcher.logs import mask_phone
 from dispatcher.models import OutboxMessage
 from dispatcher.templates import MissingField, contact_values, parse_template
 
@@ -88,8 +87,8 @@ def preview(
         try:
             rendered = tpl.render(contact_values(ct.name, ct.attributes))
         except MissingField as e:  # the run would suppress this contact (template_variable_missing)
-            raise InputError(
-                f"contact {mask_phone(ct.phone)} has no value for [{e.name}]", field="template"
+            raise InputError(  # the operator typed the number: it is shown in full
+                f"contact {ct.phone} has no value for [{e.name}]", field="template"
             ) from None
     text = compliance.compose(
         rendered, brand_name=b.name, opt_out_language=None, first_message=earlier is None
@@ -108,8 +107,9 @@ def preview(
         lambda d: (
             err().print(d["body"]),
             err().print(
-                f"[dim]{d['encoding']}, {d['segments']} segment(s), {d['characters']} characters"
-                f"{', first message' if d['first_message'] else ''}[/dim]"
+                f"{d['encoding']}, {d['segments']} segment(s), {d['characters']} characters"
+                f"{', first message' if d['first_message'] else ''}",
+                style="dim",
             ),
         ),
     )

@@ -13,7 +13,7 @@ from rich.markup import escape
 from dispatcher import run_report, runs
 from dispatcher.audience import parse_audience
 from dispatcher.cli.common import database, settings
-from dispatcher.cli.output import JsonOpt, err, report, table
+from dispatcher.cli.output import JsonOpt, err, report, say, table
 from dispatcher.errors import InputError
 from dispatcher.launch import submit_run
 from dispatcher.launch_checks import Issue, LaunchRefused, WarningsNotAccepted, looks_like_path
@@ -208,7 +208,7 @@ def _control(verb: str, run_id: int, as_json: bool, reason: str | None = None) -
         else:
             runs.cancel_run(s, run_id, now)
         doc = run_report.run_dict(runs.get_run(s, run_id))
-    report(doc, as_json, lambda d: err().print(f"run {run_id} {d['state']}"))
+    report(doc, as_json, lambda d: say(f"run {run_id} {d['state']}"))
 
 
 @app.command("pause")
@@ -238,6 +238,9 @@ def watch_(
     """Live progress bar until the run finishes (works in embedded and distributed mode)."""
     from dispatcher.cli.watch import watch
 
-    doc = watch(database(), run_id, interval=interval)
+    db = database()
+    with db.session() as s:
+        runs.get_run(s, run_id)  # an unknown run is one error line, before any progress bar
+    doc = watch(db, run_id, interval=interval)
     if as_json:
         report(doc, True)

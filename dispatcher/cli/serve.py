@@ -33,8 +33,9 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
         port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
     ) -> None:
-        """Serve the Twilio webhooks, /healthz and /metrics (Twilio must reach
-        DISPATCHER_PUBLIC_BASE_URL: signatures are checked against it)."""
+        """Serve the Twilio webhooks, /healthz and /metrics.
+
+        Twilio must reach DISPATCHER_PUBLIC_BASE_URL: signatures are checked against it."""
         import uvicorn
 
         from dispatcher.logs import setup_logging

@@ -89,7 +89,7 @@ def watch(
             if last["state"] in FINAL_RUN or (until is not None and until(last)):
                 break
             if last["state"] == runs.PAUSED:
-                err().print(f"[yellow]run {run_id} paused: {last['pause_reason']}[/yellow]")
+                err().print(f"run {run_id} paused: {last['pause_reason']}", style="yellow")
                 break
             if timeout is not None and now - started > timeout:
                 break

@@ -318,11 +318,13 @@ def test_templates_never_crash(env, template, preview):
 )
 def test_usage_errors_are_click_usage_not_internal_errors(cli_env, args):
     """Found by the template fuzz: Typer vendors Click, so its usage errors were not
-    click.ClickException and the root reported them as ``internal error`` (exit 70)."""
+    click.ClickException and the root reported them as ``internal error`` (exit 70).  A usage
+    error is a user error: exit 1 and one ``error:`` line (issue 18 item 7)."""
     r = _invoke(*args)
-    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert r.exit_code == 1, (r.exit_code, r.stderr)
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr
-    assert "Usage:" in r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: ") and line.endswith(" --help)")
 
 
 def test_campaign_lint_non_string_brand_name(env):

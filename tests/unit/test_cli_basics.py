@@ -91,3 +91,23 @@ def test_bad_phone_in_consent_grant(run):
     run("brand", "add", "Acme Corporation")
     r = run("consent", "grant", "415-555-12", "--brand", "Acme Corporation", "--evidence", "x")
     assert r.exit_code == 1 and "too short" in r.stderr
+
+
+def test_consent_revoke_from_a_file(run, cli_env):
+    """`consent revoke --file`: a report (JSON or two lines), a rejects file, and one error line
+    when it is given both a number and a file, or neither (issue 18 item 6)."""
+    run("brand", "add", "Acme Corporation")
+    f = cli_env / "stop.csv"
+    f.write_text("phone,note\n4155551234,by email\nnot a phone,\n4155551234,\n")
+    args = ["consent", "revoke", "--file", str(f), "--brand", "Acme Corporation"]
+    doc = _json(run(*args, "--json"))
+    assert (doc["rows"], doc["revoked"], doc["repeated"], doc["rejected"]) == (3, 1, 1, 1)
+    assert doc["rejects_file"] == str(cli_env / "stop.rejects.csv")
+    r = run(*args)
+    assert r.exit_code == 0
+    assert r.stderr.splitlines()[1].startswith("NOT revoked: 1 rows (invalid_phone 1)")
+    events = _json(run("consent", "export", "--format", "json"))["events"]
+    assert [e["note"] for e in events] == ["by email; from stop.csv row 2"] * 2
+    for bad in (args[:2] + args[4:], [*args, "+14155551234"]):
+        r = run(*bad)
+        assert r.exit_code == 1 and r.stderr.startswith("error: give a phone number or --file")

@@ -339,15 +339,10 @@ def test_the_runtime_db_signals_halts_without_a_redis_client_up_front(tmp_path):
             db.dispose()
 
 
-def test_a_cli_revoke_signals_through_the_runtime_redis(cli_env):
+def _cli_revoke() -> None:
     from typer.testing import CliRunner
 
     from dispatcher.cli.app import app
-    from dispatcher.runtime import embedded_redis
-
-    redis = embedded_redis()  # what the CLI's Runtime uses without DISPATCHER_REDIS_URL
-    for k in redis.scan_iter("dispatcher:halt:*"):
-        redis.delete(k)
 
     def cli(*args: str) -> Any:
         r = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
@@ -357,4 +352,42 @@ def test_a_cli_revoke_signals_through_the_runtime_redis(cli_env):
     cli("brand", "add", "Acme Corporation", "--tier", "top")
     ev = cli("consent", "revoke", PHONE, "--brand", "Acme Corporation", "--note", "by phone")
     assert ev["action"] == "revoke"
+
+
+def test_a_cli_revoke_signals_through_the_shared_redis(cli_env, monkeypatch):
+    """With DISPATCHER_REDIS_URL (the workers' Redis) the CLI's revoke sets the contact's key
+    through the Runtime's halts client."""
+    from dispatcher.settings import get_settings
+
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    made: list[str] = []
+
+    def client(url: str, _count: Any, **_kw: Any) -> Any:
+        made.append(url)
+        return redis
+
+    monkeypatch.setattr(halts, "client", client)
+    monkeypatch.setenv("DISPATCHER_REDIS_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
+    _cli_revoke()
+    assert made == ["redis://127.0.0.1:1/0"]
     assert _names(redis) == ["dispatcher:halt:c:1"]
+
+
+def test_an_embedded_cli_revoke_signals_nobody(cli_env):
+    """Embedded (no Redis URL): the process's own fakeredis is read by no other process and
+    the embedded workers check every row in the database, so nothing is signalled (and the
+    command does not pay for a Redis client)."""
+    from dispatcher.cli.common import database
+    from dispatcher.runtime import Runtime, embedded_redis
+    from dispatcher.settings import get_settings
+
+    redis = embedded_redis()
+    for k in redis.scan_iter("dispatcher:halt:*"):
+        redis.delete(k)
+    _cli_revoke()
+    assert _names(redis) == []
+    rt = Runtime(get_settings())
+    assert rt.db is database() and not rt.shared_redis  # so pipeline(halts=None)
+    rt.halts.signal(contacts=[1])
+    assert "redis" not in rt.__dict__ and _names(redis) == []

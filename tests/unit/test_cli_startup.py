@@ -1,0 +1,153 @@
+"""CLI start-up hygiene (issue 18 item 6): the quick commands import what they need and no
+more, and the embedded database's schema check does not load Alembic when the schema is
+current.  Times are measured by bench/cli_startup.py, not here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dispatcher import store
+from dispatcher.store import Database, quick_head
+
+SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
+PHONE = "+14155551234"
+#: never needed by `run show`, `run pause` or `consent revoke` on the embedded database
+HEAVY = (
+    "alembic",
+    "fakeredis",
+    "redis",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "twilio",
+    "dramatiq",
+    "workers",
+    "dispatcher.cli.apikey",
+    "dispatcher.cli.campaign",
+    "dispatcher.cli.message",
+    "dispatcher.cli.sandbox",
+)
+
+CHILD = """
+import sys
+from dispatcher.cli.app import main
+sys.argv = ["dispatcher", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+print("\\n" + " ".join(sorted(m for m in sys.modules if "." not in m or m.startswith("dispatcher")
+                              or m.startswith("workers"))))
+sys.exit(code)
+"""
+
+
+def _modules(env: dict[str, str], *args: str) -> set[str]:
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=env["HOME_DIR"],
+    )
+    assert r.returncode == 0, r.stderr
+    return set(r.stdout.splitlines()[-1].split())
+
+
+@pytest.fixture
+def seeded(cli_env: Path) -> dict[str, str]:
+    from dispatcher.cli.app import app
+
+    def run(*args: str) -> None:
+        r = CliRunner().invoke(app, list(args), catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+
+    run("brand", "add", "Acme Corporation")
+    run("campaign", "import", str(SEED))
+    run("run", "launch", "--campaign", "1", "--template", "Hi", "--at", "2099-01-01T10:00")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    return {
+        **env,
+        "DISPATCHER_DATABASE_URL": f"sqlite:///{cli_env}/cli.db",
+        "HOME_DIR": str(cli_env),
+    }
+
+
+@pytest.mark.parametrize(
+    "args, also_absent",
+    [
+        (["run", "show", "1"], ("phonenumbers", "dispatcher.cli.consent")),
+        (["run", "pause", "1"], ("phonenumbers", "rich", "dispatcher.cli.consent")),
+        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run")),
+    ],
+)
+def test_a_quick_command_imports_only_its_own_group(seeded, args, also_absent):
+    loaded = _modules(seeded, *args)
+    assert args[0] in {m.rpartition(".")[2] for m in loaded if m.startswith("dispatcher.cli.")}
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY}
+    assert not set(also_absent) & loaded
+
+
+def test_importing_the_cli_loads_no_database_or_web_framework():
+    code = "import sys, dispatcher.cli.app; print(' '.join(sorted(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = {m.split(".")[0] for m in r.stdout.split()}
+    assert not loaded & {"sqlalchemy", "sqlmodel", "pydantic_settings", "rich", *HEAVY}
+
+
+# ------------------------------------------------------------------------------ schema check
+def test_quick_head_agrees_with_alembic():
+    assert quick_head() is not None
+    assert quick_head() == Database("sqlite://").head_revision()
+
+
+def _versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *pairs: tuple[str, str]) -> None:
+    (tmp_path / "versions").mkdir()
+    for rev, down in pairs:
+        (tmp_path / "versions" / f"{rev}.py").write_text(
+            f'"""m"""\nrevision = "{rev}"\ndown_revision = {down}\n'
+            "branch_labels = None\ndepends_on = None\n"
+        )
+    monkeypatch.setattr(store, "MIGRATIONS", tmp_path)
+
+
+def test_quick_head_of_a_linear_history(tmp_path, monkeypatch):
+    _versions(tmp_path, monkeypatch, ("a", "None"), ("b", '"a"'), ("c", '"b"'))
+    assert quick_head() == "c"
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("a", "None"), ("b", '"a"'), ("c", '"a"')],  # two heads
+        [("a", "None"), ("b", '"a"'), ("c", '"a"'), ("m", '("b", "c")')],  # a merge
+        [("a", "None"), ("b", '"x"')],  # a parent that is not there
+    ],
+)
+def test_quick_head_leaves_anything_else_to_alembic(tmp_path, monkeypatch, pairs):
+    _versions(tmp_path, monkeypatch, *pairs)
+    assert quick_head() is None
+
+
+def test_a_current_schema_is_checked_without_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    db = Database(url)
+    db.ensure_schema()  # a new database: upgraded by Alembic
+    assert db.current_revision() == db.head_revision()
+    db.dispose()
+    code = (
+        "import sys; from dispatcher.store import open_database; "
+        f"open_database({url!r}); print('alembic' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr
