@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.markup import escape
 
 from dispatcher import run_report, runs
 from dispatcher.audience import parse_audience
@@ -61,7 +60,7 @@ def _template(text: str) -> str:
 
 def _print_warnings(warnings: list[dict[str, Any]]) -> None:
     for w in warnings:
-        err().print(escape(f"warning: {w['message']} [{w['rule']}]"), highlight=False)
+        err().print(f"warning: {w['message']} [{w['rule']}]", highlight=False)
 
 
 def _render_dry(d: dict) -> None:
