@@ -1,4 +1,5 @@
-"""Halt signals on real Redis (DB 9): the unit cases again, plus TTLs kept by the server."""
+"""Halt signals on real Redis (DB 9 of the session's redis-server): the unit cases again, plus
+TTLs kept by the server."""
 
 from __future__ import annotations
 

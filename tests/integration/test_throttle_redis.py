@@ -1,4 +1,5 @@
-"""Throttle on real Redis (DB 11): the unit cases again, multi-process hammering, script reload."""
+"""Throttle on real Redis (DB 11 of the session's redis-server): the unit cases again,
+multi-process hammering, script reload."""
 
 from __future__ import annotations
 
