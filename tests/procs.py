@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -66,10 +67,48 @@ def wait_for(
         pause = min(pause * 1.5, every)
 
 
+_PORTS = "dispatcher-test-ports"
+_PORT_TERM = 600  # seconds a reservation holds (a server binds its port within seconds)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port for a server we are about to start.  Between this answer and the
+    server's bind, nobody else may take it: so it is below the kernel's ephemeral range (no
+    outgoing connection gets it as its local port, as ``bind(0)``'s answer could) and reserved
+    against every other test run on this host (a file per port and 10-minute term in
+    ``$TMPDIR/dispatcher-test-ports``, created with O_EXCL)."""
+    marks = Path(tempfile.gettempdir()) / _PORTS
+    marks.mkdir(exist_ok=True)
+    hi = _ephemeral_low()
+    lo = max(1024, hi - 12_000)
+    term = int(time.time() // _PORT_TERM)
+    for _ in range(500):
+        port = lo + secrets.randbelow(hi - lo)  # not `random`: a test may have seeded it
+        try:
+            os.close(os.open(marks / f"{port}.{term}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # somebody listens there
+                continue
+        return port
+    raise RuntimeError(f"no free port below {hi} in 500 tries")
+
+
+def _expire_port_marks() -> None:
+    term = int(time.time() // _PORT_TERM)
+    for mark in (Path(tempfile.gettempdir()) / _PORTS).glob("*.*"):
+        if mark.suffix[1:].isdigit() and int(mark.suffix[1:]) < term - 1:
+            mark.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------ owners
@@ -150,6 +189,7 @@ def sweep_orphans() -> int:
         m = _TAG_IN_DIR.match(d.name)
         if m and not owner_alive(m[1]):
             shutil.rmtree(d, ignore_errors=True)
+    _expire_port_marks()
     return found
 
 
