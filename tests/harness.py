@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -443,12 +444,21 @@ def wait_run_done(
     *,
     final: bool = True,
     check_names: Sequence[str] = (),
+    stall: float | None = None,
 ) -> dict[str, int]:
     """Until the run is completed and (``final``) every row is in a final state (``sent`` rows
-    waited for their delivery callback)."""
+    waited for their delivery callback).  ``stall``: also fail as soon as no row has changed
+    state for that many seconds (a run that keeps moving on a slow, shared machine may then
+    have a generous ``timeout``)."""
+    seen: list[Any] = [None, time.monotonic()]  # last (state, counts), when they last changed
 
     def done() -> dict[str, int] | None:
         state, c = run_counts(db, run_id)
+        now = time.monotonic()
+        if (state, c) != seen[0]:
+            seen[:] = [(state, c), now]
+        elif stall is not None and now - seen[1] > stall:
+            raise TimeoutError(f"run {run_id} made no progress for {stall:g} s")
         if state != "completed":
             return None
         if final and any(c.get(k, 0) for k in PENDING):
