@@ -1,7 +1,7 @@
 """Status-callback CPU cost, end to end: the sandbox's HttpCallbackSender -> ``dispatcher serve``.
 
     .venv/bin/python bench/callbacks.py [--n 2000] [--workers 4] [--pg postgresql://...]
-                                        [--redis redis://127.0.0.1:6379/10] [--profile DIR]
+                                        [--redis redis://HOST:PORT/DB] [--profile DIR]
 
 Seeds a throw-away PostgreSQL database with N outbox rows in ``sending`` that carry provider
 SIDs (one brand, one Messaging Service campaign, one run), starts ``dispatcher serve`` the way
@@ -13,7 +13,8 @@ Prints one JSON document: callbacks/s, and CPU ms per callback of the sender (th
 signed callbacks are built before the clock starts), the webhook server and the PostgreSQL
 backends of the bench database; checks every row ended ``delivered`` and no callback failed.
 ``--profile DIR`` records the server with py-spy (``--gil``) during the measured round into
-``DIR/serve.txt`` (collapsed stacks).
+``DIR/serve.txt`` (collapsed stacks).  Without ``--redis`` the server's Redis (only pinged by
+``/healthz``) is a redis-server of the bench's own.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if str(ROOT) not in sys.path:  # `python bench/callbacks.py` puts bench/, not th
 
 from bench._procs import cpu_times  # noqa: E402
 from tests.harness import Stack, wait_for  # noqa: E402
-from tests.servers import PG_DSN, throwaway_database  # noqa: E402
+from tests.servers import PG_DSN, redis_or_own, throwaway_database  # noqa: E402
 
 SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
 SERVICE_SID = "MG" + "0" * 31 + "1"
@@ -186,9 +187,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from dispatcher.sandbox.callbacks import HttpCallbackSender
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
-    with throwaway_database(args.pg) as url:
+    with throwaway_database(args.pg) as url, redis_or_own(args.redis) as redis_url:
         seed(url, args.n + args.warm)
-        stack = Stack(redis_url=args.redis, database_url=url, log_dir=log_dir)
+        stack = Stack(redis_url=redis_url, database_url=url, log_dir=log_dir)
         try:
             serve = stack.start_webhooks()
             hook = stack.webhook_url + "/twilio/status"
@@ -255,8 +256,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="sender threads (the sandbox's 4)")
     p.add_argument(
         "--redis",
-        default="redis://127.0.0.1:6379/10",
-        help="only pinged by /healthz (nothing is written)",
+        default=None,
+        help="only pinged by /healthz (nothing is written); default: a redis-server of its own",
     )
     p.add_argument("--pg", default=PG_DSN)
     p.add_argument("--timeout", type=float, default=300.0)

@@ -1,7 +1,7 @@
 """Dispatch pipeline throughput on real Redis + PostgreSQL + the sandbox carrier (server mode).
 
     python bench/pipeline.py [--n 2000] [--rounds 3] [--processes 2] [--threads 8]
-                             [--redis redis://127.0.0.1:6379/14] [--pg postgresql://...]
+                             [--redis redis://HOST:PORT/DB] [--pg postgresql://...]
                              [--profile DIR]   # py-spy the pipeline's processes during (b)
 
 (a) ceiling — ``python -m dramatiq bench._bare_actor``: one twilio-client create per queue
@@ -22,8 +22,9 @@ so the runs alternate — ceiling, pipeline, ceiling, pipeline, ..., ceiling —
 run is compared with the mean of the ceiling runs either side of it; the headline ratio is the
 median over the rounds (goal >= 60 %).  Prints one JSON document: messages/s end to end and
 over the carrier's receive span (first to last message received), CPU per message by process.
-Redis DB ``--redis`` is flushed before and after; the PostgreSQL database is a throw-away one,
-dropped at the end.
+Without ``--redis`` the bench starts a redis-server of its own on a free port (stopped at the
+end); a DB given with ``--redis`` is flushed before and after.  The PostgreSQL database is a
+throw-away one, dropped at the end.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from tests.harness import (  # noqa: E402 - the integration tests' process manag
     flush_redis,
     wait_for,
 )
-from tests.servers import PG_DSN, throwaway_database  # noqa: E402
+from tests.servers import PG_DSN, redis_or_own, throwaway_database  # noqa: E402
 
 SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
 SERVICE_SID = "MG" + "0" * 31 + "1"
@@ -357,7 +358,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--threads", type=int, default=8)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    p.add_argument("--redis", default=None, help="default: a redis-server of its own")
     p.add_argument("--pg", default=PG_DSN)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument(
@@ -377,10 +378,14 @@ def main() -> None:
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
     groups = [f"round{i + 1}" for i in range(a.rounds)]
-    with throwaway_database(a.pg, "dispatcher_bench_") as url, tempfile.TemporaryDirectory() as d:
+    with (
+        throwaway_database(a.pg, "dispatcher_bench_") as url,
+        redis_or_own(a.redis) as redis_url,
+        tempfile.TemporaryDirectory() as d,
+    ):
         sid = seed(url, a.n, [*groups, "callbacks"])
-        flush_redis(a.redis)
-        stack = Stack(a.redis, url, Path(d))
+        flush_redis(redis_url)
+        stack = Stack(redis_url, url, Path(d))
         try:
             stack.start_sandbox()
             bare = start_ceiling(stack, a.processes, a.threads)
@@ -411,7 +416,7 @@ def main() -> None:
             ceiling()
         finally:
             stack.close()
-            flush_redis(a.redis)
+            flush_redis(redis_url)
             if a.keep_logs:
                 shutil.copytree(d, a.keep_logs, dirs_exist_ok=True)
     runs = [_versus(run, ceilings[i], ceilings[i + 1]) for i, run in enumerate(plain)]

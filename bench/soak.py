@@ -13,7 +13,10 @@ Prints: sends/s, p50/p99 of enqueue-to-carrier latency of the fast campaign (out
 worst sliding-window count per bucket against its limit, duplicates and losses (must be 0), and
 the RSS of each process (with its children) at start and end.
 
-    .venv/bin/python bench/soak.py --minutes 2 [--kill-every 20] [--redis-db 15]
+    .venv/bin/python bench/soak.py --minutes 2 [--kill-every 20] [--redis redis://HOST:PORT/DB]
+
+Without ``--redis`` it runs on a redis-server of its own (started on a free port, stopped at the
+end); a DB given with ``--redis`` is flushed before and after.
 """
 
 from __future__ import annotations
@@ -101,17 +104,20 @@ def main() -> int:
         default=0.0,
         help="kill -9 the worker pool every S seconds (0: never)",
     )
-    ap.add_argument("--redis-db", type=int, default=15)
+    ap.add_argument("--redis", default=None, help="default: a redis-server of its own")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     args = ap.parse_args()
 
-    from tests.servers import REDIS_HOST, REDIS_PORT, fresh_postgres_database
+    from tests.servers import PG_DSN, redis_or_own, throwaway_database
 
-    redis_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{args.redis_db}"
     work = Path(tempfile.mkdtemp(prefix="soak-"))
-    print(f"soak: {args.minutes:g} min, logs in {work}/logs, redis {redis_url}")
-    with fresh_postgres_database() as pg, deployment(redis_url, pg, work / "logs") as (stack, db):
+    with (
+        throwaway_database(PG_DSN) as pg,
+        redis_or_own(args.redis) as redis_url,
+        deployment(redis_url, pg, work / "logs") as (stack, db),
+    ):
+        print(f"soak: {args.minutes:g} min, logs in {work}/logs, redis {redis_url}")
         stack.up(
             *FAULTS,
             processes=args.processes,

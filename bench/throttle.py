@@ -1,15 +1,19 @@
-"""Throttle benchmark on real Redis DB 11: bare EVALSHA (ceiling) vs reserve() with 1 and 4 buckets.
+"""Throttle benchmark on real Redis: bare EVALSHA (ceiling) vs reserve() with 1 and 4 buckets.
 
-Run: .venv/bin/python bench/throttle.py [--redis redis://127.0.0.1:6379/11] [--seconds 2]
+Run: .venv/bin/python bench/throttle.py [--redis redis://HOST:PORT/DB] [--seconds 2]
 Not a pass/fail test; prints rates, ratios to the ceiling, and a simulated 500-recipient run.
+Without ``--redis`` it starts a redis-server of its own on a free port (stopped at the end);
+the DB given with ``--redis`` is flushed before, during and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
@@ -17,6 +21,12 @@ from dispatcher import keys
 from dispatcher.clock import FakeClock
 from dispatcher.throttle import Bucket, RedisThrottle
 from dispatcher.throttle.simulate import simulate_backlog, window_violations
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/throttle.py` puts bench/, not the root, on the path
+    sys.path.insert(0, str(ROOT))
+
+from tests.servers import redis_or_own  # noqa: E402
 
 
 def rate(fn: Callable[[int], None], seconds: float, threads: int) -> float:
@@ -41,10 +51,14 @@ def rate(fn: Callable[[int], None], seconds: float, threads: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/11")
+    ap.add_argument("--redis", default=None, help="default: a redis-server of its own")
     ap.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args()
-    r = redis.Redis.from_url(a.redis, max_connections=64)
+    with redis_or_own(a.redis) as url:
+        run(redis.Redis.from_url(url, max_connections=64), a.seconds)
+
+
+def run(r: redis.Redis, seconds: float) -> None:
     r.flushdb()
     trivial = r.register_script("return 1")
     th = RedisThrottle(r)
@@ -64,11 +78,11 @@ def main() -> None:
     ]
     print(f"{'case':34} {'ops/s':>10} {'ratio':>7}")
     for threads in (1, 16):
-        ceiling = rate(lambda k: trivial(), a.seconds, threads)
+        ceiling = rate(lambda k: trivial(), seconds, threads)
         print(f"{'bare EVALSHA x' + str(threads):34} {ceiling:10.0f} {1.0:7.2f}")
         for name, bs in (("reserve 1 bucket", b1), ("reserve 4 buckets", b4)):
             r.flushdb()
-            got = rate(lambda k, bs=bs: th.reserve(bs), a.seconds, threads)
+            got = rate(lambda k, bs=bs: th.reserve(bs), seconds, threads)
             print(f"{name + ' x' + str(threads):34} {got:10.0f} {got / ceiling:7.2f}")
     # simulated 500-recipient run, virtual clock, real Redis, lateness up to 0.99 s
     r.flushdb()

@@ -1,13 +1,65 @@
+"""Fixtures every test may use, and the session's ownership of its servers (tests/servers.py):
+
+- ``redis_server``: this session's own redis-server (``.url``, ``.url_db(n)``, ``.port``);
+  ``redis_url(db)`` from tests/servers.py is the same server as a function.
+- ``clean_redis_url``: DB 0 of that server, flushed before and after the test.
+- ``pg_db`` / ``any_db``: a ``Database`` on a fresh PostgreSQL database (dropped after) / the
+  same test on SQLite and PostgreSQL; ``fresh_postgres_database()`` for a bare URL.
+- Child processes: ``tests.procs.Proc`` (own process group, killed at the end of the session).
+"""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.procs import RedisServer
 
 # Tests never read the developer's environment by accident.
 for _k in list(os.environ):
     if _k.startswith("DISPATCHER_") and not _k.startswith("DISPATCHER_TEST_"):
         del os.environ[_k]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """SIGTERM/SIGHUP stop the run like Ctrl-C (everything is torn down); what a SIGKILLed
+    earlier run left running is killed now (its databases go when the first one is made)."""
+    from tests.procs import sweep_orphans
+    from tests.servers import install_signal_handlers
+
+    install_signal_handlers()
+    sweep_orphans()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture's teardown: no child process, no redis-server, no test database."""
+    from tests.servers import cleanup
+
+    cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    from tests.servers import session_redis
+
+    return session_redis()
+
+
+@pytest.fixture
+def clean_redis_url(redis_server: RedisServer) -> Iterator[str]:
+    import redis
+
+    url = redis_server.url_db(0)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    try:
+        yield url
+    finally:
+        r.flushdb()
+        r.close()
 
 
 @pytest.fixture

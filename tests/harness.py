@@ -1,11 +1,13 @@
 """A distributed stack on loopback, as real processes, for the integration and fault tests (and
 bench/soak.py): the sandbox carrier (server mode), the webhook server, ``python -m dramatiq
-workers.actors`` worker pools and ``dispatcher scheduler`` — on a dedicated Redis DB (or a
-redis-server the test starts itself) and a throw-away PostgreSQL database.
+workers.actors`` worker pools and ``dispatcher scheduler`` — on a Redis DB of the session's
+own redis-server (or one the test starts itself) and a throw-away PostgreSQL database
+(tests/servers.py).
 
-Every process runs in its own session (process group) and is stopped by signalling the group, so
-the processes Dramatiq forks die with their parent.  Every wait has a deadline (``wait_for``)
-and checks that the stack's processes are still alive; nothing sleeps to "let things settle".
+Every process is a ``tests.procs.Proc``: in its own process group, stopped by signalling the
+group (so the processes Dramatiq forks die with their parent), and killed at the end of the
+session whatever happened.  Every wait has a deadline (``wait_for``) and checks that the
+stack's processes are still alive; nothing sleeps to "let things settle".
 
 The checks (``check_*``) work on what the *carrier* recorded (``GET /_sandbox/messages``) and on
 the outbox: every consented recipient exactly once, nobody else, STOP language on first
@@ -19,13 +21,10 @@ import bisect
 import csv
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +35,12 @@ from typing import Any
 import httpx
 
 from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+from tests.procs import (  # noqa: F401 - RedisServer: imported from here by tests and bench
+    Proc,
+    RedisServer,
+    free_port,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -46,178 +51,11 @@ TEMPLATE = "Hi [first_name], your maintenance contract [contract] expires on [da
 STOP_WORDS = ("STOP",)
 
 
-# ------------------------------------------------------------------------------------ waiting
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    cond: Callable[[], Any],
-    timeout: float = 10.0,
-    what: str = "condition",
-    every: float = 0.05,
-    check: Callable[[], None] | None = None,
-) -> Any:
-    """Poll ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (raises).
-    ``check`` runs every second (e.g. "are my processes still alive?")."""
-    deadline = time.monotonic() + timeout
-    checked = time.monotonic()
-    while True:
-        v = cond()
-        if v:
-            return v
-        now = time.monotonic()
-        if now > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        if check is not None and now - checked > 1.0:
-            check()
-            checked = now
-        time.sleep(every)
-
-
 def http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code < 500
     except httpx.HTTPError:
         return False
-
-
-# ------------------------------------------------------------------------------------ processes
-class Proc:
-    """One child in its own process group; output goes to ``<log_dir>/<name>.log``."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        self.started = time.time()
-        self.popen = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
-            self.argv,
-            env=env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def children(self) -> list[int]:
-        import psutil
-
-        try:
-            return [c.pid for c in psutil.Process(self.pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def kill9(self) -> None:
-        """SIGKILL the whole group (the process and everything it forked)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(10)
-        self._close_log()
-
-    def stop(self, grace: float = 5.0) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # the group may outlive its leader (forked workers): make sure it is gone
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.popen.poll() is None:
-            self.popen.wait(10)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if not self._log.closed:
-            self._log.close()
-
-
-class RedisServer:
-    """A redis-server of our own on an ephemeral port (no persistence), restartable."""
-
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.log_dir = log_dir
-        self.proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.proc = Proc(
-            f"redis-{self.port}",
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            dict(os.environ),
-            self.log_dir,
-        )
-        wait_for(self._ping, 10, f"redis-server on port {self.port}")
-        return self
-
-    def _ping(self) -> bool:
-        import redis
-
-        if self.proc is not None and not self.proc.alive():
-            raise RuntimeError(f"redis-server exited:\n{self.proc.tail()}")
-        r = redis.Redis(port=self.port, socket_timeout=0.5)
-        try:
-            return bool(r.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            r.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-
-    def restart(self) -> float:
-        """Stop it for real (state lost: no persistence) and start it again on the same port.
-        Returns the time (epoch seconds) at which it was down."""
-        assert self.proc is not None
-        self.proc.kill9()
-        down = time.time()
-        self.start()
-        return down
 
 
 # ------------------------------------------------------------------------------------ carrier
@@ -606,12 +444,21 @@ def wait_run_done(
     *,
     final: bool = True,
     check_names: Sequence[str] = (),
+    stall: float | None = None,
 ) -> dict[str, int]:
     """Until the run is completed and (``final``) every row is in a final state (``sent`` rows
-    waited for their delivery callback)."""
+    waited for their delivery callback).  ``stall``: also fail as soon as no row has changed
+    state for that many seconds (a run that keeps moving on a slow, shared machine may then
+    have a generous ``timeout``)."""
+    seen: list[Any] = [None, time.monotonic()]  # last (state, counts), when they last changed
 
     def done() -> dict[str, int] | None:
         state, c = run_counts(db, run_id)
+        now = time.monotonic()
+        if (state, c) != seen[0]:
+            seen[:] = [(state, c), now]
+        elif stall is not None and now - seen[1] > stall:
+            raise TimeoutError(f"run {run_id} made no progress for {stall:g} s")
         if state != "completed":
             return None
         if final and any(c.get(k, 0) for k in PENDING):

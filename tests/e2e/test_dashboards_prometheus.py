@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.procs import Proc, free_port, wait_for
 from tests.servers import in_ci
 
 pytestmark = pytest.mark.e2e
@@ -66,28 +66,10 @@ def ensure_prometheus() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(
-    what: str, check: Callable[[], bool], deadline_s: float = STARTUP_DEADLINE_S
-) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.1)  # polling interval while waiting on a condition with a deadline
-    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
-
-
 @dataclass
 class Prometheus:
     base_url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+    proc: Proc
 
     def api(self, path: str, **params: str | float) -> dict[str, Any]:
         url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}"
@@ -104,8 +86,8 @@ class Prometheus:
         return self.api("/api/v1/query_range", query=expr, start=start, end=end, step=step)
 
     def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("prometheus exited:\n" + self.log_path.read_text()[-2000:])
+        if not self.proc.alive():
+            raise AssertionError("prometheus exited:\n" + self.proc.tail(2000))
         try:
             with urllib.request.urlopen(self.base_url + "/-/ready", timeout=2) as resp:
                 return resp.status == 200
@@ -131,21 +113,20 @@ def start_prometheus(binary: str, target_url: str, workdir: Path) -> Prometheus:
         )
     )
     port = free_port()
-    log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )
-    return Prometheus(f"http://127.0.0.1:{port}", proc, log_path)
+    proc = Proc(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        dict(os.environ),
+        workdir,
+        cwd=workdir,
+    )
+    return Prometheus(f"http://127.0.0.1:{port}", proc)
 
 
 # ------------------------------------------------------------------------------ the target
@@ -209,7 +190,7 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 c = run_report.progress(s, run_id, datetime.now(UTC))["by_state"]
             return c.get("delivered", 0) + c.get("undelivered", 0) >= 5
 
-        wait_until("the embedded run to deliver 5 messages", progressed, deadline_s=90)
+        wait_for(progressed, 90, "the embedded run to deliver 5 messages")
         phones = sorted({m["to"] for m in rt.sandbox.records()})
         for body, phone in (
             ("HELP", phones[0]),
@@ -234,14 +215,14 @@ def prometheus(
     binary = ensure_prometheus()
     prom = start_prometheus(binary, metrics_target, tmp_path_factory.mktemp("prometheus"))
     try:
-        wait_until("prometheus /-/ready", prom.ready)
+        wait_for(prom.ready, STARTUP_DEADLINE_S, "prometheus /-/ready")
 
         def scraped_enough() -> bool:
             r = prom.query('count_over_time(up{job="dispatcher"}[1m])')
             res = r.get("data", {}).get("result", [])
             return bool(res) and float(res[0]["value"][1]) >= MIN_SCRAPES
 
-        wait_until(f"{MIN_SCRAPES} scrapes of {metrics_target}", scraped_enough)
+        wait_for(scraped_enough, STARTUP_DEADLINE_S, f"{MIN_SCRAPES} scrapes of {metrics_target}")
 
         def moving(expr: str) -> Callable[[], bool]:
             def check() -> bool:
@@ -256,17 +237,12 @@ def prometheus(
             "increase(dispatcher_send_duration_seconds_count[5m])",
             "increase(dispatcher_throttle_wait_seconds_count[5m])",
         ):
-            wait_until(expr, moving(expr), deadline_s=60)
+            wait_for(moving(expr), 60, expr)
         up = prom.query('up{job="dispatcher"}')["data"]["result"]
         assert up and up[0]["value"][1] == "1", up
         yield prom
     finally:
-        prom.proc.terminate()
-        try:
-            prom.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            prom.proc.kill()
-            prom.proc.wait(timeout=10)
+        prom.proc.stop()
 
 
 # ------------------------------------------------------------------------------ checks

@@ -1,5 +1,6 @@
 """Fixtures of the fault-injection tests (issue 10): real processes on loopback
-(tests/harness.py) on Redis DB 13 and a throw-away PostgreSQL database."""
+(tests/harness.py) on DB 13 of the session's redis-server (or a redis-server of the test's own)
+and a throw-away PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.harness import RedisServer, deployment
-from tests.servers import fresh_postgres_database, redis_url, require
+from tests.harness import deployment
+from tests.procs import RedisServer, have_redis_server
+from tests.servers import absent, fresh_postgres_database, redis_url
 
 REDIS_DB = 13
 
 
 @contextmanager
 def distributed(tmp_path, redis_db: int = REDIS_DB):
-    """(stack, db) on the shared Redis (DB ``redis_db``) and a fresh PostgreSQL database;
-    nothing started yet."""
+    """(stack, db) on the session's redis-server (DB ``redis_db``) and a fresh PostgreSQL
+    database; nothing started yet."""
     with (
         fresh_postgres_database() as pg,
         deployment(redis_url(redis_db), pg, tmp_path / "logs") as pair,
@@ -26,7 +28,7 @@ def distributed(tmp_path, redis_db: int = REDIS_DB):
 
 @pytest.fixture
 def dist(tmp_path):
-    """(stack, db) on the shared Redis (DB 13); nothing started yet."""
+    """(stack, db) on the session's redis-server (DB 13); nothing started yet."""
     with distributed(tmp_path) as pair:
         yield pair
 
@@ -34,12 +36,9 @@ def dist(tmp_path):
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of the test's own on an ephemeral port (so FLUSHALL and a restart touch
-    nobody else)."""
-    import shutil
-
-    require("Redis", "127.0.0.1", 6379)  # same rule: CI must have Redis (and redis-server)
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server binary not found") if _ci() else pytest.skip("no redis-server")
+    no other test)."""
+    if not have_redis_server():
+        absent("redis-server not found on PATH")
     (tmp_path / "logs").mkdir(parents=True, exist_ok=True)
     srv = RedisServer(tmp_path / "logs").start()
     try:
@@ -56,9 +55,3 @@ def dist_own_redis(tmp_path, own_redis):
         deployment(own_redis.url, pg, tmp_path / "logs") as (stack, db),
     ):
         yield stack, db, own_redis
-
-
-def _ci() -> bool:
-    from tests.servers import in_ci
-
-    return in_ci()

@@ -13,6 +13,8 @@ import csv
 import io
 import json
 import os
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ FUZZ = settings(
     ],
 )
 FUZZ2 = settings(FUZZ, max_examples=2 * FUZZ.max_examples)  # two targets per test
-COUNTS: dict[str, int] = {}  # examples run per target (printed by the last test)
+COUNTS: Counter[str] = Counter()  # examples run per target, by the test running them
 
 
 # ------------------------------------------------------------------------------------ harness
@@ -50,7 +52,7 @@ def _invoke(*args: str):  # type: ignore[no-untyped-def]
 
 def _check(result: Any, target: str, *, findings_ok: bool = False) -> None:
     """Exit 0 or 1; a failure is one ``error:`` line (or, for lint, the findings); no traceback."""
-    COUNTS[target] = COUNTS.get(target, 0) + 1
+    COUNTS[target] += 1
     out, err = result.stdout, result.stderr
     assert "Traceback" not in out + err, err[-2000:]
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -65,6 +67,18 @@ def _check(result: Any, target: str, *, findings_ok: bool = False) -> None:
             assert any(f["severity"] == "error" for f in doc["findings"]), out
             return
         assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+def _fuzzed(search: Callable[[Path], None], env: Path, *targets: str) -> None:
+    """Run the hypothesis search ``search`` in ``env``, then check that it ran: every target
+    got at least a quarter of ``FUZZ.max_examples`` examples (a strategy that collapsed to one
+    branch, or a settings profile that skips generation, fails here instead of passing with
+    nothing tested)."""
+    COUNTS.clear()
+    search(env)
+    print("\nfuzz examples: " + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items())))
+    for target in targets:
+        assert COUNTS[target] >= FUZZ.max_examples // 4, dict(COUNTS)
 
 
 @pytest.fixture
@@ -171,7 +185,7 @@ def csv_files(draw: Any) -> bytes:
     data=("phone,name\n4155550002," + "x" * 200_000 + "\n").encode(), brand=False, rejects=False
 )
 @example(data=b"phone,phone\n4155550003,4155550004\n", brand=False, rejects=False)
-def test_contacts_import_never_crashes(env, data, brand, rejects):
+def _contacts_import(env: Path, data: bytes, brand: bool, rejects: bool) -> None:
     f = env / "fuzz.csv"
     f.write_bytes(data)
     args = ["contacts", "import", str(f)]
@@ -180,6 +194,10 @@ def test_contacts_import_never_crashes(env, data, brand, rejects):
     if rejects:
         args += ["--rejects", str(env / "rejects.csv")]
     _check(_invoke(*args), "contacts import")
+
+
+def test_contacts_import_never_crashes(env: Path) -> None:
+    _fuzzed(_contacts_import, env, "contacts import")
 
 
 # ------------------------------------------------------------------------------------ JSON
@@ -223,13 +241,17 @@ def campaign_docs(draw: Any) -> str:
 @example(text=json.dumps({**SEED_DOC, "opt_out_keywords": "STOP"}), lint=True)
 @example(text=json.dumps({**SEED_DOC, "brand_name": 7}), lint=True)
 @example(text=json.dumps({k: v for k, v in SEED_DOC.items() if k != "sid"}), lint=False)
-def test_campaign_files_never_crash(env, text, lint):
+def _campaign_files(env: Path, text: str, lint: bool) -> None:
     f = env / "campaign.json"
     f.write_text(text, encoding="utf-8", errors="surrogatepass")
     if lint:
         _check(_invoke("campaign", "lint", str(f), "--json"), "campaign lint", findings_ok=True)
     else:
         _check(_invoke("campaign", "import", str(f), "--brand", BRAND), "campaign import")
+
+
+def test_campaign_files_never_crash(env: Path) -> None:
+    _fuzzed(_campaign_files, env, "campaign lint", "campaign import")
 
 
 # ------------------------------------------------------------------------------------ templates
@@ -276,7 +298,7 @@ TEMPLATE = st.one_of(
 @example(template="-0", preview=True)
 @example(template="[A]", preview=True)
 @example(template="--json", preview=False)
-def test_templates_never_crash(env, template, preview):
+def _templates(env: Path, template: str, preview: bool) -> None:
     sid = SEED_DOC["sid"]
     if preview:
         r = _invoke(
@@ -297,6 +319,10 @@ def test_templates_never_crash(env, template, preview):
             "--json",
         )
         _check(r, "run launch --dry-run")
+
+
+def test_templates_never_crash(env: Path) -> None:
+    _fuzzed(_templates, env, "message preview", "run launch --dry-run")
 
 
 @pytest.mark.parametrize(
@@ -341,8 +367,3 @@ def test_message_preview_missing_field(env):
     (a KeyError: exit 70); now one ``error:`` line naming the field."""
     r = _invoke("message", "preview", "Hi [A]", "--campaign", SEED_DOC["sid"], "--contact", CONTACT)
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "[A]" in r.stderr, r.stderr
-
-
-def test_zz_report_counts():
-    """Prints the examples run per target (when run after the fuzz tests, as in file order)."""
-    print("\nfuzz examples: " + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items())))

@@ -1,4 +1,5 @@
-"""Halt signals on real Redis (DB 9): the unit cases again, plus TTLs kept by the server."""
+"""Halt signals on real Redis (the session's redis-server): the unit cases again, plus TTLs kept
+by the server."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dispatcher.halts import Halts
-from tests.servers import redis_url
 from tests.unit.test_halts import (  # noqa: F401  (same cases on real Redis)
     h,
     test_a_flush_or_a_changed_epoch_is_not_clear,
@@ -25,15 +25,12 @@ from tests.unit.test_halts import (  # noqa: F401  (same cases on real Redis)
 )
 
 pytestmark = pytest.mark.integration
-REDIS_DB = 9
 
 
 @pytest.fixture(params=[False, True], ids=["bytes", "str"])
-def redis(request) -> Iterator[redis_lib.Redis]:  # overrides the fakeredis fixture
-    r = redis_lib.Redis.from_url(redis_url(db=REDIS_DB), decode_responses=request.param)
-    r.flushdb()
+def redis(request, clean_redis_url: str) -> Iterator[redis_lib.Redis]:  # overrides fakeredis
+    r = redis_lib.Redis.from_url(clean_redis_url, decode_responses=request.param)
     yield r
-    r.flushdb()
     r.close()
 
 
@@ -77,13 +74,13 @@ def test_a_pause_on_postgresql_without_a_shared_redis_is_refused(pg_db):
         assert s.get(Run, run_id).state == "running"
 
 
-def test_a_reconnect_since_the_epoch_was_read_is_not_clear():
+def test_a_reconnect_since_the_epoch_was_read_is_not_clear(clean_redis_url: str) -> None:
     """A Redis that restarted from a snapshot brings the same epoch back without the newest
     keys: every client connection reconnects, and that alone makes the check fall back."""
     from dispatcher.halts import Reconnects, client
 
     count = Reconnects()
-    r = client(redis_url(db=REDIS_DB), count)
+    r = client(clean_redis_url, count)
     halts = Halts(r, reconnects=count)
     try:
         e = halts.epoch()
@@ -92,5 +89,4 @@ def test_a_reconnect_since_the_epoch_was_read_is_not_clear():
         assert not halts.clear(e, contact_id=1, run_id=2, campaign_id=3)
         assert halts.clear(halts.epoch(), contact_id=1, run_id=2, campaign_id=3)  # the next batch
     finally:
-        r.flushdb()
         r.close()

@@ -12,14 +12,16 @@ from tests.harness import check_delivery, check_windows, launch, outbox_rows, se
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(960)
 def test_two_thousand_recipients_two_worker_processes(dist, tmp_path):
     stack, db = dist
     # Limits raised (campaign window 200 per 2 s, 40 MPS = 2 400 segments per 60 s) so the run
     # is CPU-bound: the whole pipeline costs ~50 ms of CPU per message (workers, webhook
     # callbacks, carrier), so two cores deliver 20-40/s and 2 000 take about a minute.  The
     # window checks still run over every sliding window; tests/faults/test_redis_loss.py runs
-    # a window that binds.
+    # a window that binds.  How long it takes is bench/pipeline.py's business: here the run
+    # only has to keep moving (a minute without a row changing state fails), so the test also
+    # passes when other test runs share the cores (two full runs at once took 4 min for 1 000).
     seeded = seed(
         db,
         tmp_path,
@@ -33,7 +35,7 @@ def test_two_thousand_recipients_two_worker_processes(dist, tmp_path):
     stack.up(processes=2, threads=4)
     t0 = time.monotonic()
     run_id = launch(db, seeded)
-    counts = wait_run_done(db, run_id, timeout=240, stack=stack)
+    counts = wait_run_done(db, run_id, timeout=900, stack=stack, stall=60)
     elapsed = time.monotonic() - t0
     records = stack.carrier.records()
     rows = outbox_rows(db, [run_id])

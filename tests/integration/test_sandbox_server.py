@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,19 +27,12 @@ from dispatcher.sandbox import SandboxConfig, default_campaign
 from dispatcher.sandbox.server import BackgroundServer, server_app
 from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 from tests.contract import spec
+from tests.procs import Proc, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 FROM = "+15005550006"
 MG = "MG" + "a" * 32
 QE = "QE" + "b" * 32
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 class Hooks:
@@ -190,13 +182,11 @@ def test_admin_inbound_and_cli_reply(
     assert inbound[1][1]["Body"] == "START" and inbound[1][1]["From"] == "+14155550101"
 
 
-def test_cli_serve_subprocess() -> None:
-    port_sock = __import__("socket").socket()
-    port_sock.bind(("127.0.0.1", 0))
-    port = port_sock.getsockname()[1]
-    port_sock.close()
+def test_cli_serve_subprocess(tmp_path: Path) -> None:
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
-    proc = subprocess.Popen(
+    proc = Proc(
+        "sandbox",
         [
             sys.executable,
             "-c",
@@ -208,9 +198,8 @@ def test_cli_serve_subprocess() -> None:
             "--fault-429",
             "1.0",
         ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env,
+        tmp_path,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -219,7 +208,7 @@ def test_cli_serve_subprocess() -> None:
             try:
                 return httpx.get(url + "/_sandbox/health", timeout=0.5).status_code == 200
             except httpx.HTTPError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert proc.alive(), proc.tail()
                 return False
 
         wait_for(up, timeout=20)
@@ -229,7 +218,4 @@ def test_cli_serve_subprocess() -> None:
         assert ei.value.outcome == "retryable" and ei.value.code == 20429
         gw.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        proc.stop()

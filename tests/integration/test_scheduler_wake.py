@@ -3,8 +3,7 @@ tick: ``runs.launch`` NOTIFYs ``WAKE_CHANNEL`` in its transaction and the schedu
 thread ticks at once.  The tick here is 30 s, so anything within a few seconds is the wake-up.
 
 The scheduler runs in process on a throw-away PostgreSQL database; its leader lock is on
-fakeredis (the wake-up does not involve Redis, and the shared Redis may hold a real scheduler's
-lock)."""
+fakeredis (the wake-up does not involve Redis)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Throttle on real Redis (DB 11): the unit cases again, multi-process hammering, script reload."""
+"""Throttle on real Redis (the session's redis-server): the unit cases again, multi-process
+hammering, script reload."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import redis
 from dispatcher import keys
 from dispatcher.throttle import Bucket, RedisThrottle
 from dispatcher.throttle.simulate import window_violations
-from tests.servers import redis_url
 from tests.unit.throttle.test_reserve import *  # noqa: F403  (same cases on real Redis)
 from tests.unit.throttle.test_reserve import T0
 
@@ -21,11 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:  # overrides the fakeredis fixture
-    r = redis.Redis.from_url(redis_url(db=11))
-    r.flushdb()
+def redis_client(clean_redis_url: str) -> Iterator[redis.Redis]:  # overrides the fakeredis one
+    r = redis.Redis.from_url(clean_redis_url)
     yield r
-    r.flushdb()
     r.close()
 
 
@@ -64,8 +62,8 @@ def _hammer(url: str, n: int, out: mp.Queue) -> None:  # runs in a child process
     out.put(got)
 
 
-def test_two_processes_eight_threads_never_over(redis_client: redis.Redis) -> None:
-    url = redis_url(db=11)
+def test_two_processes_eight_threads_never_over(clean_redis_url: str) -> None:
+    url = clean_redis_url
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     ps = [ctx.Process(target=_hammer, args=(url, 150, q)) for _ in range(2)]

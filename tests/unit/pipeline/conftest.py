@@ -8,7 +8,7 @@ adds contacts with or without consent, launches runs, and records every queue op
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +26,7 @@ from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
 from dispatcher.models import Campaign, OutboxMessage, Run
 from dispatcher.runtime import Runtime
 from dispatcher.settings import Settings
-from tests.harness import wait_for as harness_wait_for
+from tests.procs import wait_for  # noqa: F401 - re-exported (tests import it from here)
 
 TEMPLATE = "Hi [first_name], your maintenance contract [contract] expires on [date]."
 SENDER = "+15005550006"
@@ -201,11 +201,6 @@ class Harness:
     def records(self, to: str | None = None) -> list[dict[str, Any]]:
         recs = self.sandbox.records()
         return [r for r in recs if to is None or r["to"] == to]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it is truthy (status callbacks arrive on another thread)."""
-    return harness_wait_for(cond, timeout, what, every=0.01)
 
 
 def outbox_suppress_for_contact(s: Any, contact_id: int, now: datetime) -> int:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from dispatcher import ledger, outbox, run_report, runs
 from dispatcher.clock import as_utc
-from tests.unit.pipeline.conftest import BRAND, START, wait_for
+from tests.procs import wait_for
+from tests.unit.pipeline.conftest import BRAND, START
 
 
 def test_send_reaches_the_carrier_with_brand_and_stop_language_then_delivered(harness):

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import event
 
 from dispatcher import runs
-from tests.harness import wait_for
+from tests.procs import wait_for
 from workers.scheduler import Scheduler, WakeListener
 
 

@@ -18,7 +18,7 @@ from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.webhooks import WebhookOptions, create_app
-from tests.harness import wait_for as harness_wait_for
+from tests.procs import wait_for  # noqa: F401 - re-exported (tests import it from here)
 
 TOKEN = "test-auth-token-0123456789abcdef"
 BASE = "https://hooks.example.com"
@@ -286,7 +286,3 @@ def status(sid: str, st: str, code: int | None = None) -> dict[str, str]:
     if code is not None:
         p["ErrorCode"] = str(code)
     return p
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    return harness_wait_for(cond, timeout, every=0.01)

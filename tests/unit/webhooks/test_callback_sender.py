@@ -17,7 +17,8 @@ from twilio.request_validator import RequestValidator
 from dispatcher.models import OutboxMessage
 from dispatcher.sandbox.callbacks import AsgiCallbackSender, HttpCallbackSender, signed_callback
 from dispatcher.sandbox.keepalive import KeepAliveClient
-from tests.unit.webhooks.conftest import BASE, build_world, make_client, status, wait_for
+from tests.procs import wait_for
+from tests.unit.webhooks.conftest import BASE, build_world, make_client, status
 from tests.unit.webhooks.conftest import TOKEN as HOOK_TOKEN
 
 TOKEN = "sandbox-token-0123456789abcdef0123"

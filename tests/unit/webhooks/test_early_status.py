@@ -16,6 +16,7 @@ from dispatcher.errors import StorageError
 from dispatcher.models import ConsentEvent, OutboxMessage
 from dispatcher.webhooks import WebhookOptions, delivery
 from dispatcher.webhooks.delivery import StatusUpdate, apply_status, apply_statuses
+from tests.procs import wait_for
 from tests.unit.webhooks.conftest import (
     PHONE,
     RecordingMetrics,
@@ -23,7 +24,6 @@ from tests.unit.webhooks.conftest import (
     make_client,
     post,
     status,
-    wait_for,
 )
 
 T: Any = OutboxMessage.__table__  # type: ignore[attr-defined]

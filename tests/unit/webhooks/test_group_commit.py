@@ -11,7 +11,7 @@ import pytest
 
 from dispatcher.errors import StorageError
 from dispatcher.webhooks.groupcommit import GroupCommit
-from tests.unit.webhooks.conftest import wait_for
+from tests.procs import wait_for
 
 
 class Recorder:

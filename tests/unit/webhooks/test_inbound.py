@@ -11,6 +11,7 @@ from sqlmodel import select
 from dispatcher import ledger
 from dispatcher.models import ConsentEvent, Contact, InboundMessage, OutboxMessage
 from dispatcher.webhooks import WebhookOptions
+from tests.procs import wait_for
 from tests.unit.webhooks.conftest import (
     MG,
     PHONE,
@@ -18,7 +19,6 @@ from tests.unit.webhooks.conftest import (
     inbound,
     make_client,
     post,
-    wait_for,
 )
 
 SID2 = "SM" + "2" * 32

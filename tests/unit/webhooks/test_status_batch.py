@@ -15,13 +15,13 @@ from dispatcher.errors import StorageError
 from dispatcher.models import ConsentEvent, OutboxMessage
 from dispatcher.webhooks import delivery
 from dispatcher.webhooks.delivery import CampaignCache
+from tests.procs import wait_for
 from tests.unit.webhooks.conftest import (
     RecordingMetrics,
     build_world,
     make_client,
     post,
     status,
-    wait_for,
 )
 
 
