@@ -186,9 +186,13 @@ def quick_head() -> str | None:
 
 
 def alembic_config(connection: Any) -> Any:
+    import sys
+
     from alembic.config import Config
 
-    cfg = Config()
+    # Config's stdout default is bound when alembic is first imported; a command that ran under
+    # a captured stdout (Typer's CliRunner) would leave later checks writing to a closed file
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     return cfg

@@ -12,6 +12,7 @@ pause 1`` imports ``dispatcher.cli.run`` and nothing of the other groups (bench/
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -134,6 +135,14 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _internal(e: Exception) -> None:
+    """An error that is ours, not the operator's: one line (a traceback with DISPATCHER_DEBUG)."""
+    if os.environ.get("DISPATCHER_DEBUG"):
+        raise e
+    log.debug("internal error", exc_info=True)
+    _fail(f"internal error: {type(e).__name__}: {e} (DISPATCHER_DEBUG=1 for details)", 70)
+
+
 def _usage_message(e: Exception) -> str:
     """Click's reason for a usage error, with the value it refused and where to read more."""
     msg = e.format_message()  # type: ignore[attr-defined]
@@ -223,11 +232,13 @@ class DispatcherGroup(TyperGroup):
         except BrokenPipeError:  # stdout closed early (`dispatcher ... | head`): not an error
             sys.stderr.close()
             raise typer.Exit(0) from None
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                _internal(e)
+            # a server command whose port another process holds: the operator's to fix
+            _fail(f"cannot listen: the address is already in use ({e.strerror})", 1)
         except Exception as e:  # noqa: BLE001 - never a traceback for the operator
-            if os.environ.get("DISPATCHER_DEBUG"):
-                raise
-            log.debug("internal error", exc_info=True)
-            _fail(f"internal error: {type(e).__name__}: {e} (DISPATCHER_DEBUG=1 for details)", 70)
+            _internal(e)
 
 
 app = typer.Typer(

@@ -136,3 +136,23 @@ def test_campaign_list_never_cuts_a_sid(env):
 def test_message_preview_shows_the_number_typed_in_full(env):
     r = _cli(env, "message", "preview", "Hi [plan]", "--campaign", SID, "--contact", "4155551234")
     assert r.returncode == 1 and f"contact {PHONE} has no value for [plan]" in r.stderr
+
+
+def test_a_server_on_a_taken_port_is_one_error_line(env: dict[str, str]) -> None:
+    """Another process holds the port: the operator's to fix (exit 1, one line), not an
+    internal error with exit 70."""
+    import socket
+
+    from tests.procs import free_port
+
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        r = _cli(env, "sandbox", "serve", "--port", str(port))
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: cannot listen: the address is already in use (Address already in use)"
+    ]
+    assert "Traceback" not in r.stderr
