@@ -82,8 +82,8 @@ def pure(n: int) -> None:
 def end_to_end(n: int) -> None:
     from sqlalchemy import insert
 
-    from dispatcher import ledger, registry, runs
-    from dispatcher.models import Contact
+    from dispatcher import registry, runs
+    from dispatcher.models import ConsentEvent, Contact
     from dispatcher.store import Database
 
     with tempfile.TemporaryDirectory() as d:
@@ -108,9 +108,15 @@ def end_to_end(n: int) -> None:
             ]  # fmt: skip
             s.connection().execute(insert(Contact.__table__), rows)  # type: ignore[attr-defined]
             ids = [r[0] for r in s.connection().execute(Contact.__table__.select())]  # type: ignore[attr-defined]
-            for cid in ids:
-                ledger.append(s, contact_id=cid, brand_id=brand.id, action="grant",
-                              source="import", actor="bench", evidence_text="form")  # fmt: skip
+            s.connection().execute(
+                insert(ConsentEvent.__table__),  # type: ignore[attr-defined]
+                [
+                    {"contact_id": cid, "brand_id": brand.id, "action": "grant",
+                     "consent_type": "express", "source": "import", "actor": "bench",
+                     "evidence_text": "form", "occurred_at": NOW, "recorded_at": NOW}
+                    for cid in ids
+                ],
+            )  # fmt: skip
             sid = camp.sid
         req = runs.LaunchRequest(campaign=sid, template="Hi [first_name]", audience={"kind": "all"})
         with db.session() as s:

@@ -205,7 +205,6 @@ def _exchange(phone: str) -> str:
     return phone[:8] if len(phone) == 12 and phone.startswith("+1") else phone
 
 
-
 class Grouper:
     """Rows -> the schedule model's groups: the recipient's quiet-hour windows (``resolve``, as
     ``decide()`` computes them) and the message's segments.  Numbers are looked up once per
@@ -329,20 +328,19 @@ def model_load(
 def run_schedule(
     session: Session, run: Run, campaign: Campaign, now: datetime, *, grace_s: float
 ) -> dict[str, Any] | None:
-    """The schedule model over a run's rows still to send (a scheduled run not yet fanned out:
-    over its audience, as the dry run sees it)."""
+    """The schedule model over a run's rows still to send; for a scheduled run not fanned out
+    yet, over its audience's contacts that have consent (the gates' other reasons, which need
+    every message composed, are the dry run's: the launch returned it)."""
     if run.state == PAUSED:
         return None
-    if run.state == SCHEDULED and not run.audience.get("staged"):
-        req = LaunchRequest(
-            campaign=str(campaign.id),
-            template=run.template,
-            audience=run.audience,
-            send_at=as_utc(run.send_at),
-        )
-        return dry_run(session, req, now=now, grace_s=grace_s)["schedule"]  # type: ignore[no-any-return]
     grouper = Grouper(campaign)
     buckets_of = model_buckets(session, campaign, grace_s)
+    if run.state == SCHEDULED and not run.audience.get("staged"):
+        start = max(now, as_utc(run.send_at))
+        rows = _audience_rows(session, run, campaign, grouper, start.timestamp())
+        return schedule_doc(
+            sched.plan(rows, grouper.groups, buckets_of, now=start.timestamp()), start
+        )
     t = OB
     c = Contact.__table__  # type: ignore[attr-defined]
     default_segments = _run_segments(session, run, campaign)
@@ -375,6 +373,30 @@ def run_schedule(
     load = model_load(session, campaign, buckets_of, now)
     plan = sched.plan(rows, grouper.groups, buckets_of, now=t_start, load=load)
     return schedule_doc(plan, start)
+
+
+def _audience_rows(
+    session: Session, run: Run, campaign: Campaign, grouper: Grouper, start: float
+) -> list[sched.Row]:
+    brand = session.get(Brand, campaign.brand_id)
+    segments: int | None = None
+    req = LaunchRequest(campaign=str(campaign.id), template=run.template, audience=run.audience)
+    rows: list[sched.Row] = []
+    for batch in _audience_batches(session, req, Counter()):
+        ids = [c.id for c, _ in batch if c.id is not None]
+        consent = ledger.statuses(session, ids, brand_id=campaign.brand_id, campaign_id=campaign.id)
+        for contact, variables in batch:
+            st = consent.get(contact.id) if contact.id else None
+            if st is None or not st.granted or st.opted_out:
+                continue
+            if segments is None:  # the message composed for the first of them
+                segments = _segments_for(run.template, contact, variables, brand)
+            try:
+                g = grouper.group(contact.phone, contact.time_zone, contact.state_code, segments)
+            except Exception:  # noqa: BLE001 - a number the gate will suppress
+                continue
+            rows.append(sched.Row(start, g))
+    return rows
 
 
 def _run_segments(session: Session, run: Run, campaign: Campaign) -> int:

@@ -270,3 +270,15 @@ def test_the_metrics_gauge_uses_the_same_words_and_forgets_no_state(h):
             outbox.defer(s, row.id, now + timedelta(hours=9), "quiet_hours", now)
     hk.observe()
     assert (gauge("queued"), gauge("deferred")) == (0, 3)
+
+
+def test_a_scheduled_run_has_its_schedule_from_its_consented_audience(h):
+    h.contacts(30)  # New York, consented
+    h.contact("+13125550001", consent=False)
+    at = h.clock.now() + timedelta(days=1)  # Tuesday 10:00 EST
+    run_id = h.launch(fan_out=False, send_at=at)
+    with h.db.session() as s:
+        p = run_report.progress(s, run_id, h.clock.now())
+    assert p["state"] == "scheduled" and p["substate"] is None
+    assert p["schedule"]["rows"] == 30
+    assert p["next_send_at"] == at and p["eta"] == at + timedelta(seconds=2 * 302)
