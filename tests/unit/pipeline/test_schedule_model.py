@@ -15,37 +15,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher import contacts, ledger, run_report, runs
+from dispatcher import run_report, runs
 from dispatcher.models import Brand
-from tests.unit.pipeline.conftest import GRANTED_AT, TEMPLATE, make_harness
+from tests.unit.pipeline.conftest import TEMPLATE, make_harness
 from tests.unit.pipeline.test_virtual_clock import simulate
 
 ET = ZoneInfo("America/New_York")
 #: Monday 2026-01-05 12:00 EST and 19:30 EST
 NOON_ET = datetime(2026, 1, 5, 17, 0, tzinfo=UTC)
 EVENING_ET = datetime(2026, 1, 6, 0, 30, tzinfo=UTC)
-
-
-def add_contacts(h: Any, npas: list[str], n: int) -> None:
-    """``n`` consented contacts, their area codes taken in turn from ``npas`` (interleaved)."""
-    with h.db.session() as s:
-        for i in range(n):
-            c, _ = contacts.upsert_contact(
-                s,
-                f"+1{npas[i % len(npas)]}55{i:05d}",
-                name=f"Customer{i} Demo",
-                attributes={"contract": f"MC-{i}", "date": "2026-03-01"},
-            )
-            ledger.append(
-                s,
-                contact_id=c.id,
-                brand_id=h.brand_id,
-                action="grant",
-                source="web_form",
-                actor="test",
-                evidence_text="web form",
-                occurred_at=GRANTED_AT,
-            )
 
 
 def predict_then_run(h: Any, template: str = TEMPLATE) -> dict[str, Any]:
@@ -108,7 +86,7 @@ def assert_close(r: dict[str, Any], window_s: float) -> None:
 def test_500_at_10_per_5_min_launched_at_noon_et(tmp_path):
     with make_harness(tmp_path) as h:
         h.clock.set(NOON_ET)
-        add_contacts(h, ["212"], 500)
+        h.contacts(500)
         r = predict_then_run(h)
     assert r["sent"] == 500
     assert r["dry"]["schedule"]["slots_given_back"] == 0
@@ -120,7 +98,7 @@ def test_500_launched_at_1930_et_with_florida_hawaii_alaska_split_over_two_days(
     with make_harness(tmp_path) as h:
         h.clock.set(EVENING_ET)
         # New York (21:00 close), Florida (20:00), Hawaii (5 h behind), Alaska (Anchorage + Adak)
-        add_contacts(h, ["212", "305", "808", "907"], 500)
+        h.contacts(500, npa=("212", "305", "808", "907"))
         r = predict_then_run(h)
     assert r["sent"] == 500
     days = {datetime.fromtimestamp(t, ET).date() for t in (r["start"], r["actual"])}
@@ -141,7 +119,7 @@ def test_a_run_that_hits_the_t_mobile_daily_cap(tmp_path):
             s.add(brand)
         # a campaign window of 100 a minute: the daily cap, not the window, holds the run back
         h.set_campaign(window_limit=100, window_seconds=60)
-        add_contacts(h, ["212"], 300)
+        h.contacts(300)
         # ten segments a message: 200 messages fill the day; 100 wait for the next one, whose
         # midnight (Pacific) is 03:00 in New York: they go at 08:00
         long = TEMPLATE + " " + " ".join(["Your service plan details follow."] * 40)
