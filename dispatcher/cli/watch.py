@@ -48,7 +48,6 @@ def watch(
     """Show a progress bar until the run completes (or is cancelled/paused with nothing left to
     do, or ``until(progress)`` is true), then (``verdict``) what the numbers say.  Times in
     ``zone`` (the operator's).  Returns the last progress document."""
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.monotonic()
@@ -90,9 +89,7 @@ def watch(
             if last["state"] in FINAL_RUN or (until is not None and until(last)):
                 break
             if last["state"] == runs.PAUSED:
-                err().print(
-                    f"[yellow]run {run_id} paused: {escape(last['pause_reason'] or '')}[/yellow]"
-                )
+                err().print(f"run {run_id} paused: {last['pause_reason']}", style="yellow")
                 break
             if timeout is not None and mono - started > timeout:
                 break
