@@ -16,9 +16,10 @@ the minute, with the zone named (:func:`local_time`); documents carry UTC ISO 86
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select
@@ -26,7 +27,6 @@ from sqlmodel import Session
 
 from dispatcher import audience as aud
 from dispatcher import ledger, outbox
-from dispatcher import schedule as sched
 from dispatcher.clock import as_utc
 from dispatcher.models import Brand, Campaign, Contact, Run
 from dispatcher.runs import (
@@ -41,6 +41,9 @@ from dispatcher.runs import (
     recipient_list,
 )
 from dispatcher.templates import parse_template
+
+if TYPE_CHECKING:  # the model and its quiet hours load only when there are rows to plan
+    from dispatcher import schedule as sched
 
 #: the row states, in the order people read them (docs/operating.md)
 LIVE = ("queued", "deferred", "sending", "unknown")
@@ -211,9 +214,7 @@ class Grouper:
     exchange (``+1NPANXX``): their zones and state rule depend on nothing finer."""
 
     def __init__(self, campaign: Campaign) -> None:
-        from dispatcher.compliance.quiet_hours import policy_from_name
-
-        self.policy = policy_from_name(campaign.quiet_hours_policy)
+        self.policy_name = campaign.quiet_hours_policy
         self.groups: list[sched.Group] = []
         self._index: dict[tuple[Any, int], int] = {}
         self._windows: dict[tuple[str, str | None, str | None], tuple[Any, bool]] = {}
@@ -222,15 +223,16 @@ class Grouper:
     def windows(
         self, phone: str, time_zone: str | None, state_code: str | None
     ) -> tuple[sched.Windows, bool]:
-        from dispatcher.compliance.quiet_hours import resolve
+        from dispatcher.compliance.quiet_hours import policy_from_name, resolve
 
         key = (_exchange(phone), time_zone, state_code)
         hit = self._windows.get(key)
         if hit is None:
-            if not self.policy.enabled:
+            policy = policy_from_name(self.policy_name)
+            if not policy.enabled:
                 hit = ((), False)
             else:
-                r = resolve(phone, self.policy, time_zone, state_code)
+                r = resolve(phone, policy, time_zone, state_code)
                 hit = (r.windows, r.unknown_zone)
             self._windows[key] = hit
         return hit
@@ -245,6 +247,8 @@ class Grouper:
             windows, unknown = self.windows(phone, time_zone, state_code)
             k = self._index.get((windows, segments))
             if k is None:
+                from dispatcher import schedule as sched
+
                 k = self._index[(windows, segments)] = len(self.groups)
                 label = _label(windows, unknown)
                 self.groups.append(sched.Group(windows, segments, label, unknown))
@@ -263,6 +267,8 @@ def _label(windows: sched.Windows, unknown: bool) -> str:
 
 
 def model_buckets(session: Session, campaign: Campaign, grace_s: float) -> sched.BucketsOf:
+    from dispatcher import schedule as sched
+
     brand = session.get(Brand, campaign.brand_id)
     return sched.campaign_buckets(
         campaign,
@@ -278,6 +284,8 @@ def model_load(
     """What the throttle's buckets already hold at ``now``, from the outbox: the sends of the
     last window of the campaign and of its sender (rows being sent count as sent now), and the
     segments the brand sent since the daily cap's day began."""
+    from dispatcher import schedule as sched
+
     shape = list(buckets_of(1))
     span = max((b.period_s + b.grace for b in shape if b.calendar_tz is None), default=0.0)
     same_brand = select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)  # type: ignore[arg-type]
@@ -335,17 +343,18 @@ def run_schedule(
     if run.state == PAUSED:
         return None
     grouper = Grouper(campaign)
-    buckets_of = model_buckets(session, campaign, grace_s)
+    start = max(now, as_utc(run.send_at))
+    t_start = start.timestamp()
     if run.state == SCHEDULED and not run.audience.get("staged"):
-        start = max(now, as_utc(run.send_at))
-        rows = _audience_rows(session, run, campaign, grouper, start.timestamp())
-        return schedule_doc(
-            sched.plan(rows, grouper.groups, buckets_of, now=start.timestamp()), start
-        )
+        rows = _audience_rows(session, run, campaign, grouper, t_start)
+        if not rows:
+            return schedule_doc(None, start)
+        from dispatcher import schedule as sched
+
+        buckets_of = model_buckets(session, campaign, grace_s)
+        return schedule_doc(sched.plan(rows, grouper.groups, buckets_of, now=t_start), start)
     t = OB
     c = Contact.__table__  # type: ignore[attr-defined]
-    default_segments = _run_segments(session, run, campaign)
-    rows: list[sched.Row] = []
     conn = session.connection()
     # plain numbers from SQL (a datetime parsed per row cost more than the model itself)
     q = (
@@ -361,16 +370,23 @@ def run_schedule(
         .where(t.c.run_id == run.id, t.c.state == outbox.QUEUED)
         .order_by(t.c.due_at, t.c.id)
     )
-    start = max(now, as_utc(run.send_at))
-    t_start = start.timestamp()
+    result = conn.execute(q)
+    first = result.fetchone()
+    if first is None:  # nothing left to plan: no model (nor its quiet-hours data) to load
+        return schedule_doc(None, start)
+    from dispatcher import schedule as sched
+
+    default_segments = _run_segments(session, run, campaign)
+    rows: list[sched.Row] = []
     group, row = grouper.group, sched.Row
-    for due, carried, segs, phone, tz, st in conn.execute(q):
+    for due, carried, segs, phone, tz, st in itertools.chain([first], result):
         due_t = round(float(due), 3)
         try:
             g = group(phone, tz, st, segs or default_segments)
         except Exception:  # noqa: BLE001 - a number the gate will suppress: not to schedule
             continue
         rows.append(row(due_t, g, bool(carried) and due_t > t_start))
+    buckets_of = model_buckets(session, campaign, grace_s)
     load = model_load(session, campaign, buckets_of, now)
     plan = sched.plan(rows, grouper.groups, buckets_of, now=t_start, load=load)
     return schedule_doc(plan, start)
@@ -386,10 +402,13 @@ def _epoch(column: Any, dialect: str) -> Any:
 def _audience_rows(
     session: Session, run: Run, campaign: Campaign, grouper: Grouper, start: float
 ) -> list[sched.Row]:
+    """The consented contacts of a scheduled run's audience, as rows due at ``start``
+    (grouped; the model's modules load with the first of them)."""
     brand = session.get(Brand, campaign.brand_id)
     segments: int | None = None
     req = LaunchRequest(campaign=str(campaign.id), template=run.template, audience=run.audience)
     rows: list[sched.Row] = []
+    groups: list[int] = []
     for batch in _audience_batches(session, req, Counter()):
         ids = [c.id for c, _ in batch if c.id is not None]
         consent = ledger.statuses(session, ids, brand_id=campaign.brand_id, campaign_id=campaign.id)
@@ -400,10 +419,15 @@ def _audience_rows(
             if segments is None:  # the message composed for the first of them
                 segments = _segments_for(run.template, contact, variables, brand)
             try:
-                g = grouper.group(contact.phone, contact.time_zone, contact.state_code, segments)
+                groups.append(
+                    grouper.group(contact.phone, contact.time_zone, contact.state_code, segments)
+                )
             except Exception:  # noqa: BLE001 - a number the gate will suppress
                 continue
-            rows.append(sched.Row(start, g))
+    if groups:
+        from dispatcher.schedule import Row
+
+        rows = [Row(start, g) for g in groups]
     return rows
 
 
@@ -456,9 +480,14 @@ def _segments_for(
         return 1
 
 
-def schedule_doc(plan: sched.Plan, start: datetime) -> dict[str, Any]:
+def schedule_doc(plan: sched.Plan | None, start: datetime) -> dict[str, Any]:
     """The model's plan as a document: finish, the first send, the sends per UTC hour, per
-    recipients' window, and the slots the gate would give back (booked into quiet hours)."""
+    recipients' window, and the slots the gate would give back (booked into quiet hours).
+    ``None``: nothing left to plan."""
+    if plan is None:
+        return {"start": start.replace(microsecond=0), "first_send": None, "finish": None,
+                "seconds": 0, "rows": 0, "never": 0, "slots_given_back": 0, "hours": [],
+                "windows": []}  # fmt: skip
 
     def at(t: float | None) -> datetime | None:
         return None if t is None else datetime.fromtimestamp(round(t), UTC)
@@ -512,6 +541,7 @@ def dry_run(
     message composed for a real recipient with its segments, and the schedule (the model: when
     each sendable row goes, so the finish and the per-hour plan, quiet hours included)."""
     from dispatcher import compliance
+    from dispatcher import schedule as sched
     from dispatcher.gating import evaluate
     from dispatcher.registry import get_brand, get_campaign
 
