@@ -26,6 +26,7 @@ from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.dispatch import BOOK_HORIZON_S
 from dispatcher.models import Brand, Campaign, Run
+from dispatcher.run_report import ROW_STATES, row_state_column
 from dispatcher.throttle.policy import tmobile_daily_cap
 
 log = logging.getLogger(__name__)
@@ -227,14 +228,15 @@ class Housekeeper:
             oldest = conn.execute(
                 select(func.min(T.c.due_at)).where(T.c.state == outbox.QUEUED, T.c.due_at <= now)
             ).scalar_one()
+            word = row_state_column(now)  # the row states people read (docs/operating.md)
             rows = conn.execute(
-                select(T.c.run_id, T.c.state, func.count())
+                select(T.c.run_id, word, func.count())
                 .where(
                     T.c.run_id.in_(
                         select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))
                     )
                 )
-                .group_by(T.c.run_id, T.c.state)
+                .group_by(T.c.run_id, word)
             ).all()
         with self.db.session() as s:
             active = (
@@ -257,5 +259,8 @@ class Housekeeper:
         self.metrics.oldest_due_age_seconds(
             "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0
         )
-        for run_id, state, n in rows:
-            self.metrics.run_progress(run_id, state, n)
+        counted = {(run_id, state): n for run_id, state, n in rows}
+        # every state, 0 included: a state a run's rows all left reads 0, not its last count
+        for run_id in sorted({r for r, _ in counted} | {r for r, _ in active}):
+            for state in ROW_STATES:
+                self.metrics.run_progress(run_id, state, counted.get((run_id, state), 0))

@@ -1,24 +1,40 @@
-"""What a run looks like, for the CLI, the HTTP API and the demo: progress (counts by state,
-reasons, ETA), a run's summary, and the dry run of a launch (audience, suppressions, the first
-message, the estimated finish).  Reads only; run control is in dispatcher.runs."""
+"""What a run looks like, for the CLI, the HTTP API and the demo: progress (rows by state, reasons,
+the schedule and its finish), a run's summary, the dry run of a launch (audience, suppressions,
+the first message, the schedule) and the verdict at the end.  Reads only; run control is in
+dispatcher.runs.
+
+**Row states** (docs/operating.md has the table; the same words everywhere): a row is *live*
+while it is ``queued`` (due now), ``deferred`` (queued but due later: quiet hours, a frequency
+cap, a booked throttle slot, a retry), ``sending`` or ``unknown``; it is *done* once ``sent``,
+``delivered``, ``undelivered``, ``failed``, ``suppressed`` or ``cancelled``.  No row leaves the
+done states, so ``done`` never goes backwards.  (The outbox stores ``queued`` for both of the
+first two; ``deferred`` is a queued row whose ``due_at`` is after now.)
+
+Every time a person reads is shown in the operator's zone (``DISPATCHER_DEFAULT_TIMEZONE``) to
+the minute, with the zone named (:func:`local_time`); documents carry UTC ISO 8601 to the second.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 from sqlmodel import Session
 
 from dispatcher import audience as aud
 from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
-from dispatcher.models import Campaign, Contact, Run
+from dispatcher.models import Brand, Campaign, Contact, Run
 from dispatcher.runs import (
-    CANCELLED,
-    COMPLETED,
+    ACTIVE,
     OB,
+    PAUSED,
+    RUNNING,
+    SCHEDULED,
     STAGE_BATCH,
     LaunchRequest,
     get_run,
@@ -26,15 +42,62 @@ from dispatcher.runs import (
 )
 from dispatcher.templates import parse_template
 
+if TYPE_CHECKING:  # the model and its quiet hours load only when there are rows to plan
+    from dispatcher import schedule as sched
+
+#: the row states, in the order people read them (docs/operating.md)
+LIVE = ("queued", "deferred", "sending", "unknown")
+DONE = ("sent", "delivered", "undelivered", "failed", "suppressed", "cancelled")
+ROW_STATES = LIVE + DONE
+#: defer reasons that wait for the recipients' daytime
+QUIET_REASONS = frozenset({"quiet_hours", "quiet_hours_unknown_zone"})
+CAP_REASONS = frozenset({"frequency_cap", "state_frequency_cap"})
+#: a run's substate while it runs: every live row waits for quiet hours to end, or for
+#: recipients' quiet hours or frequency caps; else it is sending
+SENDING, WAITING_QUIET, WAITING_RECIPIENTS = (
+    "sending",
+    "waiting_for_quiet_hours",
+    "waiting_for_recipients",
+)
+
+
+def _grace_default() -> float:
+    """The deployment's throttle grace (``DISPATCHER_THROTTLE_GRACE_S``): the model spaces
+    windows as the throttle that runs with these settings does."""
+    from dispatcher.settings import get_settings
+
+    return float(get_settings().throttle_grace_s)
+
 
 # --------------------------------------------------------------------------------- progress
 def counts(session: Session, run_id: int) -> dict[str, int]:
+    """Rows by outbox state as stored (``queued`` includes the deferred ones)."""
     rows = (
         session.connection()
         .execute(select(OB.c.state, func.count()).where(OB.c.run_id == run_id).group_by(OB.c.state))
         .all()
     )
     return {state: n for state, n in rows}
+
+
+def row_state_column(now: datetime) -> Any:
+    """The row state of an outbox row in SQL: its stored state, ``deferred`` for a queued row
+    due after ``now`` (the metrics' gauge groups by it too)."""
+    return case(
+        (and_(OB.c.state == outbox.QUEUED, OB.c.due_at > now), "deferred"), else_=OB.c.state
+    )
+
+
+def row_states(session: Session, run_id: int, now: datetime) -> dict[str, int]:
+    """Rows by row state (the vocabulary above: a queued row due after ``now`` is deferred)."""
+    word = row_state_column(now)
+    rows = (
+        session.connection()
+        .execute(select(word, func.count()).where(OB.c.run_id == run_id).group_by(word))
+        .all()
+    )
+    got = {state: n for state, n in rows}
+    return {s: got[s] for s in (*ROW_STATES, *sorted(set(got) - set(ROW_STATES))) if got.get(s)}
 
 
 def reasons(session: Session, run_id: int) -> dict[str, int]:
@@ -50,10 +113,20 @@ def reasons(session: Session, run_id: int) -> dict[str, int]:
     return {r or "unknown": n for r, n in rows}
 
 
-def progress(session: Session, run_id: int, now: datetime) -> dict[str, Any]:
+def progress(
+    session: Session,
+    run_id: int,
+    now: datetime,
+    *,
+    schedule: bool = True,
+    grace_s: float | None = None,
+) -> dict[str, Any]:
+    """Rows by state, reasons, and (``schedule``) the run's schedule from the schedule model:
+    when the rows still to send go, the finish (``eta``) and the per-hour plan.  ``grace_s``:
+    the throttle grace of the deployment (``DISPATCHER_THROTTLE_GRACE_S``)."""
     run = get_run(session, run_id)
-    c = counts(session, run_id)
-    total = run.total or sum(c.values())
+    by_state = row_states(session, run_id, now)
+    total = run.total or sum(by_state.values())
     deferred_by = {
         r or "unknown": n
         for r, n in session.connection()
@@ -64,22 +137,27 @@ def progress(session: Session, run_id: int, now: datetime) -> dict[str, Any]:
         )
         .all()
     }
-    deferred = sum(deferred_by.values())
-    handed = sum(c.get(s, 0) for s in ("sent", "delivered", "undelivered", "sending", "unknown"))
-    done = handed + sum(c.get(s, 0) for s in ("failed", "suppressed", "cancelled"))
+    done = sum(by_state.get(s, 0) for s in DONE)
+    live = sum(by_state.get(s, 0) for s in LIVE)
     campaign = session.get(Campaign, run.campaign_id)
+    plan_doc: dict[str, Any] | None = None
+    if schedule and campaign is not None and run.state in ACTIVE:
+        grace = _grace_default() if grace_s is None else grace_s
+        plan_doc = run_schedule(session, run, campaign, now, grace_s=grace)
     return {
         "id": run.id,
         "campaign": campaign.sid if campaign else None,
         "state": run.state,
+        "substate": _substate(run.state, by_state, deferred_by),
         "pause_reason": run.pause_reason,
         "send_at": as_utc(run.send_at),
         "started_at": as_utc(run.started_at) if run.started_at else None,
         "finished_at": as_utc(run.finished_at) if run.finished_at else None,
         "total": total,
         "done": done,
-        "by_state": c,
-        "deferred": deferred,
+        "live": live,
+        "by_state": by_state,
+        "deferred": by_state.get("deferred", 0),
         "deferred_by_reason": deferred_by,
         "suppressed_by_reason": reasons(session, run_id),
         "failed_by_code": {
@@ -92,28 +170,23 @@ def progress(session: Session, run_id: int, now: datetime) -> dict[str, Any]:
             )
             .all()
         },
-        "eta": _eta(run, campaign, total - done, now),
+        "eta": plan_doc["finish"] if plan_doc else None,
+        "next_send_at": plan_doc["first_send"] if plan_doc else None,
+        "schedule": plan_doc,
     }
 
 
-def _eta(run: Run, campaign: Campaign | None, remaining: int, now: datetime) -> datetime | None:
-    if campaign is None or remaining <= 0 or run.state in (COMPLETED, CANCELLED):
+def _substate(state: str, by_state: dict[str, int], deferred_by: dict[str, int]) -> str | None:
+    if state != RUNNING:
         return None
-    start = max(now, as_utc(run.send_at))
-    return start + timedelta(seconds=estimate_seconds(remaining, campaign))
-
-
-def estimate_seconds(n: int, campaign: Campaign, segments: int = 1) -> float:
-    """Time to send ``n`` messages at the tightest configured rate (no quiet hours)."""
-    if n <= 0:
-        return 0.0
-    from dispatcher.throttle.policy import Bucket, mps_bucket_shape, sender_mps
-
-    win = Bucket("x:{b:0}", campaign.window_limit, float(campaign.window_seconds))
-    t_window = ((n - 1) // campaign.window_limit) * (campaign.window_seconds + win.grace)
-    limit, period = mps_bucket_shape(sender_mps(campaign.rate_limits))
-    t_mps = ((n * segments - 1) // limit) * period
-    return float(max(t_window, t_mps))
+    live = sum(by_state.get(s, 0) for s in LIVE)
+    if live == 0 or live != by_state.get("deferred", 0):
+        return SENDING
+    if set(deferred_by) <= QUIET_REASONS:
+        return WAITING_QUIET
+    if set(deferred_by) <= QUIET_REASONS | CAP_REASONS:
+        return WAITING_RECIPIENTS
+    return SENDING
 
 
 def run_dict(run: Run) -> dict[str, Any]:
@@ -131,13 +204,346 @@ def run_dict(run: Run) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------- schedule
+def _exchange(phone: str) -> str:
+    """``+1NPANXX`` of a NANP number (its zones and state rule depend on nothing finer)."""
+    return phone[:8] if len(phone) == 12 and phone.startswith("+1") else phone
+
+
+class Grouper:
+    """Rows -> the schedule model's groups: the recipient's quiet-hour windows (``resolve``, as
+    ``decide()`` computes them) and the message's segments.  Numbers are looked up once per
+    exchange (``+1NPANXX``): their zones and state rule depend on nothing finer."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.policy_name = campaign.quiet_hours_policy
+        self.groups: list[sched.Group] = []
+        self._index: dict[tuple[Any, int], int] = {}
+        self._windows: dict[tuple[str, str | None, str | None], tuple[Any, bool]] = {}
+        self._by_number: dict[tuple[str, str | None, str | None, int], int] = {}
+
+    def windows(
+        self, phone: str, time_zone: str | None, state_code: str | None
+    ) -> tuple[sched.Windows, bool]:
+        from dispatcher.compliance.quiet_hours import policy_from_name, resolve
+
+        key = (_exchange(phone), time_zone, state_code)
+        hit = self._windows.get(key)
+        if hit is None:
+            policy = policy_from_name(self.policy_name)
+            if not policy.enabled:
+                hit = ((), False)
+            else:
+                r = resolve(phone, policy, time_zone, state_code)
+                hit = (r.windows, r.unknown_zone)
+            self._windows[key] = hit
+        return hit
+
+    def group(
+        self, phone: str, time_zone: str | None, state_code: str | None, segments: int
+    ) -> int:
+        number = phone[:8] if len(phone) == 12 and phone.startswith("+1") else phone
+        key = (number, time_zone, state_code, segments)  # _exchange, inlined: once per row
+        k = self._by_number.get(key)
+        if k is None:
+            windows, unknown = self.windows(phone, time_zone, state_code)
+            k = self._index.get((windows, segments))
+            if k is None:
+                from dispatcher import schedule as sched
+
+                k = self._index[(windows, segments)] = len(self.groups)
+                label = _label(windows, unknown)
+                self.groups.append(sched.Group(windows, segments, label, unknown))
+            self._by_number[key] = k
+        return k
+
+
+def _label(windows: sched.Windows, unknown: bool) -> str:
+    if not windows:
+        return "no quiet hours"
+    start, end = windows[0][1], windows[0][2]
+    span = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    if unknown:
+        return f"unknown zone (all {len(windows)} US zones) {span}"
+    return "+".join(z.key for z, _, _ in windows) + " " + span
+
+
+def model_buckets(session: Session, campaign: Campaign, grace_s: float) -> sched.BucketsOf:
+    from dispatcher import schedule as sched
+
+    brand = session.get(Brand, campaign.brand_id)
+    return sched.campaign_buckets(
+        campaign,
+        brand_id=campaign.brand_id,
+        brand_tier=brand.tmobile_brand_tier if brand else None,
+        min_grace_s=grace_s,
+    )
+
+
+def model_load(
+    session: Session, campaign: Campaign, buckets_of: sched.BucketsOf, now: datetime
+) -> sched.Load:
+    """What the throttle's buckets already hold at ``now``, from the outbox: the sends of the
+    last window of the campaign and of its sender (rows being sent count as sent now), and the
+    segments the brand sent since the daily cap's day began."""
+    from dispatcher import schedule as sched
+
+    shape = list(buckets_of(1))
+    span = max((b.period_s + b.grace for b in shape if b.calendar_tz is None), default=0.0)
+    same_brand = select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)  # type: ignore[arg-type]
+    sender = campaign.messaging_service_sid or campaign.sender
+    sender_ids = {
+        cid
+        for cid, ms, snd in session.connection().execute(
+            select(Campaign.id, Campaign.messaging_service_sid, Campaign.sender).where(
+                Campaign.brand_id == campaign.brand_id  # type: ignore[arg-type]
+            )
+        )
+        if (ms or snd) == sender
+    }
+    recent = session.connection().execute(
+        select(OB.c.campaign_id, OB.c.sent_at, OB.c.state, OB.c.segments).where(
+            OB.c.campaign_id.in_(sender_ids | {campaign.id}),
+            (OB.c.sent_at > now - timedelta(seconds=span)) | (OB.c.state == outbox.SENDING),
+        )
+    )
+    sends: list[tuple[str, float, int]] = []
+    t_now = now.timestamp()
+    for cid, sent_at, state, segs in recent:
+        t = t_now if state == outbox.SENDING or sent_at is None else as_utc(sent_at).timestamp()
+        # what that send took from each bucket, as the policy charges it
+        for b in buckets_of(max(1, int(segs or 1))):
+            if b.calendar_tz is not None:
+                continue
+            if cid == campaign.id if b.kind == "campaign" else cid in sender_ids:
+                sends.append((b.key, min(t, t_now), b.cost))
+    day_used: list[tuple[str, int]] = []
+    for b in shape:
+        if b.calendar_tz is None:
+            continue
+        local = now.astimezone(ZoneInfo(b.calendar_tz))
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        used = (
+            session.connection()
+            .execute(
+                select(func.coalesce(func.sum(func.coalesce(OB.c.segments, 1)), 0)).where(
+                    OB.c.campaign_id.in_(same_brand), OB.c.sent_at >= day_start
+                )
+            )
+            .scalar_one()
+        )
+        day_used.append((b.key, int(used)))
+    return sched.Load(tuple(sends), tuple(day_used))
+
+
+def run_schedule(
+    session: Session, run: Run, campaign: Campaign, now: datetime, *, grace_s: float
+) -> dict[str, Any] | None:
+    """The schedule model over a run's rows still to send; for a scheduled run not fanned out
+    yet, over its audience's contacts that have consent (the gates' other reasons, which need
+    every message composed, are the dry run's: the launch returned it)."""
+    if run.state == PAUSED:
+        return None
+    grouper = Grouper(campaign)
+    start = max(now, as_utc(run.send_at))
+    t_start = start.timestamp()
+    if run.state == SCHEDULED and not run.audience.get("staged"):
+        rows = _audience_rows(session, run, campaign, grouper, t_start)
+        if not rows:
+            return schedule_doc(None, start)
+        from dispatcher import schedule as sched
+
+        buckets_of = model_buckets(session, campaign, grace_s)
+        return schedule_doc(sched.plan(rows, grouper.groups, buckets_of, now=t_start), start)
+    t = OB
+    c = Contact.__table__  # type: ignore[attr-defined]
+    conn = session.connection()
+    # plain numbers from SQL (a datetime parsed per row cost more than the model itself)
+    q = (
+        select(
+            _epoch(t.c.due_at, conn.dialect.name),
+            t.c.enqueued_at.is_not(None) & (t.c.defer_reason == "throttle"),
+            t.c.segments,
+            t.c.to_phone,
+            c.c.time_zone,
+            c.c.state_code,
+        )
+        .join(c, c.c.id == t.c.contact_id)
+        .where(t.c.run_id == run.id, t.c.state == outbox.QUEUED)
+        .order_by(t.c.due_at, t.c.id)
+    )
+    result = conn.execute(q)
+    first = result.fetchone()
+    if first is None:  # nothing left to plan: no model (nor its quiet-hours data) to load
+        return schedule_doc(None, start)
+    from dispatcher import schedule as sched
+
+    default_segments = _run_segments(session, run, campaign)
+    rows: list[sched.Row] = []
+    group, row = grouper.group, sched.Row
+    for due, carried, segs, phone, tz, st in itertools.chain([first], result):
+        due_t = round(float(due), 3)
+        try:
+            g = group(phone, tz, st, segs or default_segments)
+        except Exception:  # noqa: BLE001 - a number the gate will suppress: not to schedule
+            continue
+        rows.append(row(due_t, g, bool(carried) and due_t > t_start))
+    buckets_of = model_buckets(session, campaign, grace_s)
+    load = model_load(session, campaign, buckets_of, now)
+    plan = sched.plan(rows, grouper.groups, buckets_of, now=t_start, load=load)
+    return schedule_doc(plan, start)
+
+
+def _epoch(column: Any, dialect: str) -> Any:
+    """Seconds since the epoch of a timestamp column, in SQL."""
+    if dialect == "postgresql":
+        return func.extract("epoch", column)
+    return (func.julianday(column) - 2440587.5) * 86400.0  # SQLite keeps UTC text
+
+
+def _audience_rows(
+    session: Session, run: Run, campaign: Campaign, grouper: Grouper, start: float
+) -> list[sched.Row]:
+    """The consented contacts of a scheduled run's audience, as rows due at ``start``
+    (grouped; the model's modules load with the first of them)."""
+    brand = session.get(Brand, campaign.brand_id)
+    segments: int | None = None
+    req = LaunchRequest(campaign=str(campaign.id), template=run.template, audience=run.audience)
+    rows: list[sched.Row] = []
+    groups: list[int] = []
+    for batch in _audience_batches(session, req, Counter()):
+        ids = [c.id for c, _ in batch if c.id is not None]
+        consent = ledger.statuses(session, ids, brand_id=campaign.brand_id, campaign_id=campaign.id)
+        for contact, variables in batch:
+            st = consent.get(contact.id) if contact.id else None
+            if st is None or not st.granted or st.opted_out:
+                continue
+            if segments is None:  # the message composed for the first of them
+                segments = _segments_for(run.template, contact, variables, brand)
+            try:
+                groups.append(
+                    grouper.group(contact.phone, contact.time_zone, contact.state_code, segments)
+                )
+            except Exception:  # noqa: BLE001 - a number the gate will suppress
+                continue
+    if groups:
+        from dispatcher.schedule import Row
+
+        rows = [Row(start, g) for g in groups]
+    return rows
+
+
+def _run_segments(session: Session, run: Run, campaign: Campaign) -> int:
+    """Segments of a row not yet composed: the most common count among the run's composed
+    rows, else the template composed for the first queued row's contact (a first message)."""
+    known = (
+        session.connection()
+        .execute(
+            select(OB.c.segments, func.count())
+            .where(OB.c.run_id == run.id, OB.c.segments.is_not(None))
+            .group_by(OB.c.segments)
+            .order_by(func.count().desc())
+            .limit(1)
+        )
+        .first()
+    )
+    if known is not None:
+        return int(known[0])
+    first = (
+        session.connection()
+        .execute(
+            select(OB.c.contact_id, OB.c.variables)
+            .where(OB.c.run_id == run.id, OB.c.state == outbox.QUEUED)
+            .order_by(OB.c.id)
+            .limit(1)
+        )
+        .first()
+    )
+    contact = session.get(Contact, first[0]) if first else None
+    brand = session.get(Brand, campaign.brand_id)
+    return _segments_for(run.template, contact, first[1] if first else None, brand)
+
+
+def _segments_for(
+    template: str, contact: Contact | None, variables: dict[str, Any] | None, brand: Brand | None
+) -> int:
+    from dispatcher import compliance
+    from dispatcher.templates import contact_values
+
+    try:
+        body = parse_template(template).render(
+            contact_values(
+                contact.name if contact else None, contact.attributes if contact else {}, variables
+            )
+        )
+        text = compliance.compose(body, brand_name=brand.name if brand else "", first_message=True)
+        return max(1, compliance.segments(text).count)
+    except Exception:  # noqa: BLE001 - a row the gate will suppress; count it as one segment
+        return 1
+
+
+def schedule_doc(plan: sched.Plan | None, start: datetime) -> dict[str, Any]:
+    """The model's plan as a document: finish, the first send, the sends per UTC hour, per
+    recipients' window, and the slots the gate would give back (booked into quiet hours).
+    ``None``: nothing left to plan."""
+    if plan is None:
+        return {"start": start.replace(microsecond=0), "first_send": None, "finish": None,
+                "seconds": 0, "rows": 0, "never": 0, "slots_given_back": 0, "hours": [],
+                "windows": []}  # fmt: skip
+
+    def at(t: float | None) -> datetime | None:
+        return None if t is None else datetime.fromtimestamp(round(t), UTC)
+
+    finish = at(plan.finish)
+    return {
+        "start": start.replace(microsecond=0),
+        "first_send": at(plan.first),
+        "finish": finish,
+        "seconds": round(plan.finish - start.timestamp()) if plan.finish is not None else 0,
+        "rows": len(plan.times),
+        "never": plan.never,
+        "slots_given_back": plan.given_back,
+        "hours": [{"hour": at(h), "sends": n} for h, n in plan.hours],
+        "windows": _by_label(plan, start),
+    }
+
+
+def _by_label(plan: sched.Plan, start: datetime) -> list[dict[str, Any]]:
+    """Per recipients' window: rows, first and last send, and whether it is open at the start
+    (the rows of a closed one wait for it to open)."""
+    from dispatcher.compliance.quiet_hours import _quiet
+
+    out: dict[str, dict[str, Any]] = {}
+    for g in plan.groups:
+        e = out.setdefault(
+            g.group.label,
+            {"window": g.group.label, "unknown_zone": g.group.unknown_zone,
+             "open_at_start": not _quiet(g.group.windows, start), "rows": 0,
+             "first": None, "last": None, "never": 0},
+        )  # fmt: skip
+        e["rows"] += g.rows
+        e["never"] += g.never
+        for k, v, pick in (("first", g.first, min), ("last", g.last, max)):
+            if v is not None:
+                w = datetime.fromtimestamp(round(v), UTC)
+                e[k] = w if e[k] is None else pick(e[k], w)
+    return sorted(out.values(), key=lambda e: (e["first"] is None, e["first"] or 0, e["window"]))
+
+
 # ---------------------------------------------------------------------------------- dry run
 def dry_run(
-    session: Session, req: LaunchRequest, *, now: datetime, sample_limit: int | None = None
+    session: Session,
+    req: LaunchRequest,
+    *,
+    now: datetime,
+    sample_limit: int | None = None,
+    grace_s: float | None = None,
 ) -> dict[str, Any]:
     """What a launch would do, without writing: audience size, suppressed by reason, the first
-    message composed for a real recipient with its segments, and the estimated finish time."""
+    message composed for a real recipient with its segments, and the schedule (the model: when
+    each sendable row goes, so the finish and the per-hour plan, quiet hours included)."""
     from dispatcher import compliance
+    from dispatcher import schedule as sched
     from dispatcher.gating import evaluate
     from dispatcher.registry import get_brand, get_campaign
 
@@ -145,6 +551,10 @@ def dry_run(
     campaign = get_campaign(session, req.campaign)
     brand = get_brand(session, campaign.brand_id)
     send_at = as_utc(req.send_at) if req.send_at else now
+    grace = _grace_default() if grace_s is None else grace_s
+    grouper = Grouper(campaign)
+    rows: list[sched.Row] = []
+    t_start = send_at.timestamp()
     outcome: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
     first_text: str | None = None
@@ -162,15 +572,22 @@ def dry_run(
                 outcome["would_send"] += 1
             elif g.kind == "suppress":
                 outcome[f"suppressed:{g.reason}"] += 1
+                continue
             else:
                 outcome["would_send" if g.kind == "send" else f"deferred:{g.reason}"] += 1
             if first_text is None and g.text and g.kind in ("send", "defer"):
                 first_text = g.text
+            segs = getattr(g.decision, "segments", None) or (
+                compliance.segments(g.text).count if g.text else 1
+            )
+            k = grouper.group(contact.phone, contact.time_zone, contact.state_code, segs)
+            rows.append(sched.Row(t_start, k))
         if sample_limit and total >= sample_limit:
             break
-    sendable = total - sum(v for k, v in outcome.items() if k.startswith("suppressed:"))
     seg = compliance.segments(first_text) if first_text else None
-    seconds = estimate_seconds(sendable, campaign, seg.count if seg else 1)
+    buckets_of = model_buckets(session, campaign, grace)
+    plan = sched.plan(rows, grouper.groups, buckets_of, now=t_start)
+    doc = schedule_doc(plan, send_at)
     return {
         "campaign": campaign.sid,
         "campaign_status": campaign.campaign_status,
@@ -188,8 +605,9 @@ def dry_run(
         "encoding": seg.encoding if seg else None,
         "segments": seg.count if seg else None,
         "limits": f"{campaign.window_limit} per {campaign.window_seconds}s",
-        "estimated_seconds": round(seconds),
-        "estimated_finish": send_at + timedelta(seconds=seconds),
+        "estimated_seconds": doc["seconds"],
+        "estimated_finish": doc["finish"] or send_at.replace(microsecond=0),
+        "schedule": doc,
     }
 
 
@@ -233,3 +651,107 @@ def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[st
             chunk = []
     if chunk:
         yield resolve(chunk)
+
+
+# ---------------------------------------------------------------------------------- people
+def local_time(at: datetime | None, zone: str) -> str:
+    """``2026-12-07 05:40 EST``: the operator's zone, to the minute, the zone named."""
+    if at is None:
+        return "-"
+    local = as_utc(at).astimezone(ZoneInfo(zone))
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or zone)
+
+
+SUBSTATE_WORDS = {
+    SENDING: "sending",
+    WAITING_QUIET: "waiting for quiet hours to end",
+    WAITING_RECIPIENTS: "waiting for recipients' quiet hours or frequency caps",
+}
+
+
+def state_words(p: dict[str, Any]) -> str:
+    """``running (waiting for quiet hours to end)``: the run's state and substate."""
+    sub = p.get("substate")
+    return f"{p['state']} ({SUBSTATE_WORDS.get(sub, sub)})" if sub else str(p["state"])
+
+
+def state_line(by_state: dict[str, int]) -> str:
+    """``deferred 14, sent 20, delivered 150``: rows by state in the vocabulary's order."""
+    order = [s for s in ROW_STATES if by_state.get(s)] + sorted(set(by_state) - set(ROW_STATES))
+    return ", ".join(f"{s} {by_state[s]}" for s in order) or "-"
+
+
+def duration(seconds: float) -> str:
+    """``4 h 05 min``, ``12 min``, ``45 s``, ``3 days 2 h``."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    m = round(seconds / 60)
+    d, rem = divmod(m, 1440)
+    h, mm = divmod(rem, 60)
+    if d:
+        return f"{d} day{'s' if d != 1 else ''} {h} h"
+    return f"{h} h {mm:02d} min" if h else f"{mm} min"
+
+
+def verdict(
+    p: dict[str, Any],
+    *,
+    carrier_received: int | None = None,
+    carrier_duplicates: int | None = None,
+    handed: int | None = None,
+    zone: str = "UTC",
+) -> tuple[bool, list[str]]:
+    """The end of a run in words, computed from its numbers: whether every row is accounted for
+    and matches what the carrier received, and what is still to come.  Returns (adds up, lines);
+    a line names every figure that does not add up."""
+    c = p["by_state"]
+    total = int(p["total"])
+    counted = sum(c.values())
+    lines: list[str] = []
+    ok = True
+    if counted != total:
+        ok = False
+        lines.append(
+            f"Does not add up: the rows by state sum to {counted}, the run has {total} "
+            f"recipients ({', '.join(f'{k} {v}' for k, v in c.items()) or 'no rows'})."
+        )
+    else:
+        parts = ", ".join(f"{c[s]} {s}" for s in ROW_STATES if c.get(s))
+        lines.append(f"Every recipient is accounted for: {counted} of {total} ({parts}).")
+    if carrier_received is not None and handed is not None:
+        if carrier_received != handed:
+            ok = False
+            lines.append(
+                f"Does not add up: the carrier received {carrier_received} messages, the outbox "
+                f"records {handed} handed to it."
+            )
+        else:
+            lines.append(
+                f"The carrier received {carrier_received} messages, one per row handed to it."
+            )
+    if carrier_duplicates:
+        ok = False
+        lines.append(
+            f"Does not add up: {carrier_duplicates} recipients got the message more than once."
+        )
+    reasons_ = p.get("suppressed_by_reason") or {}
+    if sum(reasons_.values()) != c.get("suppressed", 0):
+        ok = False
+        lines.append(
+            f"Does not add up: {c.get('suppressed', 0)} suppressed, but the reasons count "
+            f"{sum(reasons_.values())}."
+        )
+    live = sum(c.get(s, 0) for s in LIVE)
+    if live:
+        why = ", ".join(f"{r} {n}" for r, n in sorted(p.get("deferred_by_reason", {}).items()))
+        when = (
+            f"the next at {local_time(p['next_send_at'], zone)}, the last at "
+            f"{local_time(p['eta'], zone)}"
+            if p.get("eta")
+            else "no schedule (the run is not running)"
+        )
+        lines.append(
+            f"{live} still to go ({state_line({s: c[s] for s in LIVE if c.get(s)})}"
+            f"{'; deferred: ' + why if why else ''}): {when}."
+        )
+    return ok, lines

@@ -275,6 +275,9 @@ def _insert_select(session: Session, run: Run, now: datetime) -> int:
         literal(0),
         literal(now),
     ).where(cond, ~exists)
+    # rows numbered in contact order: the release order (due time, row id) is then the order the
+    # dry run plans in (dispatcher.schedule), not whichever index the database scans
+    src = src.order_by(C.c.id)
     stmt = insert(OB).from_select(
         [
             "run_id",

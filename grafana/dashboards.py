@@ -39,8 +39,8 @@ REPEAT_CRIT = 0.9
 CAP_WARN = 0.8
 CAP_CRIT = 1.0
 
-#: Outbox states of a run that are not finished yet (the rest count as done).
-PENDING_STATES = "queued|sending|deferred"
+#: The live row states of a run (docs/operating.md); the others are done.
+PENDING_STATES = "queued|deferred|sending|unknown"
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dispatcher import contacts, ledger, registry, run_report, runs
+from dispatcher.launch import submit_run
 from dispatcher.settings import Settings
 
 ZONES = (
@@ -137,12 +138,6 @@ def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> d
         }
 
 
-def summary(db: Any, run_id: int) -> dict[str, Any]:
-    with db.session() as s:
-        p = run_report.progress(s, run_id, datetime.now(UTC))
-    return p
-
-
 def run_demo(
     *,
     realistic: bool = False,
@@ -159,73 +154,117 @@ def run_demo(
     for p in (dbfile, Path(f"{dbfile}-wal"), Path(f"{dbfile}-shm")):
         p.unlink(missing_ok=True)
     settings = Settings(database_url=f"sqlite:///{dbfile}")
+    zone, grace = settings.default_timezone, settings.throttle_grace_s
     now = datetime.now(UTC)
     stack = EmbeddedStack(settings)
     with stack:
         db = stack.runtime.db
         seeded = seed(db, workdir, now, realistic=realistic, n=n)
+        # the one launch path (launch checks included); the demo's audience lacks [date] for a
+        # few contacts on purpose, a warning it accepts as an operator would with --force
         req = runs.LaunchRequest(
-            campaign=seeded["campaign"], template=TEMPLATE, audience={"kind": "all"}, actor="demo"
+            campaign=seeded["campaign"],
+            template=TEMPLATE,
+            audience={"kind": "all"},
+            actor="demo",
+            force=True,
         )
-        with db.session() as s:
-            dry = run_report.dry_run(s, req, now=now)
-            s.rollback()
-        with db.session() as s:
-            run, _ = runs.launch(s, req, now=now)
-            run_id = run.id
+        sub = submit_run(db, req, now=now, dry_run=True)
+        assert sub.dry_run is not None
+        dry, run_id = sub.dry_run, int(sub.run["id"])
+        started = time.monotonic()
         if show:
-            from rich.text import Text
-
             from dispatcher.cli.output import err
 
-            err().print(
-                Text.assemble(
-                    ("Demo", "bold"),
-                    f": {n} contacts, campaign {seeded['campaign']} "
-                    f"(limit {dry['limits']}), estimated {dry['estimated_seconds']} s.",
-                )
-            )
-            err().print(
-                Text.assemble(
-                    "First message: ",
-                    (str(dry["first_message"]), "italic"),
-                    f" ({dry['encoding']}, {dry['segments']} segment)",
-                )
-            )
+            for line in intro(dry, n, zone):
+                err().print(line, markup=False, highlight=False)
         deadline = None if timeout is None else time.monotonic() + timeout
         if show:
             from dispatcher.cli.watch import watch
 
             remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
-            watch(db, run_id, timeout=remaining, until=_only_deferred_left)
+            watch(
+                db,
+                run_id,
+                timeout=remaining,
+                until=only_waiting_left,
+                zone=zone,
+                grace_s=grace,
+                verdict=False,
+            )
         while True:
             with db.session() as s:
-                p = run_report.progress(s, run_id, datetime.now(UTC))
+                p = run_report.progress(s, run_id, datetime.now(UTC), grace_s=grace)
             settled = p["by_state"].get("sent", 0) == 0 and p["by_state"].get("sending", 0) == 0
-            if (p["state"] == runs.COMPLETED or _only_deferred_left(p)) and settled:
+            if (p["state"] == runs.COMPLETED or only_waiting_left(p)) and settled:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        took = time.monotonic() - started
+        with db.session() as s:
+            handed = handed_to_carrier(s, run_id)
         carrier = stack.runtime.sandbox.records() if stack.runtime.sandbox else []
-    return {"run": p, "dry_run": dry, "seeded": seeded, "carrier": carrier}
+    end = demo_end(dry["schedule"])
+    return {
+        "run": p,
+        "dry_run": dry,
+        "estimated_seconds": (end - dry["schedule"]["start"]).total_seconds() if end else 0.0,
+        "seeded": seeded,
+        "carrier": carrier,
+        "handed": handed,
+        "seconds": took,
+    }
 
 
-WAITING_FOR_DAYTIME = (
-    "quiet_hours",
-    "quiet_hours_unknown_zone",
-    "frequency_cap",
-    "state_frequency_cap",
-)
+def intro(dry: dict[str, Any], n: int, zone: str) -> list[str]:
+    """What the demo is about to do, from the dry run and its schedule (the model: quiet hours
+    and every limit counted)."""
+    sch = dry["schedule"]
+    lines = [
+        f"Demo: {n} contacts, campaign {dry['campaign']} (limit {dry['limits']}): "
+        f"{dry['would_send']} to send, {sum(dry['suppressed'].values())} suppressed by the gates.",
+        f"First message: {dry['first_message']} ({dry['encoding']}, "
+        f"{dry['segments']} segment{'s' if dry['segments'] != 1 else ''})",
+        *(f"Accepted warning: {w['message']} [{w['rule']}]" for w in dry.get("warnings", [])),
+    ]
+    end = demo_end(sch)
+    if end is not None:
+        lines.append(
+            f"Estimated: the recipients awake now are done by {run_report.local_time(end, zone)},"
+            f" in {run_report.duration((end - sch['start']).total_seconds())}."
+        )
+    asleep = [w for w in sch["windows"] if not w["open_at_start"]]
+    if asleep:
+        first = min(w["first"] for w in asleep if w["first"])
+        lines.append(
+            f"{sum(w['rows'] for w in asleep)} are in their quiet hours: the first of them goes "
+            f"at {run_report.local_time(first, zone)}, the last at "
+            f"{run_report.local_time(sch['finish'], zone)}; the demo stops before them."
+        )
+    return lines
 
 
-def _only_deferred_left(p: dict[str, Any]) -> bool:
-    """Everything that can go now went: what is left waits for its recipients' daytime."""
-    c = p["by_state"]
-    waiting = sum(n for r, n in p["deferred_by_reason"].items() if r in WAITING_FOR_DAYTIME)
-    return (
-        waiting > 0
-        and c.get("queued", 0) == waiting
-        and c.get("sending", 0) == 0
-        and c.get("unknown", 0) == 0
+def demo_end(sch: dict[str, Any]) -> datetime | None:
+    """When the demo's run should be left with only the recipients in their quiet hours: the
+    last send to a window open at the start."""
+    ends = [w["last"] for w in sch["windows"] if w["open_at_start"] and w["last"]]
+    return max(ends, default=None)
+
+
+def handed_to_carrier(session: Any, run_id: int) -> int:
+    """Rows of the run that the carrier accepted (they have its message SID)."""
+    from sqlalchemy import func, select
+
+    t = runs.OB
+    return int(
+        session.connection()
+        .execute(select(func.count()).where(t.c.run_id == run_id, t.c.provider_sid.is_not(None)))
+        .scalar_one()
     )
+
+
+def only_waiting_left(p: dict[str, Any]) -> bool:
+    """Everything that can go now went: every row left waits for its recipients' daytime (or
+    their frequency caps)."""
+    return p.get("substate") in (run_report.WAITING_QUIET, run_report.WAITING_RECIPIENTS)

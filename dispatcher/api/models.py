@@ -165,6 +165,41 @@ class LaunchIssue(BaseModel):
     count: int | None = Field(default=None, description="Recipients concerned, when it applies.")
 
 
+class ScheduleHour(BaseModel):
+    hour: datetime = Field(description="Start of a UTC hour.")
+    sends: int
+
+
+class ScheduleWindow(BaseModel):
+    window: str = Field(
+        description="Recipients' quiet-hour window: zones and local hours, e.g. "
+        "'America/New_York 08:00-20:00' (a Florida number), 'unknown zone (all 9 US zones) ...'."
+    )
+    unknown_zone: bool
+    open_at_start: bool = Field(description="False: its rows wait for the window to open.")
+    rows: int
+    first: datetime | None
+    last: datetime | None
+    never: int = Field(description="Rows whose window never opens (an impossible policy).")
+
+
+class Schedule(BaseModel):
+    """The schedule model (docs/operating.md): when the rows still to send go."""
+
+    start: datetime
+    first_send: datetime | None
+    finish: datetime | None = Field(description="When the last row goes.")
+    seconds: int = Field(description="From start to finish.")
+    rows: int = Field(description="Rows still to send that the model placed.")
+    never: int
+    slots_given_back: int = Field(
+        description="Throttle slots that fall in their recipients' quiet hours (the rows go "
+        "when the window opens)."
+    )
+    hours: list[ScheduleHour] = Field(description="Sends per UTC hour.")
+    windows: list[ScheduleWindow]
+
+
 class DryRunOut(BaseModel):
     campaign: str
     campaign_status: str | None
@@ -184,6 +219,7 @@ class DryRunOut(BaseModel):
         default_factory=list,
         description="Launch-check warnings this launch accepted with force (empty on a replay).",
     )
+    schedule: Schedule
 
 
 class RejectedRow(BaseModel):
@@ -215,19 +251,29 @@ class RunCreated(BaseModel):
 
 
 class RunProgress(BaseModel):
+    """Row states and substates: docs/operating.md."""
+
     id: int
     campaign: str | None
     state: str
+    substate: Literal["sending", "waiting_for_quiet_hours", "waiting_for_recipients"] | None = (
+        Field(description="While running: what the run is doing.")
+    )
     pause_reason: str | None
     send_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     total: int
-    done: int
-    by_state: dict[str, int]
+    done: int = Field(description="Rows in a done state: never goes down.")
+    live: int = Field(description="Rows still to go (queued, deferred, sending, unknown).")
+    by_state: dict[str, int] = Field(description="Rows by row state.")
     deferred: int
+    deferred_by_reason: dict[str, int]
     suppressed_by_reason: dict[str, int]
-    eta: datetime | None
+    failed_by_code: dict[str, int]
+    eta: datetime | None = Field(description="When the last row goes (the schedule's finish).")
+    next_send_at: datetime | None
+    schedule: Schedule | None = Field(description="None once the run is paused or over.")
 
 
 class PauseBody(_In):

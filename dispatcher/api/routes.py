@@ -208,14 +208,17 @@ def build_router(runtime: Any) -> APIRouter:
         tags=["runs"],
         response_model=RunProgress,
         summary="Progress of a run",
-        description="Scope `runs:read`.  Rows by state, suppressions by reason, ETA, pause reason.",
+        description="Scope `runs:read`.  Rows by state (docs/operating.md), reasons, the "
+        "schedule (when the rows still to send go: the finish, sends per hour), pause reason.",
         responses=errors(404),
     )
     def get_run(
         run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:read"))]
     ) -> dict[str, Any]:
         with runtime.db.session() as s:
-            return run_report.progress(s, run_id, runtime.clock.now())
+            return run_report.progress(
+                s, run_id, runtime.clock.now(), grace_s=runtime.settings.throttle_grace_s
+            )
 
     def control(action: str) -> Callable[..., dict[str, Any]]:
         def handler(
@@ -234,7 +237,9 @@ def build_router(runtime: Any) -> APIRouter:
                 else:
                     runs.cancel_run(s, run_id, now)
                 s.flush()
-                return run_report.progress(s, run_id, now)
+                return run_report.progress(
+                    s, run_id, now, grace_s=runtime.settings.throttle_grace_s
+                )
 
         handler.__name__ = f"{action}_run"
         return handler

@@ -64,6 +64,8 @@ def _print_warnings(warnings: list[dict[str, Any]]) -> None:
 
 
 def _render_dry(d: dict) -> None:
+    zone = settings().default_timezone
+    sch = d["schedule"]
     table(
         "Dry run",
         ["", ""],
@@ -78,13 +80,43 @@ def _render_dry(d: dict) -> None:
             ("first message", d["first_message"] or "-"),
             ("encoding / segments", f"{d['encoding']} / {d['segments']}"),
             ("limits", d["limits"]),
-            (
-                "estimated duration",
-                f"{d['estimated_seconds'] // 3600}h {d['estimated_seconds'] % 3600 // 60}m",
-            ),
-            ("estimated finish", d["estimated_finish"]),
+            ("start", run_report.local_time(sch["start"], zone)),
+            ("first send", run_report.local_time(sch["first_send"], zone)),
+            ("estimated finish", run_report.local_time(sch["finish"], zone)),
+            ("estimated duration", run_report.duration(d["estimated_seconds"])),
         ],
     )
+    render_schedule(sch, zone)
+
+
+def render_schedule(sch: dict | None, zone: str, hours: int = 12) -> None:
+    """The schedule model's plan: when each recipients' window goes, and the sends per hour
+    (the first ``hours``; ``--json`` has them all).  Times in the operator's zone."""
+    if not sch or not sch["rows"]:
+        return
+    table(
+        f"Schedule by recipients' window (times in {zone})",
+        ["window (recipients' local time)", "rows", "first send", "last send"],
+        [
+            (
+                w["window"],
+                w["rows"] if not w["never"] else f"{w['rows']} ({w['never']} never)",
+                run_report.local_time(w["first"], zone),
+                run_report.local_time(w["last"], zone),
+            )
+            for w in sch["windows"]
+        ],
+    )
+    rows = [(run_report.local_time(h["hour"], zone), h["sends"]) for h in sch["hours"][:hours]]
+    if len(sch["hours"]) > hours:
+        rest = sch["hours"][hours:]
+        rows.append((f"... {len(rest)} more hours", sum(h["sends"] for h in rest)))
+    table(f"Sends per hour (times in {zone})", ["hour", "sends"], rows)
+    if sch["slots_given_back"]:
+        err().print(
+            f"{sch['slots_given_back']} throttle slots fall in their recipients' quiet hours: "
+            "those rows go when the window opens (counted above)."
+        )
 
 
 @app.command("launch")
@@ -161,7 +193,14 @@ def list_(as_json: bool = JsonOpt) -> None:
             "Runs",
             ["id", "campaign", "state", "send at", "total", "pause reason"],
             [
-                (r["id"], r["campaign_id"], r["state"], r["send_at"], r["total"], r["pause_reason"])
+                (
+                    r["id"],
+                    r["campaign_id"],
+                    r["state"],
+                    run_report.local_time(r["send_at"], settings().default_timezone),
+                    r["total"],
+                    r["pause_reason"],
+                )
                 for r in d["runs"]
             ],
         ),
@@ -170,31 +209,38 @@ def list_(as_json: bool = JsonOpt) -> None:
 
 @app.command("show")
 def show(run_id: int, as_json: bool = JsonOpt) -> None:
-    """Progress by state, suppression reasons, ETA and pause reason."""
+    """Rows by state, reasons, the schedule (when the rest goes, the finish) and pause reason."""
     with database().session() as s:
-        doc = run_report.progress(s, run_id, datetime.now(UTC))
-    report(
-        doc,
-        as_json,
-        lambda d: table(
-            f"Run {d['id']}",
-            ["", ""],
-            [
-                ("campaign", d["campaign"]),
-                ("state", d["state"]),
-                ("pause reason", d["pause_reason"] or "-"),
-                ("total", d["total"]),
-                ("done", d["done"]),
-                ("by state", ", ".join(f"{k} {v}" for k, v in sorted(d["by_state"].items()))),
-                ("deferred (due later)", d["deferred"]),
-                (
-                    "suppressed",
-                    ", ".join(f"{k} {v}" for k, v in d["suppressed_by_reason"].items()) or "-",
-                ),
-                ("ETA", d["eta"] or "-"),
-            ],
-        ),
+        doc = run_report.progress(s, run_id, datetime.now(UTC), grace_s=settings().throttle_grace_s)
+    report(doc, as_json, _render_show)
+
+
+def _render_show(d: dict) -> None:
+    zone = settings().default_timezone
+    table(
+        f"Run {d['id']}",
+        ["", ""],
+        [
+            ("campaign", d["campaign"]),
+            ("state", run_report.state_words(d)),
+            ("pause reason", d["pause_reason"] or "-"),
+            ("total", d["total"]),
+            ("done", f"{d['done']} of {d['total']}"),
+            ("by state", run_report.state_line(d["by_state"])),
+            (
+                "deferred",
+                ", ".join(f"{k} {v}" for k, v in sorted(d["deferred_by_reason"].items())) or "-",
+            ),
+            (
+                "suppressed",
+                ", ".join(f"{k} {v}" for k, v in d["suppressed_by_reason"].items()) or "-",
+            ),
+            ("next send", run_report.local_time(d["next_send_at"], zone)),
+            ("estimated finish", run_report.local_time(d["eta"], zone)),
+            ("finished", run_report.local_time(d["finished_at"], zone)),
+        ],
     )
+    render_schedule(d["schedule"], zone)
 
 
 def _control(verb: str, run_id: int, as_json: bool, reason: str | None = None) -> None:
@@ -234,12 +280,16 @@ def cancel(run_id: int, as_json: bool = JsonOpt) -> None:
 def watch_(
     run_id: int, interval: float = typer.Option(0.5, "--interval"), as_json: bool = JsonOpt
 ) -> None:
-    """Live progress bar until the run finishes (works in embedded and distributed mode)."""
+    """Live progress bar until the run finishes (works in embedded and distributed mode), then
+    the verdict: whether every row is accounted for, computed from the numbers."""
     from dispatcher.cli.watch import watch
 
+    conf = settings()
     db = database()
     with db.session() as s:
         runs.get_run(s, run_id)  # an unknown run is one error line, before any progress bar
-    doc = watch(db, run_id, interval=interval)
+    doc = watch(
+        db, run_id, interval=interval, zone=conf.default_timezone, grace_s=conf.throttle_grace_s
+    )
     if as_json:
         report(doc, True)

@@ -11,10 +11,13 @@ Rules (../shared/compliance.md §4):
   sourced, not implemented — add a ``StateRule`` when sourced.
 * Local time comes from the contact's time-zone override if any, else from the number: area code →
   zones via ``phonenumbers.timezone.time_zones_for_number``.  A number with several zones (Alaska:
-  Anchorage + Adak; toll-free: all of NANP) is allowed only when **every** zone is inside its window
-  (compliance.md design note).  A number whose zone is unknown is treated as being in every zone of
-  ``policy.fallback_zones`` (all US zones) and under every state rule: it goes only when that holds
-  everywhere, otherwise it is deferred — the "unknown → defer" design note, with a way out.
+  Anchorage + Adak) is allowed only when **every** zone is inside its window (compliance.md design
+  note).  A number whose zone is unknown — phonenumbers has none, or the number is a
+  non-geographic NANP number (toll-free, 5XX such as Twilio's +1500 test numbers, 900), for which
+  it lists every NANP zone from Guam to Newfoundland — is treated as being in every zone of
+  ``policy.fallback_zones`` (all US zones) and under every state rule: it goes only inside the
+  intersection of those windows (:func:`fallback_windows`; 18:00–00:00 UTC under the strictest
+  policy, all year), otherwise it is deferred — the "unknown → defer" design note, with a way out.
 * The state comes from the contact's ``state_code`` if known, else from the area code (``npa.py``;
   OTSA presumes an Oklahoma area code means Oklahoma [OK]).
 * Windows are half-open ``[start, end)`` at minute resolution: 20:59 is inside, 21:00 is not.
@@ -183,6 +186,10 @@ def _number_zones(phone: str) -> tuple[str, ...]:
         raise InvalidPhoneError(f"not a phone number: {e}") from None
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidPhoneError("not a possible phone number")
+    if parsed.country_code == 1 and not phonenumbers.is_number_geographical(parsed):
+        # toll-free, 5XX personal (Twilio's magic +1500 numbers), 900: phonenumbers answers
+        # "every NANP zone" (Guam to Newfoundland), i.e. it does not know: an unknown zone
+        return ()
     zones = pn_timezone.time_zones_for_number(parsed)
     return tuple(z for z in zones if z != pn_timezone.UNKNOWN_TIMEZONE)
 
@@ -203,20 +210,32 @@ def resolve(
         unknown = not zones
         zone_names = policy.fallback_zones if unknown else zones
     state = state_code.strip().upper() if state_code else state_for_number(phone)
-    start, end = _minutes(policy.start), _minutes(policy.end)
     cap = None
-    if unknown and not state_code:
-        rules = policy.state_rules
-    else:
-        rule = policy.rule_for(state)
-        rules = (rule,) if rule else ()
-    for rule in rules:
-        start, end = max(start, _minutes(rule.start)), min(end, _minutes(rule.end))
     rule = policy.rule_for(state)
     if rule and rule.max_per_window is not None:
         cap = (rule.max_per_window, rule.window_hours, rule.state)
-    windows = tuple((_zone(z), start, end) for z in dict.fromkeys(zone_names))
-    return Resolved(windows, state, unknown, cap)
+    if unknown and not state_code:
+        return Resolved(fallback_windows(policy), state, unknown, cap)
+    return Resolved(_windows(policy, zone_names, (rule,) if rule else ()), state, unknown, cap)
+
+
+def _windows(
+    policy: QuietHoursPolicy, zone_names: tuple[str, ...], rules: tuple[StateRule, ...]
+) -> tuple[tuple[ZoneInfo, int, int], ...]:
+    start, end = _minutes(policy.start), _minutes(policy.end)
+    for rule in rules:
+        start, end = max(start, _minutes(rule.start)), min(end, _minutes(rule.end))
+    return tuple((_zone(z), start, end) for z in dict.fromkeys(zone_names))
+
+
+@lru_cache(maxsize=64)
+def fallback_windows(policy: QuietHoursPolicy) -> tuple[tuple[ZoneInfo, int, int], ...]:
+    """The windows of a number whose zone is unknown: every zone of ``policy.fallback_zones`` (all
+    US zones) under the policy's window narrowed by every state rule.  A send is allowed only
+    when every one of them is open, i.e. inside their intersection (see
+    :func:`allowed_intervals`): 18:00-00:00 UTC every day of the year under the strictest policy
+    (08:00 in Honolulu to 20:00 in Puerto Rico)."""
+    return _windows(policy, policy.fallback_zones, policy.state_rules)
 
 
 def _check_aware(at_utc: datetime) -> None:
@@ -317,3 +336,31 @@ def allowed_until(
     if not policy.enabled:
         return None
     return _allowed_until(resolve(phone, policy, time_zone, state_code), at_utc)
+
+
+def allowed_intervals(
+    windows: tuple[tuple[ZoneInfo, int, int], ...], start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The half-open UTC intervals inside ``[start, end)`` in which ``windows`` allow a send: the
+    intersection of every zone's window, computed with :func:`decide`'s own functions (so a
+    schedule built on it agrees with the gate to the second).  ``windows == ()``: always allowed.
+    Empty when no allowed time comes within 4 days of a point (an impossible custom policy)."""
+    _check_aware(start)
+    if not windows:
+        return [(start, end)] if start < end else []
+    resolved = Resolved(windows, None, False, None)
+    out: list[tuple[datetime, datetime]] = []
+    t = start
+    while t < end:
+        try:
+            s = _next_allowed(resolved, t)
+        except ComplianceError:
+            break
+        if s >= end:
+            break
+        e = _allowed_until(resolved, s)
+        if e is None or e <= s:  # cannot happen for a window of whole minutes; never loop
+            break
+        out.append((s, min(e, end)))
+        t = e
+    return out

@@ -1,6 +1,20 @@
-"""Rate limiting: bucket policy (pure) and the atomic Redis reservation script."""
+"""Rate limiting: bucket policy (pure) and the atomic Redis reservation script.
+
+The Redis half is imported on first use: the pure policy (``throttle.policy``, which the
+schedule model and ``run show`` use) must not load a Redis client library."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from dispatcher.throttle.policy import Bucket, buckets_for
-from dispatcher.throttle.redis import RedisThrottle, Reservation
 
 __all__ = ["Bucket", "RedisThrottle", "Reservation", "buckets_for"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RedisThrottle", "Reservation"):
+        from dispatcher.throttle import redis
+
+        return getattr(redis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -236,3 +236,50 @@ def test_alembic_check_command(any_db):
 
     with any_db.engine.connect() as conn:
         command.check(alembic_config(conn))  # raises if models and migrations differ
+
+
+def test_run_progress_and_its_schedule_read_the_same_on_both_databases(any_db):
+    """run_report reads the rows still to send with plain numbers from SQL (due time as epoch
+    seconds, 'carried by a queue message' as a boolean): the same schedule on either database."""
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from dispatcher import run_report, runs
+
+    now = datetime(2026, 1, 5, 17, 0, tzinfo=UTC)  # 12:00 EST
+    with any_db.session() as s:
+        b = registry.add_brand(s, name="Acme Corporation", tmobile_brand_tier="TOP")
+        doc = json.loads(SEED.read_text())
+        doc["campaign_status"] = "VERIFIED"
+        c, _ = registry.import_campaign(s, doc, brand=b, policy={"sender": "+15005550006"})
+        for i in range(25):
+            ct, _ = contacts.upsert_contact(s, f"+1212555{i:04d}", name=f"C{i} Demo")
+            ledger.append(s, contact_id=ct.id, brand_id=b.id, action="grant", source="import",
+                          actor="t", evidence_text="form", occurred_at=now)  # fmt: skip
+        run, _ = runs.launch(
+            s,
+            runs.LaunchRequest(
+                campaign=c.sid, template="Hi [first_name]", audience={"kind": "all"}
+            ),
+            now=now,
+        )
+        runs.fan_out(s, run.id, now)
+        run_id = run.id
+    with any_db.session() as s:
+        ids = [r.id for r in s.exec(select(OutboxMessage).order_by(OutboxMessage.id))]
+        # as the throttle leaves a run at 10 per 300 s: 10 sent a second ago, the next 10
+        # booked a window (300 s + 2 s grace) after them, riding a queue message; 5 due
+        sent_at, slot = now - timedelta(seconds=1), now + timedelta(seconds=301)
+        for k, i in enumerate(ids[:20]):
+            values = (
+                {"state": outbox.SENT, "sent_at": sent_at, "segments": 1}
+                if k < 10
+                else {"due_at": slot, "enqueued_at": now, "defer_reason": "throttle"}
+            )
+            s.connection().execute(outbox.T.update().where(outbox.T.c.id == i).values(**values))
+    with any_db.session() as s:
+        p = run_report.progress(s, run_id, now)
+    assert p["by_state"] == {"queued": 5, "deferred": 10, "sent": 10}
+    assert p["schedule"]["rows"] == 15 and p["next_send_at"] == slot
+    assert p["eta"] == slot + timedelta(seconds=302)  # the 5 after the booked window

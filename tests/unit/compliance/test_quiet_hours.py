@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import phonenumbers
 import pytest
@@ -12,6 +12,12 @@ from dispatcher.compliance import (
     policy_from_name,
 )
 from dispatcher.compliance.npa import STATE_NPAS
+from dispatcher.compliance.quiet_hours import (
+    US_ZONES,
+    allowed_intervals,
+    fallback_windows,
+    resolve,
+)
 from dispatcher.errors import InputError, InvalidPhoneError
 
 NY, FL, OK, MD = "+12125550123", "+13055550123", "+14055550123", "+14105550123"
@@ -138,3 +144,42 @@ def test_npa_table_matches_geocoder(state):
             for x in (234, 555, 789, 321)
         }
         assert any(names[state] in d or d.endswith(f", {state}") for d in descs), (npa, descs)
+
+
+# ------------------------------------------------------------------ unknown zones (issue 21)
+def test_non_geographic_numbers_have_an_unknown_zone():
+    # phonenumbers lists every NANP zone (Guam to Newfoundland) for these: it does not know
+    for phone in ("+15005550006", "+18005550100", "+18885550100", "+19005550100"):
+        r = resolve(phone, P)
+        assert r.unknown_zone and r.windows == fallback_windows(P), phone
+    assert not resolve(NY, P).unknown_zone and not resolve(GU, P).unknown_zone
+
+
+def test_unknown_zone_window_is_the_intersection_of_every_us_zone_all_year():
+    """The most restrictive window over all US zones (08:00 in Honolulu to 20:00 in Puerto
+    Rico): 18:00-00:00 UTC every day of 2026, DST days included; nothing outside it is open
+    in every zone, everything inside is."""
+    windows = fallback_windows(P)
+    assert {z.key for z, _, _ in windows} == set(US_ZONES)
+    day = utc(2026, 1, 1)
+    while day.year == 2026:
+        got = allowed_intervals(windows, day, day + timedelta(days=1))
+        assert got == [(day + timedelta(hours=18), day + timedelta(days=1))], got
+        for minute in range(0, 24 * 60, 30):
+            at = day + timedelta(minutes=minute)
+            everywhere = all(
+                not is_quiet_hours(NY, at, P, time_zone=z, state_code="FL") for z in US_ZONES
+            )
+            assert everywhere is (minute >= 18 * 60), at
+        day += timedelta(days=1)
+
+
+def test_allowed_intervals_agree_with_the_gate_to_the_minute():
+    for phone, kw in ((NY, {}), (FL, {}), (AK, {}), (HI, {}), (NY, {"time_zone": "Asia/Tokyo"})):
+        r = resolve(phone, P, kw.get("time_zone"))
+        start = utc(2026, 3, 6)
+        spans = allowed_intervals(r.windows, start, start + timedelta(days=4))
+        for minute in range(0, 4 * 24 * 60, 7):
+            at = start + timedelta(minutes=minute)
+            inside = any(a <= at < b for a, b in spans)
+            assert inside is not is_quiet_hours(phone, at, P, **kw), (phone, at)

@@ -129,14 +129,16 @@ class Harness:
                 )
             return c.id
 
-    def contacts(self, n: int, *, npa: str = "212") -> list[int]:
-        """``n`` consented contacts in one transaction (numbers +1<npa>55<5 digits>)."""
+    def contacts(self, n: int, *, npa: str | tuple[str, ...] = "212") -> list[int]:
+        """``n`` consented contacts in one transaction (numbers +1<npa>55<5 digits>); several
+        area codes are taken in turn (interleaved, as a real audience mixes them)."""
+        npas = (npa,) if isinstance(npa, str) else npa
         ids = []
         with self.db.session() as s:
             for i in range(n):
                 c, _ = contacts.upsert_contact(
                     s,
-                    f"+1{npa}55{i:05d}",
+                    f"+1{npas[i % len(npas)]}55{i:05d}",
                     name=f"Customer{i} Demo",
                     attributes={"contract": f"MC-{i}", "date": "2026-03-01"},
                 )

@@ -7,6 +7,7 @@ import heapq
 import itertools
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,7 +37,10 @@ def _next_due(harness) -> float | None:
     return None if v is None else as_utc(v).timestamp()
 
 
-def simulate(harness, run_id: int, **housekeeping: Any) -> dict[str, Any]:
+def simulate(
+    harness, run_id: int, observe: Callable[[], None] | None = None, **housekeeping: Any
+) -> dict[str, Any]:
+    """Run ``run_id`` to completion; ``observe()`` is called after every scheduler tick."""
     clock = harness.clock
     heap: list[tuple[float, int, int, dict[str, Any] | None]] = []
     seq = itertools.count()
@@ -64,6 +68,8 @@ def simulate(harness, run_id: int, **housekeeping: Any) -> dict[str, Any]:
             _, _, row_id, booking = heapq.heappop(heap)
             outcomes[p.deliver(row_id, booking).split(":")[0]] += 1
         hk.tick()  # start due runs, release due rows, complete finished runs
+        if observe is not None:
+            observe()
         if harness.run(run_id).state == runs.COMPLETED:
             break
         if heap and heap[0][0] <= clock.time():
