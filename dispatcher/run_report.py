@@ -138,7 +138,7 @@ def dry_run(
     """What a launch would do, without writing: audience size, suppressed by reason, the first
     message composed for a real recipient with its segments, and the estimated finish time."""
     from dispatcher import compliance
-    from dispatcher.gating import evaluate
+    from dispatcher.delivery.gate import evaluate
     from dispatcher.registry import get_brand, get_campaign
 
     tpl = parse_template(req.template)

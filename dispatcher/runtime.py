@@ -182,7 +182,7 @@ class Runtime:
         return render_latest(self.metrics)
 
     def pipeline(self, enqueue: Any) -> Any:
-        from dispatcher.dispatch import DeliverConfig, Pipeline
+        from dispatcher.delivery.pipeline import DeliverConfig, Pipeline
 
         return Pipeline(
             db=self.db,

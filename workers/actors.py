@@ -1,4 +1,4 @@
-"""Thin actors: every decision lives in dispatcher.dispatch."""
+"""Thin actors: every decision lives in dispatcher.delivery.pipeline."""
 
 from __future__ import annotations
 

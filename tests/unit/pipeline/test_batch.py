@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dispatcher import outbox, runs
-from dispatcher.dispatch import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.errors import StorageError
 from tests.unit.pipeline.conftest import make_harness
 

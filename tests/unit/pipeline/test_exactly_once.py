@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dispatcher import outbox
-from dispatcher.dispatch import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 
 
 def test_duplicate_delivery_of_one_id_sends_once(harness):
@@ -64,7 +64,7 @@ def test_reconciler_rereleases_rows_whose_queue_messages_were_lost(harness):
         harness.contact()
     run_id = harness.launch()
     p = harness.pipeline()
-    hk = harness.housekeeper(p)
+    hk = harness.release_loop(p)
     assert hk.release() == 3
     dropped = list(harness.released)
     harness.released.clear()  # the queue is emptied by hand (Redis flushed)
@@ -126,7 +126,7 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     assert len(harness.records()) == int(reached_carrier)
 
     p = harness.pipeline()
-    hk = harness.housekeeper(p)
+    hk = harness.release_loop(p)
     assert p.deliver(row.id) == "skip:sending"  # redelivery never resends an in-flight row
     assert hk.reconcile()["stale"] == 0  # a slow send is not a dead one
     harness.clock.advance(hk.config.sending_lease_s + 1)
@@ -165,7 +165,7 @@ def test_timeout_after_accept_is_resolved_to_sent_without_a_second_message(harne
     assert harness.sandbox.stats.timeouts_after_accept == 1
 
     harness.sandbox.set_faults({"timeout_after_accept": 0.0})
-    hk = harness.housekeeper(p)
+    hk = harness.release_loop(p)
     harness.clock.advance(hk.config.sending_lease_s + hk.config.lost_after_s + 1)
     assert hk.reconcile() == {"lost": 0, "stale": 0, "resolved": 0}
     assert hk.release() == 0
@@ -205,7 +205,7 @@ def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_re
     assert blind.deliver(row.id) == "unknown"
     assert harness.row(row.id).state == outbox.UNKNOWN
     assert blind.deliver(row.id) == "skip:unknown"
-    hk = harness.housekeeper()  # the real gateway can look it up again
+    hk = harness.release_loop()  # the real gateway can look it up again
     assert hk.reconcile()["resolved"] == 1
     assert harness.row(row.id).state == outbox.SENT
     assert len(harness.records()) == 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dispatcher import outbox
-from dispatcher.dispatch import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 
 
 class Gateway:

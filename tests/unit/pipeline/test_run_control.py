@@ -9,7 +9,7 @@ def _released_run(harness, n=3):
     for _ in range(n):
         harness.contact()
     run_id = harness.launch()
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == n
     return run_id, hk
 
@@ -97,7 +97,7 @@ def test_stop_before_delivery_sends_nothing(harness):
     keep = harness.contact()
     stopper = harness.contact()
     run_id = harness.launch()
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == 2
     assert harness.stop(stopper) == 1
     p = harness.pipeline()

@@ -1,5 +1,5 @@
 """500 recipients at the default 10 per 300 s on a virtual clock, through ``Pipeline.deliver``
-with a heap for a queue and the housekeeper's release loop as the scheduler runs it."""
+with a heap for a queue and the release loop as the scheduler runs it."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _next_due(harness) -> float | None:
     return None if v is None else as_utc(v).timestamp()
 
 
-def simulate(harness, run_id: int, **housekeeping: Any) -> dict[str, Any]:
+def simulate(harness, run_id: int, **release: Any) -> dict[str, Any]:
     clock = harness.clock
     heap: list[tuple[float, int, int, dict[str, Any] | None]] = []
     seq = itertools.count()
@@ -54,7 +54,7 @@ def simulate(harness, run_id: int, **housekeeping: Any) -> dict[str, Any]:
 
     p = harness.rt.pipeline(enqueue)
     p.status_callback = None  # no webhook traffic: this test is about the queue and throttle
-    hk = harness.housekeeper(p, **housekeeping)
+    hk = harness.release_loop(p, **release)
     hk.enqueue_many = enqueue_many
     steps = 0
     while True:
@@ -80,13 +80,13 @@ def max_in_window(times: list[float], width: float) -> int:
     return max((bisect_left(ts, t + width) - i for i, t in enumerate(ts)), default=0)
 
 
-def run_virtual(directory, n: int, **housekeeping: Any) -> dict[str, Any]:
+def run_virtual(directory, n: int, **release: Any) -> dict[str, Any]:
     with make_harness(directory) as harness:
         harness.set_campaign(quiet_hours_policy="none")
         harness.contacts(n)
         start = harness.clock.time()
         run_id = harness.launch(fan_out=False)  # the scheduler's tick fans it out
-        result = simulate(harness, run_id, **housekeeping)
+        result = simulate(harness, run_id, **release)
         recs = harness.records()
         rows = harness.rows(run_id)
     times = [r["received_at"] for r in recs]
@@ -96,7 +96,7 @@ def run_virtual(directory, n: int, **housekeeping: Any) -> dict[str, Any]:
     worst = max_in_window(times, 300.0)
     per_send = (result["ops"]["enqueue"] + result["ops"]["release"]) / n
     print(
-        f"\nvirtual clock ({n}, {housekeeping or 'default housekeeping'}): finish {finish:.0f} s"
+        f"\nvirtual clock ({n}, {release or 'default release loop'}): finish {finish:.0f} s"
         f" (ideal {ideal:.0f} s, {100 * (finish / ideal - 1):+.2f} %), max per 300 s window "
         f"{worst}, queue ops per send {per_send:.2f} ({dict(result['ops'])}), "
         f"outcomes {dict(result['outcomes'])}, loop steps {result['steps']}"

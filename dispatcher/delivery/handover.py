@@ -12,7 +12,7 @@ does nothing.  Then, per row in order:
    the check stops the row, as the per-row claim used to; the STOP webhook waits for the
    contact's claimed rows (up to its deadline), so its 200 comes after any send that passed its
    check first;
-2. its throttle slot (``dispatcher.slots``), taken after the check so that a slow check cannot
+2. its throttle slot (``delivery.slots``), taken after the check so that a slow check cannot
    make the send late for its slot; a slot in the future unclaims the row and a delayed queue
    message carries it there;
 3. the send.  Accepted sends are recorded together (``mark_sent_many``) at the end of the batch

@@ -1,5 +1,6 @@
-"""The scheduler's jobs, as plain functions over the database: start due runs (fan-out), release
-due outbox rows to the queue, finish runs, and reconcile what a crash or a flushed Redis lost.
+"""The release loop: the scheduler's jobs, as plain functions over the database: start due runs
+(fan-out), release due outbox rows to the queue, finish runs, and reconcile what a crash or a
+flushed Redis lost.
 
 Safe on any number of hosts at once: every step is a compare-and-set (``UPDATE ... WHERE state``
 with ``RETURNING``), so two hosts can never both release, fan out or resolve one row.
@@ -24,7 +25,7 @@ from sqlalchemy import func, select, update
 
 from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
-from dispatcher.dispatch import BOOK_HORIZON_S
+from dispatcher.delivery.pipeline import BOOK_HORIZON_S
 from dispatcher.models import Brand, Campaign, Run
 from dispatcher.throttle.policy import tmobile_daily_cap
 
@@ -35,7 +36,7 @@ EnqueueMany = Callable[[list[int]], None]
 
 
 @dataclass
-class HousekeepingConfig:
+class ReleaseConfig:
     release_batch: int = 1000  # rows released per tick
     book_horizon_s: float = BOOK_HORIZON_S
     max_carried_per_run: int = 5000  # rows a run may have riding in the queue at once
@@ -47,7 +48,7 @@ class HousekeepingConfig:
     status_after_s: float = 300.0
 
 
-class Housekeeper:
+class ReleaseLoop:
     def __init__(
         self,
         db: Any,
@@ -55,7 +56,7 @@ class Housekeeper:
         enqueue_many: EnqueueMany,
         *,
         resolve: Callable[[int], str] | None = None,
-        config: HousekeepingConfig | None = None,
+        config: ReleaseConfig | None = None,
         metrics: Any = None,
         refresh: Callable[[int], str] | None = None,
     ) -> None:
@@ -64,7 +65,7 @@ class Housekeeper:
         self.enqueue_many = enqueue_many
         self.resolve = resolve
         self.refresh = refresh
-        self.config = config or HousekeepingConfig()
+        self.config = config or ReleaseConfig()
         self.metrics = metrics
 
     # ------------------------------------------------------------------------------ tick

@@ -1,5 +1,5 @@
 """deliver_many(): the path of every message.  load -> gates -> render, for a batch of rows (one
-statement each), then the hand-over (``dispatcher.handover``): claim the batch, then per row
+statement each), then the hand-over (``delivery.handover``): claim the batch, then per row
 halt check -> throttle slot -> send, and record the sends.  ``deliver(id, booking)`` is a batch of
 one.  Gets its collaborators as arguments (one composition root builds them).
 
@@ -25,19 +25,19 @@ from sqlmodel import Session, select
 
 from dispatcher import ledger, outbox, runs
 from dispatcher.clock import Clock, as_utc
+from dispatcher.delivery.gate import BAD_NUMBER_CODES, evaluate
+from dispatcher.delivery.handover import Handover
+from dispatcher.delivery.slots import Enqueue, Slots
 from dispatcher.errors import GatewayError
 from dispatcher.gateway.client import body_hash
-from dispatcher.gating import BAD_NUMBER_CODES, evaluate
-from dispatcher.handover import Handover
 from dispatcher.logs import mask_phone
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
-from dispatcher.slots import Enqueue, Slots
 from dispatcher.templates import parse_template
 
 log = logging.getLogger(__name__)
 
 #: A throttled message books a slot up to this far ahead and rides a delayed queue message to
-#: it; the scheduler releases no more rows of a run than can book within it (housekeeping), so a
+#: it; the scheduler releases no more rows of a run than can book within it (release_loop.py), so a
 #: long backlog waits in the outbox at no queue cost (docs/throttle.md: ~2 queue ops per send).
 BOOK_HORIZON_S = 6 * 3600.0
 
