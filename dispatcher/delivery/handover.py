@@ -36,7 +36,7 @@ from typing import Any
 from sqlmodel import select
 
 from dispatcher import ledger, outbox, runs
-from dispatcher.errors import GatewayError
+from dispatcher.errors import AmbiguousSendError, GatewayError, RetryableSendError
 from dispatcher.logs import mask_phone
 from dispatcher.models import OutboxMessage, Run
 
@@ -233,7 +233,7 @@ class Handover:
         c = x.campaign
         now = p.clock.now()
         with p.db.session() as s:
-            if e.outcome == "retryable":
+            if isinstance(e, RetryableSendError):
                 row = s.get(OutboxMessage, x.row_id)
                 if row.attempts >= cfg.max_attempts:
                     outbox.mark_failed(s, x.row_id, token, e.code, f"gave up: {e}", now)
@@ -243,7 +243,7 @@ class Handover:
                 delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
                 outbox.release(s, x.row_id, token, now + timedelta(seconds=delay), "retry", now)
                 return "retry"
-            if e.outcome == "ambiguous":
+            if isinstance(e, AmbiguousSendError):
                 outbox.mark_unknown(s, x.row_id, token, str(e), now)
                 s.commit()
                 return p.resolve(x.row_id)

@@ -183,17 +183,15 @@ def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_re
         """The send is ambiguous and the carrier cannot be asked right now."""
 
         def send(self, *a: Any, **kw: Any) -> Any:
-            from dispatcher.errors import GatewayError
+            from dispatcher.errors import AmbiguousSendError
 
             rt.gateway.send(*a, **kw)
-            raise GatewayError(
-                "send: ReadTimeout talking to Twilio (ambiguous)", outcome="ambiguous"
-            )
+            raise AmbiguousSendError("send: ReadTimeout talking to Twilio (ambiguous)")
 
         def find_sent(self, *a: Any, **kw: Any) -> Any:
-            from dispatcher.errors import GatewayError
+            from dispatcher.errors import RetryableSendError
 
-            raise GatewayError("find_sent: 503", status=503, outcome="retryable")
+            raise RetryableSendError("find_sent: 503", status=503)
 
     blind = Pipeline(
         db=rt.db,
