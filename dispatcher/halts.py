@@ -105,9 +105,12 @@ class Halts:
         self.reconnects = reconnects or Reconnects()  # fakeredis: never reconnects
         self.ttl_s = ttl_s
         self.prefix = prefix
-        #: a worker falls back to the database for a batch read longer ago than this
-        self.max_age_s = ttl_s / 2.5
         self.epoch_key = f"{prefix}:epoch"
+
+    @property
+    def max_age_s(self) -> float:
+        """A worker falls back to the database for a batch read longer ago than this."""
+        return self.ttl_s / 2.5
 
     # ------------------------------------------------------------------------------- names
     def contact_key(self, contact_id: int) -> str:
@@ -120,7 +123,7 @@ class Halts:
         return f"{self.prefix}:k:{campaign_id}"
 
     # ------------------------------------------------------------------------------ worker
-    def epoch(self) -> Any:
+    def epoch(self) -> tuple[object, int]:
         """The current epoch (created if missing), as Redis returns it (bytes or str), with the
         client's connect count after reading it: read it BEFORE reading the batch from the
         database.  One round trip."""
@@ -130,7 +133,9 @@ class Halts:
         value = p.execute()[1]
         return value, self.reconnects.n
 
-    def clear(self, epoch: Any, *, contact_id: int, run_id: int, campaign_id: int) -> bool:
+    def clear(
+        self, epoch: tuple[object, int] | None, *, contact_id: int, run_id: int, campaign_id: int
+    ) -> bool:
         """True iff Redis kept its keys since ``epoch`` was read and no halt of this contact,
         run or campaign was signalled within the TTL.  One command (MGET)."""
         if epoch is None:
@@ -164,6 +169,21 @@ class Halts:
         for name in names:
             p.set(name, "1", px=ttl_ms)
         p.execute()
+
+
+class NoHaltKeys:
+    """No halt keys a worker can trust (the embedded mode, whose fakeredis another process
+    cannot see): every claimed row is checked in the database before its send."""
+
+    max_age_s = float("inf")
+
+    def epoch(self) -> None:
+        return None
+
+    def clear(
+        self, epoch: tuple[object, int] | None, *, contact_id: int, run_id: int, campaign_id: int
+    ) -> bool:
+        return False
 
 
 def note(

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, Literal
 
@@ -328,7 +328,7 @@ class Metrics:
                     self._aggregate.register(self.daily)
             return self._aggregate
 
-    def daily_batch(self) -> Any:
+    def daily_batch(self) -> AbstractContextManager[None]:
         """The daily Redis records of every send this thread records inside go to Redis in one
         round trip at the end (a worker's batch of rows); see :class:`DailyRecorder`."""
         return self.recorder.batch() if self.recorder is not None else nullcontext()

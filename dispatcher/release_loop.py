@@ -19,14 +19,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import func, select, update
 
 from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
-from dispatcher.delivery.pipeline import BOOK_HORIZON_S
+from dispatcher.delivery.config import BOOK_HORIZON_S
+from dispatcher.delivery.results import Outcome, Result
+from dispatcher.metrics import Metrics
 from dispatcher.models import Brand, Campaign, Run
+from dispatcher.store import Database
 from dispatcher.throttle.policy import tmobile_daily_cap
 
 log = logging.getLogger(__name__)
@@ -51,14 +53,14 @@ class ReleaseConfig:
 class ReleaseLoop:
     def __init__(
         self,
-        db: Any,
+        db: Database,
         clock: Clock,
         enqueue_many: EnqueueMany,
         *,
-        resolve: Callable[[int], str] | None = None,
+        resolve: Callable[[int], Result] | None = None,
         config: ReleaseConfig | None = None,
-        metrics: Any = None,
-        refresh: Callable[[int], str] | None = None,
+        metrics: Metrics | None = None,
+        refresh: Callable[[int], Result] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -207,7 +209,7 @@ class ReleaseLoop:
         resolved = 0
         if self.resolve is not None:
             for row_id in unknown:
-                if self.resolve(row_id).startswith("resolved"):
+                if self.resolve(row_id).outcome is Outcome.RESOLVED:
                     resolved += 1
         if lost or stale:
             log.warning("reconciler: %d lost queue messages, %d stale sends", lost, stale)

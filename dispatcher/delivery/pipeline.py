@@ -1,174 +1,181 @@
-"""deliver_many(): the path of every message.  load -> gates -> render, for a batch of rows (one
-statement each), then the hand-over (``delivery.handover``): claim the batch, then per row
-halt check -> throttle slot -> send, and record the sends.  ``deliver(id, booking)`` is a batch of
-one.  Gets its collaborators as arguments (one composition root builds them).
+"""The path of one message through a worker, for a batch of rows.  Each step is one module:
 
-Exactly once: the rows are claimed ``queued -> sending`` by compare-and-set (and only while the
-run is running) and committed *before* the carrier is called; a second delivery of the same id
-finds the row claimed and does nothing.  A send that may have reached the carrier but has no answer
-(timeout) becomes ``unknown`` and is resolved by asking the carrier (``find_sent``) — never by
-sending again blindly.  A throttled message books a future slot and is re-enqueued with that
-delay (no worker thread waits); a message that cannot book within the horizon goes back to the
-outbox with a later ``due_at`` and costs no queue operation until then.
+1. **load** (``load.py``) the batch: rows with their run and contact, consent, history — one
+   statement each; rows no longer queued or whose run stopped are set aside here;
+2. **gate** (``gate.py``) each row, without I/O: render, compose, decide -> send, defer,
+   suppress, or pause the run (the outbox transitions of the last three are made here);
+3. **claim** the batch ``queued -> sending`` in ONE committed statement (``outbox.claim_many``),
+   only while each row is queued and its run running; then, per row in order:
+4. **halt check** (``halt_check.py``): one Redis command says whether a STOP, pause or cancel
+   may have touched the row since the batch was read; only then a database check;
+5. **slot** (``slots.py``): a throttle slot usable now, or the row is carried to a later one;
+6. **send** (``send.py``) to the carrier, reacting to a refusal by its class;
+7. **record** the accepted sends together (``outbox.mark_sent_many``, ONE statement), at the
+   batch's end or once the oldest waits ``mark_within_s``.
+
+``deliver(id, booking)`` is a batch of one.  The collaborators are ports (``ports.py``), built by
+the one composition root (``dispatcher/runtime.py``).
+
+Exactly once: the claim is committed *before* the carrier is called, so a second delivery of the
+same id finds the row claimed and does nothing.  A row whose send was started is never unclaimed:
+a send that may have reached the carrier but has no answer becomes ``unknown`` and is resolved by
+asking the carrier (``resolve.py``), never by sending again blindly; if the worker dies, the
+reconciler turns the row ``unknown``.  Rows a batch did not reach (an error, or ``batch_max_s``
+since the batch was read) go back to the outbox unchanged.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import bindparam, or_
-from sqlmodel import Session, select
+from sqlalchemy import Connection
+from sqlmodel import Session
 
-from dispatcher import ledger, outbox, runs
-from dispatcher.clock import Clock, as_utc
-from dispatcher.delivery.gate import BAD_NUMBER_CODES, evaluate
-from dispatcher.delivery.handover import Handover
-from dispatcher.delivery.slots import Enqueue, Slots
-from dispatcher.errors import GatewayError
+from dispatcher import compliance, ledger, outbox, runs
+from dispatcher.clock import Clock
+from dispatcher.delivery.config import DeliverConfig
+from dispatcher.delivery.gate import History, Ready, Verdict, evaluate
+from dispatcher.delivery.halt_check import HaltCheck
+from dispatcher.delivery.load import Loader, Row
+from dispatcher.delivery.ports import (
+    Booking,
+    Enqueue,
+    Epoch,
+    Gateway,
+    HaltKeys,
+    HaltSignal,
+    Metrics,
+    Throttle,
+)
+from dispatcher.delivery.resolve import Resolve
+from dispatcher.delivery.results import Outcome, Result
+from dispatcher.delivery.send import Send
+from dispatcher.delivery.slots import Slots
 from dispatcher.gateway.client import body_hash
 from dispatcher.logs import mask_phone
-from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
+from dispatcher.store import Database
 from dispatcher.templates import parse_template
+from dispatcher.throttle.reservation import Reservation
 
 log = logging.getLogger(__name__)
 
-#: A throttled message books a slot up to this far ahead and rides a delayed queue message to
-#: it; the scheduler releases no more rows of a run than can book within it (release_loop.py), so a
-#: long backlog waits in the outbox at no queue cost (docs/throttle.md: ~2 queue ops per send).
-BOOK_HORIZON_S = 6 * 3600.0
 
-
-@dataclass
-class DeliverConfig:
-    book_horizon_s: float = BOOK_HORIZON_S  # how far ahead a throttled message may book
-    max_attempts: int = 8  # retryable carrier errors before giving up
-    backoff_base_s: float = 2.0
-    backoff_max_s: float = 300.0
-    first_message_days: int = 30  # STOP language at least once a month (compliance.md 2.1)
-    history_days: int = 31
-    now_epsilon_s: float = 0.002  # a booking this close to now is "now"
-    #: a booked slot may be used this late: must exceed the queue's wake-up lateness (Dramatiq
-    #: delivers delayed messages within ~worker_timeout); costs T/(T+g) of a window's throughput
-    min_grace_s: float = 1.0
-    campaign_cache_s: float = 2.0
-    #: a batch's rows not reached after this long go back to the outbox (well inside the
-    #: reconciler's sending lease, and inside the halt keys' ``max_age_s``)
-    batch_max_s: float = 30.0
-    #: accepted sends wait at most this long to be recorded together (a STOP webhook waits for
-    #: its contact's claimed rows; early status callbacks are retried meanwhile)
-    mark_within_s: float = 0.5
-
-
-@dataclass
+@dataclass(frozen=True)
 class Pipeline:
-    db: Any  # dispatcher.store.Database
-    throttle: Any  # dispatcher.throttle.redis.RedisThrottle
-    gateway: Any  # dispatcher.gateway.TwilioGateway
+    """The edges are fixed at construction (``dataclasses.replace`` makes a pipeline with other
+    edges): each step is built once from them."""
+
+    db: Database
+    throttle: Throttle
+    gateway: Gateway
     clock: Clock
     enqueue: Enqueue
+    metrics: Metrics
+    #: the worker's halt check (``halts.NoHaltKeys``: every claimed row is checked in the DB)
+    halt_keys: HaltKeys
+    #: what a campaign-level gate's pause and a carrier-held STOP signal
+    halts: HaltSignal
     status_callback: str | None = None
     validity_cap_s: int = 36000
-    metrics: Any = None
-    config: DeliverConfig = None  # type: ignore[assignment]
-    halts: Any = None  # dispatcher.halts.Halts; None: every row is checked in the database
+    config: DeliverConfig = field(default_factory=DeliverConfig)
+
+    load: Loader = field(init=False)
+    halt_check: HaltCheck = field(init=False)
+    slots: Slots = field(init=False)
+    resolver: Resolve = field(init=False)
+    send: Send = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.config is None:
-            self.config = DeliverConfig()
-        self._campaigns: dict[int, tuple[Campaign, Brand, float]] = {}
-        self.slots = Slots(self.throttle, self.clock, self.enqueue, self.config, self._metric)
-        self.handover = Handover(self)
+        cfg = self.config
+        resolver = Resolve(self.db, self.gateway, self.clock, self.metrics)
+        steps = {
+            "load": Loader(cfg),
+            "halt_check": HaltCheck(self.halt_keys, self.db, self.clock, self.metrics, cfg),
+            "slots": Slots(self.throttle, self.clock, self.enqueue, cfg, self.metrics),
+            "resolver": resolver,
+            "send": Send(
+                self.gateway,
+                self.db,
+                self.clock,
+                self.metrics,
+                resolver,
+                cfg,
+                self.status_callback,
+            ),
+        }
+        for name, step in steps.items():
+            object.__setattr__(self, name, step)  # frozen: set once, here
 
     # ------------------------------------------------------------------------------ deliver
-    def deliver(self, row_id: int, booking: dict[str, Any] | None = None) -> str:
+    def deliver(self, row_id: int, booking: Booking | None = None) -> Result:
         """Handle one queue message for one row (a booked slot rides with it)."""
         return self.deliver_many([row_id], {row_id: booking} if booking else None)[row_id]
 
     def deliver_many(
-        self, ids: list[int], bookings: dict[int, dict[str, Any]] | None = None
-    ) -> dict[int, str]:
-        """Handle one queue message carrying several rows.  Returns what happened to each.
-
-        Loading and gates run for the lot in one transaction (one statement each for rows,
-        consent and history); then the hand-over claims the lot in one statement and each row
-        in turn passes the halt check, takes its throttle slot and is sent, so a STOP, pause or
-        cancel still stops every row not yet handed to the carrier exactly as for a single row,
-        and no slot waits for the rows before it.
-        """
+        self, ids: list[int], bookings: dict[int, Booking] | None = None
+    ) -> dict[int, Result]:
+        """Handle one queue message carrying several rows.  Returns what happened to each."""
         read_at = self.clock.time()
-        epoch = self._epoch()  # before the load: a halt after it is seen by the check
-        now = self.clock.now()
+        epoch = self.halt_check.epoch()  # before the load: a halt after it is seen by the check
         ids = list(dict.fromkeys(ids))  # a repeated id is one row
-        bookings = bookings or {}
-        out: dict[int, str] = {}
-        ready: list[_Ready] = []
+        held = {i: Reservation.from_dict(b) for i, b in (bookings or {}).items() if b}
+        out: dict[int, Result] = {}
+        ready = self._gate(ids, held, out)
+        if ready:
+            out.update(self._hand_over(ready, epoch, read_at))
+        return out
+
+    def resolve(self, row_id: int) -> Result:
+        """An ``unknown`` row: ask the carrier (the reconciler calls this)."""
+        return self.resolver.unknown(row_id)
+
+    def refresh(self, row_id: int) -> Result:
+        """A ``sent`` row with no final status: ask the carrier (the reconciler calls this)."""
+        return self.resolver.refresh(row_id)
+
+    # ------------------------------------------------------------------ 1-2. load and gate
+    def _gate(
+        self, ids: list[int], held: dict[int, Reservation], out: dict[int, Result]
+    ) -> list[Ready]:
+        """Load and gate the batch in one transaction; the rows that may be sent, in order.
+        What became of the others goes into ``out`` (their carried slots are given back)."""
+        now = self.clock.now()
+        ready: list[Ready] = []
         with self.db.session() as s:
-            loaded = {row.id: row for row in s.connection().execute(_LOAD, {"ids": ids})}
-            live = []
+            loaded = self.load.rows(s, ids)
+            live: list[Row] = []
             for rid in ids:
-                if rid not in loaded:
-                    out[rid] = "missing"
-                    continue
-                verdict = self._check_row(s, loaded[rid], now)
+                row = loaded.get(rid)
+                verdict = Result(Outcome.MISSING) if row is None else self._row_state(s, row, now)
                 if verdict is not None:
-                    self._release(bookings.get(rid))
+                    self.slots.release(held.get(rid))
                     out[rid] = verdict
-                    continue
-                live.append(loaded[rid])
-            consent = self._consents(s, live)
-            history = self._histories(s, {row.contact_id for row in live}, now)
+                elif row is not None:
+                    live.append(row)
+            consent = self.load.consents(s, live)
+            history = self.load.histories(s, {row.contact_id for row in live}, now)
             for row in live:
-                campaign, brand = self._campaign(s, row.campaign_id)
-                verdict = self._gate(
+                passed = self._verdict(
                     s,
                     row,
-                    campaign,
-                    brand,
                     now,
                     consent.get(row.id, ledger.NO_CONSENT),
                     history.get(row.contact_id, []),
+                    held.get(row.id),
                 )
-                if isinstance(verdict, str):
-                    self._release(bookings.get(row.id))
-                    out[row.id] = verdict
-                    continue
-                text, decision = verdict
-                ready.append(
-                    _Ready(
-                        row.id,
-                        row.run_id,
-                        row.contact_id,
-                        row.to_phone,
-                        text,
-                        decision,
-                        campaign,
-                        brand,
-                        bookings.get(row.id),
-                        self._validity(decision, now),
-                        body_hash(text),
-                    )
-                )
-        if ready:
-            out.update(self.handover.run(ready, epoch, read_at))
-        return out
+                if isinstance(passed, Ready):
+                    ready.append(passed)
+                else:
+                    self.slots.release(held.get(row.id))
+                    out[row.id] = passed
+        return ready
 
-    def _epoch(self) -> Any:
-        if self.halts is None:
-            return None
-        try:
-            return self.halts.epoch()
-        except Exception:  # noqa: BLE001 - Redis unreachable: every row is checked in the DB
-            log.warning("could not read the halts epoch", exc_info=True)
-            return None
-
-    def _check_row(self, s: Session, row: Any, now: datetime) -> str | None:
-        """The row's and its run's state; None if the row may go on to the gates."""
+    def _row_state(self, s: Session, row: Row, now: datetime) -> Result | None:
+        """The row's and its run's state; None if the row may go on to the gate."""
         if row.state != outbox.QUEUED:
-            return f"skip:{row.state}"
+            return Result(Outcome.SKIPPED, row.state)
         if row.run_state == runs.CANCELLED:
             outbox.suppress(s, row.id, "run_cancelled", now)
             s.connection().execute(
@@ -176,25 +183,23 @@ class Pipeline:
                 .where(outbox.T.c.id == row.id, outbox.T.c.state == outbox.SUPPRESSED)
                 .values(state=outbox.CANCELLED)
             )
-            return "cancelled"
+            return Result(Outcome.CANCELLED)
         if row.run_state != runs.RUNNING:
             outbox.unqueue(s, row.id, now)
-            return f"run:{row.run_state}"
+            return Result(Outcome.HALTED, row.run_state)
         return None
 
-    # ------------------------------------------------------------------------------ gates
-    def _gate(
+    def _verdict(
         self,
         s: Session,
-        row: Any,
-        campaign: Campaign,
-        brand: Brand,
+        row: Row,
         now: datetime,
         consent: ledger.ConsentStatus,
-        history: list[tuple],
-    ) -> Any:
-        """``row`` (a ``_LOAD`` row) also stands for its contact: name, attributes, time_zone,
-        state_code and phone are the contact's columns."""
+        history: list[History],
+        booking: Reservation | None,
+    ) -> Ready | Result:
+        """The gate for one row; a refusal is applied to the outbox (or the run) here."""
+        campaign, brand = self.load.campaign(s, row.campaign_id)
         g = evaluate(
             parse_template(row.template),
             row.variables,
@@ -206,191 +211,128 @@ class Pipeline:
             now,
             first_message_days=self.config.first_message_days,
         )
-        if g.kind == "send":
-            return g.text, g.decision
-        if g.kind == "pause":
-            runs.pause_run(s, row.run_id, f"campaign: {g.reason}", now)
+        d = g.decision
+        if g.kind is Verdict.SEND and isinstance(d, compliance.Send) and g.text is not None:
+            assert brand.id is not None
+            cap = self.validity_cap_s
+            if d.valid_until is not None:
+                cap = min(cap, int((d.valid_until - now).total_seconds()))
+            return Ready(
+                row.id,
+                row.run_id,
+                row.campaign_id,
+                brand.id,
+                row.contact_id,
+                row.to_phone,
+                g.text,
+                d.segments,
+                campaign,
+                brand,
+                booking,
+                max(1, cap),
+                body_hash(g.text),
+            )
+        reason = g.reason or ""
+        if g.kind is Verdict.PAUSE:
+            runs.pause_run(s, row.run_id, f"campaign: {reason}", now)
             outbox.unqueue(s, row.id, now)
-            return f"paused:{g.reason}"
-        if g.kind == "defer":
-            outbox.defer(s, row.id, g.decision.until, g.reason, now)
-            self._metric("deferred", campaign.sid, g.reason)
-            return f"deferred:{g.reason}"
-        outbox.suppress(s, row.id, g.reason, now)
-        self._metric("suppressed", campaign.sid, g.reason)
-        if g.reason == "template_variable_missing":
+            return Result(Outcome.PAUSED, reason)
+        if g.kind is Verdict.DEFER and isinstance(d, compliance.Defer):
+            outbox.defer(s, row.id, d.until, reason, now)
+            self.metrics.deferred(campaign.sid, reason)
+            return Result(Outcome.DEFERRED, reason)
+        outbox.suppress(s, row.id, reason, now)
+        self.metrics.suppressed(campaign.sid, reason)
+        if reason == "template_variable_missing":
             log.info("row %s: template field missing for %s", row.id, mask_phone(row.phone))
-        return f"suppressed:{g.reason}"
+        return Result(Outcome.SUPPRESSED, reason)
 
-    def _histories(
-        self, s: Session, contact_ids: set[int], now: datetime
-    ) -> dict[int, list[tuple]]:
-        """These contacts' recent sends (caps, first message) and any bad-number error, in one
-        statement: contact id -> [(campaign_id, at, state, error_code)]."""
-        out: dict[int, list[tuple]] = {}
-        if not contact_ids:
-            return out
-        since = now - timedelta(days=self.config.history_days)
-        rows = s.connection().execute(_HISTORY, {"ids": list(contact_ids), "since": since}).all()
-        for who, c, sent, upd, st, code in rows:
-            if sent is not None or code in BAD_NUMBER_CODES:
-                out.setdefault(who, []).append((c, as_utc(sent or upd), st, code))
+    # ------------------------------------------------------------ 3-7. claim ... record
+    def _hand_over(
+        self, ready: list[Ready], epoch: Epoch | None, read_at: float
+    ) -> dict[int, Result]:
+        """Claim the gated rows in one statement, then each in turn passes the halt check, takes
+        its slot and is sent; the accepted sends are recorded together."""
+        now = self.clock.now()
+        with self.db.connect(autocommit=True) as conn, self.metrics.daily_batch():
+            token, claimed = outbox.claim_many(
+                conn, [outbox.ToClaim(x.row_id, x.text, x.digest, x.segments) for x in ready], now
+            )
+            out = self._each(
+                conn,
+                [x for x in ready if x.row_id in claimed],
+                token,
+                epoch,
+                self.halt_check.deadline(read_at),
+            )
+            for x in ready:
+                if x.row_id not in claimed:  # STOP, pause or cancel came first (or a worker)
+                    self.slots.release(x.booking)
+                    outbox.unqueue(conn, x.row_id, now)
+                    out[x.row_id] = Result(Outcome.LOST_CLAIM)
         return out
 
-    def _consents(self, s: Session, live: list[Any]) -> dict[int, ledger.ConsentStatus]:
-        """Consent of every live row's contact for its campaign: one query per campaign."""
-        by_campaign: dict[int, list[Any]] = {}
-        for row in live:
-            by_campaign.setdefault(row.campaign_id, []).append(row)
-        out: dict[int, ledger.ConsentStatus] = {}
-        for campaign_id, rows in by_campaign.items():
-            campaign, brand = self._campaign(s, campaign_id)
-            got = ledger.statuses(
-                s, {r.contact_id for r in rows}, brand_id=brand.id, campaign_id=campaign.id
-            )
-            for r in rows:
-                out[r.id] = got.get(r.contact_id, ledger.NO_CONSENT)
-        return out
-
-    def _campaign(self, s: Session, campaign_id: int) -> tuple[Campaign, Brand]:
-        """Campaign and brand, cached per process for ``campaign_cache_s`` (a status change or
-        suspension takes effect within that; pause and STOP act on the claim and the halt
-        check)."""
-        hit = self._campaigns.get(campaign_id)
-        mono = time.monotonic()
-        if hit is not None and mono - hit[2] < self.config.campaign_cache_s:
-            return hit[0], hit[1]
-        campaign = s.get(Campaign, campaign_id)
-        brand = s.get(Brand, campaign.brand_id)
-        self._campaigns[campaign_id] = (campaign, brand, mono)
-        return campaign, brand
-
-    # ------------------------------------------------------------------------------ resolve
-    def resolve(self, row_id: int) -> str:
-        """An ``unknown`` row: ask the carrier whether the message exists; sent or re-queued."""
-        with self.db.session() as s:
-            row = s.get(OutboxMessage, row_id)
-            if row is None or row.state != outbox.UNKNOWN:
-                return "skip"
-            campaign = s.get(Campaign, row.campaign_id)
-            sender = campaign.messaging_service_sid or campaign.sender or ""
-            since = as_utc(row.claimed_at or row.updated_at) - timedelta(minutes=2)
-            to, bh = row.to_phone, row.body_hash
+    def _each(
+        self,
+        conn: Connection,
+        todo: list[Ready],
+        token: str,
+        epoch: Epoch | None,
+        deadline: float,
+    ) -> dict[int, Result]:
+        clock, cfg = self.clock, self.config
+        out: dict[int, Result] = {}
+        touched: set[int] = set()  # rows whose carried booking was used or given back
+        started: set[int] = set()  # rows whose send began: maybe at the carrier
+        sent: list[outbox.Sent] = []
+        oldest = 0.0
+        slots = self.slots.for_batch(todo, token)
         try:
-            found = self.gateway.find_sent(to, sender, since, bh or "")
-        except GatewayError as e:
-            log.info("row %s: lookup failed (%s); stays unknown", row_id, e)
-            return "unknown"
-        now = self.clock.now()
-        with self.db.session() as s:
-            outbox.resolve_unknown(
-                s,
-                row_id,
-                found_sid=found.sid if found else None,
-                status=found.status if found else None,
-                now=now,
-            )
-        if found:
-            self._metric("sent", campaign.sid, sender, found.num_segments or 1)
-            return "resolved:sent"
-        return "resolved:requeued"
-
-    def refresh(self, row_id: int) -> str:
-        """A ``sent`` row that heard no final status: ask the carrier (its status callbacks may
-        have come before the row knew its SID, or been lost)."""
-        with self.db.session() as s:
-            row = s.get(OutboxMessage, row_id)
-            if row is None or row.state != outbox.SENT or not row.provider_sid:
-                return "skip"
-            sid = row.provider_sid
-        try:
-            found = self.gateway.fetch(sid)
-        except GatewayError as e:
-            log.info("row %s: status fetch failed (%s)", row_id, e)
-            return "unknown"
-        now = self.clock.now()
-        with self.db.session() as s:
-            moved = outbox.apply_provider_status(s, sid, found.status, None, now)
-            if moved is None:  # still "sent" at the carrier: ask again only after a while
-                outbox.touch(s, row_id, outbox.SENT, now)
-        return f"refreshed:{found.status}" if moved is not None else "unchanged"
-
-    # ------------------------------------------------------------------------------ helpers
-    def _validity(self, decision: Any, now: datetime) -> int:
-        cap = self.validity_cap_s
-        if decision.valid_until is not None:
-            cap = min(cap, int((decision.valid_until - now).total_seconds()))
-        return max(1, cap)
-
-    def _release(self, booking: dict[str, Any] | None) -> None:
-        self.slots.release(booking)
-
-    def _metric(self, name: str, *args: Any, **kwargs: Any) -> None:
-        if self.metrics is not None:
+            for i, x in enumerate(todo):
+                if clock.time() > deadline:
+                    break
+                if sent and clock.time() - oldest >= cfg.mark_within_s:
+                    self._record(conn, sent)
+                    sent = []
+                touched.add(x.row_id)
+                halted = self.halt_check.check(x, token, epoch)
+                if halted is not None:
+                    self.slots.release(x.booking)
+                    out[x.row_id] = halted
+                    continue
+                slot = slots.take(conn, i, clock.now())
+                if isinstance(slot, Result):
+                    out[x.row_id] = slot
+                    continue
+                if clock.time() > deadline:  # the check or the slot took that long
+                    self.slots.release(slot)
+                    break
+                started.add(x.row_id)
+                out[x.row_id], done = self.send(x, token)
+                if done is not None:
+                    oldest = oldest if sent else clock.time()
+                    sent.append(done)
+        finally:
             try:
-                getattr(self.metrics, name)(*args, **kwargs)
-            except Exception:  # noqa: BLE001 - metrics never break a send
-                log.debug("metric %s failed", name, exc_info=True)
+                self._record(conn, sent)
+            finally:  # rows never handed over go back to the outbox
+                left = [x for x in todo if x.row_id not in out and x.row_id not in started]
+                try:
+                    outbox.unclaim(conn, [x.row_id for x in left], token, clock.now())
+                    for x in left:
+                        out[x.row_id] = Result(Outcome.UNCLAIMED)
+                        if x.row_id not in touched:
+                            self.slots.release(x.booking)
+                finally:
+                    slots.close()  # slots reserved ahead for rows never reached
+        return out
 
-
-def _load_statement() -> Any:
-    """A batch's rows with their run's state and template and their contact's columns (Core
-    rows: building ORM objects cost ~10 % of a worker's CPU)."""
-    t, r, c = outbox.T, Run.__table__, Contact.__table__  # type: ignore[attr-defined]
-    return (
-        select(
-            t.c.id,
-            t.c.state,
-            t.c.run_id,
-            t.c.campaign_id,
-            t.c.contact_id,
-            t.c.to_phone,
-            t.c.variables,
-            r.c.state.label("run_state"),
-            r.c.template,
-            c.c.phone,
-            c.c.name,
-            c.c.attributes,
-            c.c.time_zone,
-            c.c.state_code,
-        )
-        .join(r, r.c.id == t.c.run_id)
-        .join(c, c.c.id == t.c.contact_id)
-        .where(t.c.id.in_(bindparam("ids", expanding=True)))
-    )
-
-
-_LOAD = _load_statement()
-
-
-def _history_statement() -> Any:
-    """Contacts' (``:ids``) sends since ``:since`` and their bad-number errors (built once: its
-    compiled form is cached)."""
-    t = outbox.T
-    return select(
-        t.c.contact_id, t.c.campaign_id, t.c.sent_at, t.c.updated_at, t.c.state, t.c.error_code
-    ).where(
-        t.c.contact_id.in_(bindparam("ids", expanding=True)),
-        or_(t.c.sent_at >= bindparam("since"), t.c.error_code.in_(BAD_NUMBER_CODES)),
-    )
-
-
-_HISTORY = _history_statement()
-
-
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    """A row that passed the gates: next, the hand-over (claim, halt check, throttle slot,
-    send)."""
-
-    row_id: int
-    run_id: int
-    contact_id: int
-    to: str
-    text: str
-    decision: Any
-    campaign: Campaign
-    brand: Brand
-    booking: dict[str, Any] | None  # a slot booked earlier, carried by the queue message
-    validity: int
-    digest: str  # the body's hash (the claim records it, the repetition metrics count it)
+    def _record(self, conn: Connection, sent: list[outbox.Sent]) -> None:
+        moved = outbox.mark_sent_many(conn, sent)
+        if moved < len(sent):  # the reconciler took a claim that reached the carrier
+            log.error(
+                "%d accepted sends had lost their claim (rows %s): the reconciler asks "
+                "the carrier for them",
+                len(sent) - moved,
+                [x.row_id for x in sent],
+            )

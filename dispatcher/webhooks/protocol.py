@@ -16,8 +16,20 @@ class Runtime(Protocol):
     * ``render_metrics() -> (bytes, content_type)`` -- served at ``GET /metrics``.
     """
 
-    settings: Settings  # auth_token, public_base_url, advanced_opt_out
-    db: Database
-    clock: Clock
-    metrics: Any | None  # dispatcher.metrics.Metrics or None
-    redis: Any | None  # a redis client (checked by /healthz) or None (embedded)
+    @property
+    def settings(self) -> Settings:  # auth_token, public_base_url, advanced_opt_out
+        ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def metrics(self) -> Any | None:  # dispatcher.metrics.Metrics or None
+        ...
+
+    @property
+    def redis(self) -> Any | None:  # a redis client (checked by /healthz) or None (embedded)
+        ...

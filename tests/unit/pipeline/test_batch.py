@@ -4,6 +4,7 @@ row would, and still lets a STOP, pause or stale slot stop every row not yet han
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from dispatcher import outbox, runs
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.errors import StorageError
+from dispatcher.halts import NoHaltKeys
 from tests.unit.pipeline.conftest import make_harness
 
 
@@ -84,13 +86,10 @@ class CountingThrottle:
 
 
 def _pipeline(h, gateway: Any, throttle: Any = None) -> Pipeline:
-    rt = h.rt
-    return Pipeline(
-        db=rt.db,
-        throttle=throttle or rt.throttle,
-        gateway=gateway,
-        clock=h.clock,
-        enqueue=h.enqueue,
+    """The harness's pipeline with these edges, and no halt keys: every claimed row is checked
+    in the database before its send."""
+    return replace(
+        h.pipeline(), gateway=gateway, throttle=throttle or h.rt.throttle, halt_keys=NoHaltKeys()
     )
 
 

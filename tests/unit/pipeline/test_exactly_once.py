@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from dispatcher import outbox
-from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.halts import NoHaltKeys
 
 
 def test_duplicate_delivery_of_one_id_sends_once(harness):
@@ -113,12 +114,10 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
     rt = harness.rt
-    dying = Pipeline(
-        db=rt.db,
-        throttle=rt.throttle,
+    dying = replace(
+        harness.pipeline(),
         gateway=DyingGateway(rt.gateway, after_send=reached_carrier),
-        clock=harness.clock,
-        enqueue=harness.enqueue,
+        halt_keys=NoHaltKeys(),
     )
     with pytest.raises(WorkerKilled):
         dying.deliver(row.id)
@@ -193,13 +192,7 @@ def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_re
 
             raise RetryableSendError("find_sent: 503", status=503)
 
-    blind = Pipeline(
-        db=rt.db,
-        throttle=rt.throttle,
-        gateway=BlindGateway(),
-        clock=harness.clock,
-        enqueue=harness.enqueue,
-    )
+    blind = replace(harness.pipeline(), gateway=BlindGateway(), halt_keys=NoHaltKeys())
     assert blind.deliver(row.id) == "unknown"
     assert harness.row(row.id).state == outbox.UNKNOWN
     assert blind.deliver(row.id) == "skip:unknown"

@@ -7,6 +7,7 @@ import heapq
 import itertools
 from bisect import bisect_left
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,8 +53,8 @@ def simulate(harness, run_id: int, **release: Any) -> dict[str, Any]:
         for row_id in ids:
             heapq.heappush(heap, (clock.time(), next(seq), row_id, None))
 
-    p = harness.rt.pipeline(enqueue)
-    p.status_callback = None  # no webhook traffic: this test is about the queue and throttle
+    # no webhook traffic: this test is about the queue and throttle
+    p = replace(harness.rt.pipeline(enqueue), status_callback=None)
     hk = harness.release_loop(p, **release)
     hk.enqueue_many = enqueue_many
     steps = 0
