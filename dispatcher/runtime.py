@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from dispatcher.delivery.pipeline import Pipeline
     from dispatcher.delivery.ports import Enqueue
     from dispatcher.gateway.client import TwilioGateway
-    from dispatcher.halts import Halts
+    from dispatcher.halts import Halts, NoHaltKeys
     from dispatcher.metrics import Metrics
     from dispatcher.store import Database
     from dispatcher.throttle.redis import RedisThrottle
@@ -73,29 +73,24 @@ class Runtime:
     # --------------------------------------------------------------------------- edges
     @cached_property
     def db(self) -> Database:
-        from dispatcher.halts import install
         from dispatcher.store import open_database
 
-        db = open_database(self.settings.database_url)
-        # halts (STOP, pause, cancel) reach Redis before they commit; the Redis client is made
-        # only when a commit first has one to signal
-        install(db, lambda: self.halts)
-        return db
+        return open_database(self.settings.database_url)
 
     @cached_property
-    def halts(self) -> Halts:
-        """Halt keys on their own client with short timeouts and no retries: a halt signals
-        inside its open transaction, and a worker whose check fails asks the database."""
-        from dispatcher.halts import Halts
+    def halts(self) -> Halts | NoHaltKeys:
+        """What a STOP, pause or cancel signals before it commits (``dispatcher/halts.py``), on
+        its own client with short timeouts and no retries: a halt signals inside its open
+        transaction, and a worker whose check fails asks the database.  Building it makes no
+        connection."""
+        from dispatcher.halts import Halts, NoHaltKeys
 
         if self.settings.redis_url is None:
             if not self.shared_redis and not self.settings.database_url.startswith("sqlite"):
-                from dispatcher.errors import ConfigError
-
-                raise ConfigError(
-                    "DISPATCHER_REDIS_URL is not set: a pause, cancel or opt-out recorded in "
-                    "this PostgreSQL database would not reach the workers' halt check; set it "
-                    "as the workers have it"
+                return NoHaltKeys(
+                    refusal="DISPATCHER_REDIS_URL is not set: a pause, cancel or opt-out "
+                    "recorded in this PostgreSQL database would not reach the workers' halt "
+                    "check; set it as the workers have it"
                 )
             return Halts(self.redis)
         from redis.backoff import NoBackoff

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from dispatcher.halts import NoHaltKeys
 from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -544,6 +545,7 @@ def seed(
                 source="keyword",
                 actor="test",
                 evidence_text="STOP",
+                halts=NoHaltKeys(),  # seeding: no run exists yet, nothing to halt
             )
         out = Seeded(
             campaign.sid,

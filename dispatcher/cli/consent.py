@@ -12,7 +12,7 @@ import typer
 
 from dispatcher import contacts as contact_svc
 from dispatcher import ledger, registry
-from dispatcher.cli.common import database
+from dispatcher.cli.common import database, halts
 from dispatcher.cli.output import JsonOpt, report
 from dispatcher.errors import InputError
 
@@ -54,6 +54,7 @@ def _record(
             evidence_url=url,
             note=note,
             occurred_at=when,
+            halts=halts(),
         )
         doc = {
             "id": ev.id,

@@ -100,6 +100,7 @@ class Pipeline:
                 self.db,
                 self.clock,
                 self.metrics,
+                self.halts,
                 resolver,
                 cfg,
                 self.status_callback,
@@ -234,7 +235,7 @@ class Pipeline:
             )
         reason = g.reason or ""
         if g.kind is Verdict.PAUSE:
-            runs.pause_run(s, row.run_id, f"campaign: {reason}", now)
+            runs.pause_run(s, row.run_id, f"campaign: {reason}", now, halts=self.halts)
             outbox.unqueue(s, row.id, now)
             return Result(Outcome.PAUSED, reason)
         if g.kind is Verdict.DEFER and isinstance(d, compliance.Defer):

@@ -17,7 +17,7 @@ from dispatcher import ledger, outbox
 from dispatcher.clock import Clock
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.delivery.gate import Ready
-from dispatcher.delivery.ports import Gateway, Metrics
+from dispatcher.delivery.ports import Gateway, HaltSignal, Metrics
 from dispatcher.delivery.resolve import Resolve
 from dispatcher.delivery.results import Outcome, Result
 from dispatcher.errors import AmbiguousSendError, GatewayError, RetryableSendError
@@ -37,12 +37,14 @@ class Send:
         db: Database,
         clock: Clock,
         metrics: Metrics,
+        halts: HaltSignal,
         resolve: Resolve,
         config: DeliverConfig,
         status_callback: str | None,
     ) -> None:
         self.gateway, self.db, self.clock, self.metrics = gateway, db, clock, metrics
-        self.resolve, self.config, self.status_callback = resolve, config, status_callback
+        self.halts, self.resolve = halts, resolve
+        self.config, self.status_callback = config, status_callback
 
     def __call__(self, x: Ready, token: str) -> tuple[Result, outbox.Sent | None]:
         """Hand the claimed row to the carrier.  Accepted: (sent, what to record)."""
@@ -108,6 +110,7 @@ class Send:
                     actor="carrier",
                     evidence_text="Twilio error 21610: recipient replied STOP",
                     evidence_ref=str(e.code),
+                    halts=self.halts,
                 )
                 outbox.suppress_for_contact(
                     s, x.contact_id, brand_campaign_ids=None, reason="opted_out", now=now

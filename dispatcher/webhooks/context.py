@@ -108,7 +108,13 @@ class Context:
                 continue
             try:
                 with self.runtime.db.session() as s:
-                    check_run(s, run_id, self.runtime.clock.now(), self.options.guard_thresholds)
+                    check_run(
+                        s,
+                        run_id,
+                        self.runtime.clock.now(),
+                        self.options.guard_thresholds,
+                        halts=self.runtime.halts,
+                    )
             except Exception:  # noqa: BLE001 - the webhook's own work is already committed
                 log.exception("reputation guard failed for run %s", run_id)
 

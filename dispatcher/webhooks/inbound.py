@@ -34,7 +34,9 @@ async def _inbound(ctx: Context, request: Request) -> Response:
         messaging_service_sid=form.get("MessagingServiceSid", max_len=SID_MAX),
         opt_out_type=form.get("OptOutType", max_len=16),
     )
-    result = await ctx.run(process_inbound, msg, advanced_opt_out=settings.advanced_opt_out)
+    result = await ctx.run(
+        process_inbound, msg, advanced_opt_out=settings.advanced_opt_out, halts=ctx.runtime.halts
+    )
     if result.revocation and result.contact_id is not None:
         # the guarantee: once this webhook has answered, no message to the contact is still
         # being handed to the carrier (rows not yet claimed were suppressed in the transaction;

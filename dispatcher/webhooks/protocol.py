@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dispatcher.clock import Clock
 from dispatcher.settings import Settings
 from dispatcher.store import Database
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 
 @runtime_checkable
@@ -32,4 +35,8 @@ class Runtime(Protocol):
 
     @property
     def redis(self) -> Any | None:  # a redis client (checked by /healthz) or None (embedded)
+        ...
+
+    @property
+    def halts(self) -> HaltSignal:  # what a STOP, pause or cancel signals before it commits
         ...

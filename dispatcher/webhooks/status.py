@@ -46,7 +46,9 @@ def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
     def run_batch(updates: list[StatusUpdate]) -> list[StatusResult]:
         now = ctx.runtime.clock.now()
         with ctx.runtime.db.session() as s:
-            return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns)
+            return apply_statuses(
+                s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts
+            )
 
     return GroupCommit(
         run_batch,
@@ -69,7 +71,12 @@ def status_early(ctx: Context) -> EarlyStatuses:
 def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
     """One callback in its own transaction."""
     return ctx.transaction(
-        apply_status, sid=u.sid, status=u.status, error_code=u.error_code, campaigns=ctx.campaigns
+        apply_status,
+        sid=u.sid,
+        status=u.status,
+        error_code=u.error_code,
+        campaigns=ctx.campaigns,
+        halts=ctx.runtime.halts,
     )
 
 

@@ -164,6 +164,7 @@ class Harness:
                 source="keyword",
                 actor="test",
                 evidence_text="STOP",
+                halts=self.rt.halts,
             )
             return outbox_suppress_for_contact(s, contact_id, self.clock.now())
 

@@ -113,7 +113,7 @@ def test_pause_during_a_batch_leaves_the_rest_queued_for_resume(harness):
 
     def pause() -> None:
         with harness.db.session() as s:
-            runs.pause_run(s, run_id, "operator", harness.clock.now())
+            runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
 
     p = _pipeline(harness, Interfering(harness.rt.gateway, pause))
     out = p.deliver_many(ids)

@@ -60,6 +60,7 @@ def test_suppress_opted_out(harness):
             source="keyword",
             actor="test",
             evidence_text="STOP",
+            halts=harness.rt.halts,
         )
     run_id = harness.launch()
     (row,) = harness.rows(run_id)

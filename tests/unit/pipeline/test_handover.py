@@ -129,7 +129,7 @@ def test_a_cancel_during_a_batch_cancels_the_claimed_rows(harness):
     def cancel(i: int) -> None:
         if i == 0:  # while the first row is being sent
             with harness.db.session() as s:
-                runs.cancel_run(s, run_id, harness.clock.now())
+                runs.cancel_run(s, run_id, harness.clock.now(), halts=harness.rt.halts)
 
     out = _pipeline(harness, Gateway(harness.rt.gateway, cancel)).deliver_many(ids)
     assert [out[i] for i in ids] == ["sent", "cancelled", "cancelled"]

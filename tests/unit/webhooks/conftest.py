@@ -14,6 +14,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from dispatcher.clock import FakeClock
+from dispatcher.delivery.fakes import MemoryHalts
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.settings import Settings
 from dispatcher.store import Database
@@ -69,6 +70,11 @@ class FakeRuntime:
     clock: FakeClock
     metrics: Any = None
     redis: Any = None
+    halts: MemoryHalts = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.halts is None:  # what STOPs and pauses signal, kept in memory
+            self.halts = MemoryHalts(self.clock)
 
 
 def sign(params: Any, url: str, token: str = TOKEN) -> str:
