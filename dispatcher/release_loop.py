@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
@@ -114,40 +114,7 @@ class ReleaseLoop:
                 )
                 if room <= 0:
                     continue
-                # One statement of constant text (psycopg parses and caches it once; a list of
-                # up to 1000 ids as parameters cost the scheduler a third of its CPU).  SKIP
-                # LOCKED: two schedulers never wait on each other's rows (SQLite omits it; its
-                # writers are serialised anyway); the outer WHERE re-checks the row's state.
-                # MATERIALIZED: as a plain ``IN (SELECT ... LIMIT ... FOR UPDATE)`` PostgreSQL
-                # may rescan the subquery per row (nested-loop semi join), and each rescan skips
-                # the rows this UPDATE already changed, so the LIMIT slid over every due row.
-                due = (
-                    select(T.c.id)
-                    .where(
-                        T.c.run_id == run_id,
-                        T.c.state == outbox.QUEUED,
-                        T.c.enqueued_at.is_(None),
-                        T.c.due_at <= now,
-                    )
-                    .order_by(T.c.due_at, T.c.id)
-                    .limit(room)
-                    .with_for_update(skip_locked=True)
-                    .cte("due")
-                    .prefix_with("MATERIALIZED")
-                )
-                ids += [
-                    r[0]
-                    for r in conn.execute(
-                        update(T)
-                        .where(
-                            T.c.id.in_(select(due.c.id)),
-                            T.c.state == outbox.QUEUED,
-                            T.c.enqueued_at.is_(None),
-                        )
-                        .values(enqueued_at=now)
-                        .returning(T.c.id)
-                    )
-                ]
+                ids += outbox.release_due(conn, run_id, room, now)
         # committed first: if we die before enqueueing, the reconciler finds them lost
         if ids:
             self.enqueue_many(sorted(ids))
@@ -161,23 +128,8 @@ class ReleaseLoop:
         lease_before = now - timedelta(seconds=cfg.sending_lease_s)
         with self.db.session() as s:
             conn = s.connection()
-            # lost: due *and* handed to the queue long ago (a row released late for an old
-            # due_at is not lost: its queue message was just written)
-            lost = conn.execute(
-                update(T)
-                .where(
-                    T.c.state == outbox.QUEUED,
-                    T.c.enqueued_at.is_not(None),
-                    T.c.due_at < lost_before,
-                    T.c.enqueued_at < lost_before,
-                )
-                .values(enqueued_at=None, updated_at=now)
-            ).rowcount
-            stale = conn.execute(
-                update(T)
-                .where(T.c.state == outbox.SENDING, T.c.claimed_at < lease_before)
-                .values(state=outbox.UNKNOWN, updated_at=now, error_message="worker lost mid-send")
-            ).rowcount
+            lost = outbox.forget_lost(conn, lost_before, now)
+            stale = outbox.expire_claims(conn, lease_before, now)
             unknown = [
                 r[0]
                 for r in conn.execute(

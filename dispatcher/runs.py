@@ -354,11 +354,7 @@ def resume_run(session: Session, run_id: int, now: datetime) -> bool:
         .values(state=target, pause_reason=None)
     )
     # rows that a queue message still carried were parked on pause: release them again
-    session.connection().execute(
-        update(OB)
-        .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
-        .values(enqueued_at=None)
-    )
+    outbox.unpark_run(session, run_id)
     wake_scheduler(session)
     return True
 
@@ -373,15 +369,7 @@ def cancel_run(session: Session, run_id: int, now: datetime, *, halts: HaltSigna
     session.connection().execute(
         update(R).where(R.c.id == run_id).values(state=CANCELLED, finished_at=now)
     )
-    n = (
-        session.connection()
-        .execute(
-            update(OB)
-            .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
-            .values(state=outbox.CANCELLED, updated_at=now)
-        )
-        .rowcount
-    )
+    n = outbox.cancel_run_rows(session, run_id, now)
     assert run.id is not None
     halts.signal(runs=[run.id])
     return n

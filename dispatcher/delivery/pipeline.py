@@ -178,12 +178,7 @@ class Pipeline:
         if row.state != outbox.QUEUED:
             return Result(Outcome.SKIPPED, row.state)
         if row.run_state == runs.CANCELLED:
-            outbox.suppress(s, row.id, "run_cancelled", now)
-            s.connection().execute(
-                outbox.T.update()
-                .where(outbox.T.c.id == row.id, outbox.T.c.state == outbox.SUPPRESSED)
-                .values(state=outbox.CANCELLED)
-            )
+            outbox.cancel(s, row.id, "run_cancelled", now)
             return Result(Outcome.CANCELLED)
         if row.run_state != runs.RUNNING:
             outbox.unqueue(s, row.id, now)
