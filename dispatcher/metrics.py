@@ -239,9 +239,6 @@ class Metrics:
             )
             self.recorder.record(sender, digest, brand, segments)
 
-    def send_duration_seconds(self, seconds: float) -> None:
-        self.send_duration.observe(seconds)
-
     def delivered(self, campaign: str, sender: str) -> None:
         self.outcome(campaign, sender, "delivered", None)
 
@@ -270,8 +267,6 @@ class Metrics:
         self.reservations_total.labels(bucket_kind, "allowed" if allowed else "refused").inc()
         if not allowed:
             self.throttle_wait.labels(bucket_kind).observe(max(0.0, wait_s))
-
-    throttle = throttle_wait_seconds  # short alias
 
     # ------------------------------------------------------------------------------- consent
     def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:

@@ -45,14 +45,12 @@ async def _inbound(ctx: Context, request: Request) -> Response:
     if not result.replay:
         label = result.campaign_sid or "unknown"
         if result.new_opt_out:
-            ctx.metric(
-                "opt_out",
-                label,
-                "natural_language" if result.classification == NL_REVOKE else "keyword",
+            ctx.metrics.opt_out(
+                label, "natural_language" if result.classification == NL_REVOKE else "keyword"
             )
         elif result.classification == "START":
-            ctx.metric("opt_in", label)
+            ctx.metrics.opt_in(label)
         elif result.classification == "HELP":
-            ctx.metric("help_request", label)
+            ctx.metrics.help_request(label)
         await ctx.guard(result.run_ids)
     return twiml_response(result.reply)

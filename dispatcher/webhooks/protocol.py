@@ -10,6 +10,46 @@ from dispatcher.store import Database
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
+    from dispatcher.metrics import OptOutKind
+
+
+class WebhookMetrics(Protocol):
+    """What the webhooks record (``dispatcher.metrics.Metrics`` has these methods; called
+    directly, so a renamed one fails mypy and the tests, not silently)."""
+
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None: ...
+
+    def opt_in(self, campaign: str) -> None: ...
+
+    def help_request(self, campaign: str) -> None: ...
+
+    def delivered(self, campaign: str, sender: str) -> None: ...
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
+
+
+class NoMetrics(WebhookMetrics):
+    """A runtime without metrics: every call does nothing."""
+
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:
+        pass
+
+    def opt_in(self, campaign: str) -> None:
+        pass
+
+    def help_request(self, campaign: str) -> None:
+        pass
+
+    def delivered(self, campaign: str, sender: str) -> None:
+        pass
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        pass
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        pass
 
 
 @runtime_checkable
@@ -30,7 +70,7 @@ class Runtime(Protocol):
     def clock(self) -> Clock: ...
 
     @property
-    def metrics(self) -> Any | None:  # dispatcher.metrics.Metrics or None
+    def metrics(self) -> WebhookMetrics | None:  # dispatcher.metrics.Metrics or None
         ...
 
     @property

@@ -86,13 +86,13 @@ def react(ctx: Context, res: StatusResult) -> list[int]:
     the route awaits ``ctx.guard``, the early retrier calls ``ctx.guard_now``."""
     campaign, sender = res.campaign_sid or "unknown", res.sender or "unknown"
     if res.state == outbox.DELIVERED:
-        ctx.metric("delivered", campaign, sender)
+        ctx.metrics.delivered(campaign, sender)
     elif res.state == outbox.UNDELIVERED:
-        ctx.metric("undelivered", campaign, sender, res.error_code)
+        ctx.metrics.undelivered(campaign, sender, res.error_code)
     elif res.state == outbox.FAILED:
-        ctx.metric("failed", campaign, sender, res.error_code)
+        ctx.metrics.failed(campaign, sender, res.error_code)
     if res.carrier_opt_out:
-        ctx.metric("opt_out", campaign, "carrier")
+        ctx.metrics.opt_out(campaign, "carrier")
     return [res.run_id] if res.error_code and res.run_id is not None else []
 
 

@@ -24,6 +24,7 @@ from dispatcher.metrics import Metrics
 from dispatcher.throttle.policy import DAY_S, Bucket
 from dispatcher.throttle.redis import RedisThrottle
 from dispatcher.throttle.reservation import Reservation
+from dispatcher.webhooks.protocol import NoMetrics, WebhookMetrics
 from tests.unit.gateway import conftest as gateway_env
 from tests.unit.gateway.conftest import FROM, Env
 
@@ -36,6 +37,7 @@ IMPLEMENTATIONS: dict[type, list[type]] = {
     ports.HaltKeys: [Halts, MemoryHalts, NoHaltKeys],
     ports.HaltSignal: [Halts, MemoryHalts],
     ports.Metrics: [Metrics, RecordingMetrics],
+    WebhookMetrics: [Metrics, NoMetrics],  # the webhooks' own port, the same rule
 }
 
 

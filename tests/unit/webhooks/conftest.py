@@ -15,10 +15,12 @@ from twilio.request_validator import RequestValidator
 
 from dispatcher.clock import FakeClock
 from dispatcher.delivery.fakes import MemoryHalts
+from dispatcher.metrics import OptOutKind
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.webhooks import WebhookOptions, create_app
+from dispatcher.webhooks.protocol import WebhookMetrics
 from tests.harness import wait_for as harness_wait_for
 
 TOKEN = "test-auth-token-0123456789abcdef"
@@ -53,14 +55,29 @@ class TestClient:
         return self.request("GET", path, **kw)
 
 
-class RecordingMetrics:
+class RecordingMetrics(WebhookMetrics):
+    """Every metric call, in order, as (method, *args)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in {"opt_out", "opt_in", "help_request", "delivered", "undelivered", "failed"}:
-            raise AttributeError(name)
-        return lambda *a: self.calls.append((name, *a))
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:
+        self.calls.append(("opt_out", campaign, kind))
+
+    def opt_in(self, campaign: str) -> None:
+        self.calls.append(("opt_in", campaign))
+
+    def help_request(self, campaign: str) -> None:
+        self.calls.append(("help_request", campaign))
+
+    def delivered(self, campaign: str, sender: str) -> None:
+        self.calls.append(("delivered", campaign, sender))
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        self.calls.append(("undelivered", campaign, sender, error_code))
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        self.calls.append(("failed", campaign, sender, error_code))
 
 
 @dataclass
