@@ -1,16 +1,16 @@
 """The path of one message through a worker, for a batch of rows.  Each step is one module:
 
-1. **load** (``load.py``) the batch: rows with their run and contact, consent, history — one
-   statement each; rows no longer queued or whose run stopped are set aside here;
-2. **gate** (``gate.py``) each row, without I/O: render, compose, decide -> send, defer,
-   suppress, or pause the run (the outbox transitions of the last three are made here);
-3. **claim** the batch ``queued -> sending`` in ONE committed statement (``outbox.claim_many``),
+1. **load + gate** (``gate.py``): load the batch (rows with their run and contact, consent,
+   history: one statement each; rows no longer queued or whose run stopped are set aside), then
+   gate each row without I/O: render, compose, decide -> send, defer, suppress, or pause the
+   run (the outbox transitions of the last three are made here, in the same transaction);
+2. **claim** the batch ``queued -> sending`` in ONE committed statement (``outbox.claim_many``),
    only while each row is queued and its run running; then, per row in order:
-4. **halt check** (``halt_check.py``): one Redis command says whether a STOP, pause or cancel
+3. **halt check** (``halt_check.py``): one Redis command says whether a STOP, pause or cancel
    may have touched the row since the batch was read; only then a database check;
-5. **slot** (``slots.py``): a throttle slot usable now, or the row is carried to a later one;
-6. **send** (``send.py``) to the carrier, reacting to a refusal by its class;
-7. **record** the accepted sends together (``outbox.mark_sent_many``, ONE statement), at the
+4. **slot** (``slots.py``): a throttle slot usable now, or the row is carried to a later one;
+5. **send** (``send.py``) to the carrier, reacting to a refusal by its class;
+6. **record** the accepted sends together (``outbox.mark_sent_many``, ONE statement), at the
    batch's end or once the oldest waits ``mark_within_s``.
 
 ``deliver(id, booking)`` is a batch of one.  The collaborators are ports (``ports.py``), built by
@@ -36,9 +36,8 @@ from sqlmodel import Session
 from dispatcher import compliance, ledger, outbox, runs
 from dispatcher.clock import Clock
 from dispatcher.delivery.config import DeliverConfig
-from dispatcher.delivery.gate import History, Ready, Verdict, evaluate
+from dispatcher.delivery.gate import History, Loader, Ready, Row, Verdict, evaluate
 from dispatcher.delivery.halt_check import HaltCheck
-from dispatcher.delivery.load import Loader, Row
 from dispatcher.delivery.ports import (
     Booking,
     Enqueue,
@@ -136,7 +135,7 @@ class Pipeline:
         """A ``sent`` row with no final status: ask the carrier (the reconciler calls this)."""
         return self.resolver.refresh(row_id)
 
-    # ------------------------------------------------------------------ 1-2. load and gate
+    # ----------------------------------------------------------------- 1. load + gate
     def _gate(
         self, ids: list[int], held: dict[int, Reservation], out: dict[int, Result]
     ) -> list[Ready]:
@@ -220,6 +219,7 @@ class Pipeline:
                 brand.id,
                 row.contact_id,
                 row.to_phone,
+                campaign.messaging_service_sid or campaign.sender or "",
                 g.text,
                 d.segments,
                 campaign,
@@ -243,7 +243,7 @@ class Pipeline:
             log.info("row %s: template field missing for %s", row.id, mask_phone(row.phone))
         return Result(Outcome.SUPPRESSED, reason)
 
-    # ------------------------------------------------------------ 3-7. claim ... record
+    # ------------------------------------------------------------- 2-6. claim ... record
     def _hand_over(
         self, ready: list[Ready], epoch: Epoch | None, read_at: float
     ) -> dict[int, Result]:
