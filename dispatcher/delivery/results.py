@@ -43,8 +43,8 @@ class Result(str):
     detail: str | None
 
     def __new__(cls, outcome: Outcome, detail: object = None) -> Result:
-        text = outcome.value if detail is None else f"{outcome.value}:{detail}"
-        self = super().__new__(cls, text)
+        # an Outcome is a str: no enum property on this per-row path
+        self = super().__new__(cls, outcome if detail is None else f"{outcome}:{detail}")
         self.outcome = outcome
         self.detail = None if detail is None else str(detail)
         return self
