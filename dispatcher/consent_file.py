@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
@@ -32,6 +32,9 @@ from dispatcher.contacts import default_rejects_path, upsert_contact
 from dispatcher.csvrows import CsvRows, Rejects, RowReject, cell, parse_time, row_phone
 from dispatcher.errors import InputError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 #: cells a revocation file may have besides ``phone`` (first of each tuple wins)
 COLUMNS = {
@@ -52,6 +55,8 @@ class Recorder:
     campaign: Campaign | None
     source: str
     actor: str
+    #: what a revoke signals before it commits (the workers' halt check)
+    halts: HaltSignal
     evidence_text: str | None = None
     evidence_url: str | None = None
     note: str | None = None
@@ -92,6 +97,7 @@ def record(
         evidence_ref=evidence_ref,
         note=note or who.note,
         occurred_at=occurred_at,
+        halts=who.halts,
     )
     return ev, contact, created
 

@@ -61,21 +61,30 @@ class ThrottleError(DispatcherError):
 
 
 class GatewayError(DispatcherError):
-    """The carrier (Twilio or the sandbox) refused or failed a request.
+    """The carrier (Twilio or the sandbox) refused or failed a request, and sending it again will
+    not help (credentials, sender configuration, an unknown error code): an operator must look.
 
-    ``code`` is Twilio's error code when one was returned; ``outcome`` is the classification the
-    pipeline reacts to (see dispatcher.gateway.outcomes).
+    ``code`` is Twilio's error code when one was returned, ``status`` the HTTP status.  The
+    subclasses say how the pipeline reacts (dispatcher.gateway.outcomes classifies each answer);
+    list the ones a Dramatiq actor must never retry in its ``throws``.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int | None = None,
-        status: int | None = None,
-        outcome: str = "failed",
-    ) -> None:
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
-        self.outcome = outcome
+
+
+class RetryableSendError(GatewayError):
+    """The request was refused before the carrier accepted it (429, 5xx, connection refused): it
+    certainly did not reach the recipient, so it may be sent again later."""
+
+
+class RejectedSendError(GatewayError):
+    """The carrier refuses this recipient or message for good (invalid number, opted out,
+    blocked): never retry it."""
+
+
+class AmbiguousSendError(GatewayError):
+    """The request may have reached the carrier (read timeout, connection reset after it left):
+    the message may exist.  Never resend blindly; ask the carrier (``find_sent``) first."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session
@@ -26,6 +27,9 @@ from dispatcher.guard import (
     thresholds_from,
 )
 from dispatcher.models import Campaign, ConsentEvent, OutboxMessage, Run
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +108,15 @@ def _max_identical_today(session: Session, campaign: Campaign, now: datetime) ->
 
 
 def check_run(
-    session: Session, run_id: int, now: datetime, base: Thresholds = DEFAULT_THRESHOLDS
+    session: Session,
+    run_id: int,
+    now: datetime,
+    base: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    halts: HaltSignal,
 ) -> Verdict | None:
-    """Evaluate one run; pause it (in the caller's transaction) when a threshold is crossed.
-    Returns None when the run is not active (nothing to judge)."""
+    """Evaluate one run; pause it (in the caller's transaction, signalling ``halts``) when a
+    threshold is crossed.  Returns None when the run is not active (nothing to judge)."""
     run = session.get(Run, run_id)
     if run is None or run.state not in runs.ACTIVE:
         return None
@@ -125,7 +134,7 @@ def check_run(
         log.info("run %s: reputation warning: %s", run_id, w)
     if verdict.pause and verdict.reason:
         try:
-            if runs.pause_run(session, run_id, verdict.reason, now):
+            if runs.pause_run(session, run_id, verdict.reason, now, halts=halts):
                 log.warning("run %s paused: %s", run_id, verdict.reason)
         except ConflictError:
             log.debug("run %s left the active states before the guard paused it", run_id)

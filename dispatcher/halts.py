@@ -3,12 +3,13 @@ pause/cancel or a campaign pause may have touched the message since it loaded th
 
 A worker claims a batch of outbox rows in one SQL statement and then sends them one by one, so
 the claim no longer re-checks consent and run state per row.  Everything that halts sending
-(``ledger.append`` of a revoke, ``runs.pause_run`` / ``cancel_run`` / ``pause_campaign_runs``)
-calls ``note(session, ...)``; ``install(db, halts)`` makes the database's sessions set the noted
-keys (``<prefix>:c:<contact>``, ``:r:<run>``, ``:k:<campaign>``, value ``"1"``) in a
-``before_commit`` hook.  Before each send the worker calls ``clear(epoch, ...)`` (one MGET): True
-means no halt can have committed since it read the database; otherwise it re-checks the row in
-the database.
+calls ``halts.signal(...)`` itself, inside its transaction and before its caller commits: a
+revoke (``ledger.append(action="revoke", halts=...)``), ``runs.pause_run`` / ``cancel_run`` /
+``pause_campaign_runs`` (each takes ``halts``).  ``signal`` sets the keys
+(``<prefix>:c:<contact>``, ``:r:<run>``, ``:k:<campaign>``, value ``"1"``) at once.  Before each
+send the worker calls ``clear(epoch, ...)`` (one MGET; ``delivery/halt_check.py``): True means no
+halt can have committed since it read the database; otherwise it re-checks the row in the
+database.
 
 Why this is enough:
 
@@ -21,13 +22,16 @@ Why this is enough:
   can bring the same epoch back without the newest keys: the epoch also carries the client's
   connect count (``Reconnects``), and a worker's connections all reconnect after either.
 * **TTL and max_age_s.**  Keys expire after ``ttl_s`` (300 s), so they stay few.  A worker must
-  not trust ``clear`` for a batch read more than ``max_age_s`` = ``ttl_s / 2.5`` (120 s) ago:
-  a halt that committed after the batch's database read set its key less than a commit's
-  duration before, so the key is still alive at any check within ``max_age_s`` of that read.
-* **A rolled-back transaction** (the key was set, then the commit failed) only costs the worker
-  a database check: a key says "look", never "don't send" on its own.
-* **Redis down at commit:** the halt is committed anyway (a STOP must be recorded); the failure is
-  logged as an error.  Nothing then tells workers that Redis missed a key while its epoch
+  not trust ``clear`` for a batch read more than ``max_age_s`` = ``ttl_s / 2.5`` (120 s) ago.  A
+  halt that committed after the batch's database read set its key at most the rest of its
+  transaction before that commit, so the key is still alive at any check within ``max_age_s`` of
+  the read as long as a halting transaction commits within ``ttl_s - max_age_s`` (180 s) of its
+  ``signal``: the halting functions signal as their last step and their callers commit at once.
+* **A rolled-back transaction** (the key was set, then the commit failed or never came) only
+  costs the workers a database check for that contact, run or campaign: a key says "look",
+  never "don't send" on its own.
+* **Redis down at the halt:** the halt is committed anyway (a STOP must be recorded); the failure
+  is logged as an error.  Nothing then tells workers that Redis missed a key while its epoch
   stayed the same (a worker that gets an error from ``epoch``/``clear`` itself must check the
   database).  The signal runs inside the open transaction: a slow Redis keeps its locks that
   much longer (the halts client has 1 s timeouts and no retries).
@@ -42,22 +46,14 @@ after it.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-
-from sqlalchemy import event
 
 from dispatcher import keys
 from dispatcher.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-#: session.info key of the ids noted in the session's current transaction
-_INFO_KEY = "dispatcher.halts"
-_KINDS = ("contacts", "runs", "campaigns")
-_install_lock = threading.Lock()
 
 
 class Reconnects:
@@ -105,9 +101,12 @@ class Halts:
         self.reconnects = reconnects or Reconnects()  # fakeredis: never reconnects
         self.ttl_s = ttl_s
         self.prefix = prefix
-        #: a worker falls back to the database for a batch read longer ago than this
-        self.max_age_s = ttl_s / 2.5
         self.epoch_key = f"{prefix}:epoch"
+
+    @property
+    def max_age_s(self) -> float:
+        """A worker falls back to the database for a batch read longer ago than this."""
+        return self.ttl_s / 2.5
 
     # ------------------------------------------------------------------------------- names
     def contact_key(self, contact_id: int) -> str:
@@ -120,7 +119,7 @@ class Halts:
         return f"{self.prefix}:k:{campaign_id}"
 
     # ------------------------------------------------------------------------------ worker
-    def epoch(self) -> Any:
+    def epoch(self) -> tuple[object, int]:
         """The current epoch (created if missing), as Redis returns it (bytes or str), with the
         client's connect count after reading it: read it BEFORE reading the batch from the
         database.  One round trip."""
@@ -130,7 +129,9 @@ class Halts:
         value = p.execute()[1]
         return value, self.reconnects.n
 
-    def clear(self, epoch: Any, *, contact_id: int, run_id: int, campaign_id: int) -> bool:
+    def clear(
+        self, epoch: tuple[object, int] | None, *, contact_id: int, run_id: int, campaign_id: int
+    ) -> bool:
         """True iff Redis kept its keys since ``epoch`` was read and no halt of this contact,
         run or campaign was signalled within the TTL.  One command (MGET)."""
         if epoch is None:
@@ -151,36 +152,66 @@ class Halts:
         runs: Iterable[int] = (),
         campaigns: Iterable[int] = (),
     ) -> None:
-        """Set the keys (``"1"``, TTL ``ttl_s``) in one pipeline.  The epoch is not touched."""
+        """Set the keys (``"1"``, TTL ``ttl_s``) in one pipeline; call it inside the halting
+        transaction, before it commits.  The epoch is not touched.  A Redis error is logged and
+        swallowed: the halt is recorded even when Redis is down."""
+        ids = {"contacts": set(map(int, contacts)), "runs": set(map(int, runs))}
+        ids["campaigns"] = set(map(int, campaigns))
         names = (
-            [self.contact_key(i) for i in contacts]
-            + [self.run_key(i) for i in runs]
-            + [self.campaign_key(i) for i in campaigns]
+            [self.contact_key(i) for i in ids["contacts"]]
+            + [self.run_key(i) for i in ids["runs"]]
+            + [self.campaign_key(i) for i in ids["campaigns"]]
         )
         if not names:
             return
         ttl_ms = int(self.ttl_s * 1000)
-        p = self.redis.pipeline(transaction=False)
-        for name in names:
-            p.set(name, "1", px=ttl_ms)
-        p.execute()
+        try:
+            p = self.redis.pipeline(transaction=False)
+            for name in names:
+                p.set(name, "1", px=ttl_ms)
+            p.execute()
+        except Exception as e:  # noqa: BLE001 - a halt is recorded even when Redis is down
+            log.error(
+                "halt signal failed, committing anyway: workers may still send rows they "
+                "claimed before it (contact ids %s, run ids %s, campaign ids %s): %s: %s",
+                _ids(ids["contacts"]),
+                _ids(ids["runs"]),
+                _ids(ids["campaigns"]),
+                type(e).__name__,
+                e,
+            )
 
 
-def note(
-    session: Any,
-    *,
-    contacts: Iterable[int] = (),
-    runs: Iterable[int] = (),
-    campaigns: Iterable[int] = (),
-) -> None:
-    """Remember halts of this session's transaction, signalled just before it commits (by the
-    hook ``install`` registers; without one, nothing happens)."""
-    noted = session.info.get(_INFO_KEY)
-    if noted is None:
-        noted = session.info[_INFO_KEY] = {k: set() for k in _KINDS}
-    noted["contacts"].update(int(i) for i in contacts)
-    noted["runs"].update(int(i) for i in runs)
-    noted["campaigns"].update(int(i) for i in campaigns)
+class NoHaltKeys:
+    """No halt keys a worker can trust (the embedded mode, whose fakeredis another process
+    cannot see): every claimed row is checked in the database before its send.
+
+    ``signal`` does nothing, or, given ``refusal``, raises it as a ``ConfigError``: a halt
+    recorded in a database whose workers check keys this process cannot reach must not commit
+    unseen by them."""
+
+    max_age_s = float("inf")
+
+    def __init__(self, refusal: str | None = None) -> None:
+        self.refusal = refusal
+
+    def epoch(self) -> None:
+        return None
+
+    def clear(
+        self, epoch: tuple[object, int] | None, *, contact_id: int, run_id: int, campaign_id: int
+    ) -> bool:
+        return False
+
+    def signal(
+        self,
+        *,
+        contacts: Iterable[int] = (),
+        runs: Iterable[int] = (),
+        campaigns: Iterable[int] = (),
+    ) -> None:
+        if self.refusal is not None and [*contacts, *runs, *campaigns]:
+            raise ConfigError(self.refusal)
 
 
 def _ids(ids: set[int], most: int = 20) -> str:
@@ -188,53 +219,3 @@ def _ids(ids: set[int], most: int = 20) -> str:
         return "-"
     shown = ",".join(map(str, sorted(ids)[:most]))
     return shown if len(ids) <= most else f"{shown},... ({len(ids)} in all)"
-
-
-def install(db: Any, halts: Halts | Callable[[], Halts]) -> None:
-    """Make ``db``'s sessions signal what they noted right before they commit.
-
-    ``halts`` may be a zero-argument callable returning the Halts, called only by a commit with
-    something to signal (so opening the database needs no Redis client).
-    Installing again does not register the hooks twice; the latest ``halts`` is the one used.
-    A Redis error is logged and the commit goes on."""
-    with _install_lock:  # two Runtimes may open the same (process-wide) Database at once
-        state = db.__dict__.get("_halts")
-        if state is not None:
-            state["source"] = halts
-            return
-        state = db.__dict__["_halts"] = {"source": halts}
-        event.listen(db._factory, "before_commit", _before_commit(state))
-        event.listen(db._factory, "after_transaction_end", _after_transaction_end)
-
-
-def _before_commit(state: dict[str, Any]) -> Callable[[Any], None]:
-    """The hook of one Database: signals with whatever ``state["source"]`` is at commit time."""
-
-    def before_commit(session: Any) -> None:
-        if _INFO_KEY not in session.info or session.in_nested_transaction():
-            return  # nothing noted (every commit passes here), or a SAVEPOINT release
-        noted = session.info.pop(_INFO_KEY)
-        if not any(noted.values()):
-            return
-        try:
-            src = state["source"]
-            (src if hasattr(src, "signal") else src()).signal(**noted)
-        except ConfigError:
-            raise  # no shared Redis to signal: the halt must not commit unseen by workers
-        except Exception as e:  # noqa: BLE001 - a halt is recorded even when Redis is down
-            log.error(
-                "halt signal failed, committing anyway: workers may still send rows they "
-                "claimed before it (contact ids %s, run ids %s, campaign ids %s): %s: %s",
-                _ids(noted["contacts"]),
-                _ids(noted["runs"]),
-                _ids(noted["campaigns"]),
-                type(e).__name__,
-                e,
-            )
-
-    return before_commit
-
-
-def _after_transaction_end(session: Any, transaction: Any) -> None:
-    if transaction.parent is None:  # the outermost one ended (committed or rolled back)
-        session.info.pop(_INFO_KEY, None)

@@ -11,15 +11,17 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, event, or_
 from sqlmodel import Session, select
 
-from dispatcher import halts
 from dispatcher.clock import as_utc, utcnow
 from dispatcher.errors import InputError, LedgerError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 ACTIONS = ("grant", "revoke")
 SOURCES = (
@@ -68,13 +70,18 @@ def append(
     note: str | None = None,
     occurred_at: datetime | None = None,
     dedupe: str | None = None,
+    halts: HaltSignal | None = None,
 ) -> ConsentEvent:
+    """Append one event.  A revoke needs ``halts``: it signals the contact's halt key before the
+    caller commits, so a worker stops every row of the contact it already claimed."""
     if action not in ACTIONS:
         raise InputError(f"consent action must be one of {', '.join(ACTIONS)}", field="action")
     if source not in SOURCES:
         raise InputError(f"consent source must be one of {', '.join(SOURCES)}", field="source")
     if consent_type not in CONSENT_TYPES:
         raise InputError(f"consent type must be one of {', '.join(CONSENT_TYPES)}", field="type")
+    if action == "revoke" and halts is None:
+        raise TypeError("a revoke must signal the workers' halt check: pass halts=")
     if action == "grant" and not (evidence_text or evidence_url or evidence_ref or note):
         raise InputError(
             "a consent grant needs evidence (text, URL, reference or note)", field="evidence"
@@ -98,8 +105,8 @@ def append(
     )
     session.add(ev)
     session.flush()
-    if action == "revoke":  # workers see it before their next send (dispatcher/halts.py)
-        halts.note(session, contacts=[contact_id])
+    if halts is not None and action == "revoke":  # workers see it before their next send
+        halts.signal(contacts=[contact_id])
     return ev
 
 

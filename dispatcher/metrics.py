@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, Literal
 
@@ -239,9 +239,6 @@ class Metrics:
             )
             self.recorder.record(sender, digest, brand, segments)
 
-    def send_duration_seconds(self, seconds: float) -> None:
-        self.send_duration.observe(seconds)
-
     def delivered(self, campaign: str, sender: str) -> None:
         self.outcome(campaign, sender, "delivered", None)
 
@@ -270,8 +267,6 @@ class Metrics:
         self.reservations_total.labels(bucket_kind, "allowed" if allowed else "refused").inc()
         if not allowed:
             self.throttle_wait.labels(bucket_kind).observe(max(0.0, wait_s))
-
-    throttle = throttle_wait_seconds  # short alias
 
     # ------------------------------------------------------------------------------- consent
     def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:
@@ -328,7 +323,7 @@ class Metrics:
                     self._aggregate.register(self.daily)
             return self._aggregate
 
-    def daily_batch(self) -> Any:
+    def daily_batch(self) -> AbstractContextManager[None]:
         """The daily Redis records of every send this thread records inside go to Redis in one
         round trip at the end (a worker's batch of rows); see :class:`DailyRecorder`."""
         return self.recorder.batch() if self.recorder is not None else nullcontext()

@@ -1,5 +1,6 @@
-"""Outbox state machine: every transition is a compare-and-set UPDATE, so two workers (or a
-worker and a webhook) can never both move one row.
+"""Outbox state machine: the ONLY writer of outbox states.  Every transition is one function
+here, a compare-and-set UPDATE from the states it allows, so two workers (or a worker, the
+scheduler and a webhook) can never both move one row.
 
     queued ──claim──► sending ──► sent ──status──► delivered | undelivered
       │                  ├──────► failed                 (sent/failed also set by callbacks)
@@ -7,11 +8,30 @@ worker and a webhook) can never both move one row.
       │                  └──────► queued | suppressed | cancelled   (claimed, never sent)
       └──► suppressed | cancelled      (never handed to the carrier)
 
+=====================================  ======================================  ===============
+transition                             function                                called by
+=====================================  ======================================  ===============
+queued -> sending (a batch)            ``claim_many``                          the pipeline
+sending|unknown -> sent                ``mark_sent_many`` / ``mark_sent``      the pipeline
+sending -> queued (not handed over)    ``unclaim``; ``release`` (refused)      the pipeline
+sending -> suppressed | cancelled      ``drop_claimed``                        the halt check
+sending -> failed | unknown            ``mark_failed`` / ``mark_unknown``      the send step
+sending -> unknown (worker lost)       ``expire_claims``                       the reconciler
+unknown -> sent | queued               ``resolve_unknown``                     resolve
+queued -> later / suppressed           ``defer`` / ``suppress``                the gate
+queued -> cancelled                    ``cancel`` (a row) / ``cancel_run_rows``  pipeline / runs
+queued -> suppressed (a STOP)          ``suppress_for_contact``                webhooks, 21610
+queued, carried by a queue message     ``release_due`` (the release loop);     scheduler,
+  or not                               ``unqueue``, ``unpark_run``,            pipeline,
+                                       ``forget_lost``                         runs, reconciler
+sent+ -> a later status                ``apply_provider_status``               status callbacks
+=====================================  ======================================  ===============
+
 A row is claimed with its batch (``claim_many``) and *in flight* from the moment its worker
 starts its send: it may have reached the carrier.  Only the worker that claimed it gives a row it
 never sent back (``unclaim``, ``drop_claimed``, ``release`` for a refused request); a row that
 may have reached the carrier goes back to ``queued`` only through ``resolve_unknown``, after
-asking the carrier.
+asking the carrier.  Rows are created by ``runs`` (fan-out, staged lists) in ``queued``.
 """
 
 from __future__ import annotations
@@ -437,6 +457,42 @@ def unqueue(session: Session | Connection, row_id: int, now: datetime) -> bool:
     return _cas(session, row_id, (QUEUED,), {"enqueued_at": None, "updated_at": now})
 
 
+def cancel(session: Session | Connection, row_id: int, reason: str, now: datetime) -> bool:
+    """queued -> cancelled (its run was cancelled before a worker claimed it)."""
+    return _cas(
+        session,
+        row_id,
+        (QUEUED,),
+        {"state": CANCELLED, "suppress_reason": reason, "updated_at": now},
+    )
+
+
+def cancel_run_rows(session: Session | Connection, run_id: int, now: datetime) -> int:
+    """queued -> cancelled for every row of a cancelled run (claimed rows meet the halt check).
+    Returns how many moved."""
+    return (
+        _conn(session)
+        .execute(
+            update(T)
+            .where(T.c.run_id == run_id, T.c.state == QUEUED)
+            .values(state=CANCELLED, updated_at=now)
+        )
+        .rowcount
+    )
+
+
+def unpark_run(session: Session | Connection, run_id: int) -> int:
+    """Forget the queue messages of a run's queued rows (parked while it was paused): the
+    release loop releases them again.  Returns how many rows."""
+    return (
+        _conn(session)
+        .execute(
+            update(T).where(T.c.run_id == run_id, T.c.state == QUEUED).values(enqueued_at=None)
+        )
+        .rowcount
+    )
+
+
 def suppress(session: Session, row_id: int, reason: str, now: datetime) -> bool:
     return _cas(
         session,
@@ -537,26 +593,63 @@ def apply_provider_status(
     )
 
 
-def due_not_in_flight(
-    session: Session, now: datetime, *, stale_before: datetime, limit: int = 1000
-) -> list[int]:
-    """Rows due now that no queue message is known to carry (never enqueued, or enqueued long
-    enough ago that the message must be lost)."""
-    q = (
+def release_due(conn: Connection, run_id: int, limit: int, now: datetime) -> list[int]:
+    """Queued rows of a run due now that no queue message carries -> carried (``enqueued_at``),
+    at most ``limit``, oldest due first: the ids the caller then enqueues (committed first: if
+    it dies before enqueueing, the reconciler finds them lost).
+
+    One statement of constant text (psycopg parses and caches it once; a list of up to 1000 ids
+    as parameters cost the scheduler a third of its CPU).  SKIP LOCKED: two schedulers never
+    wait on each other's rows (SQLite omits it; its writers are serialised anyway); the outer
+    WHERE re-checks the row's state.  MATERIALIZED: as a plain ``IN (SELECT ... LIMIT ... FOR
+    UPDATE)`` PostgreSQL may rescan the subquery per row (nested-loop semi join), and each rescan
+    skips the rows this UPDATE already changed, so the LIMIT slid over every due row."""
+    due = (
         select(T.c.id)
         .where(
+            T.c.run_id == run_id,
             T.c.state == QUEUED,
+            T.c.enqueued_at.is_(None),
             T.c.due_at <= now,
-            or_(T.c.enqueued_at.is_(None), T.c.enqueued_at < stale_before),
         )
-        .order_by(T.c.due_at)
+        .order_by(T.c.due_at, T.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
-    return [r[0] for r in session.connection().execute(q)]
-
-
-def mark_enqueued(session: Session, ids: list[int], now: datetime) -> None:
-    if ids:
-        session.connection().execute(
-            update(T).where(T.c.id.in_(ids), T.c.state == QUEUED).values(enqueued_at=now)
+    return [
+        r[0]
+        for r in conn.execute(
+            update(T)
+            .where(T.c.id.in_(select(due.c.id)), T.c.state == QUEUED, T.c.enqueued_at.is_(None))
+            .values(enqueued_at=now)
+            .returning(T.c.id)
         )
+    ]
+
+
+def forget_lost(conn: Connection, before: datetime, now: datetime) -> int:
+    """Queued rows due *and* handed to the queue before ``before`` lost their queue message
+    (Redis flushed, a worker died before acking): no longer carried, so released again.  A row
+    released late for an old ``due_at`` is not lost: its queue message was just written."""
+    return conn.execute(
+        update(T)
+        .where(
+            T.c.state == QUEUED,
+            T.c.enqueued_at.is_not(None),
+            T.c.due_at < before,
+            T.c.enqueued_at < before,
+        )
+        .values(enqueued_at=None, updated_at=now)
+    ).rowcount
+
+
+def expire_claims(conn: Connection, lease_before: datetime, now: datetime) -> int:
+    """sending -> unknown for rows claimed before ``lease_before``: their worker died mid-send
+    (the send may have reached the carrier: resolve asks it before anything is resent)."""
+    return conn.execute(
+        update(T)
+        .where(T.c.state == SENDING, T.c.claimed_at < lease_before)
+        .values(state=UNKNOWN, updated_at=now, error_message="worker lost mid-send")
+    ).rowcount

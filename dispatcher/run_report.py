@@ -544,7 +544,7 @@ def dry_run(
     each sendable row goes, so the finish and the per-hour plan, quiet hours included)."""
     from dispatcher import compliance
     from dispatcher import schedule as sched
-    from dispatcher.gating import evaluate
+    from dispatcher.delivery.gate import evaluate
     from dispatcher.registry import get_brand, get_campaign
 
     tpl = parse_template(req.template)

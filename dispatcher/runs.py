@@ -17,18 +17,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, literal, select, text, update
 from sqlmodel import Session
 
 from dispatcher import audience as aud
-from dispatcher import halts, outbox
+from dispatcher import outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, OutboxMessage, Run
 from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 SCHEDULED, FANNING_OUT, RUNNING, PAUSED, COMPLETED, CANCELLED = (
     "scheduled",
@@ -341,20 +344,24 @@ def get_run(session: Session, run_id: int) -> Run:
     return run
 
 
-def pause_run(session: Session, run_id: int, reason: str, now: datetime) -> bool:
-    """Pause an active run (takes effect for every message not yet handed to the carrier)."""
+def pause_run(
+    session: Session, run_id: int, reason: str, now: datetime, *, halts: HaltSignal
+) -> bool:
+    """Pause an active run (takes effect for every message not yet handed to the carrier: rows
+    not claimed by the claim's run-state check, rows a worker already claimed by the halt key
+    signalled here, before the caller commits)."""
     ident = _run_id(run_id)
     res = session.connection().execute(
         update(R)
         .where(R.c.id == ident, R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
-    halts.note(session, runs=[ident])  # rows a worker already claimed stop too
     if res.rowcount == 0:
         run = get_run(session, run_id)
         if run.state == PAUSED:
             return False
         raise ConflictError(f"run {run_id} is {run.state}; only an active run can be paused")
+    halts.signal(runs=[ident])
     return True
 
 
@@ -369,43 +376,38 @@ def resume_run(session: Session, run_id: int, now: datetime) -> bool:
         .values(state=target, pause_reason=None)
     )
     # rows that a queue message still carried were parked on pause: release them again
-    session.connection().execute(
-        update(OB)
-        .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
-        .values(enqueued_at=None)
-    )
+    outbox.unpark_run(session, run_id)
     wake_scheduler(session)
     return True
 
 
-def cancel_run(session: Session, run_id: int, now: datetime) -> int:
-    """Cancel: every row not yet handed to the carrier becomes 'cancelled'.  Returns that count."""
+def cancel_run(session: Session, run_id: int, now: datetime, *, halts: HaltSignal) -> int:
+    """Cancel: every row not yet handed to the carrier becomes 'cancelled' (rows a worker already
+    claimed meet the halt key signalled here, before the caller commits).  Returns how many
+    queued rows were cancelled."""
     run = get_run(session, run_id)
     if run.state in (COMPLETED, CANCELLED):
         raise ConflictError(f"run {run_id} is already {run.state}")
     session.connection().execute(
         update(R).where(R.c.id == run_id).values(state=CANCELLED, finished_at=now)
     )
-    halts.note(session, runs=[run.id])  # rows a worker already claimed stop too
-    return (
-        session.connection()
-        .execute(
-            update(OB)
-            .where(OB.c.run_id == run_id, OB.c.state == outbox.QUEUED)
-            .values(state=outbox.CANCELLED, updated_at=now)
-        )
-        .rowcount
-    )
+    n = outbox.cancel_run_rows(session, run_id, now)
+    assert run.id is not None
+    halts.signal(runs=[run.id])
+    return n
 
 
-def pause_campaign_runs(session: Session, campaign_id: int, reason: str, now: datetime) -> int:
-    """Pause every active run of a campaign (campaign suspended, 30034, reputation guard)."""
+def pause_campaign_runs(
+    session: Session, campaign_id: int, reason: str, now: datetime, *, halts: HaltSignal
+) -> int:
+    """Pause every active run of a campaign (campaign suspended, 30034, reputation guard); rows
+    a worker already claimed meet the halt key signalled here, before the caller commits."""
     res = session.connection().execute(
         update(R)
         .where(R.c.campaign_id == campaign_id, R.c.state.in_(ACTIVE))
         .values(state=PAUSED, pause_reason=reason[:1000])
     )
-    halts.note(session, campaigns=[campaign_id])  # rows a worker already claimed stop too
+    halts.signal(campaigns=[campaign_id])
     return res.rowcount
 
 

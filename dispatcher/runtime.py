@@ -1,5 +1,7 @@
 """The one composition root: settings in, collaborators out.  CLI, workers, scheduler and
-webhooks all build a Runtime; tests swap the edges (clock, redis, gateway).
+webhooks all build a Runtime; tests swap the edges (clock, redis, gateway, metrics).  This is the
+only place that builds the adapters behind the delivery ports (``dispatcher/delivery/ports.py``):
+the Redis throttle, the Twilio gateway, the halt keys, the metrics.
 
 Embedded mode (no ``DISPATCHER_REDIS_URL``): fakeredis in process (same Lua throttle), SQLite,
 and — unless ``DISPATCHER_TWILIO_API_BASE_URL`` is set — the sandbox carrier in process, reached
@@ -12,10 +14,21 @@ from __future__ import annotations
 import logging
 import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from dispatcher.delivery.pipeline import Pipeline
+    from dispatcher.delivery.ports import Enqueue
+    from dispatcher.gateway.client import TwilioGateway
+    from dispatcher.halts import Halts, NoHaltKeys
+    from dispatcher.metrics import Metrics
+    from dispatcher.store import Database
+    from dispatcher.throttle.redis import RedisThrottle
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +47,6 @@ def embedded_redis(name: str = "default") -> Any:
     return fakeredis.FakeRedis(server=server)
 
 
-class _Unshared:
-    """The halt signal of a process whose Redis nobody else sees (see ``Runtime.halts``)."""
-
-    def signal(self, **_: object) -> None:
-        return None
-
-
 class Runtime:
     def __init__(
         self,
@@ -48,8 +54,8 @@ class Runtime:
         *,
         clock: Clock | None = None,
         redis: Any = None,
-        gateway: Any = None,
-        metrics: Any = None,
+        gateway: TwilioGateway | None = None,
+        metrics: Metrics | None = None,
         sandbox_config: Any = None,
     ) -> None:
         self.settings = settings
@@ -66,39 +72,35 @@ class Runtime:
 
     # --------------------------------------------------------------------------- edges
     @cached_property
-    def db(self) -> Any:
-        from dispatcher.halts import install
+    def db(self) -> Database:
         from dispatcher.store import open_database
 
-        db = open_database(self.settings.database_url)
-        # halts (STOP, pause, cancel) reach Redis before they commit; the Redis client is made
-        # only when a commit first has one to signal
-        install(db, lambda: self.halts)
-        return db
+        return open_database(self.settings.database_url)
 
     @cached_property
-    def halts(self) -> Any:
-        """Halt keys on their own client with short timeouts and no retries: a halt signals
-        inside its open transaction, and a worker whose check fails asks the database.
+    def halts(self) -> Halts | NoHaltKeys:
+        """What a STOP, pause or cancel signals before it commits (``dispatcher/halts.py``), on
+        its own client with short timeouts and no retries: a halt signals inside its open
+        transaction, and a worker whose check fails asks the database.  Building it makes no
+        connection.
 
         Embedded (no Redis URL, none handed in): Redis is this process's own fakeredis, which
         no other process reads, and the workers of the embedded stack check every row in the
-        database (``pipeline(halts=None)``): there is nobody to signal, so nothing is (and a
-        CLI command that pauses or revokes does not import a Redis client)."""
-        from dispatcher.halts import Halts
+        database: there is nobody to signal, so nothing is (and a CLI command that pauses or
+        revokes does not import a Redis client).  PostgreSQL without a shared Redis refuses a
+        halt: it would commit unseen by the workers' halt check."""
+        from dispatcher.halts import Halts, NoHaltKeys
 
         if self.settings.redis_url is None:
             if self.shared_redis:
                 return Halts(self.redis)
             if not self.settings.is_sqlite:
-                from dispatcher.errors import ConfigError
-
-                raise ConfigError(
-                    "DISPATCHER_REDIS_URL is not set: a pause, cancel or opt-out recorded in "
-                    "this PostgreSQL database would not reach the workers' halt check; set it "
-                    "as the workers have it"
+                return NoHaltKeys(
+                    refusal="DISPATCHER_REDIS_URL is not set: a pause, cancel or opt-out "
+                    "recorded in this PostgreSQL database would not reach the workers' halt "
+                    "check; set it as the workers have it"
                 )
-            return _Unshared()
+            return NoHaltKeys()
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -133,7 +135,7 @@ class Runtime:
         )
 
     @cached_property
-    def throttle(self) -> Any:
+    def throttle(self) -> RedisThrottle:
         from dispatcher.throttle.redis import RedisThrottle
 
         # production: Redis TIME is the one clock of every host; tests inject theirs
@@ -141,19 +143,19 @@ class Runtime:
         return RedisThrottle(self.redis, clock=clock)
 
     @cached_property
-    def metrics(self) -> Any:
+    def metrics(self) -> Metrics:
         from dispatcher.metrics import Metrics
 
         return Metrics(redis=self.redis, clock=self.clock)
 
     @cached_property
-    def webhook_app(self) -> Any:
+    def webhook_app(self) -> FastAPI:
         from dispatcher.webhooks import create_app
 
         return create_app(self)
 
     @cached_property
-    def gateway(self) -> Any:
+    def gateway(self) -> TwilioGateway:
         from dispatcher.gateway.client import TwilioGateway
 
         s = self.settings
@@ -161,7 +163,7 @@ class Runtime:
             return TwilioGateway(s.account_sid, s.auth_token, s.twilio_api_base_url)
         return self._in_process_sandbox_gateway()
 
-    def _in_process_sandbox_gateway(self) -> Any:
+    def _in_process_sandbox_gateway(self) -> TwilioGateway:
         from dispatcher.gateway.client import TwilioGateway
         from dispatcher.gateway.transport import AsgiHttpClient
         from dispatcher.sandbox.app import create_app
@@ -195,8 +197,10 @@ class Runtime:
 
         return render_latest(self.metrics)
 
-    def pipeline(self, enqueue: Any) -> Any:
-        from dispatcher.dispatch import DeliverConfig, Pipeline
+    def pipeline(self, enqueue: Enqueue) -> Pipeline:
+        from dispatcher.delivery.config import DeliverConfig
+        from dispatcher.delivery.pipeline import Pipeline
+        from dispatcher.halts import NoHaltKeys
 
         return Pipeline(
             db=self.db,
@@ -204,13 +208,14 @@ class Runtime:
             gateway=self.gateway,
             clock=self.clock,
             enqueue=enqueue,
-            status_callback=self.status_callback_url,
-            validity_cap_s=self.settings.validity_period_s,
             metrics=self.metrics,
-            config=DeliverConfig(min_grace_s=self.settings.throttle_grace_s),
             # a CLI in another process cannot reach the embedded fakeredis: there, every row is
             # checked in the database before its send (SQLite in process: cheap)
-            halts=self.halts if self.shared_redis else None,
+            halt_keys=self.halts if self.shared_redis else NoHaltKeys(),
+            halts=self.halts,
+            status_callback=self.status_callback_url,
+            validity_cap_s=self.settings.validity_period_s,
+            config=DeliverConfig(min_grace_s=self.settings.throttle_grace_s),
         )
 
     def close(self) -> None:

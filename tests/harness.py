@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from dispatcher.halts import NoHaltKeys
 from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 from tests.procs import (  # noqa: F401 - RedisServer: imported from here by tests and bench
     Proc,
@@ -382,6 +383,7 @@ def seed(
                 source="keyword",
                 actor="test",
                 evidence_text="STOP",
+                halts=NoHaltKeys(),  # seeding: no run exists yet, nothing to halt
             )
         out = Seeded(
             campaign.sid,

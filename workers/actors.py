@@ -1,31 +1,37 @@
-"""Thin actors: every decision lives in dispatcher.dispatch."""
+"""Thin actors: every decision lives in dispatcher.delivery (the path of one message)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
 from dispatcher.errors import ConfigError
 from workers.broker import QUEUE, broker  # noqa: F401 - sets the broker before the actors
 
+if TYPE_CHECKING:
+    from dispatcher.delivery.pipeline import Pipeline
+    from dispatcher.delivery.ports import Booking
+    from dispatcher.metrics import Metrics
+    from dispatcher.runtime import Runtime
+
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
 
-def set_runtime(runtime: Any) -> None:
+def set_runtime(runtime: Runtime) -> None:
     """Embedded mode and tests hand in their Runtime; worker processes build their own."""
     with _lock:
         _state["runtime"] = runtime
         _state.pop("pipeline", None)
 
 
-def runtime() -> Any:
+def runtime() -> Runtime:
     with _lock:
-        rt = _state.get("runtime")
+        rt: Runtime | None = _state.get("runtime")
         if rt is None:
             from dispatcher.logs import setup_logging
             from dispatcher.runtime import Runtime
@@ -37,8 +43,8 @@ def runtime() -> Any:
         return rt
 
 
-def pipeline() -> Any:
-    p = _state.get("pipeline")
+def pipeline() -> Pipeline:
+    p: Pipeline | None = _state.get("pipeline")
     if p is None:
         p = runtime().pipeline(enqueue)
         with _lock:
@@ -46,7 +52,7 @@ def pipeline() -> Any:
     return p
 
 
-def enqueue(row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = None) -> None:
+def enqueue(row_id: int, delay_s: float = 0.0, booking: Booking | None = None) -> None:
     deliver.send_with_options(
         args=(row_id, booking), delay=int(delay_s * 1000) if delay_s > 0 else None
     )
@@ -65,7 +71,7 @@ def enqueue_many(ids: list[int]) -> None:
             deliver_batch.send(chunk)
 
 
-def _metrics() -> Any:
+def _metrics() -> Metrics:
     return runtime().metrics
 
 
@@ -93,7 +99,7 @@ if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
     time_limit=180_000,
     throws=(ConfigError,),
 )
-def deliver(row_id: int, booking: dict[str, Any] | None = None) -> None:
+def deliver(row_id: int, booking: Booking | None = None) -> None:
     outcome = pipeline().deliver(row_id, booking)
     log.debug("row %s: %s", row_id, outcome)
 

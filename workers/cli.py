@@ -163,7 +163,7 @@ def scheduler(
         from dispatcher.metrics import start_exporter
 
         start_exporter(metrics_port, rt.metrics)
-    from dispatcher.housekeeping import HousekeepingConfig
+    from dispatcher.release_loop import ReleaseConfig
 
     s = Scheduler(
         rt,
@@ -173,7 +173,7 @@ def scheduler(
         reconcile_s=reconcile,
         resolve=lambda i: actors.pipeline().resolve(i),
         refresh=lambda i: actors.pipeline().refresh(i),
-        housekeeping=HousekeepingConfig(
+        release=ReleaseConfig(
             lost_after_s=lost_after, sending_lease_s=sending_lease, status_after_s=status_after
         ),
     )

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dispatcher import contacts, ledger, registry, run_report, runs
+from dispatcher.halts import NoHaltKeys
 from dispatcher.launch import submit_run
 from dispatcher.settings import Settings
 
@@ -129,6 +130,7 @@ def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> d
                     source="keyword",
                     actor="demo",
                     evidence_text="STOP",
+                    halts=NoHaltKeys(),  # seeding: no run exists yet, nothing to halt
                 )
         return {
             "campaign": campaign.sid,

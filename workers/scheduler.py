@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher import keys
-from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
+from dispatcher.release_loop import ReleaseConfig, ReleaseLoop
 from dispatcher.runs import WAKE_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class Scheduler:
         leader_ttl_s: float = 10.0,
         resolve: Any = None,
         scheduler_id: str = "dispatcher",
-        housekeeping: HousekeepingConfig | None = None,
+        release: ReleaseConfig | None = None,
         refresh: Any = None,
     ) -> None:
         self.runtime = runtime
@@ -205,13 +205,13 @@ class Scheduler:
         self.tick_s = tick_s
         self.reconcile_s = reconcile_s
         self.lock = LeaderLock(runtime.redis, leader_ttl_s)
-        self.housekeeper = Housekeeper(
+        self.release_loop = ReleaseLoop(
             runtime.db,
             runtime.clock,
             enqueue_many,
             resolve=resolve,
             metrics=runtime.metrics,
-            config=housekeeping,
+            config=release,
             refresh=refresh,
         )
         self._aps: Any = None
@@ -231,11 +231,11 @@ class Scheduler:
                 return
             try:
                 if name == "tick":
-                    self.housekeeper.tick()
+                    self.release_loop.tick()
                 elif name == "reconcile":
-                    self.housekeeper.reconcile()
+                    self.release_loop.reconcile()
                 elif name == "observe":
-                    self.housekeeper.observe()
+                    self.release_loop.observe()
             except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
                 self.errors += 1
                 log.warning("scheduler job %s failed", name, exc_info=True)

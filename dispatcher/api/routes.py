@@ -231,11 +231,11 @@ def build_router(runtime: Any) -> APIRouter:
                 if action == "pause":
                     why = body.reason if body and body.reason else None
                     reason = f"paused by {apikeys.actor_of(key)}" + (f": {why}" if why else "")
-                    runs.pause_run(s, run_id, reason, now)
+                    runs.pause_run(s, run_id, reason, now, halts=runtime.halts)
                 elif action == "resume":
                     runs.resume_run(s, run_id, now)
                 else:
-                    runs.cancel_run(s, run_id, now)
+                    runs.cancel_run(s, run_id, now, halts=runtime.halts)
                 s.flush()
                 return run_report.progress(
                     s, run_id, now, grace_s=runtime.settings.throttle_grace_s
@@ -324,6 +324,7 @@ def build_router(runtime: Any) -> APIRouter:
                 evidence_ref=body.evidence_ref,
                 note=body.note,
                 occurred_at=body.occurred_at,
+                halts=runtime.halts,
             )
             return {
                 **ev.model_dump(),

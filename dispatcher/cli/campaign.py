@@ -164,7 +164,8 @@ def sync(
         changed = registry.sync_campaign(s, c, doc, now)
         paused = 0
         if str(c.campaign_status or "").upper() in ("SUSPENDED", "FAILED"):
-            paused = runs.pause_campaign_runs(s, c.id, f"campaign {c.campaign_status}", now)
+            reason = f"campaign {c.campaign_status}"
+            paused = runs.pause_campaign_runs(s, c.id, reason, now, halts=rt.halts)
         out = {**registry.campaign_dict(c), "changed": changed, "runs_paused": paused}
     report(
         out,

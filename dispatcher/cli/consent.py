@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from dispatcher import ledger, registry
-from dispatcher.cli.common import database, settings
+from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, report, say
 from dispatcher.consent_file import Recorder, record, revoke_csv
 from dispatcher.errors import InputError
@@ -56,6 +56,7 @@ def _consent(
             evidence_text=evidence,
             evidence_url=url,
             note=note,
+            halts=halts(),
         )
         if file is not None:
             tz = settings().default_timezone

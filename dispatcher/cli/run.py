@@ -11,7 +11,7 @@ import typer
 
 from dispatcher import run_report, runs
 from dispatcher.audience import parse_audience
-from dispatcher.cli.common import database, settings
+from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, err, report, say, table
 from dispatcher.errors import InputError
 from dispatcher.launch import submit_run
@@ -247,11 +247,11 @@ def _control(verb: str, run_id: int, as_json: bool, reason: str | None = None) -
     now = datetime.now(UTC)
     with database().session() as s:
         if verb == "pause":
-            runs.pause_run(s, run_id, reason or "paused by operator", now)
+            runs.pause_run(s, run_id, reason or "paused by operator", now, halts=halts())
         elif verb == "resume":
             runs.resume_run(s, run_id, now)
         else:
-            runs.cancel_run(s, run_id, now)
+            runs.cancel_run(s, run_id, now, halts=halts())
         doc = run_report.run_dict(runs.get_run(s, run_id))
     report(doc, as_json, lambda d: say(f"run {run_id} {d['state']}"))
 

@@ -1,7 +1,7 @@
 """The product's only way to Twilio: the official ``twilio`` client behind a small typed facade.
 
-Every failure becomes a :class:`~dispatcher.errors.GatewayError` whose ``outcome`` says how the
-pipeline reacts (see :mod:`dispatcher.gateway.outcomes`).
+Every failure becomes a :class:`~dispatcher.errors.GatewayError`, of the subclass that says how
+the pipeline reacts (retryable, rejected, ambiguous; see :mod:`dispatcher.gateway.outcomes`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,16 +22,10 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from dispatcher.errors import GatewayError, InputError
 from dispatcher.gateway import outcomes
+from dispatcher.gateway.outcomes import SendResult
 from dispatcher.logs import mask_phone, scrub
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    sid: str
-    status: str
-    num_segments: int
 
 
 def body_hash(body: str) -> str:
@@ -153,11 +146,12 @@ class TwilioGateway:
         to: str,
         from_or_service: str,
         since: datetime,
-        body_hash: str,
+        digest: str,
         *,
         limit: int = 200,
     ) -> SendResult | None:
-        """The message sent to ``to`` since ``since`` whose body hashes to ``body_hash``, if any.
+        """The message sent to ``to`` since ``since`` whose body hashes to ``digest``
+        (:func:`body_hash`), if any.
 
         ``from_or_service`` is a phone number (filters ``From`` at the provider) or a Messaging
         Service SID (``MG...``, filtered here since the list endpoint has no such filter).  Twilio
@@ -181,7 +175,7 @@ class TwilioGateway:
                 sent_at = msg.date_sent or msg.date_created
                 if sent_at is not None and sent_at < floor:
                     continue
-                if msg.body is not None and _hash(msg.body) == body_hash:
+                if msg.body is not None and body_hash(msg.body) == digest:
                     return SendResult(
                         sid=str(msg.sid),
                         status=str(msg.status),
@@ -207,9 +201,7 @@ class TwilioGateway:
         except requests.RequestException as e:
             raise _transport_error(e, "fetch_campaign") from e
         if not isinstance(payload, dict):
-            raise GatewayError(
-                "fetch_campaign: provider answered with a non-object", outcome="failed"
-            )
+            raise GatewayError("fetch_campaign: provider answered with a non-object")
         return payload
 
     def close(self) -> None:
@@ -220,10 +212,6 @@ class TwilioGateway:
         session = getattr(http, "session", None)
         if session is not None:
             session.close()
-
-
-def _hash(body: str) -> str:
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 def _int(v: object) -> int:
@@ -238,10 +226,10 @@ def _rest_error(e: TwilioRestException, op: str) -> GatewayError:
     outcome = outcomes.classify_code(code, e.status)
     msg = scrub(" ".join(str(e.msg or "").split())) or "error"
     text = f"{op}: Twilio answered HTTP {e.status}" + (f" code {code}" if code else "") + f": {msg}"
-    return GatewayError(text, code=code, status=e.status, outcome=outcome)
+    return outcomes.error(outcome, text, code=code, status=e.status)
 
 
-def classify_transport(e: requests.RequestException) -> str:
+def classify_transport(e: requests.RequestException) -> outcomes.Outcome:
     """``retryable`` if the request cannot have left (connect refused/timeout, DNS), else
     ``ambiguous`` (read timeout, connection reset or broken answer after sending)."""
     if isinstance(e, requests.exceptions.ConnectTimeout):
@@ -261,4 +249,4 @@ def classify_transport(e: requests.RequestException) -> str:
 
 def _transport_error(e: requests.RequestException, op: str) -> GatewayError:
     outcome = classify_transport(e)
-    return GatewayError(f"{op}: {type(e).__name__} talking to Twilio ({outcome})", outcome=outcome)
+    return outcomes.error(outcome, f"{op}: {type(e).__name__} talking to Twilio ({outcome})")

@@ -1,6 +1,8 @@
 """How the pipeline reacts to each outcome of a create-message call (pure, no I/O).
 
-Five outcome classes:
+Five outcome classes; each failed one reaches the caller as its own exception
+(``dispatcher.errors``: ``RejectedSendError``, ``RetryableSendError``, ``AmbiguousSendError``,
+and ``GatewayError`` itself for ``failed``):
 
 * ``sent``       -- Twilio returned a SID; nothing more to do here.
 * ``rejected``   -- the code means "never retry to this number" (suppress contact or message).
@@ -16,15 +18,47 @@ changes them, so the table is data: pass an overriding mapping to :func:`classif
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from enum import StrEnum
+from typing import Final
 
-Outcome = Literal["sent", "rejected", "retryable", "ambiguous", "failed"]
+from dispatcher.errors import (
+    AmbiguousSendError,
+    GatewayError,
+    RejectedSendError,
+    RetryableSendError,
+)
 
-SENT: Final = "sent"
-REJECTED: Final = "rejected"
-RETRYABLE: Final = "retryable"
-AMBIGUOUS: Final = "ambiguous"
-FAILED: Final = "failed"
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    REJECTED = "rejected"
+    RETRYABLE = "retryable"
+    AMBIGUOUS = "ambiguous"
+    FAILED = "failed"
+
+
+SENT: Final = Outcome.SENT
+REJECTED: Final = Outcome.REJECTED
+RETRYABLE: Final = Outcome.RETRYABLE
+AMBIGUOUS: Final = Outcome.AMBIGUOUS
+FAILED: Final = Outcome.FAILED
+
+#: the exception each failed outcome raises (``sent`` raises nothing)
+ERRORS: Final[dict[Outcome, type[GatewayError]]] = {
+    REJECTED: RejectedSendError,
+    RETRYABLE: RetryableSendError,
+    AMBIGUOUS: AmbiguousSendError,
+    FAILED: GatewayError,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The carrier's answer to an accepted create-message call (or a lookup)."""
+
+    sid: str
+    status: str
+    num_segments: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +119,15 @@ def classify_code(
     if http_status is not None and http_status >= 500:
         return RETRYABLE
     return FAILED
+
+
+def error(
+    outcome: Outcome, message: str, *, code: int | None = None, status: int | None = None
+) -> GatewayError:
+    """The exception that carries a failed ``outcome`` to the caller."""
+    if outcome is Outcome.SENT:
+        raise ValueError("a sent message is not an error")
+    return ERRORS[outcome](message, code=code, status=status)
 
 
 def is_final_status(status: str) -> bool:

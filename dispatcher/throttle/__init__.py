@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.throttle.policy import Bucket, buckets_for
+from dispatcher.throttle.reservation import Reservation
 
 __all__ = ["Bucket", "RedisThrottle", "Reservation", "buckets_for"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RedisThrottle", "Reservation"):
+    if name == "RedisThrottle":
         from dispatcher.throttle import redis
 
-        return getattr(redis, name)
+        return redis.RedisThrottle
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -55,10 +55,11 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import RedisError
@@ -67,6 +68,7 @@ from dispatcher import keys
 from dispatcher.clock import Clock
 from dispatcher.errors import InputError, ThrottleError
 from dispatcher.throttle.policy import Bucket
+from dispatcher.throttle.reservation import Reservation, SendStatus
 
 _TAG = re.compile(r"\{b:([^}]*)\}")
 CALENDAR_DAYS_AHEAD = 3
@@ -114,50 +116,6 @@ def _lua_source() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
-    """Answer of :meth:`RedisThrottle.reserve`.
-
-    ``allowed``: a slot was booked in every bucket (``wait_s`` may be > 0: send at ``slot_at``).
-    ``wait_s``: seconds from ``now`` to the slot (allowed) or to the earliest possible slot (not
-    allowed; a lower bound when ``slot_at`` is None, i.e. beyond the calendar range the script saw).
-    ``send_by``: a booked message may be sent only while ``slot_at <= now < send_by``.
-    """
-
-    allowed: bool
-    wait_s: float
-    slot_at: float | None
-    send_by: float | None
-    grace_s: float
-    now: float
-    id: str
-    epoch: str
-    brand: str
-    holds: tuple[tuple[str, str, str, int], ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, for carrying a booking in a queue message."""
-        return {
-            "allowed": self.allowed, "wait_s": self.wait_s, "slot_at": self.slot_at,
-            "send_by": self.send_by, "grace_s": self.grace_s, "now": self.now, "id": self.id,
-            "epoch": self.epoch, "brand": self.brand, "holds": [list(h) for h in self.holds],
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Reservation:
-        try:
-            return cls(
-                allowed=bool(d["allowed"]), wait_s=float(d["wait_s"]),
-                slot_at=None if d["slot_at"] is None else float(d["slot_at"]),
-                send_by=None if d["send_by"] is None else float(d["send_by"]),
-                grace_s=float(d["grace_s"]), now=float(d["now"]), id=str(d["id"]),
-                epoch=str(d["epoch"]), brand=str(d["brand"]),
-                holds=tuple((str(k), str(key), str(m), int(c)) for k, key, m, c in d["holds"]),
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"malformed reservation: {e}") from e
-
-
-@dataclass(frozen=True, slots=True)
 class _Request:
     """One reservation's script call (keys, args) and how to read its answer."""
 
@@ -196,9 +154,6 @@ class _Request:
             brand=self.brand,
             holds=holds,
         )
-
-
-SendStatus = Literal["send", "early", "late", "lost", "denied"]
 
 
 class RedisThrottle:
@@ -241,7 +196,7 @@ class RedisThrottle:
         return s
 
     @staticmethod
-    def _brand(buckets: list[Bucket] | tuple[Bucket, ...]) -> str:
+    def _brand(buckets: Sequence[Bucket]) -> str:
         brand = None
         for b in buckets:
             m = _TAG.search(b.key)
@@ -257,7 +212,7 @@ class RedisThrottle:
     # ------------------------------------------------------------------ API
     def reserve(
         self,
-        buckets: list[Bucket] | tuple[Bucket, ...],
+        buckets: Sequence[Bucket],
         *,
         now: float | None = None,
         max_wait_s: float = 0.0,
@@ -278,7 +233,7 @@ class RedisThrottle:
 
     def reserve_many(
         self,
-        requests: list[list[Bucket] | tuple[Bucket, ...]],
+        requests: Sequence[Sequence[Bucket]],
         *,
         now: float | None = None,
         max_wait_s: float = 0.0,
@@ -315,7 +270,7 @@ class RedisThrottle:
 
     def _request(
         self,
-        buckets: list[Bucket] | tuple[Bucket, ...],
+        buckets: Sequence[Bucket],
         now: float | None,
         max_wait_s: float,
         reservation_id: str | None,

@@ -18,7 +18,7 @@ _CAMPAIGN = select(
 
 class CampaignCache:
     """(sid, sender, campaign_status) by campaign id, kept ``ttl_s`` seconds (monotonic), the way
-    dispatch.py caches campaigns: a suspension reaches the reactions within that; ``ttl_s`` 0
+    delivery/gate.py caches campaigns: a suspension reaches the reactions within that; ``ttl_s`` 0
     disables the cache."""
 
     def __init__(self, ttl_s: float = 2.0) -> None:

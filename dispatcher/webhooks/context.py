@@ -16,7 +16,7 @@ from dispatcher import outbox
 from dispatcher.guard import DEFAULT_THRESHOLDS, Thresholds
 from dispatcher.guard_check import GuardLimiter, check_run
 from dispatcher.webhooks.campaigns import CampaignCache
-from dispatcher.webhooks.protocol import Runtime
+from dispatcher.webhooks.protocol import NoMetrics, Runtime, WebhookMetrics
 
 if TYPE_CHECKING:
     from dispatcher.webhooks.early import EarlyStatuses
@@ -49,6 +49,7 @@ class Context:
     def __init__(self, runtime: Runtime, options: WebhookOptions) -> None:
         self.runtime = runtime
         self.options = options
+        self.metrics: WebhookMetrics = runtime.metrics or NoMetrics()
         self.limiter = GuardLimiter(runtime.clock, options.guard_min_interval_s)
         self.campaigns = CampaignCache(options.campaign_cache_s)
         self.status_commit: Any = None  # the status route's GroupCommit (status.py)
@@ -108,21 +109,16 @@ class Context:
                 continue
             try:
                 with self.runtime.db.session() as s:
-                    check_run(s, run_id, self.runtime.clock.now(), self.options.guard_thresholds)
+                    check_run(
+                        s,
+                        run_id,
+                        self.runtime.clock.now(),
+                        self.options.guard_thresholds,
+                        halts=self.runtime.halts,
+                    )
             except Exception:  # noqa: BLE001 - the webhook's own work is already committed
                 log.exception("reputation guard failed for run %s", run_id)
 
     async def guard(self, run_ids: list[int]) -> None:
         if run_ids:
             await run_in_threadpool(self.guard_now, run_ids)
-
-    # ------------------------------------------------------------------------------ metrics
-    def metric(self, name: str, *args: Any) -> None:
-        """Call ``runtime.metrics.<name>(*args)`` if there is such a method; never raises."""
-        fn = getattr(getattr(self.runtime, "metrics", None), name, None)
-        if not callable(fn):
-            return
-        try:
-            fn(*args)
-        except Exception:  # noqa: BLE001 - metrics never break a webhook
-            log.warning("metrics.%s failed", name, exc_info=True)

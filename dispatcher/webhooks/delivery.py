@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, bindparam
 from sqlalchemy import select as sql_select
@@ -21,6 +21,9 @@ from sqlmodel import Session, select
 from dispatcher import ledger, outbox, runs
 from dispatcher.models import Campaign, OutboxMessage
 from dispatcher.webhooks.campaigns import CampaignCache
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 ACTOR = "twilio-webhook"
 CARRIER_OPT_OUT = 21610
@@ -65,8 +68,10 @@ def apply_status(
     error_code: int | None,
     now: datetime,
     campaigns: CampaignCache | None = None,
+    halts: HaltSignal,
 ) -> StatusResult:
-    """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign."""
+    """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign (an
+    opt-out or a campaign pause signals ``halts`` before the caller commits)."""
     row, why = _move(session, sid, status, error_code, now)
     if row is None:
         return StatusResult(why)
@@ -86,7 +91,7 @@ def apply_status(
         return res  # the common case: one UPDATE ... RETURNING and a cached lookup
     campaign = session.get(Campaign, row.campaign_id)
     if error_code == CARRIER_OPT_OUT:
-        res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now)
+        res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now, halts)
     reason = None
     if error_code in PAUSE_CAMPAIGN_CODES:
         reason = (
@@ -96,7 +101,7 @@ def apply_status(
     elif (campaign.campaign_status or "").upper() in PAUSE_CAMPAIGN_STATUSES:
         reason = f"campaign {campaign.sid} is {campaign.campaign_status}"
     if reason:
-        res.paused_runs = runs.pause_campaign_runs(session, campaign.id, reason, now)  # type: ignore[arg-type]
+        res.paused_runs = runs.pause_campaign_runs(session, campaign.id, reason, now, halts=halts)  # type: ignore[arg-type]
     return res
 
 
@@ -106,6 +111,7 @@ def apply_statuses(
     *,
     now: datetime,
     campaigns: CampaignCache | None = None,
+    halts: HaltSignal,
 ) -> list[StatusResult]:
     """Apply several callbacks in the caller's ONE transaction, each exactly as
     ``apply_status`` would on its own (a callback sees the ones before it: a duplicate or a
@@ -123,6 +129,7 @@ def apply_statuses(
             error_code=u.error_code,
             now=now,
             campaigns=campaigns,
+            halts=halts,
         )
     return out  # type: ignore[return-value]
 
@@ -152,7 +159,7 @@ def _move(
 
 
 def _carrier_opt_out(
-    session: Session, row: Any, campaign: Campaign, sid: str, now: datetime
+    session: Session, row: Any, campaign: Campaign, sid: str, now: datetime, halts: HaltSignal
 ) -> bool:
     """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress."""
     key = ledger.dedupe_key("carrier-21610", sid, campaign.brand_id)
@@ -174,6 +181,7 @@ def _carrier_opt_out(
             note=f"status callback for campaign {campaign.sid}",
             occurred_at=now,
             dedupe=key,
+            halts=halts,
         )
     ids = list(
         session.exec(select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)).all()

@@ -34,7 +34,9 @@ async def _inbound(ctx: Context, request: Request) -> Response:
         messaging_service_sid=form.get("MessagingServiceSid", max_len=SID_MAX),
         opt_out_type=form.get("OptOutType", max_len=16),
     )
-    result = await ctx.run(process_inbound, msg, advanced_opt_out=settings.advanced_opt_out)
+    result = await ctx.run(
+        process_inbound, msg, advanced_opt_out=settings.advanced_opt_out, halts=ctx.runtime.halts
+    )
     if result.revocation and result.contact_id is not None:
         # the guarantee: once this webhook has answered, no message to the contact is still
         # being handed to the carrier (rows not yet claimed were suppressed in the transaction;
@@ -43,14 +45,12 @@ async def _inbound(ctx: Context, request: Request) -> Response:
     if not result.replay:
         label = result.campaign_sid or "unknown"
         if result.new_opt_out:
-            ctx.metric(
-                "opt_out",
-                label,
-                "natural_language" if result.classification == NL_REVOKE else "keyword",
+            ctx.metrics.opt_out(
+                label, "natural_language" if result.classification == NL_REVOKE else "keyword"
             )
         elif result.classification == "START":
-            ctx.metric("opt_in", label)
+            ctx.metrics.opt_in(label)
         elif result.classification == "HELP":
-            ctx.metric("help_request", label)
+            ctx.metrics.help_request(label)
         await ctx.guard(result.run_ids)
     return twiml_response(result.reply)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
@@ -23,6 +24,9 @@ from dispatcher.guard_check import HANDED
 from dispatcher.models import Brand, Campaign, Contact, InboundMessage, OutboxMessage, Run
 from dispatcher.phones import try_normalize
 from dispatcher.webhooks import replies
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
 
 ACTOR = "twilio-webhook"
 STOP, START, HELP, NL_REVOKE, OTHER = "STOP", "START", "HELP", "NL_REVOKE", "OTHER"
@@ -189,7 +193,7 @@ def _active_runs_for(session: Session, contact_id: int, campaign_ids: list[int])
 
 # ------------------------------------------------------------------------------------- process
 def process_inbound(
-    session: Session, msg: Inbound, *, now: datetime, advanced_opt_out: bool
+    session: Session, msg: Inbound, *, now: datetime, advanced_opt_out: bool, halts: HaltSignal
 ) -> InboundResult:
     campaigns = find_campaigns(session, msg.messaging_service_sid, msg.to)
     twilio_answers = advanced_opt_out or bool((msg.opt_out_type or "").strip())
@@ -236,7 +240,7 @@ def process_inbound(
             if campaigns
             else _fallback_brands(session, contact.id)
         )
-        newly, all_ids = _revoke(session, msg, kind, contact, brands, campaigns, now)
+        newly, all_ids = _revoke(session, msg, kind, contact, brands, campaigns, now, halts)
         result.new_opt_out = newly
         result.run_ids = _active_runs_for(session, contact.id, all_ids)
         if not newly:
@@ -280,6 +284,7 @@ def _revoke(
     brands: list[int],
     campaigns: Sequence[Campaign],
     now: datetime,
+    halts: HaltSignal,
 ) -> tuple[bool, list[int]]:
     """Append one brand-wide revoke per brand and suppress the contact's pending rows in every
     campaign of those brands.  Returns (newly opted out somewhere, campaign ids touched)."""
@@ -313,6 +318,7 @@ def _revoke(
             ),
             occurred_at=now,
             dedupe=ledger.dedupe_key("inbound-revoke", msg.message_sid, brand_id),
+            halts=halts,
         )
         ids = _brand_campaign_ids(session, brand_id)
         outbox.suppress_for_contact(

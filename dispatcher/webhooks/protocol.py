@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dispatcher.clock import Clock
 from dispatcher.settings import Settings
 from dispatcher.store import Database
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
+    from dispatcher.metrics import OptOutKind
+
+
+class WebhookMetrics(Protocol):
+    """What the webhooks record (``dispatcher.metrics.Metrics`` has these methods; called
+    directly, so a renamed one fails mypy and the tests, not silently)."""
+
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None: ...
+
+    def opt_in(self, campaign: str) -> None: ...
+
+    def help_request(self, campaign: str) -> None: ...
+
+    def delivered(self, campaign: str, sender: str) -> None: ...
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
+
+
+class NoMetrics(WebhookMetrics):
+    """A runtime without metrics: every call does nothing."""
+
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:
+        pass
+
+    def opt_in(self, campaign: str) -> None:
+        pass
+
+    def help_request(self, campaign: str) -> None:
+        pass
+
+    def delivered(self, campaign: str, sender: str) -> None:
+        pass
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        pass
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        pass
 
 
 @runtime_checkable
@@ -16,8 +59,24 @@ class Runtime(Protocol):
     * ``render_metrics() -> (bytes, content_type)`` -- served at ``GET /metrics``.
     """
 
-    settings: Settings  # auth_token, public_base_url, advanced_opt_out
-    db: Database
-    clock: Clock
-    metrics: Any | None  # dispatcher.metrics.Metrics or None
-    redis: Any | None  # a redis client (checked by /healthz) or None (embedded)
+    @property
+    def settings(self) -> Settings:  # auth_token, public_base_url, advanced_opt_out
+        ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def metrics(self) -> WebhookMetrics | None:  # dispatcher.metrics.Metrics or None
+        ...
+
+    @property
+    def redis(self) -> Any | None:  # a redis client (checked by /healthz) or None (embedded)
+        ...
+
+    @property
+    def halts(self) -> HaltSignal:  # what a STOP, pause or cancel signals before it commits
+        ...

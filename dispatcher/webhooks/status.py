@@ -46,7 +46,9 @@ def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
     def run_batch(updates: list[StatusUpdate]) -> list[StatusResult]:
         now = ctx.runtime.clock.now()
         with ctx.runtime.db.session() as s:
-            return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns)
+            return apply_statuses(
+                s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts
+            )
 
     return GroupCommit(
         run_batch,
@@ -69,7 +71,12 @@ def status_early(ctx: Context) -> EarlyStatuses:
 def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
     """One callback in its own transaction."""
     return ctx.transaction(
-        apply_status, sid=u.sid, status=u.status, error_code=u.error_code, campaigns=ctx.campaigns
+        apply_status,
+        sid=u.sid,
+        status=u.status,
+        error_code=u.error_code,
+        campaigns=ctx.campaigns,
+        halts=ctx.runtime.halts,
     )
 
 
@@ -79,13 +86,13 @@ def react(ctx: Context, res: StatusResult) -> list[int]:
     the route awaits ``ctx.guard``, the early retrier calls ``ctx.guard_now``."""
     campaign, sender = res.campaign_sid or "unknown", res.sender or "unknown"
     if res.state == outbox.DELIVERED:
-        ctx.metric("delivered", campaign, sender)
+        ctx.metrics.delivered(campaign, sender)
     elif res.state == outbox.UNDELIVERED:
-        ctx.metric("undelivered", campaign, sender, res.error_code)
+        ctx.metrics.undelivered(campaign, sender, res.error_code)
     elif res.state == outbox.FAILED:
-        ctx.metric("failed", campaign, sender, res.error_code)
+        ctx.metrics.failed(campaign, sender, res.error_code)
     if res.carrier_opt_out:
-        ctx.metric("opt_out", campaign, "carrier")
+        ctx.metrics.opt_out(campaign, "carrier")
     return [res.run_id] if res.error_code and res.run_id is not None else []
 
 

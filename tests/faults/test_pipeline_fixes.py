@@ -15,7 +15,7 @@ def test_a_row_released_late_for_an_old_due_time_is_not_lost(tmp_path):
         for _ in range(3):
             h.contact()
         h.launch()
-        hk = h.housekeeper()
+        hk = h.release_loop()
         h.clock.advance(hk.config.lost_after_s * 3)  # the backlog: due long ago
         assert hk.release() == 3
         assert hk.reconcile()["lost"] == 0  # just enqueued: not lost
@@ -30,7 +30,7 @@ def test_a_sent_row_whose_callbacks_came_too_early_gets_its_final_status(tmp_pat
         h.contact()
         run_id = h.launch()
         p = h.pipeline()
-        hk = h.housekeeper(p)
+        hk = h.release_loop(p)
         hk.refresh = p.refresh
         hk.config.status_after_s = 60
         (row_id,) = [r.id for r in h.rows(run_id)]

@@ -16,8 +16,8 @@ from tests.unit.test_halts import (  # noqa: F401  (same cases on real Redis)
     test_a_flush_or_a_changed_epoch_is_not_clear,
     test_a_grant_or_a_plain_transaction_signals_nothing,
     test_a_halt_sets_its_key_before_the_commit,
-    test_a_rolled_back_transaction_signals_nothing,
-    test_a_savepoint_waits_for_the_real_commit,
+    test_a_pause_of_a_paused_run_signals_nothing_new,
+    test_a_rolled_back_halt_leaves_only_a_key,
     test_a_signal_of_the_contact_run_or_campaign_is_not_clear,
     test_clear_when_nothing_was_signalled,
     test_keys_names_values_and_ttl,
@@ -69,7 +69,7 @@ def test_a_pause_on_postgresql_without_a_shared_redis_is_refused(pg_db):
         run_id = run.id
     rt = Runtime(Settings(database_url=pg_db.url))
     with pytest.raises(ConfigError, match="DISPATCHER_REDIS_URL"), rt.db.session() as s:
-        runs.pause_run(s, run_id, "operator", rt.clock.now())
+        runs.pause_run(s, run_id, "operator", rt.clock.now(), halts=rt.halts)
     with pg_db.session() as s:
         assert s.get(Run, run_id).state == "running"
 

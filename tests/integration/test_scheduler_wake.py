@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from dispatcher import outbox, runs
 from dispatcher.clock import SystemClock
+from dispatcher.halts import NoHaltKeys
 from tests.harness import TEMPLATE, launch, seed, wait_for
 from tests.servers import conninfo
 from workers.scheduler import Scheduler
@@ -116,7 +117,7 @@ def test_a_resumed_run_is_released_again_at_once(pg_db, tmp_path):
         )
         now = datetime.now(UTC)
         with pg_db.session() as sess:
-            runs.pause_run(sess, run_id, "test", now)
+            runs.pause_run(sess, run_id, "test", now, halts=NoHaltKeys())  # no worker to halt
         with pg_db.session() as sess:  # un-parks the rows the queue carried
             runs.resume_run(sess, run_id, now)
         wait_for(lambda: len(enqueued) == 6, SOON_S, "the resumed run's rows released again")

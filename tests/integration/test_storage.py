@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dispatcher import contacts, ledger, outbox, registry
 from dispatcher.errors import LedgerError
+from dispatcher.halts import NoHaltKeys
 from dispatcher.models import OutboxMessage, Run
 
 SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
@@ -183,6 +184,7 @@ def test_consent_derived_from_ledger(any_db):
             source="keyword",
             actor="t",
             evidence_text="STOP",
+            halts=NoHaltKeys(),  # no worker to halt
         )
         st = ledger.status(s, ctid, brand_id=bid, campaign_id=cid)
         assert st.opted_out and not st.granted

@@ -1,5 +1,5 @@
 """Halt signals (dispatcher/halts.py): what ``clear`` answers, and that revokes, pauses and
-cancels set their keys before their transaction commits."""
+cancels set their keys themselves, before their transaction commits."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def world(sqlite_db) -> dict[str, int]:
     return _seed(sqlite_db)
 
 
-def _revoke(s: Any, w: dict[str, int]) -> None:
+def _revoke(s: Any, w: dict[str, int], h: Any) -> None:
     ledger.append(
         s,
         contact_id=w["contact"],
@@ -134,6 +134,7 @@ def _revoke(s: Any, w: dict[str, int]) -> None:
         source="keyword",
         actor="test",
         evidence_text="STOP",
+        halts=h,
     )
 
 
@@ -145,7 +146,7 @@ def _run_state(s: Any, w: dict[str, int]) -> str:
     return s.get(Run, w["run"]).state
 
 
-#: name -> (do it in a session, its key, what the committed transaction left)
+#: name -> (do it in a session, signalling h; its key; what the committed transaction left)
 HALTERS = {
     "revoke": (
         _revoke,
@@ -153,17 +154,17 @@ HALTERS = {
         lambda s, w: len(_revokes(s)) == 1,
     ),
     "pause_run": (
-        lambda s, w: runs.pause_run(s, w["run"], "operator", NOW),
+        lambda s, w, h: runs.pause_run(s, w["run"], "operator", NOW, halts=h),
         lambda h, w: h.run_key(w["run"]),
         lambda s, w: _run_state(s, w) == runs.PAUSED,
     ),
     "cancel_run": (
-        lambda s, w: runs.cancel_run(s, w["run"], NOW),
+        lambda s, w, h: runs.cancel_run(s, w["run"], NOW, halts=h),
         lambda h, w: h.run_key(w["run"]),
         lambda s, w: _run_state(s, w) == runs.CANCELLED,
     ),
     "pause_campaign_runs": (
-        lambda s, w: runs.pause_campaign_runs(s, w["campaign"], "30034", NOW),
+        lambda s, w, h: runs.pause_campaign_runs(s, w["campaign"], "30034", NOW, halts=h),
         lambda h, w: h.campaign_key(w["campaign"]),
         lambda s, w: _run_state(s, w) == runs.PAUSED,
     ),
@@ -178,18 +179,17 @@ def _names(redis: Any, pattern: str = "dispatcher:halt:*") -> list[str]:
 def test_a_halt_sets_its_key_before_the_commit(sqlite_db, world, h, redis, name):
     do, key_of, committed = HALTERS[name]
     key = key_of(h, world)
-    halts.install(sqlite_db, h)
     at_commit: list[bool] = []
-    # the DBAPI COMMIT itself (engine event), not just the ORM's before_commit
+    # the DBAPI COMMIT itself (engine event)
     event.listen(
         sqlite_db.engine, "commit", lambda _conn: at_commit.append(bool(redis.exists(key)))
     )
     e = h.epoch()
     with sqlite_db.session() as s:
-        do(s, world)
-        assert not redis.exists(key)  # noted only: signalled when the transaction commits
+        do(s, world, h)
+        assert redis.exists(key)  # set by the call itself, in the open transaction
     assert at_commit == [True]
-    assert redis.exists(key) and not h.clear(
+    assert not h.clear(
         e, contact_id=world["contact"], run_id=world["run"], campaign_id=world["campaign"]
     )
     with sqlite_db.session() as s:  # and it did commit
@@ -197,7 +197,6 @@ def test_a_halt_sets_its_key_before_the_commit(sqlite_db, world, h, redis, name)
 
 
 def test_a_grant_or_a_plain_transaction_signals_nothing(sqlite_db, world, h, redis):
-    halts.install(sqlite_db, h)
     e = h.epoch()
     with sqlite_db.session() as s:
         ledger.append(
@@ -208,6 +207,7 @@ def test_a_grant_or_a_plain_transaction_signals_nothing(sqlite_db, world, h, red
             source="web_form",
             actor="test",
             evidence_text="form",
+            halts=h,
         )
         runs.fan_out(s, world["run"], NOW)  # not a halt either
     assert _names(redis) == [h.epoch_key]
@@ -216,107 +216,60 @@ def test_a_grant_or_a_plain_transaction_signals_nothing(sqlite_db, world, h, red
     )
 
 
-def test_a_rolled_back_transaction_signals_nothing(sqlite_db, world, h, redis):
-    halts.install(sqlite_db, h)
-    with pytest.raises(RuntimeError), sqlite_db.session() as s:
-        _revoke(s, world)
-        raise RuntimeError("boom")
-    assert _names(redis) == []
-    # the same session, rolled back and then committing other work: the revoke that never
-    # happened is forgotten with its transaction
-    s = sqlite_db._factory()
-    try:
-        _revoke(s, world)
-        s.rollback()
-        runs.pause_run(s, world["run"], "operator", NOW)
-        s.commit()
-    finally:
-        s.close()
-    assert _names(redis) == [h.run_key(world["run"])]
+def test_a_revoke_cannot_forget_to_signal(sqlite_db, world):
+    with pytest.raises(TypeError, match="halt"), sqlite_db.session() as s:
+        ledger.append(
+            s,
+            contact_id=world["contact"],
+            brand_id=world["brand"],
+            action="revoke",
+            source="keyword",
+            actor="test",
+            evidence_text="STOP",
+        )
     with sqlite_db.session() as s:
         assert _revokes(s) == []
 
 
-def test_a_savepoint_waits_for_the_real_commit(sqlite_db, world, h, redis):
-    halts.install(sqlite_db, h)
-    key = h.contact_key(world["contact"])
+def test_a_pause_of_a_paused_run_signals_nothing_new(sqlite_db, world, h, redis):
     with sqlite_db.session() as s:
-        with s.begin_nested():
-            _revoke(s, world)
-        assert not redis.exists(key)
-    assert redis.exists(key)
+        assert runs.pause_run(s, world["run"], "operator", NOW, halts=h)
+    redis.delete(h.run_key(world["run"]))
+    with sqlite_db.session() as s:
+        assert not runs.pause_run(s, world["run"], "operator", NOW, halts=h)
+    assert _names(redis) == []
+
+
+def test_a_rolled_back_halt_leaves_only_a_key(sqlite_db, world, h, redis):
+    """The key was set, the transaction rolled back: nothing is recorded, and the key only makes
+    the workers check this contact's rows in the database (where nothing stops them)."""
+    with pytest.raises(RuntimeError), sqlite_db.session() as s:
+        _revoke(s, world, h)
+        raise RuntimeError("boom")
+    assert _names(redis) == [h.contact_key(world["contact"])]
+    with sqlite_db.session() as s:
+        assert _revokes(s) == []
 
 
 def test_redis_down_the_halt_still_commits_and_an_error_is_logged(sqlite_db, world, caplog):
     server = fakeredis.FakeServer()
     h = Halts(fakeredis.FakeRedis(server=server))
-    halts.install(sqlite_db, h)
     server.connected = False
     with caplog.at_level(logging.WARNING, logger="dispatcher.halts"), sqlite_db.session() as s:
-        _revoke(s, world)
-        runs.pause_run(s, world["run"], "operator", NOW)
+        _revoke(s, world, h)
+        runs.pause_run(s, world["run"], "operator", NOW, halts=h)
     with sqlite_db.session() as s:
         assert len(_revokes(s)) == 1 and _run_state(s, world) == runs.PAUSED
-    [rec] = [r for r in caplog.records if r.name == "dispatcher.halts"]
-    assert rec.levelno == logging.ERROR and "committing anyway" in rec.getMessage()
-    assert f"contact ids {world['contact']}" in rec.getMessage()
+    first, second = [r for r in caplog.records if r.name == "dispatcher.halts"]
+    assert {first.levelno, second.levelno} == {logging.ERROR}
+    assert "committing anyway" in first.getMessage()
+    assert f"contact ids {world['contact']}" in first.getMessage()
+    assert f"run ids {world['run']}" in second.getMessage()
     assert PHONE not in caplog.text and PHONE[2:] not in caplog.text
 
 
-def test_install_twice_registers_once_and_the_latest_halts_wins(sqlite_db, world):
-    class Counting(Halts):
-        calls = 0
-
-        def signal(self, **kw: Any) -> None:
-            type(self).calls += 1
-            super().signal(**kw)
-
-    first, second = (Counting(fakeredis.FakeRedis(server=fakeredis.FakeServer())) for _ in range(2))
-    halts.install(sqlite_db, first)
-    halts.install(sqlite_db, first)
-    with sqlite_db.session() as s:
-        runs.pause_run(s, world["run"], "operator", NOW)
-    assert Counting.calls == 1
-    halts.install(sqlite_db, second)
-    with sqlite_db.session() as s:
-        runs.pause_campaign_runs(s, world["campaign"], "30034", NOW)
-    assert Counting.calls == 2
-    assert not first.redis.exists(first.campaign_key(world["campaign"]))
-    assert second.redis.exists(second.campaign_key(world["campaign"]))
-
-
-def test_a_lazy_halts_is_made_only_when_there_is_something_to_signal(sqlite_db, world, h, redis):
-    made: list[int] = []
-
-    def provide() -> Halts:
-        made.append(1)
-        return h
-
-    halts.install(sqlite_db, provide)
-    with sqlite_db.session() as s:
-        ledger.append(
-            s,
-            contact_id=world["contact"],
-            brand_id=world["brand"],
-            action="grant",
-            source="web_form",
-            actor="test",
-            evidence_text="form",
-        )
-    assert made == []
-    with sqlite_db.session() as s:
-        _revoke(s, world)
-    assert made == [1] and redis.exists(h.contact_key(world["contact"]))
-
-
-def test_note_without_install_is_harmless(sqlite_db, world):
-    with sqlite_db.session() as s:
-        _revoke(s, world)
-        assert s.info  # noted, nobody to signal it
-
-
 # --------------------------------------------------------------------------------- runtime
-def test_the_runtime_db_signals_halts_without_a_redis_client_up_front(tmp_path):
+def test_the_runtime_opens_its_database_without_redis_and_signals_the_shared_one(tmp_path):
     from dispatcher import store
     from dispatcher.runtime import Runtime
     from dispatcher.settings import Settings
@@ -324,19 +277,33 @@ def test_the_runtime_db_signals_halts_without_a_redis_client_up_front(tmp_path):
     url = f"sqlite:///{tmp_path}/rt.db"
     try:
         lazy = Runtime(Settings(database_url=url))
-        lazy.db  # noqa: B018 - opened (and upgraded), halts installed
+        lazy.db  # noqa: B018 - opened (and upgraded)
         assert "redis" not in lazy.__dict__ and "halts" not in lazy.__dict__
         redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
         rt = Runtime(Settings(database_url=url), redis=redis)
         assert rt.db is lazy.db
         w = _seed(rt.db)
         with rt.db.session() as s:
-            runs.cancel_run(s, w["run"], NOW)
-        assert redis.exists(rt.halts.run_key(w["run"]))
+            runs.cancel_run(s, w["run"], NOW, halts=rt.halts)
+        assert redis.exists(rt.halts.run_key(w["run"]))  # type: ignore[union-attr]
     finally:
         db = store._databases.pop(url, None)
         if db is not None:
             db.dispose()
+
+
+def test_postgresql_without_a_shared_redis_refuses_a_halt_not_the_runtime():
+    """Workers on that database check keys this process cannot reach: a halt must not commit
+    unseen by them.  Building the runtime and its halts is fine; signalling is refused."""
+    from dispatcher.errors import ConfigError
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+
+    rt = Runtime(Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    h = rt.halts
+    with pytest.raises(ConfigError, match="DISPATCHER_REDIS_URL"):
+        h.signal(runs=[1])
+    h.signal()  # nothing to signal: nothing refused
 
 
 def _cli_revoke() -> None:

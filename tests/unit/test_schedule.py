@@ -111,11 +111,11 @@ def test_rows_beyond_the_horizon_wait_in_the_outbox_and_keep_the_pace():
 
 
 def test_the_model_uses_the_pipelines_horizon_and_carried_rows():
-    from dispatcher.dispatch import BOOK_HORIZON_S
-    from dispatcher.housekeeping import HousekeepingConfig
+    from dispatcher.delivery.config import BOOK_HORIZON_S
+    from dispatcher.release_loop import ReleaseConfig
 
-    assert sched.BOOK_HORIZON_S == BOOK_HORIZON_S == HousekeepingConfig().book_horizon_s
-    assert sched.MAX_CARRIED_PER_RUN == HousekeepingConfig().max_carried_per_run
+    assert sched.BOOK_HORIZON_S == BOOK_HORIZON_S == ReleaseConfig().book_horizon_s
+    assert sched.MAX_CARRIED_PER_RUN == ReleaseConfig().max_carried_per_run
 
 
 # ------------------------------------------------------------------------------ property

@@ -9,9 +9,15 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from dispatcher.errors import GatewayError, InputError
+from dispatcher.errors import (
+    AmbiguousSendError,
+    GatewayError,
+    InputError,
+    RejectedSendError,
+    RetryableSendError,
+)
 from dispatcher.gateway import TwilioGateway, body_hash, classify_code, classify_transport
-from dispatcher.gateway.outcomes import CODE_RULES
+from dispatcher.gateway.outcomes import CODE_RULES, Outcome, error
 from tests.unit.gateway.conftest import FROM, Env
 
 
@@ -51,6 +57,22 @@ def test_every_rule_is_a_known_outcome() -> None:
     assert {r.outcome for r in CODE_RULES.values()} <= {"rejected", "retryable", "failed"}
 
 
+@pytest.mark.parametrize(
+    ("outcome", "cls"),
+    [
+        ("rejected", RejectedSendError),
+        ("retryable", RetryableSendError),
+        ("ambiguous", AmbiguousSendError),
+        ("failed", GatewayError),
+    ],
+)
+def test_each_failed_outcome_raises_its_own_class(outcome: str, cls: type) -> None:
+    e = error(Outcome(outcome), "boom", code=1, status=2)
+    assert type(e) is cls and isinstance(e, GatewayError) and (e.code, e.status) == (1, 2)
+    with pytest.raises(ValueError):
+        error(Outcome.SENT, "not an error")
+
+
 def test_classify_transport() -> None:
     refused = requests.exceptions.ConnectionError(
         MaxRetryError(None, "/", NewConnectionError(None, "refused"))  # type: ignore[arg-type]
@@ -69,10 +91,10 @@ def test_outcome_sent(env: Env) -> None:
 
 
 def test_outcome_rejected_masks_phone(env: Env) -> None:
-    with pytest.raises(GatewayError) as ei:
+    with pytest.raises(RejectedSendError) as ei:
         env.gateway.send("+15005550001", "hi", from_=FROM)
     e = ei.value
-    assert (e.outcome, e.code, e.status) == ("rejected", 21211, 400)
+    assert (type(e), e.code, e.status) == (RejectedSendError, 21211, 400)
     assert "+15005550001" not in str(e)
 
 
@@ -81,9 +103,9 @@ def test_outcome_rejected_masks_phone(env: Env) -> None:
 )
 def test_outcome_retryable_from_faults(env: Env, fault: str, status: int, code: int) -> None:
     env.sandbox.set_faults({fault: 1.0})
-    with pytest.raises(GatewayError) as ei:
+    with pytest.raises(RetryableSendError) as ei:
         env.gateway.send("+14155550100", "hi", from_=FROM)
-    assert (ei.value.outcome, ei.value.status, ei.value.code) == ("retryable", status, code)
+    assert (ei.value.status, ei.value.code) == (status, code)
     assert env.sandbox.records() == []  # never accepted
     env.check_contract()
 
@@ -95,9 +117,8 @@ def test_outcome_retryable_connection_refused() -> None:
     s.close()
     gw = TwilioGateway("AC" + "0" * 32, "tok", f"http://127.0.0.1:{port}", timeout=2)
     try:
-        with pytest.raises(GatewayError) as ei:
+        with pytest.raises(RetryableSendError):
             gw.send("+14155550100", "hi", from_=FROM)
-        assert ei.value.outcome == "retryable"
     finally:
         gw.close()
 
@@ -110,9 +131,8 @@ def test_outcome_ambiguous_resolved_by_find_sent(env: Env, mode: str) -> None:
     env.gateway.client.http_client.timeout = 0.3
     since = env.clock.now()
     body = "Acme: contract renewal. Reply STOP to opt out."
-    with pytest.raises(GatewayError) as ei:
+    with pytest.raises(AmbiguousSendError):
         env.gateway.send("+14155550100", body, from_=FROM)
-    assert ei.value.outcome == "ambiguous"
     env.sandbox.set_faults({"timeout_after_accept": 0.0})
     env.gateway.client.http_client.timeout = 5
     found = env.gateway.find_sent("+14155550100", FROM, since, body_hash(body))
@@ -160,9 +180,8 @@ def test_proxy_from_the_environment_is_read_once_at_construction(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     gw = TwilioGateway("AC" + "0" * 32, "token", "http://sandbox.invalid:8765", timeout=5)
     monkeypatch.delenv("HTTP_PROXY")  # read once: a later change does not matter
-    with pytest.raises(GatewayError) as e:
+    with pytest.raises(RetryableSendError):
         gw.send("+14155550100", "hi", from_=FROM)
     t.join(10)
     srv.close()
-    assert e.value.outcome == "retryable"
     assert seen and seen[0].startswith(b"POST http://sandbox.invalid:8765/2010-04-01/Accounts/")

@@ -22,8 +22,8 @@ from sqlmodel import select
 
 from dispatcher import contacts, ledger, registry, runs
 from dispatcher.clock import FakeClock
-from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
 from dispatcher.models import Campaign, OutboxMessage, Run
+from dispatcher.release_loop import ReleaseConfig, ReleaseLoop
 from dispatcher.runtime import Runtime
 from dispatcher.settings import Settings
 from tests.procs import wait_for  # noqa: F401 - re-exported (tests import it from here)
@@ -67,14 +67,14 @@ class Harness:
     def pipeline(self, enqueue: Any = None) -> Any:
         return self.rt.pipeline(enqueue or self.enqueue)
 
-    def housekeeper(self, pipeline: Any = None, **cfg: Any) -> Housekeeper:
+    def release_loop(self, pipeline: Any = None, **cfg: Any) -> ReleaseLoop:
         p = pipeline or self.pipeline()
-        return Housekeeper(
+        return ReleaseLoop(
             self.db,
             self.clock,
             self.enqueue_many,
             resolve=p.resolve,
-            config=HousekeepingConfig(**cfg),
+            config=ReleaseConfig(**cfg),
         )
 
     # ------------------------------------------------------------------ seeding
@@ -166,6 +166,7 @@ class Harness:
                 source="keyword",
                 actor="test",
                 evidence_text="STOP",
+                halts=self.rt.halts,
             )
             return outbox_suppress_for_contact(s, contact_id, self.clock.now())
 

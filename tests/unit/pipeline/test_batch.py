@@ -4,13 +4,15 @@ row would, and still lets a STOP, pause or stale slot stop every row not yet han
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from dispatcher import outbox, runs
-from dispatcher.dispatch import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.errors import StorageError
+from dispatcher.halts import NoHaltKeys
 from tests.unit.pipeline.conftest import make_harness
 
 
@@ -84,13 +86,10 @@ class CountingThrottle:
 
 
 def _pipeline(h, gateway: Any, throttle: Any = None) -> Pipeline:
-    rt = h.rt
-    return Pipeline(
-        db=rt.db,
-        throttle=throttle or rt.throttle,
-        gateway=gateway,
-        clock=h.clock,
-        enqueue=h.enqueue,
+    """The harness's pipeline with these edges, and no halt keys: every claimed row is checked
+    in the database before its send."""
+    return replace(
+        h.pipeline(), gateway=gateway, throttle=throttle or h.rt.throttle, halt_keys=NoHaltKeys()
     )
 
 
@@ -114,7 +113,7 @@ def test_pause_during_a_batch_leaves_the_rest_queued_for_resume(harness):
 
     def pause() -> None:
         with harness.db.session() as s:
-            runs.pause_run(s, run_id, "operator", harness.clock.now())
+            runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
 
     p = _pipeline(harness, Interfering(harness.rt.gateway, pause))
     out = p.deliver_many(ids)

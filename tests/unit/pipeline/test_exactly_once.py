@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from dispatcher import outbox
-from dispatcher.dispatch import Pipeline
+from dispatcher.halts import NoHaltKeys
 
 
 def test_duplicate_delivery_of_one_id_sends_once(harness):
@@ -64,7 +65,7 @@ def test_reconciler_rereleases_rows_whose_queue_messages_were_lost(harness):
         harness.contact()
     run_id = harness.launch()
     p = harness.pipeline()
-    hk = harness.housekeeper(p)
+    hk = harness.release_loop(p)
     assert hk.release() == 3
     dropped = list(harness.released)
     harness.released.clear()  # the queue is emptied by hand (Redis flushed)
@@ -113,12 +114,10 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
     rt = harness.rt
-    dying = Pipeline(
-        db=rt.db,
-        throttle=rt.throttle,
+    dying = replace(
+        harness.pipeline(),
         gateway=DyingGateway(rt.gateway, after_send=reached_carrier),
-        clock=harness.clock,
-        enqueue=harness.enqueue,
+        halt_keys=NoHaltKeys(),
     )
     with pytest.raises(WorkerKilled):
         dying.deliver(row.id)
@@ -126,7 +125,7 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     assert len(harness.records()) == int(reached_carrier)
 
     p = harness.pipeline()
-    hk = harness.housekeeper(p)
+    hk = harness.release_loop(p)
     assert p.deliver(row.id) == "skip:sending"  # redelivery never resends an in-flight row
     assert hk.reconcile()["stale"] == 0  # a slow send is not a dead one
     harness.clock.advance(hk.config.sending_lease_s + 1)
@@ -165,7 +164,7 @@ def test_timeout_after_accept_is_resolved_to_sent_without_a_second_message(harne
     assert harness.sandbox.stats.timeouts_after_accept == 1
 
     harness.sandbox.set_faults({"timeout_after_accept": 0.0})
-    hk = harness.housekeeper(p)
+    hk = harness.release_loop(p)
     harness.clock.advance(hk.config.sending_lease_s + hk.config.lost_after_s + 1)
     assert hk.reconcile() == {"lost": 0, "stale": 0, "resolved": 0}
     assert hk.release() == 0
@@ -183,29 +182,21 @@ def test_ambiguous_send_with_failed_lookup_stays_unknown_until_the_reconciler_re
         """The send is ambiguous and the carrier cannot be asked right now."""
 
         def send(self, *a: Any, **kw: Any) -> Any:
-            from dispatcher.errors import GatewayError
+            from dispatcher.errors import AmbiguousSendError
 
             rt.gateway.send(*a, **kw)
-            raise GatewayError(
-                "send: ReadTimeout talking to Twilio (ambiguous)", outcome="ambiguous"
-            )
+            raise AmbiguousSendError("send: ReadTimeout talking to Twilio (ambiguous)")
 
         def find_sent(self, *a: Any, **kw: Any) -> Any:
-            from dispatcher.errors import GatewayError
+            from dispatcher.errors import RetryableSendError
 
-            raise GatewayError("find_sent: 503", status=503, outcome="retryable")
+            raise RetryableSendError("find_sent: 503", status=503)
 
-    blind = Pipeline(
-        db=rt.db,
-        throttle=rt.throttle,
-        gateway=BlindGateway(),
-        clock=harness.clock,
-        enqueue=harness.enqueue,
-    )
+    blind = replace(harness.pipeline(), gateway=BlindGateway(), halt_keys=NoHaltKeys())
     assert blind.deliver(row.id) == "unknown"
     assert harness.row(row.id).state == outbox.UNKNOWN
     assert blind.deliver(row.id) == "skip:unknown"
-    hk = harness.housekeeper()  # the real gateway can look it up again
+    hk = harness.release_loop()  # the real gateway can look it up again
     assert hk.reconcile()["resolved"] == 1
     assert harness.row(row.id).state == outbox.SENT
     assert len(harness.records()) == 1

@@ -61,6 +61,7 @@ def test_suppress_opted_out(harness):
             source="keyword",
             actor="test",
             evidence_text="STOP",
+            halts=harness.rt.halts,
         )
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
@@ -83,7 +84,7 @@ def test_defer_in_quiet_hours_then_send_when_the_window_opens(harness):
     harness.contact("+14155550123")
     run_id = harness.launch()
     (row,) = harness.rows(run_id)
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == 1
 
     assert harness.pipeline().deliver(row.id) == "deferred:quiet_hours"
@@ -114,7 +115,7 @@ def test_campaign_not_verified_pauses_the_run_with_a_reason(harness):
     run_id = harness.launch()
     harness.set_campaign(campaign_status="SUSPENDED")
     first, second = harness.rows(run_id)
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == 2
 
     outcome = harness.pipeline().deliver(first.id)

@@ -17,13 +17,19 @@ def test_harness_stop_pause_and_cancel_signal_halts(harness):
     harness.stop(stopper)
     assert redis.exists(halts.contact_key(stopper))
     with harness.db.session() as s:
-        runs.pause_run(s, run_id, "operator", harness.clock.now())
+        runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
     assert redis.exists(halts.run_key(run_id))
     with harness.db.session() as s:
-        runs.pause_campaign_runs(s, harness.campaign_id, "campaign SUSPENDED", harness.clock.now())
+        runs.pause_campaign_runs(
+            s,
+            harness.campaign_id,
+            "campaign SUSPENDED",
+            harness.clock.now(),
+            halts=harness.rt.halts,
+        )
     assert redis.exists(halts.campaign_key(harness.campaign_id))
 
     other = harness.launch()
     with harness.db.session() as s:
-        runs.cancel_run(s, other, harness.clock.now())
+        runs.cancel_run(s, other, harness.clock.now(), halts=harness.rt.halts)
     assert not halts.clear(epoch, contact_id=0, run_id=other, campaign_id=0)

@@ -3,12 +3,13 @@ together; rows not handed to the carrier always go back to the outbox unchanged.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from dispatcher import outbox
-from dispatcher.dispatch import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 
 
 class Gateway:
@@ -27,8 +28,7 @@ class Gateway:
 
 
 def _pipeline(h, gateway: Any, **cfg: Any) -> Pipeline:
-    p = h.pipeline()
-    p.gateway = gateway
+    p = replace(h.pipeline(), gateway=gateway)
     for k, v in cfg.items():
         setattr(p.config, k, v)
     return p
@@ -85,23 +85,23 @@ def test_a_throttled_row_is_given_back_without_spending_an_attempt(harness):
 
 
 class CountingVerify:
-    """Count the rows the hand-over checks in the database (behind a halt key or lost keys)."""
+    """Count the rows the halt check verifies in the database (behind a key or lost keys)."""
 
     def __init__(self, p: Pipeline) -> None:
         self.rows: list[int] = []
-        inner = p.handover._verify
+        inner = p.halt_check.verify
 
         def verify(x: Any, token: str) -> Any:
             self.rows.append(x.row_id)
             return inner(x, token)
 
-        p.handover._verify = verify  # type: ignore[method-assign]
+        p.halt_check.verify = verify  # type: ignore[method-assign]
 
 
 def test_with_no_halt_no_row_is_checked_in_the_database(harness):
     ids = _launch(harness, 5)
     p = harness.pipeline()
-    assert p.halts is not None  # a Redis shared by every process (here: handed in)
+    assert p.halt_keys is harness.rt.halts  # a Redis shared by every process (here: handed in)
     counted = CountingVerify(p)
     assert p.deliver_many(ids) == {i: "sent" for i in ids}
     assert counted.rows == []
@@ -129,7 +129,7 @@ def test_a_cancel_during_a_batch_cancels_the_claimed_rows(harness):
     def cancel(i: int) -> None:
         if i == 0:  # while the first row is being sent
             with harness.db.session() as s:
-                runs.cancel_run(s, run_id, harness.clock.now())
+                runs.cancel_run(s, run_id, harness.clock.now(), halts=harness.rt.halts)
 
     out = _pipeline(harness, Gateway(harness.rt.gateway, cancel)).deliver_many(ids)
     assert [out[i] for i in ids] == ["sent", "cancelled", "cancelled"]

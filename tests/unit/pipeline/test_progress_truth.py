@@ -249,11 +249,11 @@ def test_verdict_names_each_figure_that_does_not_add_up():
 def test_the_metrics_gauge_uses_the_same_words_and_forgets_no_state(h):
     """``dispatcher_run_messages{state}``: deferred rows as ``deferred``; a state a run's rows
     all left reads 0 rather than its last count."""
-    from dispatcher.housekeeping import Housekeeper
     from dispatcher.metrics import Metrics
+    from dispatcher.release_loop import ReleaseLoop
 
     metrics = Metrics(redis=h.rt.redis, clock=h.clock)
-    hk = Housekeeper(h.db, h.clock, lambda ids: None, metrics=metrics)
+    hk = ReleaseLoop(h.db, h.clock, lambda ids: None, metrics=metrics)
     h.contacts(3)
     run_id = h.launch()
     now = h.clock.now()

@@ -1,4 +1,4 @@
-"""``Housekeeper.release``: one ``UPDATE ... WHERE id IN (SELECT ... ORDER BY due_at, id LIMIT
+"""``ReleaseLoop.release``: one ``UPDATE ... WHERE id IN (SELECT ... ORDER BY due_at, id LIMIT
 :room [FOR UPDATE SKIP LOCKED]) RETURNING id`` per running run, on SQLite and PostgreSQL: rows
 go in due order, at most ``room`` per run and per tick, committed before they are enqueued
 (sorted), and a row another transaction holds is skipped, never waited for."""
@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from dispatcher import outbox, runs
 from dispatcher.clock import FakeClock
-from dispatcher.housekeeping import Housekeeper, HousekeepingConfig
+from dispatcher.release_loop import ReleaseConfig, ReleaseLoop
 from tests.harness import TEMPLATE, seed
 
 T = outbox.T
@@ -67,15 +67,15 @@ def _run(db: Any, tmp_path: Any, clock: FakeClock, npa: str = "646") -> list[int
     return [i for _, i in sorted(zip(OFFSETS, ids, strict=True))]
 
 
-def _housekeeper(db: Any, clock: FakeClock, **cfg: Any) -> tuple[Housekeeper, Recorder]:
+def _release_loop(db: Any, clock: FakeClock, **cfg: Any) -> tuple[ReleaseLoop, Recorder]:
     rec = Recorder(db)
-    return Housekeeper(db, clock, rec, config=HousekeepingConfig(**cfg)), rec
+    return ReleaseLoop(db, clock, rec, config=ReleaseConfig(**cfg)), rec
 
 
 def test_rows_are_released_in_due_order_at_most_room_per_tick(any_db, tmp_path):
     clock = FakeClock()
     order = _run(any_db, tmp_path, clock)
-    hk, rec = _housekeeper(any_db, clock, release_batch=2)
+    hk, rec = _release_loop(any_db, clock, release_batch=2)
     assert hk.release() == 2
     assert hk.release() == 2
     assert hk.release() == 1
@@ -89,7 +89,7 @@ def test_rows_are_released_in_due_order_at_most_room_per_tick(any_db, tmp_path):
 def test_a_run_carries_at_most_max_carried(any_db, tmp_path):
     clock = FakeClock()
     order = _run(any_db, tmp_path, clock)
-    hk, rec = _housekeeper(any_db, clock, max_carried_per_run=3)
+    hk, rec = _release_loop(any_db, clock, max_carried_per_run=3)
     assert hk.release() == 3
     assert hk.release() == 0  # three ride already
     with any_db.session() as s:  # one is sent: room for one more
@@ -102,7 +102,7 @@ def test_the_batch_is_shared_by_the_running_runs(any_db, tmp_path):
     clock = FakeClock()
     first = _run(any_db, tmp_path, clock, npa="646")
     second = _run(any_db, tmp_path, clock, npa="212")
-    hk, rec = _housekeeper(any_db, clock, release_batch=7)
+    hk, rec = _release_loop(any_db, clock, release_batch=7)
     assert hk.release() == 7
     (ids,) = rec.calls
     assert ids == sorted(ids)
@@ -117,7 +117,7 @@ def test_the_batch_is_shared_by_the_running_runs(any_db, tmp_path):
 def test_a_row_locked_by_another_transaction_is_skipped_not_waited_for(pg_db, tmp_path):
     clock = FakeClock()
     order = _run(pg_db, tmp_path, clock)
-    hk, rec = _housekeeper(pg_db, clock, release_batch=2)
+    hk, rec = _release_loop(pg_db, clock, release_batch=2)
     other = pg_db.engine.connect()  # e.g. a second scheduler in the middle of its release
     try:
         other.execute(select(T.c.id).where(T.c.id == order[0]).with_for_update())

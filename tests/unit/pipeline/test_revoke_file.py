@@ -16,7 +16,11 @@ from dispatcher.models import ConsentEvent, Contact
 
 def _recorder(s, harness) -> Recorder:
     return Recorder(
-        brand=registry.get_brand(s, harness.brand_id), campaign=None, source="email", actor="ops"
+        brand=registry.get_brand(s, harness.brand_id),
+        campaign=None,
+        source="email",
+        actor="ops",
+        halts=harness.rt.halts,
     )
 
 
@@ -28,7 +32,7 @@ def _write(path: Path, text: str) -> Path:
 def test_a_file_revokes_every_good_row_and_the_workers_suppress_them(harness, tmp_path):
     ids = [harness.contact(f"+1212555000{i}") for i in range(4)]
     run_id = harness.launch()
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == 4
     f = _write(
         tmp_path / "stop.csv",

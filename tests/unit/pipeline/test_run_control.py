@@ -9,7 +9,7 @@ def _released_run(harness, n=3):
     for _ in range(n):
         harness.contact()
     run_id = harness.launch()
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == n
     return run_id, hk
 
@@ -19,7 +19,7 @@ def test_paused_run_sends_nothing_and_resume_releases_its_rows(harness):
     carried = list(harness.released)
     harness.released.clear()
     with harness.db.session() as s:
-        assert runs.pause_run(s, run_id, "operator", harness.clock.now())
+        assert runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
 
     p = harness.pipeline()
     for row_id in carried:
@@ -46,7 +46,7 @@ def test_resume_re_releases_rows_still_carried_when_the_run_was_paused(harness):
     run_id, hk = _released_run(harness)
     harness.released.clear()
     with harness.db.session() as s:  # paused and resumed before any worker saw the messages
-        runs.pause_run(s, run_id, "operator", harness.clock.now())
+        runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
         runs.resume_run(s, run_id, harness.clock.now())
     assert hk.release() == 3
     p = harness.pipeline()
@@ -66,7 +66,7 @@ def test_pause_releases_a_booked_throttle_slot(harness):
     ((row_id, delay, booking),) = harness.queued
     assert row_id == second and 300 <= delay <= 302
     with harness.db.session() as s:
-        runs.pause_run(s, run_id, "operator", harness.clock.now())
+        runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
     harness.clock.advance(delay)
     assert p.deliver(second, booking) == "run:paused"
     with harness.db.session() as s:
@@ -83,7 +83,7 @@ def test_cancel_marks_queued_rows_cancelled_and_sends_nothing(harness):
     first, *rest = harness.released
     assert p.deliver(first) == "sent"
     with harness.db.session() as s:
-        assert runs.cancel_run(s, run_id, harness.clock.now()) == 2
+        assert runs.cancel_run(s, run_id, harness.clock.now(), halts=harness.rt.halts) == 2
     for row_id in rest:
         assert p.deliver(row_id) == "skip:cancelled"
         assert harness.row(row_id).state == outbox.CANCELLED
@@ -97,7 +97,7 @@ def test_stop_before_delivery_sends_nothing(harness):
     keep = harness.contact()
     stopper = harness.contact()
     run_id = harness.launch()
-    hk = harness.housekeeper()
+    hk = harness.release_loop()
     assert hk.release() == 2
     assert harness.stop(stopper) == 1
     p = harness.pipeline()

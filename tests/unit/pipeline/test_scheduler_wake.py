@@ -26,7 +26,7 @@ def test_launch_and_resume_do_not_notify_on_sqlite(harness):
     seen = _statements(harness.db.engine)
     run_id = harness.launch()  # due now: on PostgreSQL this would NOTIFY
     with harness.db.session() as s:
-        runs.pause_run(s, run_id, "test", harness.clock.now())
+        runs.pause_run(s, run_id, "test", harness.clock.now(), halts=harness.rt.halts)
     with harness.db.session() as s:
         runs.resume_run(s, run_id, harness.clock.now())
     assert seen and not [q for q in seen if "NOTIFY" in q.upper()]

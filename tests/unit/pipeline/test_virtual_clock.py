@@ -1,5 +1,5 @@
 """500 recipients at the default 10 per 300 s on a virtual clock, through ``Pipeline.deliver``
-with a heap for a queue and the housekeeper's release loop as the scheduler runs it."""
+with a heap for a queue and the release loop as the scheduler runs it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import itertools
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ def _next_due(harness) -> float | None:
 
 
 def simulate(
-    harness, run_id: int, observe: Callable[[], None] | None = None, **housekeeping: Any
+    harness, run_id: int, observe: Callable[[], None] | None = None, **release: Any
 ) -> dict[str, Any]:
     """Run ``run_id`` to completion; ``observe()`` is called after every scheduler tick."""
     clock = harness.clock
@@ -56,9 +57,9 @@ def simulate(
         for row_id in ids:
             heapq.heappush(heap, (clock.time(), next(seq), row_id, None))
 
-    p = harness.rt.pipeline(enqueue)
-    p.status_callback = None  # no webhook traffic: this test is about the queue and throttle
-    hk = harness.housekeeper(p, **housekeeping)
+    # no webhook traffic: this test is about the queue and throttle
+    p = replace(harness.rt.pipeline(enqueue), status_callback=None)
+    hk = harness.release_loop(p, **release)
     hk.enqueue_many = enqueue_many
     steps = 0
     while True:
@@ -86,13 +87,13 @@ def max_in_window(times: list[float], width: float) -> int:
     return max((bisect_left(ts, t + width) - i for i, t in enumerate(ts)), default=0)
 
 
-def run_virtual(directory, n: int, **housekeeping: Any) -> dict[str, Any]:
+def run_virtual(directory, n: int, **release: Any) -> dict[str, Any]:
     with make_harness(directory) as harness:
         harness.set_campaign(quiet_hours_policy="none")
         harness.contacts(n)
         start = harness.clock.time()
         run_id = harness.launch(fan_out=False)  # the scheduler's tick fans it out
-        result = simulate(harness, run_id, **housekeeping)
+        result = simulate(harness, run_id, **release)
         recs = harness.records()
         rows = harness.rows(run_id)
     times = [r["received_at"] for r in recs]
@@ -102,7 +103,7 @@ def run_virtual(directory, n: int, **housekeeping: Any) -> dict[str, Any]:
     worst = max_in_window(times, 300.0)
     per_send = (result["ops"]["enqueue"] + result["ops"]["release"]) / n
     print(
-        f"\nvirtual clock ({n}, {housekeeping or 'default housekeeping'}): finish {finish:.0f} s"
+        f"\nvirtual clock ({n}, {release or 'default release loop'}): finish {finish:.0f} s"
         f" (ideal {ideal:.0f} s, {100 * (finish / ideal - 1):+.2f} %), max per 300 s window "
         f"{worst}, queue ops per send {per_send:.2f} ({dict(result['ops'])}), "
         f"outcomes {dict(result['outcomes'])}, loop steps {result['steps']}"

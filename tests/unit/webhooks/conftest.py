@@ -4,7 +4,6 @@ small world (brand, campaigns, contact, run, outbox rows)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -14,10 +13,13 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from dispatcher.clock import FakeClock
+from dispatcher.delivery.fakes import MemoryHalts
+from dispatcher.metrics import OptOutKind
 from dispatcher.models import Brand, Campaign, Contact, OutboxMessage, Run
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.webhooks import WebhookOptions, create_app
+from dispatcher.webhooks.protocol import WebhookMetrics
 from tests.procs import wait_for  # noqa: F401 - re-exported (tests import it from here)
 
 TOKEN = "test-auth-token-0123456789abcdef"
@@ -52,14 +54,29 @@ class TestClient:
         return self.request("GET", path, **kw)
 
 
-class RecordingMetrics:
+class RecordingMetrics(WebhookMetrics):
+    """Every metric call, in order, as (method, *args)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in {"opt_out", "opt_in", "help_request", "delivered", "undelivered", "failed"}:
-            raise AttributeError(name)
-        return lambda *a: self.calls.append((name, *a))
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:
+        self.calls.append(("opt_out", campaign, kind))
+
+    def opt_in(self, campaign: str) -> None:
+        self.calls.append(("opt_in", campaign))
+
+    def help_request(self, campaign: str) -> None:
+        self.calls.append(("help_request", campaign))
+
+    def delivered(self, campaign: str, sender: str) -> None:
+        self.calls.append(("delivered", campaign, sender))
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        self.calls.append(("undelivered", campaign, sender, error_code))
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        self.calls.append(("failed", campaign, sender, error_code))
 
 
 @dataclass
@@ -69,6 +86,11 @@ class FakeRuntime:
     clock: FakeClock
     metrics: Any = None
     redis: Any = None
+    halts: MemoryHalts = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.halts is None:  # what STOPs and pauses signal, kept in memory
+            self.halts = MemoryHalts(self.clock)
 
 
 def sign(params: Any, url: str, token: str = TOKEN) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from dispatcher import outbox
+from dispatcher.delivery.fakes import MemoryHalts
 from dispatcher.errors import StorageError
 from dispatcher.models import ConsentEvent, OutboxMessage
 from dispatcher.webhooks import WebhookOptions, delivery
@@ -155,13 +156,19 @@ def test_outcomes_alone_and_in_a_batch(sqlite_db, clock):
         (other, "delivered", "unknown_sid"),
         (other, "teleported", "unchanged"),
     ]
+    halts = MemoryHalts(clock)
     with sqlite_db.session() as s:
         alone = [
-            apply_status(s, sid=sid, status=st, error_code=None, now=clock.now()).outcome
+            apply_status(
+                s, sid=sid, status=st, error_code=None, now=clock.now(), halts=halts
+            ).outcome
             for sid, st, _ in cases
         ]
         batch = apply_statuses(
-            s, [StatusUpdate(sid, st, None) for sid, st, _ in cases], now=clock.now()
+            s,
+            [StatusUpdate(sid, st, None) for sid, st, _ in cases],
+            now=clock.now(),
+            halts=halts,
         )
     assert alone == [o for *_, o in cases]
     assert [r.outcome for r in batch] == [o for *_, o in cases]

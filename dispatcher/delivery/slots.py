@@ -1,4 +1,4 @@
-"""Throttle slots for the pipeline's claimed rows: the step between the claim and the send.
+"""Slot: a throttle slot for each claimed row, the step between the halt check and the send.
 
 A row sends only in a slot booked in every bucket that applies to it (``throttle.policy``).  For
 a batch, the slots of the next rows come from one pipelined call (``reserve_many``): as many rows
@@ -13,18 +13,22 @@ unclaimed (``outbox.unclaim``: back to queued, its attempt given back).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+
+from sqlalchemy import Connection
 
 from dispatcher import compliance, outbox
 from dispatcher.clock import Clock
-from dispatcher.throttle.policy import RECIPIENT_KINDS, buckets_for
-from dispatcher.throttle.redis import Reservation
+from dispatcher.delivery.config import DeliverConfig
+from dispatcher.delivery.gate import Ready
+from dispatcher.delivery.ports import Enqueue, Metrics, Throttle
+from dispatcher.delivery.results import Outcome, Result
+from dispatcher.models import Brand, Campaign
+from dispatcher.throttle.policy import RECIPIENT_KINDS, Bucket, buckets_for
+from dispatcher.throttle.reservation import Reservation
 
 log = logging.getLogger(__name__)
-Enqueue = Callable[[int, float, dict[str, Any] | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,35 +53,33 @@ class _Held:
 
 
 class Slots:
-    """Slots for ready rows (``dispatch._Ready``: row_id, to, text, decision, campaign, brand,
-    booking).  The throttle keeps its own time (Redis TIME, or the clock injected into both it
-    and the pipeline); ``clock`` here times the batch's pace, a held slot's lateness and delays.
-    ``config`` is the pipeline's ``DeliverConfig`` (book_horizon_s, min_grace_s,
-    now_epsilon_s); ``metric(name, *args)`` records a metric."""
+    """Slots for ready rows.  The throttle keeps its own time (Redis TIME, or the clock injected
+    into both it and the pipeline); ``clock`` here times the batch's pace, a held slot's lateness
+    and delays."""
 
     def __init__(
         self,
-        throttle: Any,
+        throttle: Throttle,
         clock: Clock,
         enqueue: Enqueue,
-        config: Any,
-        metric: Callable[..., None],
+        config: DeliverConfig,
+        metrics: Metrics,
     ) -> None:
         self.throttle, self.clock, self.enqueue = throttle, clock, enqueue
-        self.config, self.metric = config, metric
+        self.config, self.metrics = config, metrics
         self.pace = 0.05  # seconds per row of a batch, lately (a shared, rough average)
-        self._shared: dict[tuple[int, int, int], tuple[Any, Any, tuple[Any, ...]]] = {}
+        self._shared: dict[tuple[int, int, int], tuple[Campaign, Brand, tuple[Bucket, ...]]] = {}
 
-    def for_batch(self, ready: list[Any], token: str) -> BatchSlots:
+    def for_batch(self, ready: list[Ready], token: str) -> BatchSlots:
         return BatchSlots(self, ready, token)
 
-    def reserve_ahead(self, rows: list[Any]) -> dict[int, _Held]:
+    def reserve_ahead(self, rows: list[Ready]) -> dict[int, _Held]:
         """Slots for the next fresh rows in one round trip: as many as the recent pace sends
         within half the smallest grace of their slots (none for one row: ``take`` reserves it
         alone).  The grace is the buckets' own (a short window caps it at half its period),
         not the configured minimum."""
         pace = max(self.pace, 1e-3)
-        fresh: list[tuple[Any, tuple[Any, ...]]] = []
+        fresh: list[tuple[Ready, tuple[Bucket, ...]]] = []
         grace = float("inf")
         for x in rows:
             if x.booking is not None:
@@ -98,60 +100,59 @@ class Slots:
             x.row_id: _Held(res, asked, answered) for (x, _), res in zip(fresh, got, strict=True)
         }
 
-    def take(self, conn: Any, x: Any, token: str, now: datetime, held: _Held | None) -> Any:
-        """A slot usable now (its booking, as a dict), or what happened instead: booked for
-        later (re-enqueued with that delay), deferred, or early.  ``x`` is claimed with
-        ``token``.  ``held``: a slot reserved ahead for this row, used if its ``send_by`` has
-        not passed (else given back)."""
+    def take(
+        self, conn: Connection, x: Ready, token: str, now: datetime, held: _Held | None
+    ) -> Reservation | Result:
+        """A slot usable now, or what happened instead: booked for later (re-enqueued with that
+        delay), throttled (due later), or early.  ``x`` is claimed with ``token``.  ``held``: a
+        slot reserved ahead for this row, used if its ``send_by`` has not passed (else given
+        back)."""
         if x.booking is not None:
-            res = Reservation.from_dict(x.booking)
-            st = self.throttle.send_status(res)
+            st = self.throttle.send_status(x.booking)
             if st == "send":
                 return x.booking
             if st == "early":
-                delay = max(0.0, (res.slot_at or 0) - self.clock.time())
+                delay = max(0.0, (x.booking.slot_at or 0) - self.clock.time())
                 self._later(conn, x.row_id, token, now, delay, x.booking)
-                return "early"
+                return Result(Outcome.EARLY)
             if st == "late":
                 self.release(x.booking)
         wait = None
         if held is not None:
             res, wait = held.reservation, held.wait_s(self.clock.time())
             if wait is None:  # its send_by passed while the rows before it were sent
-                self.release(res.to_dict())
+                self.release(res)
         if wait is None:
             res = self.throttle.reserve(self._buckets(x), max_wait_s=self.config.book_horizon_s)
             wait = res.wait_s
         # "allowed" in the metric = could go at once; a booked future slot is a wait
-        self.metric(
-            "throttle_wait_seconds",
-            "reservation",
-            wait,
-            res.allowed and wait <= self.config.now_epsilon_s,
+        self.metrics.throttle_wait_seconds(
+            "reservation", wait, res.allowed and wait <= self.config.now_epsilon_s
         )
         if not res.allowed:
             until = now + timedelta(seconds=max(wait, 0.05))
             outbox.unclaim(conn, [x.row_id], token, now, due_at=until, reason="throttle")
-            self.metric("deferred", x.campaign.sid, "throttle")
-            return "throttled"
+            self.metrics.deferred(x.campaign.sid, "throttle")
+            return Result(Outcome.THROTTLED)
         if wait > self.config.now_epsilon_s:
-            self._later(conn, x.row_id, token, now, wait, res.to_dict())
-            return "booked"
-        return res.to_dict()
+            self._later(conn, x.row_id, token, now, wait, res)
+            return Result(Outcome.BOOKED)
+        return res
 
-    def release(self, booking: dict[str, Any] | None) -> None:
-        if booking:
+    def release(self, booking: Reservation | None) -> None:
+        """Give a slot back (its row was not sent); a failure only costs throughput."""
+        if booking is not None:
             try:
-                self.throttle.release(Reservation.from_dict(booking))
+                self.throttle.release(booking)
             except Exception:  # noqa: BLE001 - a lost slot is only lost throughput
                 log.warning("could not release a throttle booking", exc_info=True)
 
-    def _buckets(self, x: Any) -> tuple[Any, ...]:
+    def _buckets(self, x: Ready) -> tuple[Bucket, ...]:
         """The row's buckets.  Without per-recipient caps they are the same for every row of a
         campaign with the same segment count: kept while the pipeline holds the same campaign
         and brand objects (its campaign cache renews them every few seconds)."""
         c, b = x.campaign, x.brand
-        segments = x.decision.segments or compliance.segments(x.text).count
+        segments = x.segments or compliance.segments(x.text).count
         key = (id(c), id(b), segments)
         hit = self._shared.get(key)
         if hit is not None and hit[0] is c and hit[1] is b:
@@ -159,7 +160,7 @@ class Slots:
         buckets = tuple(
             buckets_for(
                 c,
-                brand_id=b.id,
+                brand_id=x.brand_id,
                 brand_tier=b.tmobile_brand_tier,
                 sender=c.messaging_service_sid or c.sender,
                 recipient=x.to,
@@ -176,12 +177,12 @@ class Slots:
 
     def _later(
         self,
-        conn: Any,
+        conn: Connection,
         row_id: int,
         token: str,
         now: datetime,
         delay: float,
-        booking: dict[str, Any],
+        booking: Reservation,
     ) -> None:
         """The row rides a delayed queue message to its booked slot (committed first: a lost
         enqueue is found by the reconciler)."""
@@ -194,7 +195,7 @@ class Slots:
             reason="throttle",
             enqueued=True,
         )
-        self.enqueue(row_id, delay, booking)
+        self.enqueue(row_id, delay, booking.to_dict())
 
 
 class BatchSlots:
@@ -202,12 +203,12 @@ class BatchSlots:
     ``take(conn, i, now)`` for ``ready[i]``; ``close()`` gives back those reserved ahead for
     rows never reached."""
 
-    def __init__(self, slots: Slots, ready: list[Any], token: str) -> None:
+    def __init__(self, slots: Slots, ready: list[Ready], token: str) -> None:
         self.slots, self.ready, self.token = slots, ready, token
         self.held: dict[int, _Held] = {}
         self.started = slots.clock.time()  # the clock that judges a slot's lateness
 
-    def take(self, conn: Any, i: int, now: datetime) -> Any:
+    def take(self, conn: Connection, i: int, now: datetime) -> Reservation | Result:
         s, x = self.slots, self.ready[i]
         if i:
             s.pace = (s.clock.time() - self.started) / i
@@ -217,5 +218,5 @@ class BatchSlots:
 
     def close(self) -> None:
         for held in self.held.values():
-            self.slots.release(held.reservation.to_dict())
+            self.slots.release(held.reservation)
         self.held.clear()

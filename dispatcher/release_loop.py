@@ -1,5 +1,6 @@
-"""The scheduler's jobs, as plain functions over the database: start due runs (fan-out), release
-due outbox rows to the queue, finish runs, and reconcile what a crash or a flushed Redis lost.
+"""The release loop: the scheduler's jobs, as plain functions over the database: start due runs
+(fan-out), release due outbox rows to the queue, finish runs, and reconcile what a crash or a
+flushed Redis lost.
 
 Safe on any number of hosts at once: every step is a compare-and-set (``UPDATE ... WHERE state``
 with ``RETURNING``), so two hosts can never both release, fan out or resolve one row.
@@ -18,15 +19,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
-from dispatcher.dispatch import BOOK_HORIZON_S
+from dispatcher.delivery.config import BOOK_HORIZON_S
+from dispatcher.delivery.results import Outcome, Result
+from dispatcher.metrics import Metrics
 from dispatcher.models import Brand, Campaign, Run
 from dispatcher.run_report import ROW_STATES, row_state_column
+from dispatcher.store import Database
 from dispatcher.throttle.policy import tmobile_daily_cap
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ EnqueueMany = Callable[[list[int]], None]
 
 
 @dataclass
-class HousekeepingConfig:
+class ReleaseConfig:
     release_batch: int = 1000  # rows released per tick
     book_horizon_s: float = BOOK_HORIZON_S
     max_carried_per_run: int = 5000  # rows a run may have riding in the queue at once
@@ -48,24 +51,24 @@ class HousekeepingConfig:
     status_after_s: float = 300.0
 
 
-class Housekeeper:
+class ReleaseLoop:
     def __init__(
         self,
-        db: Any,
+        db: Database,
         clock: Clock,
         enqueue_many: EnqueueMany,
         *,
-        resolve: Callable[[int], str] | None = None,
-        config: HousekeepingConfig | None = None,
-        metrics: Any = None,
-        refresh: Callable[[int], str] | None = None,
+        resolve: Callable[[int], Result] | None = None,
+        config: ReleaseConfig | None = None,
+        metrics: Metrics | None = None,
+        refresh: Callable[[int], Result] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.enqueue_many = enqueue_many
         self.resolve = resolve
         self.refresh = refresh
-        self.config = config or HousekeepingConfig()
+        self.config = config or ReleaseConfig()
         self.metrics = metrics
 
     # ------------------------------------------------------------------------------ tick
@@ -112,40 +115,7 @@ class Housekeeper:
                 )
                 if room <= 0:
                     continue
-                # One statement of constant text (psycopg parses and caches it once; a list of
-                # up to 1000 ids as parameters cost the scheduler a third of its CPU).  SKIP
-                # LOCKED: two schedulers never wait on each other's rows (SQLite omits it; its
-                # writers are serialised anyway); the outer WHERE re-checks the row's state.
-                # MATERIALIZED: as a plain ``IN (SELECT ... LIMIT ... FOR UPDATE)`` PostgreSQL
-                # may rescan the subquery per row (nested-loop semi join), and each rescan skips
-                # the rows this UPDATE already changed, so the LIMIT slid over every due row.
-                due = (
-                    select(T.c.id)
-                    .where(
-                        T.c.run_id == run_id,
-                        T.c.state == outbox.QUEUED,
-                        T.c.enqueued_at.is_(None),
-                        T.c.due_at <= now,
-                    )
-                    .order_by(T.c.due_at, T.c.id)
-                    .limit(room)
-                    .with_for_update(skip_locked=True)
-                    .cte("due")
-                    .prefix_with("MATERIALIZED")
-                )
-                ids += [
-                    r[0]
-                    for r in conn.execute(
-                        update(T)
-                        .where(
-                            T.c.id.in_(select(due.c.id)),
-                            T.c.state == outbox.QUEUED,
-                            T.c.enqueued_at.is_(None),
-                        )
-                        .values(enqueued_at=now)
-                        .returning(T.c.id)
-                    )
-                ]
+                ids += outbox.release_due(conn, run_id, room, now)
         # committed first: if we die before enqueueing, the reconciler finds them lost
         if ids:
             self.enqueue_many(sorted(ids))
@@ -159,23 +129,8 @@ class Housekeeper:
         lease_before = now - timedelta(seconds=cfg.sending_lease_s)
         with self.db.session() as s:
             conn = s.connection()
-            # lost: due *and* handed to the queue long ago (a row released late for an old
-            # due_at is not lost: its queue message was just written)
-            lost = conn.execute(
-                update(T)
-                .where(
-                    T.c.state == outbox.QUEUED,
-                    T.c.enqueued_at.is_not(None),
-                    T.c.due_at < lost_before,
-                    T.c.enqueued_at < lost_before,
-                )
-                .values(enqueued_at=None, updated_at=now)
-            ).rowcount
-            stale = conn.execute(
-                update(T)
-                .where(T.c.state == outbox.SENDING, T.c.claimed_at < lease_before)
-                .values(state=outbox.UNKNOWN, updated_at=now, error_message="worker lost mid-send")
-            ).rowcount
+            lost = outbox.forget_lost(conn, lost_before, now)
+            stale = outbox.expire_claims(conn, lease_before, now)
             unknown = [
                 r[0]
                 for r in conn.execute(
@@ -207,7 +162,7 @@ class Housekeeper:
         resolved = 0
         if self.resolve is not None:
             for row_id in unknown:
-                if self.resolve(row_id).startswith("resolved"):
+                if self.resolve(row_id).outcome is Outcome.RESOLVED:
                     resolved += 1
         if lost or stale:
             log.warning("reconciler: %d lost queue messages, %d stale sends", lost, stale)

@@ -1,0 +1,32 @@
+"""The pipeline's tunables (one object, handed to every step by the composition root)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: A throttled message books a slot up to this far ahead and rides a delayed queue message to
+#: it; the scheduler releases no more rows of a run than can book within it (release_loop.py),
+#: so a long backlog waits in the outbox at no queue cost (docs/throttle.md: ~2 queue ops per
+#: send).
+BOOK_HORIZON_S = 6 * 3600.0
+
+
+@dataclass
+class DeliverConfig:
+    book_horizon_s: float = BOOK_HORIZON_S  # how far ahead a throttled message may book
+    max_attempts: int = 8  # retryable carrier errors before giving up
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+    first_message_days: int = 30  # STOP language at least once a month (compliance.md 2.1)
+    history_days: int = 31
+    now_epsilon_s: float = 0.002  # a booking this close to now is "now"
+    #: a booked slot may be used this late: must exceed the queue's wake-up lateness (Dramatiq
+    #: delivers delayed messages within ~worker_timeout); costs T/(T+g) of a window's throughput
+    min_grace_s: float = 1.0
+    campaign_cache_s: float = 2.0
+    #: a batch's rows not reached after this long go back to the outbox (well inside the
+    #: reconciler's sending lease, and inside the halt keys' ``max_age_s``)
+    batch_max_s: float = 30.0
+    #: accepted sends wait at most this long to be recorded together (a STOP webhook waits for
+    #: its contact's claimed rows; early status callbacks are retried meanwhile)
+    mark_within_s: float = 0.5

@@ -1,0 +1,80 @@
+"""Resolve: ask the carrier about a row whose fate we do not know, instead of sending again.
+
+``unknown(row_id)``: a send that may have reached the carrier (timeout, or a worker that died
+mid-send) is ``unknown``; ``find_sent`` looks for it by recipient, sender, time and body hash:
+found -> sent, not found -> queued again (safe to resend).  ``refresh(row_id)``: a ``sent`` row
+that heard no final status asks for it (its callbacks came before the row knew its SID, or were
+lost).  Used by the send step (an ambiguous send) and by the reconciler (release_loop.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from dispatcher import outbox
+from dispatcher.clock import Clock, as_utc
+from dispatcher.delivery.ports import Gateway, Metrics
+from dispatcher.delivery.results import Outcome, Result
+from dispatcher.errors import GatewayError
+from dispatcher.models import Campaign, OutboxMessage
+from dispatcher.store import Database
+
+log = logging.getLogger(__name__)
+
+
+class Resolve:
+    def __init__(self, db: Database, gateway: Gateway, clock: Clock, metrics: Metrics) -> None:
+        self.db, self.gateway, self.clock, self.metrics = db, gateway, clock, metrics
+
+    def unknown(self, row_id: int) -> Result:
+        """An ``unknown`` row: ask the carrier whether the message exists; sent or re-queued."""
+        with self.db.session() as s:
+            row = s.get(OutboxMessage, row_id)
+            if row is None or row.state != outbox.UNKNOWN:
+                return Result(Outcome.SKIPPED)
+            campaign = s.get(Campaign, row.campaign_id)
+            if campaign is None:
+                return Result(Outcome.SKIPPED)
+            sender = campaign.messaging_service_sid or campaign.sender or ""
+            since = as_utc(row.claimed_at or row.updated_at) - timedelta(minutes=2)
+            to, digest, csid = row.to_phone, row.body_hash or "", campaign.sid
+        try:
+            found = self.gateway.find_sent(to, sender, since, digest)
+        except GatewayError as e:
+            log.info("row %s: lookup failed (%s); stays unknown", row_id, e)
+            return Result(Outcome.UNKNOWN)
+        now = self.clock.now()
+        with self.db.session() as s:
+            outbox.resolve_unknown(
+                s,
+                row_id,
+                found_sid=found.sid if found else None,
+                status=found.status if found else None,
+                now=now,
+            )
+        if found:
+            self.metrics.sent(csid, sender, found.num_segments or 1)
+            return Result(Outcome.RESOLVED, "sent")
+        return Result(Outcome.RESOLVED, "requeued")
+
+    def refresh(self, row_id: int) -> Result:
+        """A ``sent`` row that heard no final status: ask the carrier for it."""
+        with self.db.session() as s:
+            row = s.get(OutboxMessage, row_id)
+            if row is None or row.state != outbox.SENT or not row.provider_sid:
+                return Result(Outcome.SKIPPED)
+            sid = row.provider_sid
+        try:
+            found = self.gateway.fetch(sid)
+        except GatewayError as e:
+            log.info("row %s: status fetch failed (%s)", row_id, e)
+            return Result(Outcome.UNKNOWN)
+        now = self.clock.now()
+        with self.db.session() as s:
+            moved = outbox.apply_provider_status(s, sid, found.status, None, now)
+            if moved is None:  # still "sent" at the carrier: ask again only after a while
+                outbox.touch(s, row_id, outbox.SENT, now)
+        if moved is None:
+            return Result(Outcome.UNCHANGED)
+        return Result(Outcome.REFRESHED, found.status)

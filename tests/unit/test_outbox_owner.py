@@ -1,0 +1,69 @@
+"""outbox.py is the only writer of outbox states: no other module of the package issues an UPDATE
+on the outbox table (it calls the named, compare-and-set transition in dispatcher/outbox.py)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import dispatcher
+from dispatcher.models import OutboxMessage
+
+PACKAGE = Path(dispatcher.__file__).parent
+TABLE = OutboxMessage.__tablename__
+#: how a module names the outbox table
+TABLE_EXPRESSIONS = {"outbox.T", "OutboxMessage.__table__"}
+
+
+def _aliases(tree: ast.Module) -> set[str]:
+    """Module names bound to the outbox table (``T = outbox.T``, ``OB = ...__table__``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign):
+            continue
+        pairs: list[tuple[ast.expr, ast.expr]] = []
+        for target in node.targets:
+            if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                pairs += zip(target.elts, node.value.elts, strict=False)
+            else:
+                pairs.append((target, node.value))
+        for target, value in pairs:
+            if isinstance(target, ast.Name) and ast.unparse(value) in TABLE_EXPRESSIONS:
+                names.add(target.id)
+    return names
+
+
+def _writers(path: Path) -> list[str]:
+    """Where ``path`` updates the outbox table: ``update(<table>)``, ``<table>.update()`` or a
+    raw ``UPDATE`` of it."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    table = TABLE_EXPRESSIONS | _aliases(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "update" and node.args:
+            if ast.unparse(node.args[0]) in table:
+                found.append(f"{path.name}:{node.lineno}")
+        elif isinstance(f, ast.Attribute) and f.attr == "update":
+            if ast.unparse(f.value) in table:
+                found.append(f"{path.name}:{node.lineno}")
+    raw = re.compile(rf"UPDATE\s+({TABLE}\b|{{t}})", re.IGNORECASE)
+    for i, line in enumerate(source.splitlines(), 1):
+        if raw.search(line):
+            found.append(f"{path.name}:{i}")
+    return found
+
+
+def test_only_outbox_py_updates_the_outbox_table() -> None:
+    owner = PACKAGE / "outbox.py"
+    others = [p for p in PACKAGE.rglob("*.py") if p != owner and "migrations" not in p.parts]
+    assert len(others) > 50
+    assert [w for p in others for w in _writers(p)] == []
+
+
+def test_the_check_finds_the_owners_own_updates() -> None:
+    assert len(_writers(PACKAGE / "outbox.py")) >= 8
