@@ -49,20 +49,26 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
-_regions: dict[tuple[int, str], str | None] = {}
+_regions: dict[tuple[int, str], str] = {}
 
 
 def _region(country: int, prefix: str, num: phonenumbers.PhoneNumber) -> str | None:
     """Region of a number, cached by country code and the first 7 national digits: NANP
-    metadata tells regions apart by NPA-NXX, and the lookup walks ~25 regions each time."""
+    metadata tells regions apart by NPA-NXX, and the lookup walks ~25 regions each time.
+
+    Only a region found is remembered: a number with no region (a 9-digit one, an unassigned
+    one) says nothing about the valid numbers that share its first 7 digits."""
     import phonenumbers
 
     key = (country, prefix)
-    if key not in _regions:
-        if len(_regions) > 200_000:
-            _regions.clear()
-        _regions[key] = phonenumbers.region_code_for_number(num)
-    return _regions[key]
+    region = _regions.get(key)
+    if region is None:
+        region = phonenumbers.region_code_for_number(num)
+        if region is not None:
+            if len(_regions) > 200_000:
+                _regions.clear()
+            _regions[key] = region
+    return region
 
 
 def try_normalize(raw: str) -> tuple[str | None, str | None]:
