@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # imported on first use: `run show` / `run pause` never parse
 US_REGIONS = frozenset({"US", "PR", "GU", "VI", "AS", "MP"})
 _LETTERS = re.compile(r"[A-Za-z]")
 _ALLOWED = re.compile(r"^[\d\s+().\-/]+$")
+#: Phone numbers as the HTTP API takes them, before the numbering plan is asked
+#: (:func:`normalize_phone`): 10 to 15 ASCII digits, with spaces, brackets, dots, dashes, slashes
+#: or plus signs around them; in a URL path, no slash.
+PHONE_PATTERN = r"^[ ().+/-]*(?:[0-9][ ().+/-]*){10,15}$"
+PATH_PHONE_PATTERN = r"^[ ().+-]*(?:[0-9][ ().+-]*){10,15}$"
 
 
 @lru_cache(maxsize=65536)
