@@ -17,9 +17,11 @@ launch as ``LaunchRefused`` / ``WarningsNotAccepted`` as ``notify()`` raises the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -93,6 +95,16 @@ def _issue(doc: dict[str, Any]) -> Issue:
         str(doc.get("message") or ""),
         count if isinstance(count, int) else None,
     )
+
+
+_PUNCTUATION = re.compile(r"[\s().\-/]")
+
+
+def phone_path(phone: str) -> str:
+    """``phone`` as one URL path segment: the punctuation the server ignores anyway (spaces,
+    brackets, dots, dashes, slashes) dropped, the rest percent-encoded.  ``"415/555/0130"``
+    then reaches its contact rather than another path."""
+    return quote(_PUNCTUATION.sub("", phone), safe="")
 
 
 def _recipient(r: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -236,7 +248,9 @@ class DispatcherClient:
             )
             if v is not None
         }
-        return ContactOut.model_validate(self._call("PUT", f"/v1/contacts/{phone}", json=body))
+        return ContactOut.model_validate(
+            self._call("PUT", f"/v1/contacts/{phone_path(phone)}", json=body)
+        )
 
     # ------------------------------------------------------------------------------- consent
     def grant_consent(
@@ -325,4 +339,6 @@ class DispatcherClient:
         return ConsentEventOut.model_validate(self._call("POST", "/v1/consent", json=body))
 
     def consent_ledger(self, phone: str) -> ConsentLedger:
-        return ConsentLedger.model_validate(self._call("GET", f"/v1/contacts/{phone}/consent"))
+        return ConsentLedger.model_validate(
+            self._call("GET", f"/v1/contacts/{phone_path(phone)}/consent")
+        )

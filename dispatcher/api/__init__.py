@@ -44,10 +44,19 @@ def install_error_handlers(app: Any) -> None:
 
 
 def create_api_app(runtime: Any) -> Any:
-    """A stand-alone FastAPI app serving only the API (``/openapi.json`` included)."""
+    """A stand-alone FastAPI app serving only the API (``/openapi.json`` included).  Like the
+    served app (``dispatcher.webhooks.create_app``) it has no ``/docs`` or ``/redoc`` page: the
+    contract is the document, for any OpenAPI viewer or client generator."""
     from fastapi import FastAPI
 
-    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, openapi_tags=TAGS)
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(build_router(runtime))
     install_error_handlers(app)
     return app

@@ -26,9 +26,11 @@ from dispatcher.errors import (
     ConflictError,
     DispatcherError,
     InputError,
+    InvalidPhoneError,
     LedgerError,
     NotFoundError,
     StorageError,
+    UnknownTimeZoneError,
 )
 from dispatcher.launch_checks import LaunchRefused, WarningsNotAccepted
 
@@ -48,6 +50,19 @@ _TITLES = {
     503: "Service unavailable",
 }
 _PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+#: what a client reads instead of the database's own message (host, port, database name)
+STORAGE_DETAIL = "the database is unavailable; retry later"
+
+
+class IdempotencyKeyMismatch(InputError):
+    """The ``Idempotency-Key`` header and the body's ``idempotency_key`` differ (HTTP 422): a
+    rule between two parts of a request, which no schema can state."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key differs from the Idempotency-Key header (send one, or both equal)",
+            field="idempotency_key",
+        )
 
 
 def problem(
@@ -71,11 +86,15 @@ def problem(
     return JSONResponse(doc, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for an operation: each code documented as a problem document."""
+def problem_responses(
+    *codes: int, notes: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for an operation: each code documented as a problem document, its
+    description the status title and ``notes[code]`` (which problem types it carries)."""
+    notes = notes or {}
     return {
         code: {
-            "description": _TITLES.get(code, "Error"),
+            "description": " ".join(filter(None, (_TITLES.get(code, "Error"), notes.get(code)))),
             "model": _problem_model(),
             "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
         }
@@ -115,6 +134,12 @@ def classify(e: DispatcherError) -> tuple[int, str]:
         return 422, "launch-warnings"
     if isinstance(e, LaunchRefused):
         return 422, "launch-refused"
+    if isinstance(e, IdempotencyKeyMismatch):
+        return 422, "idempotency-key-mismatch"
+    if isinstance(e, InvalidPhoneError):
+        return 400, "invalid-phone"
+    if isinstance(e, UnknownTimeZoneError):
+        return 400, "unknown-time-zone"
     if isinstance(e, InputError):
         return 400, "invalid-input"
     if isinstance(e, ComplianceError):
@@ -128,11 +153,13 @@ async def _dispatcher_error(request: Request, exc: Exception) -> JSONResponse:
         raise exc  # other routes of a shared app keep their own behaviour
     status, slug = classify(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status >= 500:
+    detail = str(exc)
+    if status >= 500:  # the operator's log has the cause; the client learns no host or name
         log.warning("request failed: %s", exc)
+        detail = STORAGE_DETAIL if isinstance(exc, StorageError) else _TITLES[500]
     errors = [i.to_dict() for i in exc.issues] if isinstance(exc, LaunchRefused) else None
     return problem(
-        status, slug, str(exc), field=getattr(exc, "field", None), errors=errors, headers=headers
+        status, slug, detail, field=getattr(exc, "field", None), errors=errors, headers=headers
     )
 
 
@@ -141,7 +168,10 @@ async def _validation_error(request: Request, exc: Exception) -> Any:
     if not _ours(request):
         return await request_validation_exception_handler(request, exc)
     errors = [
-        {"field": _field_of(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+        {
+            "field": _field_of(e.get("loc", ())),
+            "message": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+        }
         for e in exc.errors()
     ]
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
@@ -155,6 +185,14 @@ async def _http_error(request: Request, exc: Exception) -> Any:
     assert isinstance(exc, StarletteHTTPException)
     if not _ours(request):
         return await http_exception_handler(request, exc)
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, not JSON)
+        return problem(
+            422,
+            "validation",
+            "body: the request body is not JSON",
+            field="body",
+            errors=[{"field": "body", "message": "the request body is not JSON"}],
+        )
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
     return problem(exc.status_code, slug, str(exc.detail), headers=getattr(exc, "headers", None))
 

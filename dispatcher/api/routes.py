@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from dispatcher import apikeys, ledger, registry, run_report, runs
 from dispatcher import contacts as contact_svc
@@ -21,24 +22,25 @@ from dispatcher.api.models import (
     ConsentLedger,
     ContactIn,
     ContactOut,
+    PathPhone,
     PauseBody,
     RunCreate,
     RunCreated,
     RunProgress,
     RunSpec,
 )
-from dispatcher.api.problems import problem, problem_responses
-from dispatcher.errors import InputError
+from dispatcher.api.problems import IdempotencyKeyMismatch, problem, problem_responses
+from dispatcher.errors import ConflictError, NotFoundError
 from dispatcher.launch import Submission, submit_run
 from dispatcher.models import ApiKey
 
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id.")]
 PhonePath = Annotated[
-    str,
+    PathPhone,
     Path(
-        min_length=1,
-        max_length=32,
-        description="Phone number (E.164 preferred, e.g. +14155550100).",
+        description="Phone number (E.164 preferred, e.g. +14155550100): 10 to 15 digits, "
+        "spaces, brackets, dots, dashes or + between them; percent-encoded.  One that is not a "
+        "US number is a 400 `invalid-phone`.",
     ),
 ]
 IdemHeader = Annotated[
@@ -57,6 +59,27 @@ LAUNCH_CHECKS = (
     "`launch-warnings` problem unless `force` is true, and are listed in `dry_run.warnings`."
 )
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
+LAUNCH_422 = (
+    "`validation` (the body breaks the schema), `idempotency-key-mismatch` (the "
+    "Idempotency-Key header and the body's `idempotency_key` differ), `launch-refused` or "
+    "`launch-warnings` (the launch checks)."
+)
+PHONE_400 = "`invalid-phone`: the number is not a US number (the numbering plan says so)."
+
+
+class _Segment(Convertor[str]):
+    """A path segment with no colon: ``/v1/runs/{run_id:segment}`` leaves ``1:cancel`` to the
+    ``:cancel`` route, so a GET there is a 405 naming POST (not a 422 about ``run_id``)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
@@ -66,6 +89,7 @@ _bearer = HTTPBearer(
 
 def build_router(runtime: Any) -> APIRouter:
     """All ``/v1`` routes over ``runtime`` (anything with ``.db`` and ``.clock``)."""
+    register_url_convertor("segment", _Segment())
     router = APIRouter(generate_unique_id_function=lambda route: route.name)
 
     def authenticate(
@@ -82,8 +106,10 @@ def build_router(runtime: Any) -> APIRouter:
         dependency.__name__ = f"scope_{name.replace(':', '_')}"
         return dependency
 
-    def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-        return problem_responses(401, 403, 422, *codes)
+    def errors(*codes: int, **notes: str) -> dict[int | str, dict[str, Any]]:
+        """401, 403, 422 and ``codes``; ``notes``: ``s400="..."`` describes a status."""
+        described = {int(k[1:]): v for k, v in notes.items()}
+        return problem_responses(401, 403, 422, *codes, notes=described)
 
     # --------------------------------------------------------------------------------- runs
     @router.post(
@@ -97,7 +123,7 @@ def build_router(runtime: Any) -> APIRouter:
         + LAUNCH_CHECKS,
         responses={
             200: {"model": RunCreated, "description": "Replay of an earlier request"},
-            **errors(400, 404, 409),
+            **errors(404, 409, s422=LAUNCH_422),
         },
     )
     def create_run(
@@ -120,7 +146,7 @@ def build_router(runtime: Any) -> APIRouter:
             ),
             force=body.force,
         )
-        sub = submit_run(runtime.db, req, now=runtime.clock.now())
+        sub = _submit(lambda: submit_run(runtime.db, req, now=runtime.clock.now()), req)
         response.status_code = 201 if sub.created else 200
         return _created(sub, None)
 
@@ -137,7 +163,15 @@ def build_router(runtime: Any) -> APIRouter:
         + LAUNCH_CHECKS,
         responses={
             200: {"model": RunCreated, "description": "Replay of an earlier upload"},
-            **errors(400, 404, 409, 413, 415),
+            **errors(
+                400,
+                404,
+                409,
+                413,
+                415,
+                s400="`invalid-input`: the body is empty, or its first line is longer than 64 KiB.",
+                s422=LAUNCH_422,
+            ),
         },
         openapi_extra={
             "requestBody": {
@@ -196,7 +230,7 @@ def build_router(runtime: Any) -> APIRouter:
             now = runtime.clock.now()
             sample = upload.DRY_RUN_SAMPLE if report.accepted > upload.DRY_RUN_SAMPLE else None
             sub = await run_in_threadpool(
-                lambda: submit_run(runtime.db, req, now=now, sample_limit=sample)
+                _submit, lambda: submit_run(runtime.db, req, now=now, sample_limit=sample), req
             )
         finally:
             recipients.discard()
@@ -204,7 +238,7 @@ def build_router(runtime: Any) -> APIRouter:
         return _created(sub, {**report.as_dict(), "dry_run_sample": sample})
 
     @router.get(
-        "/v1/runs/{run_id}",
+        "/v1/runs/{run_id:segment}",
         tags=["runs"],
         response_model=RunProgress,
         summary="Progress of a run",
@@ -217,36 +251,41 @@ def build_router(runtime: Any) -> APIRouter:
         with runtime.db.session() as s:
             return run_report.progress(s, run_id, runtime.clock.now())
 
-    def control(action: str) -> Callable[..., dict[str, Any]]:
-        def handler(
-            run_id: RunId,
-            key: Annotated[ApiKey, Depends(scope("runs:write"))],
-            body: Annotated[PauseBody | None, Body()] = None,
-        ) -> dict[str, Any]:
-            now = runtime.clock.now()
-            with runtime.db.session() as s:
-                if action == "pause":
-                    why = body.reason if body and body.reason else None
-                    reason = f"paused by {apikeys.actor_of(key)}" + (f": {why}" if why else "")
-                    runs.pause_run(s, run_id, reason, now)
-                elif action == "resume":
-                    runs.resume_run(s, run_id, now)
-                else:
-                    runs.cancel_run(s, run_id, now)
-                s.flush()
-                return run_report.progress(s, run_id, now)
+    def controlled(run_id: int, change: Callable[[Any, Any], object]) -> dict[str, Any]:
+        now = runtime.clock.now()
+        with runtime.db.session() as s:
+            change(s, now)
+            s.flush()
+            return run_report.progress(s, run_id, now)
 
-        handler.__name__ = f"{action}_run"
-        return handler
+    def pause_run(
+        run_id: RunId,
+        key: Annotated[ApiKey, Depends(scope("runs:write"))],
+        body: Annotated[PauseBody | None, Body()] = None,
+    ) -> dict[str, Any]:
+        why = body.reason if body and body.reason else None
+        reason = f"paused by {apikeys.actor_of(key)}" + (f": {why}" if why else "")
+        return controlled(run_id, lambda s, now: runs.pause_run(s, run_id, reason, now))
 
-    for action, doc in (
-        ("pause", "Pause an active run (idempotent); `reason` is recorded."),
-        ("resume", "Resume a paused run."),
-        ("cancel", "Cancel a run: every row not yet handed over is cancelled."),
+    # resume and cancel take no body (one sent is not read)
+    def resume_run(
+        run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))]
+    ) -> dict[str, Any]:
+        return controlled(run_id, lambda s, now: runs.resume_run(s, run_id, now))
+
+    def cancel_run(
+        run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))]
+    ) -> dict[str, Any]:
+        return controlled(run_id, lambda s, now: runs.cancel_run(s, run_id, now))
+
+    for action, handler, doc in (
+        ("pause", pause_run, "Pause an active run (idempotent); `reason` is recorded."),
+        ("resume", resume_run, "Resume a paused run."),
+        ("cancel", cancel_run, "Cancel a run: every row not yet handed over is cancelled."),
     ):
         router.add_api_route(
-            f"/v1/runs/{{run_id}}:{action}",
-            control(action),
+            f"/v1/runs/{{run_id:segment}}:{action}",
+            handler,
             methods=["POST"],
             tags=["runs"],
             response_model=RunProgress,
@@ -263,7 +302,14 @@ def build_router(runtime: Any) -> APIRouter:
         summary="Create or update a contact",
         description="Scope `contacts:write`.  Attributes are merged into the stored ones.  "
         "201 when created, 200 when updated.",
-        responses={201: {"model": ContactOut, "description": "Created"}, **errors(400)},
+        responses={
+            201: {"model": ContactOut, "description": "Created"},
+            **errors(
+                400,
+                s400=PHONE_400[:-1] + "; `unknown-time-zone`: the time zone "
+                "database has no such zone.",
+            ),
+        },
     )
     def put_contact(
         phone: PhonePath,
@@ -291,8 +337,9 @@ def build_router(runtime: Any) -> APIRouter:
         response_model=ConsentEventOut,
         summary="Record a consent grant or revocation",
         description="Scope `consent:write`.  Appends to the ledger with the key as actor "
-        "(`api:<key name>`); a grant needs evidence.",
-        responses=errors(400, 404),
+        "(`api:<key name>`); a grant needs evidence.  404 when the brand, or the campaign "
+        "within the brand, does not exist.",
+        responses=errors(400, 404, s400=PHONE_400),
     )
     def post_consent(
         body: ConsentIn, key: Annotated[ApiKey, Depends(scope("consent:write"))]
@@ -301,9 +348,7 @@ def build_router(runtime: Any) -> APIRouter:
             brand = registry.get_brand(s, body.brand)
             campaign = registry.get_campaign(s, body.campaign) if body.campaign else None
             if campaign is not None and campaign.brand_id != brand.id:
-                raise InputError(
-                    f"campaign {campaign.sid} belongs to another brand", field="campaign"
-                )
+                raise NotFoundError("campaign", f"{body.campaign} of brand {brand.name}")
             contact, _ = contact_svc.upsert_contact(s, body.phone)
             ev = ledger.append(
                 s,
@@ -333,7 +378,7 @@ def build_router(runtime: Any) -> APIRouter:
         response_model=ConsentLedger,
         summary="The consent ledger of one contact",
         description="Scope `consent:read`.  Every event with its evidence, oldest first.",
-        responses=errors(400, 404),
+        responses=errors(400, 404, s400=PHONE_400),
     )
     def get_consent(
         phone: PhonePath, key: Annotated[ApiKey, Depends(scope("consent:read"))]
@@ -351,17 +396,19 @@ def build_router(runtime: Any) -> APIRouter:
 def _namespaced(key: ApiKey, header: str | None, body: str | None) -> str | None:
     """Idempotency keys are per API key: two systems cannot collide or read each other's run."""
     if header and body and header != body:
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("body", "idempotency_key"),
-                    "type": "value_error",
-                    "msg": "differs from the Idempotency-Key header",
-                }
-            ]
-        )
+        raise IdempotencyKeyMismatch()
     k = header or body
     return f"api:{key.name}:{k}" if k else None
+
+
+def _submit(launch: Callable[[], Submission], req: runs.LaunchRequest) -> Submission:
+    """``launch()``; its idempotency conflict names the key as the client sent it (the stored
+    one carries the API key's namespace, which is none of the client's business)."""
+    try:
+        return launch()
+    except ConflictError:
+        key = (req.idempotency_key or "").split(":", 2)[-1]
+        raise ConflictError(f"idempotency key {key!r} was used with a different request") from None
 
 
 def _created(sub: Submission, report: dict[str, Any] | None) -> RunCreated:
