@@ -247,7 +247,7 @@ def fan_out(session: Session, run_id: int, now: datetime) -> int:
         return 0
     run = session.get(Run, run_id)
     created = 0
-    if not run.audience.get("staged"):
+    if "staged" not in run.audience:  # a count, 0 when every listed phone was rejected
         created = _insert_select(session, run, now)
     total = (
         session.connection()

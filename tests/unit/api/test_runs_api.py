@@ -195,3 +195,23 @@ def test_pause_resume_cancel(client, world):
     g = client.get(f"/v1/runs/{run_id}").json()
     assert g["done"] == 3 and g["eta"] is None
     assert client.post("/v1/runs/777:pause").status_code == 404
+
+
+def test_a_list_with_every_phone_rejected_is_an_empty_run(client, world, db):
+    """The staged count (0) was read as 'not staged': the launch checks, then the fan-out,
+    treated the list as a segment with no query (a 500, then a failing scheduler tick)."""
+    from dispatcher import runs
+    from dispatcher.clock import utcnow
+
+    body = {
+        "campaign": world["campaign"],
+        "template": "Acme: hi [name]. Reply STOP to opt out",
+        "recipients": [{"phone": "0"}, {"phone": "12"}],
+    }
+    r = client.post("/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    run = r.json()["run"]
+    assert run["total"] == 0 and run["audience"]["rejected"] == {"invalid_phone": 2}
+    with db.session() as s:
+        assert runs.fan_out(s, run["id"], utcnow()) == 0
+        assert runs.get_run(s, run["id"]).state == runs.RUNNING
