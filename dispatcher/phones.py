@@ -17,10 +17,10 @@ US_REGIONS = frozenset({"US", "PR", "GU", "VI", "AS", "MP"})
 _LETTERS = re.compile(r"[A-Za-z]")
 _ALLOWED = re.compile(r"^[\d\s+().\-/]+$")
 #: Phone numbers as the HTTP API takes them, before the numbering plan is asked
-#: (:func:`normalize_phone`): 10 to 15 ASCII digits, with spaces, brackets, dots, dashes, slashes
-#: or plus signs around them; in a URL path, no slash.
-PHONE_PATTERN = r"^[ ().+/-]*(?:[0-9][ ().+/-]*){10,15}$"
-PATH_PHONE_PATTERN = r"^[ ().+-]*(?:[0-9][ ().+-]*){10,15}$"
+#: (:func:`normalize_phone`): 10 to 15 ASCII digits, with at most two of space, bracket, dot,
+#: dash, slash or plus sign around each (``+1 (415) 555-0100``); in a URL path, no slash.
+PHONE_PATTERN = r"^[ ().+/-]{0,2}(?:[0-9][ ().+/-]{0,2}){10,15}$"
+PATH_PHONE_PATTERN = r"^[ ().+-]{0,2}(?:[0-9][ ().+-]{0,2}){10,15}$"
 
 
 @lru_cache(maxsize=65536)

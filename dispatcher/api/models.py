@@ -82,9 +82,9 @@ def _template(value: str) -> str:
     return _matching(TEMPLATE_PATTERN, "not a template")(value)
 
 
-_PHONE_RULE = "a phone number is 10 to 15 digits, with spaces, ( ) . - / or + between them"
-#: 10 to 15 digits (spaces, brackets, dots, dashes, slashes, plus signs around them); whether
-#: the number exists is the numbering plan's answer: 400 ``invalid-phone``
+_PHONE_RULE = "a phone number is 10 to 15 digits, with at most two of ( ) . - / + or space between"
+#: 10 to 15 digits (a few spaces, brackets, dots, dashes, slashes, plus signs around them);
+#: whether the number exists is the numbering plan's answer: 400 ``invalid-phone``
 ApiPhone = Annotated[
     str,
     StringConstraints(max_length=32),

@@ -39,7 +39,7 @@ PhonePath = Annotated[
     PathPhone,
     Path(
         description="Phone number (E.164 preferred, e.g. +14155550100): 10 to 15 digits, "
-        "spaces, brackets, dots, dashes or + between them; percent-encoded.  One that is not a "
+        "at most two of space ( ) . - + between them; percent-encoded.  One that is not a "
         "US number is a 400 `invalid-phone`.",
     ),
 ]
@@ -173,21 +173,7 @@ def build_router(runtime: Any) -> APIRouter:
                 s422=LAUNCH_422,
             ),
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/x-ndjson": {
-                        "schema": {
-                            "type": "string",
-                            "description": (
-                                "Line 1: a RunSpec object; then one Recipient object per line."
-                            ),
-                        }
-                    }
-                },
-            }
-        },
+        openapi_extra={"requestBody": _upload_body()},
     )
     async def upload_run(
         request: Request,
@@ -391,6 +377,24 @@ def build_router(runtime: Any) -> APIRouter:
             }
 
     return router
+
+
+def _upload_body() -> dict[str, Any]:
+    """The NDJSON body in the document: the sequence of its lines as an array (a client or a
+    fuzzer writes item *i* as line *i*): a run spec, then anything (each further line is a
+    recipient, or a reject listed in ``upload.rejects``: never a refused upload)."""
+    lines = {
+        "type": "array",
+        "description": "NDJSON: one JSON value per line, written as the items of this array.  "
+        'Line 1 is the run spec; every further line a recipient `{"phone": ..., '
+        '"variables": {...}}` (see Recipient); a line that is not one is listed in '
+        "`upload.rejects` and does not fail the upload.",
+        "prefixItems": [RunSpec.model_json_schema()],
+        "items": {"description": "A Recipient (or a line reported in upload.rejects)."},
+        "minItems": 1,
+        "maxItems": upload.MAX_ROWS + 1,
+    }
+    return {"required": True, "content": {t: {"schema": lines} for t in NDJSON_TYPES}}
 
 
 def _namespaced(key: ApiKey, header: str | None, body: str | None) -> str | None:
