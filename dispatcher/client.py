@@ -28,7 +28,9 @@ import httpx
 from dispatcher.api.models import (
     ConsentEventOut,
     ConsentLedger,
+    Contact,
     ContactOut,
+    MessageOut,
     RunCreated,
     RunProgress,
 )
@@ -148,6 +150,17 @@ class DispatcherClient:
             raise error_from(response)
         return response.json()
 
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The items of every page of a listing, following ``next_cursor`` (one request per
+        page, made when the previous page is used up)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = self._call("GET", path, params=query)
+            yield from page["items"]
+            if not page.get("next_cursor"):
+                return
+            query["cursor"] = page["next_cursor"]
+
     @staticmethod
     def _idem(key: str | None) -> dict[str, str]:
         return {"Idempotency-Key": key} if key else {}
@@ -216,6 +229,23 @@ class DispatcherClient:
     def get_run(self, run_id: int) -> RunProgress:
         return RunProgress.model_validate(self._call("GET", f"/v1/runs/{int(run_id)}"))
 
+    def iter_runs(
+        self, *, state: str | None = None, campaign: str | None = None, page_size: int = 20
+    ) -> Iterator[RunProgress]:
+        """Every run (newest first), optionally in one ``state`` or of one ``campaign``."""
+        params = {"state": state, "campaign": campaign, "limit": page_size}
+        for doc in self._pages("/v1/runs", params):
+            yield RunProgress.model_validate(doc)
+
+    def iter_messages(
+        self, run_id: int, *, state: str | None = None, page_size: int = 100
+    ) -> Iterator[MessageOut]:
+        """Every message of a run with its state (by contact); phones masked unless the key
+        has ``contacts:read``."""
+        params = {"state": state, "limit": page_size}
+        for doc in self._pages(f"/v1/runs/{int(run_id)}/messages", params):
+            yield MessageOut.model_validate(doc)
+
     def pause_run(self, run_id: int, reason: str | None = None) -> RunProgress:
         body = {"reason": reason} if reason else None
         return RunProgress.model_validate(
@@ -229,6 +259,9 @@ class DispatcherClient:
         return RunProgress.model_validate(self._call("POST", f"/v1/runs/{int(run_id)}:cancel"))
 
     # ------------------------------------------------------------------------------ contacts
+    def get_contact(self, phone: str) -> Contact:
+        return Contact.model_validate(self._call("GET", f"/v1/contacts/{phone_path(phone)}"))
+
     def upsert_contact(
         self,
         phone: str,

@@ -348,6 +348,50 @@ class RunProgress(BaseModel):
     eta: datetime | None
 
 
+class RunPage(BaseModel):
+    items: list[RunProgress] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last one."
+    )
+
+
+class MessageOut(BaseModel):
+    """One recipient of a run (an outbox row)."""
+
+    id: int
+    contact_id: int
+    phone: str = Field(description="E.164; masked (+1415555****) unless the key has contacts:read.")
+    state: Literal[
+        "queued",
+        "sending",
+        "sent",
+        "delivered",
+        "undelivered",
+        "failed",
+        "unknown",
+        "suppressed",
+        "cancelled",
+    ]
+    suppress_reason: str | None = Field(description="Why it will never be sent (suppressed).")
+    defer_reason: str | None = Field(description="Why it waits (quiet hours, throttle, ...).")
+    due_at: datetime = Field(description="When it may be sent.")
+    sent_at: datetime | None
+    status_at: datetime | None = Field(description="When the carrier's last status arrived.")
+    provider_sid: str | None = Field(description="The carrier's message SID (SM...).")
+    error_code: int | None = Field(description="The carrier's error code (e.g. 30007).")
+    segments: int | None
+    attempts: int
+
+
+class MessagePage(BaseModel):
+    run_id: int
+    phones_masked: bool = Field(description="True unless the key has contacts:read.")
+    items: list[MessageOut] = Field(description="By contact id.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last one."
+    )
+
+
 class PauseBody(_In):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
@@ -366,6 +410,17 @@ class ContactIn(_In):
     attributes: Variables | None = Field(
         default=None, description="Merged into the stored attributes (segments, [field]s)."
     )
+
+
+class Contact(BaseModel):
+    id: int
+    phone: str
+    name: str | None
+    time_zone: str | None
+    state: str | None
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
 
 
 class ContactOut(BaseModel):

@@ -8,6 +8,7 @@ the same app (the Twilio webhooks) keep FastAPI's default error bodies.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from dispatcher.apikeys import AuthenticationError, ScopeError
 from dispatcher.errors import (
@@ -194,7 +196,33 @@ async def _http_error(request: Request, exc: Exception) -> Any:
             errors=[{"field": "body", "message": "the request body is not JSON"}],
         )
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-    return problem(exc.status_code, slug, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+    return problem(exc.status_code, slug, str(exc.detail), headers=headers)
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method of every route on this path (Starlette's 405 names the first route's
+    only: GET /v1/runs would hide POST /v1/runs)."""
+    methods = {
+        m
+        for route in _leaves(request.app.router.routes)
+        if route.matches(request.scope)[0] == Match.PARTIAL
+        for m in getattr(route, "methods", None) or ()
+    }
+    return sorted(methods)
+
+
+def _leaves(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes of an app, those of included routers too (newer FastAPI versions keep an
+    included router whole, as ``original_router``)."""
+    for route in routes:
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        if nested is not None:
+            yield from _leaves(nested)
+        else:
+            yield route
 
 
 async def _data_error(request: Request, exc: Exception) -> JSONResponse:

@@ -3,9 +3,9 @@
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations.
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
@@ -14,21 +14,25 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from dispatcher import apikeys, ledger, registry, run_report, runs
 from dispatcher import contacts as contact_svc
-from dispatcher.api import upload
+from dispatcher.api import reads, upload
 from dispatcher.api.models import (
     IDEMPOTENCY_KEY,
+    NO_NUL,
     ConsentEventOut,
     ConsentIn,
     ConsentLedger,
     ContactIn,
     ContactOut,
+    MessagePage,
     PathPhone,
     PauseBody,
     RunCreate,
     RunCreated,
+    RunPage,
     RunProgress,
     RunSpec,
 )
+from dispatcher.api.models import Contact as ContactDoc
 from dispatcher.api.problems import IdempotencyKeyMismatch, problem, problem_responses
 from dispatcher.errors import ConflictError, NotFoundError
 from dispatcher.launch import Submission, submit_run
@@ -59,6 +63,25 @@ LAUNCH_CHECKS = (
     "`launch-warnings` problem unless `force` is true, and are listed in `dry_run.warnings`."
 )
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
+RunState = Literal["scheduled", "fanning_out", "running", "paused", "completed", "cancelled"]
+MessageState = Literal[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "unknown",
+    "suppressed",
+    "cancelled",
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=reads.CURSOR_PATTERN,
+        description="`next_cursor` of the previous page (opaque: pass it back as it is).",
+    ),
+]
 LAUNCH_422 = (
     "`validation` (the body breaks the schema), `idempotency-key-mismatch` (the "
     "Idempotency-Key header and the body's `idempotency_key` differ), `launch-refused` or "
@@ -112,6 +135,36 @@ def build_router(runtime: Any) -> APIRouter:
         return problem_responses(401, 403, 422, *codes, notes=described)
 
     # --------------------------------------------------------------------------------- runs
+    @router.get(
+        "/v1/runs",
+        tags=["runs"],
+        response_model=RunPage,
+        summary="List runs",
+        description="Scope `runs:read`.  Newest first, each as `GET /v1/runs/{run_id}` shows "
+        "it; filter by `state` and `campaign` (SID or id: 404 when there is no such campaign); "
+        "page with `cursor`.",
+        responses=errors(404),
+    )
+    def list_runs(
+        key: Annotated[ApiKey, Depends(scope("runs:read"))],
+        state: Annotated[RunState | None, Query(description="Only runs in this state.")] = None,
+        campaign: Annotated[
+            str | None,
+            Query(min_length=1, max_length=255, pattern=NO_NUL, description="Campaign SID or id."),
+        ] = None,
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=50, description="Runs per page.")] = 20,
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return reads.run_page(
+                s,
+                now=runtime.clock.now(),
+                state=state,
+                campaign=campaign,
+                cursor=cursor,
+                limit=limit,
+            )
+
     @router.post(
         "/v1/runs",
         tags=["runs"],
@@ -237,6 +290,35 @@ def build_router(runtime: Any) -> APIRouter:
         with runtime.db.session() as s:
             return run_report.progress(s, run_id, runtime.clock.now())
 
+    @router.get(
+        "/v1/runs/{run_id:segment}/messages",
+        tags=["runs"],
+        response_model=MessagePage,
+        summary="The messages of a run, with their states",
+        description="Scope `runs:read`.  One item per recipient, by contact id; filter by "
+        "`state`, page with `cursor`.  Phone numbers are masked (`+1415555****`) unless the key "
+        "also has `contacts:read`.",
+        responses=errors(404),
+    )
+    def list_messages(
+        run_id: RunId,
+        key: Annotated[ApiKey, Depends(scope("runs:read"))],
+        state: Annotated[
+            MessageState | None, Query(description="Only messages in this state.")
+        ] = None,
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page.")] = 100,
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return reads.message_page(
+                s,
+                run_id,
+                state=state,
+                cursor=cursor,
+                limit=limit,
+                full_phones="contacts:read" in (key.scopes or []),
+            )
+
     def controlled(run_id: int, change: Callable[[Any, Any], object]) -> dict[str, Any]:
         now = runtime.clock.now()
         with runtime.db.session() as s:
@@ -281,6 +363,20 @@ def build_router(runtime: Any) -> APIRouter:
         )
 
     # ----------------------------------------------------------------------------- contacts
+    @router.get(
+        "/v1/contacts/{phone}",
+        tags=["contacts"],
+        response_model=ContactDoc,
+        summary="A contact",
+        description="Scope `contacts:read`.  404 when there is no contact with that number.",
+        responses=errors(400, 404, s400=PHONE_400),
+    )
+    def get_contact(
+        phone: PhonePath, key: Annotated[ApiKey, Depends(scope("contacts:read"))]
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return reads.contact_doc(s, phone)
+
     @router.put(
         "/v1/contacts/{phone}",
         tags=["contacts"],

@@ -249,3 +249,16 @@ def test_conflict_error_is_what_the_client_raises(app, token, world):
             api.create_run(
                 world["campaign"], "Acme: yo", audience={"kind": "all"}, idempotency_key="k"
             )
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/runs", "GET, POST"),
+        ("/v1/contacts/4155550100", "GET, PUT"),
+        ("/v1/runs/1:resume", "POST"),
+    ],
+)
+def test_a_405_names_every_method_of_the_path(client, path, allow):
+    r = client.request("DELETE", path)
+    assert r.status_code == 405 and r.headers["allow"] == allow
