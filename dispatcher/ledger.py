@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, event, or_
 from sqlmodel import Session, select
 
-from dispatcher import halts
+from dispatcher import halts, hooks
 from dispatcher.clock import as_utc, utcnow
 from dispatcher.errors import InputError, LedgerError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
@@ -100,6 +100,7 @@ def append(
     session.flush()
     if action == "revoke":  # workers see it before their next send (dispatcher/halts.py)
         halts.note(session, contacts=[contact_id])
+        hooks.opted_out(session, ev)  # producers' webhooks, in this transaction
     return ev
 
 

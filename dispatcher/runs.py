@@ -23,7 +23,7 @@ from sqlalchemy import func, insert, literal, select, text, update
 from sqlmodel import Session
 
 from dispatcher import audience as aud
-from dispatcher import halts, outbox
+from dispatcher import halts, hooks, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, OutboxMessage, Run
@@ -312,11 +312,16 @@ def complete_finished(session: Session, now: datetime) -> list[int]:
         for r in session.connection().execute(select(R.c.id).where(R.c.state == RUNNING, ~pending))
     ]
     if ids:
-        session.connection().execute(
-            update(R)
-            .where(R.c.id.in_(ids), R.c.state == RUNNING)
-            .values(state=COMPLETED, finished_at=now)
-        )
+        ids = [  # those this call completed (another scheduler may have taken some)
+            r[0]
+            for r in session.connection().execute(
+                update(R)
+                .where(R.c.id.in_(ids), R.c.state == RUNNING)
+                .values(state=COMPLETED, finished_at=now)
+                .returning(R.c.id)
+            )
+        ]
+        hooks.runs_changed(session, hooks.RUN_FINISHED, ids, now)  # producers' webhooks
     return ids
 
 
