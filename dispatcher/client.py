@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -30,9 +31,12 @@ from dispatcher.api.models import (
     ConsentLedger,
     Contact,
     ContactOut,
+    Delivery,
     MessageOut,
     RunCreated,
     RunProgress,
+    Subscription,
+    SubscriptionCreated,
 )
 from dispatcher.apikeys import AuthenticationError, ScopeError
 from dispatcher.errors import (
@@ -43,6 +47,18 @@ from dispatcher.errors import (
     StorageError,
 )
 from dispatcher.launch_checks import Issue, LaunchRefused, WarningsNotAccepted
+from dispatcher.signing import HEADER as SIGNATURE_HEADER
+from dispatcher.signing import TOLERANCE_S, WebhookSignatureError, verify
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "ApiError",
+    "DispatcherClient",
+    "WebhookSignatureError",
+    "error_from",
+    "phone_path",
+    "verify_webhook",
+]
 
 
 class ApiError(DispatcherError):
@@ -99,6 +115,33 @@ def _issue(doc: dict[str, Any]) -> Issue:
     )
 
 
+def verify_webhook(
+    body: bytes,
+    signature: str | None,
+    secret: str,
+    *,
+    tolerance_s: float = TOLERANCE_S,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The event a dispatcher webhook carries, once its signature is checked.
+
+    ``body``: the raw request body as received; ``signature``: its ``Dispatcher-Signature``
+    header; ``secret``: the subscription's (whsec_...).  The HMAC is compared in constant time
+    and the timestamp must be within ``tolerance_s`` of ``now`` (default: this machine's
+    clock), so a captured request cannot be replayed later.  Raises WebhookSignatureError::
+
+        event = verify_webhook(request.body, request.headers["Dispatcher-Signature"], secret)
+        if event["type"] == "contact.opted_out": ...  # dedupe by event["id"]
+    """
+    return verify(
+        body,
+        signature,
+        secret,
+        now=time.time() if now is None else now,
+        tolerance_s=tolerance_s,
+    )
+
+
 _PUNCTUATION = re.compile(r"[\s().\-/]")
 
 
@@ -148,7 +191,7 @@ class DispatcherClient:
             raise ApiError(f"cannot reach the dispatcher API: {e}", status=0) from e
         if response.status_code >= 400:
             raise error_from(response)
-        return response.json()
+        return None if response.status_code == 204 else response.json()
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The items of every page of a listing, following ``next_cursor`` (one request per
@@ -375,3 +418,23 @@ class DispatcherClient:
         return ConsentLedger.model_validate(
             self._call("GET", f"/v1/contacts/{phone_path(phone)}/consent")
         )
+
+    # ------------------------------------------------------------------------------ webhooks
+    def create_subscription(self, url: str, events: Iterable[str]) -> SubscriptionCreated:
+        """Subscribe ``url`` to ``events``; the answer's ``secret`` is shown this once (give it
+        to :func:`verify_webhook` in the receiver)."""
+        body = {"url": url, "events": list(events)}
+        return SubscriptionCreated.model_validate(self._call("POST", "/v1/webhooks", json=body))
+
+    def subscriptions(self) -> list[Subscription]:
+        doc = self._call("GET", "/v1/webhooks")
+        return [Subscription.model_validate(x) for x in doc["items"]]
+
+    def delete_subscription(self, subscription_id: int) -> None:
+        self._call("DELETE", f"/v1/webhooks/{int(subscription_id)}")
+
+    def iter_deliveries(self, subscription_id: int, *, page_size: int = 20) -> Iterator[Delivery]:
+        """The delivery log of a subscription, newest event first, each with its attempts."""
+        path = f"/v1/webhooks/{int(subscription_id)}/deliveries"
+        for doc in self._pages(path, {"limit": page_size}):
+            yield Delivery.model_validate(doc)

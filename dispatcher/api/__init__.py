@@ -26,6 +26,11 @@ TAGS = [
     {"name": "runs", "description": "Launch (idempotent), follow and control runs."},
     {"name": "contacts", "description": "Contacts and their attributes."},
     {"name": "consent", "description": "The append-only consent ledger."},
+    {
+        "name": "webhooks",
+        "description": "Events POSTed to the producer, signed: run finished, run paused by "
+        "the reputation guard, contact opted out.",
+    },
 ]
 
 

@@ -29,6 +29,7 @@ from pydantic_core import CoreSchema
 from dispatcher import ledger
 from dispatcher.audience import SEGMENT_PATTERN
 from dispatcher.contacts import TIME_ZONE_PATTERN
+from dispatcher.hooks import URL_PATTERN
 from dispatcher.phones import PATH_PHONE_PATTERN, PHONE_PATTERN
 from dispatcher.templates import MAX_TEMPLATE, TEMPLATE_PATTERN
 
@@ -498,6 +499,82 @@ class ConsentEventOut(BaseModel):
 class ConsentLedger(BaseModel):
     phone: str
     events: list[ConsentEventOut]
+
+
+# --------------------------------------------------------------------------------- webhooks
+EventType = Literal["run.finished", "run.paused", "contact.opted_out"]
+
+
+def _no_repeats(events: list[str]) -> list[str]:
+    if len(set(events)) != len(events):
+        raise ValueError("each event type once")
+    return events
+
+
+class SubscriptionIn(_In):
+    url: Annotated[
+        str,
+        StringConstraints(max_length=2048),
+        AfterValidator(
+            _matching(URL_PATTERN, "https://..., or http://localhost or http://127.0.0.1")
+        ),
+        Schema(pattern=URL_PATTERN),
+    ] = Field(description="Where events are POSTed: https, or http to localhost (development).")
+    events: Annotated[
+        list[EventType],
+        Field(min_length=1, max_length=3),
+        AfterValidator(_no_repeats),
+        Schema(uniqueItems=True),
+    ] = Field(
+        description="`run.finished` and `run.paused` (runs this key launched); "
+        "`contact.opted_out` (any revocation; needs contacts:read: it carries the phone)."
+    )
+
+
+class Subscription(BaseModel):
+    id: int
+    url: str
+    events: list[EventType]
+    created_at: datetime
+
+
+class SubscriptionCreated(Subscription):
+    secret: str = Field(
+        description="The signing secret (whsec_...): shown this once, keep it with the receiver."
+    )
+
+
+class SubscriptionList(BaseModel):
+    items: list[Subscription] = Field(description="This key's subscriptions, oldest first.")
+
+
+class DeliveryAttempt(BaseModel):
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    error: str | None
+    duration_ms: int
+
+
+class Delivery(BaseModel):
+    id: int
+    event_id: str = Field(description="The Dispatcher-Event-Id header and the body's id.")
+    type: EventType
+    state: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = Field(description="When pending: the next attempt.")
+    delivered_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    log: list[DeliveryAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class DeliveryPage(BaseModel):
+    subscription_id: int
+    items: list[Delivery] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last one."
+    )
 
 
 # ---------------------------------------------------------------------------------- errors

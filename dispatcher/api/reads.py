@@ -28,7 +28,8 @@ R = runs.R
 OB = runs.OB
 
 
-def _key(cursor: str | None) -> int | None:
+def cursor_key(cursor: str | None) -> int | None:
+    """The row key a cursor names (one past the largest id is past every row)."""
     return min(int(cursor), MAX_ID) if cursor else None
 
 
@@ -51,7 +52,7 @@ def run_page(
         q = q.where(R.c.state == state)
     if campaign is not None:
         q = q.where(R.c.campaign_id == get_campaign(session, campaign).id)
-    after = _key(cursor)
+    after = cursor_key(cursor)
     if after is not None:
         q = q.where(R.c.id < after)
     ids = [r[0] for r in session.connection().execute(q.order_by(R.c.id.desc()).limit(limit + 1))]
@@ -93,7 +94,7 @@ def message_page(
     q = select(*MESSAGE_COLUMNS).where(OB.c.run_id == run.id)
     if state is not None:
         q = q.where(OB.c.state == state)
-    after = _key(cursor)
+    after = cursor_key(cursor)
     if after is not None:
         q = q.where(OB.c.contact_id > after)
     rows = session.connection().execute(q.order_by(OB.c.contact_id).limit(limit + 1)).all()

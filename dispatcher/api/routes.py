@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
-from dispatcher import apikeys, ledger, registry, run_report, runs
+from dispatcher import apikeys, hooks, ledger, registry, run_report, runs
 from dispatcher import contacts as contact_svc
 from dispatcher.api import reads, upload
 from dispatcher.api.models import (
@@ -23,6 +23,7 @@ from dispatcher.api.models import (
     ConsentLedger,
     ContactIn,
     ContactOut,
+    DeliveryPage,
     MessagePage,
     PathPhone,
     PauseBody,
@@ -31,6 +32,10 @@ from dispatcher.api.models import (
     RunPage,
     RunProgress,
     RunSpec,
+    Subscription,
+    SubscriptionCreated,
+    SubscriptionIn,
+    SubscriptionList,
 )
 from dispatcher.api.models import Contact as ContactDoc
 from dispatcher.api.problems import IdempotencyKeyMismatch, problem, problem_responses
@@ -39,6 +44,7 @@ from dispatcher.launch import Submission, submit_run
 from dispatcher.models import ApiKey
 
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id.")]
+SubscriptionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Webhook subscription id.")]
 PhonePath = Annotated[
     PathPhone,
     Path(
@@ -471,6 +477,92 @@ def build_router(runtime: Any) -> APIRouter:
                 "phone": contact.phone,
                 "events": list(ledger.export_rows(s, phone=contact.phone)),
             }
+
+    # ------------------------------------------------------------------------------ webhooks
+    @router.post(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        status_code=201,
+        response_model=SubscriptionCreated,
+        summary="Subscribe to events",
+        description="Scope `webhooks:write` (and `contacts:read` for `contact.opted_out`).  "
+        "The answer holds the signing `secret`, shown this once.  409 when the key already has "
+        f"{hooks.MAX_SUBSCRIPTIONS} subscriptions.  See docs/api.md, Webhooks.",
+        responses=errors(409),
+    )
+    def create_subscription(
+        body: SubscriptionIn, key: Annotated[ApiKey, Depends(scope("webhooks:write"))]
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            sub, secret = hooks.create_subscription(
+                s, key, body.url, body.events, now=runtime.clock.now()
+            )
+            return {**hooks.subscription_dict(sub), "secret": secret}
+
+    @router.get(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        response_model=SubscriptionList,
+        summary="This key's subscriptions",
+        description="Scope `webhooks:read`.  Secrets are never shown again.",
+        responses=errors(),
+    )
+    def list_subscriptions(
+        key: Annotated[ApiKey, Depends(scope("webhooks:read"))],
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return {"items": [hooks.subscription_dict(x) for x in hooks.subscriptions(s, key)]}
+
+    @router.get(
+        "/v1/webhooks/{subscription_id:segment}",
+        tags=["webhooks"],
+        response_model=Subscription,
+        summary="A subscription",
+        description="Scope `webhooks:read`.  404 for another key's or a deleted one.",
+        responses=errors(404),
+    )
+    def get_subscription(
+        subscription_id: SubscriptionId, key: Annotated[ApiKey, Depends(scope("webhooks:read"))]
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return hooks.subscription_dict(hooks.get_subscription(s, key, subscription_id))
+
+    @router.delete(
+        "/v1/webhooks/{subscription_id:segment}",
+        tags=["webhooks"],
+        status_code=204,
+        response_class=Response,
+        summary="Delete a subscription",
+        description="Scope `webhooks:write`.  Its pending events are cancelled; nothing more "
+        "is sent to it.",
+        responses=errors(404),
+    )
+    def delete_subscription(
+        subscription_id: SubscriptionId, key: Annotated[ApiKey, Depends(scope("webhooks:write"))]
+    ) -> Response:
+        with runtime.db.session() as s:
+            hooks.delete_subscription(s, key, subscription_id, now=runtime.clock.now())
+        return Response(status_code=204)
+
+    @router.get(
+        "/v1/webhooks/{subscription_id:segment}/deliveries",
+        tags=["webhooks"],
+        response_model=DeliveryPage,
+        summary="The delivery log of a subscription",
+        description="Scope `webhooks:read`.  Its events newest first, each with its state and "
+        "every attempt (time, status, error, duration); page with `cursor`.",
+        responses=errors(404),
+    )
+    def list_deliveries(
+        subscription_id: SubscriptionId,
+        key: Annotated[ApiKey, Depends(scope("webhooks:read"))],
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Events per page.")] = 20,
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return hooks.delivery_page(
+                s, key, subscription_id, cursor=reads.cursor_key(cursor), limit=limit
+            )
 
     return router
 

@@ -45,6 +45,11 @@ def test_served_openapi_lists_every_operation(client):
         ("PUT", "/v1/contacts/{phone}"),
         ("POST", "/v1/consent"),
         ("GET", "/v1/contacts/{phone}/consent"),
+        ("POST", "/v1/webhooks"),
+        ("GET", "/v1/webhooks"),
+        ("GET", "/v1/webhooks/{subscription_id}"),
+        ("DELETE", "/v1/webhooks/{subscription_id}"),
+        ("GET", "/v1/webhooks/{subscription_id}/deliveries"),
     }
     assert doc["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
 
