@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from dispatcher.clock import Clock, as_utc
@@ -415,28 +415,32 @@ class Deliverer:
         cfg = self.config
         with self.db.session() as s:
             conn = s.connection()
-            gone = select(WS.c.id).join(AK, AK.c.id == WS.c.api_key_id)
-            gone = gone.where(or_(WS.c.disabled_at.is_not(None), AK.c.revoked_at.is_not(None)))
-            conn.execute(  # the key was revoked since (a deleted subscription cancelled its own)
-                update(WE)
-                .where(WE.c.state == PENDING, WE.c.subscription_id.in_(gone))
-                .values(state=CANCELLED, last_error="subscription inactive")
-            )
-            due = [
-                r[0]
-                for r in conn.execute(
-                    select(WE.c.id)
-                    .where(WE.c.state == PENDING, WE.c.next_attempt_at <= now)
-                    .order_by(WE.c.next_attempt_at, WE.c.id)
-                    .limit(cfg.batch)
-                    .with_for_update(skip_locked=True)
+            due = conn.execute(  # read only when nothing is due: no write lock every 2 s
+                select(WE.c.id, WS.c.disabled_at, AK.c.revoked_at)
+                .join(WS, WS.c.id == WE.c.subscription_id)
+                .join(AK, AK.c.id == WS.c.api_key_id)
+                .where(WE.c.state == PENDING, WE.c.next_attempt_at <= now)
+                .order_by(WE.c.next_attempt_at, WE.c.id)
+                .limit(cfg.batch)
+                .with_for_update(skip_locked=True, of=WE)
+            ).all()
+            gone = [r.id for r in due if r.disabled_at is not None or r.revoked_at is not None]
+            if gone:  # the key was revoked since (a deleted subscription cancelled its own)
+                conn.execute(
+                    update(WE)
+                    .where(WE.c.id.in_(gone), WE.c.state == PENDING)
+                    .values(state=CANCELLED, last_error="subscription inactive")
                 )
-            ]
+            due = [r for r in due if r.id not in gone]
             if not due:
                 return []
             claimed = conn.execute(
                 update(WE)
-                .where(WE.c.id.in_(due), WE.c.state == PENDING, WE.c.next_attempt_at <= now)
+                .where(
+                    WE.c.id.in_([r.id for r in due]),
+                    WE.c.state == PENDING,
+                    WE.c.next_attempt_at <= now,
+                )
                 .values(
                     next_attempt_at=now + timedelta(seconds=cfg.lease_s),
                     attempts=WE.c.attempts + 1,

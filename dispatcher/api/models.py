@@ -16,9 +16,13 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    Strict,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -116,13 +120,24 @@ TimeZoneName = Annotated[
     AfterValidator(_matching(TIME_ZONE_PATTERN, "a time zone is an IANA name: America/Chicago")),
     Schema(pattern=TIME_ZONE_PATTERN),
 ]
+#: strict: a string too long for the first member must not become an int by the second
 Scalar = (
-    Annotated[str, StringConstraints(max_length=2000)]
-    | int
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | bool
+    Annotated[str, Strict(), StringConstraints(max_length=2000)]
+    | StrictInt
+    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    | StrictBool
     | None
 )
+
+
+def _text_only(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("a time is an ISO 8601 string with an offset, e.g. 2026-05-01T09:00:00Z")
+    return value
+
+
+#: a time as the document says (a string, format date-time), not also a number of seconds
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
 VarName = Annotated[str, StringConstraints(pattern=_FIELD_NAME)]
 #: names outside the pattern are refused (422), not ignored: the document says so
 Variables = Annotated[dict[VarName, Scalar], Schema(additionalProperties=False)]
@@ -221,7 +236,7 @@ class RunSpec(_In):
         description="Message template with [field] placeholders ([[ and ]] for literal "
         "brackets); not blank."
     )
-    send_at: AwareDatetime | None = Field(
+    send_at: Timestamp | None = Field(
         default=None, description="When to start (ISO 8601 with offset); default now."
     )
     idempotency_key: Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY)] | None = Field(
@@ -229,7 +244,7 @@ class RunSpec(_In):
         description="Same as the Idempotency-Key header (either, or both equal: a different "
         "value is a 422 `idempotency-key-mismatch`).",
     )
-    force: bool = Field(
+    force: StrictBool = Field(
         default=False,
         description="Accept the launch checks' warnings (a field some recipients lack); "
         "errors are never accepted.  Not part of the idempotency fingerprint.",
@@ -468,7 +483,7 @@ class ConsentIn(_In):
     evidence_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
     evidence_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     note: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] | None = None
-    occurred_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    occurred_at: Timestamp | None = Field(default=None, description="Default: now.")
 
     @model_validator(mode="after")
     def _evidence(self) -> ConsentIn:

@@ -20,17 +20,22 @@ from dispatcher.clock import as_utc
 from dispatcher.contacts import contact_dict, get_contact
 from dispatcher.logs import mask_phone
 from dispatcher.models import Run
-from dispatcher.registry import MAX_ID, get_campaign
+from dispatcher.registry import get_campaign
 
-#: cursors as the API takes them: a key, at most 19 digits (past 2**63 - 1 means "the end")
+#: cursors as the API takes them: a key, at most 19 digits (past the largest key: the end)
 CURSOR_PATTERN = r"^[1-9][0-9]{0,18}$"
 R = runs.R
 OB = runs.OB
 
 
-def cursor_key(cursor: str | None) -> int | None:
-    """The row key a cursor names (one past the largest id is past every row)."""
-    return min(int(cursor), MAX_ID) if cursor else None
+#: the largest key of an INTEGER column (run, contact ids; PostgreSQL refuses to compare one
+#: with a larger number than it can hold)
+INT_MAX = 2**31 - 1
+
+
+def cursor_key(cursor: str | None, ceiling: int = INT_MAX) -> int | None:
+    """The row key a cursor names, at most ``ceiling`` (a key past every row means the end)."""
+    return min(int(cursor), ceiling) if cursor else None
 
 
 def _next(keys: list[int], limit: int) -> str | None:

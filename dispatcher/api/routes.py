@@ -42,8 +42,17 @@ from dispatcher.api.problems import IdempotencyKeyMismatch, problem, problem_res
 from dispatcher.errors import ConflictError, NotFoundError
 from dispatcher.launch import Submission, submit_run
 from dispatcher.models import ApiKey
+from dispatcher.registry import MAX_ID
 
-RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id.")]
+RunId = Annotated[
+    int,
+    Path(
+        ge=1,
+        le=2**31 - 1,
+        description="Run id.",
+        openapi_examples={"run": {"summary": "A run", "value": 1}},
+    ),
+]
 SubscriptionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Webhook subscription id.")]
 PhonePath = Annotated[
     PathPhone,
@@ -51,6 +60,7 @@ PhonePath = Annotated[
         description="Phone number (E.164 preferred, e.g. +14155550100): 10 to 15 digits, "
         "at most two of space ( ) . - + between them; percent-encoded.  One that is not a "
         "US number is a 400 `invalid-phone`.",
+        openapi_examples={"e164": {"summary": "E.164", "value": "+14155550100"}},
     ),
 ]
 IdemHeader = Annotated[
@@ -93,6 +103,83 @@ LAUNCH_422 = (
     "Idempotency-Key header and the body's `idempotency_key` differ), `launch-refused` or "
     "`launch-warnings` (the launch checks)."
 )
+#: the campaign and brand the examples of the document name (tests/unit/api/test_openapi.py
+#: builds them, so that the fuzzer's examples launch real runs)
+EXAMPLE_CAMPAIGN = "QE2c6890da8086d771620e9b13fadeba0b"
+EXAMPLE_BRAND = "Acme Corporation"
+EXAMPLE_TEMPLATE = "Acme: your contract expires on [date]. Reply STOP to opt out"
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "runs": {
+        "recipients": {
+            "summary": "Inline recipients with their [field] values",
+            "value": {
+                "campaign": EXAMPLE_CAMPAIGN,
+                "template": EXAMPLE_TEMPLATE,
+                "recipients": [
+                    {"phone": "+14155550100", "variables": {"date": "May 1"}},
+                    {"phone": "(415) 555-0101", "variables": {"date": "May 2"}},
+                ],
+                "idempotency_key": "contracts-2026-05",
+            },
+        },
+        "segment": {
+            "summary": "Stored contacts of a segment",
+            "value": {
+                "campaign": EXAMPLE_CAMPAIGN,
+                "template": "Acme: your plan renews next week. Reply STOP to opt out",
+                "audience": {"kind": "segment", "query": "plan=gold"},
+            },
+        },
+    },
+    "upload": {
+        "lines": {
+            "summary": "A run spec, then one recipient per line",
+            "value": [
+                {"campaign": EXAMPLE_CAMPAIGN, "template": EXAMPLE_TEMPLATE},
+                {"phone": "+14155550100", "variables": {"date": "May 1"}},
+                {"phone": "+14155550101", "variables": {"date": "May 2"}},
+            ],
+        }
+    },
+    "contact": {
+        "contact": {
+            "summary": "Name, zone, state and attributes",
+            "value": {
+                "name": "Ann Lee",
+                "time_zone": "America/Chicago",
+                "state": "IL",
+                "attributes": {"plan": "gold", "date": "May 1"},
+            },
+        }
+    },
+    "consent": {
+        "grant": {
+            "summary": "A grant with its evidence",
+            "value": {
+                "phone": "+14155550100",
+                "brand": EXAMPLE_BRAND,
+                "campaign": EXAMPLE_CAMPAIGN,
+                "action": "grant",
+                "source": "web_form",
+                "evidence_url": "https://acme.example/sms-terms",
+                "evidence_text": "Ticked 'Text me about my contract' on the signup form",
+            },
+        },
+        "revoke": {
+            "summary": "A revocation for the whole brand",
+            "value": {"phone": "+14155550100", "brand": EXAMPLE_BRAND, "action": "revoke"},
+        },
+    },
+    "subscription": {
+        "runs": {
+            "summary": "Runs this key launched",
+            "value": {
+                "url": "https://producer.example/dispatcher-events",
+                "events": ["run.finished", "run.paused"],
+            },
+        }
+    },
+}
 PHONE_400 = "`invalid-phone`: the number is not a US number (the numbering plan says so)."
 
 
@@ -186,7 +273,7 @@ def build_router(runtime: Any) -> APIRouter:
         },
     )
     def create_run(
-        body: RunCreate,
+        body: Annotated[RunCreate, Body(openapi_examples=EXAMPLES["runs"])],
         response: Response,
         key: Annotated[ApiKey, Depends(scope("runs:write"))],
         idempotency_key: IdemHeader = None,
@@ -401,7 +488,7 @@ def build_router(runtime: Any) -> APIRouter:
     )
     def put_contact(
         phone: PhonePath,
-        body: ContactIn,
+        body: Annotated[ContactIn, Body(openapi_examples=EXAMPLES["contact"])],
         response: Response,
         key: Annotated[ApiKey, Depends(scope("contacts:write"))],
     ) -> ContactOut:
@@ -430,7 +517,8 @@ def build_router(runtime: Any) -> APIRouter:
         responses=errors(400, 404, s400=PHONE_400),
     )
     def post_consent(
-        body: ConsentIn, key: Annotated[ApiKey, Depends(scope("consent:write"))]
+        body: Annotated[ConsentIn, Body(openapi_examples=EXAMPLES["consent"])],
+        key: Annotated[ApiKey, Depends(scope("consent:write"))],
     ) -> dict[str, Any]:
         with runtime.db.session() as s:
             brand = registry.get_brand(s, body.brand)
@@ -491,7 +579,8 @@ def build_router(runtime: Any) -> APIRouter:
         responses=errors(409),
     )
     def create_subscription(
-        body: SubscriptionIn, key: Annotated[ApiKey, Depends(scope("webhooks:write"))]
+        body: Annotated[SubscriptionIn, Body(openapi_examples=EXAMPLES["subscription"])],
+        key: Annotated[ApiKey, Depends(scope("webhooks:write"))],
     ) -> dict[str, Any]:
         with runtime.db.session() as s:
             sub, secret = hooks.create_subscription(
@@ -561,7 +650,7 @@ def build_router(runtime: Any) -> APIRouter:
     ) -> dict[str, Any]:
         with runtime.db.session() as s:
             return hooks.delivery_page(
-                s, key, subscription_id, cursor=reads.cursor_key(cursor), limit=limit
+                s, key, subscription_id, cursor=reads.cursor_key(cursor, MAX_ID), limit=limit
             )
 
     return router
@@ -582,7 +671,10 @@ def _upload_body() -> dict[str, Any]:
         "minItems": 1,
         "maxItems": upload.MAX_ROWS + 1,
     }
-    return {"required": True, "content": {t: {"schema": lines} for t in NDJSON_TYPES}}
+    return {
+        "required": True,
+        "content": {t: {"schema": lines, "examples": EXAMPLES["upload"]} for t in NDJSON_TYPES},
+    }
 
 
 def _namespaced(key: ApiKey, header: str | None, body: str | None) -> str | None:

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from dispatcher import apikeys, guard_check, hooks, ledger, runs
 from dispatcher.client import SIGNATURE_HEADER, WebhookSignatureError, verify_webhook
-from dispatcher.clock import FakeClock, SystemClock
+from dispatcher.clock import FakeClock, SystemClock, utcnow
 from dispatcher.models import ApiKey, WebhookAttempt, WebhookEvent
 from dispatcher.signing import header_value
 from tests.unit.api.conftest import ApiClient, make_key, make_runtime
@@ -397,3 +397,49 @@ def test_verify_webhook_refuses_tampering_other_secrets_and_replays():
     for raw, header, key, now, message in cases:
         with pytest.raises(WebhookSignatureError, match=message):
             verify_webhook(raw, header, key, now=now)
+
+
+def test_an_idle_deliverer_only_reads(client, db, world):
+    from sqlalchemy import event as sa_event
+
+    sub, _ = _pending_event(client, db, world)
+    clock = FakeClock()
+    deliverer = _deliverer(db, clock, Receiver())
+    assert deliverer.run()["delivered"] == 1
+    seen: list[str] = []
+    sa_event.listen(db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    assert deliverer.run() == {"delivered": 0, "retrying": 0, "failed": 0}
+    assert seen and all(q.lstrip().upper().startswith("SELECT") for q in seen), seen
+
+
+def test_claim_and_deliver_on_both_databases(any_db):
+    """The claim (FOR UPDATE OF ... SKIP LOCKED on PostgreSQL) and the log, on each backend."""
+    from tests.unit.api.conftest import make_world
+
+    world = make_world(any_db)
+    with any_db.session() as s:
+        _, key = apikeys.create_key(s, "crm", "contacts:read,webhooks:write")
+        sub, secret = hooks.create_subscription(s, key, URL, ["contact.opted_out"], now=utcnow())
+        contact = ledger.Contact(phone="+14155550100")
+        s.add(contact)
+        s.flush()
+        ledger.append(
+            s,
+            contact_id=contact.id,
+            brand_id=world["brand_id"],
+            action="revoke",
+            source="keyword",
+            actor="twilio-webhook",
+        )
+    clock = FakeClock(utcnow())  # the ledger stamps a revocation with the system clock
+    receiver = Receiver(502, 200)
+    deliverer = _deliverer(any_db, clock, receiver)
+    assert deliverer.run_once()["retrying"] == 1
+    clock.advance(30)
+    assert deliverer.run_once()["delivered"] == 1
+    body = receiver.requests[-1].content
+    signature = receiver.requests[-1].headers[SIGNATURE_HEADER]
+    assert verify_webhook(body, signature, secret, now=clock.time())["data"]["source"] == "keyword"
+    with any_db.session() as s:
+        page = hooks.delivery_page(s, key, sub.id, cursor=None, limit=10)
+    assert [a["status_code"] for a in page["items"][0]["log"]] == [502, 200]
