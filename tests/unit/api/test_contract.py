@@ -65,13 +65,17 @@ BODY_CASES = [
     ("POST", "/v1/consent", {**_grant(note="n"), "phone": "(415) 555-0100"}, True, 201),
     ("POST", "/v1/consent", {**_grant(note="n"), "phone": "4155550100x"}, False, 422),
     ("POST", "/v1/consent", {**_grant(note="n"), "brand": "a\x00b"}, False, 422),
+    ("POST", "/v1/consent", {**_grant(note="n"), "occurred_at": 0}, False, 422),
     ("PUT", "/v1/contacts/{phone}", {"attributes": {"a b": 1}}, False, 422),
+    ("PUT", "/v1/contacts/{phone}", {"attributes": {"n": "0" * 2001}}, False, 422),  # was 0
     ("PUT", "/v1/contacts/{phone}", {"attributes": {"plan": "gold"}}, True, 201),
     ("PUT", "/v1/contacts/{phone}", {"time_zone": ""}, False, 422),
     ("PUT", "/v1/contacts/{phone}", {"time_zone": "Mars/Base"}, True, 400),  # documented
     ("PUT", "/v1/contacts/{phone}", {"state": "ILL"}, False, 422),
     ("PUT", "/v1/contacts/{phone}", {"name": "A\x00"}, False, 422),
     ("POST", "/v1/runs", {**GOOD_BODY, "template": "bad [field"}, False, 422),
+    ("POST", "/v1/runs", {**GOOD_BODY, "force": "yes"}, False, 422),
+    ("POST", "/v1/runs", {**GOOD_BODY, "send_at": 1767625200}, False, 422),
     ("POST", "/v1/runs", {**GOOD_BODY, "template": " \t "}, False, 422),
     ("POST", "/v1/runs", {**GOOD_BODY, "template": "Hi [[you]] [ name ]"}, True, 404),
     ("POST", "/v1/runs", {**GOOD_BODY, "audience": {"kind": "segment", "query": "x"}}, False, 422),
