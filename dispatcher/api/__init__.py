@@ -48,13 +48,13 @@ def install_error_handlers(app: Any) -> None:
     install(app)
 
 
-def create_api_app(runtime: Any) -> Any:
-    """A stand-alone FastAPI app serving only the API (``/openapi.json`` included).  Like the
-    served app (``dispatcher.webhooks.create_app``) it has no ``/docs`` or ``/redoc`` page: the
-    contract is the document, for any OpenAPI viewer or client generator."""
+def new_app() -> Any:
+    """An empty FastAPI app carrying the API's title, description and tags, with no ``/docs``
+    or ``/redoc`` page: the contract is the document (``/openapi.json``), for any OpenAPI
+    viewer or client generator.  Both apps start from it."""
     from fastapi import FastAPI
 
-    app = FastAPI(
+    return FastAPI(
         title=TITLE,
         version=VERSION,
         description=DESCRIPTION,
@@ -62,6 +62,12 @@ def create_api_app(runtime: Any) -> Any:
         docs_url=None,
         redoc_url=None,
     )
+
+
+def create_api_app(runtime: Any) -> Any:
+    """A stand-alone app serving only the API (tests, the committed OpenAPI document); the
+    served one is ``dispatcher.webhooks.create_app`` (the Twilio webhooks beside it)."""
+    app = new_app()
     app.include_router(build_router(runtime))
     install_error_handlers(app)
     return app

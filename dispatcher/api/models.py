@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from dispatcher import ledger
+from dispatcher import ledger, outbox
 from dispatcher.audience import SEGMENT_PATTERN
 from dispatcher.contacts import TIME_ZONE_PATTERN
 from dispatcher.hooks import URL_PATTERN
@@ -157,6 +157,23 @@ Source = Literal[
     "natural_language",
 ]
 assert set(Source.__args__) == set(ledger.SOURCES)  # type: ignore[attr-defined]
+RunState = Literal["scheduled", "fanning_out", "running", "paused", "completed", "cancelled"]
+MessageState = Literal[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "unknown",
+    "suppressed",
+    "cancelled",
+]
+assert set(MessageState.__args__) == set(outbox.STATES)  # type: ignore[attr-defined]
+#: the cursor of the next page of a listing
+NextCursor = Annotated[
+    str | None, Field(description="Pass as `cursor` for the next page; null on the last one.")
+]
 
 
 def _no_nul(value: Any) -> Any:
@@ -366,9 +383,7 @@ class RunProgress(BaseModel):
 
 class RunPage(BaseModel):
     items: list[RunProgress] = Field(description="Newest first.")
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last one."
-    )
+    next_cursor: NextCursor
 
 
 class MessageOut(BaseModel):
@@ -377,17 +392,7 @@ class MessageOut(BaseModel):
     id: int
     contact_id: int
     phone: str = Field(description="E.164; masked (+1415555****) unless the key has contacts:read.")
-    state: Literal[
-        "queued",
-        "sending",
-        "sent",
-        "delivered",
-        "undelivered",
-        "failed",
-        "unknown",
-        "suppressed",
-        "cancelled",
-    ]
+    state: MessageState
     suppress_reason: str | None = Field(description="Why it will never be sent (suppressed).")
     defer_reason: str | None = Field(description="Why it waits (quiet hours, throttle, ...).")
     due_at: datetime = Field(description="When it may be sent.")
@@ -403,9 +408,7 @@ class MessagePage(BaseModel):
     run_id: int
     phones_masked: bool = Field(description="True unless the key has contacts:read.")
     items: list[MessageOut] = Field(description="By contact id.")
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last one."
-    )
+    next_cursor: NextCursor
 
 
 class PauseBody(_In):
@@ -587,9 +590,7 @@ class Delivery(BaseModel):
 class DeliveryPage(BaseModel):
     subscription_id: int
     items: list[Delivery] = Field(description="Newest first.")
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last one."
-    )
+    next_cursor: NextCursor
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -121,31 +121,27 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
+#: (error class, status, problem slug), the first match wins: narrower classes first
+_CLASSES: tuple[tuple[type[DispatcherError] | tuple[type[DispatcherError], ...], int, str], ...] = (
+    (AuthenticationError, 401, "unauthorized"),
+    (ScopeError, 403, "missing-scope"),
+    (NotFoundError, 404, "not-found"),
+    ((ConflictError, LedgerError), 409, "conflict"),
+    (StorageError, 503, "storage-unavailable"),
+    (WarningsNotAccepted, 422, "launch-warnings"),
+    (LaunchRefused, 422, "launch-refused"),
+    (IdempotencyKeyMismatch, 422, "idempotency-key-mismatch"),
+    (InvalidPhoneError, 400, "invalid-phone"),
+    (UnknownTimeZoneError, 400, "unknown-time-zone"),
+    (InputError, 400, "invalid-input"),
+    (ComplianceError, 400, "compliance"),
+)
+
+
 def classify(e: DispatcherError) -> tuple[int, str]:
-    if isinstance(e, AuthenticationError):
-        return 401, "unauthorized"
-    if isinstance(e, ScopeError):
-        return 403, "missing-scope"
-    if isinstance(e, NotFoundError):
-        return 404, "not-found"
-    if isinstance(e, ConflictError | LedgerError):
-        return 409, "conflict"
-    if isinstance(e, StorageError):
-        return 503, "storage-unavailable"
-    if isinstance(e, WarningsNotAccepted):
-        return 422, "launch-warnings"
-    if isinstance(e, LaunchRefused):
-        return 422, "launch-refused"
-    if isinstance(e, IdempotencyKeyMismatch):
-        return 422, "idempotency-key-mismatch"
-    if isinstance(e, InvalidPhoneError):
-        return 400, "invalid-phone"
-    if isinstance(e, UnknownTimeZoneError):
-        return 400, "unknown-time-zone"
-    if isinstance(e, InputError):
-        return 400, "invalid-input"
-    if isinstance(e, ComplianceError):
-        return 400, "compliance"
+    for cls, status, slug in _CLASSES:
+        if isinstance(e, cls):
+            return status, slug
     return 400, "rejected"
 
 

@@ -3,7 +3,7 @@
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations.
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +25,7 @@ from dispatcher.api.models import (
     ContactOut,
     DeliveryPage,
     MessagePage,
+    MessageState,
     PathPhone,
     PauseBody,
     RunCreate,
@@ -32,6 +33,7 @@ from dispatcher.api.models import (
     RunPage,
     RunProgress,
     RunSpec,
+    RunState,
     Subscription,
     SubscriptionCreated,
     SubscriptionIn,
@@ -79,18 +81,6 @@ LAUNCH_CHECKS = (
     "`launch-warnings` problem unless `force` is true, and are listed in `dry_run.warnings`."
 )
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
-RunState = Literal["scheduled", "fanning_out", "running", "paused", "completed", "cancelled"]
-MessageState = Literal[
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "undelivered",
-    "failed",
-    "unknown",
-    "suppressed",
-    "cancelled",
-]
 Cursor = Annotated[
     str | None,
     Query(

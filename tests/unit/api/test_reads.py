@@ -9,21 +9,13 @@ from sqlalchemy import update
 from dispatcher import outbox, runs
 from dispatcher.client import DispatcherClient
 from dispatcher.errors import NotFoundError
-from tests.unit.api.conftest import ApiClient, SyncAsgiTransport, make_key
-
-TEMPLATE = "Acme: your order shipped. Reply STOP to opt out"
-
-
-def _launch(client, world, n, **kw):
-    body = {
-        "campaign": world["campaign"],
-        "template": TEMPLATE,
-        "recipients": [{"phone": f"+1415555{i:04d}"} for i in range(n)],
-        **kw,
-    }
-    r = client.post("/v1/runs", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["run"]["id"]
+from tests.unit.api.conftest import (
+    LIST_TEMPLATE,
+    ApiClient,
+    SyncAsgiTransport,
+    launch_list,
+    make_key,
+)
 
 
 def _pages(client, path):
@@ -40,7 +32,7 @@ def _pages(client, path):
 
 
 def test_runs_newest_first_in_pages_with_filters(client, world, db):
-    ids = [_launch(client, world, 2) for _ in range(5)]
+    ids = [launch_list(client, world, 2) for _ in range(5)]
     client.post(f"/v1/runs/{ids[1]}:pause")
     client.post(f"/v1/runs/{ids[3]}:cancel")
     items, requests = _pages(client, "/v1/runs?limit=2")
@@ -62,16 +54,16 @@ def test_runs_newest_first_in_pages_with_filters(client, world, db):
 
 
 def test_a_page_boundary_skips_and_repeats_nothing_when_runs_are_added(client, world):
-    first = [_launch(client, world, 1) for _ in range(3)]
+    first = [launch_list(client, world, 1) for _ in range(3)]
     page = client.get("/v1/runs?limit=2").json()
-    newer = _launch(client, world, 1)  # added between two pages: not in the older ones
+    newer = launch_list(client, world, 1)  # added between two pages: not in the older ones
     rest = client.get(f"/v1/runs?limit=2&cursor={page['next_cursor']}").json()
     assert [r["id"] for r in page["items"] + rest["items"]] == first[::-1]
     assert newer not in [r["id"] for r in rest["items"]]
 
 
 def test_messages_of_a_run_with_states_and_masked_phones(client, app, world, db):
-    run_id = _launch(client, world, 7)
+    run_id = launch_list(client, world, 7)
     with db.session() as s:
         s.connection().execute(
             update(runs.OB)
@@ -117,7 +109,7 @@ def test_client_iterators(app, token, world, db):
     with DispatcherClient("http://testserver", token, transport=SyncAsgiTransport(app)) as api:
         ids = [
             api.create_run(
-                world["campaign"], TEMPLATE, [f"+1415555{i:04d}" for i in range(n)]
+                world["campaign"], LIST_TEMPLATE, [f"+1415555{i:04d}" for i in range(n)]
             ).run.id
             for n in (3, 250)
         ]
@@ -142,7 +134,7 @@ def test_message_rows_are_read_by_the_run_contact_index(db, world, client):
 
     from dispatcher.api.reads import MESSAGE_COLUMNS
 
-    run_id = _launch(client, world, 2)
+    run_id = launch_list(client, world, 2)
     q = select(*MESSAGE_COLUMNS).where(runs.OB.c.run_id == run_id).order_by(runs.OB.c.contact_id)
     with db.session() as s:
         plan = " ".join(
@@ -164,7 +156,7 @@ def test_a_cursor_past_every_key_is_the_end_on_both_databases(any_db, cursor):
 
     world = make_world(any_db)
     client = ApiClient(create_api_app(make_runtime(any_db)), make_key(any_db, "k"))
-    run_id = _launch(client, world, 2)
+    run_id = launch_list(client, world, 2)
     r = client.get(f"/v1/runs?cursor={cursor}")
     assert r.status_code == 200 and [x["id"] for x in r.json()["items"]] == [run_id]
     r = client.get(f"/v1/runs/{run_id}/messages?cursor={cursor}")

@@ -18,9 +18,8 @@ from dispatcher.client import SIGNATURE_HEADER, WebhookSignatureError, verify_we
 from dispatcher.clock import FakeClock, SystemClock, utcnow
 from dispatcher.models import ApiKey, WebhookAttempt, WebhookEvent
 from dispatcher.signing import header_value
-from tests.unit.api.conftest import ApiClient, make_key, make_runtime
+from tests.unit.api.conftest import ApiClient, launch_list, make_key, make_runtime
 
-TEMPLATE = "Acme: your order shipped. Reply STOP to opt out"
 URL = "https://producer.example/hooks"
 
 
@@ -53,17 +52,6 @@ def _subscribe(client: ApiClient, events: list[str], url: str = URL) -> dict[str
 def _events(db) -> list[WebhookEvent]:
     with db.session() as s:
         return list(s.exec(select(WebhookEvent).order_by(WebhookEvent.id)).scalars())
-
-
-def _launch(client: ApiClient, world, n: int = 3) -> int:
-    body = {
-        "campaign": world["campaign"],
-        "template": TEMPLATE,
-        "recipients": [{"phone": f"+1415555{i:04d}"} for i in range(n)],
-    }
-    r = client.post("/v1/runs", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["run"]["id"]
 
 
 def _finish_rows(db, run_id: int, state: str = "delivered", **values: Any) -> None:
@@ -138,7 +126,7 @@ def test_at_most_twenty_subscriptions_per_key(client):
 def test_run_finished_is_written_with_the_completion(app, client, db, world):
     sub = _subscribe(client, ["run.finished"])
     other = ApiClient(app, make_key(db, "other"))
-    mine, theirs = _launch(client, world), _launch(other, world)
+    mine, theirs = launch_list(client, world), launch_list(other, world)
     for run_id in (mine, theirs):
         _finish_rows(db, run_id)
     now = FakeClock().now()
@@ -165,7 +153,7 @@ def test_run_finished_is_written_with_the_completion(app, client, db, world):
 
 def test_the_guard_pausing_a_run_is_an_event(client, db, world):
     _subscribe(client, ["run.paused"])
-    run_id = _launch(client, world, n=60)
+    run_id = launch_list(client, world, n=60)
     _finish_rows(db, run_id, state="undelivered", error_code=30007)
     with db.session() as s:
         verdict = guard_check.check_run(s, run_id, FakeClock().now())
@@ -258,7 +246,7 @@ def test_a_stop_reply_reaches_the_producer_signed(sqlite_db):
 # ------------------------------------------------------------------------------ delivery
 def _pending_event(client, db, world) -> tuple[dict[str, Any], int]:
     sub = _subscribe(client, ["run.finished"])
-    run_id = _launch(client, world)
+    run_id = launch_list(client, world)
     _finish_rows(db, run_id)
     with db.session() as s:
         runs.complete_finished(s, FakeClock().now())
