@@ -7,15 +7,18 @@ import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
+from schemathesis.config import SchemathesisConfig
 
 from dispatcher import contacts, registry, runs
 from dispatcher.api import create_api_app
 from dispatcher.api.openapi import document, render
 from dispatcher.api.routes import NDJSON_TYPES
 from dispatcher.launch import submit_run
+from dispatcher.store import Database
 from tests.unit.api.conftest import SEED, make_key, make_runtime
 
 COMMITTED = Path(__file__).parents[3] / "docs" / "openapi.json"
@@ -67,7 +70,7 @@ SEMANTIC_REFUSALS = {
 
 
 @schemathesis.serializer(*NDJSON_TYPES)
-def _ndjson(ctx, value):  # noqa: ANN001 - schemathesis hook signature
+def _ndjson(ctx: object, value: object) -> bytes:
     """The document writes an NDJSON body as the array of its lines; anything but an array is
     sent as a plain (indented) JSON document, which is not NDJSON."""
     if isinstance(value, list):
@@ -76,7 +79,7 @@ def _ndjson(ctx, value):  # noqa: ANN001 - schemathesis hook signature
 
 
 @schemathesis.check
-def refusals_are_documented_semantics(ctx, response, case):  # noqa: ANN001 - hook signature
+def refusals_are_documented_semantics(ctx: Any, response: Any, case: Any) -> None:
     """A schema-valid request may be refused (400/422) only with a problem type no schema can
     state; a 'validation' problem there is a rule missing from the document."""
     meta = case.meta
@@ -93,7 +96,7 @@ def refusals_are_documented_semantics(ctx, response, case):  # noqa: ANN001 - ho
     return None
 
 
-def _fuzz_world(db):
+def _fuzz_world(db: Database) -> tuple[dict[str, Any], str]:
     """The brand and campaign the document's examples name, contacts, a run, a key."""
     import copy
 
@@ -115,10 +118,8 @@ def _fuzz_world(db):
     return world, make_key(db, "fuzz")
 
 
-def _config(token, world, max_examples):
-    from schemathesis.config import SchemathesisConfig
-
-    def bind(name, probability=0.5):
+def _config(token: str, world: dict[str, Any], max_examples: int) -> SchemathesisConfig:
+    def bind(name: str, probability: float = 0.5) -> dict[str, Any]:
         return {"dictionary": name, "probability": probability}
 
     positive = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429"]
@@ -213,12 +214,12 @@ def test_schemathesis_all_checks_every_operation(any_db):
     assert "ERROR" not in phases.values(), phases
 
 
-def _why(check) -> str:  # noqa: ANN001 - a schemathesis CheckNode
+def _why(check: Any) -> str:  # a schemathesis CheckNode
     failure = check.failure_info.failure if check.failure_info else None
     return " ".join(str(getattr(failure, "message", "") or "").split())[:400]
 
 
-def _described(interaction) -> str:  # noqa: ANN001 - a schemathesis Interaction
+def _described(interaction: Any) -> str:  # a schemathesis Interaction
     if interaction is None or interaction.response is None:
         return "no response"
     req = interaction.request

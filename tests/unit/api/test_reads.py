@@ -3,6 +3,8 @@ their states (phones masked without contacts:read), one contact; the client's it
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import update
 
@@ -18,7 +20,7 @@ from tests.unit.api.conftest import (
 )
 
 
-def _pages(client, path):
+def _pages(client: ApiClient, path: str) -> tuple[list[dict[str, Any]], int]:
     """Every item of a listing and the number of requests it took."""
     items, requests, cursor = [], 0, None
     while True:

@@ -18,6 +18,7 @@ from dispatcher.client import SIGNATURE_HEADER, WebhookSignatureError, verify_we
 from dispatcher.clock import FakeClock, SystemClock, utcnow
 from dispatcher.models import ApiKey, WebhookAttempt, WebhookEvent
 from dispatcher.signing import header_value
+from dispatcher.store import Database
 from tests.unit.api.conftest import ApiClient, launch_list, make_key, make_runtime
 
 URL = "https://producer.example/hooks"
@@ -38,7 +39,9 @@ class Receiver:
         return httpx.Response(int(step))
 
 
-def _deliverer(db, clock, receiver, **config: Any) -> hooks.Deliverer:
+def _deliverer(
+    db: Database, clock: FakeClock, receiver: Receiver, **config: Any
+) -> hooks.Deliverer:
     http = httpx.Client(transport=httpx.MockTransport(receiver))
     return hooks.Deliverer(db, clock, http=http, config=hooks.DeliveryConfig(**config))
 
@@ -49,12 +52,12 @@ def _subscribe(client: ApiClient, events: list[str], url: str = URL) -> dict[str
     return r.json()
 
 
-def _events(db) -> list[WebhookEvent]:
+def _events(db: Database) -> list[WebhookEvent]:
     with db.session() as s:
         return list(s.exec(select(WebhookEvent).order_by(WebhookEvent.id)).scalars())
 
 
-def _finish_rows(db, run_id: int, state: str = "delivered", **values: Any) -> None:
+def _finish_rows(db: Database, run_id: int, state: str = "delivered", **values: Any) -> None:
     with db.session() as s:
         runs.fan_out(s, run_id, FakeClock().now())
         s.connection().execute(
@@ -244,7 +247,9 @@ def test_a_stop_reply_reaches_the_producer_signed(sqlite_db):
 
 
 # ------------------------------------------------------------------------------ delivery
-def _pending_event(client, db, world) -> tuple[dict[str, Any], int]:
+def _pending_event(
+    client: ApiClient, db: Database, world: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
     sub = _subscribe(client, ["run.finished"])
     run_id = launch_list(client, world)
     _finish_rows(db, run_id)
