@@ -30,6 +30,8 @@ SCOPES = (
     "contacts:write",
     "consent:read",
     "consent:write",
+    "webhooks:read",
+    "webhooks:write",
 )
 TOKEN_PREFIX = "dsk_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")

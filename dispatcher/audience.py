@@ -25,6 +25,10 @@ from dispatcher.models import Contact
 from dispatcher.phones import try_normalize
 
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]{0,63})\s*=\s*(.*?)\s*$")
+_KEY_VALUE = r" *[A-Za-z_][A-Za-z0-9_.]{0,63} *=[^,\x00-\x1f]*"
+#: segment queries as the HTTP API takes them (every one :func:`parse_segment` accepts): terms
+#: ``key=value`` joined by commas; a value holds no comma and no control character
+SEGMENT_PATTERN = rf"^{_KEY_VALUE}(?:,{_KEY_VALUE})*$"
 _COLUMNS = {"state": "state_code", "time_zone": "time_zone", "name": "name", "phone": "phone"}
 
 

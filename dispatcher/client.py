@@ -17,18 +17,26 @@ launch as ``LaunchRefused`` / ``WarningsNotAccepted`` as ``notify()`` raises the
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from dispatcher.api.models import (
     ConsentEventOut,
     ConsentLedger,
+    Contact,
     ContactOut,
+    Delivery,
+    MessageOut,
     RunCreated,
     RunProgress,
+    Subscription,
+    SubscriptionCreated,
 )
 from dispatcher.apikeys import AuthenticationError, ScopeError
 from dispatcher.errors import (
@@ -39,6 +47,18 @@ from dispatcher.errors import (
     StorageError,
 )
 from dispatcher.launch_checks import Issue, LaunchRefused, WarningsNotAccepted
+from dispatcher.signing import HEADER as SIGNATURE_HEADER
+from dispatcher.signing import TOLERANCE_S, WebhookSignatureError, verify
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "ApiError",
+    "DispatcherClient",
+    "WebhookSignatureError",
+    "error_from",
+    "phone_path",
+    "verify_webhook",
+]
 
 
 class ApiError(DispatcherError):
@@ -95,6 +115,43 @@ def _issue(doc: dict[str, Any]) -> Issue:
     )
 
 
+def verify_webhook(
+    body: bytes,
+    signature: str | None,
+    secret: str,
+    *,
+    tolerance_s: float = TOLERANCE_S,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The event a dispatcher webhook carries, once its signature is checked.
+
+    ``body``: the raw request body as received; ``signature``: its ``Dispatcher-Signature``
+    header; ``secret``: the subscription's (whsec_...).  The HMAC is compared in constant time
+    and the timestamp must be within ``tolerance_s`` of ``now`` (default: this machine's
+    clock), so a captured request cannot be replayed later.  Raises WebhookSignatureError::
+
+        event = verify_webhook(request.body, request.headers["Dispatcher-Signature"], secret)
+        if event["type"] == "contact.opted_out": ...  # dedupe by event["id"]
+    """
+    return verify(
+        body,
+        signature,
+        secret,
+        now=time.time() if now is None else now,
+        tolerance_s=tolerance_s,
+    )
+
+
+_PUNCTUATION = re.compile(r"[\s().\-/]")
+
+
+def phone_path(phone: str) -> str:
+    """``phone`` as one URL path segment: the punctuation the server ignores anyway (spaces,
+    brackets, dots, dashes, slashes) dropped, the rest percent-encoded.  ``"415/555/0130"``
+    then reaches its contact rather than another path."""
+    return quote(_PUNCTUATION.sub("", phone), safe="")
+
+
 def _recipient(r: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(r, str):
         return {"phone": r, "variables": {}}
@@ -134,7 +191,18 @@ class DispatcherClient:
             raise ApiError(f"cannot reach the dispatcher API: {e}", status=0) from e
         if response.status_code >= 400:
             raise error_from(response)
-        return response.json()
+        return None if response.status_code == 204 else response.json()
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The items of every page of a listing, following ``next_cursor`` (one request per
+        page, made when the previous page is used up)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = self._call("GET", path, params=query)
+            yield from page["items"]
+            if not page.get("next_cursor"):
+                return
+            query["cursor"] = page["next_cursor"]
 
     @staticmethod
     def _idem(key: str | None) -> dict[str, str]:
@@ -204,6 +272,23 @@ class DispatcherClient:
     def get_run(self, run_id: int) -> RunProgress:
         return RunProgress.model_validate(self._call("GET", f"/v1/runs/{int(run_id)}"))
 
+    def iter_runs(
+        self, *, state: str | None = None, campaign: str | None = None, page_size: int = 20
+    ) -> Iterator[RunProgress]:
+        """Every run (newest first), optionally in one ``state`` or of one ``campaign``."""
+        params = {"state": state, "campaign": campaign, "limit": page_size}
+        for doc in self._pages("/v1/runs", params):
+            yield RunProgress.model_validate(doc)
+
+    def iter_messages(
+        self, run_id: int, *, state: str | None = None, page_size: int = 100
+    ) -> Iterator[MessageOut]:
+        """Every message of a run with its state (by contact); phones masked unless the key
+        has ``contacts:read``."""
+        params = {"state": state, "limit": page_size}
+        for doc in self._pages(f"/v1/runs/{int(run_id)}/messages", params):
+            yield MessageOut.model_validate(doc)
+
     def pause_run(self, run_id: int, reason: str | None = None) -> RunProgress:
         body = {"reason": reason} if reason else None
         return RunProgress.model_validate(
@@ -217,6 +302,9 @@ class DispatcherClient:
         return RunProgress.model_validate(self._call("POST", f"/v1/runs/{int(run_id)}:cancel"))
 
     # ------------------------------------------------------------------------------ contacts
+    def get_contact(self, phone: str) -> Contact:
+        return Contact.model_validate(self._call("GET", f"/v1/contacts/{phone_path(phone)}"))
+
     def upsert_contact(
         self,
         phone: str,
@@ -236,7 +324,9 @@ class DispatcherClient:
             )
             if v is not None
         }
-        return ContactOut.model_validate(self._call("PUT", f"/v1/contacts/{phone}", json=body))
+        return ContactOut.model_validate(
+            self._call("PUT", f"/v1/contacts/{phone_path(phone)}", json=body)
+        )
 
     # ------------------------------------------------------------------------------- consent
     def grant_consent(
@@ -325,4 +415,26 @@ class DispatcherClient:
         return ConsentEventOut.model_validate(self._call("POST", "/v1/consent", json=body))
 
     def consent_ledger(self, phone: str) -> ConsentLedger:
-        return ConsentLedger.model_validate(self._call("GET", f"/v1/contacts/{phone}/consent"))
+        return ConsentLedger.model_validate(
+            self._call("GET", f"/v1/contacts/{phone_path(phone)}/consent")
+        )
+
+    # ------------------------------------------------------------------------------ webhooks
+    def create_subscription(self, url: str, events: Iterable[str]) -> SubscriptionCreated:
+        """Subscribe ``url`` to ``events``; the answer's ``secret`` is shown this once (give it
+        to :func:`verify_webhook` in the receiver)."""
+        body = {"url": url, "events": list(events)}
+        return SubscriptionCreated.model_validate(self._call("POST", "/v1/webhooks", json=body))
+
+    def subscriptions(self) -> list[Subscription]:
+        doc = self._call("GET", "/v1/webhooks")
+        return [Subscription.model_validate(x) for x in doc["items"]]
+
+    def delete_subscription(self, subscription_id: int) -> None:
+        self._call("DELETE", f"/v1/webhooks/{int(subscription_id)}")
+
+    def iter_deliveries(self, subscription_id: int, *, page_size: int = 20) -> Iterator[Delivery]:
+        """The delivery log of a subscription, newest event first, each with its attempts."""
+        path = f"/v1/webhooks/{int(subscription_id)}/deliveries"
+        for doc in self._pages(path, {"limit": page_size}):
+            yield Delivery.model_validate(doc)

@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 from dispatcher import ledger
 from dispatcher.clock import utcnow
 from dispatcher.csvrows import CsvRows, Rejects, RowReject, cell, parse_time, row_phone
-from dispatcher.errors import InputError, NotFoundError
+from dispatcher.errors import InputError, NotFoundError, UnknownTimeZoneError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
 from dispatcher.phones import normalize_phone
 from dispatcher.store import bulk_insert
@@ -43,6 +43,8 @@ KNOWN = {
     "consent_type",
 }
 _SOURCE_RE = re.compile(r"^[a-z_]{2,32}$")
+#: time zone names as the HTTP API takes them, before the time zone database is asked
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*$"
 
 
 # --------------------------------------------------------------------------------------- basics
@@ -51,8 +53,8 @@ def check_time_zone(tz: str | None) -> str | None:
         return None
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise InputError(f"unknown time zone {tz!r}", field="time_zone") from e
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # OSError: "America" is a folder
+        raise UnknownTimeZoneError(f"unknown time zone {tz!r}", field="time_zone") from e
     return tz
 
 

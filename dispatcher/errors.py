@@ -27,6 +27,10 @@ class InvalidPhoneError(InputError):
     """A phone number that cannot be normalised to E.164."""
 
 
+class UnknownTimeZoneError(InputError):
+    """A time zone name the time zone database does not have."""
+
+
 class NotFoundError(DispatcherError):
     """A brand, campaign, contact or run that does not exist."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session
 
-from dispatcher import outbox, runs
+from dispatcher import hooks, outbox, runs
 from dispatcher.clock import Clock
 from dispatcher.errors import ConflictError, InputError
 from dispatcher.guard import (
@@ -136,6 +136,7 @@ def check_run(
         try:
             if runs.pause_run(session, run_id, verdict.reason, now, halts=halts):
                 log.warning("run %s paused: %s", run_id, verdict.reason)
+                hooks.runs_changed(session, hooks.RUN_PAUSED, [run_id], now)
         except ConflictError:
             log.debug("run %s left the active states before the guard paused it", run_id)
     return verdict

@@ -154,7 +154,7 @@ def audience_fields(session: Session, run: Run, fields: Iterable[str]) -> FieldS
     names = sorted(set(fields))
     if not names:
         return None
-    staged = bool(run.audience.get("staged"))
+    staged = "staged" in run.audience  # a count: 0 when every listed phone was rejected
     if staged:
         source = OB.join(C, C.c.id == OB.c.contact_id)
         where: ColumnElement[bool] = OB.c.run_id == run.id

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, event, or_
 from sqlmodel import Session, select
 
+from dispatcher import hooks
 from dispatcher.clock import as_utc, utcnow
 from dispatcher.errors import InputError, LedgerError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
@@ -107,6 +108,8 @@ def append(
     session.flush()
     if halts is not None and action == "revoke":  # workers see it before their next send
         halts.signal(contacts=[contact_id])
+    if action == "revoke":
+        hooks.opted_out(session, ev)  # producers' webhooks, in this transaction
     return ev
 
 

@@ -6,7 +6,10 @@ import logging
 import re
 import sys
 
-_PHONE = re.compile(r"\+?\d[\d\- ().]{6,}\d")
+_PHONE = r"\+?\d[\d\- ().]{6,}\d"
+_IPV4 = r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
+#: an IPv4 address is tried first at each position, so its dots never read as a phone number's
+_MASKABLE = re.compile(f"(?P<ip>{_IPV4})|{_PHONE}")
 
 
 def mask_phone(phone: str | None) -> str:
@@ -25,8 +28,14 @@ def mask_secret(secret: str | None) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask anything that looks like a phone number inside free text."""
-    return _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))), text)
+    """Mask anything that looks like a phone number inside free text (not IPv4 addresses)."""
+    return _MASKABLE.sub(_mask_match, text)
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    if m.group("ip"):
+        return m.group(0)
+    return mask_phone(re.sub(r"[^\d+]", "", m.group(0)))
 
 
 class _ScrubFilter(logging.Filter):

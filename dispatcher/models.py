@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     Text,
@@ -215,3 +216,65 @@ class ApiKey(SQLModel, table=True):
     scopes: list[str] = _json([])
     created_at: datetime = _ts(default_factory=utcnow)
     revoked_at: datetime | None = _ts(default=None)
+
+
+# ---------------------------------------------------------------------- producer webhooks
+def _big_id() -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """An API key's subscription to producer events (dispatcher.hooks): the URL they are POSTed
+    to, the secret they are signed with, the event types.  Deleting one disables it (its
+    delivery log stays readable)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: int = Field(foreign_key="apikey.id", index=True)
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=64)
+    events: list[str] = _json([])
+    created_at: datetime = _ts(default_factory=utcnow)
+    disabled_at: datetime | None = _ts(default=None)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """One event for one subscription: written in the transaction of the change it reports
+    (committed with it or not at all), delivered later by the scheduler (pending -> delivered,
+    or failed after the last attempt; cancelled when the subscription is deleted)."""
+
+    __table_args__ = (Index("ix_webhookevent_due", "state", "next_attempt_at"),)
+
+    id: int | None = _big_id()
+    subscription_id: int = Field(foreign_key="webhooksubscription.id", index=True)
+    type: str = Field(max_length=32)
+    payload: dict[str, Any] = _json({})
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    created_at: datetime = _ts(default_factory=utcnow)
+    next_attempt_at: datetime = _ts(default_factory=utcnow)
+    delivered_at: datetime | None = _ts(default=None)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """The delivery log: one row per POST of an event, with its outcome."""
+
+    id: int | None = _big_id()
+    event_id: int = Field(
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"),
+            ForeignKey("webhookevent.id"),
+            index=True,
+            nullable=False,
+        )
+    )
+    attempted_at: datetime = _ts(default_factory=utcnow)
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    duration_ms: int = 0

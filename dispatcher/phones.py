@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # imported on first use: `run show` / `run pause` never parse
 US_REGIONS = frozenset({"US", "PR", "GU", "VI", "AS", "MP"})
 _LETTERS = re.compile(r"[A-Za-z]")
 _ALLOWED = re.compile(r"^[\d\s+().\-/]+$")
+#: Phone numbers as the HTTP API takes them, before the numbering plan is asked
+#: (:func:`normalize_phone`): 10 to 15 ASCII digits, with at most two of space, bracket, dot,
+#: dash, slash or plus sign around each (``+1 (415) 555-0100``); in a URL path, no slash.
+PHONE_PATTERN = r"^[ ().+/-]{0,2}(?:[0-9][ ().+/-]{0,2}){10,15}$"
+PATH_PHONE_PATTERN = r"^[ ().+-]{0,2}(?:[0-9][ ().+-]{0,2}){10,15}$"
 
 
 @lru_cache(maxsize=65536)
@@ -49,20 +54,26 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
-_regions: dict[tuple[int, str], str | None] = {}
+_regions: dict[tuple[int, str], str] = {}
 
 
 def _region(country: int, prefix: str, num: phonenumbers.PhoneNumber) -> str | None:
     """Region of a number, cached by country code and the first 7 national digits: NANP
-    metadata tells regions apart by NPA-NXX, and the lookup walks ~25 regions each time."""
+    metadata tells regions apart by NPA-NXX, and the lookup walks ~25 regions each time.
+
+    Only a region found is remembered: a number with no region (a 9-digit one, an unassigned
+    one) says nothing about the valid numbers that share its first 7 digits."""
     import phonenumbers
 
     key = (country, prefix)
-    if key not in _regions:
-        if len(_regions) > 200_000:
-            _regions.clear()
-        _regions[key] = phonenumbers.region_code_for_number(num)
-    return _regions[key]
+    region = _regions.get(key)
+    if region is None:
+        region = phonenumbers.region_code_for_number(num)
+        if region is not None:
+            if len(_regions) > 200_000:
+                _regions.clear()
+            _regions[key] = region
+    return region
 
 
 def try_normalize(raw: str) -> tuple[str | None, str | None]:

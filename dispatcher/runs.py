@@ -23,7 +23,7 @@ from sqlalchemy import func, insert, literal, select, text, update
 from sqlmodel import Session
 
 from dispatcher import audience as aud
-from dispatcher import outbox
+from dispatcher import hooks, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, OutboxMessage, Run
@@ -250,7 +250,7 @@ def fan_out(session: Session, run_id: int, now: datetime) -> int:
         return 0
     run = session.get(Run, run_id)
     created = 0
-    if not run.audience.get("staged"):
+    if "staged" not in run.audience:  # a count, 0 when every listed phone was rejected
         created = _insert_select(session, run, now)
     total = (
         session.connection()
@@ -318,11 +318,16 @@ def complete_finished(session: Session, now: datetime) -> list[int]:
         for r in session.connection().execute(select(R.c.id).where(R.c.state == RUNNING, ~pending))
     ]
     if ids:
-        session.connection().execute(
-            update(R)
-            .where(R.c.id.in_(ids), R.c.state == RUNNING)
-            .values(state=COMPLETED, finished_at=now)
-        )
+        ids = [  # those this call completed (another scheduler may have taken some)
+            r[0]
+            for r in session.connection().execute(
+                update(R)
+                .where(R.c.id.in_(ids), R.c.state == RUNNING)
+                .values(state=COMPLETED, finished_at=now)
+                .returning(R.c.id)
+            )
+        ]
+        hooks.runs_changed(session, hooks.RUN_FINISHED, ids, now)  # producers' webhooks
     return ids
 
 

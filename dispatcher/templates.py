@@ -19,8 +19,17 @@ from dispatcher.errors import InputError
 
 #: fields every contact can fill from its columns (see :func:`contact_values`)
 CONTACT_FIELDS: frozenset[str] = frozenset({"name", "first_name"})
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+_NAME = r"[A-Za-z_][A-Za-z0-9_.]{0,63}"
+_FIELD = re.compile(f"^{_NAME}$")
 MAX_TEMPLATE = 1600
+#: the characters ``str.strip()`` removes (what ``\s`` means to Python), spelled out so that the
+#: pattern below means the same to every regular-expression engine (ECMA-262's ``\s`` differs)
+_SPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SOLID = rf"\[\[|\]\]|\[[{_SPACE}]*{_NAME}[{_SPACE}]*\]|[^\[\]\x00{_SPACE}]"
+#: The templates :func:`parse_template` accepts, less those with a NUL character (the API
+#: refuses NUL everywhere), as one regular expression for the OpenAPI document: literal text,
+#: ``[[`` and ``]]``, ``[field]`` (blanks around the name allowed), and something not blank.
+TEMPLATE_PATTERN = rf"^[{_SPACE}]*(?:{_SOLID})(?:{_SOLID}|[{_SPACE}])*$"
 
 
 @dataclass(frozen=True)

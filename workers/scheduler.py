@@ -1,7 +1,9 @@
 """The scheduler: APScheduler 3 with its SQLAlchemy job store on the product's database.
 
 Jobs: ``tick`` (start due runs, release due rows, finish runs; every second), ``reconcile``
-(lost queue messages, dead sends, unknown rows; every 10 s) and ``observe`` (gauges).  Many
+(lost queue messages, dead sends, unknown rows; every 10 s), ``observe`` (gauges) and ``hooks``
+(POST the producers' webhook events, dispatcher.hooks; every 2 s, under a lock of its own: a
+slow receiver never holds up the tick).  Many
 schedulers may run; one leads: a Redis lock (``SET NX PX``, renewed every tick) decides, and the
 others stand by and take over when it expires.  Every job is a compare-and-set over the
 database besides, so even two leaders could not fan a run out twice or send a row twice.
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher import keys
+from dispatcher.hooks import Deliverer
 from dispatcher.release_loop import ReleaseConfig, ReleaseLoop
 from dispatcher.runs import WAKE_CHANNEL
 
@@ -199,11 +202,15 @@ class Scheduler:
         scheduler_id: str = "dispatcher",
         release: ReleaseConfig | None = None,
         refresh: Any = None,
+        hooks_s: float = 2.0,
+        deliverer: Deliverer | None = None,
     ) -> None:
         self.runtime = runtime
         self.id = scheduler_id
         self.tick_s = tick_s
         self.reconcile_s = reconcile_s
+        self.hooks_s = hooks_s
+        self.deliverer = deliverer or Deliverer(runtime.db, runtime.clock)
         self.lock = LeaderLock(runtime.redis, leader_ttl_s)
         self.release_loop = ReleaseLoop(
             runtime.db,
@@ -218,6 +225,7 @@ class Scheduler:
         self.listener: WakeListener | None = None
         self._leading = False
         self._job_lock = threading.Lock()
+        self._hooks_lock = threading.Lock()
         self.errors = 0
 
     @property
@@ -225,7 +233,7 @@ class Scheduler:
         return self._leading
 
     def run_job(self, name: str) -> None:
-        with self._job_lock:
+        with self._hooks_lock if name == "hooks" else self._job_lock:
             self._leading = self.lock.acquire()
             if not self._leading:
                 return
@@ -236,6 +244,8 @@ class Scheduler:
                     self.release_loop.reconcile()
                 elif name == "observe":
                     self.release_loop.observe()
+                elif name == "hooks":
+                    self.deliverer.run()
             except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
                 self.errors += 1
                 log.warning("scheduler job %s failed", name, exc_info=True)
@@ -260,6 +270,7 @@ class Scheduler:
             ("tick", self.tick_s, "memory"),
             ("reconcile", self.reconcile_s, "default"),
             ("observe", max(self.tick_s, 5.0), "memory"),
+            ("hooks", self.hooks_s, "memory"),
         ):
             self._aps.add_job(
                 _job,
@@ -296,4 +307,5 @@ class Scheduler:
             self._aps.shutdown(wait=True)
             self._aps = None
         self.lock.release()
+        self.deliverer.close()
         _active.pop(self.id, None)

@@ -26,6 +26,11 @@ TAGS = [
     {"name": "runs", "description": "Launch (idempotent), follow and control runs."},
     {"name": "contacts", "description": "Contacts and their attributes."},
     {"name": "consent", "description": "The append-only consent ledger."},
+    {
+        "name": "webhooks",
+        "description": "Events POSTed to the producer, signed: run finished, run paused by "
+        "the reputation guard, contact opted out.",
+    },
 ]
 
 
@@ -43,11 +48,26 @@ def install_error_handlers(app: Any) -> None:
     install(app)
 
 
-def create_api_app(runtime: Any) -> Any:
-    """A stand-alone FastAPI app serving only the API (``/openapi.json`` included)."""
+def new_app() -> Any:
+    """An empty FastAPI app carrying the API's title, description and tags, with no ``/docs``
+    or ``/redoc`` page: the contract is the document (``/openapi.json``), for any OpenAPI
+    viewer or client generator.  Both apps start from it."""
     from fastapi import FastAPI
 
-    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, openapi_tags=TAGS)
+    return FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
+    )
+
+
+def create_api_app(runtime: Any) -> Any:
+    """A stand-alone app serving only the API (tests, the committed OpenAPI document); the
+    served one is ``dispatcher.webhooks.create_app`` (the Twilio webhooks beside it)."""
+    app = new_app()
     app.include_router(build_router(runtime))
     install_error_handlers(app)
     return app

@@ -6,37 +6,144 @@ unknown fields, so a misspelt field is a 422 naming it rather than a silently ig
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
+    Strict,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-from dispatcher import ledger
+from dispatcher import ledger, outbox
+from dispatcher.audience import SEGMENT_PATTERN
+from dispatcher.contacts import TIME_ZONE_PATTERN
+from dispatcher.hooks import URL_PATTERN
+from dispatcher.phones import PATH_PHONE_PATTERN, PHONE_PATTERN
+from dispatcher.templates import MAX_TEMPLATE, TEMPLATE_PATTERN
 
 MAX_INLINE_RECIPIENTS = 10_000
 IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:~-]{1,64}$"
 _FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
+#: what every request string without a pattern of its own is held to (PostgreSQL text cannot
+#: hold NUL); the pattern says so in the OpenAPI document, ``_In._text_ok`` enforces it
+NO_NUL = "^[^\\x00]*$"
 
+
+class Schema:
+    """Keywords added to a field's JSON schema (``Annotated[str, Schema(pattern=...)]``) where
+    a validator of ours enforces the rule with a message better than the regex (the document
+    says the rule; the validator says what is wrong)."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(core_schema), **self.keywords}
+
+
+_compiled = functools.cache(re.compile)
+
+
+def _matching(pattern: str, message: str) -> Callable[[str], str]:
+    """A validator holding a string to ``pattern`` (compiled on first use)."""
+
+    def check(value: str) -> str:
+        if _compiled(pattern).fullmatch(value) is None:
+            raise ValueError(message)
+        return value
+
+    return check
+
+
+def _template(value: str) -> str:
+    """The template's own error first (parse_template says where), then the documented
+    pattern, which it always agrees with (tests/unit/test_templates.py)."""
+    from dispatcher.errors import InputError
+    from dispatcher.templates import parse_template
+
+    _no_nul(value)
+    try:
+        parse_template(value)
+    except InputError as e:
+        raise ValueError(str(e)) from None
+    return _matching(TEMPLATE_PATTERN, "not a template")(value)
+
+
+_PHONE_RULE = "a phone number is 10 to 15 digits, with at most two of ( ) . - / + or space between"
+#: 10 to 15 digits (a few spaces, brackets, dots, dashes, slashes, plus signs around them);
+#: whether the number exists is the numbering plan's answer: 400 ``invalid-phone``
+ApiPhone = Annotated[
+    str,
+    StringConstraints(max_length=32),
+    AfterValidator(_matching(PHONE_PATTERN, _PHONE_RULE)),
+    Schema(pattern=PHONE_PATTERN),
+]
+PathPhone = Annotated[
+    str,
+    StringConstraints(max_length=32),
+    AfterValidator(_matching(PATH_PHONE_PATTERN, _PHONE_RULE.replace(" /", "") + " (no slash)")),
+    Schema(pattern=PATH_PHONE_PATTERN),
+]
+Template = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TEMPLATE),
+    AfterValidator(_template),
+    Schema(pattern=TEMPLATE_PATTERN),
+]
+SegmentQuery = Annotated[
+    str,
+    StringConstraints(max_length=1000),
+    AfterValidator(_matching(SEGMENT_PATTERN, "a segment is key=value terms joined by commas")),
+    Schema(pattern=SEGMENT_PATTERN),
+]
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_matching(TIME_ZONE_PATTERN, "a time zone is an IANA name: America/Chicago")),
+    Schema(pattern=TIME_ZONE_PATTERN),
+]
+#: strict: a string too long for the first member must not become an int by the second
 Scalar = (
-    Annotated[str, StringConstraints(max_length=2000)]
-    | int
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | bool
+    Annotated[str, Strict(), StringConstraints(max_length=2000)]
+    | StrictInt
+    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    | StrictBool
     | None
 )
+
+
+def _text_only(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("a time is an ISO 8601 string with an offset, e.g. 2026-05-01T09:00:00Z")
+    return value
+
+
+#: a time as the document says (a string, format date-time), not also a number of seconds
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
 VarName = Annotated[str, StringConstraints(pattern=_FIELD_NAME)]
-Variables = dict[VarName, Scalar]
+#: names outside the pattern are refused (422), not ignored: the document says so
+Variables = Annotated[dict[VarName, Scalar], Schema(additionalProperties=False)]
 Phone = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Text = Annotated[str, StringConstraints(min_length=1)]
 Source = Literal[
     "web_form",
     "keyword",
@@ -50,6 +157,23 @@ Source = Literal[
     "natural_language",
 ]
 assert set(Source.__args__) == set(ledger.SOURCES)  # type: ignore[attr-defined]
+RunState = Literal["scheduled", "fanning_out", "running", "paused", "completed", "cancelled"]
+MessageState = Literal[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "unknown",
+    "suppressed",
+    "cancelled",
+]
+assert set(MessageState.__args__) == set(outbox.STATES)  # type: ignore[attr-defined]
+#: the cursor of the next page of a listing
+NextCursor = Annotated[
+    str | None, Field(description="Pass as `cursor` for the next page; null on the last one.")
+]
 
 
 def _no_nul(value: Any) -> Any:
@@ -67,8 +191,25 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
+def _document_no_nul(schema: dict[str, Any]) -> None:
+    """Every string of a request model's schema without a pattern gets :data:`NO_NUL` (the
+    patterns of our own exclude NUL already); nested models have their own schema."""
+    own = {"pattern", "enum", "const", "format"} & set(schema)
+    if schema.get("type") == "string" and not own:
+        schema["pattern"] = NO_NUL
+    for key in ("properties", "patternProperties"):
+        for sub in (schema.get(key) or {}).values():
+            _document_no_nul(sub)
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for sub in schema.get(key) or []:
+            _document_no_nul(sub)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            _document_no_nul(schema[key])
+
+
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_no_nul)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -78,57 +219,67 @@ class _In(BaseModel):
 
 # ------------------------------------------------------------------------------------- runs
 class Recipient(_In):
-    phone: Phone = Field(description="Phone number; normalised to E.164 (US default region).")
+    phone: Phone = Field(
+        description="Phone number; normalised to E.164 (US default region).  One that is not a "
+        "US number does not fail the launch: it is counted in `run.audience.rejected`."
+    )
     variables: Variables = Field(
         default_factory=dict, description="Template values for this recipient ([field] names)."
     )
 
 
-class AudienceRef(_In):
-    kind: Literal["all", "segment"] = Field(
-        description="'all' contacts, or a 'segment' of contacts (attributes equal values)."
+class AudienceAll(_In):
+    kind: Literal["all"] = Field(
+        description="Every contact (the gates suppress those without consent, with a reason)."
     )
-    query: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
-        default=None, description="Segment terms, e.g. 'plan=gold,state=FL' (kind=segment)."
+    query: None = Field(default=None, description="Not used with kind 'all'.")
+
+
+class AudienceSegment(_In):
+    kind: Literal["segment"] = Field(
+        description="Contacts whose attributes (or state, time_zone, name) equal the values."
     )
+    query: SegmentQuery = Field(description="Segment terms, e.g. 'plan=gold,state=FL'.")
 
-    @model_validator(mode="after")
-    def _query(self) -> AudienceRef:
-        if self.kind == "segment":
-            from dispatcher.audience import parse_segment
-            from dispatcher.errors import InputError
 
-            try:
-                parse_segment(self.query or "")
-            except InputError as e:
-                raise ValueError(str(e)) from None
-        elif self.query is not None:
-            raise ValueError("query is only allowed with kind 'segment'")
-        return self
+AudienceRef = Annotated[AudienceAll | AudienceSegment, Field(discriminator="kind")]
 
 
 class RunSpec(_In):
     """What a run sends, without its recipients (the first line of an NDJSON upload)."""
 
     campaign: Short = Field(description="Campaign SID (QE...) or numeric id.")
-    template: Annotated[str, StringConstraints(min_length=1, max_length=1600)] = Field(
-        description="Message template with [field] placeholders."
+    template: Template = Field(
+        description="Message template with [field] placeholders ([[ and ]] for literal "
+        "brackets); not blank."
     )
-    send_at: AwareDatetime | None = Field(
+    send_at: Timestamp | None = Field(
         default=None, description="When to start (ISO 8601 with offset); default now."
     )
     idempotency_key: Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY)] | None = Field(
-        default=None, description="Same as the Idempotency-Key header (either, or both equal)."
+        default=None,
+        description="Same as the Idempotency-Key header (either, or both equal: a different "
+        "value is a 422 `idempotency-key-mismatch`).",
     )
-    force: bool = Field(
+    force: StrictBool = Field(
         default=False,
         description="Accept the launch checks' warnings (a field some recipients lack); "
         "errors are never accepted.  Not part of the idempotency fingerprint.",
     )
 
 
+def _exactly_one_audience(schema: dict[str, Any]) -> None:
+    _document_no_nul(schema)
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("recipients", "audience")
+    ]
+
+
 class RunCreate(RunSpec):
-    """A run: recipients inline, or a reference to contacts already stored."""
+    """A run: recipients inline, or a reference to contacts already stored (exactly one)."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one_audience)
 
     recipients: (
         Annotated[list[Recipient], Field(min_length=1, max_length=MAX_INLINE_RECIPIENTS)] | None
@@ -276,6 +427,36 @@ class RunProgress(BaseModel):
     schedule: Schedule | None = Field(description="None once the run is paused or over.")
 
 
+class RunPage(BaseModel):
+    items: list[RunProgress] = Field(description="Newest first.")
+    next_cursor: NextCursor
+
+
+class MessageOut(BaseModel):
+    """One recipient of a run (an outbox row)."""
+
+    id: int
+    contact_id: int
+    phone: str = Field(description="E.164; masked (+1415555****) unless the key has contacts:read.")
+    state: MessageState
+    suppress_reason: str | None = Field(description="Why it will never be sent (suppressed).")
+    defer_reason: str | None = Field(description="Why it waits (quiet hours, throttle, ...).")
+    due_at: datetime = Field(description="When it may be sent.")
+    sent_at: datetime | None
+    status_at: datetime | None = Field(description="When the carrier's last status arrived.")
+    provider_sid: str | None = Field(description="The carrier's message SID (SM...).")
+    error_code: int | None = Field(description="The carrier's error code (e.g. 30007).")
+    segments: int | None
+    attempts: int
+
+
+class MessagePage(BaseModel):
+    run_id: int
+    phones_masked: bool = Field(description="True unless the key has contacts:read.")
+    items: list[MessageOut] = Field(description="By contact id.")
+    next_cursor: NextCursor
+
+
 class PauseBody(_In):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
@@ -283,15 +464,28 @@ class PauseBody(_In):
 # --------------------------------------------------------------------------------- contacts
 class ContactIn(_In):
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
-    time_zone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="IANA zone, e.g. America/Chicago."
+    time_zone: TimeZoneName | None = Field(
+        default=None,
+        description="IANA zone, e.g. America/Chicago; one the time zone database does not "
+        "have is a 400 `unknown-time-zone`.",
     )
     state: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = Field(
         default=None, description="US state code."
     )
-    attributes: dict[Annotated[str, StringConstraints(pattern=_FIELD_NAME)], Scalar] | None = Field(
+    attributes: Variables | None = Field(
         default=None, description="Merged into the stored attributes (segments, [field]s)."
     )
+
+
+class Contact(BaseModel):
+    id: int
+    phone: str
+    name: str | None
+    time_zone: str | None
+    state: str | None
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
 
 
 class ContactOut(BaseModel):
@@ -305,26 +499,44 @@ class ContactOut(BaseModel):
 
 
 # ---------------------------------------------------------------------------------- consent
+EVIDENCE = ("evidence_text", "evidence_url", "evidence_ref", "note")
+
+
+def _grant_needs_evidence(schema: dict[str, Any]) -> None:
+    _document_no_nul(schema)
+    schema["if"] = {"properties": {"action": {"const": "grant"}}, "required": ["action"]}
+    schema["then"] = {
+        "anyOf": [
+            {"required": [name], "properties": {name: {"type": "string"}}} for name in EVIDENCE
+        ]
+    }
+
+
 class ConsentIn(_In):
-    phone: Phone
+    """A grant needs evidence: one of ``evidence_text``, ``evidence_url``, ``evidence_ref`` or
+    ``note`` (each, when given, is not empty)."""
+
+    model_config = ConfigDict(json_schema_extra=_grant_needs_evidence)
+
+    phone: ApiPhone = Field(
+        description="Phone number; one that is not a US number is a 400 `invalid-phone`."
+    )
     brand: Short = Field(description="Brand name or id.")
     campaign: Short | None = Field(
-        default=None, description="Campaign SID; none = the whole brand."
+        default=None, description="Campaign SID or id, of the brand; none = the whole brand."
     )
     action: Literal["grant", "revoke"]
     source: Source = "api"
     consent_type: Literal["implied", "express", "written"] = "express"
-    evidence_text: Annotated[str, StringConstraints(max_length=10_000)] | None = None
-    evidence_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
-    evidence_ref: Annotated[str, StringConstraints(max_length=128)] | None = None
-    note: Annotated[str, StringConstraints(max_length=10_000)] | None = None
-    occurred_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    evidence_text: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] | None = None
+    evidence_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    evidence_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    note: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] | None = None
+    occurred_at: Timestamp | None = Field(default=None, description="Default: now.")
 
     @model_validator(mode="after")
     def _evidence(self) -> ConsentIn:
-        if self.action == "grant" and not (
-            self.evidence_text or self.evidence_url or self.evidence_ref or self.note
-        ):
+        if self.action == "grant" and all(getattr(self, name) is None for name in EVIDENCE):
             raise ValueError(
                 "a consent grant needs evidence (evidence_text, evidence_url, evidence_ref or note)"
             )
@@ -351,6 +563,80 @@ class ConsentEventOut(BaseModel):
 class ConsentLedger(BaseModel):
     phone: str
     events: list[ConsentEventOut]
+
+
+# --------------------------------------------------------------------------------- webhooks
+EventType = Literal["run.finished", "run.paused", "contact.opted_out"]
+
+
+def _no_repeats(events: list[str]) -> list[str]:
+    if len(set(events)) != len(events):
+        raise ValueError("each event type once")
+    return events
+
+
+class SubscriptionIn(_In):
+    url: Annotated[
+        str,
+        StringConstraints(max_length=2048),
+        AfterValidator(
+            _matching(URL_PATTERN, "https://..., or http://localhost or http://127.0.0.1")
+        ),
+        Schema(pattern=URL_PATTERN),
+    ] = Field(description="Where events are POSTed: https, or http to localhost (development).")
+    events: Annotated[
+        list[EventType],
+        Field(min_length=1, max_length=3),
+        AfterValidator(_no_repeats),
+        Schema(uniqueItems=True),
+    ] = Field(
+        description="`run.finished` and `run.paused` (runs this key launched); "
+        "`contact.opted_out` (any revocation; needs contacts:read: it carries the phone)."
+    )
+
+
+class Subscription(BaseModel):
+    id: int
+    url: str
+    events: list[EventType]
+    created_at: datetime
+
+
+class SubscriptionCreated(Subscription):
+    secret: str = Field(
+        description="The signing secret (whsec_...): shown this once, keep it with the receiver."
+    )
+
+
+class SubscriptionList(BaseModel):
+    items: list[Subscription] = Field(description="This key's subscriptions, oldest first.")
+
+
+class DeliveryAttempt(BaseModel):
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    error: str | None
+    duration_ms: int
+
+
+class Delivery(BaseModel):
+    id: int
+    event_id: str = Field(description="The Dispatcher-Event-Id header and the body's id.")
+    type: EventType
+    state: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = Field(description="When pending: the next attempt.")
+    delivered_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    log: list[DeliveryAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class DeliveryPage(BaseModel):
+    subscription_id: int
+    items: list[Delivery] = Field(description="Newest first.")
+    next_cursor: NextCursor
 
 
 # ---------------------------------------------------------------------------------- errors

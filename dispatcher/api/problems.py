@@ -8,6 +8,7 @@ the same app (the Twilio webhooks) keep FastAPI's default error bodies.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from dispatcher.apikeys import AuthenticationError, ScopeError
 from dispatcher.errors import (
@@ -26,9 +28,11 @@ from dispatcher.errors import (
     ConflictError,
     DispatcherError,
     InputError,
+    InvalidPhoneError,
     LedgerError,
     NotFoundError,
     StorageError,
+    UnknownTimeZoneError,
 )
 from dispatcher.launch_checks import LaunchRefused, WarningsNotAccepted
 
@@ -48,6 +52,19 @@ _TITLES = {
     503: "Service unavailable",
 }
 _PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+#: what a client reads instead of the database's own message (host, port, database name)
+STORAGE_DETAIL = "the database is unavailable; retry later"
+
+
+class IdempotencyKeyMismatch(InputError):
+    """The ``Idempotency-Key`` header and the body's ``idempotency_key`` differ (HTTP 422): a
+    rule between two parts of a request, which no schema can state."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key differs from the Idempotency-Key header (send one, or both equal)",
+            field="idempotency_key",
+        )
 
 
 def problem(
@@ -71,11 +88,15 @@ def problem(
     return JSONResponse(doc, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for an operation: each code documented as a problem document."""
+def problem_responses(
+    *codes: int, notes: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for an operation: each code documented as a problem document, its
+    description the status title and ``notes[code]`` (which problem types it carries)."""
+    notes = notes or {}
     return {
         code: {
-            "description": _TITLES.get(code, "Error"),
+            "description": " ".join(filter(None, (_TITLES.get(code, "Error"), notes.get(code)))),
             "model": _problem_model(),
             "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
         }
@@ -100,25 +121,27 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
+#: (error class, status, problem slug), the first match wins: narrower classes first
+_CLASSES: tuple[tuple[type[DispatcherError] | tuple[type[DispatcherError], ...], int, str], ...] = (
+    (AuthenticationError, 401, "unauthorized"),
+    (ScopeError, 403, "missing-scope"),
+    (NotFoundError, 404, "not-found"),
+    ((ConflictError, LedgerError), 409, "conflict"),
+    (StorageError, 503, "storage-unavailable"),
+    (WarningsNotAccepted, 422, "launch-warnings"),
+    (LaunchRefused, 422, "launch-refused"),
+    (IdempotencyKeyMismatch, 422, "idempotency-key-mismatch"),
+    (InvalidPhoneError, 400, "invalid-phone"),
+    (UnknownTimeZoneError, 400, "unknown-time-zone"),
+    (InputError, 400, "invalid-input"),
+    (ComplianceError, 400, "compliance"),
+)
+
+
 def classify(e: DispatcherError) -> tuple[int, str]:
-    if isinstance(e, AuthenticationError):
-        return 401, "unauthorized"
-    if isinstance(e, ScopeError):
-        return 403, "missing-scope"
-    if isinstance(e, NotFoundError):
-        return 404, "not-found"
-    if isinstance(e, ConflictError | LedgerError):
-        return 409, "conflict"
-    if isinstance(e, StorageError):
-        return 503, "storage-unavailable"
-    if isinstance(e, WarningsNotAccepted):
-        return 422, "launch-warnings"
-    if isinstance(e, LaunchRefused):
-        return 422, "launch-refused"
-    if isinstance(e, InputError):
-        return 400, "invalid-input"
-    if isinstance(e, ComplianceError):
-        return 400, "compliance"
+    for cls, status, slug in _CLASSES:
+        if isinstance(e, cls):
+            return status, slug
     return 400, "rejected"
 
 
@@ -128,11 +151,13 @@ async def _dispatcher_error(request: Request, exc: Exception) -> JSONResponse:
         raise exc  # other routes of a shared app keep their own behaviour
     status, slug = classify(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status >= 500:
+    detail = str(exc)
+    if status >= 500:  # the operator's log has the cause; the client learns no host or name
         log.warning("request failed: %s", exc)
+        detail = STORAGE_DETAIL if isinstance(exc, StorageError) else _TITLES[500]
     errors = [i.to_dict() for i in exc.issues] if isinstance(exc, LaunchRefused) else None
     return problem(
-        status, slug, str(exc), field=getattr(exc, "field", None), errors=errors, headers=headers
+        status, slug, detail, field=getattr(exc, "field", None), errors=errors, headers=headers
     )
 
 
@@ -141,7 +166,10 @@ async def _validation_error(request: Request, exc: Exception) -> Any:
     if not _ours(request):
         return await request_validation_exception_handler(request, exc)
     errors = [
-        {"field": _field_of(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+        {
+            "field": _field_of(e.get("loc", ())),
+            "message": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+        }
         for e in exc.errors()
     ]
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
@@ -155,8 +183,42 @@ async def _http_error(request: Request, exc: Exception) -> Any:
     assert isinstance(exc, StarletteHTTPException)
     if not _ours(request):
         return await http_exception_handler(request, exc)
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, not JSON)
+        return problem(
+            422,
+            "validation",
+            "body: the request body is not JSON",
+            field="body",
+            errors=[{"field": "body", "message": "the request body is not JSON"}],
+        )
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-    return problem(exc.status_code, slug, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+    return problem(exc.status_code, slug, str(exc.detail), headers=headers)
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method of every route on this path (Starlette's 405 names the first route's
+    only: GET /v1/runs would hide POST /v1/runs)."""
+    methods = {
+        m
+        for route in _leaves(request.app.router.routes)
+        if route.matches(request.scope)[0] == Match.PARTIAL
+        for m in getattr(route, "methods", None) or ()
+    }
+    return sorted(methods)
+
+
+def _leaves(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes of an app, those of included routers too (newer FastAPI versions keep an
+    included router whole, as ``original_router``)."""
+    for route in routes:
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        if nested is not None:
+            yield from _leaves(nested)
+        else:
+            yield route
 
 
 async def _data_error(request: Request, exc: Exception) -> JSONResponse:

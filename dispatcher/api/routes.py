@@ -5,40 +5,64 @@
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
-from dispatcher import apikeys, ledger, registry, run_report, runs
+from dispatcher import apikeys, hooks, ledger, registry, run_report, runs
 from dispatcher import contacts as contact_svc
-from dispatcher.api import upload
+from dispatcher.api import reads, upload
 from dispatcher.api.models import (
     IDEMPOTENCY_KEY,
+    NO_NUL,
     ConsentEventOut,
     ConsentIn,
     ConsentLedger,
     ContactIn,
     ContactOut,
+    DeliveryPage,
+    MessagePage,
+    MessageState,
+    PathPhone,
     PauseBody,
     RunCreate,
     RunCreated,
+    RunPage,
     RunProgress,
     RunSpec,
+    RunState,
+    Subscription,
+    SubscriptionCreated,
+    SubscriptionIn,
+    SubscriptionList,
 )
-from dispatcher.api.problems import problem, problem_responses
-from dispatcher.errors import InputError
+from dispatcher.api.models import Contact as ContactDoc
+from dispatcher.api.problems import IdempotencyKeyMismatch, problem, problem_responses
+from dispatcher.errors import ConflictError, NotFoundError
 from dispatcher.launch import Submission, submit_run
 from dispatcher.models import ApiKey
+from dispatcher.registry import MAX_ID
 
-RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id.")]
-PhonePath = Annotated[
-    str,
+RunId = Annotated[
+    int,
     Path(
-        min_length=1,
-        max_length=32,
-        description="Phone number (E.164 preferred, e.g. +14155550100).",
+        ge=1,
+        le=2**31 - 1,
+        description="Run id.",
+        openapi_examples={"run": {"summary": "A run", "value": 1}},
+    ),
+]
+SubscriptionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Webhook subscription id.")]
+PhonePath = Annotated[
+    PathPhone,
+    Path(
+        description="Phone number (E.164 preferred, e.g. +14155550100): 10 to 15 digits, "
+        "at most two of space ( ) . - + between them; percent-encoded.  One that is not a "
+        "US number is a 400 `invalid-phone`.",
+        openapi_examples={"e164": {"summary": "E.164", "value": "+14155550100"}},
     ),
 ]
 IdemHeader = Annotated[
@@ -57,6 +81,111 @@ LAUNCH_CHECKS = (
     "`launch-warnings` problem unless `force` is true, and are listed in `dry_run.warnings`."
 )
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=reads.CURSOR_PATTERN,
+        description="`next_cursor` of the previous page (opaque: pass it back as it is).",
+    ),
+]
+LAUNCH_422 = (
+    "`validation` (the body breaks the schema), `idempotency-key-mismatch` (the "
+    "Idempotency-Key header and the body's `idempotency_key` differ), `launch-refused` or "
+    "`launch-warnings` (the launch checks)."
+)
+#: the campaign and brand the examples of the document name (tests/unit/api/test_openapi.py
+#: builds them, so that the fuzzer's examples launch real runs)
+EXAMPLE_CAMPAIGN = "QE2c6890da8086d771620e9b13fadeba0b"
+EXAMPLE_BRAND = "Acme Corporation"
+EXAMPLE_TEMPLATE = "Acme: your contract expires on [date]. Reply STOP to opt out"
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "runs": {
+        "recipients": {
+            "summary": "Inline recipients with their [field] values",
+            "value": {
+                "campaign": EXAMPLE_CAMPAIGN,
+                "template": EXAMPLE_TEMPLATE,
+                "recipients": [
+                    {"phone": "+14155550100", "variables": {"date": "May 1"}},
+                    {"phone": "(415) 555-0101", "variables": {"date": "May 2"}},
+                ],
+                "idempotency_key": "contracts-2026-05",
+            },
+        },
+        "segment": {
+            "summary": "Stored contacts of a segment",
+            "value": {
+                "campaign": EXAMPLE_CAMPAIGN,
+                "template": "Acme: your plan renews next week. Reply STOP to opt out",
+                "audience": {"kind": "segment", "query": "plan=gold"},
+            },
+        },
+    },
+    "upload": {
+        "lines": {
+            "summary": "A run spec, then one recipient per line",
+            "value": [
+                {"campaign": EXAMPLE_CAMPAIGN, "template": EXAMPLE_TEMPLATE},
+                {"phone": "+14155550100", "variables": {"date": "May 1"}},
+                {"phone": "+14155550101", "variables": {"date": "May 2"}},
+            ],
+        }
+    },
+    "contact": {
+        "contact": {
+            "summary": "Name, zone, state and attributes",
+            "value": {
+                "name": "Ann Lee",
+                "time_zone": "America/Chicago",
+                "state": "IL",
+                "attributes": {"plan": "gold", "date": "May 1"},
+            },
+        }
+    },
+    "consent": {
+        "grant": {
+            "summary": "A grant with its evidence",
+            "value": {
+                "phone": "+14155550100",
+                "brand": EXAMPLE_BRAND,
+                "campaign": EXAMPLE_CAMPAIGN,
+                "action": "grant",
+                "source": "web_form",
+                "evidence_url": "https://acme.example/sms-terms",
+                "evidence_text": "Ticked 'Text me about my contract' on the signup form",
+            },
+        },
+        "revoke": {
+            "summary": "A revocation for the whole brand",
+            "value": {"phone": "+14155550100", "brand": EXAMPLE_BRAND, "action": "revoke"},
+        },
+    },
+    "subscription": {
+        "runs": {
+            "summary": "Runs this key launched",
+            "value": {
+                "url": "https://producer.example/dispatcher-events",
+                "events": ["run.finished", "run.paused"],
+            },
+        }
+    },
+}
+PHONE_400 = "`invalid-phone`: the number is not a US number (the numbering plan says so)."
+
+
+class _Segment(Convertor[str]):
+    """A path segment with no colon: ``/v1/runs/{run_id:segment}`` leaves ``1:cancel`` to the
+    ``:cancel`` route, so a GET there is a 405 naming POST (not a 422 about ``run_id``)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
@@ -66,6 +195,7 @@ _bearer = HTTPBearer(
 
 def build_router(runtime: Any) -> APIRouter:
     """All ``/v1`` routes over ``runtime`` (anything with ``.db`` and ``.clock``)."""
+    register_url_convertor("segment", _Segment())
     router = APIRouter(generate_unique_id_function=lambda route: route.name)
 
     def authenticate(
@@ -82,10 +212,43 @@ def build_router(runtime: Any) -> APIRouter:
         dependency.__name__ = f"scope_{name.replace(':', '_')}"
         return dependency
 
-    def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-        return problem_responses(401, 403, 422, *codes)
+    def errors(*codes: int, **notes: str) -> dict[int | str, dict[str, Any]]:
+        """401, 403, 422 and ``codes``; ``notes``: ``s400="..."`` describes a status."""
+        described = {int(k[1:]): v for k, v in notes.items()}
+        return problem_responses(401, 403, 422, *codes, notes=described)
 
     # --------------------------------------------------------------------------------- runs
+    @router.get(
+        "/v1/runs",
+        tags=["runs"],
+        response_model=RunPage,
+        summary="List runs",
+        description="Scope `runs:read`.  Newest first, each as `GET /v1/runs/{run_id}` shows "
+        "it; filter by `state` and `campaign` (SID or id: 404 when there is no such campaign); "
+        "page with `cursor`.",
+        responses=errors(404),
+    )
+    def list_runs(
+        key: Annotated[ApiKey, Depends(scope("runs:read"))],
+        state: Annotated[RunState | None, Query(description="Only runs in this state.")] = None,
+        campaign: Annotated[
+            str | None,
+            Query(min_length=1, max_length=255, pattern=NO_NUL, description="Campaign SID or id."),
+        ] = None,
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=50, description="Runs per page.")] = 20,
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return reads.run_page(
+                s,
+                grace_s=runtime.settings.throttle_grace_s,
+                now=runtime.clock.now(),
+                state=state,
+                campaign=campaign,
+                cursor=cursor,
+                limit=limit,
+            )
+
     @router.post(
         "/v1/runs",
         tags=["runs"],
@@ -97,11 +260,11 @@ def build_router(runtime: Any) -> APIRouter:
         + LAUNCH_CHECKS,
         responses={
             200: {"model": RunCreated, "description": "Replay of an earlier request"},
-            **errors(400, 404, 409),
+            **errors(404, 409, s422=LAUNCH_422),
         },
     )
     def create_run(
-        body: RunCreate,
+        body: Annotated[RunCreate, Body(openapi_examples=EXAMPLES["runs"])],
         response: Response,
         key: Annotated[ApiKey, Depends(scope("runs:write"))],
         idempotency_key: IdemHeader = None,
@@ -120,7 +283,7 @@ def build_router(runtime: Any) -> APIRouter:
             ),
             force=body.force,
         )
-        sub = submit_run(runtime.db, req, now=runtime.clock.now())
+        sub = _submit(lambda: submit_run(runtime.db, req, now=runtime.clock.now()), req)
         response.status_code = 201 if sub.created else 200
         return _created(sub, None)
 
@@ -137,23 +300,17 @@ def build_router(runtime: Any) -> APIRouter:
         + LAUNCH_CHECKS,
         responses={
             200: {"model": RunCreated, "description": "Replay of an earlier upload"},
-            **errors(400, 404, 409, 413, 415),
+            **errors(
+                400,
+                404,
+                409,
+                413,
+                415,
+                s400="`invalid-input`: the body is empty, or its first line is longer than 64 KiB.",
+                s422=LAUNCH_422,
+            ),
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/x-ndjson": {
-                        "schema": {
-                            "type": "string",
-                            "description": (
-                                "Line 1: a RunSpec object; then one Recipient object per line."
-                            ),
-                        }
-                    }
-                },
-            }
-        },
+        openapi_extra={"requestBody": _upload_body()},
     )
     async def upload_run(
         request: Request,
@@ -196,7 +353,7 @@ def build_router(runtime: Any) -> APIRouter:
             now = runtime.clock.now()
             sample = upload.DRY_RUN_SAMPLE if report.accepted > upload.DRY_RUN_SAMPLE else None
             sub = await run_in_threadpool(
-                lambda: submit_run(runtime.db, req, now=now, sample_limit=sample)
+                _submit, lambda: submit_run(runtime.db, req, now=now, sample_limit=sample), req
             )
         finally:
             recipients.discard()
@@ -204,7 +361,7 @@ def build_router(runtime: Any) -> APIRouter:
         return _created(sub, {**report.as_dict(), "dry_run_sample": sample})
 
     @router.get(
-        "/v1/runs/{run_id}",
+        "/v1/runs/{run_id:segment}",
         tags=["runs"],
         response_model=RunProgress,
         summary="Progress of a run",
@@ -220,38 +377,74 @@ def build_router(runtime: Any) -> APIRouter:
                 s, run_id, runtime.clock.now(), grace_s=runtime.settings.throttle_grace_s
             )
 
-    def control(action: str) -> Callable[..., dict[str, Any]]:
-        def handler(
-            run_id: RunId,
-            key: Annotated[ApiKey, Depends(scope("runs:write"))],
-            body: Annotated[PauseBody | None, Body()] = None,
-        ) -> dict[str, Any]:
-            now = runtime.clock.now()
-            with runtime.db.session() as s:
-                if action == "pause":
-                    why = body.reason if body and body.reason else None
-                    reason = f"paused by {apikeys.actor_of(key)}" + (f": {why}" if why else "")
-                    runs.pause_run(s, run_id, reason, now, halts=runtime.halts)
-                elif action == "resume":
-                    runs.resume_run(s, run_id, now)
-                else:
-                    runs.cancel_run(s, run_id, now, halts=runtime.halts)
-                s.flush()
-                return run_report.progress(
-                    s, run_id, now, grace_s=runtime.settings.throttle_grace_s
-                )
+    @router.get(
+        "/v1/runs/{run_id:segment}/messages",
+        tags=["runs"],
+        response_model=MessagePage,
+        summary="The messages of a run, with their states",
+        description="Scope `runs:read`.  One item per recipient, by contact id; filter by "
+        "`state`, page with `cursor`.  Phone numbers are masked (`+1415555****`) unless the key "
+        "also has `contacts:read`.",
+        responses=errors(404),
+    )
+    def list_messages(
+        run_id: RunId,
+        key: Annotated[ApiKey, Depends(scope("runs:read"))],
+        state: Annotated[
+            MessageState | None, Query(description="Only messages in this state.")
+        ] = None,
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page.")] = 100,
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return reads.message_page(
+                s,
+                run_id,
+                state=state,
+                cursor=cursor,
+                limit=limit,
+                full_phones="contacts:read" in (key.scopes or []),
+            )
 
-        handler.__name__ = f"{action}_run"
-        return handler
+    def controlled(run_id: int, change: Callable[[Any, Any], object]) -> dict[str, Any]:
+        now = runtime.clock.now()
+        with runtime.db.session() as s:
+            change(s, now)
+            s.flush()
+            return run_report.progress(s, run_id, now, grace_s=runtime.settings.throttle_grace_s)
 
-    for action, doc in (
-        ("pause", "Pause an active run (idempotent); `reason` is recorded."),
-        ("resume", "Resume a paused run."),
-        ("cancel", "Cancel a run: every row not yet handed over is cancelled."),
+    def pause_run(
+        run_id: RunId,
+        key: Annotated[ApiKey, Depends(scope("runs:write"))],
+        body: Annotated[PauseBody | None, Body()] = None,
+    ) -> dict[str, Any]:
+        why = body.reason if body and body.reason else None
+        reason = f"paused by {apikeys.actor_of(key)}" + (f": {why}" if why else "")
+        return controlled(
+            run_id, lambda s, now: runs.pause_run(s, run_id, reason, now, halts=runtime.halts)
+        )
+
+    # resume and cancel take no body (one sent is not read)
+    def resume_run(
+        run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))]
+    ) -> dict[str, Any]:
+        return controlled(run_id, lambda s, now: runs.resume_run(s, run_id, now))
+
+    def cancel_run(
+        run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))]
+    ) -> dict[str, Any]:
+        return controlled(
+            run_id, lambda s, now: runs.cancel_run(s, run_id, now, halts=runtime.halts)
+        )
+
+    for action, handler, doc in (
+        ("pause", pause_run, "Pause an active run (idempotent); `reason` is recorded."),
+        ("resume", resume_run, "Resume a paused run."),
+        ("cancel", cancel_run, "Cancel a run: every row not yet handed over is cancelled."),
     ):
         router.add_api_route(
-            f"/v1/runs/{{run_id}}:{action}",
-            control(action),
+            f"/v1/runs/{{run_id:segment}}:{action}",
+            handler,
             methods=["POST"],
             tags=["runs"],
             response_model=RunProgress,
@@ -261,6 +454,20 @@ def build_router(runtime: Any) -> APIRouter:
         )
 
     # ----------------------------------------------------------------------------- contacts
+    @router.get(
+        "/v1/contacts/{phone}",
+        tags=["contacts"],
+        response_model=ContactDoc,
+        summary="A contact",
+        description="Scope `contacts:read`.  404 when there is no contact with that number.",
+        responses=errors(400, 404, s400=PHONE_400),
+    )
+    def get_contact(
+        phone: PhonePath, key: Annotated[ApiKey, Depends(scope("contacts:read"))]
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return reads.contact_doc(s, phone)
+
     @router.put(
         "/v1/contacts/{phone}",
         tags=["contacts"],
@@ -268,11 +475,18 @@ def build_router(runtime: Any) -> APIRouter:
         summary="Create or update a contact",
         description="Scope `contacts:write`.  Attributes are merged into the stored ones.  "
         "201 when created, 200 when updated.",
-        responses={201: {"model": ContactOut, "description": "Created"}, **errors(400)},
+        responses={
+            201: {"model": ContactOut, "description": "Created"},
+            **errors(
+                400,
+                s400=PHONE_400[:-1] + "; `unknown-time-zone`: the time zone "
+                "database has no such zone.",
+            ),
+        },
     )
     def put_contact(
         phone: PhonePath,
-        body: ContactIn,
+        body: Annotated[ContactIn, Body(openapi_examples=EXAMPLES["contact"])],
         response: Response,
         key: Annotated[ApiKey, Depends(scope("contacts:write"))],
     ) -> ContactOut:
@@ -296,19 +510,19 @@ def build_router(runtime: Any) -> APIRouter:
         response_model=ConsentEventOut,
         summary="Record a consent grant or revocation",
         description="Scope `consent:write`.  Appends to the ledger with the key as actor "
-        "(`api:<key name>`); a grant needs evidence.",
-        responses=errors(400, 404),
+        "(`api:<key name>`); a grant needs evidence.  404 when the brand, or the campaign "
+        "within the brand, does not exist.",
+        responses=errors(400, 404, s400=PHONE_400),
     )
     def post_consent(
-        body: ConsentIn, key: Annotated[ApiKey, Depends(scope("consent:write"))]
+        body: Annotated[ConsentIn, Body(openapi_examples=EXAMPLES["consent"])],
+        key: Annotated[ApiKey, Depends(scope("consent:write"))],
     ) -> dict[str, Any]:
         with runtime.db.session() as s:
             brand = registry.get_brand(s, body.brand)
             campaign = registry.get_campaign(s, body.campaign) if body.campaign else None
             if campaign is not None and campaign.brand_id != brand.id:
-                raise InputError(
-                    f"campaign {campaign.sid} belongs to another brand", field="campaign"
-                )
+                raise NotFoundError("campaign", f"{body.campaign} of brand {brand.name}")
             contact, _ = contact_svc.upsert_contact(s, body.phone)
             ev = ledger.append(
                 s,
@@ -339,7 +553,7 @@ def build_router(runtime: Any) -> APIRouter:
         response_model=ConsentLedger,
         summary="The consent ledger of one contact",
         description="Scope `consent:read`.  Every event with its evidence, oldest first.",
-        responses=errors(400, 404),
+        responses=errors(400, 404, s400=PHONE_400),
     )
     def get_consent(
         phone: PhonePath, key: Annotated[ApiKey, Depends(scope("consent:read"))]
@@ -351,23 +565,133 @@ def build_router(runtime: Any) -> APIRouter:
                 "events": list(ledger.export_rows(s, phone=contact.phone)),
             }
 
+    # ------------------------------------------------------------------------------ webhooks
+    @router.post(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        status_code=201,
+        response_model=SubscriptionCreated,
+        summary="Subscribe to events",
+        description="Scope `webhooks:write` (and `contacts:read` for `contact.opted_out`).  "
+        "The answer holds the signing `secret`, shown this once.  409 when the key already has "
+        f"{hooks.MAX_SUBSCRIPTIONS} subscriptions.  See docs/api.md, Webhooks.",
+        responses=errors(409),
+    )
+    def create_subscription(
+        body: Annotated[SubscriptionIn, Body(openapi_examples=EXAMPLES["subscription"])],
+        key: Annotated[ApiKey, Depends(scope("webhooks:write"))],
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            sub, secret = hooks.create_subscription(
+                s, key, body.url, body.events, now=runtime.clock.now()
+            )
+            return {**hooks.subscription_dict(sub), "secret": secret}
+
+    @router.get(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        response_model=SubscriptionList,
+        summary="This key's subscriptions",
+        description="Scope `webhooks:read`.  Secrets are never shown again.",
+        responses=errors(),
+    )
+    def list_subscriptions(
+        key: Annotated[ApiKey, Depends(scope("webhooks:read"))],
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return {"items": [hooks.subscription_dict(x) for x in hooks.subscriptions(s, key)]}
+
+    @router.get(
+        "/v1/webhooks/{subscription_id:segment}",
+        tags=["webhooks"],
+        response_model=Subscription,
+        summary="A subscription",
+        description="Scope `webhooks:read`.  404 for another key's or a deleted one.",
+        responses=errors(404),
+    )
+    def get_subscription(
+        subscription_id: SubscriptionId, key: Annotated[ApiKey, Depends(scope("webhooks:read"))]
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return hooks.subscription_dict(hooks.get_subscription(s, key, subscription_id))
+
+    @router.delete(
+        "/v1/webhooks/{subscription_id:segment}",
+        tags=["webhooks"],
+        status_code=204,
+        response_class=Response,
+        summary="Delete a subscription",
+        description="Scope `webhooks:write`.  Its pending events are cancelled; nothing more "
+        "is sent to it.",
+        responses=errors(404),
+    )
+    def delete_subscription(
+        subscription_id: SubscriptionId, key: Annotated[ApiKey, Depends(scope("webhooks:write"))]
+    ) -> Response:
+        with runtime.db.session() as s:
+            hooks.delete_subscription(s, key, subscription_id, now=runtime.clock.now())
+        return Response(status_code=204)
+
+    @router.get(
+        "/v1/webhooks/{subscription_id:segment}/deliveries",
+        tags=["webhooks"],
+        response_model=DeliveryPage,
+        summary="The delivery log of a subscription",
+        description="Scope `webhooks:read`.  Its events newest first, each with its state and "
+        "every attempt (time, status, error, duration); page with `cursor`.",
+        responses=errors(404),
+    )
+    def list_deliveries(
+        subscription_id: SubscriptionId,
+        key: Annotated[ApiKey, Depends(scope("webhooks:read"))],
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Events per page.")] = 20,
+    ) -> dict[str, Any]:
+        with runtime.db.session() as s:
+            return hooks.delivery_page(
+                s, key, subscription_id, cursor=reads.cursor_key(cursor, MAX_ID), limit=limit
+            )
+
     return router
+
+
+def _upload_body() -> dict[str, Any]:
+    """The NDJSON body in the document: the sequence of its lines as an array (a client or a
+    fuzzer writes item *i* as line *i*): a run spec, then anything (each further line is a
+    recipient, or a reject listed in ``upload.rejects``: never a refused upload)."""
+    lines = {
+        "type": "array",
+        "description": "NDJSON: one JSON value per line, written as the items of this array.  "
+        'Line 1 is the run spec; every further line a recipient `{"phone": ..., '
+        '"variables": {...}}` (see Recipient); a line that is not one is listed in '
+        "`upload.rejects` and does not fail the upload.",
+        "prefixItems": [RunSpec.model_json_schema()],
+        "items": {"description": "A Recipient (or a line reported in upload.rejects)."},
+        "minItems": 1,
+        "maxItems": upload.MAX_ROWS + 1,
+    }
+    return {
+        "required": True,
+        "content": {t: {"schema": lines, "examples": EXAMPLES["upload"]} for t in NDJSON_TYPES},
+    }
 
 
 def _namespaced(key: ApiKey, header: str | None, body: str | None) -> str | None:
     """Idempotency keys are per API key: two systems cannot collide or read each other's run."""
     if header and body and header != body:
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("body", "idempotency_key"),
-                    "type": "value_error",
-                    "msg": "differs from the Idempotency-Key header",
-                }
-            ]
-        )
+        raise IdempotencyKeyMismatch()
     k = header or body
     return f"api:{key.name}:{k}" if k else None
+
+
+def _submit(launch: Callable[[], Submission], req: runs.LaunchRequest) -> Submission:
+    """``launch()``; its idempotency conflict names the key as the client sent it (the stored
+    one carries the API key's namespace, which is none of the client's business)."""
+    try:
+        return launch()
+    except ConflictError:
+        key = (req.idempotency_key or "").split(":", 2)[-1]
+        raise ConflictError(f"idempotency key {key!r} was used with a different request") from None
 
 
 def _created(sub: Submission, report: dict[str, Any] | None) -> RunCreated:

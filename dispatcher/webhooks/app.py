@@ -15,24 +15,10 @@ def create_app(runtime: Runtime, *, options: WebhookOptions | None = None) -> Fa
     and the notifications API under ``/v1`` (its OpenAPI document is the app's ``/openapi.json``;
     webhook routes stay out of it).  Nothing is opened here: the runtime's database and Redis are
     used on each request."""
-    from dispatcher.api import (
-        DESCRIPTION,
-        TAGS,
-        TITLE,
-        VERSION,
-        build_router,
-        install_error_handlers,
-    )
+    from dispatcher.api import build_router, install_error_handlers, new_app
 
     ctx = Context(runtime, options or WebhookOptions())
-    app = FastAPI(
-        title=TITLE,
-        version=VERSION,
-        description=DESCRIPTION,
-        openapi_tags=TAGS,
-        docs_url=None,
-        redoc_url=None,
-    )
+    app: FastAPI = new_app()
     app.state.webhooks = ctx
     status.install(app, ctx)  # first: the hottest route is matched first
     app.include_router(inbound.router(ctx))

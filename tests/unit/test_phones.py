@@ -48,3 +48,40 @@ def test_rejects_with_reason(raw, reason):
 def test_masking_never_shows_last_four():
     assert mask_phone("+14155551234") == "+1415555****"
     assert "1234" not in scrub("sent to +14155551234 ok")
+
+
+def test_an_invalid_number_does_not_poison_valid_ones_sharing_its_first_digits():
+    """The region cache is keyed by the first 7 national digits: a 9-digit number (no region)
+    must not make a valid 10-digit number with the same 7 digits invalid afterwards."""
+    from dispatcher import phones
+
+    normalize_phone.cache_clear()
+    phones._regions.clear()
+    with pytest.raises(InvalidPhoneError):
+        normalize_phone("0260545166")  # a leading zero: national number 260545166 (9 digits)
+    assert normalize_phone("2605451531") == "+12605451531"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "connecting to 127.0.0.1:5432",
+        "server at 10.20.30.40 port 5432",
+        "peer 192.168.100.200 refused",
+    ],
+)
+def test_scrub_leaves_ip_addresses_alone(text):
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        ("STOP from +14155551234", "1234"),
+        ("to 415.555.1234 ok", "1234"),
+        ("to (415) 555-1234 ok", "1234"),
+        ("to 4155551234, 127.0.0.1", "1234"),
+    ],
+)
+def test_scrub_still_masks_phone_numbers(text, hidden):
+    assert hidden not in scrub(text)

@@ -82,6 +82,21 @@ def make_world(db: Any) -> dict[str, Any]:
         }
 
 
+LIST_TEMPLATE = "Acme: your order shipped. Reply STOP to opt out"
+
+
+def launch_list(client: ApiClient, world: dict[str, Any], n: int = 3) -> int:
+    """POST /v1/runs for ``n`` listed recipients (+14155550000, ...); the new run's id."""
+    body = {
+        "campaign": world["campaign"],
+        "template": LIST_TEMPLATE,
+        "recipients": [{"phone": f"+1415555{i:04d}"} for i in range(n)],
+    }
+    r = client.post("/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    return int(r.json()["run"]["id"])
+
+
 def make_key(db: Any, name: str, scopes: str = ALL_SCOPES) -> str:
     with db.session() as s:
         token, _ = apikeys.create_key(s, name, scopes)
@@ -89,7 +104,11 @@ def make_key(db: Any, name: str, scopes: str = ALL_SCOPES) -> str:
 
 
 def make_runtime(db: Any) -> Runtime:
-    rt = Runtime(Settings(database_url=db.url), clock=FakeClock())
+    """A runtime over ``db`` with a Redis handed in (as every process would share one): on
+    PostgreSQL a pause, cancel or revocation must signal the halt keys."""
+    import fakeredis
+
+    rt = Runtime(Settings(database_url=db.url), clock=FakeClock(), redis=fakeredis.FakeRedis())
     rt.__dict__["db"] = db
     return rt
 

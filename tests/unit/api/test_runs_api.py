@@ -170,7 +170,9 @@ def test_bad_input_maps_to_4xx_not_500(client, world, db):
         "/v1/runs",
         json={"campaign": world["campaign"], "template": "bad [field", "audience": {"kind": "all"}},
     )
-    assert r.status_code == 400 and r.json()["field"] == "template"
+    # a template that does not parse breaks the documented pattern: 422 naming the column
+    assert r.status_code == 422 and r.json()["field"] == "template"
+    assert "column 5 is never closed" in r.json()["detail"]
     assert client.get("/v1/runs/abc").status_code == 422
     assert client.get("/v1/runs/99999999999").status_code == 422
     assert client.get("/v1/nothing").json()["status"] == 404
@@ -193,3 +195,23 @@ def test_pause_resume_cancel(client, world):
     g = client.get(f"/v1/runs/{run_id}").json()
     assert g["done"] == 3 and g["eta"] is None
     assert client.post("/v1/runs/777:pause").status_code == 404
+
+
+def test_a_list_with_every_phone_rejected_is_an_empty_run(client, world, db):
+    """The staged count (0) was read as 'not staged': the launch checks, then the fan-out,
+    treated the list as a segment with no query (a 500, then a failing scheduler tick)."""
+    from dispatcher import runs
+    from dispatcher.clock import utcnow
+
+    body = {
+        "campaign": world["campaign"],
+        "template": "Acme: hi [name]. Reply STOP to opt out",
+        "recipients": [{"phone": "0"}, {"phone": "12"}],
+    }
+    r = client.post("/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    run = r.json()["run"]
+    assert run["total"] == 0 and run["audience"]["rejected"] == {"invalid_phone": 2}
+    with db.session() as s:
+        assert runs.fan_out(s, run["id"], utcnow()) == 0
+        assert runs.get_run(s, run["id"]).state == runs.RUNNING

@@ -180,7 +180,10 @@ def test_contact_upsert(client):
     assert r.status_code == 200 and r.json()["attributes"] == {"plan": "gold", "tier": 2}
     r = client.put("/v1/contacts/4155550100", json={"time_zone": "Mars/Base"})
     assert r.status_code == 400 and r.json()["field"] == "time_zone"
-    assert client.put("/v1/contacts/abc", json={}).status_code == 400
+    assert r.json()["type"].endswith("unknown-time-zone")
+    assert client.put("/v1/contacts/abc", json={}).status_code == 422  # not a phone number
+    r = client.put("/v1/contacts/4155550100", json={"time_zone": "America"})  # a folder
+    assert r.status_code == 400 and r.json()["type"].endswith("unknown-time-zone")
 
 
 def test_python_client(app, token, world):

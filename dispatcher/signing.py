@@ -1,0 +1,84 @@
+"""Signatures of the webhooks the dispatcher sends to producers (dispatcher.hooks).  Pure.
+
+The scheme is Stripe's: the header ::
+
+    Dispatcher-Signature: t=1767625200,v1=5257a869e7ec...(64 hex digits)
+
+carries the time of the attempt (Unix seconds) and, per scheme version, the hex HMAC-SHA256 of
+``"<t>.<body>"`` under the subscription's secret.  A receiver recomputes it over the raw body it
+got, compares in constant time and refuses a timestamp outside its replay window (5 minutes by
+default): a captured request cannot be replayed later, and a changed body or time does not verify.
+Several ``v1=`` entries may appear (one per secret while a secret is being rotated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from dispatcher.errors import DispatcherError
+
+HEADER = "Dispatcher-Signature"
+SCHEME = "v1"
+TOLERANCE_S = 300
+
+
+class WebhookSignatureError(DispatcherError):
+    """A webhook whose signature is missing, malformed, wrong or outside the replay window."""
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """Hex HMAC-SHA256 of ``"<timestamp>.<body>"`` under ``secret``."""
+    signed = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def header_value(secret: str, timestamp: int, body: bytes) -> str:
+    return f"t={timestamp},{SCHEME}={signature(secret, timestamp, body)}"
+
+
+def verify(
+    body: bytes,
+    header: str | None,
+    secret: str,
+    *,
+    now: float,
+    tolerance_s: float = TOLERANCE_S,
+) -> dict[str, Any]:
+    """The event in ``body`` if ``header`` signs it with ``secret`` within ``tolerance_s`` of
+    ``now`` (Unix seconds); :class:`WebhookSignatureError` otherwise.  ``body`` must be the raw
+    bytes received (a re-serialised JSON document does not verify)."""
+    timestamp, candidates = _parse(header or "")
+    if abs(now - timestamp) > tolerance_s:
+        raise WebhookSignatureError(
+            f"webhook timestamp {timestamp} is {abs(now - timestamp):.0f} s from now "
+            f"(more than {tolerance_s:.0f} s): a replay or a clock far off"
+        )
+    expected = signature(secret, timestamp, body)
+    if not any(hmac.compare_digest(expected, c) for c in candidates):
+        raise WebhookSignatureError("webhook signature does not match (wrong secret or body)")
+    try:
+        event = json.loads(body)
+    except ValueError as e:
+        raise WebhookSignatureError(f"webhook body is not JSON: {e}") from None
+    if not isinstance(event, dict):
+        raise WebhookSignatureError("webhook body is not a JSON object")
+    return event
+
+
+def _parse(header: str) -> tuple[int, list[str]]:
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t" and value.isascii() and value.isdigit():
+            timestamp = int(value)
+        elif name == SCHEME and value:
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        raise WebhookSignatureError(
+            f"missing or malformed {HEADER} header (want t=<unix time>,{SCHEME}=<hex hmac>)"
+        )
+    return timestamp, candidates
