@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from dispatcher.clock import as_utc, utcnow
 from dispatcher.errors import ConflictError, DispatcherError, InputError, NotFoundError
@@ -141,7 +141,7 @@ def revoke(session: Session, name: str, *, now: datetime | None = None) -> tuple
 
 
 def list_keys(session: Session) -> list[ApiKey]:
-    return list(session.exec(select(ApiKey).order_by(ApiKey.id)))
+    return list(session.exec(select(ApiKey).order_by(col(ApiKey.id))))
 
 
 def key_dict(key: ApiKey) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def where_clause(spec: dict[str, Any]) -> Any:
             col = getattr(Contact, _COLUMNS[key])
             conds.append(col == (value.upper() if key == "state" else value))
         else:
-            conds.append(Contact.attributes[key].as_string() == value)  # type: ignore[index]
+            conds.append(Contact.attributes[key].as_string() == value)
     return and_(*conds)
 
 

@@ -100,8 +100,8 @@ def error_from(response: httpx.Response) -> DispatcherError:
         e = StorageError(detail)
     else:
         e = ApiError(detail, status=status)
-    e.problem = doc  # type: ignore[attr-defined]
-    e.status = status  # type: ignore[attr-defined]
+    e.problem = doc
+    e.status = status
     return e
 
 

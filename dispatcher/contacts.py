@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from dispatcher import ledger
 from dispatcher.clock import utcnow
@@ -101,7 +101,7 @@ def upsert_contact(
 
 
 def list_contacts(session: Session, *, limit: int = 100, offset: int = 0) -> list[Contact]:
-    return list(session.exec(select(Contact).order_by(Contact.id).offset(offset).limit(limit)))
+    return list(session.exec(select(Contact).order_by(col(Contact.id)).offset(offset).limit(limit)))
 
 
 def contact_dict(c: Contact) -> dict[str, Any]:

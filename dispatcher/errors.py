@@ -6,9 +6,15 @@ Library errors are wrapped at the edge (``raise GatewayError(...) from e``); the
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DispatcherError(Exception):
-    """Root of every error the product raises on purpose."""
+    """Root of every error the product raises on purpose. Raised by the HTTP client
+    (dispatcher/client.py), it also carries the API's problem document and HTTP status."""
+
+    problem: dict[str, Any] | None = None
+    status: int | None = None
 
 
 class ConfigError(DispatcherError):

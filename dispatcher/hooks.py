@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import insert, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from dispatcher.clock import Clock, as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
@@ -123,14 +123,14 @@ def create_subscription(
 def subscriptions(session: Session, key: ApiKey) -> list[WebhookSubscription]:
     """``key``'s subscriptions (not deleted), oldest first."""
     return list(
-        session.exec(
+        session.scalars(
             select(WebhookSubscription)
             .where(
-                WebhookSubscription.api_key_id == key.id,
-                WebhookSubscription.disabled_at.is_(None),  # type: ignore[union-attr]
+                col(WebhookSubscription.api_key_id) == key.id,
+                col(WebhookSubscription.disabled_at).is_(None),
             )
-            .order_by(WebhookSubscription.id)  # type: ignore[arg-type]
-        ).scalars()
+            .order_by(col(WebhookSubscription.id))
+        )
     )
 
 
@@ -326,7 +326,8 @@ def iso(value: datetime) -> str:
 
 
 def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(doc, default=_iso))
+    out: dict[str, Any] = json.loads(json.dumps(doc, default=_iso))
+    return out
 
 
 def _iso(value: Any) -> str:
@@ -349,7 +350,7 @@ class DeliveryConfig:
 
 def backoff_s(attempts: int, config: DeliveryConfig) -> float:
     """Delay before the attempt after the ``attempts``-th failed one."""
-    return min(config.base_delay_s * 2 ** max(attempts - 1, 0), config.max_delay_s)
+    return float(min(config.base_delay_s * 2 ** max(attempts - 1, 0), config.max_delay_s))
 
 
 @dataclass(frozen=True)

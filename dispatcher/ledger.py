@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, event, or_
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from dispatcher import hooks
 from dispatcher.clock import as_utc, utcnow
@@ -127,14 +127,14 @@ NO_CONSENT = ConsentStatus(False, False, None, None)
 def _scope(campaign: bool) -> Any:
     """Events of the brand (``:brand_id``) that cover the campaign (``:campaign_id``): its own
     and the brand-wide ones; without a campaign, the brand-wide ones only."""
-    cond = ConsentEvent.brand_id == bindparam("brand_id")
+    cond = col(ConsentEvent.brand_id) == bindparam("brand_id")
     if not campaign:
-        return and_(cond, ConsentEvent.campaign_id.is_(None))  # type: ignore[union-attr]
+        return and_(cond, col(ConsentEvent.campaign_id).is_(None))
     return and_(
         cond,
         or_(
-            ConsentEvent.campaign_id.is_(None),  # type: ignore[union-attr]
-            ConsentEvent.campaign_id == bindparam("campaign_id"),
+            col(ConsentEvent.campaign_id).is_(None),
+            col(ConsentEvent.campaign_id) == bindparam("campaign_id"),
         ),
     )
 
@@ -146,9 +146,9 @@ def _statuses_stmt(campaign: bool) -> Any:
         select(ConsentEvent.contact_id, ConsentEvent.action, ConsentEvent.occurred_at)
         .where(
             _scope(campaign),
-            ConsentEvent.contact_id.in_(bindparam("ids", expanding=True)),  # type: ignore[attr-defined]
+            col(ConsentEvent.contact_id).in_(bindparam("ids", expanding=True)),
         )
-        .order_by(ConsentEvent.contact_id, ConsentEvent.occurred_at, ConsentEvent.id)
+        .order_by(col(ConsentEvent.contact_id), col(ConsentEvent.occurred_at), col(ConsentEvent.id))
     )
 
 
@@ -215,10 +215,10 @@ def export_rows(session: Session, *, phone: str | None = None) -> Iterator[dict[
     """Every event with its evidence, oldest first, streamed in pages."""
     q = (
         select(ConsentEvent, Contact.phone, Brand.name, Campaign.sid)
-        .join(Contact, Contact.id == ConsentEvent.contact_id)  # type: ignore[arg-type]
-        .join(Brand, Brand.id == ConsentEvent.brand_id)  # type: ignore[arg-type]
-        .outerjoin(Campaign, Campaign.id == ConsentEvent.campaign_id)  # type: ignore[arg-type]
-        .order_by(ConsentEvent.id)
+        .join(Contact, col(Contact.id) == ConsentEvent.contact_id)
+        .join(Brand, col(Brand.id) == ConsentEvent.brand_id)
+        .outerjoin(Campaign, col(Campaign.id) == ConsentEvent.campaign_id)
+        .order_by(col(ConsentEvent.id))
     )
     if phone is not None:
         q = q.where(Contact.phone == phone)

@@ -32,7 +32,7 @@ from dispatcher.clock import utcnow
 
 
 def _ts(**kw: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kw)  # type: ignore[call-overload]
+    return Field(sa_type=DateTime(timezone=True), **kw)
 
 
 def _json(default: Any = None, **kw: Any) -> Any:
@@ -278,3 +278,12 @@ class WebhookAttempt(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: int = 0
+
+
+def pk(row: SQLModel) -> int:
+    """The primary key of a stored row. A row that was never flushed has none: asking for it is a
+    programming error, said here instead of as a ``None`` deep in a query."""
+    ident = getattr(row, "id", None)
+    if ident is None:
+        raise ValueError(f"{type(row).__name__} has no id yet (it was never flushed)")
+    return int(ident)

@@ -166,7 +166,7 @@ def _batch_text(sql: str) -> Any:
     so the text is constant (parsed and cached once) whatever the batch's size."""
     from dispatcher.models import Run
 
-    return text(sql.replace("{t}", T.name).replace("{runs}", Run.__tablename__))
+    return text(sql.replace("{t}", T.name).replace("{runs}", str(Run.__tablename__)))
 
 
 #: the batch's rows are locked in id order (a cancel or a STOP updating many rows at once cannot

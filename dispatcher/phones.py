@@ -44,7 +44,7 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
         num = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as e:
         raise InvalidPhoneError(f"phone number {text!r} cannot be parsed: {e._msg}") from e
-    region = _region(num.country_code, str(num.national_number)[:7], num)
+    region = _region(num.country_code or 0, str(num.national_number)[:7], num)
     if region is None or not phonenumbers.is_valid_number_for_region(num, region):
         raise InvalidPhoneError(f"phone number {text!r} is not a valid number")
     if region not in US_REGIONS:

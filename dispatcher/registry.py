@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from dispatcher.errors import ConflictError, InputError, NotFoundError
-from dispatcher.models import Brand, Campaign
+from dispatcher.models import Brand, Campaign, pk
 
 TMOBILE_TIERS = ("TOP", "HIGH", "MID", "LOW", "BASIC", "UNCAPPED", "LOW_VOLUME", "SOLE_PROPRIETOR")
 
@@ -68,7 +68,7 @@ def get_brand(session: Session, key: str | int) -> Brand:
 
 
 def list_brands(session: Session) -> list[Brand]:
-    return list(session.exec(select(Brand).order_by(Brand.id)))
+    return list(session.exec(select(Brand).order_by(col(Brand.id))))
 
 
 def brand_dict(b: Brand) -> dict[str, Any]:
@@ -139,6 +139,8 @@ def load_campaign_file(path: Path) -> dict[str, Any]:
         raise InputError(
             f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from e
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a JSON object, found {type(doc).__name__}")
     return doc
 
 
@@ -163,7 +165,7 @@ def import_campaign(
     campaign = session.exec(select(Campaign).where(Campaign.sid == parsed.sid)).first()
     created = campaign is None
     if campaign is None:
-        campaign = Campaign(sid=parsed.sid, brand_id=brand.id, **values)
+        campaign = Campaign(sid=parsed.sid, brand_id=pk(brand), **values)
     else:
         if campaign.brand_id != brand.id:
             raise ConflictError(f"campaign {parsed.sid} belongs to another brand")
@@ -201,7 +203,7 @@ def get_campaign(session: Session, key: str | int) -> Campaign:
 
 
 def list_campaigns(session: Session) -> list[Campaign]:
-    return list(session.exec(select(Campaign).order_by(Campaign.id)))
+    return list(session.exec(select(Campaign).order_by(col(Campaign.id))))
 
 
 def campaign_dict(c: Campaign, *, full: bool = False) -> dict[str, Any]:

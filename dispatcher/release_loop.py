@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from dispatcher import outbox, runs
 from dispatcher.clock import Clock, as_utc
@@ -92,7 +93,7 @@ class ReleaseLoop:
         cfg = self.config
         with self.db.session() as s:
             conn = s.connection()
-            carried = dict(
+            carried: dict[int, int] = dict(
                 conn.execute(
                     select(T.c.run_id, func.count())
                     .where(T.c.state == outbox.QUEUED, T.c.enqueued_at.is_not(None))
@@ -100,8 +101,8 @@ class ReleaseLoop:
                 ).all()
             )
             running = conn.execute(
-                select(R.c.id, Campaign.window_limit, Campaign.window_seconds)
-                .join(Campaign, Campaign.id == R.c.campaign_id)  # type: ignore[arg-type]
+                select(R.c.id, col(Campaign.window_limit), col(Campaign.window_seconds))
+                .join(Campaign, col(Campaign.id) == R.c.campaign_id)
                 .where(R.c.state == runs.RUNNING)
             ).all()
             ids: list[int] = []
@@ -203,7 +204,9 @@ class ReleaseLoop:
                 )
                 .all()
             )
-            brands = s.connection().execute(select(Brand.name, Brand.tmobile_brand_tier)).all()
+            brands = (
+                s.connection().execute(select(col(Brand.name), col(Brand.tmobile_brand_tier))).all()
+            )
         for run_id, started in active:
             self.metrics.run_started(run_id, as_utc(started))
         for name, tier in brands:

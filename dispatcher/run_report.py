@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from dispatcher import audience as aud
 from dispatcher import ledger, outbox
@@ -290,14 +290,14 @@ def model_load(
 
     shape = list(buckets_of(1))
     span = max((b.period_s + b.grace for b in shape if b.calendar_tz is None), default=0.0)
-    same_brand = select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)  # type: ignore[arg-type]
+    same_brand = select(col(Campaign.id)).where(col(Campaign.brand_id) == campaign.brand_id)
     sender = campaign.messaging_service_sid or campaign.sender
     sender_ids = {
         cid
         for cid, ms, snd in session.connection().execute(
-            select(Campaign.id, Campaign.messaging_service_sid, Campaign.sender).where(
-                Campaign.brand_id == campaign.brand_id  # type: ignore[arg-type]
-            )
+            select(
+                col(Campaign.id), col(Campaign.messaging_service_sid), col(Campaign.sender)
+            ).where(col(Campaign.brand_id) == campaign.brand_id)
         )
         if (ms or snd) == sender
     }
@@ -348,13 +348,15 @@ def run_schedule(
     start = max(now, as_utc(run.send_at))
     t_start = start.timestamp()
     if run.state == SCHEDULED and not run.audience.get("staged"):
-        rows = _audience_rows(session, run, campaign, grouper, t_start)
-        if not rows:
+        audience_rows = _audience_rows(session, run, campaign, grouper, t_start)
+        if not audience_rows:
             return schedule_doc(None, start)
         from dispatcher import schedule as sched
 
         buckets_of = model_buckets(session, campaign, grace_s)
-        return schedule_doc(sched.plan(rows, grouper.groups, buckets_of, now=t_start), start)
+        return schedule_doc(
+            sched.plan(audience_rows, grouper.groups, buckets_of, now=t_start), start
+        )
     t = OB
     c = Contact.__table__  # type: ignore[attr-defined]
     conn = session.connection()
@@ -562,7 +564,7 @@ def dry_run(
     total = 0
     for batch in _audience_batches(session, req, rejected):
         ids = [c.id for c, _ in batch if c.id is not None]
-        consent = ledger.statuses(session, ids, brand_id=brand.id, campaign_id=campaign.id)
+        consent = ledger.statuses(session, ids, brand_id=campaign.brand_id, campaign_id=campaign.id)
         for contact, variables in batch:
             total += 1
             st = consent.get(contact.id, ledger.NO_CONSENT) if contact.id else ledger.NO_CONSENT
@@ -617,27 +619,27 @@ def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[st
         cond = aud.where_clause(req.audience)
         last = 0
         while True:
-            rows = list(
-                session.exec(
+            contacts = list(
+                session.scalars(
                     select(Contact)
-                    .where(cond, Contact.id > last)
-                    .order_by(Contact.id)
+                    .where(cond, col(Contact.id) > last)
+                    .order_by(col(Contact.id))
                     .limit(STAGE_BATCH)
-                ).scalars()
+                )
             )
-            if not rows:
+            if not contacts:
                 return
-            last = rows[-1].id
-            yield [(c, None) for c in rows]
+            last = contacts[-1].id or last
+            yield [(c, None) for c in contacts]
         return
 
     def resolve(chunk: list[tuple[str, dict[str, Any]]]) -> list[tuple[Contact, Any]]:
         known = {
             c.phone: c
-            for c in session.exec(
-                select(Contact).where(Contact.phone.in_([p for p, _ in chunk]))
-            ).scalars()
-        }  # type: ignore[attr-defined]
+            for c in session.scalars(
+                select(Contact).where(col(Contact.phone).in_([p for p, _ in chunk]))
+            )
+        }
         return [(known.get(p) or Contact(phone=p), v) for p, v in chunk]
 
     chunk: list[tuple[str, dict[str, Any]]] = []

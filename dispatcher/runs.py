@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, literal, select, text, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from dispatcher import audience as aud
 from dispatcher import hooks, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
-from dispatcher.models import Campaign, Contact, OutboxMessage, Run
+from dispatcher.models import Campaign, Contact, OutboxMessage, Run, pk
 from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
 
@@ -107,11 +107,9 @@ def find_replay(session: Session, req: LaunchRequest) -> Run | None:
     ``ConflictError`` when that request was another one."""
     if not req.idempotency_key:
         return None
-    existing = (
-        session.exec(select(Run).where(Run.idempotency_key == req.idempotency_key))
-        .scalars()
-        .first()
-    )
+    existing = session.scalars(
+        select(Run).where(col(Run.idempotency_key) == req.idempotency_key)
+    ).first()
     if existing is not None and existing.request_hash != req.fingerprint():
         raise ConflictError(
             f"idempotency key {req.idempotency_key!r} was used with a different request"
@@ -124,7 +122,7 @@ def create_run(session: Session, req: LaunchRequest, campaign: Campaign, *, now:
     a unique-key race on ``req.idempotency_key`` surfaces as IntegrityError."""
     send_at = as_utc(req.send_at) if req.send_at else now
     run = Run(
-        campaign_id=campaign.id,
+        campaign_id=pk(campaign),
         template=req.template,
         audience=req.audience,
         state=SCHEDULED,
@@ -184,7 +182,9 @@ def _stage(
             return 0
         phones = [p for p, _ in batch]
         conn = session.connection()
-        ids = dict(conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(phones))).all())
+        ids: dict[str, int] = dict(
+            conn.execute(select(C.c.phone, C.c.id).where(C.c.phone.in_(phones))).all()
+        )
         fresh = [p for p in phones if p not in ids]
         if fresh:  # unknown numbers become contacts (with no consent: the gates suppress them)
             bulk_insert(
@@ -248,7 +248,7 @@ def fan_out(session: Session, run_id: int, now: datetime) -> int:
     )
     if not claimed:
         return 0
-    run = session.get(Run, run_id)
+    run = session.get_one(Run, run_id)
     created = 0
     if "staged" not in run.audience:  # a count, 0 when every listed phone was rejected
         created = _insert_select(session, run, now)
@@ -418,11 +418,11 @@ def pause_campaign_runs(
 
 def active_runs_of_campaign(session: Session, campaign_id: int) -> list[Run]:
     return list(
-        session.exec(
-            select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE))
-        ).scalars()
-    )  # type: ignore[attr-defined]
+        session.scalars(
+            select(Run).where(col(Run.campaign_id) == campaign_id, col(Run.state).in_(ACTIVE))
+        )
+    )
 
 
 def list_runs(session: Session, limit: int = 50) -> list[Run]:
-    return list(session.exec(select(Run).order_by(Run.id.desc()).limit(limit)).scalars())  # type: ignore[union-attr]
+    return list(session.scalars(select(Run).order_by(col(Run.id).desc()).limit(limit)))

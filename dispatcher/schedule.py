@@ -384,8 +384,8 @@ class _Model:
             if not r.booked:
                 by_instant.setdefault(max(r.ready, now), {}).setdefault(r.group, []).append(i)
         for t, cohort in by_instant.items():
-            for g, ids in cohort.items():
-                self._add(t, g, ids, 0)
+            for gi, ids in cohort.items():
+                self._add(t, gi, ids, 0)
 
     # ---------------------------------------------------------------------------- helpers
     def _add(self, t: float, g: int, ids: list[int], off: int) -> None:
@@ -409,8 +409,8 @@ class _Model:
         buckets = self.buckets
         while True:
             s0 = s
-            for b, c in zip(buckets, cost):  # noqa: B905 - one cost per bucket (built so)
-                s = b.fit(s, c)
+            for bucket, c in zip(buckets, cost):  # noqa: B905 - one cost per bucket (built so)
+                s = bucket.fit(s, c)
             if s == s0:
                 return s
 
@@ -462,7 +462,7 @@ class _Model:
                 live.append([merged, 0, g])
         ahead = self.ahead
         while ahead and ahead[0][0] <= t:
-            self.ahead_n -= ahead.popleft()[1]
+            self.ahead_n -= int(ahead.popleft()[1])
         heap = [(e[0][e[1]], k) for k, e in enumerate(live) if e[1] < len(e[0])]
         heapq.heapify(heap)
         stop: float | None = None
@@ -514,7 +514,7 @@ class _Model:
         """When ``n`` of the rows booked ahead have gone (the release loop lets more through)."""
         seen = 0
         for slot, count in self.ahead:
-            seen += count
+            seen += int(count)
             if seen >= n:
                 return float(slot)
         return float(self.ahead[-1][0])

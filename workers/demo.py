@@ -153,8 +153,8 @@ def run_demo(
     workdir = workdir or Path(".dispatcher")
     workdir.mkdir(parents=True, exist_ok=True)
     dbfile = workdir / "demo.db"
-    for p in (dbfile, Path(f"{dbfile}-wal"), Path(f"{dbfile}-shm")):
-        p.unlink(missing_ok=True)
+    for path in (dbfile, Path(f"{dbfile}-wal"), Path(f"{dbfile}-shm")):
+        path.unlink(missing_ok=True)
     settings = Settings(database_url=f"sqlite:///{dbfile}")
     zone, grace = settings.default_timezone, settings.throttle_grace_s
     now = datetime.now(UTC)

@@ -33,7 +33,7 @@ class EmbeddedStack:
         self.scheduler: Any = None
 
     def start(self) -> EmbeddedStack:
-        from workers import actors
+        from workers import actors, broker
         from workers.scheduler import Scheduler
 
         rt = self.runtime
@@ -41,7 +41,7 @@ class EmbeddedStack:
         rt.gateway  # noqa: B018 - starts the in-process sandbox carrier
         actors.set_runtime(rt)
         self.worker = dramatiq.Worker(
-            actors.broker, worker_threads=self.worker_threads, worker_timeout=100
+            broker.broker, worker_threads=self.worker_threads, worker_timeout=100
         )
         self.worker.start()
         self.scheduler = Scheduler(

@@ -14,7 +14,8 @@ from typing import Any
 def document() -> dict[str, Any]:
     from dispatcher.api import create_api_app
 
-    return create_api_app(runtime=None).openapi()
+    doc: dict[str, Any] = create_api_app(runtime=None).openapi()
+    return doc
 
 
 def render() -> str:

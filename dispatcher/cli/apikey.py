@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from dispatcher import apikeys
@@ -24,7 +26,7 @@ def create(
         token, key = apikeys.create_key(s, name, scope)
         doc = {**apikeys.key_dict(key), "key": token}
 
-    def render(d: dict) -> None:
+    def render(d: dict[str, Any]) -> None:
         out().print(d["key"], highlight=False)
         err().print(
             f"API key {d['name']!r} created with scopes {', '.join(d['scopes'])}. "

@@ -24,9 +24,9 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from dispatcher.errors import DispatcherError
 
 try:  # Typer >= 0.2x vendors Click; its exceptions are not Click's
-    from typer import _click  # type: ignore[attr-defined]
+    from typer import _click
 except ImportError:  # pragma: no cover - older Typer runs on Click itself
-    import click as _click
+    import click as _click  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _label(param: TyperOption) -> str:
     """TEXT, INTEGER, NUMBER, PATH for an option that takes a value."""
     desc = getattr(param, "type_descriptor", None)
     if desc is None:  # older Typer: Click's own type names
-        return str(getattr(param.type, "name", "text")).upper()
+        return str(getattr(getattr(param, "type", None), "name", "text")).upper()
     if getattr(desc, "is_choice", False) and desc.choices:
         return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
     ann = desc.annotation
@@ -155,7 +155,7 @@ def _usage_message(e: Exception) -> str:
     ctx = getattr(e, "ctx", None)
     if ctx is not None and ctx.command.get_help_option(ctx) is not None:
         msg = f"{msg.rstrip('.')} (see: {ctx.command_path} --help)"
-    return msg[:1].lower() + msg[1:]
+    return str(msg[:1].lower() + msg[1:])
 
 
 def _usage(e: Exception) -> None:
@@ -210,7 +210,9 @@ class DispatcherGroup(TyperGroup):
         order = list(GROUPS)
         return sorted(self.commands, key=lambda n: order.index(n) if n in order else len(order))
 
-    def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+    def make_context(  # type: ignore[override]  # Click types args as list[str] | None
+        self, info_name: str | None, args: list[str], **extra: Any
+    ) -> Any:
         try:
             return super().make_context(info_name, args, **extra)
         except _UsageError as e:  # the root's own options (`dispatcher --nope`)

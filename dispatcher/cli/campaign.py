@@ -10,7 +10,7 @@ from dispatcher import registry
 from dispatcher.cli.common import database
 from dispatcher.cli.output import JsonOpt, report, table
 from dispatcher.errors import InputError
-from dispatcher.models import Campaign
+from dispatcher.models import Campaign, pk
 
 app = typer.Typer(no_args_is_help=True)
 #: a new campaign's send window, as the model defines it
@@ -165,7 +165,7 @@ def sync(
         paused = 0
         if str(c.campaign_status or "").upper() in ("SUSPENDED", "FAILED"):
             reason = f"campaign {c.campaign_status}"
-            paused = runs.pause_campaign_runs(s, c.id, reason, now, halts=rt.halts)
+            paused = runs.pause_campaign_runs(s, pk(c), reason, now, halts=rt.halts)
         out = {**registry.campaign_dict(c), "changed": changed, "runs_paused": paused}
     report(
         out,

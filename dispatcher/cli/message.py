@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from sqlmodel import select
@@ -104,12 +105,14 @@ def preview(
     report(
         doc,
         as_json,
-        lambda d: (
-            err().print(d["body"]),
-            err().print(
-                f"{d['encoding']}, {d['segments']} segment(s), {d['characters']} characters"
-                f"{', first message' if d['first_message'] else ''}",
-                style="dim",
-            ),
-        ),
+        _render_preview,
+    )
+
+
+def _render_preview(d: dict[str, Any]) -> None:
+    err().print(d["body"])
+    err().print(
+        f"{d['encoding']}, {d['segments']} segment(s), {d['characters']} characters"
+        f"{', first message' if d['first_message'] else ''}",
+        style="dim",
     )

@@ -63,7 +63,7 @@ def _print_warnings(warnings: list[dict[str, Any]]) -> None:
         err().print(f"warning: {w['message']} [{w['rule']}]", highlight=False)
 
 
-def _render_dry(d: dict) -> None:
+def _render_dry(d: dict[str, Any]) -> None:
     zone = settings().default_timezone
     sch = d["schedule"]
     table(
@@ -89,7 +89,7 @@ def _render_dry(d: dict) -> None:
     render_schedule(sch, zone)
 
 
-def render_schedule(sch: dict | None, zone: str, hours: int = 12) -> None:
+def render_schedule(sch: dict[str, Any] | None, zone: str, hours: int = 12) -> None:
     """The schedule model's plan: when each recipients' window goes, and the sends per hour
     (the first ``hours``; ``--json`` has them all).  Times in the operator's zone."""
     if not sch or not sch["rows"]:
@@ -215,7 +215,7 @@ def show(run_id: int, as_json: bool = JsonOpt) -> None:
     report(doc, as_json, _render_show)
 
 
-def _render_show(d: dict) -> None:
+def _render_show(d: dict[str, Any]) -> None:
     zone = settings().default_timezone
     table(
         f"Run {d['id']}",

@@ -39,7 +39,7 @@ def watch(
     run_id: int,
     *,
     interval: float = 0.5,
-    until: Callable[[dict], bool] | None = None,
+    until: Callable[[dict[str, Any]], bool] | None = None,
     timeout: float | None = None,
     zone: str = "America/New_York",
     grace_s: float | None = None,

@@ -74,6 +74,6 @@ def classify_keyword(text: str | None, campaign: Any = None) -> KeywordClass | N
             found = {own.get(key), _STANDARD.get(key)} - {None}
             for cls in ("STOP", "START", "HELP"):
                 if cls in found:
-                    return cls  # type: ignore[return-value]
+                    return cls
             return None
     return _STANDARD.get(key)

@@ -216,7 +216,7 @@ class TwilioGateway:
 
 def _int(v: object) -> int:
     try:
-        return int(v)  # type: ignore[call-overload]
+        return int(str(v))
     except (TypeError, ValueError):
         return 0
 

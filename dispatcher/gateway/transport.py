@@ -62,7 +62,7 @@ class LoopThread:
             self._loop.close()
 
 
-class AsgiHttpClient(HttpClient):
+class AsgiHttpClient(HttpClient):  # type: ignore[misc]  # twilio ships no type information
     """A ``twilio.http.HttpClient`` that sends every request to ``app`` in this process."""
 
     def __init__(
@@ -82,7 +82,8 @@ class AsgiHttpClient(HttpClient):
     async def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=self._app), base_url=self._base_url
+                transport=httpx.ASGITransport(app=self._app),  # type: ignore[arg-type]  # httpx's _ASGIApp is narrower than the ASGI spec's callable
+                base_url=self._base_url,
             )
         return self._client
 

@@ -34,6 +34,7 @@ if connection is not None:
     _run(connection)
 else:
     url = config.get_main_option("sqlalchemy.url")
+    assert url, "alembic.ini / Config must set sqlalchemy.url (dispatcher/store.py does)"
     engine = create_engine(url)
     with engine.begin() as conn:
         _run(conn)

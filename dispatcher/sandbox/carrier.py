@@ -7,6 +7,7 @@ drive it with a FakeClock and server/embedded mode run :meth:`Sandbox.start` (a 
 
 from __future__ import annotations
 
+import builtins
 import heapq
 import logging
 import random
@@ -543,7 +544,7 @@ class Sandbox:
         self.stats.callbacks += 1
         return signed_callback(cfg.auth_token, msg.status_callback, params)
 
-    def _deliver(self, cbs: list[Callback]) -> None:
+    def _deliver(self, cbs: builtins.list[Callback]) -> None:
         for cb in cbs:
             try:
                 self.callbacks.send(cb)
@@ -572,7 +573,7 @@ class Sandbox:
 
     # -- records --------------------------------------------------------------------------------
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> builtins.list[dict[str, Any]]:
         """Every accepted message in acceptance order (with receive time, clock seconds)."""
         with self._lock:
             return [self._messages[s].record() for s in self._order if s in self._messages]
@@ -583,7 +584,7 @@ class Sandbox:
 
     # -- campaigns ------------------------------------------------------------------------------
 
-    def campaigns(self, service_sid: str) -> list[dict[str, Any]]:
+    def campaigns(self, service_sid: str) -> builtins.list[dict[str, Any]]:
         return [c for c in self.config.campaigns if c.get("messaging_service_sid") == service_sid]
 
     def campaign(self, service_sid: str, sid: str) -> dict[str, Any]:
@@ -636,8 +637,8 @@ def _date_ok(ts: float, filters: list[tuple[str, date | datetime, bool]]) -> boo
         left: date | datetime = dt.date() if is_date else dt
         if op == "=" and not (dt.date() == (value if is_date else value.date())):  # type: ignore[union-attr]
             return False
-        if op == "<" and not left <= value:  # type: ignore[operator]
+        if op == "<" and not left <= value:
             return False
-        if op == ">" and not left >= value:  # type: ignore[operator]
+        if op == ">" and not left >= value:
             return False
     return True

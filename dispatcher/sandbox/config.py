@@ -85,7 +85,7 @@ class SandboxConfig:
 
 
 def faults_from(patch: dict[str, Any], base: Faults | None = None) -> Faults:
-    f = _merge(Faults, base or Faults(), patch)
+    f: Faults = _merge(Faults, base or Faults(), patch)
     for name in ("rate_429", "rate_500", "slow_fraction", "timeout_after_accept", "drop_callbacks"):
         if not 0.0 <= float(getattr(f, name)) <= 1.0:
             raise InputError(f"fault {name} must be a fraction between 0 and 1")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from dispatcher.clock import FakeClock
 from dispatcher.throttle.policy import Bucket
-from dispatcher.throttle.redis import RedisThrottle, Reservation
+from dispatcher.throttle.redis import RedisThrottle
+from dispatcher.throttle.reservation import Reservation
 
 
 def window_violations(times: Sequence[float], period_s: float, limit: int,
