@@ -1,7 +1,8 @@
 """Reputation guard, I/O side: count a run's figures in SQL, evaluate (dispatcher.guard), pause.
 
-Called by the webhooks after a status callback that carries an error code and after a STOP,
-at most once per run per ``min_interval_s`` of clock time (:class:`GuardLimiter`).  A pause
+Called after a provider status that carries an error code (a callback in the webhooks, a fetch or
+a listing in the delivery core's resolve: ``check_runs``) and after a STOP, at most once per run
+per ``min_interval_s`` of clock time (:class:`GuardLimiter`).  A pause
 records its reason on the run (``Run.pause_reason``); resuming is the operator's decision.
 """
 
@@ -30,6 +31,7 @@ from dispatcher.models import Campaign, ConsentEvent, OutboxMessage, Run
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
+    from dispatcher.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,27 @@ def check_run(
         except ConflictError:
             log.debug("run %s left the active states before the guard paused it", run_id)
     return verdict
+
+
+def check_runs(
+    db: Database,
+    run_ids: list[int],
+    clock: Clock,
+    limiter: GuardLimiter,
+    base: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    halts: HaltSignal,
+) -> None:
+    """Evaluate the guard of these runs, each in its own transaction, rate-limited per run by
+    ``limiter``; never raises (the status that asked for it is already committed)."""
+    for run_id in run_ids:
+        if not limiter.allow(run_id):
+            continue
+        try:
+            with db.session() as s:
+                check_run(s, run_id, clock.now(), base, halts=halts)
+        except Exception:  # noqa: BLE001
+            log.exception("reputation guard failed for run %s", run_id)
 
 
 class GuardLimiter:
