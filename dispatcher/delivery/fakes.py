@@ -475,6 +475,9 @@ class RecordingMetrics(Metrics):
     def suppressed(self, campaign: str, reason: str) -> None:
         self._add("suppressed", campaign, reason)
 
+    def guard_event(self, campaign: str, kind: str) -> None:
+        self._add("guard_event", campaign, kind)
+
     def deferred(self, campaign: str, reason: str) -> None:
         self._add("deferred", campaign, reason)
 

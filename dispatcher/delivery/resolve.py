@@ -58,7 +58,9 @@ class Resolve:
     def _react(self, res: StatusResult | None) -> None:
         """After the commit: the status's metrics and the reputation guard of its run."""
         if res is not None and (run_ids := provider_status.react(self.metrics, res)):
-            check_runs(self.db, run_ids, self.clock, self.guard, halts=self.halts)
+            check_runs(
+                self.db, run_ids, self.clock, self.guard, halts=self.halts, metrics=self.metrics
+            )
 
     def unknown(self, row_id: int) -> Result:
         """An ``unknown`` row: ask the carrier whether the message exists; sent or re-queued."""

@@ -111,6 +111,7 @@ class Context:
             self.limiter,
             self.options.guard_thresholds,
             halts=self.runtime.halts,
+            metrics=self.metrics,
         )
 
     async def guard(self, run_ids: list[int]) -> None:

@@ -45,7 +45,7 @@ def _callback(w: World, row_id: int, status: str, code: int) -> None:
         )
     limiter = guard_check.GuardLimiter(w.h.clock)
     run_ids = provider_status.react(w.metrics, res)
-    guard_check.check_runs(w.h.db, run_ids, w.h.clock, limiter, halts=w.halts)
+    guard_check.check_runs(w.h.db, run_ids, w.h.clock, limiter, halts=w.halts, metrics=w.metrics)
 
 
 def _fetch(w: World, row_id: int, status: str, code: int) -> None:
