@@ -21,6 +21,12 @@ def bucket_key(brand_id: int | str, kind: str, ident: str) -> str:
     return f"{PREFIX}:tb:{brand_tag(brand_id)}:{kind}:{ident}"
 
 
+def broker_epoch_key() -> str:
+    """A random token on the broker's Redis; a changed one means Redis lost its keys (and the
+    queue its messages): the scheduler releases every carried row again at once."""
+    return f"{PREFIX}:broker:epoch"
+
+
 def scheduler_leader_key() -> str:
     return f"{PREFIX}:scheduler:leader"
 
