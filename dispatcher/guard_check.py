@@ -1,8 +1,13 @@
 """Reputation guard, I/O side: count a run's figures in SQL, evaluate (dispatcher.guard), pause.
 
-Called by the webhooks after a status callback that carries an error code and after a STOP,
-at most once per run per ``min_interval_s`` of clock time (:class:`GuardLimiter`).  A pause
-records its reason on the run (``Run.pause_reason``); resuming is the operator's decision.
+Called after a provider status that carries an error code (a callback in the webhooks, a fetch or
+a listing in the delivery core's resolve: ``check_runs``) and after a STOP, at most once per run
+per ``min_interval_s`` of clock time (:class:`GuardLimiter`).  A pause
+records its reason on the run (``Run.pause_reason``) and a ``GuardEvent`` (the reason and the
+figures judged); resuming is the operator's decision.  A resume with an acknowledgement
+(``runs.resume_run(acknowledge=...)``: CLI ``run resume --acknowledge``, API ``:resume`` with
+``acknowledge``) records who and why and starts a fresh window: from then on the guard judges
+only the run's sends at or after it (``guard_since``), never the old figures again.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session
 
 from dispatcher import hooks, outbox, runs
-from dispatcher.clock import Clock
+from dispatcher.clock import Clock, as_utc
 from dispatcher.errors import ConflictError, InputError
 from dispatcher.guard import (
     DEFAULT_THRESHOLDS,
@@ -26,10 +31,11 @@ from dispatcher.guard import (
     evaluate,
     thresholds_from,
 )
-from dispatcher.models import Campaign, ConsentEvent, OutboxMessage, Run
+from dispatcher.models import Campaign, ConsentEvent, GuardEvent, OutboxMessage, Run
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
+    from dispatcher.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,42 @@ FILTERING_CODE = 30007
 T = OutboxMessage.__table__  # type: ignore[attr-defined]
 CE = ConsentEvent.__table__  # type: ignore[attr-defined]
 C = Campaign.__table__  # type: ignore[attr-defined]
+GE = GuardEvent.__table__  # type: ignore[attr-defined]
+#: the guard's own actor in ``GuardEvent``
+GUARD_ACTOR = "reputation-guard"
+#: ``GuardEvent.kind``
+PAUSE, RESUME, ACKNOWLEDGE = "pause", "resume", "acknowledge"
+
+
+class GuardMetrics(Protocol):
+    def guard_event(self, campaign: str, kind: str) -> None: ...
+
+
+def guard_since(session: Session, run_id: int) -> datetime | None:
+    """When the run's guard window starts: its last acknowledgement, or None (every send)."""
+    at = (
+        session.connection()
+        .execute(select(func.max(GE.c.at)).where(GE.c.run_id == run_id, GE.c.kind == ACKNOWLEDGE))
+        .scalar()
+    )
+    return as_utc(at) if at is not None else None
+
+
+def record(
+    session: Session,
+    run_id: int,
+    kind: str,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    figures: dict[str, object] | None = None,
+) -> GuardEvent:
+    """One ``GuardEvent`` in the caller's transaction."""
+    ev = GuardEvent(
+        run_id=run_id, kind=kind, actor=actor[:128], reason=reason, figures=figures or {}, at=now
+    )
+    session.add(ev)
+    return ev
 
 
 def campaign_thresholds(campaign: Campaign, base: Thresholds = DEFAULT_THRESHOLDS) -> Thresholds:
@@ -55,8 +97,15 @@ def campaign_thresholds(campaign: Campaign, base: Thresholds = DEFAULT_THRESHOLD
 def run_figures(
     session: Session, run: Run, campaign: Campaign, now: datetime, *, with_repetition: bool = True
 ) -> RunFigures:
+    """The run's figures over its guard window: every send, or (after an acknowledgement) only
+    the sends at or after it, and the opt-outs recorded since."""
     conn = session.connection()
+    assert run.id is not None
+    since = guard_since(session, run.id)
     handed = and_(T.c.run_id == run.id, T.c.state.in_(HANDED))
+    if since is not None:
+        handed = and_(handed, T.c.sent_at >= since)
+    opt_out_from = max(as_utc(run.created_at), since) if since else run.created_at
     sends, filtered, failures = conn.execute(
         select(
             func.count(),
@@ -72,7 +121,7 @@ def run_figures(
             CE.c.action == "revoke",
             CE.c.source.in_(OPT_OUT_SOURCES),
             CE.c.brand_id == campaign.brand_id,
-            CE.c.recorded_at >= run.created_at,
+            CE.c.recorded_at >= opt_out_from,
             CE.c.contact_id.in_(recipients),
         )
     ).scalar_one()
@@ -114,9 +163,11 @@ def check_run(
     base: Thresholds = DEFAULT_THRESHOLDS,
     *,
     halts: HaltSignal,
+    metrics: GuardMetrics | None = None,
 ) -> Verdict | None:
     """Evaluate one run; pause it (in the caller's transaction, signalling ``halts``) when a
-    threshold is crossed.  Returns None when the run is not active (nothing to judge)."""
+    threshold is crossed, recording the decision (``GuardEvent`` kind ``pause``, with the
+    figures; ``metrics.guard_event``).  Returns None when the run is not active."""
     run = session.get(Run, run_id)
     if run is None or run.state not in runs.ACTIVE:
         return None
@@ -137,9 +188,37 @@ def check_run(
             if runs.pause_run(session, run_id, verdict.reason, now, halts=halts):
                 log.warning("run %s paused: %s", run_id, verdict.reason)
                 hooks.runs_changed(session, hooks.RUN_PAUSED, [run_id], now)
+                since = guard_since(session, run_id)
+                figures = {**vars(fig), "rates": verdict.rates}
+                figures["since"] = since.isoformat() if since else None
+                record(session, run_id, PAUSE, GUARD_ACTOR, now, verdict.reason, figures)
+                if metrics is not None:
+                    metrics.guard_event(campaign.sid, PAUSE)
         except ConflictError:
             log.debug("run %s left the active states before the guard paused it", run_id)
     return verdict
+
+
+def check_runs(
+    db: Database,
+    run_ids: list[int],
+    clock: Clock,
+    limiter: GuardLimiter,
+    base: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    halts: HaltSignal,
+    metrics: GuardMetrics | None = None,
+) -> None:
+    """Evaluate the guard of these runs, each in its own transaction, rate-limited per run by
+    ``limiter``; never raises (the status that asked for it is already committed)."""
+    for run_id in run_ids:
+        if not limiter.allow(run_id):
+            continue
+        try:
+            with db.session() as s:
+                check_run(s, run_id, clock.now(), base, halts=halts, metrics=metrics)
+        except Exception:  # noqa: BLE001
+            log.exception("reputation guard failed for run %s", run_id)
 
 
 class GuardLimiter:

@@ -1,7 +1,10 @@
 """Every Redis key name the product uses, in one place.
 
-Throttle keys carry a Redis Cluster hash tag ``{b:<brand>}`` so that all buckets touched by one
-reservation (campaign window, sender MPS, brand daily cap, recipient cap) sit in one hash slot.
+Every key one call (a script, an MGET, a MULTI) touches sits in one Redis Cluster hash slot, by
+a hash tag: throttle keys carry ``{b:<brand>}`` (all buckets of one reservation: campaign window,
+sender MPS, brand daily cap, recipient cap, the brand's epoch), a sender's repetition structures
+``{r:<sender>}``, halt keys ``{halt}``.  tests/integration/test_redis_cluster.py runs them on a
+three-master cluster.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ def bucket_key(brand_id: int | str, kind: str, ident: str) -> str:
     return f"{PREFIX}:tb:{brand_tag(brand_id)}:{kind}:{ident}"
 
 
+def broker_epoch_key() -> str:
+    """A random token on the broker's Redis; a changed one means Redis lost its keys (and the
+    queue its messages): the scheduler releases every carried row again at once."""
+    return f"{PREFIX}:broker:epoch"
+
+
 def scheduler_leader_key() -> str:
     return f"{PREFIX}:scheduler:leader"
 
@@ -28,11 +37,12 @@ def reconciler_lock_key() -> str:
 
 def repetition_key(sender: str, day: str) -> str:
     """Per-sender per-day HyperLogLog of distinct body hashes (metrics)."""
-    return f"{PREFIX}:rep:{sender}:{day}"
+    return f"{PREFIX}:rep:{{r:{sender}}}:{day}"
 
 
 def repetition_counts_key(sender: str, day: str) -> str:
-    return f"{PREFIX}:repc:{sender}:{day}"
+    """Per-sender per-day body counts; the same hash tag as ``repetition_key`` (one script)."""
+    return f"{PREFIX}:repc:{{r:{sender}}}:{day}"
 
 
 def run_control_key(run_id: int) -> str:
@@ -71,6 +81,6 @@ def brand_daily_index_key(day: str) -> str:
 
 def halt_prefix() -> str:
     """Halt signals (dispatcher/halts.py): ``<prefix>:epoch``, ``:c:<contact>``, ``:r:<run>``,
-    ``:k:<campaign>``.  No hash tag: on a Redis Cluster the worker's MGET of the epoch and three
-    keys would need one (e.g. ``dispatcher:{halt}``)."""
-    return f"{PREFIX}:halt"
+    ``:k:<campaign>``.  One hash tag for all: the worker's MGET of the epoch and three keys is one
+    command, in one slot of a Redis Cluster."""
+    return f"{PREFIX}:{{halt}}"

@@ -123,6 +123,12 @@ class Metrics:
             ["campaign", "sender", "status", "error_code"],
             registry=reg,
         )
+        self.guard_events_total = Counter(
+            "dispatcher_guard_events",
+            "Reputation guard decisions (pause) and operators' answers (resume, acknowledge).",
+            ["campaign", "kind"],
+            registry=reg,
+        )
         self.suppressed_total = Counter(
             "dispatcher_messages_suppressed",
             "Messages a compliance gate suppressed (never sent), by reason code.",
@@ -257,6 +263,11 @@ class Metrics:
 
     def suppressed(self, campaign: str, reason: str) -> None:
         self.suppressed_total.labels(campaign, reason).inc()
+
+    def guard_event(self, campaign: str, kind: str) -> None:
+        """A reputation guard decision (``pause``) or an operator's answer (``resume``,
+        ``acknowledge``: the guard judges only sends after it)."""
+        self.guard_events_total.labels(campaign, kind).inc()
 
     def deferred(self, campaign: str, reason: str) -> None:
         self.deferred_total.labels(campaign, reason).inc()

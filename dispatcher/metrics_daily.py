@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.exceptions import NoScriptError
 
 from dispatcher import keys
 from dispatcher.clock import Clock, SystemClock
@@ -166,21 +167,21 @@ class DailyRecorder:
         else:
             self._write([item])
 
+    def _bodies(self, pipe: Any, bodies: dict[tuple[str, str, str], int]) -> None:
+        for (day, sender, digest), n in bodies.items():
+            self._record_body(
+                keys=[keys.repetition_key(sender, day), keys.repetition_counts_key(sender, day)],
+                args=[digest, self.cap, DAILY_TTL_S, n],
+                client=pipe,
+            )
+
     def _write(self, items: list[_Item]) -> None:
         if not items:
             return
         try:
             bodies, senders, brands = _aggregate(items)
             pipe = self._redis.pipeline(transaction=False)
-            for (day, sender, digest), n in bodies.items():
-                self._record_body(
-                    keys=[
-                        keys.repetition_key(sender, day),
-                        keys.repetition_counts_key(sender, day),
-                    ],
-                    args=[digest, self.cap, DAILY_TTL_S, n],
-                    client=pipe,
-                )
+            self._bodies(pipe, bodies)
             for day, sender in senders:
                 idx = keys.repetition_senders_key(day)
                 pipe.sadd(idx, sender)
@@ -192,7 +193,20 @@ class DailyRecorder:
                 bidx = keys.brand_daily_index_key(day)
                 pipe.sadd(bidx, brand)
                 pipe.expire(bidx, DAILY_TTL_S)
-            pipe.execute()
+            out = pipe.execute(raise_on_error=False)
+            # the body scripts come first; a Redis Cluster pipeline does not load scripts first
+            # (redis-py's plain Pipeline does): a NOSCRIPT call recorded nothing, so load the
+            # script and record those bodies again
+            missed = {
+                k: n
+                for (k, n), r in zip(bodies.items(), out, strict=False)
+                if isinstance(r, NoScriptError)
+            }
+            if missed:
+                self._redis.script_load(RECORD_BODY_LUA)
+                pipe = self._redis.pipeline(transaction=False)
+                self._bodies(pipe, missed)
+                pipe.execute()
         except Exception:  # noqa: BLE001 - metrics must never stop a send
             log.warning("could not record daily send metrics (Redis error)", exc_info=True)
 

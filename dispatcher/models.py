@@ -156,6 +156,20 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _ts(default=None)
 
 
+class GuardEvent(SQLModel, table=True):
+    """The reputation guard's record for a run: its decisions (``pause``: the reason and the
+    figures it judged) and the operator's answers (``resume``: who resumed; ``acknowledge``: who
+    resumed, why, and from when the guard judges the run again: only sends at or after ``at``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    kind: str = Field(max_length=16, description="pause | resume | acknowledge")
+    actor: str = Field(max_length=128)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    figures: dict[str, Any] = _json({}, nullable=True)
+    at: datetime = _ts(default_factory=utcnow)
+
+
 # --------------------------------------------------------------------------------------- outbox
 class OutboxMessage(SQLModel, table=True):
     __table_args__ = (

@@ -400,16 +400,16 @@ def release(
 def resolve_unknown(
     session: Session, row_id: int, *, found_sid: str | None, status: str | None, now: datetime
 ) -> bool:
-    """unknown -> sent (the carrier has it) or -> queued (it never arrived: safe to resend)."""
+    """unknown -> sent (the carrier has it) or -> queued (it never arrived: safe to resend).  A
+    status past "sent" (its callbacks came while the row had no SID) is applied after this, by
+    ``provider_status.apply_status`` with its error code, as any other status."""
     if found_sid:
-        # the carrier may be past "sent" already (its callbacks came while we had no SID)
-        state = PROVIDER_STATE.get(status or "", SENT)
         return _cas(
             session,
             row_id,
             (UNKNOWN,),
             {
-                "state": state,
+                "state": SENT,
                 "provider_sid": found_sid,
                 "provider_status": status,
                 "sent_at": now,

@@ -10,6 +10,21 @@ is set.  A row whose due time passed ``lost_after_s`` ago and that is still ``qu
 message (Redis flushed, a worker died before acking): it is released again.  A row ``sending``
 for longer than ``sending_lease_s`` belongs to a worker that died mid-send: it becomes
 ``unknown`` and is resolved by asking the carrier before anything is resent.
+
+**Redis lost its keys** (FLUSHALL, a restart without persistence, a failover): the broker's
+epoch key (``epoch``, read at every tick) changed, so every queue message written before it is
+gone.  The tick then forgets every carried row at once (``forget_lost`` with ``before = now``)
+and releases them in the same tick, instead of waiting ``lost_after_s``.  Rows ``sending``
+belong to live workers (a flush kills none; their halt check sees the changed epoch and asks the
+database); a dead one's rows meet the lease as before.  A row released twice (its new message
+written between the flush and the tick) is claimed once: the claim is a compare-and-set.
+
+**Silent ``sent`` rows** are asked of the carrier after ``status_after_s`` while callbacks
+arrive, and after only ``quick_status_after_s`` once callbacks stopped (the webhooks were down
+or unreachable: no final status recorded for ``callbacks_quiet_s`` while rows older than that
+are still ``sent``) or once a row sent ``callbacks_quiet_s`` after it heard its callback (its
+own was lost while the webhooks were down), at most ``refresh_per_s`` carrier calls per second
+of reconcile interval.
 """
 
 from __future__ import annotations
@@ -18,9 +33,10 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlmodel import col
 
 from dispatcher import outbox, runs
@@ -37,6 +53,8 @@ log = logging.getLogger(__name__)
 T = outbox.T
 R = Run.__table__  # type: ignore[attr-defined]
 EnqueueMany = Callable[[list[int]], None]
+#: states only a carrier's status brings (a callback, or a fetch)
+_CALLBACK_FINAL = (outbox.DELIVERED, outbox.UNDELIVERED, outbox.FAILED)
 
 
 @dataclass
@@ -50,6 +68,13 @@ class ReleaseConfig:
     #: a ``sent`` row with no final status after this long asks the carrier (callbacks that
     #: came before the row knew its SID, or were lost)
     status_after_s: float = 300.0
+    #: ... and after only this long once callbacks stopped arriving
+    quick_status_after_s: float = 10.0
+    #: no final status recorded for this long while older rows are still ``sent``: callbacks
+    #: stopped (the webhooks are down or unreachable)
+    callbacks_quiet_s: float = 10.0
+    #: carrier status fetches per second of reconcile interval, at most
+    refresh_per_s: float = 10.0
 
 
 class ReleaseLoop:
@@ -63,6 +88,7 @@ class ReleaseLoop:
         config: ReleaseConfig | None = None,
         metrics: Metrics | None = None,
         refresh: Callable[[int], Result] | None = None,
+        epoch: Callable[[], object] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -71,12 +97,41 @@ class ReleaseLoop:
         self.refresh = refresh
         self.config = config or ReleaseConfig()
         self.metrics = metrics
+        self.epoch = epoch
+        self._epoch: object = None
+        self._reconciled_at: float | None = None
+        self._refreshed: dict[int, float] = {}  # rows this loop fetched: clock time
+        self.epoch_changes = 0
+
+    def _redis_lost_keys(self) -> bool:
+        """Whether the broker's epoch changed since the last tick (never on the first read; a
+        failed read is no answer: the next tick asks again)."""
+        if self.epoch is None:
+            return False
+        try:
+            now = self.epoch()
+        except Exception:  # noqa: BLE001 - Redis down: the queue is down too
+            return False
+        before, self._epoch = self._epoch, now
+        return before is not None and now != before
+
+    def recover(self) -> int:
+        """Redis lost its keys: every carried row lost its queue message; forget them all now
+        (the release that follows sends them again).  Returns how many."""
+        now = self.clock.now()
+        with self.db.session() as s:
+            lost = outbox.forget_lost(s.connection(), now + timedelta(microseconds=1), now)
+        self.epoch_changes += 1
+        log.warning("Redis lost its keys (epoch changed): %d carried rows released again", lost)
+        return lost
 
     # ------------------------------------------------------------------------------ tick
     def tick(self) -> dict[str, int]:
         """Start due runs, release due rows, complete finished runs.  Run every ~second."""
         now = self.clock.now()
         started = 0
+        if self._redis_lost_keys():
+            self.recover()
         with self.db.session() as s:
             due = runs.due_runs(s, now)
         for run_id in due:
@@ -141,24 +196,9 @@ class ReleaseLoop:
                     .limit(cfg.resolve_batch)
                 )
             ]
-            silent = (
-                []
-                if self.refresh is None
-                else [
-                    r[0]
-                    for r in conn.execute(
-                        select(T.c.id)
-                        .where(
-                            T.c.state == outbox.SENT,
-                            T.c.updated_at < now - timedelta(seconds=cfg.status_after_s),
-                            T.c.sent_at > now - timedelta(days=3),
-                        )  # Twilio keeps no status forever
-                        .order_by(T.c.updated_at)
-                        .limit(cfg.resolve_batch)
-                    )
-                ]
-            )
+            silent = [] if self.refresh is None else self._silent(conn, now)
         for row_id in silent:
+            self._refreshed[row_id] = self.clock.time()
             self.refresh(row_id)  # type: ignore[misc]
         resolved = 0
         if self.resolve is not None:
@@ -168,6 +208,68 @@ class ReleaseLoop:
         if lost or stale:
             log.warning("reconciler: %d lost queue messages, %d stale sends", lost, stale)
         return {"lost": lost, "stale": stale, "resolved": resolved}
+
+    def _heard(self, conn: Any, now: datetime) -> Any:
+        """Where a final status recorded within ``callbacks_quiet_s`` that this loop did not
+        fetch itself (a callback) may be found: the filter over the outbox."""
+        cfg = self.config
+        mono = self.clock.time()
+        self._refreshed = {
+            i: t for i, t in self._refreshed.items() if mono - t < 2 * cfg.callbacks_quiet_s
+        }
+        quiet = now - timedelta(seconds=cfg.callbacks_quiet_s)
+        cond = and_(T.c.state.in_(_CALLBACK_FINAL), T.c.status_at >= quiet)
+        if self._refreshed:
+            cond = and_(cond, T.c.id.not_in(list(self._refreshed)))
+        return cond
+
+    def status_wait(self, conn: Any, now: datetime) -> tuple[float, datetime | None]:
+        """How long a ``sent`` row waits for its callback before the carrier is asked, and the
+        latest send whose callback came lately.  ``quick_status_after_s`` once callbacks
+        stopped (no callback for ``callbacks_quiet_s`` while older rows are still ``sent``);
+        else ``status_after_s``, except for a row sent before the latest send a callback came
+        for: its own callback was lost (the webhooks were down), so it waits the quick delay."""
+        cfg = self.config
+        quiet = now - timedelta(seconds=cfg.callbacks_quiet_s)
+        waiting = conn.execute(
+            select(T.c.id).where(T.c.state == outbox.SENT, T.c.sent_at < quiet).limit(1)
+        ).first()
+        if waiting is None:
+            return cfg.status_after_s, None
+        latest = conn.execute(select(func.max(T.c.sent_at)).where(self._heard(conn, now))).scalar()
+        if latest is None:
+            return cfg.quick_status_after_s, None
+        return cfg.status_after_s, as_utc(latest)
+
+    def _silent(self, conn: Any, now: datetime) -> list[int]:
+        """The ``sent`` rows to ask the carrier about now, oldest first, at most
+        ``refresh_per_s`` per second since the last reconcile (and ``resolve_batch``)."""
+        cfg = self.config
+        mono = self.clock.time()
+        since = 10.0 if self._reconciled_at is None else max(0.0, mono - self._reconciled_at)
+        self._reconciled_at = mono
+        budget = min(cfg.resolve_batch, max(1, int(cfg.refresh_per_s * since)))
+        wait, latest = self.status_wait(conn, now)
+        due = T.c.updated_at < now - timedelta(seconds=wait)
+        if latest is not None:  # overtaken: a later send's callback came, this one's did not
+            overtaken = and_(
+                T.c.updated_at < now - timedelta(seconds=cfg.quick_status_after_s),
+                T.c.sent_at < latest - timedelta(seconds=cfg.callbacks_quiet_s),
+            )
+            due = or_(due, overtaken)
+        return [
+            r[0]
+            for r in conn.execute(
+                select(T.c.id)
+                .where(
+                    T.c.state == outbox.SENT,
+                    due,
+                    T.c.sent_at > now - timedelta(days=3),  # Twilio keeps no status forever
+                )
+                .order_by(T.c.updated_at)
+                .limit(budget)
+            )
+        ]
 
     # ------------------------------------------------------------------------------ gauges
     def observe(self) -> None:

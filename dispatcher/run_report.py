@@ -28,7 +28,7 @@ from sqlmodel import Session, col
 from dispatcher import audience as aud
 from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
-from dispatcher.models import Brand, Campaign, Contact, Run
+from dispatcher.models import Brand, Campaign, Contact, GuardEvent, Run
 from dispatcher.runs import (
     ACTIVE,
     OB,
@@ -173,7 +173,46 @@ def progress(
         "eta": plan_doc["finish"] if plan_doc else None,
         "next_send_at": plan_doc["first_send"] if plan_doc else None,
         "schedule": plan_doc,
+        "guard": guard_doc(session, run_id),
     }
+
+
+#: the newest guard events a run's report lists
+GUARD_EVENTS_SHOWN = 20
+
+
+def guard_doc(session: Session, run_id: int) -> dict[str, Any]:
+    """The reputation guard's record of a run: its decisions (``pause``, with the reason and the
+    figures judged), the operators' answers (``resume``, ``acknowledge``: who and why), newest
+    first, and ``since``: when the guard's window starts (the last acknowledgement; None: every
+    send of the run counts)."""
+    GE = GuardEvent.__table__  # type: ignore[attr-defined]
+    rows = (
+        session.connection()
+        .execute(
+            select(GE.c.at, GE.c.kind, GE.c.actor, GE.c.reason, GE.c.figures)
+            .where(GE.c.run_id == run_id)
+            .order_by(GE.c.id.desc())
+            .limit(GUARD_EVENTS_SHOWN)
+        )
+        .all()
+    )
+    since = next((as_utc(r.at) for r in rows if r.kind == "acknowledge"), None)
+    if since is None and len(rows) == GUARD_EVENTS_SHOWN:
+        from dispatcher.guard_check import guard_since
+
+        since = guard_since(session, run_id)
+    events = [
+        {
+            "at": as_utc(r.at),
+            "kind": r.kind,
+            "actor": r.actor,
+            "reason": r.reason,
+            "figures": r.figures or {},
+        }
+        for r in rows
+    ]
+    return {"since": since, "events": events}
 
 
 def _substate(state: str, by_state: dict[str, int], deferred_by: dict[str, int]) -> str | None:

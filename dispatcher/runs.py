@@ -26,7 +26,7 @@ from dispatcher import audience as aud
 from dispatcher import hooks, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
-from dispatcher.models import Campaign, Contact, OutboxMessage, Run, pk
+from dispatcher.models import Campaign, Contact, GuardEvent, OutboxMessage, Run, pk
 from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
 
@@ -370,15 +370,39 @@ def pause_run(
     return True
 
 
-def resume_run(session: Session, run_id: int, now: datetime) -> bool:
+def resume_run(
+    session: Session,
+    run_id: int,
+    now: datetime,
+    *,
+    actor: str = "operator",
+    acknowledge: str | None = None,
+) -> bool:
+    """Resume a paused run, recording who resumed (``GuardEvent`` kind ``resume``).  With
+    ``acknowledge`` (why: the operator looked at the guard's figures) the event is an
+    ``acknowledge`` and the reputation guard judges only the run's sends from ``now`` on
+    (guard_check.guard_since): a fresh window, not the old figures again."""
     run = get_run(session, run_id)
     if run.state != PAUSED:
         raise ConflictError(f"run {run_id} is {run.state}; only a paused run can be resumed")
+    why = (acknowledge or "").strip()
+    if acknowledge is not None and not why:
+        raise InputError("an acknowledgement needs a reason", field="acknowledge")
     target = RUNNING if run.started_at is not None else SCHEDULED
     session.connection().execute(
         update(R)
         .where(R.c.id == run_id, R.c.state == PAUSED)
         .values(state=target, pause_reason=None)
+    )
+    session.add(
+        GuardEvent(
+            run_id=pk(run),
+            kind="acknowledge" if why else "resume",
+            actor=actor[:128],
+            reason=why or None,
+            figures={"pause_reason": run.pause_reason},
+            at=now,
+        )
     )
     # rows that a queue message still carried were parked on pause: release them again
     outbox.unpark_run(session, run_id)

@@ -106,10 +106,15 @@ class Runtime:
 
         from dispatcher.halts import Reconnects, client
 
+        url = self.settings.throttle_redis_url or self.settings.redis_url
+        if self.throttle_on_cluster:
+            # a cluster client has a pool per node: its reconnects are not counted; a failover
+            # is seen as a changed epoch only if the promoted replica lacks the epoch key
+            return Halts(_cluster(url, socket_timeout=1.0, socket_connect_timeout=1.0))
         count = Reconnects()  # a restart or failover since an epoch was read: not clear
         return Halts(
             client(
-                self.settings.redis_url,
+                url,
                 count,
                 socket_timeout=1.0,
                 socket_connect_timeout=1.0,
@@ -135,18 +140,45 @@ class Runtime:
         )
 
     @cached_property
+    def throttle_on_cluster(self) -> bool:
+        """``DISPATCHER_THROTTLE_REDIS_URL`` names a Redis Cluster (asked once: INFO cluster)."""
+        url = self.settings.throttle_redis_url
+        if url is None:
+            return False
+        import redis
+
+        probe = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            return bool(probe.info("cluster").get("cluster_enabled"))
+        finally:
+            probe.close()
+
+    @cached_property
+    def throttle_redis(self) -> Any:
+        """Where the throttle, the halt keys and the daily records live: the Redis (or Redis
+        Cluster) of ``DISPATCHER_THROTTLE_REDIS_URL``, else the broker's."""
+        url = self.settings.throttle_redis_url
+        if url is None:
+            return self.redis
+        if self.throttle_on_cluster:
+            return _cluster(url, socket_timeout=10)
+        import redis
+
+        return redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
+
+    @cached_property
     def throttle(self) -> RedisThrottle:
         from dispatcher.throttle.redis import RedisThrottle
 
         # production: Redis TIME is the one clock of every host; tests inject theirs
         clock = None if isinstance(self.clock, SystemClock) else self.clock
-        return RedisThrottle(self.redis, clock=clock)
+        return RedisThrottle(self.throttle_redis, clock=clock)
 
     @cached_property
     def metrics(self) -> Metrics:
         from dispatcher.metrics import Metrics
 
-        return Metrics(redis=self.redis, clock=self.clock)
+        return Metrics(redis=self.throttle_redis, clock=self.clock)
 
     @cached_property
     def webhook_app(self) -> FastAPI:
@@ -227,3 +259,10 @@ class Runtime:
         gw = self.__dict__.get("gateway")
         if gw is not None:
             gw.close()
+
+
+def _cluster(url: str, **kwargs: Any) -> Any:
+    """A redis-py Redis Cluster client from one node's URL (it discovers the others)."""
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.from_url(url, **kwargs)

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for broker + throttle; unset = embedded (fakeredis)."
     )
+    throttle_redis_url: str | None = Field(
+        default=None,
+        description="Redis (or Redis Cluster: detected) for the throttle, the halt keys and the "
+        "daily repetition/volume records; unset = DISPATCHER_REDIS_URL.  The broker stays on "
+        "DISPATCHER_REDIS_URL (Dramatiq's RedisBroker does not speak Cluster).",
+    )
     twilio_account_sid: str | None = Field(
         default=None,
         validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "DISPATCHER_TWILIO_ACCOUNT_SID"),

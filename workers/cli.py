@@ -142,6 +142,11 @@ def scheduler(
         "--status-after",
         help="A sent row with no final status this long asks the carrier for it.",
     ),
+    quick_status_after: float = typer.Option(
+        10.0,
+        "--quick-status-after",
+        help="... and this long once callbacks stopped arriving (webhooks down).",
+    ),
 ) -> None:
     """The distributed scheduler (one leads via a Redis lock; others stand by)."""
     from dispatcher.cli.output import err
@@ -174,7 +179,10 @@ def scheduler(
         resolve=lambda i: actors.pipeline().resolve(i),
         refresh=lambda i: actors.pipeline().refresh(i),
         release=ReleaseConfig(
-            lost_after_s=lost_after, sending_lease_s=sending_lease, status_after_s=status_after
+            lost_after_s=lost_after,
+            sending_lease_s=sending_lease,
+            status_after_s=status_after,
+            quick_status_after_s=quick_status_after,
         ),
     )
     s.start()

@@ -182,6 +182,14 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
+def broker_epoch(redis: Any) -> object:
+    """The broker Redis's epoch token (created if missing): one round trip."""
+    p = redis.pipeline(transaction=True)
+    p.set(keys.broker_epoch_key(), uuid.uuid4().hex, nx=True)
+    p.get(keys.broker_epoch_key())
+    return p.execute()[1]
+
+
 def _job(scheduler_id: str, name: str) -> None:
     """Module-level job function (the SQL job store stores a reference, not a closure)."""
     s = _active.get(scheduler_id)
@@ -220,6 +228,7 @@ class Scheduler:
             metrics=runtime.metrics,
             config=release,
             refresh=refresh,
+            epoch=lambda: broker_epoch(runtime.redis),
         )
         self._aps: Any = None
         self.listener: WakeListener | None = None

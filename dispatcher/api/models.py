@@ -401,6 +401,25 @@ class RunCreated(BaseModel):
     upload: UploadReport | None = None
 
 
+class GuardEventOut(BaseModel):
+    at: datetime
+    kind: Literal["pause", "resume", "acknowledge"] = Field(
+        description="`pause`: the reputation guard paused the run; `resume`: someone resumed it; "
+        "`acknowledge`: someone resumed it with a reason, and the guard judges only sends after."
+    )
+    actor: str = Field(description="`reputation-guard`, `operator:<login>` or `api:<key name>`.")
+    reason: str | None
+    figures: dict[str, Any] = Field(description="What the guard judged (sends, rates, ...).")
+
+
+class GuardOut(BaseModel):
+    since: datetime | None = Field(
+        description="The guard judges only sends at or after this (the last acknowledgement); "
+        "null: every send of the run."
+    )
+    events: list[GuardEventOut] = Field(description="Newest first (at most 20).")
+
+
 class RunProgress(BaseModel):
     """Row states and substates: docs/operating.md."""
 
@@ -425,6 +444,7 @@ class RunProgress(BaseModel):
     eta: datetime | None = Field(description="When the last row goes (the schedule's finish).")
     next_send_at: datetime | None
     schedule: Schedule | None = Field(description="None once the run is paused or over.")
+    guard: GuardOut = Field(description="The reputation guard's decisions and acknowledgements.")
 
 
 class RunPage(BaseModel):
@@ -459,6 +479,14 @@ class MessagePage(BaseModel):
 
 class PauseBody(_In):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class ResumeBody(_In):
+    acknowledge: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="Why you resume after looking at the reputation guard's figures: recorded "
+        "with the key's name, and the guard then judges only sends from now on.",
+    )
 
 
 # --------------------------------------------------------------------------------- contacts

@@ -28,6 +28,7 @@ from dispatcher.api.models import (
     MessageState,
     PathPhone,
     PauseBody,
+    ResumeBody,
     RunCreate,
     RunCreated,
     RunPage,
@@ -424,11 +425,24 @@ def build_router(runtime: Any) -> APIRouter:
             run_id, lambda s, now: runs.pause_run(s, run_id, reason, now, halts=runtime.halts)
         )
 
-    # resume and cancel take no body (one sent is not read)
     def resume_run(
-        run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))]
+        run_id: RunId,
+        key: Annotated[ApiKey, Depends(scope("runs:write"))],
+        body: Annotated[ResumeBody | None, Body()] = None,
     ) -> dict[str, Any]:
-        return controlled(run_id, lambda s, now: runs.resume_run(s, run_id, now))
+        why = body.acknowledge if body else None
+        doc = controlled(
+            run_id,
+            lambda s, now: runs.resume_run(
+                s, run_id, now, actor=apikeys.actor_of(key), acknowledge=why
+            ),
+        )
+        metrics = getattr(runtime, "metrics", None)
+        if metrics is not None:
+            metrics.guard_event(doc["campaign"] or "unknown", "acknowledge" if why else "resume")
+        return doc
+
+    # cancel takes no body (one sent is not read)
 
     def cancel_run(
         run_id: RunId, key: Annotated[ApiKey, Depends(scope("runs:write"))]

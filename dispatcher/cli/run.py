@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -241,15 +242,42 @@ def _render_show(d: dict[str, Any]) -> None:
         ],
     )
     render_schedule(d["schedule"], zone)
+    guard = d.get("guard") or {}
+    if guard.get("events"):
+        since = guard.get("since")
+        table(
+            "Reputation guard"
+            + (f" (judging sends since {run_report.local_time(since, zone)})" if since else ""),
+            ["at", "event", "by", "why"],
+            [
+                (run_report.local_time(e["at"], zone), e["kind"], e["actor"], e["reason"] or "-")
+                for e in guard["events"]
+            ],
+        )
 
 
-def _control(verb: str, run_id: int, as_json: bool, reason: str | None = None) -> None:
+def _operator() -> str:
+    """Who runs the CLI (the audit trail's actor): ``operator:<login>``."""
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator"
+
+
+def _control(
+    verb: str,
+    run_id: int,
+    as_json: bool,
+    reason: str | None = None,
+    acknowledge: str | None = None,
+    actor: str | None = None,
+) -> None:
     now = datetime.now(UTC)
     with database().session() as s:
         if verb == "pause":
             runs.pause_run(s, run_id, reason or "paused by operator", now, halts=halts())
         elif verb == "resume":
-            runs.resume_run(s, run_id, now)
+            runs.resume_run(s, run_id, now, actor=actor or _operator(), acknowledge=acknowledge)
         else:
             runs.cancel_run(s, run_id, now, halts=halts())
         doc = run_report.run_dict(runs.get_run(s, run_id))
@@ -265,9 +293,21 @@ def pause(
 
 
 @app.command("resume")
-def resume(run_id: int, as_json: bool = JsonOpt) -> None:
+def resume(
+    run_id: int,
+    acknowledge: str = typer.Option(
+        None,
+        "--acknowledge",
+        help="Why you resume after looking at the reputation guard's figures: recorded with "
+        "your name, and the guard then judges only what is sent from now on (a fresh window).",
+    ),
+    actor: str = typer.Option(
+        None, "--actor", help="Who resumes (audit trail; default operator:<login>)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
     """Resume a paused run (the operator's decision, also after the reputation guard)."""
-    _control("resume", run_id, as_json)
+    _control("resume", run_id, as_json, acknowledge=acknowledge, actor=actor)
 
 
 @app.command("cancel")

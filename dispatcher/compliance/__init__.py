@@ -10,6 +10,7 @@ source.  Public API (stable):
 * ``lint_message(body, campaign, ...)`` / ``lint_campaign(registration)`` -> list[Finding]
 * ``is_quiet_hours(phone, at_utc, policy)`` / ``next_allowed_time(phone, at_utc, policy)``
 * ``decide(message, contact_state, campaign, *, now)`` -> Send | Defer | Suppress
+  (= ``refusal(to, contact_state, campaign)`` then ``decide_message``; order: ``REASON_ORDER``)
 """
 
 from dispatcher.compliance.compose import DEFAULT_OPT_OUT_LANGUAGE, compose
@@ -17,6 +18,7 @@ from dispatcher.compliance.content import has_opt_out_language
 from dispatcher.compliance.findings import ERROR, WARNING, Finding, findings_to_dict, has_errors
 from dispatcher.compliance.gates import (
     CAMPAIGN_LEVEL_REASONS,
+    REASON_ORDER,
     ContactState,
     Decision,
     Defer,
@@ -26,6 +28,8 @@ from dispatcher.compliance.gates import (
     Suppress,
     SuppressReason,
     decide,
+    decide_message,
+    refusal,
 )
 from dispatcher.compliance.keywords import (
     HELP_KEYWORDS,
@@ -49,6 +53,7 @@ from dispatcher.compliance.segments import MAX_BODY_CHARS, Segments, non_gsm7_ch
 
 __all__ = [
     "CAMPAIGN_LEVEL_REASONS",
+    "REASON_ORDER",
     "DEFAULT_OPT_OUT_LANGUAGE",
     "ERROR",
     "HELP_KEYWORDS",
@@ -72,6 +77,7 @@ __all__ = [
     "classify_keyword",
     "compose",
     "decide",
+    "decide_message",
     "detect_revocation",
     "findings_to_dict",
     "has_errors",
@@ -83,5 +89,6 @@ __all__ = [
     "non_gsm7_characters",
     "normalize_keyword",
     "policy_from_name",
+    "refusal",
     "segments",
 ]

@@ -1,24 +1,30 @@
 """``decide``: the one gate a worker calls before every send.  Pure: the time is an argument.
 
-Order (first match wins; campaign-level reasons first so a worker can pause the whole run):
+When more than one reason applies, the gate reports the first of ``REASON_ORDER`` (tested over
+every pair of reasons in tests/unit/compliance/test_reason_order.py):
 
 1. campaign status: only ``VERIFIED`` sends (seed 004; compliance.md §6) → Suppress
    ``campaign_in_progress`` (also ``PENDING``) / ``campaign_failed`` / ``campaign_suspended`` /
    ``campaign_status_unknown``;
-2. campaign drift: proactive send on a conversational campaign (seed 000) → ``campaign_drift``;
-3. message lint errors on the composed body (``lint_message(..., first_message=...)``) →
-   ``lint_error`` (``detail`` = the finding code);
-4. recipient: unparsable number → ``invalid_number``; carrier-side bad number →
-   ``carrier_suppressed``;
-   opted out → ``opted_out``; proactive without consent → ``no_consent`` (seed 000, seed 002;
-   a reply inside a conversation the contact started carries its own consent, seed 002);
-5. proactive only: frequency caps (the campaign's ``frequency_cap_count`` per
+2. campaign drift: proactive send on a conversational campaign (seed 000) → ``campaign_drift``
+   (1 and 2 hold for every message of the campaign: the worker pauses the run instead);
+3. consent, before anything about the number or the message (a recipient with no consent is
+   reported ``no_consent`` whatever else is wrong): opted out → ``opted_out``; proactive without
+   consent → ``no_consent`` (seed 000, seed 002; a reply inside a conversation the contact
+   started carries its own consent, seed 002);
+4. the number: unparsable → ``invalid_number``; carrier-side bad number → ``carrier_suppressed``;
+5. the message: a template field missing → ``template_variable_missing`` and a body too long
+   → ``message_too_long`` (both found by the caller, which renders and composes: see
+   ``delivery.gate.evaluate``); lint errors on the composed body
+   (``lint_message(..., first_message=...)``) → ``lint_error`` (``detail`` = the finding code);
+6. proactive only: frequency caps (the campaign's ``frequency_cap_count`` per
    ``frequency_cap_hours``, and the state rule: FL/OK/MD ≤ 3 per 24 h, compliance.md §4) →
    Defer ``frequency_cap`` / ``state_frequency_cap``; quiet hours → Defer ``quiet_hours`` (or
    ``quiet_hours_unknown_zone``) until the window opens.  A cap deferral lands on an allowed time.
 
-``Send.valid_until`` is when quiet hours begin (bound Twilio's ValidityPeriod with it); ``None``
-when no quiet hours apply.
+``refusal`` is steps 1-4 (what needs no message body), ``decide_message`` steps 5-6 once
+``refusal`` passed; ``decide`` is both.  ``Send.valid_until`` is when quiet hours begin (bound
+Twilio's ValidityPeriod with it); ``None`` when no quiet hours apply.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dispatcher.compliance.quiet_hours import (
     _allowed_until,
     _next_allowed,
     _quiet,
+    number_zones,
     policy_from_name,
     resolve,
 )
@@ -51,6 +58,25 @@ class SuppressReason(StrEnum):
     CARRIER_SUPPRESSED = "carrier_suppressed"
     OPTED_OUT = "opted_out"
     NO_CONSENT = "no_consent"
+    TEMPLATE_VARIABLE_MISSING = "template_variable_missing"
+    MESSAGE_TOO_LONG = "message_too_long"
+
+
+#: The order reasons are reported in when more than one applies: the first wins.
+REASON_ORDER: tuple[SuppressReason, ...] = (
+    SuppressReason.CAMPAIGN_IN_PROGRESS,
+    SuppressReason.CAMPAIGN_FAILED,
+    SuppressReason.CAMPAIGN_SUSPENDED,
+    SuppressReason.CAMPAIGN_STATUS_UNKNOWN,
+    SuppressReason.CAMPAIGN_DRIFT,
+    SuppressReason.OPTED_OUT,
+    SuppressReason.NO_CONSENT,
+    SuppressReason.INVALID_NUMBER,
+    SuppressReason.CARRIER_SUPPRESSED,
+    SuppressReason.TEMPLATE_VARIABLE_MISSING,
+    SuppressReason.MESSAGE_TOO_LONG,
+    SuppressReason.LINT_ERROR,
+)
 
 
 class DeferReason(StrEnum):
@@ -136,21 +162,50 @@ def _cap_until(
     return recent[len(recent) - limit] + window
 
 
+def refusal(
+    to: str, contact_state: ContactState, campaign: Any, *, proactive: bool = True
+) -> Suppress | None:
+    """The reasons that need no message body (campaign, consent, number), in ``REASON_ORDER``:
+    the first that applies, else ``None``."""
+    status = str(getattr(campaign, "campaign_status", None) or "").upper()
+    reason = _STATUS.get(status, SuppressReason.CAMPAIGN_STATUS_UNKNOWN)
+    if reason is not None:
+        return Suppress(reason, status or None)
+    usecase = str(getattr(campaign, "us_app_to_person_usecase", "") or "")
+    if proactive and is_conversational(usecase):
+        return Suppress(SuppressReason.CAMPAIGN_DRIFT, usecase)
+    if contact_state.opted_out:
+        return Suppress(SuppressReason.OPTED_OUT)
+    if proactive and not contact_state.consent_granted:
+        return Suppress(SuppressReason.NO_CONSENT)
+    try:
+        number_zones(to)
+    except InvalidPhoneError:
+        return Suppress(SuppressReason.INVALID_NUMBER)
+    if contact_state.suppressed_reason:
+        return Suppress(SuppressReason.CARRIER_SUPPRESSED, contact_state.suppressed_reason)
+    return None
+
+
 def decide(
     message: OutgoingMessage, contact_state: ContactState, campaign: Any, *, now: datetime
 ) -> Decision:
     """Send, Defer(until, reason) or Suppress(reason) for ``message`` at ``now`` (aware UTC)."""
     if now.tzinfo is None:
         raise InputError("now must be timezone-aware (UTC)", field="now")
-    status = str(getattr(campaign, "campaign_status", None) or "").upper()
-    reason = _STATUS.get(status, SuppressReason.CAMPAIGN_STATUS_UNKNOWN)
-    if reason is not None:
-        return Suppress(reason, status or None)
+    refused = refusal(message.to, contact_state, campaign, proactive=message.proactive)
+    return refused or decide_message(message, contact_state, campaign, now=now)
+
+
+def decide_message(
+    message: OutgoingMessage, contact_state: ContactState, campaign: Any, *, now: datetime
+) -> Decision:
+    """What ``decide`` answers once ``refusal`` found nothing: lint errors on the body, then the
+    caps and quiet hours of a proactive message."""
+    if now.tzinfo is None:
+        raise InputError("now must be timezone-aware (UTC)", field="now")
     usecase = str(getattr(campaign, "us_app_to_person_usecase", "") or "")
     proactive = message.proactive
-    if proactive and is_conversational(usecase):
-        return Suppress(SuppressReason.CAMPAIGN_DRIFT, usecase)
-
     findings = lint_body(
         message.body,
         bool(getattr(campaign, "has_embedded_links", False)),
@@ -171,14 +226,8 @@ def decide(
         resolved = resolve(message.to, policy, contact_state.time_zone, contact_state.state_code)
     except InvalidPhoneError:
         return Suppress(SuppressReason.INVALID_NUMBER)
-    if contact_state.suppressed_reason:
-        return Suppress(SuppressReason.CARRIER_SUPPRESSED, contact_state.suppressed_reason)
-    if contact_state.opted_out:
-        return Suppress(SuppressReason.OPTED_OUT)
     if not proactive:
         return Send(None, segments(message.body).count)
-    if not contact_state.consent_granted:
-        return Suppress(SuppressReason.NO_CONSENT)
 
     defer_at: datetime | None = None
     defer_reason: DeferReason | None = None

@@ -274,6 +274,7 @@ class FakeMessage:
     at: datetime
     validity_period: int | None
     status_callback: str | None
+    error_code: int | None = None
 
 
 class FakeGateway(Gateway):
@@ -281,7 +282,8 @@ class FakeGateway(Gateway):
 
     ``fail_next(error, reached=...)`` makes the next send raise ``error``; with ``reached`` the
     message is kept first (an answer lost after the carrier accepted it: an ambiguous send).
-    ``lookups`` set to an error makes ``find_sent`` and ``fetch`` raise it."""
+    ``lookups`` set to an error makes ``find_sent`` and ``fetch`` raise it; ``settle(sid, status,
+    error_code)`` moves a message on at the carrier (as its callbacks would report it)."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -325,6 +327,14 @@ class FakeGateway(Gateway):
             raise error
         return self._result(msg)
 
+    def settle(self, sid: str, status: str, error_code: int | None = None) -> None:
+        with self._lock:
+            for m in self.messages:
+                if m.sid == sid:
+                    m.status, m.error_code = status, error_code
+                    return
+        raise KeyError(sid)
+
     def find_sent(
         self, to: str, from_or_service: str, since: datetime, digest: str
     ) -> SendResult | None:
@@ -350,7 +360,7 @@ class FakeGateway(Gateway):
     @staticmethod
     def _result(m: FakeMessage) -> SendResult:
         segments = 0 if m.sender.startswith("MG") else compliance.segments(m.body).count
-        return SendResult(sid=m.sid, status=m.status, num_segments=segments)
+        return SendResult(m.sid, m.status, segments, m.error_code)
 
 
 # ------------------------------------------------------------------------------------- halts
@@ -456,8 +466,17 @@ class RecordingMetrics(Metrics):
     def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
         self._add("failed", campaign, sender, error_code)
 
+    def delivered(self, campaign: str, sender: str) -> None:
+        self._add("delivered", campaign, sender)
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        self._add("undelivered", campaign, sender, error_code)
+
     def suppressed(self, campaign: str, reason: str) -> None:
         self._add("suppressed", campaign, reason)
+
+    def guard_event(self, campaign: str, kind: str) -> None:
+        self._add("guard_event", campaign, kind)
 
     def deferred(self, campaign: str, reason: str) -> None:
         self._add("deferred", campaign, reason)

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from dispatcher import compliance, ledger, outbox
 from dispatcher.clock import as_utc
+from dispatcher.compliance import SuppressReason as Reason
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.errors import MessageTooLongError, NotFoundError
 from dispatcher.models import Brand, Campaign, Contact, Run
@@ -83,21 +84,10 @@ def evaluate(
     *,
     first_message_days: int = 30,
 ) -> GateResult:
-    """Every gate for one recipient, without I/O (pure: ``now`` is an argument): render,
-    compose, decide.  ``history`` rows are (campaign_id, at, state, error_code) of this contact's
-    recent outbox rows."""
-    try:
-        rendered = tpl.render(contact_values(contact.name, contact.attributes, variables))
-    except MissingField:
-        return GateResult(Verdict.SUPPRESS, "template_variable_missing")
-    cutoff = now - timedelta(days=first_message_days)
-    first = not any(c == campaign.id and at >= cutoff and st in HANDED for c, at, st, _ in history)
-    try:
-        text = compliance.compose(
-            rendered, brand_name=brand.name, opt_out_language=None, first_message=first
-        )
-    except MessageTooLongError:
-        return GateResult(Verdict.SUPPRESS, "message_too_long")
+    """Every gate for one recipient, without I/O (pure: ``now`` is an argument), reasons in
+    ``compliance.REASON_ORDER``: the campaign, consent and number (``compliance.refusal``), then
+    render, compose and the rest of ``decide``.  ``history`` rows are (campaign_id, at, state,
+    error_code) of this contact's recent outbox rows."""
     bad = next((str(code) for _, _, _, code in history if code in BAD_NUMBER_CODES), None)
     state = compliance.ContactState(
         consent_granted=consent.granted,
@@ -107,20 +97,39 @@ def evaluate(
         recent_sends=tuple(at for _, at, st, _ in history if st in HANDED),
         suppressed_reason=bad,
     )
+    refused = compliance.refusal(contact.phone, state, campaign)
+    if refused is not None:
+        return _refused(refused, None, False)
+    try:
+        rendered = tpl.render(contact_values(contact.name, contact.attributes, variables))
+    except MissingField:
+        return GateResult(Verdict.SUPPRESS, Reason.TEMPLATE_VARIABLE_MISSING.value)
+    cutoff = now - timedelta(days=first_message_days)
+    first = not any(c == campaign.id and at >= cutoff and st in HANDED for c, at, st, _ in history)
+    try:
+        text = compliance.compose(
+            rendered, brand_name=brand.name, opt_out_language=None, first_message=first
+        )
+    except MessageTooLongError:
+        return GateResult(Verdict.SUPPRESS, Reason.MESSAGE_TOO_LONG.value)
     msg = compliance.OutgoingMessage(
         to=contact.phone, body=text, first_message=first, brand_name=brand.name
     )
-    d = compliance.decide(msg, state, campaign, now=now)
+    d = compliance.decide_message(msg, state, campaign, now=now)
     if isinstance(d, compliance.Suppress):
-        reason = d.reason.value
-        if d.reason in compliance.CAMPAIGN_LEVEL_REASONS:
-            return GateResult(
-                Verdict.PAUSE, reason + (f" ({d.detail})" if d.detail else ""), text, d, first
-            )
-        return GateResult(Verdict.SUPPRESS, reason, text, d, first)
+        return _refused(d, text, first)
     if isinstance(d, compliance.Defer):
         return GateResult(Verdict.DEFER, d.reason.value, text, d, first)
     return GateResult(Verdict.SEND, None, text, d, first)
+
+
+def _refused(d: compliance.Suppress, text: str | None, first: bool) -> GateResult:
+    """A refusal as the gate reports it: a campaign-level reason pauses the run."""
+    reason = d.reason.value
+    if d.reason in compliance.CAMPAIGN_LEVEL_REASONS:
+        detail = f" ({d.detail})" if d.detail else ""
+        return GateResult(Verdict.PAUSE, reason + detail, text, d, first)
+    return GateResult(Verdict.SUPPRESS, reason, text, d, first)
 
 
 # ------------------------------------------------------------------------------------ load

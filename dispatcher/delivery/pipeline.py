@@ -88,7 +88,7 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        resolver = Resolve(self.db, self.gateway, self.clock, self.metrics)
+        resolver = Resolve(self.db, self.gateway, self.clock, self.metrics, self.halts)
         steps = {
             "load": Loader(cfg),
             "halt_check": HaltCheck(self.halt_keys, self.db, self.clock, self.metrics, cfg),

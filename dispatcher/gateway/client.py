@@ -114,9 +114,7 @@ class TwilioGateway:
         except requests.RequestException as e:
             raise _transport_error(e, "send") from e
         log.debug("sent %s to %s: %s", msg.sid, mask_phone(to), msg.status)
-        return SendResult(
-            sid=str(msg.sid), status=str(msg.status), num_segments=_int(msg.num_segments)
-        )
+        return _result(msg)
 
     def cancel(self, sid: str) -> str:
         """Cancel a message still queued/scheduled at the provider; returns the new status."""
@@ -135,9 +133,7 @@ class TwilioGateway:
             raise _rest_error(e, "fetch") from e
         except requests.RequestException as e:
             raise _transport_error(e, "fetch") from e
-        return SendResult(
-            sid=str(msg.sid), status=str(msg.status), num_segments=_int(msg.num_segments)
-        )
+        return _result(msg)
 
     # -- resolving ambiguous sends --------------------------------------------------------------
 
@@ -176,11 +172,7 @@ class TwilioGateway:
                 if sent_at is not None and sent_at < floor:
                     continue
                 if msg.body is not None and body_hash(msg.body) == digest:
-                    return SendResult(
-                        sid=str(msg.sid),
-                        status=str(msg.status),
-                        num_segments=_int(msg.num_segments),
-                    )
+                    return _result(msg)
         except TwilioRestException as e:
             raise _rest_error(e, "find_sent") from e
         except requests.RequestException as e:
@@ -212,6 +204,17 @@ class TwilioGateway:
         session = getattr(http, "session", None)
         if session is not None:
             session.close()
+
+
+def _result(msg: Any) -> SendResult:
+    """A message resource (create, fetch, list) as the carrier's answer, its error code with it."""
+    code = _int(msg.error_code)
+    return SendResult(
+        sid=str(msg.sid),
+        status=str(msg.status),
+        num_segments=_int(msg.num_segments),
+        error_code=code or None,
+    )
 
 
 def _int(v: object) -> int:

@@ -54,11 +54,15 @@ ERRORS: Final[dict[Outcome, type[GatewayError]]] = {
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """The carrier's answer to an accepted create-message call (or a lookup)."""
+    """The carrier's answer to an accepted create-message call (or a lookup: fetch, list).
+    ``error_code`` is the message's ``ErrorCode`` (30007, 21610, ...), as a status callback
+    carries it: whatever brought a status, its code comes with it
+    (``dispatcher.provider_status``)."""
 
     sid: str
     status: str
     num_segments: int
+    error_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

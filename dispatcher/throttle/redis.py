@@ -62,7 +62,7 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from dispatcher import keys
 from dispatcher.clock import Clock
@@ -248,15 +248,15 @@ class RedisThrottle:
         reqs = [self._request(b, now, max_wait_s, None) for b in requests]
         if not reqs:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for req in reqs:
-            self._reserve(keys=req.keys, args=req.args, client=pipe)
-        try:
-            raw = pipe.execute(raise_on_error=False)
-        except RedisError as e:
-            raise ThrottleError(f"throttle reserve failed: {e}") from e
-        finally:
-            pipe.reset()
+        raw = self._pipelined(reqs)
+        if any(isinstance(r, NoScriptError) for r in raw):
+            # a Redis Cluster pipeline does not load scripts first (redis-py's plain Pipeline
+            # does): a node that restarted or was flushed answers NOSCRIPT; load and ask again
+            # for those (a NOSCRIPT call booked nothing)
+            self._r.script_load(self._reserve.script)
+            again = [q for q, r in zip(reqs, raw, strict=True) if isinstance(r, NoScriptError)]
+            redo = iter(self._pipelined(again))
+            raw = [next(redo) if isinstance(r, NoScriptError) else r for r in raw]
         failed = next((r for r in raw if isinstance(r, Exception)), None)
         if failed is not None:
             for req, res in zip(reqs, raw, strict=True):
@@ -267,6 +267,17 @@ class RedisThrottle:
                         pass  # a lost slot is only lost throughput
             raise ThrottleError(f"throttle reserve failed: {failed}")
         return [req.answer(res) for req, res in zip(reqs, raw, strict=True)]
+
+    def _pipelined(self, reqs: list[_Request]) -> list[Any]:
+        pipe = self._r.pipeline(transaction=False)
+        for req in reqs:
+            self._reserve(keys=req.keys, args=req.args, client=pipe)
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except RedisError as e:
+            raise ThrottleError(f"throttle reserve failed: {e}") from e
+        finally:
+            pipe.reset()
 
     def _request(
         self,

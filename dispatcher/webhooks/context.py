@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from dispatcher import outbox
 from dispatcher.guard import DEFAULT_THRESHOLDS, Thresholds
-from dispatcher.guard_check import GuardLimiter, check_run
-from dispatcher.webhooks.campaigns import CampaignCache
+from dispatcher.guard_check import GuardLimiter, check_runs
+from dispatcher.provider_status import CampaignCache
 from dispatcher.webhooks.protocol import NoMetrics, Runtime, WebhookMetrics
 
 if TYPE_CHECKING:
@@ -104,20 +104,15 @@ class Context:
     def guard_now(self, run_ids: list[int]) -> None:
         """Evaluate the reputation guard of these runs (rate-limited per run; sync, never
         raises)."""
-        for run_id in run_ids:
-            if not self.limiter.allow(run_id):
-                continue
-            try:
-                with self.runtime.db.session() as s:
-                    check_run(
-                        s,
-                        run_id,
-                        self.runtime.clock.now(),
-                        self.options.guard_thresholds,
-                        halts=self.runtime.halts,
-                    )
-            except Exception:  # noqa: BLE001 - the webhook's own work is already committed
-                log.exception("reputation guard failed for run %s", run_id)
+        check_runs(
+            self.runtime.db,
+            run_ids,
+            self.runtime.clock,
+            self.limiter,
+            self.options.guard_thresholds,
+            halts=self.runtime.halts,
+            metrics=self.metrics,
+        )
 
     async def guard(self, run_ids: list[int]) -> None:
         if run_ids:

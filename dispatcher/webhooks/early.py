@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dispatcher.webhooks.delivery import StatusResult, StatusUpdate
+from dispatcher.provider_status import StatusResult, StatusUpdate
 
 log = logging.getLogger(__name__)
 WARN_EVERY_S = 60.0  # at most one "full" warning per this many seconds

@@ -29,6 +29,8 @@ class WebhookMetrics(Protocol):
 
     def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
 
+    def guard_event(self, campaign: str, kind: str) -> None: ...
+
 
 class NoMetrics(WebhookMetrics):
     """A runtime without metrics: every call does nothing."""
@@ -49,6 +51,9 @@ class NoMetrics(WebhookMetrics):
         pass
 
     def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
+        pass
+
+    def guard_event(self, campaign: str, kind: str) -> None:
         pass
 
 

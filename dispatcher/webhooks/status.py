@@ -16,10 +16,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dispatcher import outbox
+from dispatcher import provider_status
 from dispatcher.errors import StorageError
+from dispatcher.provider_status import StatusResult, StatusUpdate, apply_status, apply_statuses
 from dispatcher.webhooks.context import Context
-from dispatcher.webhooks.delivery import StatusResult, StatusUpdate, apply_status, apply_statuses
 from dispatcher.webhooks.early import EarlyStatuses
 from dispatcher.webhooks.errors import answer
 from dispatcher.webhooks.forms import SID_MAX, WebhookError, read_signed_form
@@ -81,19 +81,10 @@ def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
 
 
 def react(ctx: Context, res: StatusResult) -> list[int]:
-    """The reactions to a callback that moved its row (``res.outcome == "applied"``): metrics.
-    Returns the runs whose reputation guard to evaluate (an error code), which the caller does:
-    the route awaits ``ctx.guard``, the early retrier calls ``ctx.guard_now``."""
-    campaign, sender = res.campaign_sid or "unknown", res.sender or "unknown"
-    if res.state == outbox.DELIVERED:
-        ctx.metrics.delivered(campaign, sender)
-    elif res.state == outbox.UNDELIVERED:
-        ctx.metrics.undelivered(campaign, sender, res.error_code)
-    elif res.state == outbox.FAILED:
-        ctx.metrics.failed(campaign, sender, res.error_code)
-    if res.carrier_opt_out:
-        ctx.metrics.opt_out(campaign, "carrier")
-    return [res.run_id] if res.error_code and res.run_id is not None else []
+    """The reactions to a callback that moved its row: ``provider_status.react`` (metrics; the
+    runs whose reputation guard to evaluate, which the caller does: the route awaits
+    ``ctx.guard``, the early retrier calls ``ctx.guard_now``)."""
+    return provider_status.react(ctx.metrics, res)
 
 
 def parse_error_code(raw: str | None) -> int | None:

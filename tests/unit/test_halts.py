@@ -68,8 +68,8 @@ def test_a_flush_or_a_changed_epoch_is_not_clear(h, redis):
 def test_keys_names_values_and_ttl(h, redis):
     e = h.epoch()
     h.signal(contacts=[7], runs=[8], campaigns=[9])
-    names = [f"dispatcher:halt:{k}" for k in ("c:7", "r:8", "k:9")]
-    assert h.prefix == keys.halt_prefix() == "dispatcher:halt"
+    names = [f"dispatcher:{{halt}}:{k}" for k in ("c:7", "r:8", "k:9")]
+    assert h.prefix == keys.halt_prefix() == "dispatcher:{halt}"
     assert [redis.get(n) for n in names] == [b"1" if isinstance(e[0], bytes) else "1"] * 3
     for n in names:
         assert 299_000 < redis.pttl(n) <= 300_000
@@ -171,7 +171,7 @@ HALTERS = {
 }
 
 
-def _names(redis: Any, pattern: str = "dispatcher:halt:*") -> list[str]:
+def _names(redis: Any, pattern: str = "dispatcher:{halt}:*") -> list[str]:
     return sorted(k.decode() if isinstance(k, bytes) else k for k in redis.keys(pattern))
 
 
@@ -338,7 +338,7 @@ def test_a_cli_revoke_signals_through_the_shared_redis(cli_env, monkeypatch):
     get_settings.cache_clear()
     _cli_revoke()
     assert made == ["redis://127.0.0.1:1/0"]
-    assert _names(redis) == ["dispatcher:halt:c:1"]
+    assert _names(redis) == ["dispatcher:{halt}:c:1"]
 
 
 def test_an_embedded_cli_revoke_signals_nobody(cli_env):
@@ -350,7 +350,7 @@ def test_an_embedded_cli_revoke_signals_nobody(cli_env):
     from dispatcher.settings import get_settings
 
     redis = embedded_redis()
-    for k in redis.scan_iter("dispatcher:halt:*"):
+    for k in redis.scan_iter("dispatcher:{halt}:*"):
         redis.delete(k)
     _cli_revoke()
     assert _names(redis) == []

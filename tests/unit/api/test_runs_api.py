@@ -197,6 +197,29 @@ def test_pause_resume_cancel(client, world):
     assert client.post("/v1/runs/777:pause").status_code == 404
 
 
+def test_resume_with_an_acknowledgement_records_the_key_and_why(client, world):
+    run_id = client.post("/v1/runs", json=_body(world)).json()["run"]["id"]
+    client.post(f"/v1/runs/{run_id}:pause")
+    r = client.post(f"/v1/runs/{run_id}:resume", json={"acknowledge": "filtering explained"})
+    assert r.status_code == 200, r.text
+    guard = r.json()["guard"]
+    (ack,) = guard["events"]
+    assert (ack["kind"], ack["actor"], ack["reason"]) == (
+        "acknowledge",
+        "api:billing",
+        "filtering explained",
+    )
+    assert guard["since"] == ack["at"]
+    client.post(f"/v1/runs/{run_id}:pause")
+    r = client.post(f"/v1/runs/{run_id}:resume")  # a plain resume: recorded, no new window
+    kinds = [e["kind"] for e in r.json()["guard"]["events"]]
+    assert kinds == ["resume", "acknowledge"] and r.json()["guard"]["since"] == ack["at"]
+    assert client.get(f"/v1/runs/{run_id}").json()["guard"] == r.json()["guard"]
+    client.post(f"/v1/runs/{run_id}:pause")
+    r = client.post(f"/v1/runs/{run_id}:resume", json={"acknowledge": ""})
+    assert r.status_code == 422 and r.json()["field"] == "acknowledge"
+
+
 def test_a_list_with_every_phone_rejected_is_an_empty_run(client, world, db):
     """The staged count (0) was read as 'not staged': the launch checks, then the fan-out,
     treated the list as a segment with no query (a 500, then a failing scheduler tick)."""

@@ -178,3 +178,18 @@ def test_strict_from_rejects_unowned_numbers(env: Env) -> None:
     with pytest.raises(TwilioRestException) as ei:
         env.gateway.client.messages.create(to="+14155550100", from_="+14155559999", body="x")
     assert ei.value.code == 21606
+
+
+def test_fetch_and_list_carry_the_error_code(env: Env) -> None:
+    """A fetched or listed status comes with its ErrorCode, as a callback does (issue 21.1)."""
+    env.config.delivery_errors = {30007: 1.0}
+    since = env.clock.now()
+    r = env.gateway.send("+14155550100", "filtered", from_=FROM)
+    assert r.error_code is None
+    env.clock.advance(5)
+    env.sandbox.tick()
+    got = env.gateway.fetch(r.sid)
+    assert (got.status, got.error_code) == ("undelivered", 30007)
+    found = env.gateway.find_sent("+14155550100", FROM, since, body_hash("filtered"))
+    assert found is not None and (found.sid, found.error_code) == (r.sid, 30007)
+    env.check_contract()

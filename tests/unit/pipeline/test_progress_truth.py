@@ -282,3 +282,26 @@ def test_a_scheduled_run_has_its_schedule_from_its_consented_audience(h):
     assert p["state"] == "scheduled" and p["substate"] is None
     assert p["schedule"]["rows"] == 30
     assert p["next_send_at"] == at and p["eta"] == at + timedelta(seconds=2 * 302)
+
+
+def test_run_resume_acknowledge_records_who_and_why_and_run_show_lists_it(h):
+    """Issue 21.4: ``run resume --acknowledge`` records the operator and the reason; the guard's
+    decisions and the acknowledgements are in ``run show`` (JSON and table)."""
+    from dispatcher.halts import NoHaltKeys
+
+    h.contacts(2)
+    run_id = h.launch()
+    with h.db.session() as s:
+        runs.pause_run(s, run_id, "reputation guard: test", h.clock.now(), halts=NoHaltKeys())
+    r = cli(Path.cwd(), "run", "resume", str(run_id), "--acknowledge", "looked at it", "--json")
+    assert r.returncode == 0, r.stderr
+    r = cli(Path.cwd(), "run", "show", str(run_id), "--json")
+    guard = json.loads(r.stdout)["guard"]
+    (ack,) = guard["events"]
+    assert (ack["kind"], ack["reason"]) == ("acknowledge", "looked at it")
+    assert ack["actor"].startswith("operator:") and guard["since"] == ack["at"]
+    assert ack["figures"] == {"pause_reason": "reputation guard: test"}
+    out = cli(Path.cwd(), "run", "show", str(run_id)).stdout
+    assert "Reputation guard (judging sends since" in out and "looked at it" in out
+    r = cli(Path.cwd(), "run", "resume", str(run_id), "--acknowledge", "again")
+    assert r.returncode == 1 and r.stderr.startswith("error: run") and "paused" in r.stderr

@@ -12,11 +12,12 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from dispatcher import outbox
+from dispatcher import provider_status as delivery
 from dispatcher.delivery.fakes import MemoryHalts
 from dispatcher.errors import StorageError
 from dispatcher.models import ConsentEvent, OutboxMessage
-from dispatcher.webhooks import WebhookOptions, delivery
-from dispatcher.webhooks.delivery import StatusUpdate, apply_status, apply_statuses
+from dispatcher.provider_status import StatusUpdate, apply_status, apply_statuses
+from dispatcher.webhooks import WebhookOptions
 from tests.procs import wait_for
 from tests.unit.webhooks.conftest import (
     PHONE,

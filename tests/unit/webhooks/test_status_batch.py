@@ -11,10 +11,10 @@ from typing import Any
 from sqlmodel import select
 
 from dispatcher import outbox
+from dispatcher import provider_status as delivery
 from dispatcher.errors import StorageError
 from dispatcher.models import ConsentEvent, OutboxMessage
-from dispatcher.webhooks import delivery
-from dispatcher.webhooks.delivery import CampaignCache
+from dispatcher.provider_status import CampaignCache
 from tests.procs import wait_for
 from tests.unit.webhooks.conftest import (
     RecordingMetrics,

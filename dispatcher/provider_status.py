@@ -1,4 +1,9 @@
-"""Status callbacks (DB side, sync): move the outbox row forward and react to error codes.
+"""A provider status, whatever brought it: move the outbox row forward and react to its error
+code.  ONE function, ``apply_status``, for a status callback (webhooks/status.py), a status the
+delivery core fetched (``delivery.resolve``: a ``sent`` row that heard nothing) and a message found
+by listing (an ``unknown`` row resolved): each carries its ``ErrorCode``, so 21610 (opt-out),
+30034 (campaign pause) and the reputation guard's input (30007 counted on the row) are the same
+on every path.  ``react`` is what follows the commit (metrics; the runs whose guard to evaluate).
 
 Reactions happen only when the callback actually moved the row (``outbox.apply_provider_status``
 is monotonic and idempotent), so a duplicated or late callback changes nothing and reacts once.
@@ -9,21 +14,22 @@ and applies it again a little later: early.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import String, bindparam
+from sqlalchemy import Connection, Integer, String, bindparam, func
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, select
 
 from dispatcher import ledger, outbox, runs
 from dispatcher.models import Campaign, OutboxMessage
-from dispatcher.webhooks.campaigns import CampaignCache
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
+    from dispatcher.metrics import OptOutKind
 
 ACTOR = "twilio-webhook"
 CARRIER_OPT_OUT = 21610
@@ -34,6 +40,31 @@ PAUSE_CAMPAIGN_CODES: dict[int, str] = {
 }
 #: campaign_status values that pause every run (compliance.md §6)
 PAUSE_CAMPAIGN_STATUSES = frozenset({"SUSPENDED"})
+
+
+_C: Any = Campaign.__table__  # type: ignore[attr-defined]
+_CAMPAIGN = sql_select(
+    _C.c.sid, func.coalesce(_C.c.messaging_service_sid, _C.c.sender), _C.c.campaign_status
+).where(_C.c.id == bindparam("b_id", type_=Integer))
+
+
+class CampaignCache:
+    """(sid, sender, campaign_status) by campaign id, kept ``ttl_s`` seconds (monotonic), the way
+    delivery/gate.py caches campaigns: a suspension reaches the reactions within that; ``ttl_s`` 0
+    disables the cache."""
+
+    def __init__(self, ttl_s: float = 2.0) -> None:
+        self.ttl_s = ttl_s
+        self._hits: dict[int, tuple[tuple[str, str | None, str | None], float]] = {}
+
+    def get(self, conn: Connection, campaign_id: int) -> tuple[str, str | None, str | None]:
+        mono = time.monotonic()
+        hit = self._hits.get(campaign_id)
+        if hit is not None and mono - hit[1] < self.ttl_s:
+            return hit[0]
+        sid, sender, status = conn.execute(_CAMPAIGN, {"b_id": campaign_id}).one()
+        self._hits[campaign_id] = ((sid, sender, status), mono)
+        return sid, sender, status
 
 
 @dataclass
@@ -194,3 +225,33 @@ def _carrier_opt_out(
         now=now,
     )
     return seen is None
+
+
+class StatusMetrics(Protocol):
+    """What ``react`` records (the webhooks' and the delivery core's metrics ports have these)."""
+
+    def delivered(self, campaign: str, sender: str) -> None: ...
+
+    def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
+
+    def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
+
+    def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None: ...
+
+
+def react(metrics: StatusMetrics, res: StatusResult) -> list[int]:
+    """After the commit of a status that moved its row (``res.outcome == "applied"``): its
+    metrics.  Returns the runs whose reputation guard to evaluate (the status carried an error
+    code), which the caller does (``guard_check.check_runs``)."""
+    if res.outcome != "applied":
+        return []
+    campaign, sender = res.campaign_sid or "unknown", res.sender or "unknown"
+    if res.state == outbox.DELIVERED:
+        metrics.delivered(campaign, sender)
+    elif res.state == outbox.UNDELIVERED:
+        metrics.undelivered(campaign, sender, res.error_code)
+    elif res.state == outbox.FAILED:
+        metrics.failed(campaign, sender, res.error_code)
+    if res.carrier_opt_out:
+        metrics.opt_out(campaign, "carrier")
+    return [res.run_id] if res.error_code and res.run_id is not None else []
