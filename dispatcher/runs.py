@@ -27,15 +27,13 @@ from dispatcher import hooks, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, OutboxMessage, Run
-from dispatcher.run_state import (  # noqa: F401 - the run states are part of this module's API
-    ACTIVE,
-    CANCELLED,
-    COMPLETED,
-    FANNING_OUT,
-    PAUSED,
-    RUNNING,
-    SCHEDULED,
-)
+from dispatcher.run_state import ACTIVE as ACTIVE  # the run states: part of this module's API
+from dispatcher.run_state import CANCELLED as CANCELLED
+from dispatcher.run_state import COMPLETED as COMPLETED
+from dispatcher.run_state import FANNING_OUT as FANNING_OUT
+from dispatcher.run_state import PAUSED as PAUSED
+from dispatcher.run_state import RUNNING as RUNNING
+from dispatcher.run_state import SCHEDULED as SCHEDULED
 from dispatcher.run_state import pause as _pause
 from dispatcher.run_state import run_id as _run_id
 from dispatcher.store import bulk_insert
