@@ -35,7 +35,15 @@ HEAVY = (
     "dispatcher.cli.sandbox",
 )
 #: SQLModel, the ORM and the models: what a command in SQLAlchemy Core does without
-MODELS = ("sqlmodel", "sqlalchemy.orm", "dispatcher.models", "dispatcher.runs", "dispatcher.launch")
+MODELS = (
+    "sqlmodel",
+    "sqlalchemy.orm",
+    "dispatcher.models",
+    "dispatcher.runs",
+    "dispatcher.launch",
+    "dispatcher.ledger",
+    "dispatcher.registry",
+)
 
 CHILD = """
 import sys
@@ -90,7 +98,7 @@ def seeded(cli_env: Path) -> dict[str, str]:
     [
         (["run", "show", "1"], ("phonenumbers", "dispatcher.cli.consent")),
         (["run", "pause", "1"], ("phonenumbers", "rich", "dispatcher.cli.consent", *MODELS)),
-        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run")),
+        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run", *MODELS)),
     ],
 )
 def test_a_quick_command_imports_only_its_own_group(seeded, args, also_absent):
