@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -16,16 +16,6 @@ import typer
 from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, err, report, say, table
 from dispatcher.errors import InputError
-
-if TYPE_CHECKING:
-    from types import ModuleType
-
-
-def _report() -> ModuleType:
-    from dispatcher import run_report
-
-    return run_report
-
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -76,7 +66,8 @@ def _print_warnings(warnings: list[dict[str, Any]]) -> None:
 
 
 def _render_dry(d: dict) -> None:
-    run_report = _report()
+    from dispatcher import run_report
+
     zone = settings().default_timezone
     sch = d["schedule"]
     table(
@@ -107,7 +98,8 @@ def render_schedule(sch: dict | None, zone: str, hours: int = 12) -> None:
     (the first ``hours``; ``--json`` has them all).  Times in the operator's zone."""
     if not sch or not sch["rows"]:
         return
-    run_report = _report()
+    from dispatcher import run_report
+
     table(
         f"Schedule by recipients' window (times in {zone})",
         ["window (recipients' local time)", "rows", "first send", "last send"],
@@ -239,7 +231,8 @@ def show(run_id: int, as_json: bool = JsonOpt) -> None:
 
 
 def _render_show(d: dict) -> None:
-    run_report = _report()
+    from dispatcher import run_report
+
     zone = settings().default_timezone
     table(
         f"Run {d['id']}",
