@@ -14,7 +14,37 @@ and the ratio of each median to the ceilings:
   floor of any command that reads the database through the models (``runs``, ``ledger``).
 
 The commands: ``run show 1``, ``run pause 1``, ``consent revoke PHONE --brand 1``, and
-``--help`` for comparison.  Not a pass/fail test: the numbers are for reading.
+``--help`` for comparison.  Not a pass/fail test: the numbers are for reading
+(tests/unit/test_cli_startup.py guards what each command imports instead).
+
+Measured (2026-12-06, 2 shared cores, load average 4.3-6.4 from other sessions, so wall times
+are ~2x CPU; ``--runs 7``, the code before (main at 88e8895) and after, twice each, alternating;
+CPU medians, and in brackets the ratio to ``import sqlalchemy``, which moves less with load):
+
+==================  ===================================  ===================================
+command             before                               after
+==================  ===================================  ===================================
+run pause 1         0.822 / 0.781 s (2.66 / 2.68)        0.504 / 0.490 s (1.56 / 1.60)
+consent revoke      0.853 / 0.789 s (2.76 / 2.71)        0.547 / 0.557 s (1.69 / 1.81)
+run show 1          0.903 / 0.798 s (2.93 / 2.74)        0.839 / 0.753 s (2.59 / 2.45)
+import sqlalchemy   0.309 / 0.291 s                      0.324 / 0.307 s
+==================  ===================================  ===================================
+
+On a quiet machine ``import sqlalchemy`` takes ~0.20 s of CPU (the issue's before: 0.52-0.55 s
+per quick command, ratio ~2.7), so after: ``run pause`` ~0.32 s, ``consent revoke`` ~0.35 s,
+``run show`` ~0.50 s.  What they pay now (``python -X importtime`` and cProfile of ``run pause``):
+SQLAlchemy Core ~60 %, Typer ~25 % (Typer 0.2x coerces every parameter through a pydantic
+``TypeAdapter``: pydantic's import and one adapter per parameter), the settings model ~4 %,
+the interpreter ~6 %, the SQLite dialect, the schema check and the work itself the rest; the
+floor ``import typer._adapters, sqlalchemy`` alone is ratio ~1.45.  ``consent revoke`` adds
+phonenumbers (normalising the number).  What was removed: SQLModel, the ORM and the models
+(``run pause`` and ``consent grant|revoke`` work in Core on ``dispatcher/tables.py``),
+pydantic-settings (argparse, asyncio, python-dotenv; ``dispatcher/settings.py``), the other
+command modules of each group.  ``run show`` still loads the models, the ORM and Rich: its
+report (``run_report.progress`` and the schedule model over the audience) reads through the
+ORM; moving it to Core is what would remain (the models' and ORM's share, ratio ~0.8-1.0).  Below
+0.3 s on every machine needs a command path without SQLAlchemy or without Typer's pydantic
+coercion.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@ a CSV file of revocations (``consent revoke --file PHONES.csv``).
 
 Both go through ``record``: the contact is created if the number is new (a revocation of a
 number not imported yet still counts: a later import or launch finds it opted out), then
-``ledger.append``, which notes a revoke's halt so that the workers' next send checks it.  A file
+``consent_events.append`` (the ledger's one writer), which notes a revoke's halt so that the
+workers' next send checks it.  All of it is SQLAlchemy Core on the caller's session or
+connection: ``dispatcher consent revoke`` starts without the models (bench/cli_startup.py).  A file
 is one transaction (the caller's session): every good row is recorded, or none is; a row that
 cannot be recorded (bad phone number, date or source) goes to a rejects file with its row number
 and reason, for the operator to fix and hand in again; a number repeated in the file is revoked
 once.
 
-Evidence: as for a single revoke, none is required (``ledger.append`` requires it of grants
+Evidence: as for a single revoke, none is required (the ledger requires it of grants
 only: a revocation is honoured by whatever means it came).  Each row's event carries the row's
 ``evidence`` / ``url`` / ``evidence_ref`` / ``note`` cells, or the command's options, and its
 note names the file and row it came from.
@@ -24,16 +26,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session
+from sqlalchemy import Connection
 
-from dispatcher import ledger
+from dispatcher import consent_events
 from dispatcher.clock import utcnow
-from dispatcher.contacts import default_rejects_path, upsert_contact
-from dispatcher.csvrows import CsvRows, Rejects, RowReject, cell, parse_time, row_phone
+from dispatcher.csvrows import (
+    CsvRows,
+    Rejects,
+    RowReject,
+    cell,
+    default_rejects_path,
+    parse_time,
+    row_phone,
+)
 from dispatcher.errors import InputError
-from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+from dispatcher.phones import normalize_phone
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from dispatcher.delivery.ports import HaltSignal
 
 #: cells a revocation file may have besides ``phone`` (first of each tuple wins)
@@ -49,10 +60,11 @@ COLUMNS = {
 
 @dataclass(frozen=True)
 class Recorder:
-    """Who records the events, for whom, and the values a row does not give."""
+    """Who records the events, for whom, and the values a row does not give.  ``brand`` and
+    ``campaign``: the models, or their rows (``tables.brand_row`` / ``campaign_row``)."""
 
-    brand: Brand
-    campaign: Campaign | None
+    brand: Any
+    campaign: Any | None
     source: str
     actor: str
     #: what a revoke signals before it commits (the workers' halt check)
@@ -68,8 +80,12 @@ class Recorder:
             )
 
 
+def _conn(db: Session | Connection) -> Connection:
+    return db if isinstance(db, Connection) else db.connection()
+
+
 def record(
-    session: Session,
+    db: Session | Connection,
     who: Recorder,
     action: str,
     phone: str,
@@ -80,13 +96,15 @@ def record(
     note: str | None = None,
     source: str | None = None,
     occurred_at: datetime | None = None,
-) -> tuple[ConsentEvent, Contact, bool]:
-    """One event for one number: (event, contact, contact was created)."""
-    contact, created = upsert_contact(session, phone)
-    assert contact.id is not None and who.brand.id is not None
-    ev = ledger.append(
-        session,
-        contact_id=contact.id,
+) -> tuple[dict[str, Any], str, bool]:
+    """One event for one number, in the caller's transaction: (the event's columns, the number
+    in E.164, the contact was created)."""
+    e164 = normalize_phone(phone)
+    conn = _conn(db)
+    contact_id, created = consent_events.ensure_contact(conn, e164)
+    ev = consent_events.append(
+        conn,
+        contact_id=contact_id,
         brand_id=who.brand.id,
         campaign_id=who.campaign.id if who.campaign else None,
         action=action,
@@ -99,7 +117,7 @@ def record(
         occurred_at=occurred_at,
         halts=who.halts,
     )
-    return ev, contact, created
+    return ev, e164, created
 
 
 @dataclass
@@ -130,7 +148,7 @@ def _parse(line: int, raw: dict[str, str], tz: ZoneInfo, now: datetime) -> _Revo
     phone = row_phone(raw)
     cells = {k: cell(raw, *names) for k, names in COLUMNS.items()}
     source = cells["source"].lower()
-    if source and source not in ledger.SOURCES:
+    if source and source not in consent_events.SOURCES:
         raise RowReject("bad_source", f"unknown consent source {source!r}")
     cells["source"] = source
     when = cells["occurred_at"]
@@ -140,7 +158,7 @@ def _parse(line: int, raw: dict[str, str], tz: ZoneInfo, now: datetime) -> _Revo
 
 
 def revoke_csv(
-    session: Session,
+    db: Session | Connection,
     path: Path,
     who: Recorder,
     *,
@@ -152,6 +170,7 @@ def revoke_csv(
     ``record`` does for one.  The caller owns the transaction.  ``occurred_at`` is the time of a
     row that gives none (default: now)."""
     started = time.perf_counter()
+    conn = _conn(db)
     report = RevokeReport(file=str(path))
     tz, now = ZoneInfo(default_tz), utcnow()
     seen: set[str] = set()
@@ -172,7 +191,7 @@ def revoke_csv(
             seen.add(r.phone)
             c = r.cells
             _, _, created = record(
-                session,
+                conn,
                 who,
                 "revoke",
                 r.phone,

@@ -20,7 +20,15 @@ from sqlmodel import Session, col, select
 
 from dispatcher import ledger
 from dispatcher.clock import utcnow
-from dispatcher.csvrows import CsvRows, Rejects, RowReject, cell, parse_time, row_phone
+from dispatcher.csvrows import (
+    CsvRows,
+    Rejects,
+    RowReject,
+    cell,
+    default_rejects_path,
+    parse_time,
+    row_phone,
+)
 from dispatcher.errors import InputError, NotFoundError, UnknownTimeZoneError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
 from dispatcher.phones import normalize_phone
@@ -227,10 +235,6 @@ def import_csv(
     report.rejects_file = rejects.written
     report.seconds = round(time.perf_counter() - started, 3)
     return report
-
-
-def default_rejects_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".rejects.csv")
 
 
 def _write_batch(

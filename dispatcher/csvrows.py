@@ -26,6 +26,11 @@ class RowReject(Exception):
         self.code = code
 
 
+def default_rejects_path(path: Path) -> Path:
+    """Where the rejects of ``path`` go unless the operator names a file."""
+    return path.with_name(path.stem + ".rejects.csv")
+
+
 def cell(raw: dict[str, str], *names: str) -> str:
     """The first non-blank of the named cells, stripped ("" when none)."""
     for n in names:

@@ -37,12 +37,22 @@ from sqlmodel import Session, col
 
 from dispatcher.clock import Clock, as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
+from dispatcher.hook_events import (  # the event types and states: part of this module's API
+    CANCELLED as CANCELLED,
+)
+from dispatcher.hook_events import CONTACT_OPTED_OUT as CONTACT_OPTED_OUT
+from dispatcher.hook_events import DELIVERED as DELIVERED
+from dispatcher.hook_events import EVENT_TYPES as EVENT_TYPES
+from dispatcher.hook_events import FAILED as FAILED
+from dispatcher.hook_events import NEEDS_CONTACTS as NEEDS_CONTACTS
+from dispatcher.hook_events import PENDING as PENDING
+from dispatcher.hook_events import RUN_FINISHED as RUN_FINISHED
+from dispatcher.hook_events import RUN_PAUSED as RUN_PAUSED
+from dispatcher.hook_events import iso as iso
+from dispatcher.hook_events import targets as _targets
+from dispatcher.hook_events import write as _write
 from dispatcher.models import (
     ApiKey,
-    Brand,
-    Campaign,
-    ConsentEvent,
-    Contact,
     Run,
     WebhookAttempt,
     WebhookEvent,
@@ -52,11 +62,6 @@ from dispatcher.signing import HEADER, header_value
 
 log = logging.getLogger(__name__)
 
-RUN_FINISHED, RUN_PAUSED, CONTACT_OPTED_OUT = "run.finished", "run.paused", "contact.opted_out"
-EVENT_TYPES = (RUN_FINISHED, RUN_PAUSED, CONTACT_OPTED_OUT)
-#: event types whose payload holds a phone number: the key must have this scope
-NEEDS_CONTACTS = {CONTACT_OPTED_OUT: "contacts:read"}
-PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
 MAX_SUBSCRIPTIONS = 20
 SECRET_PREFIX = "whsec_"
 
@@ -221,67 +226,12 @@ def event_id(row_id: int) -> str:
 
 
 # ---------------------------------------------------------------------------------- emission
-@dataclass(frozen=True)
-class _Target:
-    subscription_id: int
-    key_name: str
-    events: frozenset[str]
-    scopes: frozenset[str]
-
-
-_CACHE = "dispatcher.hooks.targets"
-
-
-def _targets(session: Session, event_type: str) -> list[_Target]:
-    """Active subscriptions of keys not revoked that want ``event_type``.  Read once per
-    transaction (a bulk revocation of 100 000 numbers asks once, not 100 000 times)."""
-    txn = session.get_transaction()
-    cached = session.info.get(_CACHE)
-    if cached is None or cached[0] is not txn:
-        rows = session.connection().execute(
-            select(WS.c.id, AK.c.name, WS.c.events, AK.c.scopes)
-            .join(AK, AK.c.id == WS.c.api_key_id)
-            .where(WS.c.disabled_at.is_(None), AK.c.revoked_at.is_(None))
-        )
-        found = [
-            _Target(sid, name, frozenset(events or ()), frozenset(scopes or ()))
-            for sid, name, events, scopes in rows
-        ]
-        cached = session.info[_CACHE] = (txn, found)
-    needs = NEEDS_CONTACTS.get(event_type)
-    return [t for t in cached[1] if event_type in t.events and (needs is None or needs in t.scopes)]
-
-
-def _write(
-    session: Session,
-    event_type: str,
-    targets: Iterable[int],
-    payload: dict[str, Any],
-    now: datetime,
-) -> int:
-    rows = [
-        {
-            "subscription_id": sid,
-            "type": event_type,
-            "payload": payload,
-            "state": PENDING,
-            "attempts": 0,
-            "created_at": now,
-            "next_attempt_at": now,
-        }
-        for sid in targets
-    ]
-    if rows:
-        session.connection().execute(insert(WE), rows)
-    return len(rows)
-
-
 def runs_changed(session: Session, event_type: str, run_ids: Iterable[int], now: datetime) -> int:
     """``run.finished`` / ``run.paused`` for ``run_ids`` (in the caller's transaction), to the
     subscriptions of the key that launched each run; the payload is the run document of
     ``GET /v1/runs/{id}``.  Returns the events written."""
     ids = list(run_ids)
-    targets = _targets(session, event_type) if ids else []
+    targets = _targets(session.connection(), event_type) if ids else []
     if not targets:
         return 0
     from dispatcher.run_report import progress
@@ -295,34 +245,8 @@ def runs_changed(session: Session, event_type: str, run_ids: Iterable[int], now:
             # the change was an UPDATE statement: a Run this session loaded before is stale
             session.get(Run, run_id, populate_existing=True)
             doc = _jsonable(progress(session, run_id, now))
-            written += _write(session, event_type, mine, doc, now)
+            written += _write(session.connection(), event_type, mine, doc, now)
     return written
-
-
-def opted_out(session: Session, event: ConsentEvent) -> int:
-    """``contact.opted_out`` for a revocation just appended to the ledger (its transaction)."""
-    targets = _targets(session, CONTACT_OPTED_OUT)
-    if not targets:
-        return 0
-    phone = session.get(Contact, event.contact_id)
-    brand = session.get(Brand, event.brand_id)
-    campaign = session.get(Campaign, event.campaign_id) if event.campaign_id else None
-    payload = {
-        "phone": phone.phone if phone else None,
-        "brand": brand.name if brand else None,
-        "campaign": campaign.sid if campaign else None,
-        "source": event.source,
-        "occurred_at": iso(event.occurred_at),
-        "consent_event_id": event.id,
-    }
-    return _write(
-        session, CONTACT_OPTED_OUT, [t.subscription_id for t in targets], payload, event.recorded_at
-    )
-
-
-def iso(value: datetime) -> str:
-    """A time as the API writes it (``2026-01-05T15:00:00Z``)."""
-    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:

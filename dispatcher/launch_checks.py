@@ -16,7 +16,9 @@ Errors (the launch is refused; ``force`` never overrides them):
   ``undeclared_link``, ``campaign_drift``, ...) or ``message_too_long``: the template as it will
   be composed (brand name and opt-out language added), each ``[field]`` replaced by a neutral
   placeholder;
-* ``send_at_in_past`` — a start time earlier than ``now`` minus :data:`SEND_AT_TOLERANCE`.
+* ``send_at_in_past`` — a start time earlier than ``now`` minus :data:`SEND_AT_TOLERANCE`;
+* ``no_sender`` — the campaign has neither a sender number nor a Messaging Service SID: no
+  message could name a ``From`` (the gateway would refuse every send as an input error).
 
 Warnings (a real launch stops on them unless ``force`` accepts them; the dry run lists them):
 
@@ -138,12 +140,23 @@ def check_launch(
     zone: tzinfo = UTC,
 ) -> Checked:
     """Errors and warnings of launching ``template`` (see the module docstring).  ``campaign``
-    is anything with Campaign's registration attributes; ``fields`` ``None`` skips the field
+    is anything with Campaign's registration attributes (and ``sid``, ``sender``,
+    ``messaging_service_sid``); ``fields`` ``None`` skips the field
     checks; times in messages are shown in ``zone``.  Raises ``InputError`` for a template that
     does not parse."""
     tpl = parse_template(template)
     errors: list[Issue] = []
     warnings: list[Issue] = []
+    if not (getattr(campaign, "sender", None) or getattr(campaign, "messaging_service_sid", None)):
+        errors.append(
+            Issue(
+                "no_sender",
+                "campaign",
+                f"campaign {getattr(campaign, 'sid', '?')} has neither a sender number nor a "
+                "Messaging Service SID, so no message can be sent; import it again with "
+                "--sender +1XXXXXXXXXX (or with its messaging_service_sid)",
+            )
+        )
     if looks_like_path(template):
         errors.append(
             Issue(

@@ -14,30 +14,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, event, or_
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from dispatcher import hooks
-from dispatcher.clock import as_utc, utcnow
-from dispatcher.errors import InputError, LedgerError
+from dispatcher import consent_events
+from dispatcher.clock import as_utc
+from dispatcher.consent_events import ACTIONS as ACTIONS  # part of this module's API
+from dispatcher.consent_events import CONSENT_TYPES as CONSENT_TYPES
+from dispatcher.consent_events import SOURCES as SOURCES
+from dispatcher.errors import LedgerError
 from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
-
-ACTIONS = ("grant", "revoke")
-SOURCES = (
-    "web_form",
-    "keyword",
-    "import",
-    "operator",
-    "api",
-    "carrier",
-    "paper",
-    "ivr",
-    "email",
-    "natural_language",
-)
-CONSENT_TYPES = ("implied", "express", "written")
 
 
 @event.listens_for(ConsentEvent, "before_update", propagate=True)
@@ -73,44 +62,32 @@ def append(
     dedupe: str | None = None,
     halts: HaltSignal | None = None,
 ) -> ConsentEvent:
-    """Append one event.  A revoke needs ``halts``: it signals the contact's halt key before the
+    """Append one event (``consent_events.append``, in the session's transaction) and return
+    it as the model.  A revoke needs ``halts``: it signals the contact's halt key before the
     caller commits, so a worker stops every row of the contact it already claimed."""
-    if action not in ACTIONS:
-        raise InputError(f"consent action must be one of {', '.join(ACTIONS)}", field="action")
-    if source not in SOURCES:
-        raise InputError(f"consent source must be one of {', '.join(SOURCES)}", field="source")
-    if consent_type not in CONSENT_TYPES:
-        raise InputError(f"consent type must be one of {', '.join(CONSENT_TYPES)}", field="type")
-    if action == "revoke" and halts is None:
-        raise TypeError("a revoke must signal the workers' halt check: pass halts=")
-    if action == "grant" and not (evidence_text or evidence_url or evidence_ref or note):
-        raise InputError(
-            "a consent grant needs evidence (text, URL, reference or note)", field="evidence"
-        )
-    now = utcnow()
-    ev = ConsentEvent(
+    session.flush()  # the contact (and whatever else is pending) exists before its event
+    ev = consent_events.append(
+        session.connection(),
         contact_id=contact_id,
         brand_id=brand_id,
-        campaign_id=campaign_id,
         action=action,
-        consent_type=consent_type,
         source=source,
+        actor=actor,
+        campaign_id=campaign_id,
+        consent_type=consent_type,
         evidence_text=evidence_text,
         evidence_url=evidence_url,
         evidence_ref=evidence_ref,
         note=note,
-        actor=actor,
-        occurred_at=as_utc(occurred_at) if occurred_at else now,
-        recorded_at=now,
-        dedupe_key=dedupe,
+        occurred_at=occurred_at,
+        dedupe=dedupe,
+        halts=halts,
     )
-    session.add(ev)
-    session.flush()
-    if halts is not None and action == "revoke":  # workers see it before their next send
-        halts.signal(contacts=[contact_id])
-    if action == "revoke":
-        hooks.opted_out(session, ev)  # producers' webhooks, in this transaction
-    return ev
+    # the row as written (times as given, aware), persistent in the session without a SELECT
+    found = ConsentEvent(**ev)
+    make_transient_to_detached(found)
+    session.add(found)
+    return found
 
 
 @dataclass(frozen=True)

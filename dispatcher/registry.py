@@ -12,6 +12,8 @@ from sqlmodel import Session, col, select
 
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Brand, Campaign, pk
+from dispatcher.tables import MAX_ID as MAX_ID  # re-exported
+from dispatcher.tables import as_id as as_id
 
 TMOBILE_TIERS = ("TOP", "HIGH", "MID", "LOW", "BASIC", "UNCAPPED", "LOW_VOLUME", "SOLE_PROPRIETOR")
 
@@ -36,24 +38,6 @@ def add_brand(
     session.add(brand)
     session.flush()
     return brand
-
-
-#: the largest primary key a 64-bit integer column holds (SQLite INTEGER, PostgreSQL BIGINT)
-MAX_ID = 2**63 - 1
-
-
-def as_id(key: str | int) -> int | None:
-    """``key`` as a row id if it is one (an int, or ASCII digits), else None (a name or SID).
-    Digits no id can have (0, or past 64 bits) are an id that does not exist: -1."""
-    if isinstance(key, bool):
-        return None
-    if isinstance(key, int):
-        n = key
-    elif isinstance(key, str) and key.isascii() and key.isdigit():
-        n = int(key)
-    else:
-        return None
-    return n if 0 < n <= MAX_ID else -1
 
 
 def get_brand(session: Session, key: str | int) -> Brand:

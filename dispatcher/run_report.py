@@ -29,6 +29,7 @@ from dispatcher import audience as aud
 from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
 from dispatcher.models import Brand, Campaign, Contact, GuardEvent, Run
+from dispatcher.run_state import run_dict as run_dict  # part of this module's API
 from dispatcher.runs import (
     ACTIVE,
     OB,
@@ -226,21 +227,6 @@ def _substate(state: str, by_state: dict[str, int], deferred_by: dict[str, int])
     if set(deferred_by) <= QUIET_REASONS | CAP_REASONS:
         return WAITING_RECIPIENTS
     return SENDING
-
-
-def run_dict(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "campaign_id": run.campaign_id,
-        "state": run.state,
-        "send_at": as_utc(run.send_at),
-        "total": run.total,
-        "actor": run.actor,
-        "pause_reason": run.pause_reason,
-        "audience": run.audience,
-        "idempotency_key": run.idempotency_key,
-        "created_at": as_utc(run.created_at),
-    }
 
 
 # --------------------------------------------------------------------------------- schedule

@@ -27,21 +27,21 @@ from dispatcher import hooks, outbox
 from dispatcher.clock import as_utc
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, GuardEvent, OutboxMessage, Run, pk
+from dispatcher.run_state import ACTIVE as ACTIVE  # the run states: part of this module's API
+from dispatcher.run_state import CANCELLED as CANCELLED
+from dispatcher.run_state import COMPLETED as COMPLETED
+from dispatcher.run_state import FANNING_OUT as FANNING_OUT
+from dispatcher.run_state import PAUSED as PAUSED
+from dispatcher.run_state import RUNNING as RUNNING
+from dispatcher.run_state import SCHEDULED as SCHEDULED
+from dispatcher.run_state import pause as _pause
+from dispatcher.run_state import run_id as _run_id
 from dispatcher.store import bulk_insert
 from dispatcher.templates import parse_template
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
 
-SCHEDULED, FANNING_OUT, RUNNING, PAUSED, COMPLETED, CANCELLED = (
-    "scheduled",
-    "fanning_out",
-    "running",
-    "paused",
-    "completed",
-    "cancelled",
-)
-ACTIVE = (SCHEDULED, FANNING_OUT, RUNNING)
 R = Run.__table__  # type: ignore[attr-defined]
 OB = OutboxMessage.__table__  # type: ignore[attr-defined]
 C = Contact.__table__  # type: ignore[attr-defined]
@@ -332,16 +332,6 @@ def complete_finished(session: Session, now: datetime) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- control
-def _run_id(run_id: int | str) -> int:
-    """A run id that can exist, or NotFoundError (0, negative, past 64 bits, not digits)."""
-    from dispatcher.registry import as_id
-
-    ident = as_id(run_id)
-    if ident is None or ident <= 0:
-        raise NotFoundError("run", run_id)
-    return ident
-
-
 def get_run(session: Session, run_id: int) -> Run:
     run = session.get(Run, _run_id(run_id))
     if run is None:
@@ -352,22 +342,8 @@ def get_run(session: Session, run_id: int) -> Run:
 def pause_run(
     session: Session, run_id: int, reason: str, now: datetime, *, halts: HaltSignal
 ) -> bool:
-    """Pause an active run (takes effect for every message not yet handed to the carrier: rows
-    not claimed by the claim's run-state check, rows a worker already claimed by the halt key
-    signalled here, before the caller commits)."""
-    ident = _run_id(run_id)
-    res = session.connection().execute(
-        update(R)
-        .where(R.c.id == ident, R.c.state.in_(ACTIVE))
-        .values(state=PAUSED, pause_reason=reason[:1000])
-    )
-    if res.rowcount == 0:
-        run = get_run(session, run_id)
-        if run.state == PAUSED:
-            return False
-        raise ConflictError(f"run {run_id} is {run.state}; only an active run can be paused")
-    halts.signal(runs=[ident])
-    return True
+    """Pause an active run (``dispatcher.run_state.pause``, in the session's transaction)."""
+    return _pause(session.connection(), run_id, reason, halts=halts)
 
 
 def resume_run(

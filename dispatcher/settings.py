@@ -1,16 +1,28 @@
 """Configuration from the environment (prefix ``DISPATCHER_``).  Nothing is read at import time:
-call :func:`get_settings` (cached) or build ``Settings(...)`` explicitly in tests."""
+call :func:`get_settings` (cached) or build ``Settings(...)`` explicitly in tests.
+
+``Settings()`` reads what pydantic-settings' ``BaseSettings`` read for these fields, with the
+same precedence: a value given to the constructor, else the environment variable
+``DISPATCHER_<FIELD>`` (any case; a field's ``validation_alias`` names replace it), else the
+default; an empty variable counts as unset.  It is a plain pydantic model because every CLI
+command builds it: ``import pydantic_settings`` brought argparse, asyncio and python-dotenv and
+cost ~0.04-0.08 s of CPU per command, a fifth of a quick command's start-up (measured with
+``python -X importtime`` and bench/cli_startup.py, whose docstring has the numbers).  Every field
+is a scalar, so no value needs the JSON decoding pydantic-settings did for complex fields."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dispatcher.errors import ConfigError
+
+ENV_PREFIX = "DISPATCHER_"
 
 EMBEDDED_DIR = Path(".dispatcher")
 #: Credentials the embedded sandbox carrier accepts when no Twilio credentials are configured.
@@ -18,10 +30,8 @@ SANDBOX_ACCOUNT_SID = "AC" + "0" * 31 + "1"
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token-0000000000000"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DISPATCHER_", env_ignore_empty=True, extra="ignore", populate_by_name=True
-    )
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
         default=f"sqlite:///{EMBEDDED_DIR}/dispatcher.db",
@@ -81,6 +91,35 @@ class Settings(BaseSettings):
         default=False,
         description="Twilio Advanced Opt-Out answers STOP/START/HELP itself: webhooks stay silent.",
     )
+
+    @classmethod
+    def env_names(cls, name: str) -> tuple[str, ...]:
+        """The environment variables a field is read from, first found wins (upper case)."""
+        alias = cls.model_fields[name].validation_alias
+        if alias is None:
+            return ((ENV_PREFIX + name).upper(),)
+        if isinstance(alias, str):
+            return (alias.upper(),)
+        assert isinstance(alias, AliasChoices)
+        return tuple(str(c).upper() for c in alias.choices)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        """Fields the constructor was not given come from the environment."""
+        if not isinstance(data, dict):
+            return data
+        env = {k.upper(): v for k, v in os.environ.items() if v != ""}
+        given = {k.upper() for k in data}
+        found: dict[str, Any] = {}
+        for name in cls.model_fields:
+            names = cls.env_names(name)
+            if name.upper() in given or given.intersection(names):
+                continue
+            value = next((env[n] for n in names if n in env), None)
+            if value is not None:
+                found[name] = value
+        return {**found, **data}
 
     @field_validator("database_url")
     @classmethod

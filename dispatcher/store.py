@@ -7,16 +7,19 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
 
 from dispatcher.errors import StorageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+    from sqlmodel import Session
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,12 +56,21 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 
 class Database:
-    """An engine and a session factory.  ``with db.session() as s:`` commits on success."""
+    """An engine and a session factory.  ``with db.session() as s:`` commits on success;
+    ``with db.begin() as conn:`` is one transaction in SQLAlchemy Core.  The ORM and SQLModel
+    are imported with the first session, not before (a command that only needs Core starts
+    without them: bench/cli_startup.py)."""
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
-        self._factory = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+
+    @cached_property
+    def _factory(self) -> sessionmaker[Session]:
+        from sqlalchemy.orm import sessionmaker
+        from sqlmodel import Session
+
+        return sessionmaker(self.engine, class_=Session, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -78,6 +90,15 @@ class Database:
             raise
         finally:
             s.close()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction on one connection: committed on success, rolled back on an error."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as e:
+            raise StorageError(f"database error: {_short(e)}") from e
 
     @contextmanager
     def connect(self, *, autocommit: bool = False) -> Iterator[Connection]:

@@ -1,4 +1,8 @@
-"""`dispatcher consent` commands: the append-only ledger."""
+"""`dispatcher consent` commands: the append-only ledger.
+
+``grant`` and ``revoke`` (one number or ``--file``) work in SQLAlchemy Core
+(``dispatcher.consent_file``) and start without the models (bench/cli_startup.py); ``export``
+reads through the ledger module."""
 
 from __future__ import annotations
 
@@ -11,12 +15,12 @@ from typing import Any
 
 import typer
 
-from dispatcher import ledger, registry
+from dispatcher import tables
 from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, report, say
+from dispatcher.consent_events import SOURCES
 from dispatcher.consent_file import Recorder, record, revoke_csv
 from dispatcher.errors import InputError
-from dispatcher.phones import normalize_phone
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -47,10 +51,10 @@ def _consent(
 ) -> None:
     """One event for ``phone``, or a revoke for every number in ``file``: the same ``record``."""
     when = _when(at)
-    with database().session() as s:
+    with database().begin() as s:
         who = Recorder(
-            brand=registry.get_brand(s, brand),
-            campaign=registry.get_campaign(s, campaign) if campaign else None,
+            brand=tables.brand_row(s, brand),
+            campaign=tables.campaign_row(s, campaign) if campaign else None,
             source=source,
             actor=actor,
             evidence_text=evidence,
@@ -64,14 +68,14 @@ def _consent(
             doc = rep.as_dict()
         else:
             assert phone is not None
-            ev, contact, _ = record(s, who, action, phone, occurred_at=when)
+            ev, e164, _ = record(s, who, action, phone, occurred_at=when)
             doc = {
-                "id": ev.id,
+                "id": ev["id"],
                 "action": action,
-                "phone": contact.phone,
+                "phone": e164,
                 "brand": who.brand.name,
                 "campaign_sid": who.campaign.sid if who.campaign else None,
-                "occurred_at": ev.occurred_at,
+                "occurred_at": ev["occurred_at"],
             }
     report(doc, as_json, _file_lines if file is not None else _event_line)
 
@@ -95,9 +99,7 @@ def _file_lines(d: dict[str, Any]) -> None:
 
 _brand = typer.Option(..., "--brand", help="Brand name or id.")
 _campaign = typer.Option(None, "--campaign", help="Campaign SID (default: the whole brand).")
-_source = typer.Option(
-    "operator", "--source", help="How it came: " + ", ".join(ledger.SOURCES) + "."
-)
+_source = typer.Option("operator", "--source", help="How it came: " + ", ".join(SOURCES) + ".")
 _evidence = typer.Option(None, "--evidence", help="Text shown to the person / what they sent.")
 _url = typer.Option(None, "--url", help="Form URL or other evidence location.")
 _note = typer.Option(None, "--note", help="Free note.")
@@ -159,6 +161,9 @@ def export(
     phone: str = typer.Option(None, "--phone", help="Only this contact."),
 ) -> None:
     """The audit trail: every consent event with its evidence, oldest first."""
+    from dispatcher import ledger
+    from dispatcher.phones import normalize_phone
+
     if fmt not in ("csv", "json"):
         raise InputError("--format must be csv or json")
     e164 = normalize_phone(phone) if phone else None

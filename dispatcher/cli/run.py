@@ -1,4 +1,8 @@
-"""`dispatcher run` commands: launch (or dry-run), list, show, pause, resume, cancel, watch."""
+"""`dispatcher run` commands: launch (or dry-run), list, show, pause, resume, cancel, watch.
+
+Each command imports what it uses: ``run pause`` works in SQLAlchemy Core
+(``dispatcher.run_state``) and loads neither the models nor the launch (bench/cli_startup.py,
+tests/unit/test_cli_startup.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +14,9 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from dispatcher import run_report, runs
-from dispatcher.audience import parse_audience
 from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, err, report, say, table
 from dispatcher.errors import InputError
-from dispatcher.launch import submit_run
-from dispatcher.launch_checks import Issue, LaunchRefused, WarningsNotAccepted, looks_like_path
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -35,6 +35,8 @@ def _when(text: str | None) -> datetime | None:
 
 def _template(text: str) -> str:
     """``--template``: the text itself, or the file it names when it looks like a path."""
+    from dispatcher.launch_checks import Issue, LaunchRefused, looks_like_path
+
     if not looks_like_path(text):
         return text
     p = Path(text.strip()).expanduser()
@@ -65,6 +67,8 @@ def _print_warnings(warnings: list[dict[str, Any]]) -> None:
 
 
 def _render_dry(d: dict[str, Any]) -> None:
+    from dispatcher import run_report
+
     zone = settings().default_timezone
     sch = d["schedule"]
     table(
@@ -95,6 +99,8 @@ def render_schedule(sch: dict[str, Any] | None, zone: str, hours: int = 12) -> N
     (the first ``hours``; ``--json`` has them all).  Times in the operator's zone."""
     if not sch or not sch["rows"]:
         return
+    from dispatcher import run_report
+
     table(
         f"Schedule by recipients' window (times in {zone})",
         ["window (recipients' local time)", "rows", "first send", "last send"],
@@ -141,6 +147,11 @@ def launch(
 
     The launch is checked first (as through the API): an error refuses it; warnings (a field
     some recipients lack) are listed by --dry-run and stop a launch unless --force accepts them."""
+    from dispatcher import runs
+    from dispatcher.audience import parse_audience
+    from dispatcher.launch import submit_run
+    from dispatcher.launch_checks import WarningsNotAccepted
+
     req = runs.LaunchRequest(
         campaign=campaign,
         template=_template(template),
@@ -185,6 +196,8 @@ def launch(
 @app.command("list")
 def list_(as_json: bool = JsonOpt) -> None:
     """Recent runs."""
+    from dispatcher import run_report, runs
+
     with database().session() as s:
         rows = [run_report.run_dict(r) for r in runs.list_runs(s)]
     report(
@@ -211,12 +224,16 @@ def list_(as_json: bool = JsonOpt) -> None:
 @app.command("show")
 def show(run_id: int, as_json: bool = JsonOpt) -> None:
     """Rows by state, reasons, the schedule (when the rest goes, the finish) and pause reason."""
+    from dispatcher import run_report
+
     with database().session() as s:
         doc = run_report.progress(s, run_id, datetime.now(UTC), grace_s=settings().throttle_grace_s)
     report(doc, as_json, _render_show)
 
 
 def _render_show(d: dict[str, Any]) -> None:
+    from dispatcher import run_report
+
     zone = settings().default_timezone
     table(
         f"Run {d['id']}",
@@ -272,15 +289,22 @@ def _control(
     acknowledge: str | None = None,
     actor: str | None = None,
 ) -> None:
-    now = datetime.now(UTC)
-    with database().session() as s:
-        if verb == "pause":
-            runs.pause_run(s, run_id, reason or "paused by operator", now, halts=halts())
-        elif verb == "resume":
-            runs.resume_run(s, run_id, now, actor=actor or _operator(), acknowledge=acknowledge)
-        else:
-            runs.cancel_run(s, run_id, now, halts=halts())
-        doc = run_report.run_dict(runs.get_run(s, run_id))
+    if verb == "pause":  # in Core: the quick path of an operator who must stop a run now
+        from dispatcher import run_state
+
+        with database().begin() as conn:
+            run_state.pause(conn, run_id, reason or "paused by operator", halts=halts())
+            doc = run_state.run_dict(run_state.run_row(conn, run_id))
+    else:
+        from dispatcher import run_report, runs
+
+        now = datetime.now(UTC)
+        with database().session() as s:
+            if verb == "resume":
+                runs.resume_run(s, run_id, now, actor=actor or _operator(), acknowledge=acknowledge)
+            else:
+                runs.cancel_run(s, run_id, now, halts=halts())
+            doc = run_report.run_dict(runs.get_run(s, run_id))
     report(doc, as_json, lambda d: say(f"run {run_id} {d['state']}"))
 
 
@@ -322,6 +346,7 @@ def watch_(
 ) -> None:
     """Live progress bar until the run finishes (works in embedded and distributed mode), then
     the verdict: whether every row is accounted for, computed from the numbers."""
+    from dispatcher import runs
     from dispatcher.cli.watch import watch
 
     conf = settings()

@@ -210,6 +210,11 @@ def test_ledger_cannot_be_updated_or_deleted(any_db):
         ev.action = "revoke"
     with pytest.raises(LedgerError), any_db.session() as s:
         s.delete(s.get(ledger.ConsentEvent, evid))
+    with pytest.raises(LedgerError), any_db.session() as s:  # the event append() returns, too
+        fresh = ledger.append(
+            s, contact_id=ctid, brand_id=bid, action="grant", source="api", actor="t", note="n"
+        )
+        fresh.note = "changed"
     # and below the ORM, the database itself refuses
     for stmt in ("UPDATE consentevent SET action='revoke'", "DELETE FROM consentevent"):
         with pytest.raises(DBAPIError) as e, any_db.engine.begin() as conn:

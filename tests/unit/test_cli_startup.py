@@ -34,6 +34,16 @@ HEAVY = (
     "dispatcher.cli.message",
     "dispatcher.cli.sandbox",
 )
+#: SQLModel, the ORM and the models: what a command in SQLAlchemy Core does without
+MODELS = (
+    "sqlmodel",
+    "sqlalchemy.orm",
+    "dispatcher.models",
+    "dispatcher.runs",
+    "dispatcher.launch",
+    "dispatcher.ledger",
+    "dispatcher.registry",
+)
 
 CHILD = """
 import sys
@@ -46,7 +56,7 @@ except SystemExit as e:
 else:
     code = 0
 print("\\n" + " ".join(sorted(m for m in sys.modules if "." not in m or m.startswith("dispatcher")
-                              or m.startswith("workers"))))
+                              or m.startswith("workers") or m == "sqlalchemy.orm")))
 sys.exit(code)
 """
 
@@ -87,8 +97,8 @@ def seeded(cli_env: Path) -> dict[str, str]:
     "args, also_absent",
     [
         (["run", "show", "1"], ("phonenumbers", "dispatcher.cli.consent")),
-        (["run", "pause", "1"], ("phonenumbers", "rich", "dispatcher.cli.consent")),
-        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run")),
+        (["run", "pause", "1"], ("phonenumbers", "rich", "dispatcher.cli.consent", *MODELS)),
+        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run", *MODELS)),
     ],
 )
 def test_a_quick_command_imports_only_its_own_group(seeded, args, also_absent):
@@ -103,6 +113,53 @@ def test_importing_the_cli_loads_no_database_or_web_framework():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = {m.split(".")[0] for m in r.stdout.split()}
     assert not loaded & {"sqlalchemy", "sqlmodel", "pydantic_settings", "rich", *HEAVY}
+
+
+def test_the_core_views_match_the_models():
+    """dispatcher.tables are views of dispatcher.models' tables: same names, same types."""
+    from dispatcher import models, tables
+
+    assert tables.VIEWS
+    for name, view in tables.VIEWS.items():
+        owner = models.SQLModel.metadata.tables[name]
+        for col in view.c:
+            assert col.name in owner.c, f"{name}.{col.name} is not a column of the model"
+            mine, theirs = col.type, owner.c[col.name].type
+            assert mine._type_affinity is theirs._type_affinity, (name, col.name, mine, theirs)
+            assert getattr(mine, "timezone", None) == getattr(theirs, "timezone", None)
+
+
+def test_a_run_paused_in_core_reads_back_as_the_model_does(sqlite_db):
+    from dispatcher import run_state, runs
+    from dispatcher.halts import NoHaltKeys
+    from dispatcher.models import Brand, Campaign, Run
+    from dispatcher.run_report import run_dict
+
+    with sqlite_db.session() as s:
+        b = Brand(name="B")
+        s.add(b)
+        s.flush()
+        c = Campaign(
+            sid="QE" + "a" * 32,
+            brand_id=b.id,
+            description="d",
+            message_flow="f",
+            us_app_to_person_usecase="MARKETING",
+        )
+        s.add(c)
+        s.flush()
+        r = Run(campaign_id=c.id, template="Hi", audience={"kind": "all"}, state="running")
+        s.add(r)
+        s.flush()
+        rid = r.id
+    with sqlite_db.begin() as conn:
+        assert run_state.pause(conn, rid, "x" * 2000, halts=NoHaltKeys()) is True
+        assert run_state.pause(conn, rid, "again", halts=NoHaltKeys()) is False
+        row = run_state.run_dict(run_state.run_row(conn, rid))
+    with sqlite_db.session() as s:
+        assert row == run_dict(runs.get_run(s, rid))
+    assert row["state"] == "paused" and len(row["pause_reason"]) == 1000
+    assert row["audience"] == {"kind": "all"} and row["created_at"].tzinfo is not None
 
 
 # ------------------------------------------------------------------------------ schema check

@@ -48,17 +48,7 @@ def app_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def settings_env_names() -> set[str]:
-    prefix = Settings.model_config.get("env_prefix", "")
-    names: set[str] = set()
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        if alias is None:
-            names.add((prefix + name).upper())
-        elif isinstance(alias, str):
-            names.add(alias.upper())
-        else:  # AliasChoices
-            names.update(str(c).upper() for c in alias.choices)
-    return names
+    return {n for name in Settings.model_fields for n in Settings.env_names(name)}
 
 
 # ------------------------------------------------------------------------------------ schema

@@ -19,6 +19,9 @@ from dispatcher.launch_checks import (
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 CAMPAIGN = SimpleNamespace(
+    sid="QE" + "1" * 32,
+    sender=None,
+    messaging_service_sid="MG" + "1" * 32,
     has_embedded_links=True,
     has_embedded_phone=False,
     age_gated=False,
@@ -182,3 +185,23 @@ def test_warnings_not_accepted_says_how_to_accept():
     assert isinstance(e, LaunchRefused) and e.rule == "field_missing"
     assert "force" in str(e) and "3 of 10" in str(e)
     assert "--force" in str(WarningsNotAccepted(w, accept="run again with --force"))
+
+
+@pytest.mark.parametrize(
+    ("sender", "service", "refused"),
+    [
+        (None, None, True),
+        ("", "", True),
+        ("+12125550100", None, False),
+        (None, "MG" + "2" * 32, False),
+    ],
+)
+def test_a_campaign_needs_a_sender_or_a_messaging_service(sender, service, refused):
+    """Neither: every send would fail as an input error at the gateway; refuse the launch."""
+    camp = SimpleNamespace(**{**vars(CAMPAIGN), "sender": sender, "messaging_service_sid": service})
+    c = check("Hi [first_name].", stats(first_name=10), campaign=camp)
+    assert ("no_sender" in rules(c.errors)) == refused
+    if refused:
+        (issue,) = [i for i in c.errors if i.rule == "no_sender"]
+        assert issue.field == "campaign" and CAMPAIGN.sid in issue.message
+        assert "--sender" in issue.message

@@ -386,3 +386,44 @@ def test_cli_api_and_notify_refuse_the_same_bad_template_with_the_same_rule(worl
     assert api == py == ["unknown_field", "url_shortener", "undeclared_link"]
     for rule in api:
         assert rule in line
+
+
+# ------------------------------------------------------------------ a campaign with no sender
+def _no_sender(w: dict[str, Any]) -> None:
+    from sqlalchemy import update
+
+    from dispatcher.models import Campaign
+
+    with w["db"].session() as s:
+        s.exec(  # type: ignore[call-overload]
+            update(Campaign).values(sender=None, messaging_service_sid=None)
+        )
+
+
+def test_a_campaign_with_no_sender_is_refused_everywhere(world):
+    """Neither a sender number nor a Messaging Service SID: the gateway would refuse every send
+    as an input error; the launch is refused instead (one line, exit 1; 422; notify raises)."""
+    _no_sender(world)
+    env = {**os.environ, "DISPATCHER_DATABASE_URL": f"sqlite:///{world['dir']}/cli.db"}
+    for extra in ([], ["--dry-run"], ["--force"]):
+        p = subprocess.run(
+            [sys.executable, "-m", "dispatcher.cli.app", "run", "launch"]
+            + ["--campaign", world["sid"], "--template", "See you soon.", *extra],
+            cwd=world["dir"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: launch refused"), p.stderr
+        assert "[no_sender]" in lines[0] and world["sid"] in lines[0]
+        assert p.stdout == "" and "Traceback" not in p.stderr
+    doc = _problem(_api_run(world, "See you soon.", force=True))
+    assert _rules(doc) == ["no_sender"] and doc["field"] == "campaign"
+    assert doc["type"].endswith("launch-refused") and "no_sender" in doc["detail"]
+    with pytest.raises(DispatcherError) as e:
+        _notify(world, "See you soon.", force=True)
+    assert [i.rule for i in e.value.issues] == ["no_sender"]  # type: ignore[attr-defined]
+    assert _runs(world) == 0

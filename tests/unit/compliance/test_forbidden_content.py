@@ -94,6 +94,21 @@ MUST_FLAG: list[tuple[str, str | None, bool]] = [
     ("cann\u2060abis", "cannabis", True),  # word joiner
     ("\u0441\u0430nnabis", "cannabis", True),  # Cyrillic с, а
     ("\u0441\u0432\u0434", None, False),  # Cyrillic "свд" is Russian letters, not a look-alike
+    # prescription drugs sold or offered (a drug's name alone is a pharmacy's wording: CLEAN)
+    ("buy Ozempic online, no prescription needed", "rx", False),
+    ("Cheap generic Cialis shipped overnight", "rx", False),
+    ("Xanax for sale, text me", "rx", False),
+    ("Adderall without a prescription, delivered", "rx", False),
+    ("Order Ozempic today", "rx", False),
+    # ... or a drug's name in disguise
+    ("Your 0zempic refill is ready", "rx", True),
+    ("o z e m p i c", "rx", True),
+    ("Your Ozempic refill is ready, and cheap v1agra too", "rx", True),
+    # "xxx" beside adult words (alone it is a placeholder: CLEAN)
+    ("XXX videos free tonight", "sex", False),
+    ("Hot XXX girls in your area", "sex", False),
+    ("Watch free xxx now", "sex", False),
+    ("Rated XXX movies, 50% off", "sex", False),
     # evasion signals on their own: error whatever the word means
     (f"Hello{ZWSP}world", None, True),
     ("\u03a1ay now", None, True),  # Greek capital RHO in "Pay"
@@ -124,6 +139,17 @@ CLEAN: list[str] = [
     "Acme Bank: a cash advance of $200 posted to your card.",
     "Your credit score went up 12 points!",
     "Earn double points this week.",
+    # a pharmacy names the drugs it fills (issue 18: not "without prescription")
+    "Your Ozempic refill is ready for pickup at Main St Pharmacy",
+    "Main St Pharmacy: your Xanax prescription needs a new authorization from your doctor.",
+    "Reminder: take your Adderall with food. Questions? Call Main St Pharmacy.",
+    "Your Viagra refill #12 is ready",  # digits: the body is normalised, the name is as written
+    "Order your Ozempic refill online or in store.",
+    # "xxx" as a placeholder
+    "Order XXX-1234 has shipped",
+    "Your card ending xxxx was charged $40.",
+    "Ref: XXX. Please quote it when you call.",
+    "Your order xxx-xxx-1234 shipped.",
     # digits, symbols and single letters that are ordinary
     "Your appointment is on Tuesday at 4pm. Reply C to confirm.",
     "Your order #A1B2C3 has shipped.",

@@ -305,3 +305,25 @@ def test_run_resume_acknowledge_records_who_and_why_and_run_show_lists_it(h):
     assert "Reputation guard (judging sends since" in out and "looked at it" in out
     r = cli(Path.cwd(), "run", "resume", str(run_id), "--acknowledge", "again")
     assert r.returncode == 1 and r.stderr.startswith("error: run") and "paused" in r.stderr
+
+
+def test_run_watch_line_of_a_run_waiting_for_quiet_hours_names_the_wait_and_the_finish():
+    """Finding 1 (run watch): the demo's bar ended at "ETA 0m00s" while rows waited hours for
+    daytime.  The line says what it waits for, the next send and the finish, in the operator's
+    zone to the minute."""
+    from dispatcher.cli.watch import _finish
+
+    now = datetime(2026, 1, 6, 3, 0, tzinfo=UTC)  # 22:00 in New York
+    nxt, eta = datetime(2026, 1, 6, 13, 0, tzinfo=UTC), datetime(2026, 1, 6, 13, 10, tzinfo=UTC)
+    p = {
+        "state": runs.RUNNING,
+        "substate": run_report.WAITING_QUIET,
+        "eta": eta,
+        "next_send_at": nxt,
+        "finished_at": None,
+    }
+    line = _finish(p, "America/New_York", now)
+    assert line == (
+        "waiting for quiet hours to end: next send 2026-01-06 08:00 EST, "
+        "finish 2026-01-06 08:10 EST (in 10 h 10 min)"
+    )

@@ -79,11 +79,11 @@ def test_a_file_revokes_every_good_row_and_the_workers_suppress_them(harness, tm
 
 
 def test_a_file_is_one_transaction(harness, tmp_path, monkeypatch):
-    from dispatcher import ledger
+    from dispatcher import consent_events
 
     for i in range(3):
         harness.contact(f"+1212555000{i}")
-    real, calls = ledger.append, []
+    real, calls = consent_events.append, []
 
     def failing(*a, **kw):
         calls.append(1)
@@ -91,7 +91,7 @@ def test_a_file_is_one_transaction(harness, tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*a, **kw)
 
-    monkeypatch.setattr(ledger, "append", failing)
+    monkeypatch.setattr(consent_events, "append", failing)
     f = _write(
         tmp_path / "p.csv", "phone\n+12125550000\n+12125550001\n+12125550002\n+13125550000\n"
     )
