@@ -433,3 +433,84 @@ def test_multiprocess_mode_aggregates_worker_processes(
     assert (
         aggregate_registry(str(mpdir)).get_sample_value("dispatcher_messages_sent_total", lab) == 2
     )
+
+
+# ------------------------------------------------------------------ which limit binds (issue 20.1)
+def _policy_buckets(tight: str) -> list:
+    """The buckets of one message under the real policy (campaign window, sender MPS, T-Mobile
+    daily cap, a recipient cap, the campaign's frequency cap), ``tight`` squeezed to 1."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from dispatcher.throttle.policy import buckets_for
+
+    campaign = SimpleNamespace(
+        sid=CAMPAIGN,
+        window_limit=1000,
+        window_seconds=300,
+        messaging_service_sid=None,
+        sender=SENDER,
+        rate_limits=None,
+        frequency_cap_count=100,
+        frequency_cap_hours=24,
+    )
+    got = buckets_for(
+        campaign,
+        brand_id=7,
+        brand_tier="TOP",
+        sender=SENDER,
+        recipient="+12125550100",
+        segments=1,
+        recipient_cap=(100, 3600.0),
+        now=0.0,
+    )
+    assert {b.kind for b in got} == {
+        "campaign",
+        "sender_mps",
+        "tmobile_daily",
+        "recipient",
+        "campaign_recipient",
+    }
+    return [replace(b, limit=1) if b.kind == tight else b for b in got]
+
+
+@pytest.mark.parametrize("impl", ["redis", "memory"])
+@pytest.mark.parametrize(
+    "tight", ["campaign", "sender_mps", "tmobile_daily", "recipient", "campaign_recipient"]
+)
+def test_a_reservation_names_the_limit_that_binds(impl: str, tight: str) -> None:
+    from dispatcher.delivery.fakes import MemoryThrottle
+    from dispatcher.throttle import RedisThrottle
+
+    clock = FakeClock(datetime(2026, 1, 5, 15, 0, tzinfo=UTC))
+    th = RedisThrottle(fakeredis.FakeRedis(), clock) if impl == "redis" else MemoryThrottle(clock)
+    buckets = _policy_buckets(tight)
+    first = th.reserve(buckets, max_wait_s=3 * 86400)
+    assert first.allowed and first.wait_s == 0 and first.bound is None
+    second = th.reserve(buckets, max_wait_s=3 * 86400)
+    assert second.allowed and second.wait_s > 0 and second.bound == tight
+    refused = th.reserve(buckets, max_wait_s=0)
+    assert not refused.allowed and refused.bound == tight
+    # a booking carried in a queue message keeps it
+    from dispatcher.throttle.reservation import Reservation
+
+    assert Reservation.from_dict(second.to_dict()).bound == tight
+
+
+def test_the_pipeline_counts_reservations_by_the_bucket_that_binds(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dispatcher.delivery.fakes import RecordingMetrics
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        h.set_campaign(window_limit=2, window_seconds=300)
+        rec = RecordingMetrics()
+        p = replace(h.pipeline(), metrics=rec)
+        h.contacts(3)
+        ids = [r.id for r in h.rows(h.launch())]
+        p.deliver_many(ids)
+        kinds = [(k, allowed) for k, _w, allowed in rec.named("throttle_wait_seconds")]
+        assert kinds.count(("none", True)) == 2
+        assert ("campaign", False) in kinds  # the third waits for the campaign's window
+        assert "reservation" not in {k for k, _ in kinds}
