@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
 from typing import Any, Literal
 
 from prometheus_client import (
@@ -44,6 +43,7 @@ from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics'
     body_digest,
     day_of,
 )
+from dispatcher.metrics_runs import RUN_GAUGES, RunGauges
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class Metrics:
             DailyRecorder(redis, self.clock, top_bodies_cap) if redis is not None else None
         )
         self.daily = RedisDailyCollector(redis, self.clock) if redis is not None else None
+        self.runs = RunGauges(self.clock)
+        self.registry.register(self.runs)
         if self.daily is not None and daily_collector:
             self.registry.register(self.daily)
         self._serve_daily = daily_collector
@@ -180,20 +182,6 @@ class Metrics:
             "dispatcher_queue_oldest_due_age_seconds",
             "Age of the oldest outbox message that is due and not yet sent.",
             ["queue"],
-            registry=reg,
-            multiprocess_mode="mostrecent",
-        )
-        self.run_messages_g = Gauge(
-            "dispatcher_run_messages",
-            "Outbox messages of a run by state.",
-            ["run", "state"],
-            registry=reg,
-            multiprocess_mode="mostrecent",
-        )
-        self.run_start_g = Gauge(
-            "dispatcher_run_start_time_seconds",
-            "Unix time at which the run started sending.",
-            ["run"],
             registry=reg,
             multiprocess_mode="mostrecent",
         )
@@ -287,12 +275,11 @@ class Metrics:
     def oldest_due_age_seconds(self, queue: str, seconds: float) -> None:
         self.oldest_due_g.labels(queue).set(max(0.0, seconds))
 
-    def run_progress(self, run: int | str, state: str, n: int) -> None:
-        self.run_messages_g.labels(str(run), state).set(n)
-
-    def run_started(self, run: int | str, started_at: datetime | float) -> None:
-        ts = started_at.timestamp() if isinstance(started_at, datetime) else float(started_at)
-        self.run_start_g.labels(str(run)).set(ts)
+    def runs_observed(self, progress: Iterable[Mapping[str, Any]]) -> None:
+        """The run gauges are exactly these runs' figures from now on (``run_report.progress``
+        documents, as ``dispatcher run show --json`` prints them): a run left out has no series
+        any more, a state with no rows reads 0."""
+        self.runs.set(progress)
 
     def worker_in_flight(self, n: int) -> None:
         self.in_flight_g.set(n)
@@ -321,6 +308,7 @@ class Metrics:
                 self._aggregate = aggregate_registry(path)
                 if self.daily is not None and self._serve_daily:
                     self._aggregate.register(self.daily)
+                self._aggregate.register(self.runs)
             return self._aggregate
 
     def daily_batch(self) -> AbstractContextManager[None]:
@@ -391,4 +379,5 @@ def series_names() -> set[str]:
         else:
             out.add(fam.name)
     out.update(DAILY_GAUGES)
+    out.update(RUN_GAUGES)
     return out

@@ -22,13 +22,12 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from dispatcher import outbox, runs
+from dispatcher import outbox, run_report, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.delivery.config import BOOK_HORIZON_S
 from dispatcher.delivery.results import Outcome, Result
 from dispatcher.metrics import Metrics
 from dispatcher.models import Brand, Campaign, Run
-from dispatcher.run_report import ROW_STATES, row_state_column
 from dispatcher.store import Database
 from dispatcher.throttle.policy import tmobile_daily_cap
 
@@ -183,29 +182,10 @@ class ReleaseLoop:
             oldest = conn.execute(
                 select(func.min(T.c.due_at)).where(T.c.state == outbox.QUEUED, T.c.due_at <= now)
             ).scalar_one()
-            word = row_state_column(now)  # the row states people read (docs/operating.md)
-            rows = conn.execute(
-                select(T.c.run_id, word, func.count())
-                .where(
-                    T.c.run_id.in_(
-                        select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))
-                    )
-                )
-                .group_by(T.c.run_id, word)
-            ).all()
         with self.db.session() as s:
-            active = (
-                s.connection()
-                .execute(
-                    select(R.c.id, R.c.started_at).where(
-                        R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)), R.c.started_at.is_not(None)
-                    )
-                )
-                .all()
-            )
+            # the one model of run figures (what `run show` reads); ended runs drop out
+            self.metrics.runs_observed(run_report.metrics_runs(s, now))
             brands = s.connection().execute(select(Brand.name, Brand.tmobile_brand_tier)).all()
-        for run_id, started in active:
-            self.metrics.run_started(run_id, as_utc(started))
         for name, tier in brands:
             cap = tmobile_daily_cap(tier)
             if cap is not None:
@@ -214,8 +194,3 @@ class ReleaseLoop:
         self.metrics.oldest_due_age_seconds(
             "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0
         )
-        counted = {(run_id, state): n for run_id, state, n in rows}
-        # every state, 0 included: a state a run's rows all left reads 0, not its last count
-        for run_id in sorted({r for r, _ in counted} | {r for r, _ in active}):
-            for state in ROW_STATES:
-                self.metrics.run_progress(run_id, state, counted.get((run_id, state), 0))

@@ -76,8 +76,18 @@ def exercise(m: Metrics) -> None:
     m.help_request(CAMPAIGN)
     m.queue_depth("deliver", 42)
     m.oldest_due_age_seconds("deliver", 3.5)
-    m.run_progress(7, "queued", 90)
-    m.run_started(7, 1_700_000_000.0)
+    m.runs_observed(
+        [
+            {
+                "id": 7,
+                "campaign": CAMPAIGN,
+                "state": "running",
+                "total": 100,
+                "by_state": {"queued": 90, "sent": 10},
+                "started_at": datetime.fromtimestamp(1_700_000_000.0, UTC),
+            }
+        ]
+    )
     m.worker_in_flight(3)
     m.brand_daily_cap("BN1", 2000)
 
@@ -175,14 +185,14 @@ def test_gauges(metrics: Metrics) -> None:
     exercise(metrics)
     assert value(metrics, "dispatcher_queue_depth", queue="deliver") == 42
     assert value(metrics, "dispatcher_queue_oldest_due_age_seconds", queue="deliver") == 3.5
-    assert value(metrics, "dispatcher_run_messages", run="7", state="queued") == 90
-    assert value(metrics, "dispatcher_run_start_time_seconds", run="7") == 1_700_000_000.0
+    run7 = {"run": "7", "campaign": CAMPAIGN}
+    assert value(metrics, "dispatcher_run_messages", state="queued", **run7) == 90
+    assert value(metrics, "dispatcher_run_messages", state="failed", **run7) == 0
+    assert value(metrics, "dispatcher_run_remaining_messages", **run7) == 90
+    assert value(metrics, "dispatcher_run_start_time_seconds", **run7) == 1_700_000_000.0
     assert value(metrics, "dispatcher_brand_daily_cap_segments", brand="BN1") == 2000
-    metrics.run_started("8", datetime(2026, 1, 1, tzinfo=UTC))
-    assert (
-        value(metrics, "dispatcher_run_start_time_seconds", run="8")
-        == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-    )
+    metrics.runs_observed([])  # the run ended: its series are gone
+    assert value(metrics, "dispatcher_run_messages", state="queued", **run7) is None
     metrics.worker_in_flight(0)
     with metrics.in_flight():
         with metrics.in_flight():
