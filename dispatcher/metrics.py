@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
@@ -73,8 +73,8 @@ class Metrics:
 
     ``redis`` (a redis-py or fakeredis client) enables the Redis-backed daily structures
     (repetition, brand daily volume); without it those are skipped.  ``daily_collector`` decides
-    whether this process also *serves* them (True on the webhook server / embedded mode; workers
-    only write).  Label values are passed as strings; ``run`` may be an int.
+    whether this process also *serves* them (the runtime says False; the scheduler then serves
+    them while it leads, :meth:`serve_daily`; every process writes).  Label values are strings.
     """
 
     def __init__(
@@ -85,19 +85,25 @@ class Metrics:
         clock: Clock | None = None,
         daily_collector: bool = True,
         top_bodies_cap: int = TOP_BODIES_CAP,
+        queue_name: str = "deliver",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: the delivery queue (``DISPATCHER_QUEUE_NAME``): the ``queue`` label of the queue gauges
+        self.queue_name = queue_name
         self.redis = redis
         self.clock: Clock = clock or SystemClock()
         self.recorder = (
             DailyRecorder(redis, self.clock, top_bodies_cap) if redis is not None else None
         )
-        self.daily = RedisDailyCollector(redis, self.clock) if redis is not None else None
+        self.daily = (
+            RedisDailyCollector(redis, self.clock, when=lambda: daily_collector)
+            if redis is not None
+            else None
+        )
         self.runs = RunGauges(self.clock)
         self.registry.register(self.runs)
-        if self.daily is not None and daily_collector:
+        if self.daily is not None:
             self.registry.register(self.daily)
-        self._serve_daily = daily_collector
         self._aggregate: CollectorRegistry | None = None
         self._agg_lock = threading.Lock()
         reg = self.registry
@@ -306,10 +312,17 @@ class Metrics:
         with self._agg_lock:
             if self._aggregate is None:
                 self._aggregate = aggregate_registry(path)
-                if self.daily is not None and self._serve_daily:
+                if self.daily is not None:
                     self._aggregate.register(self.daily)
                 self._aggregate.register(self.runs)
             return self._aggregate
+
+    def serve_daily(self, when: Callable[[], bool]) -> None:
+        """Serve the Redis daily gauges while ``when()`` (the scheduler: while it leads).  They
+        describe the whole deployment, so one process serves them (issue 20.3); the runtime
+        builds every process's metrics without them."""
+        if self.daily is not None:
+            self.daily.when = when
 
     def daily_batch(self) -> AbstractContextManager[None]:
         """The daily Redis records of every send this thread records inside go to Redis in one

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -78,11 +78,18 @@ def body_digest(body: str) -> str:
 
 
 class RedisDailyCollector(Collector):
-    """Scrape-time gauges from Redis: repetition per sender and volume per brand, today (UTC)."""
+    """Scrape-time gauges from Redis: repetition per sender and volume per brand, today (UTC).
 
-    def __init__(self, redis: Any, clock: Clock | None = None) -> None:
+    They describe the whole deployment (every process writes the same keys), so exactly one
+    process may serve them or every ``sum`` counts them twice: ``when`` says whether this one
+    does now (the leading scheduler; see ``Metrics.serve_daily``)."""
+
+    def __init__(
+        self, redis: Any, clock: Clock | None = None, when: Callable[[], bool] | None = None
+    ) -> None:
         self._redis = redis
         self._clock = clock or SystemClock()
+        self.when = when
 
     def describe(self) -> Iterable[Metric]:
         return [GaugeMetricFamily(n, h, labels=self._labels(n)) for n, h in DAILY_GAUGES.items()]
@@ -93,6 +100,8 @@ class RedisDailyCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         fams = {n: GaugeMetricFamily(n, h, labels=self._labels(n)) for n, h in DAILY_GAUGES.items()}
+        if self.when is not None and not self.when():
+            return []
         try:
             self._fill(fams, day_of(self._clock.now()))
         except Exception:  # noqa: BLE001 - a scrape must never fail because Redis is away

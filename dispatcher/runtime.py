@@ -146,7 +146,14 @@ class Runtime:
     def metrics(self) -> Metrics:
         from dispatcher.metrics import Metrics
 
-        return Metrics(redis=self.redis, clock=self.clock)
+        # the Redis daily gauges are the deployment's: only the leading scheduler serves them
+        # (workers.scheduler.Scheduler calls serve_daily), so no sum counts them twice
+        return Metrics(
+            redis=self.redis,
+            clock=self.clock,
+            daily_collector=False,
+            queue_name=self.settings.queue_name,
+        )
 
     @cached_property
     def webhook_app(self) -> FastAPI:

@@ -221,6 +221,10 @@ class Scheduler:
             config=release,
             refresh=refresh,
         )
+        # the Redis daily gauges describe the deployment: served by the leader alone
+        serve = getattr(runtime.metrics, "serve_daily", None)
+        if serve is not None:
+            serve(lambda: self._leading)
         self._aps: Any = None
         self.listener: WakeListener | None = None
         self._leading = False

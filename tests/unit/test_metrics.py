@@ -524,3 +524,35 @@ def test_the_pipeline_counts_reservations_by_the_bucket_that_binds(tmp_path: Pat
         assert kinds.count(("none", True)) == 2
         assert ("campaign", False) in kinds  # the third waits for the campaign's window
         assert "reservation" not in {k for k, _ in kinds}
+
+
+# ------------------------------------------------- daily gauges from exactly one process (20.3)
+def test_the_daily_gauges_are_served_by_the_leading_scheduler_alone(tmp_path: Path) -> None:
+    """Webhooks and workers build their metrics through the runtime: they write the daily
+    structures but serve none of them; the scheduler serves them while it leads."""
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+    from workers.scheduler import Scheduler
+
+    server = fakeredis.FakeServer()
+    clock = FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+
+    def runtime() -> Runtime:
+        return Runtime(
+            Settings(database_url=f"sqlite:///{tmp_path}/d.db"),
+            clock=clock,
+            redis=fakeredis.FakeRedis(server=server),
+        )
+
+    webhooks, worker, sched_rt = runtime(), runtime(), runtime()
+    worker.metrics.sent(CAMPAIGN, SENDER, 1, brand="3", body="hello")
+    webhooks.metrics.sent(CAMPAIGN, SENDER, 1, brand="3", body="hello")
+    name = "dispatcher_sender_daily_sends"
+    for rt in (webhooks, worker):
+        assert "dispatcher_sender_daily_sends" not in rt.render_metrics()[0].decode()
+    s = Scheduler(sched_rt, lambda ids: None, scheduler_id="t")
+    reg = sched_rt.metrics.exposition_registry()
+    assert reg.get_sample_value(name, {"sender": SENDER}) is None  # not leading (yet)
+    s._leading = True
+    assert reg.get_sample_value(name, {"sender": SENDER}) == 2
+    assert reg.get_sample_value("dispatcher_brand_daily_segments", {"brand": "3"}) == 2
