@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import (
@@ -32,6 +33,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics' public names
@@ -54,6 +57,80 @@ EXPORTER_PORT = 9108
 OptOutKind = Literal["keyword", "natural_language", "carrier"]
 OPT_OUT_KINDS: frozenset[str] = frozenset({"keyword", "natural_language", "carrier"})
 DELIVERY_STATUSES: frozenset[str] = frozenset({"delivered", "undelivered", "failed"})
+#: the Twilio error codes the reputation panels and alerts watch (compliance.md §10): their
+#: series exist at 0 for every campaign, so the first one is seen by ``increase()``
+WATCHED_ERROR_CODES = ("30003", "30005", "30006", "30007", "21610")
+#: the throttle limits a reservation can name (``Reservation.bound``), ``none`` = not held back
+BUCKET_KINDS = (
+    "none", "campaign", "sender_mps", "tmobile_daily", "recipient", "campaign_recipient",
+)  # fmt: skip
+#: how often a process re-reads the campaigns whose counters it primes
+PRIME_EVERY_S = 30.0
+
+
+def suppress_reasons() -> tuple[str, ...]:
+    """Every reason a gate suppresses for (``dispatcher_messages_suppressed_total{reason}``)."""
+    from dispatcher.compliance.gates import SuppressReason
+
+    return (*(r.value for r in SuppressReason), "template_variable_missing")
+
+
+def defer_reasons() -> tuple[str, ...]:
+    """Every reason a message is deferred for (``dispatcher_messages_deferred_total{reason}``)."""
+    from dispatcher.compliance.gates import DeferReason
+
+    return (*(r.value for r in DeferReason), "throttle")
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignLabels:
+    """The label values of one campaign: its SID, its sender (Messaging Service SID, else From
+    number: what the pipeline labels sends with) and its brand's id."""
+
+    campaign: str
+    sender: str
+    brand: str
+
+
+def known_campaigns(db: Any) -> list[CampaignLabels]:
+    """Every campaign of the database, as label values (what :meth:`Metrics.prime` takes)."""
+    from sqlalchemy import select
+
+    from dispatcher.models import Campaign
+
+    t = Campaign.__table__  # type: ignore[attr-defined]
+    with db.session() as s:
+        rows = s.connection().execute(
+            select(t.c.sid, t.c.messaging_service_sid, t.c.sender, t.c.brand_id)
+        )
+        return [CampaignLabels(sid, ms or snd or "", str(b)) for sid, ms, snd, b in rows]
+
+
+class _Primer(Collector):
+    """Primes the counters of the campaigns ``source`` lists, at most every ``every_s``, when its
+    registry is collected (a scrape); yields no metric.  Registered before the counters' own
+    collector, a new campaign's zeros are in the scrape that first sees it."""
+
+    def __init__(
+        self, metrics: Metrics, source: Callable[[], Iterable[CampaignLabels]], every_s: float
+    ) -> None:
+        self.metrics, self.source, self.every_s = metrics, source, every_s
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterable[Metric]:
+        now = self.metrics.clock.time()
+        with self._lock:
+            if self._last is not None and now - self._last < self.every_s:
+                return []
+            try:
+                self.metrics.prime(self.source())
+            except Exception:  # noqa: BLE001 - a scrape never fails for want of the database
+                log.warning("could not read the campaigns to prime their counters", exc_info=True)
+                return []  # tried again at the next scrape
+            self._last = now
+        return []
+
 
 THROTTLE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
 SEND_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -205,6 +282,49 @@ class Metrics:
             multiprocess_mode="mostrecent",
         )
 
+        for kind in BUCKET_KINDS:  # every series at 0 from the start (issue 20.4)
+            for result in ("allowed", "refused"):
+                self.reservations_total.labels(kind, result)
+            self.throttle_wait.labels(kind)
+        self._primed: set[CampaignLabels] = set()
+        self._primer: _Primer | None = None
+
+    # -------------------------------------------------------------------------- label priming
+    def prime(self, campaigns: Iterable[CampaignLabels]) -> None:
+        """Create every counter series of these campaigns at 0 for the label values known in
+        advance (gate reasons, opt-out kinds, watched error codes), so a healthy system reads 0
+        rather than "No data" and the first event of a series is seen by ``increase()``."""
+        for c in campaigns:
+            if c in self._primed:
+                continue
+            camp, sender = c.campaign, c.sender
+            self.sent_total.labels(camp, sender)
+            self.segments_total.labels(camp, sender)
+            if c.brand:
+                self.brand_segments_total.labels(c.brand)
+            self.outcomes_total.labels(camp, sender, "delivered", "none")
+            for status in ("undelivered", "failed"):
+                for code in WATCHED_ERROR_CODES:
+                    self.outcomes_total.labels(camp, sender, status, code)
+            for reason in suppress_reasons():
+                self.suppressed_total.labels(camp, reason)
+            for reason in defer_reasons():
+                self.deferred_total.labels(camp, reason)
+            for kind in sorted(OPT_OUT_KINDS):
+                self.opt_outs_total.labels(camp, kind)
+            self.opt_ins_total.labels(camp)
+            self.help_total.labels(camp)
+            self._primed.add(c)
+
+    def prime_from(
+        self, source: Callable[[], Iterable[CampaignLabels]], every_s: float = PRIME_EVERY_S
+    ) -> None:
+        """Prime the campaigns ``source`` returns (``known_campaigns``) now and, at most every
+        ``every_s``, when this process's metrics are scraped (new campaigns)."""
+        self._primer = _Primer(self, source, every_s)
+        self.registry.register(self._primer)
+        self._primer.collect()
+
     # ------------------------------------------------------------------------------ outcomes
     def sent(
         self,
@@ -311,7 +431,7 @@ class Metrics:
             return self.registry
         with self._agg_lock:
             if self._aggregate is None:
-                self._aggregate = aggregate_registry(path)
+                self._aggregate = aggregate_registry(path, first=self._primer)
                 if self.daily is not None:
                     self._aggregate.register(self.daily)
                 self._aggregate.register(self.runs)
@@ -330,11 +450,16 @@ class Metrics:
         return self.recorder.batch() if self.recorder is not None else nullcontext()
 
 
-def aggregate_registry(path: str | None = None) -> CollectorRegistry:
-    """A registry that sums the files of every process in the multiprocess directory."""
+def aggregate_registry(
+    path: str | None = None, first: Collector | None = None
+) -> CollectorRegistry:
+    """A registry that sums the files of every process in the multiprocess directory
+    (``first``: a collector run before the files are read, the counters' primer)."""
     from prometheus_client import multiprocess
 
     reg = CollectorRegistry()
+    if first is not None:
+        reg.register(first)
     multiprocess.MultiProcessCollector(reg, path=path or multiprocess_dir())
     return reg
 

@@ -556,3 +556,56 @@ def test_the_daily_gauges_are_served_by_the_leading_scheduler_alone(tmp_path: Pa
     s._leading = True
     assert reg.get_sample_value(name, {"sender": SENDER}) == 2
     assert reg.get_sample_value("dispatcher_brand_daily_segments", {"brand": "3"}) == 2
+
+
+# -------------------------------------------------------- counters exist at 0 (issue 20.4)
+def test_primed_counters_read_zero_before_their_first_event(metrics: Metrics) -> None:
+    from dispatcher.metrics import BUCKET_KINDS, CampaignLabels
+    from dispatcher.throttle.policy import KINDS
+
+    assert set(BUCKET_KINDS) - {"none"} <= set(KINDS)
+    assert value(metrics, "dispatcher_messages_suppressed_total", campaign=CAMPAIGN,
+                 reason="lint_error") is None  # fmt: skip
+    metrics.prime([CampaignLabels(CAMPAIGN, SENDER, "3")])
+    zero = {
+        "dispatcher_messages_suppressed_total": {"campaign": CAMPAIGN, "reason": "lint_error"},
+        "dispatcher_messages_deferred_total": {"campaign": CAMPAIGN, "reason": "throttle"},
+        "dispatcher_opt_outs_total": {"campaign": CAMPAIGN, "kind": "carrier"},
+        "dispatcher_help_requests_total": {"campaign": CAMPAIGN},
+        "dispatcher_messages_sent_total": {"campaign": CAMPAIGN, "sender": SENDER},
+        "dispatcher_brand_segments_sent_total": {"brand": "3"},
+        "dispatcher_message_outcomes_total": {
+            "campaign": CAMPAIGN, "sender": SENDER, "status": "undelivered", "error_code": "30007"
+        },
+        "dispatcher_throttle_reservations_total": {"bucket_kind": "tmobile_daily",
+                                                   "result": "refused"},
+    }  # fmt: skip
+    for name, labels in zero.items():
+        assert value(metrics, name, **labels) == 0, name
+    metrics.suppressed(CAMPAIGN, "lint_error")
+    assert value(metrics, "dispatcher_messages_suppressed_total", campaign=CAMPAIGN,
+                 reason="lint_error") == 1  # fmt: skip
+
+
+def test_a_process_primes_every_campaign_of_the_database(tmp_path: Path) -> None:
+    """The runtime's metrics prime the database's campaigns at once and re-read them when
+    scraped (at most every PRIME_EVERY_S): a campaign imported later reads 0 too."""
+    from dispatcher.metrics import PRIME_EVERY_S
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        m = h.rt.metrics  # built before the harness seeded its campaign
+        h.clock.advance(PRIME_EVERY_S)
+        scrape(m)
+        labels = {"campaign": h.campaign_sid, "reason": "no_consent"}
+        assert value(m, "dispatcher_messages_suppressed_total", **labels) == 0
+        assert value(m, "dispatcher_brand_segments_sent_total", brand=str(h.brand_id)) == 0
+        with h.db.session() as s:
+            from dispatcher.models import Campaign
+
+            c = s.get(Campaign, h.campaign_id)
+            other = Campaign(**{**c.model_dump(), "id": None, "sid": "QE" + "9" * 32})
+            s.add(other)
+        h.clock.advance(PRIME_EVERY_S)
+        scrape(m)
+        assert value(m, "dispatcher_opt_outs_total", campaign="QE" + "9" * 32, kind="keyword") == 0
