@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "dispatcher"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-#: Port of the per-container exporter (workers' ``--fork-function``, the scheduler).
+#: Default port of the per-container exporter (workers' ``--fork-function``, the scheduler);
+#: ``DISPATCHER_METRICS_PORT`` / ``--metrics-port`` choose another.
 EXPORTER_PORT = 9108
 OptOutKind = Literal["keyword", "natural_language", "carrier"]
 OPT_OUT_KINDS: frozenset[str] = frozenset({"keyword", "natural_language", "carrier"})
@@ -274,6 +275,13 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.brand_info_g = Gauge(
+            "dispatcher_brand_info",
+            "1 per brand: its id (the brand label everywhere) and its name.",
+            ["brand", "name"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        )
         self.brand_cap_g = Gauge(
             "dispatcher_brand_daily_cap_segments",
             "T-Mobile daily cap of the brand, in segments.",
@@ -419,6 +427,9 @@ class Metrics:
         finally:
             self.in_flight_g.dec()
 
+    def brand_info(self, brand: str, name: str) -> None:
+        self.brand_info_g.labels(brand, name).set(1)
+
     def brand_daily_cap(self, brand: str, cap_segments: int) -> None:
         self.brand_cap_g.labels(brand).set(cap_segments)
 
@@ -491,17 +502,30 @@ def start_exporter(
     return server, thread
 
 
+def start_worker_exporter(settings: Any = None) -> tuple[Any, threading.Thread]:
+    """The worker exporter: the sum of the worker processes' multiprocess files on
+    ``DISPATCHER_METRICS_PORT`` (default 9108), its own metrics priming every campaign's counters
+    (so the sum has every series at 0 before a worker process writes it)."""
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import get_settings
+
+    s = settings or get_settings()
+    rt = Runtime(s)
+    return start_exporter(s.metrics_port, rt.metrics)
+
+
 def worker_exporter() -> None:
     """Dramatiq ``--fork-function``: serve the worker processes' multiprocess files forever.
 
     ``dramatiq workers.actors --processes 2 --fork-function dispatcher.metrics:worker_exporter``
+    (``dispatcher worker`` sets this up).
     """
     if multiprocess_dir() is None:
         # Returning would end the fork; dramatiq then stops the whole worker pool.
         log.warning("%s is not set: the worker exporter has nothing to serve", MULTIPROC_ENV)
         threading.Event().wait()
         return
-    _server, thread = start_exporter(EXPORTER_PORT)
+    _server, thread = start_worker_exporter()
     thread.join()
 
 

@@ -185,12 +185,16 @@ class ReleaseLoop:
         with self.db.session() as s:
             # the one model of run figures (what `run show` reads); ended runs drop out
             self.metrics.runs_observed(run_report.metrics_runs(s, now))
-            brands = s.connection().execute(select(Brand.name, Brand.tmobile_brand_tier)).all()
-        for name, tier in brands:
+            brands = (
+                s.connection().execute(select(Brand.id, Brand.name, Brand.tmobile_brand_tier)).all()
+            )
+        for brand_id, name, tier in brands:  # the brand label is the id; its name rides brand_info
+            self.metrics.brand_info(str(brand_id), name)
             cap = tmobile_daily_cap(tier)
             if cap is not None:
-                self.metrics.brand_daily_cap(name, cap)
-        self.metrics.queue_depth("deliver", depth)
+                self.metrics.brand_daily_cap(str(brand_id), cap)
+        queue = self.metrics.queue_name  # DISPATCHER_QUEUE_NAME
+        self.metrics.queue_depth(queue, depth)
         self.metrics.oldest_due_age_seconds(
-            "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0
+            queue, (now - as_utc(oldest)).total_seconds() if oldest else 0.0
         )

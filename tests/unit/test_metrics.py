@@ -609,3 +609,49 @@ def test_a_process_primes_every_campaign_of_the_database(tmp_path: Path) -> None
         h.clock.advance(PRIME_EVERY_S)
         scrape(m)
         assert value(m, "dispatcher_opt_outs_total", campaign="QE" + "9" * 32, kind="keyword") == 0
+
+
+# ------------------------------------------------- brand id, queue name, exporter port (20.5)
+def test_brand_is_the_id_queue_is_the_settings_and_names_ride_brand_info(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dispatcher.delivery.fakes import RecordingMetrics
+    from dispatcher.release_loop import ReleaseLoop
+    from tests.unit.pipeline.conftest import BRAND, make_harness
+
+    with make_harness(tmp_path) as h:
+        rec = RecordingMetrics()
+        p = replace(h.pipeline(), metrics=rec)
+        h.contacts(1)
+        p.deliver_many([r.id for r in h.rows(h.launch())])
+        assert [kw["brand"] for n, _a, kw in rec.calls if n == "sent"] == [str(h.brand_id)]
+        m = Metrics(CollectorRegistry(), clock=h.clock, queue_name="bulk")
+        ReleaseLoop(h.db, h.clock, lambda ids: None, metrics=m).observe()
+        assert value(m, "dispatcher_queue_depth", queue="bulk") is not None
+        assert value(m, "dispatcher_queue_depth", queue="deliver") is None
+        assert value(m, "dispatcher_brand_daily_cap_segments", brand=str(h.brand_id)) == 200_000
+        info = {"brand": str(h.brand_id), "name": BRAND}
+        assert m.registry.get_sample_value("dispatcher_brand_info", info) == 1
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+
+    rt = Runtime(Settings(database_url="sqlite://", queue_name="bulk"))
+    assert rt.metrics.queue_name == "bulk"
+
+
+def test_the_worker_exporter_listens_on_the_configured_port(tmp_path: Path) -> None:
+    from dispatcher.metrics import start_worker_exporter
+    from dispatcher.settings import Settings
+    from tests.procs import free_port
+
+    port = free_port()
+    server, _thread = start_worker_exporter(
+        Settings(database_url=f"sqlite:///{tmp_path}/x.db", metrics_port=port)
+    )
+    try:
+        assert server.server_port == port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert b"dispatcher_throttle_reservations_total" in r.read()
+    finally:
+        server.shutdown()
+        server.server_close()
