@@ -655,3 +655,52 @@ def test_the_worker_exporter_listens_on_the_configured_port(tmp_path: Path) -> N
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------- distributed mode without Docker has metrics (20.8)
+def test_distributed_worker_and_scheduler_serve_their_metrics(
+    tmp_path: Path, clean_redis_url: str
+) -> None:
+    """README's distributed mode: `dispatcher worker --metrics-port` (a dramatiq pool with its
+    multiprocess directory and forked exporter) and `dispatcher scheduler --metrics-port`."""
+    from tests.procs import Proc, free_port, wait_for
+
+    wport, sport = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != MULTIPROC_ENV},
+        "DISPATCHER_DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+        "DISPATCHER_REDIS_URL": clean_redis_url,
+    }
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dispatcher"), "db", "upgrade"],
+        env=env,
+        check=True,
+        cwd=ROOT,
+    )
+    dispatcher = [str(Path(sys.executable).parent / "dispatcher")]
+    worker = Proc(
+        "worker",
+        [*dispatcher, "worker", "--processes", "1", "--threads", "1", "--metrics-port",
+         str(wport), "--metrics-dir", str(tmp_path / "mp")],
+        env, tmp_path,
+    )  # fmt: skip
+    sched = Proc(
+        "scheduler", [*dispatcher, "scheduler", "--metrics-port", str(sport)], env, tmp_path
+    )
+
+    def scraped(port: int, name: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                return name in r.read().decode()
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: scraped(wport, "dispatcher_throttle_reservations_total"), 60, "worker")
+        wait_for(lambda: scraped(sport, "dispatcher_queue_depth{"), 60, "scheduler")
+        assert list((tmp_path / "mp").glob("*.db"))  # the worker processes write there
+    except AssertionError:
+        raise AssertionError(worker.tail() + sched.tail()) from None
+    finally:
+        worker.stop()
+        sched.stop()
