@@ -46,7 +46,16 @@ from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics'
     body_digest,
     day_of,
 )
-from dispatcher.metrics_runs import RUN_GAUGES, RunGauges
+from dispatcher.metrics_http import HTTP_BUCKETS
+from dispatcher.metrics_runs import (
+    GUARD_SIGNALS,
+    RUN_GAUGES,
+    STATE_GAUGES,
+    ProcessInfo,
+    RunGauges,
+    StateGauges,
+    guard_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +189,10 @@ class Metrics:
         )
         self.runs = RunGauges(self.clock)
         self.registry.register(self.runs)
+        self.state = StateGauges(self.clock)
+        self.registry.register(self.state)
+        self.process = ProcessInfo()
+        self.registry.register(self.process)
         if self.daily is not None:
             self.registry.register(self.daily)
         self._aggregate: CollectorRegistry | None = None
@@ -254,6 +267,23 @@ class Metrics:
         self.help_total = Counter(
             "dispatcher_help_requests", "HELP requests per campaign.", ["campaign"], registry=reg
         )
+        # -- HTTP (webhooks + API; dispatcher/metrics_http.py)
+        self.http_duration = Histogram(
+            "dispatcher_http_request_duration_seconds",
+            "HTTP requests of the webhook server and API by route template, method and status "
+            "(_count = requests).",
+            ["handler", "method", "status"],
+            registry=reg,
+            buckets=HTTP_BUCKETS,
+        )
+        # -- reputation guard
+        self.guard_pauses_total = Counter(
+            "dispatcher_guard_pauses",
+            "Runs the reputation guard paused, by campaign and the signal that crossed its "
+            "threshold (filtering, opt_out, failure, repetition).",
+            ["campaign", "signal"],
+            registry=reg,
+        )
         # -- state gauges (last value written wins across processes)
         self.queue_depth_g = Gauge(
             "dispatcher_queue_depth",
@@ -322,6 +352,8 @@ class Metrics:
                 self.opt_outs_total.labels(camp, kind)
             self.opt_ins_total.labels(camp)
             self.help_total.labels(camp)
+            for signal in GUARD_SIGNALS:
+                self.guard_pauses_total.labels(camp, signal)
             self._primed.add(c)
 
     def prime_from(
@@ -390,6 +422,25 @@ class Metrics:
         if not allowed:
             self.throttle_wait.labels(bucket_kind).observe(max(0.0, wait_s))
 
+    # ---------------------------------------------------------------------------------- HTTP
+    def http_request(self, handler: str, method: str, status: int, seconds: float) -> None:
+        self.http_duration.labels(handler, method, str(status)).observe(max(0.0, seconds))
+
+    def http_request_labels(self, handler: str, method: str, status: int) -> None:
+        self.http_duration.labels(handler, method, str(status))
+
+    # --------------------------------------------------------------------------------- guard
+    def guard_paused(self, campaign: str, reason: str) -> None:
+        """The guard paused a run of ``campaign``; ``reason`` is its verdict's reason (one count
+        per signal it names)."""
+        for signal in guard_signals(reason):
+            self.guard_pauses_total.labels(campaign, signal).inc()
+
+    def campaigns_observed(self, campaigns: Iterable[Mapping[str, Any]]) -> None:
+        """Every campaign's state as observed now (``campaign``, ``brand``, ``sender``,
+        ``status``, ``thresholds``: the guard's, overrides applied): served as they are."""
+        self.state.set_campaigns(campaigns)
+
     # ------------------------------------------------------------------------------- consent
     def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:
         if kind not in OPT_OUT_KINDS:
@@ -446,6 +497,8 @@ class Metrics:
                 if self.daily is not None:
                     self._aggregate.register(self.daily)
                 self._aggregate.register(self.runs)
+                self._aggregate.register(self.state)
+                self._aggregate.register(ProcessInfo(multiprocess_dir=path))
             return self._aggregate
 
     def serve_daily(self, when: Callable[[], bool]) -> None:
@@ -542,4 +595,6 @@ def series_names() -> set[str]:
             out.add(fam.name)
     out.update(DAILY_GAUGES)
     out.update(RUN_GAUGES)
+    out.update(STATE_GAUGES)
+    out.add("dispatcher_build_info")
     return out

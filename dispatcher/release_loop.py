@@ -26,6 +26,7 @@ from dispatcher import outbox, run_report, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.delivery.config import BOOK_HORIZON_S
 from dispatcher.delivery.results import Outcome, Result
+from dispatcher.guard_check import campaign_thresholds
 from dispatcher.metrics import Metrics
 from dispatcher.models import Brand, Campaign, Run
 from dispatcher.store import Database
@@ -187,6 +188,16 @@ class ReleaseLoop:
             self.metrics.runs_observed(run_report.metrics_runs(s, now))
             brands = (
                 s.connection().execute(select(Brand.id, Brand.name, Brand.tmobile_brand_tier)).all()
+            )
+            self.metrics.campaigns_observed(
+                {
+                    "campaign": c.sid,
+                    "brand": str(c.brand_id),
+                    "sender": c.messaging_service_sid or c.sender or "",
+                    "status": c.campaign_status,
+                    "thresholds": campaign_thresholds(c),  # the guard's own (one source)
+                }
+                for c in s.exec(select(Campaign)).scalars()
             )
         for brand_id, name, tier in brands:  # the brand label is the id; its name rides brand_info
             self.metrics.brand_info(str(brand_id), name)

@@ -109,15 +109,28 @@ class Context:
                 continue
             try:
                 with self.runtime.db.session() as s:
-                    check_run(
+                    verdict = check_run(
                         s,
                         run_id,
                         self.runtime.clock.now(),
                         self.options.guard_thresholds,
                         halts=self.runtime.halts,
                     )
+                    if verdict is not None and verdict.pause and verdict.reason:
+                        self._count_pause(s, run_id, verdict.reason)
             except Exception:  # noqa: BLE001 - the webhook's own work is already committed
                 log.exception("reputation guard failed for run %s", run_id)
+
+    def _count_pause(self, s: Any, run_id: int, reason: str) -> None:
+        """``dispatcher_guard_pauses_total{campaign, signal}`` (when the run did pause)."""
+        from dispatcher.models import Campaign, Run
+
+        run = s.get(Run, run_id)
+        paused = getattr(self.metrics, "guard_paused", None)
+        if run is None or run.state != "paused" or paused is None:
+            return
+        campaign = s.get(Campaign, run.campaign_id)
+        paused(campaign.sid if campaign else "unknown", reason)
 
     async def guard(self, run_ids: list[int]) -> None:
         if run_ids:

@@ -99,7 +99,7 @@ def test_names_follow_prometheus_conventions(metrics: Metrics) -> None:
     assert fams
     forbidden = {"to", "phone", "recipient", "contact", "number", "to_phone", "body"}
     for fam in fams:
-        assert fam.name.startswith("dispatcher_"), fam.name
+        assert fam.name.startswith(("dispatcher_", "process_")), fam.name  # process_*: standard
         for s in fam.samples:
             if fam.type == "counter" and not s.name.endswith("_created"):
                 assert s.name.endswith("_total"), s.name
@@ -704,3 +704,120 @@ def test_distributed_worker_and_scheduler_serve_their_metrics(
     finally:
         worker.stop()
         sched.stop()
+
+
+# ----------------------------------------------------- HTTP, process, build, guard (20.6)
+def test_http_requests_are_counted_by_route_template_status_and_timed(sqlite_db) -> None:
+    from tests.unit.webhooks.conftest import build_world, make_client, post
+
+    build_world(sqlite_db)
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry(), clock=clock)
+    client = make_client(sqlite_db, clock, metrics=m)
+    count = "dispatcher_http_request_duration_seconds_count"
+    status_route = {"handler": "/twilio/status", "method": "POST"}
+    assert value(m, count, status="200", **status_route) == 0  # primed: a rate reads 0
+    assert client.get("/healthz").status_code == 200
+    assert post(client, "/twilio/status", {"MessageSid": "SM1"}, token="wrong").status_code == 403
+    assert client.get("/no/such/path").status_code == 404
+    assert value(m, count, handler="/healthz", method="GET", status="200") == 1
+    assert value(m, count, status="403", **status_route) == 1  # a signature failure
+    assert value(m, count, handler="unmatched", method="GET", status="404") == 1
+    assert value(m, "dispatcher_http_request_duration_seconds_sum", handler="/healthz",
+                 method="GET", status="200") > 0  # fmt: skip
+
+
+def test_every_process_serves_process_metrics_and_build_info(
+    metrics: Metrics, tmp_path: Path
+) -> None:
+    from dispatcher.metrics_runs import ProcessInfo
+
+    fams = scrape(metrics)
+    assert "process_cpu_seconds" in fams and "process_resident_memory_bytes" in fams
+    (info,) = fams["dispatcher_build_info"]
+    assert info.value == 1 and info.labels["version"] and info.labels["python"]
+    # multiprocess: each live process writing to the directory, by pid
+    (tmp_path / f"counter_{os.getpid()}.db").write_bytes(b"")
+    (tmp_path / "counter_999999999.db").write_bytes(b"")  # gone
+    reg = CollectorRegistry()
+    reg.register(ProcessInfo(multiprocess_dir=str(tmp_path)))
+    assert reg.get_sample_value("process_cpu_seconds_total", {"pid": str(os.getpid())}) > 0
+    assert reg.get_sample_value("process_cpu_seconds_total", {"pid": "999999999"}) is None
+
+
+def test_guard_pauses_are_counted_by_the_signals_the_guard_names(metrics: Metrics) -> None:
+    from dispatcher.guard import RunFigures, Thresholds, evaluate
+    from dispatcher.metrics_runs import GUARD_SIGNALS, guard_signals
+
+    t = Thresholds(identical_bodies_per_day=10)
+    cases = {
+        "filtering": RunFigures(sends=100, filtered=5),
+        "opt_out": RunFigures(sends=100, opt_outs=20),
+        "failure": RunFigures(sends=100, failures=30),
+        "repetition": RunFigures(sends=100, identical_bodies=50),
+    }
+    assert set(cases) == set(GUARD_SIGNALS)
+    for signal, fig in cases.items():
+        v = evaluate(fig, t)
+        assert v.pause and v.reason and guard_signals(v.reason) == [signal], (signal, v.reason)
+    both = evaluate(RunFigures(sends=100, filtered=5, failures=30), t)
+    assert both.reason is not None
+    metrics.guard_paused(CAMPAIGN, both.reason)
+    name = "dispatcher_guard_pauses_total"
+    assert value(metrics, name, campaign=CAMPAIGN, signal="filtering") == 1
+    assert value(metrics, name, campaign=CAMPAIGN, signal="failure") == 1
+
+
+def test_a_guard_pause_through_the_webhooks_is_counted(sqlite_db) -> None:
+    from dispatcher.models import Run
+    from dispatcher.webhooks.context import Context, WebhookOptions
+    from tests.unit.webhooks.conftest import FakeRuntime, build_world
+
+    w = build_world(sqlite_db)
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry(), clock=clock)
+    from dispatcher.settings import Settings
+
+    rt = FakeRuntime(Settings(database_url=sqlite_db.url), sqlite_db, clock, m, None)
+    ctx = Context(rt, WebhookOptions())
+    from dispatcher import outbox
+    from dispatcher.models import Contact, OutboxMessage
+
+    with sqlite_db.session() as s:
+        for i in range(60):
+            c = Contact(phone=f"+1415666{i:04d}")
+            s.add(c)
+            s.flush()
+            s.add(OutboxMessage(run_id=w.run.id, campaign_id=w.campaign.id, contact_id=c.id,
+                                to_phone=c.phone, body="Hi", state=outbox.UNDELIVERED,
+                                error_code=30007 if i < 10 else None))  # fmt: skip
+    ctx.guard_now([w.run.id])
+    with sqlite_db.session() as s:
+        assert s.get(Run, w.run.id).state == "paused"
+    assert value(m, "dispatcher_guard_pauses_total", campaign=w.campaign.sid,
+                 signal="filtering") == 1  # fmt: skip
+    ctx.close()
+
+
+def test_campaign_status_and_guard_thresholds_come_from_the_database(tmp_path: Path) -> None:
+    from dispatcher.guard import DEFAULT_THRESHOLDS
+    from dispatcher.release_loop import ReleaseLoop
+    from tests.unit.pipeline.conftest import SENDER as H_SENDER
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        m = Metrics(CollectorRegistry(), clock=h.clock)
+        loop = ReleaseLoop(h.db, h.clock, lambda ids: None, metrics=m)
+        loop.observe()
+        sid = h.campaign_sid
+        info = {"campaign": sid, "brand": str(h.brand_id), "sender": H_SENDER}
+        assert value(m, "dispatcher_campaign_info", status="VERIFIED", **info) == 1
+        ratio = "dispatcher_guard_threshold_ratio"
+        assert (
+            value(m, ratio, campaign=sid, signal="filtering") == DEFAULT_THRESHOLDS.filtering_rate
+        )
+        h.set_campaign(guard={"filtering_rate": 5}, campaign_status="SUSPENDED")
+        loop.observe()
+        assert value(m, ratio, campaign=sid, signal="filtering") == 0.05
+        assert value(m, "dispatcher_campaign_info", status="SUSPENDED", **info) == 1
+        assert value(m, "dispatcher_campaign_info", status="VERIFIED", **info) is None
