@@ -133,3 +133,74 @@ def test_provisioning_files() -> None:
     prom = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
     jobs = {j["job_name"] for j in prom["scrape_configs"]}
     assert {"webhooks", "worker"} <= jobs
+
+
+# ------------------------------------------------------------------ alert rules (issue 20)
+def promtool() -> str:
+    """promtool (Debian's ``prometheus`` package ships it; .ci/prometheus.sh installs it)."""
+    import os
+    import shutil
+    import subprocess
+
+    found = shutil.which("promtool")
+    if found is None and os.environ.get("CI") == "true":
+        subprocess.run(["bash", str(ROOT / ".ci" / "prometheus.sh")], check=True)
+        found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool not installed (bash .ci/prometheus.sh installs it)")
+    return found
+
+
+def alert_rules() -> list[dict]:
+    doc = yaml.safe_load((GRAFANA / "alerts.yml").read_text(encoding="utf-8"))
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def test_alert_rules_are_valid_and_every_rule_passes_its_promtool_tests() -> None:
+    import subprocess
+
+    tool = promtool()
+    check = subprocess.run([tool, "check", "rules", "alerts.yml"], cwd=GRAFANA,
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = subprocess.run([tool, "test", "rules", "alerts.test.yml"], cwd=GRAFANA,
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_alert_rule_has_a_test_and_the_asked_rules_exist() -> None:
+    tests = yaml.safe_load((GRAFANA / "alerts.test.yml").read_text(encoding="utf-8"))
+    tested = {
+        t["alertname"]
+        for case in tests["tests"]
+        for t in case.get("alert_rule_test", [])
+        if t.get("exp_alerts")  # a firing case, not only a quiet one
+    }
+    names = {r["alert"] for r in alert_rules()}
+    assert names <= tested, f"alert rules without a firing test: {names - tested}"
+    assert {
+        "CarrierFilteringAboveWarnLevel", "OptOutSpike", "BrandDailyCapAbove80Percent",
+        "QueueOldestDueTooOld", "RunPausedByGuard", "WebhookSignaturesFailing",
+        "RunningRunSendsNothing",
+    } <= names  # fmt: skip
+    for r in alert_rules():
+        assert r["annotations"].get("description"), f"{r['alert']}: say what to do"
+
+
+def test_alert_rules_name_only_exported_series_and_read_the_guards_thresholds() -> None:
+    known = series_names() | {"up"}
+    for r in alert_rules():
+        for name in re.findall(r"\b((?:dispatcher|process)_[a-z_]+|up)\b", r["expr"]):
+            assert name in known, f"{r['alert']}: {name} is not exported"
+    exprs = {r["alert"]: r["expr"] for r in alert_rules()}
+    for alert in ("CarrierFilteringAboveWarnLevel", "OptOutSpike"):
+        assert "dispatcher_guard_threshold_ratio" in exprs[alert]  # one source: the guard
+        assert not re.search(r"\b0\.0\d", exprs[alert]), f"{alert}: a threshold written in"
+
+
+def test_the_compose_prometheus_loads_the_alert_rules() -> None:
+    prom = yaml.safe_load((GRAFANA / "prometheus.yml").read_text(encoding="utf-8"))
+    assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./grafana/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
