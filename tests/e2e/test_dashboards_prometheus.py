@@ -256,8 +256,15 @@ def load_panel_queries() -> list[tuple[str, str, str, str]]:
             panel = stack.pop(0)
             stack.extend(panel.get("panels", []))
             for target in panel.get("targets") or []:
-                out.append((path.name, panel["title"], panel["type"], target["expr"]))
+                out.append((path.name, panel["title"], panel["type"], all_values(target["expr"])))
     return out
+
+
+def all_values(expr: str) -> str:
+    """A query as Grafana sends it with every template variable at All: ``.*``."""
+    for var in ("$brand", "$campaign", "$sender", "$run"):
+        expr = expr.replace(var, ".*")
+    return expr
 
 
 PANEL_QUERIES = load_panel_queries()

@@ -45,7 +45,18 @@ _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 def metric_names_in(expr: str) -> set[str]:
     """Identifiers of a PromQL expression that are our metric names (label values stripped)."""
-    return {t for t in _IDENT.findall(_STRING.sub('""', expr)) if t.startswith("dispatcher_")}
+    return {
+        t
+        for t in _IDENT.findall(_STRING.sub('""', expr))
+        if t.startswith(("dispatcher_", "process_"))
+    }
+
+
+#: prometheus-client's process collector (every exporter serves it: dispatcher/metrics_runs.py)
+PROCESS_SERIES = {
+    "process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+    "process_open_fds", "process_max_fds", "process_start_time_seconds",
+}  # fmt: skip
 
 
 def test_committed_json_matches_the_generator(gen: ModuleType) -> None:
@@ -69,7 +80,7 @@ def test_three_dashboards_with_unique_uids() -> None:
 
 
 def test_every_panel_has_a_query_naming_only_defined_metrics(gen: ModuleType) -> None:
-    known = series_names()
+    known = series_names() | PROCESS_SERIES
     seen: set[str] = set()
     for name, dash in committed().items():
         panels = [p for p in dash["panels"] if p["type"] != "row"]
@@ -79,7 +90,8 @@ def test_every_panel_has_a_query_naming_only_defined_metrics(gen: ModuleType) ->
             for target in panel["targets"]:
                 expr = target["expr"]
                 assert target["datasource"]["uid"] == "prometheus"
-                assert "$" not in expr, f"{panel['title']}: Grafana macro in {expr!r}"
+                macros = set(re.findall(r"\$\w+", expr)) - TEMPLATE_VARIABLES
+                assert not macros, f"{panel['title']}: Grafana macro {macros} in {expr!r}"
                 names = metric_names_in(expr)
                 assert names, f"{panel['title']}: no dispatcher metric in {expr!r}"
                 unknown = names - known
@@ -102,12 +114,62 @@ def test_every_panel_has_a_query_naming_only_defined_metrics(gen: ModuleType) ->
         assert must in seen, must
 
 
+TEMPLATE_VARIABLES = {"$brand", "$campaign", "$sender", "$run"}
+
+
+def all_panels() -> list[tuple[str, dict]]:
+    return [(name, p) for name, d in committed().items() for p in d["panels"] if p["type"] != "row"]
+
+
+def test_every_panel_says_what_to_do_when_it_turns_red() -> None:
+    missing = [f"{n}: {p['title']}" for n, p in all_panels() if len(p.get("description", "")) < 40]
+    assert not missing, missing
+
+
+def test_brand_campaign_sender_variables_filter_the_panels() -> None:
+    for name, dash in committed().items():
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert {"brand", "campaign", "sender"} <= set(variables), name
+        for v in variables.values():
+            assert v["type"] == "query" and v["includeAll"] and v["multi"], (name, v["name"])
+        # each narrows the next: the campaigns of the chosen brands, their senders
+        assert "$brand" in variables["campaign"]["query"]
+        assert "$campaign" in variables["sender"]["query"]
+    filtered = [
+        t["expr"]
+        for _, p in all_panels()
+        for t in p["targets"]
+        if re.search(r"dispatcher_(messages_sent|message_outcomes|opt_outs)_total", t["expr"])
+    ]
+    assert filtered and all("$campaign" in e for e in filtered), [
+        e for e in filtered if "$campaign" not in e
+    ]
+    assert "run" in {v["name"] for v in committed()["runs.json"]["templating"]["list"]}
+
+
+def test_the_run_view_shows_run_shows_figures() -> None:
+    """One stat per figure of `run show --json` (by_state groups and total), for $run."""
+    runs = {p["title"]: p for p in committed()["runs.json"]["panels"]}
+    for title, states in {
+        "Sent (incl. delivered)": "sent|delivered",
+        "Failed or undelivered": "failed|undelivered",
+        "Suppressed": "suppressed",
+        "Remaining": "queued|deferred|sending|unknown",
+    }.items():
+        (target,) = runs[title]["targets"]
+        assert "$run" in target["expr"] and f'state=~"{states}"' in target["expr"], title
+    assert "dispatcher_run_total_messages" in runs["Total"]["targets"][0]["expr"]
+
+
 def test_metric_name_extraction_ignores_label_values() -> None:
     expr = 'sum by (sender) (rate(dispatcher_x_total{reason="dispatcher_fake"}[5m]))'
     assert metric_names_in(expr) == {"dispatcher_x_total"}
 
 
-def test_reputation_thresholds_are_drawn() -> None:
+def test_reputation_thresholds_are_the_guards() -> None:
+    """One source: the panels turn red where dispatcher.guard pauses."""
+    from dispatcher.guard import DEFAULT_THRESHOLDS as G
+
     rep = committed()["reputation.json"]
     by_title = {p["title"]: p for p in rep["panels"]}
 
@@ -117,9 +179,18 @@ def test_reputation_thresholds_are_drawn() -> None:
         assert p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off"
         return [v for v in vals if v is not None]
 
-    assert steps("Opt-out rate per campaign (24 h)") == [0.05, 0.10]
-    assert steps("Error rate per sender (1 h)") == [0.10]
+    assert steps("Opt-out rate per campaign (24 h)") == [G.opt_out_warn_rate, G.opt_out_rate]
+    assert steps("Opt-out rate per brand (24 h)") == [G.opt_out_warn_rate, G.opt_out_rate]
+    assert steps("Error rate per sender (1 h)") == [G.failure_rate / 2, G.failure_rate]
+    assert steps("30007 filtering rate per campaign (1 h) vs the guard") == [
+        G.filtering_rate / 2,
+        G.filtering_rate,
+    ]
     assert steps("Filtered by carrier (30007) per sender, last hour") == [1]
+    # the campaign's own threshold (overrides applied) is drawn as a series
+    exprs = [t["expr"] for t in by_title["30007 filtering rate per campaign (1 h) vs the guard"]
+             ["targets"]]  # fmt: skip
+    assert any("dispatcher_guard_threshold_ratio" in e for e in exprs)
 
 
 def test_provisioning_files() -> None:
