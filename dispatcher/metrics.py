@@ -439,7 +439,12 @@ class Metrics:
     def campaigns_observed(self, campaigns: Iterable[Mapping[str, Any]]) -> None:
         """Every campaign's state as observed now (``campaign``, ``brand``, ``sender``,
         ``status``, ``thresholds``: the guard's, overrides applied): served as they are."""
-        self.state.set_campaigns(campaigns)
+        got = list(campaigns)
+        self.state.set_campaigns(got)
+        # the observer's counters too, at once (a campaign created since the last prime)
+        self.prime(
+            CampaignLabels(str(c["campaign"]), str(c["sender"]), str(c["brand"])) for c in got
+        )
 
     # ------------------------------------------------------------------------------- consent
     def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None:

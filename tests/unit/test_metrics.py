@@ -812,6 +812,9 @@ def test_campaign_status_and_guard_thresholds_come_from_the_database(tmp_path: P
         sid = h.campaign_sid
         info = {"campaign": sid, "brand": str(h.brand_id), "sender": H_SENDER}
         assert value(m, "dispatcher_campaign_info", status="VERIFIED", **info) == 1
+        # the observer primes the campaigns it sees (no wait for the next scrape-time prime)
+        pauses = "dispatcher_guard_pauses_total"
+        assert value(m, pauses, campaign=sid, signal="filtering") == 0
         ratio = "dispatcher_guard_threshold_ratio"
         assert (
             value(m, ratio, campaign=sid, signal="filtering") == DEFAULT_THRESHOLDS.filtering_rate
