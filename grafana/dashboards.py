@@ -549,10 +549,10 @@ def reputation() -> dict:
             "Repetition of identical content",
             [
                 PanelSpec(
-                    "Share of sends repeating an identical body (today)",
+                    "Share of sends repeating an identical body (rolling 24 h)",
                     [
                         Query(
-                            f"max by (sender) (dispatcher_sender_daily_repeat_ratio{{{SEND}}})",
+                            f"max by (sender) (dispatcher_sender_24h_repeat_ratio{{{SEND}}})",
                             "{{sender}}",
                         )
                     ],
@@ -564,14 +564,14 @@ def reputation() -> dict:
                     "identical_bodies_per_day. (Thresholds are an operating heuristic.)",
                 ),
                 PanelSpec(
-                    "Distinct bodies and largest identical-body count (today)",
+                    "Distinct bodies and largest identical-body count (rolling 24 h)",
                     [
                         Query(
-                            f"max by (sender) (dispatcher_sender_daily_distinct_bodies{{{SEND}}})",
+                            f"max by (sender) (dispatcher_sender_24h_distinct_bodies{{{SEND}}})",
                             "distinct {{sender}}",
                         ),
                         Query(
-                            "max by (sender) (dispatcher_sender_daily_max_identical_sends"
+                            "max by (sender) (dispatcher_sender_24h_max_identical_sends"
                             f"{{{SEND}}})",
                             "max identical {{sender}}",
                         ),

@@ -353,7 +353,7 @@ def test_daily_batch_leaves_the_same_redis_state_as_one_by_one(seed: int | None)
                 else:
                     rec.record(*send)
             if batched:
-                assert r.dbsize() == 5  # nothing of the batch yet
+                assert r.dbsize() == 8  # nothing of the batch yet (5 daily keys, 3 hourly)
         states.append(_daily_state(r))
     assert states[0] == states[1]
     assert all(has_ttl for _, has_ttl in states[0].values())
@@ -824,3 +824,25 @@ def test_campaign_status_and_guard_thresholds_come_from_the_database(tmp_path: P
         assert value(m, ratio, campaign=sid, signal="filtering") == 0.05
         assert value(m, "dispatcher_campaign_info", status="SUSPENDED", **info) == 1
         assert value(m, "dispatcher_campaign_info", status="VERIFIED", **info) is None
+
+
+# ------------------------------------------------------ rolling 24 h repetition (issue 20.7)
+def test_repetition_over_a_rolling_24_hours_crosses_midnight(redis: fakeredis.FakeRedis) -> None:
+    clock = FakeClock(datetime(2026, 3, 2, 23, 30, tzinfo=UTC))
+    m = Metrics(CollectorRegistry(), redis=redis, clock=clock)
+    m.sent(CAMPAIGN, SENDER, body="Your contract expires soon")
+    m.sent(CAMPAIGN, SENDER, body="Something else")
+    clock.advance(timedelta(hours=1))  # 00:30 the next day: "today" starts again
+    with m.daily_batch():
+        m.sent(CAMPAIGN, SENDER, body="Your contract expires soon")
+        m.sent(CAMPAIGN, SENDER, body="Your contract expires soon")
+    assert value(m, "dispatcher_sender_daily_sends", sender=SENDER) == 2
+    assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) == 4
+    assert value(m, "dispatcher_sender_24h_distinct_bodies", sender=SENDER) == 2
+    assert value(m, "dispatcher_sender_24h_max_identical_sends", sender=SENDER) == 3
+    assert value(m, "dispatcher_sender_24h_repeat_ratio", sender=SENDER) == 0.5
+    clock.advance(timedelta(hours=23))  # 23:30: the first two sends left the window
+    assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) == 2
+    assert value(m, "dispatcher_sender_24h_max_identical_sends", sender=SENDER) == 2
+    clock.advance(timedelta(hours=1))
+    assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) is None
