@@ -846,3 +846,22 @@ def test_repetition_over_a_rolling_24_hours_crosses_midnight(redis: fakeredis.Fa
     assert value(m, "dispatcher_sender_24h_max_identical_sends", sender=SENDER) == 2
     clock.advance(timedelta(hours=1))
     assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) is None
+
+
+def test_promtool_check_metrics_is_clean(metrics: Metrics) -> None:
+    """Every family (primed counters, HTTP, run/campaign gauges, daily gauges) passes
+    `promtool check metrics` (its naming and help lint)."""
+    import shutil
+
+    from dispatcher.metrics import CampaignLabels
+
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (bash .ci/prometheus.sh installs it)")
+    exercise(metrics)
+    metrics.prime([CampaignLabels(CAMPAIGN, SENDER, "3")])
+    metrics.http_request("/twilio/status", "POST", 200, 0.01)
+    metrics.guard_paused(CAMPAIGN, "reputation guard: 30007 filtering 5.0% >= 2.0%")
+    body, _ = render_latest(metrics)
+    out = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
+    assert out.returncode == 0, (out.stdout + out.stderr).decode()
