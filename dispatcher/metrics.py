@@ -279,8 +279,8 @@ class Metrics:
         # -- reputation guard
         self.guard_pauses_total = Counter(
             "dispatcher_guard_pauses",
-            "Runs the reputation guard paused, by campaign and the signal that crossed its "
-            "threshold (filtering, opt_out, failure, repetition).",
+            "Runs the reputation guard paused, by campaign and the first signal its reason names "
+            "(repetition, filtering, opt_out, failure; other).",
             ["campaign", "signal"],
             registry=reg,
         )
@@ -431,10 +431,11 @@ class Metrics:
 
     # --------------------------------------------------------------------------------- guard
     def guard_paused(self, campaign: str, reason: str) -> None:
-        """The guard paused a run of ``campaign``; ``reason`` is its verdict's reason (one count
-        per signal it names)."""
-        for signal in guard_signals(reason):
-            self.guard_pauses_total.labels(campaign, signal).inc()
+        """The guard paused a run of ``campaign``; ``reason`` is its verdict's reason.  One count
+        per pause (the sum is the number of pauses), labelled with the first signal the reason
+        names (30007 also counts as a delivery failure: the first is the cause to look at)."""
+        signals = guard_signals(reason)
+        self.guard_pauses_total.labels(campaign, signals[0] if signals else "other").inc()
 
     def campaigns_observed(self, campaigns: Iterable[Mapping[str, Any]]) -> None:
         """Every campaign's state as observed now (``campaign``, ``brand``, ``sender``,

@@ -107,8 +107,10 @@ _SIGNAL_WORDS = {
 
 
 def guard_signals(reason: str) -> list[str]:
-    """The signals a guard pause names in its reason (``reputation guard: a; b``)."""
-    return [s for s, words in _SIGNAL_WORDS.items() if words in reason]
+    """The signals a guard pause names in its reason (``reputation guard: a; b``), in the order
+    it names them (the order the guard checks them)."""
+    found = [(reason.find(words), s) for s, words in _SIGNAL_WORDS.items() if words in reason]
+    return [s for _, s in sorted(found)]
 
 
 STATE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -448,3 +448,58 @@ def test_the_run_view_equals_run_show_on_the_distributed_stack(distributed: Dist
         wait_for(agree, 60, "the run view to match run show")
     except TimeoutError:
         raise AssertionError(f"prometheus {last[0]} != run show {last[1]}") from None
+
+
+def test_counters_agree_with_the_database_on_the_distributed_stack(
+    distributed: Distributed,
+) -> None:
+    """Sends, 30007 outcomes, opt-outs and guard pauses in Prometheus = the database's counts
+    (exactly once: no process counted a send twice, and no series is missing a process)."""
+    from sqlalchemy import func, select
+
+    from dispatcher.models import ConsentEvent, OutboxMessage, Run
+
+    t = OutboxMessage.__table__  # type: ignore[attr-defined]
+    ce = ConsentEvent.__table__  # type: ignore[attr-defined]
+
+    def db_counts() -> dict[str, float]:
+        with distributed.db.session() as s:
+            c = s.connection()
+            return {
+                "sent": c.execute(
+                    select(func.count()).where(t.c.provider_sid.is_not(None))
+                ).scalar_one(),
+                "filtered": c.execute(
+                    select(func.count()).where(t.c.error_code == 30007)
+                ).scalar_one(),
+                "opt_outs": c.execute(
+                    # the seeded STOPs (actor "test") were recorded before any process ran
+                    select(func.count()).where(ce.c.action == "revoke", ce.c.actor != "test")
+                    .where(ce.c.source.in_(("keyword", "natural_language", "carrier")))
+                ).scalar_one(),
+                "paused": c.execute(
+                    select(func.count()).select_from(Run).where(Run.state == "paused")
+                ).scalar_one(),
+            }  # fmt: skip
+
+    queries = {
+        "sent": "sum(dispatcher_messages_sent_total)",
+        "filtered": 'sum(dispatcher_message_outcomes_total{error_code="30007"})',
+        "opt_outs": "sum(dispatcher_opt_outs_total)",
+        "paused": "sum(dispatcher_guard_pauses_total)",
+    }
+    last: list[Any] = []
+
+    def agree() -> bool:
+        want = db_counts()
+        got = {}
+        for k, q in queries.items():
+            res = distributed.prometheus.query(q)["data"]["result"]
+            got[k] = float(res[0]["value"][1]) if res else -1.0
+        last[:] = [got, want]
+        return got == {k: float(v) for k, v in want.items()}
+
+    try:
+        wait_for(agree, 60, "Prometheus to agree with the database")
+    except TimeoutError:
+        raise AssertionError(f"prometheus {last[0]} != database {last[1]}") from None
