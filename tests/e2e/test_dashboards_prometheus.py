@@ -315,6 +315,10 @@ def test_the_check_rejects_typos_and_unknown_metrics(prometheus: Prometheus) -> 
 
 
 # ------------------------------------------------- the distributed stack (issue 20, item 7)
+#: DB of the session's own redis-server (integration 12, faults 13, failover 15)
+REDIS_DB = 11
+
+
 @dataclass
 class Distributed:
     prometheus: Prometheus
@@ -335,7 +339,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
     work = tmp_path_factory.mktemp("distributed")
     with (
         fresh_postgres_database() as pg,
-        deployment(redis_url(13), pg, work / "logs") as (
+        deployment(redis_url(REDIS_DB), pg, work / "logs") as (
             stack,
             db,
         ),
