@@ -128,6 +128,11 @@ STATE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("campaign",),
     ),
     "dispatcher_guard_enabled": ("1 if the campaign's reputation guard is on.", ("campaign",)),
+    "dispatcher_campaign_rate_limit_per_second": (
+        "Messages per second the throttle allows the campaign: its window (window_limit per "
+        "window_seconds) and its sender's MPS (throttle.policy), whichever binds.",
+        ("campaign", "limit"),
+    ),
 }
 THRESHOLD_SIGNALS = {
     "filtering": "filtering_rate",
@@ -166,6 +171,10 @@ class StateGauges(Collector):
             fams["dispatcher_campaign_info"].add_metric(
                 [sid, str(c["brand"]), str(c["sender"]), str(c.get("status") or "unknown")], 1
             )
+            for limit, per_s in (c.get("limits") or {}).items():
+                fams["dispatcher_campaign_rate_limit_per_second"].add_metric(
+                    [sid, limit], float(per_s)
+                )
             t = c.get("thresholds")
             if t is None:
                 continue

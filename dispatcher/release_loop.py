@@ -30,7 +30,7 @@ from dispatcher.guard_check import campaign_thresholds
 from dispatcher.metrics import Metrics
 from dispatcher.models import Brand, Campaign, Run
 from dispatcher.store import Database
-from dispatcher.throttle.policy import tmobile_daily_cap
+from dispatcher.throttle.policy import sender_mps, tmobile_daily_cap
 
 log = logging.getLogger(__name__)
 T = outbox.T
@@ -196,6 +196,11 @@ class ReleaseLoop:
                     "sender": c.messaging_service_sid or c.sender or "",
                     "status": c.campaign_status,
                     "thresholds": campaign_thresholds(c),  # the guard's own (one source)
+                    # the limits the throttle applies (throttle.policy), per second
+                    "limits": {
+                        "campaign_window": c.window_limit / max(c.window_seconds, 1),
+                        "sender_mps": sender_mps(c.rate_limits),
+                    },
                 }
                 for c in s.exec(select(Campaign)).scalars()
             )

@@ -861,11 +861,19 @@ def runs() -> dict:
                     "them. High is normal for a backlog; the kind says what to change.",
                 ),
                 PanelSpec(
-                    "Throughput by campaign (messages per second)",
-                    [Query(f"sum by (campaign) (rate({SENT}{{{CS}}}[1m]))", "{{campaign}}")],
-                    unit="reqps",
-                    description="Against the campaign's window (window_limit per "
-                    "window_seconds): at it, the campaign limit binds.",
+                    "Throughput by campaign against its binding limit",
+                    [
+                        Query(
+                            f"sum by (campaign) (rate({SENT}{{{CS}}}[1m])) / on (campaign) "
+                            "min by (campaign) (dispatcher_campaign_rate_limit_per_second"
+                            f"{{{CAMP}}})",
+                            "{{campaign}}",
+                        )
+                    ],
+                    unit="percentunit",
+                    description="Sends per second over the smaller of the campaign window and "
+                    "the sender's MPS. Near 100 % with a backlog: the limit binds (expected); "
+                    "far below with a backlog: workers, Redis or the carrier are the bottleneck.",
                 ),
             ],
         ),

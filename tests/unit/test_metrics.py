@@ -821,6 +821,14 @@ def test_campaign_status_and_guard_thresholds_come_from_the_database(tmp_path: P
         assert (
             value(m, ratio, campaign=sid, signal="filtering") == DEFAULT_THRESHOLDS.filtering_rate
         )
+        with h.db.session() as s:
+            from dispatcher.models import Campaign
+
+            c = s.get(Campaign, h.campaign_id)
+            window = c.window_limit / c.window_seconds
+        limit = "dispatcher_campaign_rate_limit_per_second"
+        assert value(m, limit, campaign=sid, limit="campaign_window") == window
+        assert value(m, limit, campaign=sid, limit="sender_mps") > 0
         h.set_campaign(guard={"filtering_rate": 5}, campaign_status="SUSPENDED")
         loop.observe()
         assert value(m, ratio, campaign=sid, signal="filtering") == 0.05
