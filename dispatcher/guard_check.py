@@ -57,6 +57,8 @@ PAUSE, RESUME, ACKNOWLEDGE = "pause", "resume", "acknowledge"
 class GuardMetrics(Protocol):
     def guard_event(self, campaign: str, kind: str) -> None: ...
 
+    def guard_paused(self, campaign: str, reason: str) -> None: ...
+
 
 def guard_since(session: Session, run_id: int) -> datetime | None:
     """When the run's guard window starts: its last acknowledgement, or None (every send)."""
@@ -194,6 +196,7 @@ def check_run(
                 record(session, run_id, PAUSE, GUARD_ACTOR, now, verdict.reason, figures)
                 if metrics is not None:
                     metrics.guard_event(campaign.sid, PAUSE)
+                    metrics.guard_paused(campaign.sid, verdict.reason)
         except ConflictError:
             log.debug("run %s left the active states before the guard paused it", run_id)
     return verdict

@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -42,7 +43,19 @@ DAILY_GAUGES: dict[str, str] = {
     "dispatcher_brand_daily_segments": (
         "Message segments sent today (UTC) for the brand (the T-Mobile daily cap counts these)."
     ),
+    "dispatcher_sender_24h_sends": "Messages sent by the sender over the last 24 hours.",
+    "dispatcher_sender_24h_distinct_bodies": (
+        "Distinct message bodies sent by the sender over the last 24 hours (HyperLogLog)."
+    ),
+    "dispatcher_sender_24h_repeat_ratio": (
+        "Share of the sender's sends over the last 24 hours whose body repeated an earlier one."
+    ),
+    "dispatcher_sender_24h_max_identical_sends": (
+        "Largest number of sends of one identical body by the sender over the last 24 hours."
+    ),
 }
+#: the rolling window: the last 24 hourly buckets (UTC), the current hour included
+ROLLING_HOURS = 24
 
 # KEYS: hll (repetition_key), counts (repetition_counts_key)
 # ARGV: body_hash, cap, ttl_s[, n]  (n: sends of this body to count at once, default 1)
@@ -73,17 +86,35 @@ def day_of(at: datetime) -> str:
     return at.strftime("%Y-%m-%d")
 
 
+def hour_of(at: datetime) -> str:
+    """The UTC hour a rolling-window bucket belongs to, ``YYYY-MM-DDTHH``."""
+    if at.utcoffset() is not None:
+        at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H")
+
+
+def last_hours(now: datetime, n: int = ROLLING_HOURS) -> list[str]:
+    return [hour_of(now - timedelta(hours=k)) for k in range(n)]
+
+
 def body_digest(body: str) -> str:
     """Stable short hash of a rendered body (the body itself is never stored)."""
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
 class RedisDailyCollector(Collector):
-    """Scrape-time gauges from Redis: repetition per sender and volume per brand, today (UTC)."""
+    """Scrape-time gauges from Redis: repetition per sender and volume per brand, today (UTC).
 
-    def __init__(self, redis: Any, clock: Clock | None = None) -> None:
+    They describe the whole deployment (every process writes the same keys), so exactly one
+    process may serve them or every ``sum`` counts them twice: ``when`` says whether this one
+    does now (the leading scheduler; see ``Metrics.serve_daily``)."""
+
+    def __init__(
+        self, redis: Any, clock: Clock | None = None, when: Callable[[], bool] | None = None
+    ) -> None:
         self._redis = redis
         self._clock = clock or SystemClock()
+        self.when = when
 
     def describe(self) -> Iterable[Metric]:
         return [GaugeMetricFamily(n, h, labels=self._labels(n)) for n, h in DAILY_GAUGES.items()]
@@ -94,6 +125,8 @@ class RedisDailyCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         fams = {n: GaugeMetricFamily(n, h, labels=self._labels(n)) for n, h in DAILY_GAUGES.items()}
+        if self.when is not None and not self.when():
+            return []
         try:
             self._fill(fams, day_of(self._clock.now()))
         except Exception:  # noqa: BLE001 - a scrape must never fail because Redis is away
@@ -126,14 +159,49 @@ class RedisDailyCollector(Collector):
         base = 2 * len(senders)
         for j, brand in enumerate(brands):
             fams["dispatcher_brand_daily_segments"].add_metric([brand], int(out[base + j] or 0))
+        self._fill_rolling(fams, last_hours(self._clock.now()))
+
+    def _fill_rolling(self, fams: dict[str, GaugeMetricFamily], hours: list[str]) -> None:
+        """The last 24 hourly buckets per sender: distinct = PFCOUNT over their union, sends =
+        the sum of their totals, max identical = the largest per-body sum (bodies past an
+        hour's cap are not in its hash: a lower bound then)."""
+        r = self._redis
+        senders = sorted(_s(x) for x in r.sunion([keys.repetition_senders_key(h) for h in hours]))
+        pipe = r.pipeline(transaction=False)
+        for sender in senders:
+            pipe.pfcount(*[keys.repetition_key(sender, h) for h in hours])
+            for h in hours:
+                pipe.hgetall(keys.repetition_counts_key(sender, h))
+        out = pipe.execute()
+        step = 1 + len(hours)
+        for i, sender in enumerate(senders):
+            distinct = int(out[i * step] or 0)
+            total, per_body = 0, Counter[str]()
+            for counts in out[i * step + 1 : (i + 1) * step]:
+                for field, n in counts.items():
+                    f = _s(field)
+                    if f == "~total":
+                        total += int(n)
+                    elif not f.startswith("~"):
+                        per_body[f] += int(n)
+            distinct = min(distinct, total)
+            fams["dispatcher_sender_24h_sends"].add_metric([sender], total)
+            fams["dispatcher_sender_24h_distinct_bodies"].add_metric([sender], distinct)
+            fams["dispatcher_sender_24h_repeat_ratio"].add_metric(
+                [sender], (total - distinct) / total if total else 0.0
+            )
+            fams["dispatcher_sender_24h_max_identical_sends"].add_metric(
+                [sender], max(per_body.values(), default=0)
+            )
 
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-#: One send as buffered by :class:`DailyRecorder`: (day, sender, body digest, brand, segments).
-_Item = tuple[str, str, str | None, str | None, int]
+#: One send as buffered by :class:`DailyRecorder`: (day, hour, sender, body digest, brand,
+#: segments).
+_Item = tuple[str, str, str, str | None, str | None, int]
 
 
 class DailyRecorder:
@@ -160,7 +228,8 @@ class DailyRecorder:
             self._write(buf)
 
     def record(self, sender: str, digest: str | None, brand: str | None, segments: int) -> None:
-        item = (day_of(self.clock.now()), sender, digest, brand, segments)
+        now = self.clock.now()
+        item = (day_of(now), hour_of(now), sender, digest, brand, segments)
         buf = getattr(self._local, "items", None)
         if buf is not None:
             buf.append(item)
@@ -214,8 +283,9 @@ class DailyRecorder:
 def _aggregate(
     items: list[_Item],
 ) -> tuple[dict[tuple[str, str, str], int], set[tuple[str, str]], dict[tuple[str, str], int]]:
-    """A batch folded into one write per structure: sends per (day, sender, body), the
-    (day, sender) pairs of the senders index and segments per (day, brand).
+    """A batch folded into one write per structure: sends per (period, sender, body), the
+    (period, sender) pairs of the senders index (period: the day, and the hour of the rolling
+    window) and segments per (day, brand).
 
     The Redis end state is the one item-by-item writes give: PFADD, SADD and EXPIRE are
     idempotent and the counters are sums, so only the cap of the counts hash depends on order.
@@ -226,11 +296,12 @@ def _aggregate(
     bodies: dict[tuple[str, str, str], int] = {}
     senders: set[tuple[str, str]] = set()
     brands: dict[tuple[str, str], int] = {}
-    for day, sender, digest, brand, segments in items:
+    for day, hour, sender, digest, brand, segments in items:
         if digest is not None:
-            body = (day, sender, digest)
-            bodies[body] = bodies.get(body, 0) + 1
-            senders.add((day, sender))
+            for period in (day, hour):  # today's structures and the rolling window's hour
+                body = (period, sender, digest)
+                bodies[body] = bodies.get(body, 0) + 1
+                senders.add((period, sender))
         if brand:
             key = (day, brand)
             brands[key] = brands.get(key, 0) + segments

@@ -39,15 +39,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlmodel import col
 
-from dispatcher import outbox, runs
+from dispatcher import outbox, run_report, runs
 from dispatcher.clock import Clock, as_utc
 from dispatcher.delivery.config import BOOK_HORIZON_S
 from dispatcher.delivery.results import Outcome, Result
+from dispatcher.guard_check import campaign_thresholds
 from dispatcher.metrics import Metrics
 from dispatcher.models import Brand, Campaign, Run
-from dispatcher.run_report import ROW_STATES, row_state_column
 from dispatcher.store import Database
-from dispatcher.throttle.policy import tmobile_daily_cap
+from dispatcher.throttle.policy import sender_mps, tmobile_daily_cap
 
 log = logging.getLogger(__name__)
 T = outbox.T
@@ -286,41 +286,36 @@ class ReleaseLoop:
             oldest = conn.execute(
                 select(func.min(T.c.due_at)).where(T.c.state == outbox.QUEUED, T.c.due_at <= now)
             ).scalar_one()
-            word = row_state_column(now)  # the row states people read (docs/operating.md)
-            rows = conn.execute(
-                select(T.c.run_id, word, func.count())
-                .where(
-                    T.c.run_id.in_(
-                        select(R.c.id).where(R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)))
-                    )
-                )
-                .group_by(T.c.run_id, word)
-            ).all()
         with self.db.session() as s:
-            active = (
+            # the one model of run figures (what `run show` reads); ended runs drop out
+            self.metrics.runs_observed(run_report.metrics_runs(s, now))
+            brands = (
                 s.connection()
-                .execute(
-                    select(R.c.id, R.c.started_at).where(
-                        R.c.state.in_(runs.ACTIVE + (runs.PAUSED,)), R.c.started_at.is_not(None)
-                    )
-                )
+                .execute(select(col(Brand.id), col(Brand.name), col(Brand.tmobile_brand_tier)))
                 .all()
             )
-            brands = (
-                s.connection().execute(select(col(Brand.name), col(Brand.tmobile_brand_tier))).all()
+            self.metrics.campaigns_observed(
+                {
+                    "campaign": c.sid,
+                    "brand": str(c.brand_id),
+                    "sender": c.messaging_service_sid or c.sender or "",
+                    "status": c.campaign_status,
+                    "thresholds": campaign_thresholds(c),  # the guard's own (one source)
+                    # the limits the throttle applies (throttle.policy), per second
+                    "limits": {
+                        "campaign_window": c.window_limit / max(c.window_seconds, 1),
+                        "sender_mps": sender_mps(c.rate_limits),
+                    },
+                }
+                for c in s.scalars(select(Campaign))
             )
-        for run_id, started in active:
-            self.metrics.run_started(run_id, as_utc(started))
-        for name, tier in brands:
+        for brand_id, name, tier in brands:  # the brand label is the id; its name rides brand_info
+            self.metrics.brand_info(str(brand_id), name)
             cap = tmobile_daily_cap(tier)
             if cap is not None:
-                self.metrics.brand_daily_cap(name, cap)
-        self.metrics.queue_depth("deliver", depth)
+                self.metrics.brand_daily_cap(str(brand_id), cap)
+        queue = self.metrics.queue_name  # DISPATCHER_QUEUE_NAME
+        self.metrics.queue_depth(queue, depth)
         self.metrics.oldest_due_age_seconds(
-            "deliver", (now - as_utc(oldest)).total_seconds() if oldest else 0.0
+            queue, (now - as_utc(oldest)).total_seconds() if oldest else 0.0
         )
-        counted = {(run_id, state): n for run_id, state, n in rows}
-        # every state, 0 included: a state a run's rows all left reads 0, not its last count
-        for run_id in sorted({r for r, _ in counted} | {r for r, _ in active}):
-            for state in ROW_STATES:
-                self.metrics.run_progress(run_id, state, counted.get((run_id, state), 0))

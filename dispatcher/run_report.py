@@ -216,6 +216,35 @@ def guard_doc(session: Session, run_id: int) -> dict[str, Any]:
     return {"since": since, "events": events}
 
 
+#: a finished run stays in the metrics' run gauges this long (its final figures are seen), then
+#: its series are gone: the ``run`` label set stays bounded
+METRICS_LINGER_S = 3600.0
+
+
+def metrics_runs(
+    session: Session, now: datetime, linger_s: float = METRICS_LINGER_S
+) -> list[dict[str, Any]]:
+    """:func:`progress` (without the schedule) of every run the run gauges show: active and
+    paused runs, and runs that finished in the last ``linger_s``; the gauges are these figures,
+    so they read what ``dispatcher run show`` reads."""
+    from dispatcher.runs import R
+
+    ids = (
+        session.connection()
+        .execute(
+            select(R.c.id)
+            .where(
+                R.c.state.in_((*ACTIVE, PAUSED))
+                | (R.c.finished_at >= now - timedelta(seconds=linger_s))
+            )
+            .order_by(R.c.id)
+        )
+        .scalars()
+        .all()
+    )
+    return [progress(session, run_id, now, schedule=False) for run_id in ids]
+
+
 def _substate(state: str, by_state: dict[str, int], deferred_by: dict[str, int]) -> str | None:
     if state != RUNNING:
         return None

@@ -176,9 +176,19 @@ class Runtime:
 
     @cached_property
     def metrics(self) -> Metrics:
-        from dispatcher.metrics import Metrics
+        from dispatcher.metrics import Metrics, known_campaigns
 
-        return Metrics(redis=self.throttle_redis, clock=self.clock)
+        # the Redis daily gauges are the deployment's: only the leading scheduler serves them
+        # (workers.scheduler.Scheduler calls serve_daily), so no sum counts them twice
+        m = Metrics(
+            redis=self.throttle_redis,
+            clock=self.clock,
+            daily_collector=False,
+            queue_name=self.settings.queue_name,
+        )
+        # every campaign's counters exist at 0 before their first event (issue 20.4)
+        m.prime_from(lambda: known_campaigns(self.db))
+        return m
 
     @cached_property
     def webhook_app(self) -> FastAPI:

@@ -69,6 +69,12 @@ class Settings(BaseModel):
         description="URL at which Twilio reaches the webhooks (signatures are checked against it).",
     )
     queue_name: str = Field(default="deliver", description="Dramatiq queue for deliveries.")
+    metrics_port: int = Field(
+        default=9108,
+        ge=1,
+        le=65535,
+        description="Port of a worker host's metrics exporter (the sum of its worker processes).",
+    )
     validity_period_s: int = Field(
         default=36000, description="Upper bound for Twilio ValidityPeriod (1..36000 s)."
     )

@@ -1,5 +1,5 @@
 """Commands that need the workers package, added to `dispatcher` via the entry point group
-``dispatcher.cli``: demo, up (the embedded stack in the foreground), scheduler."""
+``dispatcher.cli``: demo, up (the embedded stack in the foreground), scheduler, worker."""
 
 from __future__ import annotations
 
@@ -14,6 +14,71 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.command("up")(up)
     app.command("scheduler")(scheduler)
+    app.command("worker")(worker)
+
+
+#: the worker pool's exporter: forked by dramatiq, serves the sum of the pool's processes
+WORKER_FORK = "dispatcher.metrics:worker_exporter"
+
+
+def worker_argv(processes: int, threads: int) -> list[str]:
+    """``dramatiq`` with the worker pool and its metrics exporter (docker-compose.yml's worker
+    runs exactly this; tests/unit/test_compose.py checks)."""
+    return [
+        "dramatiq",
+        "workers.actors",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--fork-function",
+        WORKER_FORK,
+    ]
+
+
+def worker(
+    processes: int = typer.Option(2, "--processes", min=1, help="Worker processes."),
+    threads: int = typer.Option(8, "--threads", min=1, help="Threads per worker process."),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        help="Port of the pool's metrics exporter (default DISPATCHER_METRICS_PORT, 9108).",
+    ),
+    metrics_dir: str = typer.Option(
+        None,
+        "--metrics-dir",
+        help="prometheus-client multiprocess directory (default: a fresh temporary one). "
+        "Emptied at start: values of an earlier pool would be summed in.",
+    ),
+) -> None:
+    """A distributed worker pool with its metrics: dramatiq's processes write their values to
+    one multiprocess directory and a forked exporter serves their sum on --metrics-port (the
+    same command as docker-compose.yml's worker)."""
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from dispatcher.errors import ConfigError
+    from dispatcher.metrics import MULTIPROC_ENV
+    from dispatcher.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedded:
+        raise ConfigError("workers need DISPATCHER_REDIS_URL (embedded mode: use `dispatcher up`)")
+    port = metrics_port or settings.metrics_port
+    directory = Path(metrics_dir or tempfile.mkdtemp(prefix="dispatcher-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in directory.glob("*.db"):  # must start empty (docs/metrics.md)
+        f.unlink()
+    env = {
+        **os.environ,
+        MULTIPROC_ENV: str(directory),
+        "DISPATCHER_METRICS_PORT": str(port),
+    }
+    env.setdefault("dramatiq_worker_timeout", "100")
+    argv = worker_argv(processes, threads)
+    os.execve(sys.executable, [sys.executable, "-m", *argv], env)
 
 
 def demo(

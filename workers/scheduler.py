@@ -230,9 +230,13 @@ class Scheduler:
             refresh=refresh,
             epoch=lambda: broker_epoch(runtime.redis),
         )
+        # the Redis daily gauges describe the deployment: served by the leader alone
+        self._leading = False
+        serve = getattr(runtime.metrics, "serve_daily", None)
+        if serve is not None:
+            serve(lambda: self._leading)
         self._aps: Any = None
         self.listener: WakeListener | None = None
-        self._leading = False
         self._job_lock = threading.Lock()
         self._hooks_lock = threading.Lock()
         self.errors = 0

@@ -125,15 +125,16 @@ class MemoryThrottle(Throttle):
         days = _CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
         shapes = [_Shape(b, now, ref, days, self._sliding, self._calendar) for b in buckets]
         t, unknown = now, False
+        bound: str | None = None  # the kind of the bucket that set the slot (as the script)
         while True:
             moved = False
-            for sh in shapes:
+            for b, sh in zip(buckets, shapes, strict=True):
                 t2 = sh.next_fit(t)
                 if t2 is None:
-                    unknown = True
+                    unknown, bound = True, b.kind
                     break
                 if t2 > t:
-                    t, moved = t2, True
+                    t, moved, bound = t2, True, b.kind
             if unknown or not moved:
                 break
         epoch = self._epochs.setdefault(brand, os.urandom(6).hex())
@@ -155,6 +156,7 @@ class MemoryThrottle(Throttle):
             epoch=epoch,
             brand=brand,
             holds=tuple(holds) if allowed else (),
+            bound=bound,
         )
 
 
@@ -477,6 +479,9 @@ class RecordingMetrics(Metrics):
 
     def guard_event(self, campaign: str, kind: str) -> None:
         self._add("guard_event", campaign, kind)
+
+    def guard_paused(self, campaign: str, reason: str) -> None:
+        self._add("guard_paused", campaign, reason)
 
     def deferred(self, campaign: str, reason: str) -> None:
         self._add("deferred", campaign, reason)

@@ -74,7 +74,7 @@ class Send:
             x.campaign.sid,
             sender,
             result.num_segments or x.segments or 1,
-            brand=x.brand.name,
+            brand=str(x.brand_id),  # the brand's id (docs/metrics.md)
             body_hash=x.digest,
             duration_s=self.clock.time() - started,
         )

@@ -125,9 +125,10 @@ class Slots:
         if wait is None:
             res = self.throttle.reserve(self._buckets(x), max_wait_s=self.config.book_horizon_s)
             wait = res.wait_s
-        # "allowed" in the metric = could go at once; a booked future slot is a wait
+        # "allowed" in the metric = could go at once; a booked future slot is a wait, counted
+        # by the kind of the bucket that set it (which limit binds)
         self.metrics.throttle_wait_seconds(
-            "reservation", wait, res.allowed and wait <= self.config.now_epsilon_s
+            res.bound or "none", wait, res.allowed and wait <= self.config.now_epsilon_s
         )
         if not res.allowed:
             until = now + timedelta(seconds=max(wait, 0.05))

@@ -132,10 +132,12 @@ class _Request:
         epoch = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
         unknown = (not allowed) and slot_ms <= now_ms + round(self.max_wait_s * 1000)
         grace = min(b.grace for b in self.buckets)
+        n = len(self.buckets)
+        binding = int(res[4 + n]) if len(res) > 4 + n else 0
         holds: tuple[tuple[str, str, str, int], ...] = ()
         if allowed:
             hl = []
-            for b, charged in zip(self.buckets, res[4:], strict=True):
+            for b, charged in zip(self.buckets, res[4 : 4 + n], strict=True):
                 if b.calendar_tz is None:
                     hl.append(("w", b.key, f"{self.rid}:{b.cost}", b.cost))
                 else:
@@ -153,6 +155,7 @@ class _Request:
             epoch=epoch,
             brand=self.brand,
             holds=holds,
+            bound=self.buckets[binding - 1].kind if binding else None,
         )
 
 

@@ -4,7 +4,9 @@
 -- ARGV[4] epoch candidate             ARGV[5] number of buckets
 -- per bucket j, base = 5 + (j-1)*5: kind ('w' sliding | 'c' calendar), limit,
 --   L_ms (w: period+grace; c: grace), cost, bounds (c: 'b1,b2,...' period starts in ms; w: '')
--- returns {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_n}
+-- returns {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_n, binding}
+-- binding: index j of the bucket that set the slot (the last to move it, or the one beyond the
+-- calendar range); 0 when the slot is now (no limit held the message back)
 --
 -- Fast path: a sliding bucket keeps the total cost of its log in a companion key.  The log holds
 -- every booking that can still share a window with a new one, so when total + cost <= limit no
@@ -160,14 +162,15 @@ end
 local t = now
 local unknown = false
 local guard = 0
+local binding = 0
 while true do
   local moved = false
   for j = 1, nb do
     local b = B[j]
     local t2
     if b.kind == 'w' then t2 = wnext(b, t) else t2 = cnext(b, t) end
-    if t2 == nil then unknown = true; break end
-    if t2 > t then t = t2; moved = true end
+    if t2 == nil then unknown = true; binding = j; break end
+    if t2 > t then t = t2; moved = true; binding = j end
   end
   guard = guard + 1
   if unknown or not moved or guard > 100000 then break end
@@ -219,6 +222,7 @@ for j = 1, nb do
   if b.dirty then wsave(b) end
   out[#out + 1] = charged
 end
+out[#out + 1] = binding
 if allowed == 1 then
   local keep = t - now + 172800000
   if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end

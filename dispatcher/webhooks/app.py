@@ -25,4 +25,10 @@ def create_app(runtime: Runtime, *, options: WebhookOptions | None = None) -> Fa
     app.include_router(ops.router(ctx))
     app.include_router(build_router(runtime))  # the notifications API (docs/api.md)
     install_error_handlers(app)
+    metrics = getattr(runtime, "metrics", None)
+    if metrics is not None and hasattr(metrics, "http_request"):
+        from dispatcher.metrics_http import HttpMetrics, prime_routes
+
+        app.add_middleware(HttpMetrics, metrics=metrics)  # request rate, status, latency
+        prime_routes(app, metrics)
     return app

@@ -31,6 +31,8 @@ class WebhookMetrics(Protocol):
 
     def guard_event(self, campaign: str, kind: str) -> None: ...
 
+    def guard_paused(self, campaign: str, reason: str) -> None: ...
+
 
 class NoMetrics(WebhookMetrics):
     """A runtime without metrics: every call does nothing."""
@@ -54,6 +56,9 @@ class NoMetrics(WebhookMetrics):
         pass
 
     def guard_event(self, campaign: str, kind: str) -> None:
+        pass
+
+    def guard_paused(self, campaign: str, reason: str) -> None:
         pass
 
 

@@ -22,9 +22,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.procs import Proc, free_port, wait_for
@@ -95,21 +97,25 @@ class Prometheus:
             return False
 
 
-def start_prometheus(binary: str, target_url: str, workdir: Path) -> Prometheus:
-    target = urllib.parse.urlparse(target_url)
+def start_prometheus(
+    binary: str, target_url: str | dict[str, list[str]], workdir: Path
+) -> Prometheus:
+    """A Prometheus scraping every second: one target (job ``dispatcher``) or ``{job: [urls]}``."""
+    jobs = {"dispatcher": [target_url]} if isinstance(target_url, str) else target_url
+    configs = []
+    for job, urls in jobs.items():
+        parsed = [urllib.parse.urlparse(u) for u in urls]
+        configs.append(
+            {
+                "job_name": job,
+                "metrics_path": parsed[0].path or "/metrics",
+                "static_configs": [{"targets": [t.netloc for t in parsed]}],
+            }
+        )
     config = workdir / "prometheus.yml"
     config.write_text(
         json.dumps(  # YAML is a superset of JSON
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "dispatcher",
-                        "metrics_path": target.path or "/metrics",
-                        "static_configs": [{"targets": [target.netloc]}],
-                    }
-                ],
-            }
+            {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": configs}
         )
     )
     port = free_port()
@@ -256,8 +262,15 @@ def load_panel_queries() -> list[tuple[str, str, str, str]]:
             panel = stack.pop(0)
             stack.extend(panel.get("panels", []))
             for target in panel.get("targets") or []:
-                out.append((path.name, panel["title"], panel["type"], target["expr"]))
+                out.append((path.name, panel["title"], panel["type"], all_values(target["expr"])))
     return out
+
+
+def all_values(expr: str) -> str:
+    """A query as Grafana sends it with every template variable at All: ``.*``."""
+    for var in ("$brand", "$campaign", "$sender", "$run"):
+        expr = expr.replace(var, ".*")
+    return expr
 
 
 PANEL_QUERIES = load_panel_queries()
@@ -299,3 +312,198 @@ def test_the_check_rejects_typos_and_unknown_metrics(prometheus: Prometheus) -> 
         assert_has_data(prometheus.query("sum(rate(dispatcher_messages_sent_total[1m])"), "typo")
     with pytest.raises(AssertionError, match="no data"):
         assert_has_data(prometheus.query("sum(rate(dispatcher_no_such_total[1m]))"), "unknown")
+
+
+# ------------------------------------------------- the distributed stack (issue 20, item 7)
+#: DB of the session's own redis-server (integration 12, faults 13, failover 15)
+REDIS_DB = 11
+
+
+@dataclass
+class Distributed:
+    prometheus: Prometheus
+    db: Any
+    run_id: int
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distributed]:
+    """Webhooks, a worker pool (`dispatcher worker`) and the scheduler as real processes on
+    PostgreSQL and Redis, scraped by one Prometheus (jobs webhooks, worker, scheduler), after a
+    run with 30007 filtering (the guard pauses it), throttle deferrals, STOP and HELP."""
+    from dispatcher import run_report
+    from tests.harness import DISPATCHER, deployment, launch, seed
+    from tests.servers import fresh_postgres_database, redis_url
+
+    binary = ensure_prometheus()
+    work = tmp_path_factory.mktemp("distributed")
+    with (
+        fresh_postgres_database() as pg,
+        deployment(redis_url(REDIS_DB), pg, work / "logs") as (
+            stack,
+            db,
+        ),
+    ):
+        # 20 per 2 s: the campaign window binds (deferrals); 20 % 30007: the guard pauses
+        seeded = seed(db, work, consented=120, opted_out=5, window_limit=20, window_seconds=2)
+        stack.start_sandbox(
+            "--filter-30007", "0.2", "--seed", "7",
+            "--inbound-url", f"{stack.webhook_url}/twilio/inbound",
+        )  # fmt: skip
+        stack.start_webhooks()
+        wport, sport = free_port(), free_port()
+        stack.start("workers", [DISPATCHER, "worker", "--processes", "2", "--threads", "4",
+                                "--metrics-port", str(wport), "--metrics-dir",
+                                str(work / "multiproc")])  # fmt: skip
+        stack.start("scheduler", [DISPATCHER, "scheduler", "--tick", "0.5", "--reconcile", "2",
+                                  "--status-after", "5", "--metrics-port", str(sport)])  # fmt: skip
+        targets = {
+            "webhooks": [f"{stack.webhook_url}/metrics"],
+            "worker": [f"http://127.0.0.1:{wport}/metrics"],
+            "scheduler": [f"http://127.0.0.1:{sport}/metrics"],
+        }
+        (work / "prometheus").mkdir()
+        prom = start_prometheus(binary, targets, work / "prometheus")
+        try:
+            wait_for(prom.ready, STARTUP_DEADLINE_S, "prometheus /-/ready")
+            run_id = launch(db, seeded)
+
+            def paused() -> bool:
+                stack.check_alive()
+                with db.session() as s:
+                    return (
+                        run_report.progress(s, run_id, datetime.now(UTC), schedule=False)["state"]
+                        == "paused"
+                    )
+
+            wait_for(paused, 180, "the guard to pause the run on 30007")
+            assert stack.carrier is not None
+            phones = sorted({r["to"] for r in stack.carrier.records()})
+            for body, phone in (("HELP", phones[0]), ("STOP", phones[1])):
+                inbound = f"http://127.0.0.1:{stack.sandbox_port}/_sandbox/inbound"
+                r = httpx.post(inbound, json={"from": phone, "body": body}, timeout=10)
+                r.raise_for_status()
+
+            def everyone_up_and_moved() -> bool:
+                ups = prom.query("up")["data"]["result"]
+                opt = prom.query("sum(dispatcher_opt_outs_total)")["data"]["result"]
+                pauses = prom.query("sum(dispatcher_guard_pauses_total)")["data"]["result"]
+                return (
+                    len(ups) == 3
+                    and all(u["value"][1] == "1" for u in ups)
+                    and bool(opt) and float(opt[0]["value"][1]) >= 1
+                    and bool(pauses) and float(pauses[0]["value"][1]) >= 1
+                )  # fmt: skip
+
+            wait_for(everyone_up_and_moved, 60, "three targets up, the STOP and the pause seen")
+            yield Distributed(prom, db, run_id)
+        finally:
+            prom.proc.stop()
+
+
+def test_every_panel_has_data_on_the_distributed_stack(distributed: Distributed) -> None:
+    """Every panel query, with the variables at All, returns a series (a healthy 0 counts)."""
+    empty = []
+    now = time.time()
+    for dashboard, title, _type, expr in PANEL_QUERIES:
+        resp = distributed.prometheus.query(expr, now)
+        assert resp.get("status") == "success", f"{title}: {resp.get('error')}"
+        if not resp["data"]["result"]:
+            empty.append(f"{dashboard}: {title}: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_the_run_view_equals_run_show_on_the_distributed_stack(distributed: Distributed) -> None:
+    """The runs board's figures for the run = `run show --json` (run_report.progress), once
+    the scheduler observed the same state (the run is paused: its rows no longer move)."""
+    from dispatcher import run_report
+
+    prom, run = distributed.prometheus, str(distributed.run_id)
+    groups = {
+        "sent": ("sent", "delivered"),
+        "failed": ("failed", "undelivered"),
+        "suppressed": ("suppressed",),
+        "remaining": ("queued", "deferred", "sending", "unknown"),
+    }
+
+    def figures() -> tuple[dict[str, float], dict[str, int]]:
+        with distributed.db.session() as s:
+            p = run_report.progress(s, int(run), datetime.now(UTC), schedule=False)
+        want = {g: sum(p["by_state"].get(x, 0) for x in states) for g, states in groups.items()}
+        want["total"] = p["total"]
+        got = {}
+        for g, states in groups.items():
+            res = prom.query(
+                f'sum(dispatcher_run_messages{{run="{run}",state=~"{"|".join(states)}"}})'
+            )
+            got[g] = float(res["data"]["result"][0]["value"][1]) if res["data"]["result"] else -1
+        res = prom.query(f'max(dispatcher_run_total_messages{{run="{run}"}})')["data"]["result"]
+        got["total"] = float(res[0]["value"][1]) if res else -1
+        return got, want
+
+    last: list[Any] = []
+
+    def agree() -> bool:
+        got, want = figures()
+        last[:] = [got, want]
+        return got == {k: float(v) for k, v in want.items()}
+
+    try:
+        wait_for(agree, 60, "the run view to match run show")
+    except TimeoutError:
+        raise AssertionError(f"prometheus {last[0]} != run show {last[1]}") from None
+
+
+def test_counters_agree_with_the_database_on_the_distributed_stack(
+    distributed: Distributed,
+) -> None:
+    """Sends, 30007 outcomes, opt-outs and guard pauses in Prometheus = the database's counts
+    (exactly once: no process counted a send twice, and no series is missing a process)."""
+    from sqlalchemy import func, select
+
+    from dispatcher.models import ConsentEvent, OutboxMessage, Run
+
+    t = OutboxMessage.__table__  # type: ignore[attr-defined]
+    ce = ConsentEvent.__table__  # type: ignore[attr-defined]
+
+    def db_counts() -> dict[str, float]:
+        with distributed.db.session() as s:
+            c = s.connection()
+            return {
+                "sent": c.execute(
+                    select(func.count()).where(t.c.provider_sid.is_not(None))
+                ).scalar_one(),
+                "filtered": c.execute(
+                    select(func.count()).where(t.c.error_code == 30007)
+                ).scalar_one(),
+                "opt_outs": c.execute(
+                    # the seeded STOPs (actor "test") were recorded before any process ran
+                    select(func.count()).where(ce.c.action == "revoke", ce.c.actor != "test")
+                    .where(ce.c.source.in_(("keyword", "natural_language", "carrier")))
+                ).scalar_one(),
+                "paused": c.execute(
+                    select(func.count()).select_from(Run).where(Run.state == "paused")
+                ).scalar_one(),
+            }  # fmt: skip
+
+    queries = {
+        "sent": "sum(dispatcher_messages_sent_total)",
+        "filtered": 'sum(dispatcher_message_outcomes_total{error_code="30007"})',
+        "opt_outs": "sum(dispatcher_opt_outs_total)",
+        "paused": "sum(dispatcher_guard_pauses_total)",
+    }
+    last: list[Any] = []
+
+    def agree() -> bool:
+        want = db_counts()
+        got = {}
+        for k, q in queries.items():
+            res = distributed.prometheus.query(q)["data"]["result"]
+            got[k] = float(res[0]["value"][1]) if res else -1.0
+        last[:] = [got, want]
+        return got == {k: float(v) for k, v in want.items()}
+
+    try:
+        wait_for(agree, 60, "Prometheus to agree with the database")
+    except TimeoutError:
+        raise AssertionError(f"prometheus {last[0]} != database {last[1]}") from None

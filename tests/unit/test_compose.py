@@ -263,3 +263,27 @@ def test_prometheus_scrapes_what_compose_exposes(compose: dict[str, Any]) -> Non
         assert port in _listening(host, svc), (host, port)
     mounts = services["prometheus"]["volumes"]
     assert "./grafana/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+# ---------------------------------------------------------------- loopback only (issue 20.8)
+def test_published_ports_are_bound_to_loopback(compose: dict[str, Any]) -> None:
+    """Admin endpoints (sandbox), Prometheus, Grafana, the webhooks: published on 127.0.0.1
+    only; a public deployment puts a reverse proxy in front (docs/deploy.md)."""
+    published = 0
+    for name, svc in compose["services"].items():
+        for p in svc.get("ports", []):
+            assert isinstance(p, str) and p.startswith("127.0.0.1:"), f"{name}: {p}"
+            published += 1
+    assert published >= 6
+
+
+def test_the_worker_runs_what_dispatcher_worker_runs(compose: dict[str, Any]) -> None:
+    """One worker command: compose's is `dispatcher worker`'s dramatiq line (with its exporter)."""
+    from workers.cli import worker_argv
+
+    assert compose["services"]["worker"]["command"] == worker_argv(2, 8)
+
+
+def test_docs_deploy_exists_and_is_referenced() -> None:
+    assert (ROOT / "docs" / "deploy.md").is_file()
+    assert "docs/deploy.md" in (ROOT / "docker-compose.yml").read_text()

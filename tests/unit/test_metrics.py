@@ -76,8 +76,18 @@ def exercise(m: Metrics) -> None:
     m.help_request(CAMPAIGN)
     m.queue_depth("deliver", 42)
     m.oldest_due_age_seconds("deliver", 3.5)
-    m.run_progress(7, "queued", 90)
-    m.run_started(7, 1_700_000_000.0)
+    m.runs_observed(
+        [
+            {
+                "id": 7,
+                "campaign": CAMPAIGN,
+                "state": "running",
+                "total": 100,
+                "by_state": {"queued": 90, "sent": 10},
+                "started_at": datetime.fromtimestamp(1_700_000_000.0, UTC),
+            }
+        ]
+    )
     m.worker_in_flight(3)
     m.brand_daily_cap("BN1", 2000)
 
@@ -89,7 +99,7 @@ def test_names_follow_prometheus_conventions(metrics: Metrics) -> None:
     assert fams
     forbidden = {"to", "phone", "recipient", "contact", "number", "to_phone", "body"}
     for fam in fams:
-        assert fam.name.startswith("dispatcher_"), fam.name
+        assert fam.name.startswith(("dispatcher_", "process_")), fam.name  # process_*: standard
         for s in fam.samples:
             if fam.type == "counter" and not s.name.endswith("_created"):
                 assert s.name.endswith("_total"), s.name
@@ -175,14 +185,14 @@ def test_gauges(metrics: Metrics) -> None:
     exercise(metrics)
     assert value(metrics, "dispatcher_queue_depth", queue="deliver") == 42
     assert value(metrics, "dispatcher_queue_oldest_due_age_seconds", queue="deliver") == 3.5
-    assert value(metrics, "dispatcher_run_messages", run="7", state="queued") == 90
-    assert value(metrics, "dispatcher_run_start_time_seconds", run="7") == 1_700_000_000.0
+    run7 = {"run": "7", "campaign": CAMPAIGN}
+    assert value(metrics, "dispatcher_run_messages", state="queued", **run7) == 90
+    assert value(metrics, "dispatcher_run_messages", state="failed", **run7) == 0
+    assert value(metrics, "dispatcher_run_remaining_messages", **run7) == 90
+    assert value(metrics, "dispatcher_run_start_time_seconds", **run7) == 1_700_000_000.0
     assert value(metrics, "dispatcher_brand_daily_cap_segments", brand="BN1") == 2000
-    metrics.run_started("8", datetime(2026, 1, 1, tzinfo=UTC))
-    assert (
-        value(metrics, "dispatcher_run_start_time_seconds", run="8")
-        == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-    )
+    metrics.runs_observed([])  # the run ended: its series are gone
+    assert value(metrics, "dispatcher_run_messages", state="queued", **run7) is None
     metrics.worker_in_flight(0)
     with metrics.in_flight():
         with metrics.in_flight():
@@ -343,7 +353,7 @@ def test_daily_batch_leaves_the_same_redis_state_as_one_by_one(seed: int | None)
                 else:
                     rec.record(*send)
             if batched:
-                assert r.dbsize() == 5  # nothing of the batch yet
+                assert r.dbsize() == 8  # nothing of the batch yet (5 daily keys, 3 hourly)
         states.append(_daily_state(r))
     assert states[0] == states[1]
     assert all(has_ttl for _, has_ttl in states[0].values())
@@ -433,3 +443,435 @@ def test_multiprocess_mode_aggregates_worker_processes(
     assert (
         aggregate_registry(str(mpdir)).get_sample_value("dispatcher_messages_sent_total", lab) == 2
     )
+
+
+# ------------------------------------------------------------------ which limit binds (issue 20.1)
+def _policy_buckets(tight: str) -> list:
+    """The buckets of one message under the real policy (campaign window, sender MPS, T-Mobile
+    daily cap, a recipient cap, the campaign's frequency cap), ``tight`` squeezed to 1."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from dispatcher.throttle.policy import buckets_for
+
+    campaign = SimpleNamespace(
+        sid=CAMPAIGN,
+        window_limit=1000,
+        window_seconds=300,
+        messaging_service_sid=None,
+        sender=SENDER,
+        rate_limits=None,
+        frequency_cap_count=100,
+        frequency_cap_hours=24,
+    )
+    got = buckets_for(
+        campaign,
+        brand_id=7,
+        brand_tier="TOP",
+        sender=SENDER,
+        recipient="+12125550100",
+        segments=1,
+        recipient_cap=(100, 3600.0),
+        now=0.0,
+    )
+    assert {b.kind for b in got} == {
+        "campaign",
+        "sender_mps",
+        "tmobile_daily",
+        "recipient",
+        "campaign_recipient",
+    }
+    return [replace(b, limit=1) if b.kind == tight else b for b in got]
+
+
+@pytest.mark.parametrize("impl", ["redis", "memory"])
+@pytest.mark.parametrize(
+    "tight", ["campaign", "sender_mps", "tmobile_daily", "recipient", "campaign_recipient"]
+)
+def test_a_reservation_names_the_limit_that_binds(impl: str, tight: str) -> None:
+    from dispatcher.delivery.fakes import MemoryThrottle
+    from dispatcher.throttle import RedisThrottle
+
+    clock = FakeClock(datetime(2026, 1, 5, 15, 0, tzinfo=UTC))
+    th = RedisThrottle(fakeredis.FakeRedis(), clock) if impl == "redis" else MemoryThrottle(clock)
+    buckets = _policy_buckets(tight)
+    first = th.reserve(buckets, max_wait_s=3 * 86400)
+    assert first.allowed and first.wait_s == 0 and first.bound is None
+    second = th.reserve(buckets, max_wait_s=3 * 86400)
+    assert second.allowed and second.wait_s > 0 and second.bound == tight
+    refused = th.reserve(buckets, max_wait_s=0)
+    assert not refused.allowed and refused.bound == tight
+    # a booking carried in a queue message keeps it
+    from dispatcher.throttle.reservation import Reservation
+
+    assert Reservation.from_dict(second.to_dict()).bound == tight
+
+
+def test_the_pipeline_counts_reservations_by_the_bucket_that_binds(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dispatcher.delivery.fakes import RecordingMetrics
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        h.set_campaign(window_limit=2, window_seconds=300)
+        rec = RecordingMetrics()
+        p = replace(h.pipeline(), metrics=rec)
+        h.contacts(3)
+        ids = [r.id for r in h.rows(h.launch())]
+        p.deliver_many(ids)
+        kinds = [(k, allowed) for k, _w, allowed in rec.named("throttle_wait_seconds")]
+        assert kinds.count(("none", True)) == 2
+        assert ("campaign", False) in kinds  # the third waits for the campaign's window
+        assert "reservation" not in {k for k, _ in kinds}
+
+
+# ------------------------------------------------- daily gauges from exactly one process (20.3)
+def test_the_daily_gauges_are_served_by_the_leading_scheduler_alone(tmp_path: Path) -> None:
+    """Webhooks and workers build their metrics through the runtime: they write the daily
+    structures but serve none of them; the scheduler serves them while it leads."""
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+    from workers.scheduler import Scheduler
+
+    server = fakeredis.FakeServer()
+    clock = FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+
+    def runtime() -> Runtime:
+        return Runtime(
+            Settings(database_url=f"sqlite:///{tmp_path}/d.db"),
+            clock=clock,
+            redis=fakeredis.FakeRedis(server=server),
+        )
+
+    webhooks, worker, sched_rt = runtime(), runtime(), runtime()
+    worker.metrics.sent(CAMPAIGN, SENDER, 1, brand="3", body="hello")
+    webhooks.metrics.sent(CAMPAIGN, SENDER, 1, brand="3", body="hello")
+    name = "dispatcher_sender_daily_sends"
+    for rt in (webhooks, worker):
+        assert "dispatcher_sender_daily_sends" not in rt.render_metrics()[0].decode()
+    s = Scheduler(sched_rt, lambda ids: None, scheduler_id="t")
+    reg = sched_rt.metrics.exposition_registry()
+    assert reg.get_sample_value(name, {"sender": SENDER}) is None  # not leading (yet)
+    s._leading = True
+    assert reg.get_sample_value(name, {"sender": SENDER}) == 2
+    assert reg.get_sample_value("dispatcher_brand_daily_segments", {"brand": "3"}) == 2
+
+
+# -------------------------------------------------------- counters exist at 0 (issue 20.4)
+def test_primed_counters_read_zero_before_their_first_event(metrics: Metrics) -> None:
+    from dispatcher.metrics import BUCKET_KINDS, CampaignLabels
+    from dispatcher.throttle.policy import KINDS
+
+    assert set(BUCKET_KINDS) - {"none"} <= set(KINDS)
+    assert value(metrics, "dispatcher_messages_suppressed_total", campaign=CAMPAIGN,
+                 reason="lint_error") is None  # fmt: skip
+    metrics.prime([CampaignLabels(CAMPAIGN, SENDER, "3")])
+    zero = {
+        "dispatcher_messages_suppressed_total": {"campaign": CAMPAIGN, "reason": "lint_error"},
+        "dispatcher_messages_deferred_total": {"campaign": CAMPAIGN, "reason": "throttle"},
+        "dispatcher_opt_outs_total": {"campaign": CAMPAIGN, "kind": "carrier"},
+        "dispatcher_help_requests_total": {"campaign": CAMPAIGN},
+        "dispatcher_messages_sent_total": {"campaign": CAMPAIGN, "sender": SENDER},
+        "dispatcher_brand_segments_sent_total": {"brand": "3"},
+        "dispatcher_message_outcomes_total": {
+            "campaign": CAMPAIGN, "sender": SENDER, "status": "undelivered", "error_code": "30007"
+        },
+        "dispatcher_throttle_reservations_total": {"bucket_kind": "tmobile_daily",
+                                                   "result": "refused"},
+    }  # fmt: skip
+    for name, labels in zero.items():
+        assert value(metrics, name, **labels) == 0, name
+    metrics.suppressed(CAMPAIGN, "lint_error")
+    assert value(metrics, "dispatcher_messages_suppressed_total", campaign=CAMPAIGN,
+                 reason="lint_error") == 1  # fmt: skip
+
+
+def test_a_process_primes_every_campaign_of_the_database(tmp_path: Path) -> None:
+    """The runtime's metrics prime the database's campaigns at once and re-read them when
+    scraped (at most every PRIME_EVERY_S): a campaign imported later reads 0 too."""
+    from dispatcher.metrics import PRIME_EVERY_S
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        m = h.rt.metrics  # built before the harness seeded its campaign
+        h.clock.advance(PRIME_EVERY_S)
+        scrape(m)
+        labels = {"campaign": h.campaign_sid, "reason": "no_consent"}
+        assert value(m, "dispatcher_messages_suppressed_total", **labels) == 0
+        assert value(m, "dispatcher_brand_segments_sent_total", brand=str(h.brand_id)) == 0
+        with h.db.session() as s:
+            from dispatcher.models import Campaign
+
+            c = s.get(Campaign, h.campaign_id)
+            other = Campaign(**{**c.model_dump(), "id": None, "sid": "QE" + "9" * 32})
+            s.add(other)
+        h.clock.advance(PRIME_EVERY_S)
+        scrape(m)
+        assert value(m, "dispatcher_opt_outs_total", campaign="QE" + "9" * 32, kind="keyword") == 0
+
+
+# ------------------------------------------------- brand id, queue name, exporter port (20.5)
+def test_brand_is_the_id_queue_is_the_settings_and_names_ride_brand_info(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dispatcher.delivery.fakes import RecordingMetrics
+    from dispatcher.release_loop import ReleaseLoop
+    from tests.unit.pipeline.conftest import BRAND, make_harness
+
+    with make_harness(tmp_path) as h:
+        rec = RecordingMetrics()
+        p = replace(h.pipeline(), metrics=rec)
+        h.contacts(1)
+        p.deliver_many([r.id for r in h.rows(h.launch())])
+        assert [kw["brand"] for n, _a, kw in rec.calls if n == "sent"] == [str(h.brand_id)]
+        m = Metrics(CollectorRegistry(), clock=h.clock, queue_name="bulk")
+        ReleaseLoop(h.db, h.clock, lambda ids: None, metrics=m).observe()
+        assert value(m, "dispatcher_queue_depth", queue="bulk") is not None
+        assert value(m, "dispatcher_queue_depth", queue="deliver") is None
+        assert value(m, "dispatcher_brand_daily_cap_segments", brand=str(h.brand_id)) == 200_000
+        info = {"brand": str(h.brand_id), "name": BRAND}
+        assert m.registry.get_sample_value("dispatcher_brand_info", info) == 1
+    from dispatcher.runtime import Runtime
+    from dispatcher.settings import Settings
+
+    rt = Runtime(Settings(database_url="sqlite://", queue_name="bulk"))
+    assert rt.metrics.queue_name == "bulk"
+
+
+def test_the_worker_exporter_listens_on_the_configured_port(tmp_path: Path) -> None:
+    from dispatcher.metrics import start_worker_exporter
+    from dispatcher.settings import Settings
+    from tests.procs import free_port
+
+    port = free_port()
+    server, _thread = start_worker_exporter(
+        Settings(database_url=f"sqlite:///{tmp_path}/x.db", metrics_port=port)
+    )
+    try:
+        assert server.server_port == port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert b"dispatcher_throttle_reservations_total" in r.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------- distributed mode without Docker has metrics (20.8)
+def test_distributed_worker_and_scheduler_serve_their_metrics(
+    tmp_path: Path, clean_redis_url: str
+) -> None:
+    """README's distributed mode: `dispatcher worker --metrics-port` (a dramatiq pool with its
+    multiprocess directory and forked exporter) and `dispatcher scheduler --metrics-port`."""
+    from tests.procs import Proc, free_port, wait_for
+
+    wport, sport = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != MULTIPROC_ENV},
+        "DISPATCHER_DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+        "DISPATCHER_REDIS_URL": clean_redis_url,
+    }
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dispatcher"), "db", "upgrade"],
+        env=env,
+        check=True,
+        cwd=ROOT,
+    )
+    dispatcher = [str(Path(sys.executable).parent / "dispatcher")]
+    worker = Proc(
+        "worker",
+        [*dispatcher, "worker", "--processes", "1", "--threads", "1", "--metrics-port",
+         str(wport), "--metrics-dir", str(tmp_path / "mp")],
+        env, tmp_path,
+    )  # fmt: skip
+    sched = Proc(
+        "scheduler", [*dispatcher, "scheduler", "--metrics-port", str(sport)], env, tmp_path
+    )
+
+    def scraped(port: int, name: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                return name in r.read().decode()
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: scraped(wport, "dispatcher_throttle_reservations_total"), 60, "worker")
+        wait_for(lambda: scraped(sport, "dispatcher_queue_depth{"), 60, "scheduler")
+        assert list((tmp_path / "mp").glob("*.db"))  # the worker processes write there
+    except AssertionError:
+        raise AssertionError(worker.tail() + sched.tail()) from None
+    finally:
+        worker.stop()
+        sched.stop()
+
+
+# ----------------------------------------------------- HTTP, process, build, guard (20.6)
+def test_http_requests_are_counted_by_route_template_status_and_timed(sqlite_db) -> None:
+    from tests.unit.webhooks.conftest import build_world, make_client, post
+
+    build_world(sqlite_db)
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry(), clock=clock)
+    client = make_client(sqlite_db, clock, metrics=m)
+    count = "dispatcher_http_request_duration_seconds_count"
+    status_route = {"handler": "/twilio/status", "method": "POST"}
+    assert value(m, count, status="200", **status_route) == 0  # primed: a rate reads 0
+    assert client.get("/healthz").status_code == 200
+    assert post(client, "/twilio/status", {"MessageSid": "SM1"}, token="wrong").status_code == 403
+    assert client.get("/no/such/path").status_code == 404
+    assert value(m, count, handler="/healthz", method="GET", status="200") == 1
+    assert value(m, count, status="403", **status_route) == 1  # a signature failure
+    assert value(m, count, handler="unmatched", method="GET", status="404") == 1
+    assert value(m, "dispatcher_http_request_duration_seconds_sum", handler="/healthz",
+                 method="GET", status="200") > 0  # fmt: skip
+
+
+def test_every_process_serves_process_metrics_and_build_info(
+    metrics: Metrics, tmp_path: Path
+) -> None:
+    from dispatcher.metrics_runs import ProcessInfo
+
+    fams = scrape(metrics)
+    assert "process_cpu_seconds" in fams and "process_resident_memory_bytes" in fams
+    (info,) = fams["dispatcher_build_info"]
+    assert info.value == 1 and info.labels["version"] and info.labels["python"]
+    # multiprocess: each live process writing to the directory, by pid
+    (tmp_path / f"counter_{os.getpid()}.db").write_bytes(b"")
+    (tmp_path / "counter_999999999.db").write_bytes(b"")  # gone
+    reg = CollectorRegistry()
+    reg.register(ProcessInfo(multiprocess_dir=str(tmp_path)))
+    assert reg.get_sample_value("process_cpu_seconds_total", {"pid": str(os.getpid())}) > 0
+    assert reg.get_sample_value("process_cpu_seconds_total", {"pid": "999999999"}) is None
+
+
+def test_guard_pauses_are_counted_by_the_signals_the_guard_names(metrics: Metrics) -> None:
+    from dispatcher.guard import RunFigures, Thresholds, evaluate
+    from dispatcher.metrics_runs import GUARD_SIGNALS, guard_signals
+
+    t = Thresholds(identical_bodies_per_day=10)
+    cases = {
+        "filtering": RunFigures(sends=100, filtered=5),
+        "opt_out": RunFigures(sends=100, opt_outs=20),
+        "failure": RunFigures(sends=100, failures=30),
+        "repetition": RunFigures(sends=100, identical_bodies=50),
+    }
+    assert set(cases) == set(GUARD_SIGNALS)
+    for signal, fig in cases.items():
+        v = evaluate(fig, t)
+        assert v.pause and v.reason and guard_signals(v.reason) == [signal], (signal, v.reason)
+    both = evaluate(RunFigures(sends=100, filtered=5, failures=30), t)
+    assert both.reason is not None
+    metrics.guard_paused(CAMPAIGN, both.reason)
+    name = "dispatcher_guard_pauses_total"
+    assert guard_signals(both.reason) == ["filtering", "failure"]
+    # one count per pause (sum = pauses), under the first signal named
+    assert value(metrics, name, campaign=CAMPAIGN, signal="filtering") == 1
+    assert not value(metrics, name, campaign=CAMPAIGN, signal="failure")
+
+
+def test_a_guard_pause_through_the_webhooks_is_counted(sqlite_db) -> None:
+    from dispatcher.models import Run
+    from dispatcher.webhooks.context import Context, WebhookOptions
+    from tests.unit.webhooks.conftest import FakeRuntime, build_world
+
+    w = build_world(sqlite_db)
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry(), clock=clock)
+    from dispatcher.settings import Settings
+
+    rt = FakeRuntime(Settings(database_url=sqlite_db.url), sqlite_db, clock, m, None)
+    ctx = Context(rt, WebhookOptions())
+    from dispatcher import outbox
+    from dispatcher.models import Contact, OutboxMessage
+
+    with sqlite_db.session() as s:
+        for i in range(60):
+            c = Contact(phone=f"+1415666{i:04d}")
+            s.add(c)
+            s.flush()
+            s.add(OutboxMessage(run_id=w.run.id, campaign_id=w.campaign.id, contact_id=c.id,
+                                to_phone=c.phone, body="Hi", state=outbox.UNDELIVERED,
+                                error_code=30007 if i < 10 else None))  # fmt: skip
+    ctx.guard_now([w.run.id])
+    with sqlite_db.session() as s:
+        assert s.get(Run, w.run.id).state == "paused"
+    assert value(m, "dispatcher_guard_pauses_total", campaign=w.campaign.sid,
+                 signal="filtering") == 1  # fmt: skip
+    ctx.close()
+
+
+def test_campaign_status_and_guard_thresholds_come_from_the_database(tmp_path: Path) -> None:
+    from dispatcher.guard import DEFAULT_THRESHOLDS
+    from dispatcher.release_loop import ReleaseLoop
+    from tests.unit.pipeline.conftest import SENDER as H_SENDER
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        m = Metrics(CollectorRegistry(), clock=h.clock)
+        loop = ReleaseLoop(h.db, h.clock, lambda ids: None, metrics=m)
+        loop.observe()
+        sid = h.campaign_sid
+        info = {"campaign": sid, "brand": str(h.brand_id), "sender": H_SENDER}
+        assert value(m, "dispatcher_campaign_info", status="VERIFIED", **info) == 1
+        # the observer primes the campaigns it sees (no wait for the next scrape-time prime)
+        pauses = "dispatcher_guard_pauses_total"
+        assert value(m, pauses, campaign=sid, signal="filtering") == 0
+        ratio = "dispatcher_guard_threshold_ratio"
+        assert (
+            value(m, ratio, campaign=sid, signal="filtering") == DEFAULT_THRESHOLDS.filtering_rate
+        )
+        with h.db.session() as s:
+            from dispatcher.models import Campaign
+
+            c = s.get(Campaign, h.campaign_id)
+            window = c.window_limit / c.window_seconds
+        limit = "dispatcher_campaign_rate_limit_per_second"
+        assert value(m, limit, campaign=sid, limit="campaign_window") == window
+        assert value(m, limit, campaign=sid, limit="sender_mps") > 0
+        h.set_campaign(guard={"filtering_rate": 5}, campaign_status="SUSPENDED")
+        loop.observe()
+        assert value(m, ratio, campaign=sid, signal="filtering") == 0.05
+        assert value(m, "dispatcher_campaign_info", status="SUSPENDED", **info) == 1
+        assert value(m, "dispatcher_campaign_info", status="VERIFIED", **info) is None
+
+
+# ------------------------------------------------------ rolling 24 h repetition (issue 20.7)
+def test_repetition_over_a_rolling_24_hours_crosses_midnight(redis: fakeredis.FakeRedis) -> None:
+    clock = FakeClock(datetime(2026, 3, 2, 23, 30, tzinfo=UTC))
+    m = Metrics(CollectorRegistry(), redis=redis, clock=clock)
+    m.sent(CAMPAIGN, SENDER, body="Your contract expires soon")
+    m.sent(CAMPAIGN, SENDER, body="Something else")
+    clock.advance(timedelta(hours=1))  # 00:30 the next day: "today" starts again
+    with m.daily_batch():
+        m.sent(CAMPAIGN, SENDER, body="Your contract expires soon")
+        m.sent(CAMPAIGN, SENDER, body="Your contract expires soon")
+    assert value(m, "dispatcher_sender_daily_sends", sender=SENDER) == 2
+    assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) == 4
+    assert value(m, "dispatcher_sender_24h_distinct_bodies", sender=SENDER) == 2
+    assert value(m, "dispatcher_sender_24h_max_identical_sends", sender=SENDER) == 3
+    assert value(m, "dispatcher_sender_24h_repeat_ratio", sender=SENDER) == 0.5
+    clock.advance(timedelta(hours=23))  # 23:30: the first two sends left the window
+    assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) == 2
+    assert value(m, "dispatcher_sender_24h_max_identical_sends", sender=SENDER) == 2
+    clock.advance(timedelta(hours=1))
+    assert value(m, "dispatcher_sender_24h_sends", sender=SENDER) is None
+
+
+def test_promtool_check_metrics_is_clean(metrics: Metrics) -> None:
+    """Every family (primed counters, HTTP, run/campaign gauges, daily gauges) passes
+    `promtool check metrics` (its naming and help lint)."""
+    import shutil
+
+    from dispatcher.metrics import CampaignLabels
+
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (bash .ci/prometheus.sh installs it)")
+    exercise(metrics)
+    metrics.prime([CampaignLabels(CAMPAIGN, SENDER, "3")])
+    metrics.http_request("/twilio/status", "POST", 200, 0.01)
+    metrics.guard_paused(CAMPAIGN, "reputation guard: 30007 filtering 5.0% >= 2.0%")
+    body, _ = render_latest(metrics)
+    out = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
+    assert out.returncode == 0, (out.stdout + out.stderr).decode()

@@ -248,7 +248,8 @@ def test_verdict_names_each_figure_that_does_not_add_up():
 
 def test_the_metrics_gauge_uses_the_same_words_and_forgets_no_state(h):
     """``dispatcher_run_messages{state}``: deferred rows as ``deferred``; a state a run's rows
-    all left reads 0 rather than its last count."""
+    all left reads 0 rather than its last count; every figure is run show's; a run that ended
+    keeps its final figures for ``METRICS_LINGER_S``, then has no series (issue 20.2)."""
     from dispatcher.metrics import Metrics
     from dispatcher.release_loop import ReleaseLoop
 
@@ -257,19 +258,44 @@ def test_the_metrics_gauge_uses_the_same_words_and_forgets_no_state(h):
     h.contacts(3)
     run_id = h.launch()
     now = h.clock.now()
+    labels = {"run": str(run_id), "campaign": h.campaign_sid}
 
     def gauge(state: str) -> float | None:
         return metrics.exposition_registry().get_sample_value(
-            "dispatcher_run_messages", {"run": str(run_id), "state": state}
+            "dispatcher_run_messages", {**labels, "state": state}
         )
+
+    def matches_run_show() -> None:
+        with h.db.session() as s:
+            p = run_report.progress(s, run_id, h.clock.now(), schedule=False)
+        for state in run_report.ROW_STATES:
+            assert gauge(state) == p["by_state"].get(state, 0), state
+        reg = metrics.exposition_registry()
+        assert reg.get_sample_value("dispatcher_run_total_messages", labels) == p["total"]
+        assert reg.get_sample_value("dispatcher_run_remaining_messages", labels) == p["live"]
+        assert reg.get_sample_value("dispatcher_run_info", {**labels, "state": p["state"]}) == 1
 
     hk.observe()
     assert (gauge("queued"), gauge("deferred"), gauge("sent")) == (3, 0, 0)
+    matches_run_show()
     with h.db.session() as s:
         for row in h.rows(run_id):
             outbox.defer(s, row.id, now + timedelta(hours=9), "quiet_hours", now)
     hk.observe()
     assert (gauge("queued"), gauge("deferred")) == (0, 3)
+    matches_run_show()
+    with h.db.session() as s:
+        runs.cancel_run(s, run_id, now, halts=h.rt.halts)
+    hk.observe()  # ended: its final figures, nothing live
+    assert (gauge("deferred"), gauge("cancelled")) == (0, 3)
+    matches_run_show()
+    h.clock.advance(run_report.METRICS_LINGER_S + 1)
+    hk.observe()
+    assert gauge("cancelled") is None
+    assert (
+        metrics.exposition_registry().get_sample_value("dispatcher_run_total_messages", labels)
+        is None
+    )
 
 
 def test_a_scheduled_run_has_its_schedule_from_its_consented_audience(h):
