@@ -2,14 +2,15 @@
 a CSV file of revocations (``consent revoke --file PHONES.csv``).
 
 Both go through ``record``: the contact is created if the number is new (a revocation of a
-number not imported yet still counts: a later import or launch finds it opted out), then
-``ledger.append``, which notes a revoke's halt so that the workers' next send checks it.  A file
+number not imported yet still counts: a later import or launch finds it opted out), then the
+consent service (``dispatcher.consent``), which signals a revoke's halt so that the workers' next
+send checks it and suppresses the contact's pending rows in the revocation's scope.  A file
 is one transaction (the caller's session): every good row is recorded, or none is; a row that
 cannot be recorded (bad phone number, date or source) goes to a rejects file with its row number
 and reason, for the operator to fix and hand in again; a number repeated in the file is revoked
 once.
 
-Evidence: as for a single revoke, none is required (``ledger.append`` requires it of grants
+Evidence: as for a single revoke, none is required (the ledger requires it of grants
 only: a revocation is honoured by whatever means it came).  Each row's event carries the row's
 ``evidence`` / ``url`` / ``evidence_ref`` / ``note`` cells, or the command's options, and its
 note names the file and row it came from.
@@ -26,12 +27,12 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
-from dispatcher import ledger
+from dispatcher import consent, ledger
 from dispatcher.clock import utcnow
+from dispatcher.consent import Target
 from dispatcher.contacts import default_rejects_path, upsert_contact
 from dispatcher.csvrows import CsvRows, Rejects, RowReject, cell, parse_time, row_phone
-from dispatcher.errors import InputError
-from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+from dispatcher.models import ConsentEvent, Contact
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
@@ -51,8 +52,8 @@ COLUMNS = {
 class Recorder:
     """Who records the events, for whom, and the values a row does not give."""
 
-    brand: Brand
-    campaign: Campaign | None
+    #: the brand and campaign (``consent.target``: the campaign is checked to be the brand's)
+    target: Target
     source: str
     actor: str
     #: what a revoke signals before it commits (the workers' halt check)
@@ -60,12 +61,6 @@ class Recorder:
     evidence_text: str | None = None
     evidence_url: str | None = None
     note: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.campaign is not None and self.campaign.brand_id != self.brand.id:
-            raise InputError(
-                f"campaign {self.campaign.sid} belongs to another brand", field="campaign"
-            )
 
 
 def record(
@@ -81,25 +76,32 @@ def record(
     source: str | None = None,
     occurred_at: datetime | None = None,
 ) -> tuple[ConsentEvent, Contact, bool]:
-    """One event for one number: (event, contact, contact was created)."""
+    """One event for one number, through the consent service (a revocation also suppresses
+    the contact's pending rows in its scope): (event, contact, contact was created)."""
     contact, created = upsert_contact(session, phone)
-    assert contact.id is not None and who.brand.id is not None
-    ev = ledger.append(
-        session,
-        contact_id=contact.id,
-        brand_id=who.brand.id,
-        campaign_id=who.campaign.id if who.campaign else None,
-        action=action,
-        source=source or who.source,
-        actor=who.actor,
-        evidence_text=evidence_text or who.evidence_text,
-        evidence_url=evidence_url or who.evidence_url,
-        evidence_ref=evidence_ref,
+    evidence = consent.Evidence(
+        text=evidence_text or who.evidence_text,
+        url=evidence_url or who.evidence_url,
+        ref=evidence_ref,
         note=note or who.note,
-        occurred_at=occurred_at,
-        halts=who.halts,
     )
-    return ev, contact, created
+    scope, src = who.target.scope, source or who.source
+    if action == "revoke":
+        got = consent.revoke_and_suppress(
+            session,
+            contact,
+            scope,
+            src,
+            evidence,
+            actor=who.actor,
+            halts=who.halts,
+            occurred_at=occurred_at,
+        )
+    else:
+        got = consent.record_grant(
+            session, contact, scope, src, evidence, actor=who.actor, occurred_at=occurred_at
+        )
+    return got.event, contact, created
 
 
 @dataclass

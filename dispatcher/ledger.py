@@ -55,7 +55,13 @@ def dedupe_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def append(
+def append(session: Session, **fields: Any) -> ConsentEvent:
+    """``append_once(session, **fields)``, the event only (tests and seeding use it; in the
+    package only ``dispatcher.consent``, the one consent service, appends)."""
+    return append_once(session, **fields)[0]
+
+
+def append_once(
     session: Session,
     *,
     contact_id: int,
@@ -72,9 +78,15 @@ def append(
     occurred_at: datetime | None = None,
     dedupe: str | None = None,
     halts: HaltSignal | None = None,
-) -> ConsentEvent:
-    """Append one event.  A revoke needs ``halts``: it signals the contact's halt key before the
-    caller commits, so a worker stops every row of the contact it already claimed."""
+) -> tuple[ConsentEvent, bool]:
+    """Append one event: (the event, appended now).  An event whose ``dedupe`` key the ledger
+    already holds is not appended again: the one recorded is returned, with False, and nothing
+    else happens (no halt signal, no producer webhook).  The key is unique in the database and
+    the insert is ``ON CONFLICT DO NOTHING``, so two concurrent transactions recording the same
+    event append it once.
+
+    A revoke needs ``halts``: it signals the contact's halt key before the caller commits, so a
+    worker stops every row of the contact it already claimed."""
     if action not in ACTIONS:
         raise InputError(f"consent action must be one of {', '.join(ACTIONS)}", field="action")
     if source not in SOURCES:
@@ -88,29 +100,68 @@ def append(
             "a consent grant needs evidence (text, URL, reference or note)", field="evidence"
         )
     now = utcnow()
-    ev = ConsentEvent(
-        contact_id=contact_id,
-        brand_id=brand_id,
-        campaign_id=campaign_id,
-        action=action,
-        consent_type=consent_type,
-        source=source,
-        evidence_text=evidence_text,
-        evidence_url=evidence_url,
-        evidence_ref=evidence_ref,
-        note=note,
-        actor=actor,
-        occurred_at=as_utc(occurred_at) if occurred_at else now,
-        recorded_at=now,
-        dedupe_key=dedupe,
-    )
-    session.add(ev)
-    session.flush()
+    values = {
+        "contact_id": contact_id,
+        "brand_id": brand_id,
+        "campaign_id": campaign_id,
+        "action": action,
+        "consent_type": consent_type,
+        "source": source,
+        "evidence_text": evidence_text,
+        "evidence_url": evidence_url,
+        "evidence_ref": evidence_ref,
+        "note": note,
+        "actor": actor,
+        "occurred_at": as_utc(occurred_at) if occurred_at else now,
+        "recorded_at": now,
+        "dedupe_key": dedupe,
+    }
+    if dedupe is None:
+        ev = ConsentEvent(**values)
+        session.add(ev)
+        session.flush()
+    else:
+        found = _by_key(session, dedupe)
+        if found is not None:
+            return found, False
+        new_id = session.connection().execute(_insert_once(session, values)).scalar()
+        if new_id is None:  # a concurrent transaction recorded it first
+            return _by_key(session, dedupe), False  # type: ignore[return-value]
+        ev = ConsentEvent(id=new_id, **values)  # what was inserted (not in the session)
     if halts is not None and action == "revoke":  # workers see it before their next send
         halts.signal(contacts=[contact_id])
     if action == "revoke":
         hooks.opted_out(session, ev)  # producers' webhooks, in this transaction
-    return ev
+    return ev, True
+
+
+def _by_key(session: Session, key: str) -> ConsentEvent | None:
+    """The event of a dedupe key, as a copy outside the session with aware times (SQLite gives
+    naive ones back; an event is never changed, so nothing is lost)."""
+    if session.autoflush and session.new:
+        session.flush()
+    ev = session.exec(select(ConsentEvent).where(ConsentEvent.dedupe_key == key)).first()
+    if ev is None:
+        return None
+    values = ev.model_dump()
+    values["occurred_at"], values["recorded_at"] = as_utc(ev.occurred_at), as_utc(ev.recorded_at)
+    return ConsentEvent(**values)
+
+
+def _insert_once(session: Session, values: dict[str, Any]) -> Any:
+    """``INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`` in the session's dialect
+    (PostgreSQL and SQLite both have it)."""
+    table = ConsentEvent.__table__  # type: ignore[attr-defined]
+    if session.connection().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(table.c.id)
+    )
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from typing import Any
 
 import typer
 
-from dispatcher import ledger, registry
+from dispatcher import ledger
 from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, report, say
+from dispatcher.consent import target
 from dispatcher.consent_file import Recorder, record, revoke_csv
 from dispatcher.errors import InputError
 from dispatcher.phones import normalize_phone
@@ -49,8 +50,7 @@ def _consent(
     when = _when(at)
     with database().session() as s:
         who = Recorder(
-            brand=registry.get_brand(s, brand),
-            campaign=registry.get_campaign(s, campaign) if campaign else None,
+            target=target(s, brand, campaign),
             source=source,
             actor=actor,
             evidence_text=evidence,
@@ -69,8 +69,8 @@ def _consent(
                 "id": ev.id,
                 "action": action,
                 "phone": contact.phone,
-                "brand": who.brand.name,
-                "campaign_sid": who.campaign.sid if who.campaign else None,
+                "brand": who.target.brand.name,
+                "campaign_sid": who.target.campaign.sid if who.target.campaign else None,
                 "occurred_at": ev.occurred_at,
             }
     report(doc, as_json, _file_lines if file is not None else _event_line)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, bindparam
 from sqlalchemy import select as sql_select
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from dispatcher import ledger, outbox, runs
+from dispatcher import consent, outbox, runs
 from dispatcher.models import Campaign, OutboxMessage
 from dispatcher.webhooks.campaigns import CampaignCache
 
@@ -161,36 +161,16 @@ def _move(
 def _carrier_opt_out(
     session: Session, row: Any, campaign: Campaign, sid: str, now: datetime, halts: HaltSignal
 ) -> bool:
-    """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress."""
-    key = ledger.dedupe_key("carrier-21610", sid, campaign.brand_id)
-    seen = session.exec(
-        select(ledger.ConsentEvent.id).where(ledger.ConsentEvent.dedupe_key == key)
-    ).first()
-    if seen is None:
-        ledger.append(
-            session,
-            contact_id=row.contact_id,
-            brand_id=campaign.brand_id,
-            campaign_id=None,
-            action="revoke",
-            source="carrier",
-            actor=ACTOR,
-            evidence_text=f"Twilio error {CARRIER_OPT_OUT}: the recipient is on the "
-            "opt-out list (replied STOP) for this sender",
-            evidence_ref=sid,
-            note=f"status callback for campaign {campaign.sid}",
-            occurred_at=now,
-            dedupe=key,
-            halts=halts,
-        )
-    ids = list(
-        session.exec(select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)).all()
-    )
-    outbox.suppress_for_contact(
+    """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress
+    (``consent.revoke_and_suppress``; one ledger entry per block, however many rows meet it).
+    True when the revocation is new."""
+    return consent.carrier_opt_out(
         session,
         row.contact_id,
-        brand_campaign_ids=ids,  # type: ignore[arg-type]
-        reason="opted_out",
+        campaign.brand_id,  # type: ignore[arg-type]
+        ref=sid,
+        note=f"status callback for campaign {campaign.sid}",
+        actor=ACTOR,
+        halts=halts,
         now=now,
-    )
-    return seen is None
+    ).new

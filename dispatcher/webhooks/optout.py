@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
-from dispatcher import ledger, outbox, runs
+from dispatcher import consent, ledger, runs
 from dispatcher.compliance import classify_keyword, detect_revocation
 from dispatcher.contacts import upsert_contact
 from dispatcher.guard_check import HANDED
@@ -170,10 +170,6 @@ def reply_sender(
     return first, brand.name if brand is not None else None
 
 
-def _brand_campaign_ids(session: Session, brand_id: int) -> list[int]:
-    return list(session.exec(select(Campaign.id).where(Campaign.brand_id == brand_id)).all())  # type: ignore[arg-type]
-
-
 def _active_runs_for(session: Session, contact_id: int, campaign_ids: list[int]) -> list[int]:
     if not campaign_ids:
         return []
@@ -249,20 +245,20 @@ def process_inbound(
             result.reply = replies.opt_out_reply(first, brand)
     elif kind == START and contact is not None and campaigns:
         for c in campaigns:
-            ledger.append(
+            assert c.id is not None
+            consent.record_grant(
                 session,
-                contact_id=contact.id,
-                brand_id=c.brand_id,
-                campaign_id=c.id,
-                action="grant",
-                source="keyword",
+                contact,
+                consent.Scope(c.brand_id, c.id),
+                "keyword",
+                consent.Evidence(
+                    text=msg.body,
+                    ref=msg.message_sid,
+                    note=f"opt-in keyword to {msg.to or msg.messaging_service_sid}",
+                ),
                 actor=ACTOR,
                 consent_type="express",
-                evidence_text=msg.body,
-                evidence_ref=msg.message_sid,
-                note=f"opt-in keyword to {msg.to or msg.messaging_service_sid}",
                 occurred_at=now,
-                dedupe=ledger.dedupe_key("inbound", msg.message_sid, c.brand_id, c.id),
             )
         if not twilio_answers:
             result.reply = replies.opt_in_reply(first, brand)
@@ -286,8 +282,9 @@ def _revoke(
     now: datetime,
     halts: HaltSignal,
 ) -> tuple[bool, list[int]]:
-    """Append one brand-wide revoke per brand and suppress the contact's pending rows in every
-    campaign of those brands.  Returns (newly opted out somewhere, campaign ids touched)."""
+    """One brand-wide revocation per brand (``consent.revoke_and_suppress``: the event and the
+    contact's pending rows in every campaign of the brand).  Returns (newly opted out
+    somewhere, campaign ids touched)."""
     assert contact.id is not None
     newly = not brands
     touched: list[int] = []
@@ -299,32 +296,28 @@ def _revoke(
             for cid in matched
         )
         newly = newly or not already
-        ledger.append(
+        got = consent.revoke_and_suppress(
             session,
-            contact_id=contact.id,
-            brand_id=brand_id,
-            campaign_id=None,
-            action="revoke",
-            source=source,
-            actor=ACTOR,
-            evidence_text=msg.body,
-            evidence_ref=msg.message_sid,
-            note=(
-                f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
-                f"{msg.to or '?'}"
-                + (f" via {msg.messaging_service_sid}" if msg.messaging_service_sid else "")
-                + ("" if campaigns else "; the number matched no campaign")
-                + ("; repeated (already opted out)" if already else "")
+            contact,
+            consent.Scope(brand_id),
+            source,
+            consent.Evidence(
+                text=msg.body,
+                ref=msg.message_sid,
+                note=(
+                    f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
+                    f"{msg.to or '?'}"
+                    + (f" via {msg.messaging_service_sid}" if msg.messaging_service_sid else "")
+                    + ("" if campaigns else "; the number matched no campaign")
+                    + ("; repeated (already opted out)" if already else "")
+                ),
             ),
-            occurred_at=now,
-            dedupe=ledger.dedupe_key("inbound-revoke", msg.message_sid, brand_id),
+            actor=ACTOR,
             halts=halts,
+            now=now,
+            occurred_at=now,
         )
-        ids = _brand_campaign_ids(session, brand_id)
-        outbox.suppress_for_contact(
-            session, contact.id, brand_campaign_ids=ids, reason="opted_out", now=now
-        )
-        touched.extend(ids)
+        touched.extend(got.campaign_ids)
     return newly, touched
 
 

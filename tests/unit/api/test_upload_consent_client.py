@@ -277,3 +277,30 @@ def _peak_rss() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_a_revocation_through_the_api_suppresses_the_contacts_rows_once(client, world, db):
+    """POST /v1/consent goes through the consent service: the contact's queued rows in the
+    scope are suppressed in the request's transaction, and a retried request with the same
+    evidence_ref is one ledger entry (the dedupe rule)."""
+    from dispatcher.models import ConsentEvent
+    from tests.unit.api.conftest import launch_list
+
+    run_id = launch_list(client, world, n=2)  # a listed run has its rows from the start
+    body = {
+        "phone": "+14155550001",
+        "brand": world["brand"],
+        "action": "revoke",
+        "evidence_ref": "ticket-9",
+    }
+    first, again = (client.post("/v1/consent", json=body) for _ in range(2))
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["id"] == again.json()["id"]
+    with db.session() as s:
+        states = {
+            r.to_phone: r.state
+            for r in s.exec(select(OutboxMessage).where(OutboxMessage.run_id == run_id))
+        }
+        events = s.exec(select(ConsentEvent).where(ConsentEvent.action == "revoke")).all()
+    assert states == {"+14155550000": "queued", "+14155550001": "suppressed"}
+    assert len(events) == 1
