@@ -34,6 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from dispatcher import templates
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics' public names
     DAILY_GAUGES,
@@ -41,7 +42,6 @@ from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics'
     TOP_BODIES_CAP,
     DailyRecorder,
     RedisDailyCollector,
-    body_digest,
     day_of,
 )
 
@@ -235,7 +235,7 @@ class Metrics:
             digest = (
                 body_hash
                 if body_hash is not None
-                else (body_digest(body) if body is not None else None)
+                else (templates.body_hash(body) if body is not None else None)
             )
             self.recorder.record(sender, digest, brand, segments)
 

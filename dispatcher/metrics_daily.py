@@ -5,7 +5,6 @@ stored, never a body."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -70,11 +69,6 @@ def day_of(at: datetime) -> str:
     if at.utcoffset() is not None:
         at = at.astimezone(UTC)
     return at.strftime("%Y-%m-%d")
-
-
-def body_digest(body: str) -> str:
-    """Stable short hash of a rendered body (the body itself is never stored)."""
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
 class RedisDailyCollector(Collector):
