@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from dispatcher import consent, outbox, runs
 from dispatcher.models import Campaign, OutboxMessage
-from dispatcher.webhooks.campaigns import CampaignCache
+from dispatcher.registry import CampaignCache
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
@@ -75,9 +75,9 @@ def apply_status(
     row, why = _move(session, sid, status, error_code, now)
     if row is None:
         return StatusResult(why)
-    csid, sender, cstatus = (campaigns or CampaignCache(0)).get(
-        session.connection(), row.campaign_id
-    )
+    cached, _ = (campaigns or CampaignCache(0)).get(session, row.campaign_id)
+    csid, cstatus = cached.sid, cached.campaign_status
+    sender = cached.messaging_service_sid or cached.sender
     res = StatusResult(
         "applied",
         row_id=row.id,
