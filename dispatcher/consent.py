@@ -94,6 +94,37 @@ def target(session: Session, brand: str | int, campaign: str | int | None) -> Ta
     return Target(b, c)
 
 
+def record(
+    session: Session,
+    action: str,
+    who: Contact | int,
+    scope: Scope,
+    source: str,
+    evidence: Evidence,
+    *,
+    actor: str,
+    halts: HaltSignal,
+    consent_type: str = "express",
+    occurred_at: datetime | None = None,
+) -> Recorded:
+    """``record_grant`` or ``revoke_and_suppress`` by ``action`` (what a client or an operator
+    asks for: the API, ``consent grant|revoke``)."""
+    if action == "revoke":
+        return revoke_and_suppress(
+            session, who, scope, source, evidence, actor=actor, halts=halts, occurred_at=occurred_at
+        )
+    return record_grant(
+        session,
+        who,
+        scope,
+        source,
+        evidence,
+        actor=actor,
+        consent_type=consent_type,
+        occurred_at=occurred_at,
+    )
+
+
 def record_grant(
     session: Session,
     who: Contact | int,
@@ -106,25 +137,17 @@ def record_grant(
     occurred_at: datetime | None = None,
 ) -> Recorded:
     """A grant for ``who`` (a contact or its id) in ``scope``."""
-    contact = _contact(session, who)
-    assert contact.id is not None
-    ev, new = ledger.append_once(
+    return _append(
         session,
-        contact_id=contact.id,
-        brand_id=scope.brand_id,
-        campaign_id=scope.campaign_id,
-        action="grant",
-        source=source,
+        "grant",
+        who,
+        scope,
+        source,
+        evidence,
         actor=actor,
         consent_type=consent_type,
-        evidence_text=evidence.text,
-        evidence_url=evidence.url,
-        evidence_ref=evidence.ref,
-        note=evidence.note,
         occurred_at=occurred_at,
-        dedupe=_key(session, "grant", contact.id, scope, source, evidence.ref),
     )
-    return Recorded(ev, contact, new)
 
 
 def revoke_and_suppress(
@@ -141,10 +164,45 @@ def revoke_and_suppress(
 ) -> Recorded:
     """A revocation for ``who`` (a contact or its id; callers holding a phone number upsert the
     contact first: a later import or launch finds it opted out) in ``scope``, in the caller's
-    transaction: the ledger event
-    (which signals ``halts`` before the commit, so a worker's halt check stops the rows it
-    already claimed) and every not-yet-handed row of the contact in the scope's campaigns
-    moved to ``suppressed`` (reason ``opted_out``)."""
+    transaction: the ledger event (which signals ``halts`` before the commit, so a worker's halt
+    check stops the rows it already claimed) and every not-yet-handed row of the contact in the
+    scope's campaigns moved to ``suppressed`` (reason ``opted_out``)."""
+    got = _append(
+        session,
+        "revoke",
+        who,
+        scope,
+        source,
+        evidence,
+        actor=actor,
+        halts=halts,
+        occurred_at=occurred_at,
+    )
+    assert got.contact.id is not None
+    got.campaign_ids = campaigns_of(session, scope)
+    got.suppressed = outbox.suppress_for_contact(
+        session,
+        got.contact.id,
+        campaign_ids=got.campaign_ids,
+        reason="opted_out",
+        now=now or utcnow(),
+    )
+    return got
+
+
+def _append(
+    session: Session,
+    action: str,
+    who: Contact | int,
+    scope: Scope,
+    source: str,
+    evidence: Evidence,
+    *,
+    actor: str,
+    consent_type: str = "express",
+    occurred_at: datetime | None,
+    halts: HaltSignal | None = None,
+) -> Recorded:
     contact = _contact(session, who)
     assert contact.id is not None
     ev, new = ledger.append_once(
@@ -152,22 +210,19 @@ def revoke_and_suppress(
         contact_id=contact.id,
         brand_id=scope.brand_id,
         campaign_id=scope.campaign_id,
-        action="revoke",
+        action=action,
         source=source,
         actor=actor,
+        consent_type=consent_type,
         evidence_text=evidence.text,
         evidence_url=evidence.url,
         evidence_ref=evidence.ref,
         note=evidence.note,
         occurred_at=occurred_at,
-        dedupe=_key(session, "revoke", contact.id, scope, source, evidence.ref),
+        dedupe=_key(session, action, contact.id, scope, source, evidence.ref),
         halts=halts,
     )
-    ids = campaigns_of(session, scope)
-    n = outbox.suppress_for_contact(
-        session, contact.id, campaign_ids=ids, reason="opted_out", now=now or utcnow()
-    )
-    return Recorded(ev, contact, new, n, ids)
+    return Recorded(ev, contact, new)
 
 
 def carrier_opt_out(

@@ -85,22 +85,17 @@ def record(
         ref=evidence_ref,
         note=note or who.note,
     )
-    scope, src = who.target.scope, source or who.source
-    if action == "revoke":
-        got = consent.revoke_and_suppress(
-            session,
-            contact,
-            scope,
-            src,
-            evidence,
-            actor=who.actor,
-            halts=who.halts,
-            occurred_at=occurred_at,
-        )
-    else:
-        got = consent.record_grant(
-            session, contact, scope, src, evidence, actor=who.actor, occurred_at=occurred_at
-        )
+    got = consent.record(
+        session,
+        action,
+        contact,
+        who.target.scope,
+        source or who.source,
+        evidence,
+        actor=who.actor,
+        halts=who.halts,
+        occurred_at=occurred_at,
+    )
     return got.event, contact, created
 
 

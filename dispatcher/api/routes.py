@@ -524,29 +524,18 @@ def build_router(runtime: Any) -> APIRouter:
             evidence = consent.Evidence(
                 body.evidence_text, body.evidence_url, body.evidence_ref, body.note
             )
-            actor, when = apikeys.actor_of(key), body.occurred_at
-            if body.action == "revoke":
-                got = consent.revoke_and_suppress(
-                    s,
-                    contact,
-                    to.scope,
-                    body.source,
-                    evidence,
-                    actor=actor,
-                    halts=runtime.halts,
-                    occurred_at=when,
-                )
-            else:
-                got = consent.record_grant(
-                    s,
-                    contact,
-                    to.scope,
-                    body.source,
-                    evidence,
-                    actor=actor,
-                    consent_type=body.consent_type,
-                    occurred_at=when,
-                )
+            got = consent.record(
+                s,
+                body.action,
+                contact,
+                to.scope,
+                body.source,
+                evidence,
+                actor=apikeys.actor_of(key),
+                halts=runtime.halts,
+                consent_type=body.consent_type,
+                occurred_at=body.occurred_at,
+            )
             return {
                 **got.event.model_dump(),
                 "phone": contact.phone,
