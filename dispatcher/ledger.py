@@ -3,6 +3,8 @@
 Two locks keep it append-only: the ORM refuses to flush an update or delete of a ConsentEvent
 (LedgerError), and migration 0002 installs database triggers that refuse UPDATE/DELETE from any
 other path.  A revoke with no campaign covers the whole brand; a later grant re-grants its scope.
+Events are recorded through the consent service (``dispatcher/consent.py``: its scope and dedupe
+rules); this module stores them and answers what consent a contact has.
 """
 
 from __future__ import annotations
