@@ -2,10 +2,9 @@
 a CSV file of revocations (``consent revoke --file PHONES.csv``).
 
 Both go through ``record``: the contact is created if the number is new (a revocation of a
-number not imported yet still counts: a later import or launch finds it opted out), then
-``consent_events.append`` (the ledger's one writer), which notes a revoke's halt so that the
-workers' next send checks it.  All of it is SQLAlchemy Core on the caller's session or
-connection: ``dispatcher consent revoke`` starts without the models (bench/cli_startup.py).  A file
+number not imported yet still counts: a later import or launch finds it opted out), then the
+consent service (``dispatcher.consent``), which signals a revoke's halt so that the workers' next
+send checks it and suppresses the contact's pending rows in the revocation's scope.  A file
 is one transaction (the caller's session): every good row is recorded, or none is; a row that
 cannot be recorded (bad phone number, date or source) goes to a rejects file with its row number
 and reason, for the operator to fix and hand in again; a number repeated in the file is revoked
@@ -26,10 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
+from sqlmodel import Session
 
-from dispatcher import consent_events
+from dispatcher import consent, ledger
 from dispatcher.clock import utcnow
+from dispatcher.consent import Target
+from dispatcher.contacts import upsert_contact
 from dispatcher.csvrows import (
     CsvRows,
     Rejects,
@@ -39,12 +40,9 @@ from dispatcher.csvrows import (
     parse_time,
     row_phone,
 )
-from dispatcher.errors import InputError
-from dispatcher.phones import normalize_phone
+from dispatcher.models import ConsentEvent, Contact
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
     from dispatcher.delivery.ports import HaltSignal
 
 #: cells a revocation file may have besides ``phone`` (first of each tuple wins)
@@ -60,11 +58,10 @@ COLUMNS = {
 
 @dataclass(frozen=True)
 class Recorder:
-    """Who records the events, for whom, and the values a row does not give.  ``brand`` and
-    ``campaign``: the models, or their rows (``tables.brand_row`` / ``campaign_row``)."""
+    """Who records the events, for whom, and the values a row does not give."""
 
-    brand: Any
-    campaign: Any | None
+    #: the brand and campaign (``consent.target``: the campaign is checked to be the brand's)
+    target: Target
     source: str
     actor: str
     #: what a revoke signals before it commits (the workers' halt check)
@@ -73,19 +70,9 @@ class Recorder:
     evidence_url: str | None = None
     note: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.campaign is not None and self.campaign.brand_id != self.brand.id:
-            raise InputError(
-                f"campaign {self.campaign.sid} belongs to another brand", field="campaign"
-            )
-
-
-def _conn(db: Session | Connection) -> Connection:
-    return db if isinstance(db, Connection) else db.connection()
-
 
 def record(
-    db: Session | Connection,
+    session: Session,
     who: Recorder,
     action: str,
     phone: str,
@@ -96,28 +83,28 @@ def record(
     note: str | None = None,
     source: str | None = None,
     occurred_at: datetime | None = None,
-) -> tuple[dict[str, Any], str, bool]:
-    """One event for one number, in the caller's transaction: (the event's columns, the number
-    in E.164, the contact was created)."""
-    e164 = normalize_phone(phone)
-    conn = _conn(db)
-    contact_id, created = consent_events.ensure_contact(conn, e164)
-    ev = consent_events.append(
-        conn,
-        contact_id=contact_id,
-        brand_id=who.brand.id,
-        campaign_id=who.campaign.id if who.campaign else None,
-        action=action,
-        source=source or who.source,
-        actor=who.actor,
-        evidence_text=evidence_text or who.evidence_text,
-        evidence_url=evidence_url or who.evidence_url,
-        evidence_ref=evidence_ref,
+) -> tuple[ConsentEvent, Contact, bool]:
+    """One event for one number, through the consent service (a revocation also suppresses
+    the contact's pending rows in its scope): (event, contact, contact was created)."""
+    contact, created = upsert_contact(session, phone)
+    evidence = consent.Evidence(
+        text=evidence_text or who.evidence_text,
+        url=evidence_url or who.evidence_url,
+        ref=evidence_ref,
         note=note or who.note,
-        occurred_at=occurred_at,
-        halts=who.halts,
     )
-    return ev, e164, created
+    got = consent.record(
+        session,
+        action,
+        contact,
+        who.target.scope,
+        source or who.source,
+        evidence,
+        actor=who.actor,
+        halts=who.halts,
+        occurred_at=occurred_at,
+    )
+    return got.event, contact, created
 
 
 @dataclass
@@ -148,7 +135,7 @@ def _parse(line: int, raw: dict[str, str], tz: ZoneInfo, now: datetime) -> _Revo
     phone = row_phone(raw)
     cells = {k: cell(raw, *names) for k, names in COLUMNS.items()}
     source = cells["source"].lower()
-    if source and source not in consent_events.SOURCES:
+    if source and source not in ledger.SOURCES:
         raise RowReject("bad_source", f"unknown consent source {source!r}")
     cells["source"] = source
     when = cells["occurred_at"]
@@ -158,7 +145,7 @@ def _parse(line: int, raw: dict[str, str], tz: ZoneInfo, now: datetime) -> _Revo
 
 
 def revoke_csv(
-    db: Session | Connection,
+    session: Session,
     path: Path,
     who: Recorder,
     *,
@@ -170,7 +157,6 @@ def revoke_csv(
     ``record`` does for one.  The caller owns the transaction.  ``occurred_at`` is the time of a
     row that gives none (default: now)."""
     started = time.perf_counter()
-    conn = _conn(db)
     report = RevokeReport(file=str(path))
     tz, now = ZoneInfo(default_tz), utcnow()
     seen: set[str] = set()
@@ -191,7 +177,7 @@ def revoke_csv(
             seen.add(r.phone)
             c = r.cells
             _, _, created = record(
-                conn,
+                session,
                 who,
                 "revoke",
                 r.phone,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlmodel import Session, col, select
 
-from dispatcher import ledger
+from dispatcher import consent, ledger
 from dispatcher.clock import utcnow
 from dispatcher.csvrows import (
     CsvRows,
@@ -30,7 +30,7 @@ from dispatcher.csvrows import (
     row_phone,
 )
 from dispatcher.errors import InputError, NotFoundError, UnknownTimeZoneError
-from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+from dispatcher.models import Brand, Campaign, Contact
 from dispatcher.phones import normalize_phone
 from dispatcher.store import bulk_insert
 
@@ -295,49 +295,24 @@ def _write_batch(
             )
         ).all()
     )
-    campaign_id = campaign.id if campaign else None
-    keyed = []
+    rows_in = []
     for r in with_consent:
         source, evidence, url, at, ctype = r.consent  # type: ignore[misc]
-        key = ledger.dedupe_key(
-            "import",
-            r.phone,
-            brand.id,
-            campaign_id,
-            "grant",
-            source,
-            evidence,
-            url,
-            at.isoformat(),
-            ctype,
+        rows_in.append(
+            {
+                "phone": r.phone,
+                "contact_id": ids[r.phone],
+                "action": "grant",
+                "consent_type": ctype,
+                "source": source,
+                "evidence_text": evidence,
+                "evidence_url": url,
+                "actor": actor,
+                "occurred_at": at,
+                "recorded_at": now,
+                "note": f"imported from {Path(report.file).name} row {r.line}",
+            }
         )
-        keyed.append((key, r, source, evidence, url, at, ctype))
-    known = set(
-        session.exec(
-            select(ConsentEvent.dedupe_key).where(
-                ConsentEvent.dedupe_key.in_([k[0] for k in keyed])  # type: ignore[union-attr]
-            )
-        ).all()
-    )
-    fresh = [
-        {
-            "contact_id": ids[r.phone],
-            "brand_id": brand.id,
-            "campaign_id": campaign_id,
-            "action": "grant",
-            "consent_type": ctype,
-            "source": source,
-            "evidence_text": evidence,
-            "evidence_url": url,
-            "actor": actor,
-            "occurred_at": at,
-            "recorded_at": now,
-            "dedupe_key": key,
-            "note": f"imported from {Path(report.file).name} row {r.line}",
-        }
-        for key, r, source, evidence, url, at, ctype in keyed
-        if key not in known
-    ]
-    if fresh:
-        bulk_insert(session.connection(), ConsentEvent.__table__, fresh)  # type: ignore[attr-defined]
-        report.consent_events += len(fresh)
+    assert brand.id is not None
+    scope = consent.Scope(brand.id, campaign.id if campaign else None)
+    report.consent_events += consent.import_grants(session, rows_in, scope=scope)

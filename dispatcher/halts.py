@@ -4,12 +4,12 @@ pause/cancel or a campaign pause may have touched the message since it loaded th
 A worker claims a batch of outbox rows in one SQL statement and then sends them one by one, so
 the claim no longer re-checks consent and run state per row.  Everything that halts sending
 calls ``halts.signal(...)`` itself, inside its transaction and before its caller commits: a
-revoke (``ledger.append(action="revoke", halts=...)``), ``runs.pause_run`` / ``cancel_run`` /
-``pause_campaign_runs`` (each takes ``halts``).  ``signal`` sets the keys
-(``<prefix>:c:<contact>``, ``:r:<run>``, ``:k:<campaign>``, value ``"1"``) at once.  Before each
-send the worker calls ``clear(epoch, ...)`` (one MGET; ``delivery/halt_check.py``): True means no
-halt can have committed since it read the database; otherwise it re-checks the row in the
-database.
+revoke (``consent.revoke_and_suppress(..., halts=...)``, through the ledger's append),
+``runs.pause_run`` / ``cancel_run`` / ``pause_campaign_runs`` (each takes ``halts``).
+``signal`` sets the keys (``<prefix>:c:<contact>``, ``:r:<run>``, ``:k:<campaign>``, value
+``"1"``) at once.  Before each send the worker calls ``clear(epoch, ...)`` (one MGET;
+``delivery/halt_check.py``): True means no halt can have committed since it read the
+database; otherwise it re-checks the row in the database.
 
 Why this is enough:
 

@@ -36,6 +36,7 @@ from prometheus_client import (
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from dispatcher import templates
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics' public names
     DAILY_GAUGES,
@@ -43,7 +44,6 @@ from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics'
     TOP_BODIES_CAP,
     DailyRecorder,
     RedisDailyCollector,
-    body_digest,
     day_of,
 )
 from dispatcher.metrics_http import HTTP_BUCKETS
@@ -395,7 +395,7 @@ class Metrics:
             digest = (
                 body_hash
                 if body_hash is not None
-                else (body_digest(body) if body is not None else None)
+                else (templates.body_hash(body) if body is not None else None)
             )
             self.recorder.record(sender, digest, brand, segments)
 

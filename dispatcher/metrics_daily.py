@@ -5,7 +5,6 @@ stored, never a body."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import Counter
@@ -95,11 +94,6 @@ def hour_of(at: datetime) -> str:
 
 def last_hours(now: datetime, n: int = ROLLING_HOURS) -> list[str]:
     return [hour_of(now - timedelta(hours=k)) for k in range(n)]
-
-
-def body_digest(body: str) -> str:
-    """Stable short hash of a rendered body (the body itself is never stored)."""
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
 class RedisDailyCollector(Collector):

@@ -20,7 +20,7 @@ sending -> unknown (worker lost)       ``expire_claims``                       t
 unknown -> sent | queued               ``resolve_unknown``                     resolve
 queued -> later / suppressed           ``defer`` / ``suppress``                the gate
 queued -> cancelled                    ``cancel`` (a row) / ``cancel_run_rows``  pipeline / runs
-queued -> suppressed (a STOP)          ``suppress_for_contact``                webhooks, 21610
+queued -> suppressed (a revocation)    ``suppress_for_contact``                consent service
 queued, carried by a queue message     ``release_due`` (the release loop);     scheduler,
   or not                               ``unqueue``, ``unpark_run``,            pipeline,
                                        ``forget_lost``                         runs, reconciler
@@ -510,14 +510,19 @@ def suppress_for_contact(
     session: Session,
     contact_id: int,
     *,
-    brand_campaign_ids: list[int] | None,
+    campaign_ids: list[int],
     reason: str,
     now: datetime,
 ) -> int:
-    """Suppress every not-yet-handed row of a contact (optionally only some campaigns)."""
-    cond = and_(T.c.contact_id == contact_id, T.c.state.in_(NOT_HANDED))
-    if brand_campaign_ids is not None:
-        cond = and_(cond, T.c.campaign_id.in_(brand_campaign_ids))
+    """queued -> suppressed for every not-yet-handed row of a contact in these campaigns (a
+    revocation's scope: ``consent.revoke_and_suppress`` is the caller)."""
+    if not campaign_ids:
+        return 0
+    cond = and_(
+        T.c.contact_id == contact_id,
+        T.c.state.in_(NOT_HANDED),
+        T.c.campaign_id.in_(campaign_ids),
+    )
     res = session.connection().execute(
         update(T).where(cond).values(state=SUPPRESSED, suppress_reason=reason, updated_at=now)
     )

@@ -14,18 +14,18 @@ and applies it again a little later: early.py).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, Integer, String, bindparam, func
+from sqlalchemy import String, bindparam
 from sqlalchemy import select as sql_select
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from dispatcher import ledger, outbox, runs
-from dispatcher.models import Campaign, OutboxMessage
+from dispatcher import consent, outbox, runs
+from dispatcher.models import Campaign, OutboxMessage, pk
+from dispatcher.registry import CampaignCache
 
 if TYPE_CHECKING:
     from dispatcher.delivery.ports import HaltSignal
@@ -40,31 +40,6 @@ PAUSE_CAMPAIGN_CODES: dict[int, str] = {
 }
 #: campaign_status values that pause every run (compliance.md §6)
 PAUSE_CAMPAIGN_STATUSES = frozenset({"SUSPENDED"})
-
-
-_C: Any = Campaign.__table__  # type: ignore[attr-defined]
-_CAMPAIGN = sql_select(
-    _C.c.sid, func.coalesce(_C.c.messaging_service_sid, _C.c.sender), _C.c.campaign_status
-).where(_C.c.id == bindparam("b_id", type_=Integer))
-
-
-class CampaignCache:
-    """(sid, sender, campaign_status) by campaign id, kept ``ttl_s`` seconds (monotonic), the way
-    delivery/gate.py caches campaigns: a suspension reaches the reactions within that; ``ttl_s`` 0
-    disables the cache."""
-
-    def __init__(self, ttl_s: float = 2.0) -> None:
-        self.ttl_s = ttl_s
-        self._hits: dict[int, tuple[tuple[str, str | None, str | None], float]] = {}
-
-    def get(self, conn: Connection, campaign_id: int) -> tuple[str, str | None, str | None]:
-        mono = time.monotonic()
-        hit = self._hits.get(campaign_id)
-        if hit is not None and mono - hit[1] < self.ttl_s:
-            return hit[0]
-        sid, sender, status = conn.execute(_CAMPAIGN, {"b_id": campaign_id}).one()
-        self._hits[campaign_id] = ((sid, sender, status), mono)
-        return sid, sender, status
 
 
 @dataclass
@@ -106,9 +81,9 @@ def apply_status(
     row, why = _move(session, sid, status, error_code, now)
     if row is None:
         return StatusResult(why)
-    csid, sender, cstatus = (campaigns or CampaignCache(0)).get(
-        session.connection(), row.campaign_id
-    )
+    cached, _ = (campaigns or CampaignCache(0)).get(session, row.campaign_id)
+    csid, cstatus = cached.sid, cached.campaign_status
+    sender = cached.messaging_service_sid or cached.sender
     res = StatusResult(
         "applied",
         row_id=row.id,
@@ -120,7 +95,7 @@ def apply_status(
     )
     if not error_code and (cstatus or "").upper() not in PAUSE_CAMPAIGN_STATUSES:
         return res  # the common case: one UPDATE ... RETURNING and a cached lookup
-    campaign = session.get(Campaign, row.campaign_id)
+    campaign = session.get_one(Campaign, row.campaign_id)
     if error_code == CARRIER_OPT_OUT:
         res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now, halts)
     reason = None
@@ -132,7 +107,7 @@ def apply_status(
     elif (campaign.campaign_status or "").upper() in PAUSE_CAMPAIGN_STATUSES:
         reason = f"campaign {campaign.sid} is {campaign.campaign_status}"
     if reason:
-        res.paused_runs = runs.pause_campaign_runs(session, campaign.id, reason, now, halts=halts)  # type: ignore[arg-type]
+        res.paused_runs = runs.pause_campaign_runs(session, pk(campaign), reason, now, halts=halts)
     return res
 
 
@@ -192,39 +167,19 @@ def _move(
 def _carrier_opt_out(
     session: Session, row: Any, campaign: Campaign, sid: str, now: datetime, halts: HaltSignal
 ) -> bool:
-    """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress."""
-    key = ledger.dedupe_key("carrier-21610", sid, campaign.brand_id)
-    seen = session.exec(
-        select(ledger.ConsentEvent.id).where(ledger.ConsentEvent.dedupe_key == key)
-    ).first()
-    if seen is None:
-        ledger.append(
-            session,
-            contact_id=row.contact_id,
-            brand_id=campaign.brand_id,
-            campaign_id=None,
-            action="revoke",
-            source="carrier",
-            actor=ACTOR,
-            evidence_text=f"Twilio error {CARRIER_OPT_OUT}: the recipient is on the "
-            "opt-out list (replied STOP) for this sender",
-            evidence_ref=sid,
-            note=f"status callback for campaign {campaign.sid}",
-            occurred_at=now,
-            dedupe=key,
-            halts=halts,
-        )
-    ids = list(
-        session.exec(select(Campaign.id).where(Campaign.brand_id == campaign.brand_id)).all()
-    )
-    outbox.suppress_for_contact(
+    """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress
+    (``consent.revoke_and_suppress``; one ledger entry per block, however many rows meet it).
+    True when the revocation is new."""
+    return consent.carrier_opt_out(
         session,
         row.contact_id,
-        brand_campaign_ids=ids,  # type: ignore[arg-type]
-        reason="opted_out",
+        campaign.brand_id,
+        ref=sid,
+        note=f"status callback for campaign {campaign.sid}",
+        actor=ACTOR,
+        halts=halts,
         now=now,
-    )
-    return seen is None
+    ).new
 
 
 class StatusMetrics(Protocol):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,33 @@ def sync_campaign(
     session.add(campaign)
     session.flush()
     return changed
+
+
+# ------------------------------------------------------------------------------- campaign cache
+class CampaignCache:
+    """Campaign and brand by campaign id, kept ``ttl_s`` seconds: the one campaign cache of a
+    process (the worker's gate, the status callbacks).  A status change or suspension reaches
+    its readers within ``ttl_s`` (pause and STOP act through the claim and the halt check, not
+    through this); ``ttl_s`` 0 reads every time.  The rows kept are copies outside any session,
+    so the rollback of the session that read them cannot expire them under another thread.
+    ``now`` is the monotonic clock (injected by tests)."""
+
+    def __init__(self, ttl_s: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self._now = ttl_s, now
+        self._hits: dict[int, tuple[Campaign, Brand, float]] = {}
+
+    def get(self, session: Session, campaign_id: int) -> tuple[Campaign, Brand]:
+        at = self._now()
+        hit = self._hits.get(campaign_id)
+        if hit is not None and 0 <= at - hit[2] < self.ttl_s:
+            return hit[0], hit[1]
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFoundError("campaign", campaign_id)
+        brand = session.get(Brand, campaign.brand_id)
+        if brand is None:
+            raise NotFoundError("brand", campaign.brand_id)
+        kept = Campaign(**campaign.model_dump()), Brand(**brand.model_dump())
+        if self.ttl_s > 0:
+            self._hits[campaign_id] = (*kept, at)
+        return kept

@@ -533,7 +533,7 @@ def _segments_for(
             )
         )
         text = compliance.compose(body, brand_name=brand.name if brand else "", first_message=True)
-        return max(1, compliance.segments(text).count)
+        return compliance.segments(text).count
     except Exception:  # noqa: BLE001 - a row the gate will suppress; count it as one segment
         return 1
 
@@ -633,9 +633,7 @@ def dry_run(
                 outcome["would_send" if g.kind == "send" else f"deferred:{g.reason}"] += 1
             if first_text is None and g.text and g.kind in ("send", "defer"):
                 first_text = g.text
-            segs = getattr(g.decision, "segments", None) or (
-                compliance.segments(g.text).count if g.text else 1
-            )
+            segs = getattr(g.decision, "segments", None) or compliance.segments(g.text or "").count
             k = grouper.group(contact.phone, contact.time_zone, contact.state_code, segs)
             rows.append(sched.Row(t_start, k))
         if sample_limit and total >= sample_limit:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ R = Run.__table__  # type: ignore[attr-defined]
 OB = OutboxMessage.__table__  # type: ignore[attr-defined]
 C = Contact.__table__  # type: ignore[attr-defined]
 STAGE_BATCH = 2000
-_E164 = re.compile(r"^\+1[2-9]\d{9}$")
 #: PostgreSQL LISTEN/NOTIFY channel: a transaction that makes work for the scheduler's tick
 #: (a run due now, a resumed run) notifies it; the notification is delivered on commit only, and
 #: the scheduler (workers/scheduler.py) then ticks at once instead of at its next interval
@@ -158,8 +156,7 @@ def recipient_list(req: LaunchRequest) -> Iterator[tuple[str | None, str | None,
     from dispatcher.phones import try_normalize
 
     for r in req.recipients or []:
-        phone = str(r.get("phone", ""))
-        e164, why = (phone, None) if _E164.match(phone) else try_normalize(phone)
+        e164, why = try_normalize(str(r.get("phone", "")))  # E.164 already: the fast path
         yield e164, why, dict(r.get("variables") or {})
 
 

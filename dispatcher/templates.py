@@ -10,6 +10,7 @@ run (a null variable is no value).  An empty value is missing: the row is suppre
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -118,3 +119,10 @@ def contact_values(
     # count it, dispatcher.launch.audience_fields)
     values.update({k: v for k, v in (variables or {}).items() if v is not None})
     return values
+
+
+def body_hash(body: str) -> str:
+    """SHA-256 hex of a rendered message body: the one body hash of the package (the outbox
+    stores it to recognise a send at the carrier, ``Gateway.find_sent``; the daily repetition
+    metrics count bodies by it, never storing the body)."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dispatcher import contacts, ledger, registry, run_report, runs
+from dispatcher import consent, contacts, registry, run_report, runs
 from dispatcher.halts import NoHaltKeys
 from dispatcher.launch import submit_run
+from dispatcher.models import pk
 from dispatcher.settings import Settings
 
 ZONES = (
@@ -122,14 +123,13 @@ def seed(db: Any, workdir: Path, now: datetime, *, realistic: bool, n: int) -> d
                 and i % 13 != 3
                 and i % 29 != 11
             ):
-                ledger.append(
+                consent.revoke_and_suppress(
                     s,
-                    contact_id=c.id,
-                    brand_id=brand.id,
-                    action="revoke",
-                    source="keyword",
+                    c,
+                    consent.Scope(pk(brand)),
+                    "keyword",
+                    consent.Evidence(text="STOP"),
                     actor="demo",
-                    evidence_text="STOP",
                     halts=NoHaltKeys(),  # seeding: no run exists yet, nothing to halt
                 )
         return {

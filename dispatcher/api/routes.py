@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
-from dispatcher import apikeys, hooks, ledger, registry, run_report, runs
+from dispatcher import apikeys, consent, hooks, ledger, run_report, runs
 from dispatcher import contacts as contact_svc
 from dispatcher.api import reads, upload
 from dispatcher.api.models import (
@@ -42,7 +42,7 @@ from dispatcher.api.models import (
 )
 from dispatcher.api.models import Contact as ContactDoc
 from dispatcher.api.problems import IdempotencyKeyMismatch, problem, problem_responses
-from dispatcher.errors import ConflictError, NotFoundError
+from dispatcher.errors import ConflictError
 from dispatcher.launch import Submission, submit_run
 from dispatcher.models import ApiKey
 from dispatcher.registry import MAX_ID
@@ -533,32 +533,28 @@ def build_router(runtime: Any) -> APIRouter:
         key: Annotated[ApiKey, Depends(scope("consent:write"))],
     ) -> dict[str, Any]:
         with runtime.db.session() as s:
-            brand = registry.get_brand(s, body.brand)
-            campaign = registry.get_campaign(s, body.campaign) if body.campaign else None
-            if campaign is not None and campaign.brand_id != brand.id:
-                raise NotFoundError("campaign", f"{body.campaign} of brand {brand.name}")
+            to = consent.target(s, body.brand, body.campaign)
             contact, _ = contact_svc.upsert_contact(s, body.phone)
-            ev = ledger.append(
+            evidence = consent.Evidence(
+                body.evidence_text, body.evidence_url, body.evidence_ref, body.note
+            )
+            got = consent.record(
                 s,
-                contact_id=contact.id,
-                brand_id=brand.id,
-                campaign_id=campaign.id if campaign else None,
-                action=body.action,
-                source=body.source,
+                body.action,
+                contact,
+                to.scope,
+                body.source,
+                evidence,
                 actor=apikeys.actor_of(key),
-                consent_type=body.consent_type,
-                evidence_text=body.evidence_text,
-                evidence_url=body.evidence_url,
-                evidence_ref=body.evidence_ref,
-                note=body.note,
-                occurred_at=body.occurred_at,
                 halts=runtime.halts,
+                consent_type=body.consent_type,
+                occurred_at=body.occurred_at,
             )
             return {
-                **ev.model_dump(),
+                **got.event.model_dump(),
                 "phone": contact.phone,
-                "brand": brand.name,
-                "campaign_sid": campaign.sid if campaign else None,
+                "brand": to.brand.name,
+                "campaign_sid": to.campaign.sid if to.campaign else None,
             }
 
     @router.get(

@@ -1,8 +1,4 @@
-"""`dispatcher consent` commands: the append-only ledger.
-
-``grant`` and ``revoke`` (one number or ``--file``) work in SQLAlchemy Core
-(``dispatcher.consent_file``) and start without the models (bench/cli_startup.py); ``export``
-reads through the ledger module."""
+"""`dispatcher consent` commands: the append-only ledger."""
 
 from __future__ import annotations
 
@@ -15,12 +11,13 @@ from typing import Any
 
 import typer
 
-from dispatcher import tables
+from dispatcher import ledger
 from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, report, say
-from dispatcher.consent_events import SOURCES
+from dispatcher.consent import target
 from dispatcher.consent_file import Recorder, record, revoke_csv
 from dispatcher.errors import InputError
+from dispatcher.phones import normalize_phone
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -51,10 +48,9 @@ def _consent(
 ) -> None:
     """One event for ``phone``, or a revoke for every number in ``file``: the same ``record``."""
     when = _when(at)
-    with database().begin() as s:
+    with database().session() as s:
         who = Recorder(
-            brand=tables.brand_row(s, brand),
-            campaign=tables.campaign_row(s, campaign) if campaign else None,
+            target=target(s, brand, campaign),
             source=source,
             actor=actor,
             evidence_text=evidence,
@@ -68,14 +64,14 @@ def _consent(
             doc = rep.as_dict()
         else:
             assert phone is not None
-            ev, e164, _ = record(s, who, action, phone, occurred_at=when)
+            ev, contact, _ = record(s, who, action, phone, occurred_at=when)
             doc = {
-                "id": ev["id"],
+                "id": ev.id,
                 "action": action,
-                "phone": e164,
-                "brand": who.brand.name,
-                "campaign_sid": who.campaign.sid if who.campaign else None,
-                "occurred_at": ev["occurred_at"],
+                "phone": contact.phone,
+                "brand": who.target.brand.name,
+                "campaign_sid": who.target.campaign.sid if who.target.campaign else None,
+                "occurred_at": ev.occurred_at,
             }
     report(doc, as_json, _file_lines if file is not None else _event_line)
 
@@ -99,7 +95,9 @@ def _file_lines(d: dict[str, Any]) -> None:
 
 _brand = typer.Option(..., "--brand", help="Brand name or id.")
 _campaign = typer.Option(None, "--campaign", help="Campaign SID (default: the whole brand).")
-_source = typer.Option("operator", "--source", help="How it came: " + ", ".join(SOURCES) + ".")
+_source = typer.Option(
+    "operator", "--source", help="How it came: " + ", ".join(ledger.SOURCES) + "."
+)
 _evidence = typer.Option(None, "--evidence", help="Text shown to the person / what they sent.")
 _url = typer.Option(None, "--url", help="Form URL or other evidence location.")
 _note = typer.Option(None, "--note", help="Free note.")
@@ -161,9 +159,6 @@ def export(
     phone: str = typer.Option(None, "--phone", help="Only this contact."),
 ) -> None:
     """The audit trail: every consent event with its evidence, oldest first."""
-    from dispatcher import ledger
-    from dispatcher.phones import normalize_phone
-
     if fmt not in ("csv", "json"):
         raise InputError("--format must be csv or json")
     e164 = normalize_phone(phone) if phone else None

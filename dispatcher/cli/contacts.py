@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from dispatcher import consent, registry
 from dispatcher import contacts as svc
-from dispatcher import registry
 from dispatcher.cli.common import database, settings
 from dispatcher.cli.output import JsonOpt, err, report, table
 
@@ -30,10 +31,11 @@ def import_(
 ) -> None:
     """Import contacts (and consent evidence) from a CSV file; bad rows go to a rejects file."""
     with database().session() as s:
-        b = registry.get_brand(s, brand) if brand else None
-        c = registry.get_campaign(s, campaign) if campaign else None
-        if c is not None and b is None:
-            b = registry.get_brand(s, c.brand_id)
+        b = c = None
+        if brand or campaign:  # the campaign, if given, is checked to be the brand's
+            owner = brand or registry.get_campaign(s, campaign).brand_id
+            to = consent.target(s, owner, campaign)
+            b, c = to.brand, to.campaign
         rep = svc.import_csv(
             s,
             file,
@@ -45,7 +47,7 @@ def import_(
         )
     doc = rep.as_dict()
 
-    def render(d: dict) -> None:
+    def render(d: dict[str, Any]) -> None:
         err().print(
             f"{d['rows']} rows: {d['created']} new, {d['updated']} updated, "
             f"{d['unchanged']} unchanged, {d['consent_events']} consent events, "

@@ -91,7 +91,7 @@ def serve(
 
 @app.command("reply")
 def reply(
-    phone: str = typer.Argument(..., help="The recipient who replies (inbound From), E.164."),
+    phone: str = typer.Argument(..., help="Who replies (inbound From): a US number."),
     body: str = typer.Argument(..., help="Text of the reply, e.g. STOP."),
     to: str = typer.Option("+15005550006", "--to", help="Our number that receives the reply."),
     url: str | None = typer.Option(
@@ -103,12 +103,11 @@ def reply(
     """Post a signed inbound-message webhook to the product, as Twilio would."""
     import httpx
 
+    from dispatcher.phones import normalize_phone
     from dispatcher.sandbox.inbound import post_inbound
-    from dispatcher.sandbox.wire import E164
     from dispatcher.settings import get_settings
 
-    if not E164.match(phone):
-        raise InputError(f"not an E.164 phone number: {phone!r}")
+    phone = normalize_phone(phone)  # the From the product would accept (InvalidPhoneError)
     settings = get_settings()
     target = url or settings.public_base_url.rstrip("/") + "/twilio/inbound"
     try:

@@ -42,6 +42,7 @@ from phonenumbers import timezone as pn_timezone
 
 from dispatcher.compliance.npa import state_for_number
 from dispatcher.errors import ComplianceError, InputError, InvalidPhoneError
+from dispatcher.phones import NANP_E164
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,6 @@ def _zone(name: str) -> ZoneInfo:
         raise InputError(f"unknown time zone {name!r}", field="time_zone") from e
 
 
-_NANP_E164 = re.compile(r"^\+1[2-9]\d{2}[2-9]\d{6}$")
 _prefix_zones: dict[str, tuple[str, ...]] = {}
 
 
@@ -167,7 +167,7 @@ def number_zones(phone: str) -> tuple[str, ...]:
 
     A run meets each number once, so a per-number cache always misses: well-formed NANP
     numbers are looked up once per NPA-NXX (phonenumbers' zone data is keyed by prefix)."""
-    if _NANP_E164.match(phone):
+    if NANP_E164.match(phone):
         prefix = phone[:8]
         zones = _prefix_zones.get(prefix)
         if zones is None:

@@ -18,7 +18,10 @@ extension table, and Twilio's own calculator (github TwilioDevEd/message-segment
 * Smart Encoding (Messaging Service option that replaces curly quotes etc.) is **not** applied:
   we count what we send.  lint_message warns about the characters that force UCS-2.
 
-``characters`` is the number of Unicode code points (``len(text)``).  An empty text has 0 segments.
+``characters`` is the number of Unicode code points (``len(text)``).  An empty text is one
+segment, as Twilio counts it (the calculator's ``SegmentedMessage`` starts with one segment; an
+inbound message with no text, an MMS of media only, carries ``NumSegments=1``).  This is the one
+segment counter of the package: the sandbox carrier counts with it too.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ Encoding = Literal["GSM-7", "UCS-2"]
 
 class Segments(NamedTuple):
     encoding: Encoding
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, on purpose: the name Twilio uses
     characters: int
 
 
@@ -113,7 +116,7 @@ def segments(text: str) -> Segments:
     """Encoding and segment count of ``text`` as Twilio sends it (see the module docstring)."""
     n = len(text)
     if n == 0:
-        return Segments("GSM-7", 0, 0)
+        return Segments("GSM-7", 1, 0)
     if GSM7_CHARS.issuperset(text):
         ext = sum(1 for ch in text if ch in GSM7_EXTENSION)
         if n + ext <= GSM7_SINGLE:

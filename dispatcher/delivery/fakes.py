@@ -23,8 +23,8 @@ from dispatcher import compliance
 from dispatcher.clock import Clock
 from dispatcher.delivery.ports import Epoch, Gateway, HaltKeys, HaltSignal, Metrics, Throttle
 from dispatcher.errors import GatewayError, InputError
-from dispatcher.gateway.client import body_hash
 from dispatcher.gateway.outcomes import SendResult
+from dispatcher.templates import body_hash
 from dispatcher.throttle.policy import Bucket
 from dispatcher.throttle.reservation import Reservation, SendStatus
 

@@ -11,7 +11,6 @@ halt check, slot, send) needs.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,8 +23,9 @@ from dispatcher import compliance, ledger, outbox
 from dispatcher.clock import as_utc
 from dispatcher.compliance import SuppressReason as Reason
 from dispatcher.delivery.config import DeliverConfig
-from dispatcher.errors import MessageTooLongError, NotFoundError
+from dispatcher.errors import MessageTooLongError
 from dispatcher.models import Brand, Campaign, Contact, Run
+from dispatcher.registry import CampaignCache
 from dispatcher.templates import MissingField, Template, contact_values
 
 if TYPE_CHECKING:
@@ -159,27 +159,14 @@ class Loader:
 
     def __init__(self, config: DeliverConfig) -> None:
         self.config = config
-        self._campaigns: dict[int, tuple[Campaign, Brand, float]] = {}
+        self._campaigns = CampaignCache(config.campaign_cache_s)
 
     def rows(self, s: Session, ids: list[int]) -> dict[int, Row]:
         return {r.id: Row(*r) for r in s.connection().execute(_LOAD, {"ids": ids})}
 
     def campaign(self, s: Session, campaign_id: int) -> tuple[Campaign, Brand]:
-        """Campaign and brand, cached per process for ``campaign_cache_s`` (a status change or
-        suspension takes effect within that; pause and STOP act on the claim and the halt
-        check)."""
-        hit = self._campaigns.get(campaign_id)
-        mono = time.monotonic()
-        if hit is not None and mono - hit[2] < self.config.campaign_cache_s:
-            return hit[0], hit[1]
-        campaign = s.get(Campaign, campaign_id)
-        if campaign is None:
-            raise NotFoundError("campaign", campaign_id)
-        brand = s.get(Brand, campaign.brand_id)
-        if brand is None:
-            raise NotFoundError("brand", campaign.brand_id)
-        self._campaigns[campaign_id] = (campaign, brand, mono)
-        return campaign, brand
+        """Campaign and brand, from the process's campaign cache (``campaign_cache_s``)."""
+        return self._campaigns.get(s, campaign_id)
 
     def consents(self, s: Session, live: list[Row]) -> dict[int, ledger.ConsentStatus]:
         """Consent of every live row's contact for its campaign (row id -> status): one query

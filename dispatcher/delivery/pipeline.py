@@ -52,10 +52,9 @@ from dispatcher.delivery.resolve import Resolve
 from dispatcher.delivery.results import Outcome, Result
 from dispatcher.delivery.send import Send
 from dispatcher.delivery.slots import Slots
-from dispatcher.gateway.client import body_hash
 from dispatcher.logs import mask_phone
 from dispatcher.store import Database
-from dispatcher.templates import parse_template
+from dispatcher.templates import body_hash, parse_template
 from dispatcher.throttle.reservation import Reservation
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from dispatcher import outbox, provider_status
 from dispatcher.clock import Clock, as_utc
+from dispatcher.delivery.config import DeliverConfig
 from dispatcher.delivery.ports import Gateway, HaltSignal, Metrics
 from dispatcher.delivery.results import Outcome, Result
 from dispatcher.errors import GatewayError
 from dispatcher.guard_check import GuardLimiter, check_runs
 from dispatcher.models import Campaign, OutboxMessage
+from dispatcher.registry import CampaignCache
 from dispatcher.store import Database
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ class Resolve:
         self.db, self.gateway, self.clock, self.metrics = db, gateway, clock, metrics
         self.halts = halts
         self.guard = GuardLimiter(clock)
-        self.campaigns = provider_status.CampaignCache()
+        self.campaigns = CampaignCache(DeliverConfig().campaign_cache_s)
 
     def _apply(self, s: Session, sid: str, found: SendResult, now: datetime) -> StatusResult:
         return provider_status.apply_status(

@@ -4,7 +4,7 @@ Accepted: ("sent", what to record); the batch records its sends together.  A ref
 the row by the error's class: retryable -> back to queued after a backoff (the request certainly
 did not reach the carrier); ambiguous -> ``unknown``, then asked of the carrier (``resolve``),
 never resent blindly; rejected or failed -> ``failed`` (a 21610 also records the opt-out the
-carrier holds and suppresses the contact's other rows).
+carrier holds and suppresses the contact's other rows of the brand: ``consent.carrier_opt_out``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import random
 from datetime import timedelta
 
-from dispatcher import ledger, outbox
+from dispatcher import consent, outbox
 from dispatcher.clock import Clock
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.delivery.gate import Ready
@@ -101,21 +101,17 @@ class Send:
                 return self.resolve.unknown(x.row_id)
             outbox.mark_failed(s, x.row_id, token, e.code, str(e), now)
             if e.code == CARRIER_OPT_OUT:  # the carrier holds a STOP we did not see: record it
-                ledger.append(
+                got = consent.carrier_opt_out(
                     s,
-                    contact_id=x.contact_id,
-                    brand_id=x.brand_id,
-                    action="revoke",
-                    source="carrier",
+                    x.contact_id,
+                    x.brand_id,
+                    note=f"send refused for campaign {x.campaign.sid} (outbox row {x.row_id})",
                     actor="carrier",
-                    evidence_text="Twilio error 21610: recipient replied STOP",
-                    evidence_ref=str(e.code),
                     halts=self.halts,
+                    now=now,
                 )
-                outbox.suppress_for_contact(
-                    s, x.contact_id, brand_campaign_ids=None, reason="opted_out", now=now
-                )
-                self.metrics.opt_out(x.campaign.sid, "carrier")
+                if got.new:
+                    self.metrics.opt_out(x.campaign.sid, "carrier")
         self.metrics.failed(x.campaign.sid, x.sender, e.code)
         log.info("row %s to %s failed: %s", x.row_id, mask_phone(x.to), e)
         return Result(Outcome.FAILED, e.code)

@@ -1,6 +1,6 @@
 """Twilio gateway: the official client, outcome classification and an in-process transport."""
 
-from dispatcher.gateway.client import TwilioGateway, body_hash, classify_transport
+from dispatcher.gateway.client import TwilioGateway, classify_transport
 from dispatcher.gateway.outcomes import CODE_RULES, Outcome, SendResult, classify_code
 
 __all__ = [
@@ -8,7 +8,6 @@ __all__ = [
     "Outcome",
     "SendResult",
     "TwilioGateway",
-    "body_hash",
     "classify_code",
     "classify_transport",
 ]

@@ -6,7 +6,6 @@ the pipeline reacts (retryable, rejected, ambiguous; see :mod:`dispatcher.gatewa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from datetime import UTC, datetime, timedelta
@@ -24,13 +23,9 @@ from dispatcher.errors import GatewayError, InputError
 from dispatcher.gateway import outcomes
 from dispatcher.gateway.outcomes import SendResult
 from dispatcher.logs import mask_phone, scrub
+from dispatcher.templates import body_hash
 
 log = logging.getLogger(__name__)
-
-
-def body_hash(body: str) -> str:
-    """SHA-256 hex of a message body (what the outbox stores to recognise a send)."""
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 def http_transport(url: str, timeout: float) -> TwilioHttpClient:

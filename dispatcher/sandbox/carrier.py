@@ -19,7 +19,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dispatcher.clock import Clock, SystemClock
+from dispatcher.compliance.segments import segments
 from dispatcher.logs import mask_phone
+from dispatcher.phones import is_e164
 from dispatcher.sandbox import wire
 from dispatcher.sandbox.callbacks import (
     Callback,
@@ -249,7 +251,7 @@ class Sandbox:
                 body=body,
                 messaging_service_sid=mg,
                 status="accepted" if mg else "queued",
-                num_segments=wire.segments(body),
+                num_segments=segments(body).count,
                 created=now,
                 updated=now,
                 status_callback=callback,
@@ -315,7 +317,7 @@ class Sandbox:
         if to in _MAGIC_TO:
             code, text = _MAGIC_TO[to]
             raise ApiError(400, code, text.format(to=to))
-        if not wire.E164.match(to):
+        if not is_e164(to):
             raise ApiError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         callback = form.get("StatusCallback") or None
         return to, frm, mg, body, validity, callback

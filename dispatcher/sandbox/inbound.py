@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from dispatcher.compliance.segments import segments
 from dispatcher.sandbox import wire
 from dispatcher.sandbox.callbacks import signed_callback
 
@@ -28,7 +29,7 @@ def inbound_params(
         "To": to,
         "Body": body,
         "NumMedia": "0",
-        "NumSegments": str(wire.segments(body)),
+        "NumSegments": str(segments(body).count),
         "SmsStatus": "received",
         "ApiVersion": wire.API_VERSION,
     }

@@ -1,4 +1,5 @@
-"""Twilio wire formats used by the sandbox: dates, SIDs, segments, error bodies (pure)."""
+"""Twilio wire formats used by the sandbox: dates, SIDs, error bodies (pure).  Segments are
+``compliance.segments`` and phone formats ``phones``: one of each in the package."""
 
 from __future__ import annotations
 
@@ -11,16 +12,8 @@ from typing import Any
 API_VERSION = "2010-04-01"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 MG_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 MSG_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
-
-# GSM 03.38 basic set and the extension table (extension chars cost two septets).
-_GSM_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM_EXT = set("^{}\\[~]|€\f")
 
 
 def rfc2822(ts: float) -> str:
@@ -39,26 +32,6 @@ def raw_dlr_done_date(ts: float) -> str:
 
 def new_sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
-
-
-def segments(body: str) -> int:
-    """SMS segments: GSM-7 160/153 septets, else UCS-2 70/67 UTF-16 code units."""
-    if not body:
-        return 1
-    septets = 0
-    gsm = True
-    for ch in body:
-        if ch in _GSM_BASIC:
-            septets += 1
-        elif ch in _GSM_EXT:
-            septets += 2
-        else:
-            gsm = False
-            break
-    if gsm:
-        return 1 if septets <= 160 else -(-septets // 153)
-    units = len(body.encode("utf-16-le")) // 2
-    return 1 if units <= 70 else -(-units // 67)
 
 
 def parse_date_filter(value: str) -> tuple[date | datetime, bool]:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from dispatcher import outbox
 from dispatcher.guard import DEFAULT_THRESHOLDS, Thresholds
 from dispatcher.guard_check import GuardLimiter, check_runs
-from dispatcher.provider_status import CampaignCache
+from dispatcher.registry import CampaignCache
 from dispatcher.webhooks.protocol import NoMetrics, Runtime, WebhookMetrics
 
 if TYPE_CHECKING:

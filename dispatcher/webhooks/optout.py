@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from dispatcher import ledger, outbox, runs
+from dispatcher import consent, ledger, runs
 from dispatcher.compliance import classify_keyword, detect_revocation
 from dispatcher.contacts import upsert_contact
 from dispatcher.guard_check import HANDED
-from dispatcher.models import Brand, Campaign, Contact, InboundMessage, OutboxMessage, Run
+from dispatcher.models import Brand, Campaign, Contact, InboundMessage, OutboxMessage, Run, pk
 from dispatcher.phones import try_normalize
 from dispatcher.webhooks import replies
 
@@ -73,7 +73,7 @@ def find_campaigns(
             session.exec(
                 select(Campaign)
                 .where(Campaign.messaging_service_sid == messaging_service_sid)
-                .order_by(Campaign.id)
+                .order_by(col(Campaign.id))
             )
         )
         if found:
@@ -82,8 +82,10 @@ def find_campaigns(
         e164, _ = try_normalize(to)
         numbers = {to, e164} - {None}
         return list(
-            session.exec(select(Campaign).where(Campaign.sender.in_(numbers)).order_by(Campaign.id))
-        )  # type: ignore[union-attr]
+            session.exec(
+                select(Campaign).where(col(Campaign.sender).in_(numbers)).order_by(col(Campaign.id))
+            )
+        )
     return []
 
 
@@ -91,7 +93,7 @@ def classify(msg: Inbound, campaigns: Sequence[Campaign]) -> str:
     oot = (msg.opt_out_type or "").strip().upper()
     if oot in _PRECEDENCE:
         return oot
-    found = {classify_keyword(msg.body, c) for c in (campaigns or [None])} - {None}
+    found = {classify_keyword(msg.body, c) for c in (campaigns or [None])} - {None}  # type: ignore[list-item]  # classify_keyword takes None (no campaign)
     for cls in _PRECEDENCE:
         if cls in found:
             return cls
@@ -120,7 +122,7 @@ def _last_texted(session: Session, contact_id: int, before: datetime) -> list[Ca
     through a Messaging Service first (the From number of their sends is the service's choice and
     is recorded nowhere, so a reply to an unknown number may answer them), then those with a
     sender of their own; each group most recent first."""
-    last = dict(
+    last: dict[int, datetime] = dict(  # sent_at IS NOT NULL
         session.exec(
             select(OutboxMessage.campaign_id, func.max(OutboxMessage.sent_at))
             .where(
@@ -133,8 +135,8 @@ def _last_texted(session: Session, contact_id: int, before: datetime) -> list[Ca
     )
     if not last:
         return []
-    found = session.exec(select(Campaign).where(Campaign.id.in_(last))).all()  # type: ignore[union-attr]
-    return sorted(found, key=lambda c: (bool(c.sender), -last[c.id].timestamp()))
+    found = session.exec(select(Campaign).where(col(Campaign.id).in_(last))).all()
+    return sorted(found, key=lambda c: (bool(c.sender), -last[pk(c)].timestamp()))
 
 
 def _known_brand(session: Session, contact_id: int | None) -> int | None:
@@ -168,10 +170,6 @@ def reply_sender(
     brand_id = first.brand_id if first is not None else _known_brand(session, contact_id)
     brand = session.get(Brand, brand_id) if brand_id is not None else None
     return first, brand.name if brand is not None else None
-
-
-def _brand_campaign_ids(session: Session, brand_id: int) -> list[int]:
-    return list(session.exec(select(Campaign.id).where(Campaign.brand_id == brand_id)).all())  # type: ignore[arg-type]
 
 
 def _active_runs_for(session: Session, contact_id: int, campaign_ids: list[int]) -> list[int]:
@@ -238,31 +236,31 @@ def process_inbound(
         brands = (
             [b for b in dict.fromkeys(c.brand_id for c in campaigns)]
             if campaigns
-            else _fallback_brands(session, contact.id)
+            else _fallback_brands(session, pk(contact))
         )
         newly, all_ids = _revoke(session, msg, kind, contact, brands, campaigns, now, halts)
         result.new_opt_out = newly
-        result.run_ids = _active_runs_for(session, contact.id, all_ids)
+        result.run_ids = _active_runs_for(session, pk(contact), all_ids)
         if not newly:
             result.classification = kind + REPEAT
         elif kind == NL_REVOKE or not twilio_answers:
             result.reply = replies.opt_out_reply(first, brand)
     elif kind == START and contact is not None and campaigns:
         for c in campaigns:
-            ledger.append(
+            assert c.id is not None
+            consent.record_grant(
                 session,
-                contact_id=contact.id,
-                brand_id=c.brand_id,
-                campaign_id=c.id,
-                action="grant",
-                source="keyword",
+                contact,
+                consent.Scope(c.brand_id, c.id),
+                "keyword",
+                consent.Evidence(
+                    text=msg.body,
+                    ref=msg.message_sid,
+                    note=f"opt-in keyword to {msg.to or msg.messaging_service_sid}",
+                ),
                 actor=ACTOR,
                 consent_type="express",
-                evidence_text=msg.body,
-                evidence_ref=msg.message_sid,
-                note=f"opt-in keyword to {msg.to or msg.messaging_service_sid}",
                 occurred_at=now,
-                dedupe=ledger.dedupe_key("inbound", msg.message_sid, c.brand_id, c.id),
             )
         if not twilio_answers:
             result.reply = replies.opt_in_reply(first, brand)
@@ -286,8 +284,9 @@ def _revoke(
     now: datetime,
     halts: HaltSignal,
 ) -> tuple[bool, list[int]]:
-    """Append one brand-wide revoke per brand and suppress the contact's pending rows in every
-    campaign of those brands.  Returns (newly opted out somewhere, campaign ids touched)."""
+    """One brand-wide revocation per brand (``consent.revoke_and_suppress``: the event and the
+    contact's pending rows in every campaign of the brand).  Returns (newly opted out
+    somewhere, campaign ids touched)."""
     assert contact.id is not None
     newly = not brands
     touched: list[int] = []
@@ -299,32 +298,28 @@ def _revoke(
             for cid in matched
         )
         newly = newly or not already
-        ledger.append(
+        got = consent.revoke_and_suppress(
             session,
-            contact_id=contact.id,
-            brand_id=brand_id,
-            campaign_id=None,
-            action="revoke",
-            source=source,
-            actor=ACTOR,
-            evidence_text=msg.body,
-            evidence_ref=msg.message_sid,
-            note=(
-                f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
-                f"{msg.to or '?'}"
-                + (f" via {msg.messaging_service_sid}" if msg.messaging_service_sid else "")
-                + ("" if campaigns else "; the number matched no campaign")
-                + ("; repeated (already opted out)" if already else "")
+            contact,
+            consent.Scope(brand_id),
+            source,
+            consent.Evidence(
+                text=msg.body,
+                ref=msg.message_sid,
+                note=(
+                    f"{'keyword' if kind == STOP else 'natural-language'} revocation to "
+                    f"{msg.to or '?'}"
+                    + (f" via {msg.messaging_service_sid}" if msg.messaging_service_sid else "")
+                    + ("" if campaigns else "; the number matched no campaign")
+                    + ("; repeated (already opted out)" if already else "")
+                ),
             ),
-            occurred_at=now,
-            dedupe=ledger.dedupe_key("inbound-revoke", msg.message_sid, brand_id),
+            actor=ACTOR,
             halts=halts,
+            now=now,
+            occurred_at=now,
         )
-        ids = _brand_campaign_ids(session, brand_id)
-        outbox.suppress_for_contact(
-            session, contact.id, brand_campaign_ids=ids, reason="opted_out", now=now
-        )
-        touched.extend(ids)
+        touched.extend(got.campaign_ids)
     return newly, touched
 
 

@@ -20,7 +20,7 @@ def _prefix(name: str | None) -> str:
 def opt_out_reply(campaign: Any, brand_name: str | None) -> str:
     own = getattr(campaign, "opt_out_message", None) if campaign is not None else None
     if own and own.strip():
-        return own.strip()
+        return str(own).strip()
     return (
         f"{_prefix(brand_name)}You have been unsubscribed and will receive no further "
         "messages. Reply START to resubscribe."
@@ -30,7 +30,7 @@ def opt_out_reply(campaign: Any, brand_name: str | None) -> str:
 def opt_in_reply(campaign: Any, brand_name: str | None) -> str:
     own = getattr(campaign, "opt_in_message", None) if campaign is not None else None
     if own and own.strip():
-        return own.strip()
+        return str(own).strip()
     return (
         f"{_prefix(brand_name)}You are subscribed to recurring messages. Msg frequency "
         "varies. Msg & data rates may apply. Reply HELP for help, STOP to opt out."
@@ -40,7 +40,7 @@ def opt_in_reply(campaign: Any, brand_name: str | None) -> str:
 def help_reply(campaign: Any, brand_name: str | None) -> str:
     own = getattr(campaign, "help_message", None) if campaign is not None else None
     if own and own.strip():
-        return own.strip()
+        return str(own).strip()
     url = None
     if campaign is not None:
         url = getattr(campaign, "terms_and_conditions_url", None) or getattr(

@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 
 from dispatcher.clock import SystemClock
 from dispatcher.errors import AmbiguousSendError, RetryableSendError
-from dispatcher.gateway import TwilioGateway, body_hash
+from dispatcher.gateway import TwilioGateway
 from dispatcher.sandbox import SandboxConfig, default_campaign
 from dispatcher.sandbox.server import BackgroundServer, server_app
 from dispatcher.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+from dispatcher.templates import body_hash
 from tests.contract import spec
 from tests.procs import Proc, free_port, wait_for
 

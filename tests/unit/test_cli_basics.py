@@ -111,3 +111,26 @@ def test_consent_revoke_from_a_file(run, cli_env):
     for bad in (args[:2] + args[4:], [*args, "+14155551234"]):
         r = run(*bad)
         assert r.exit_code == 1 and r.stderr.startswith("error: give a phone number or --file")
+
+
+def test_consent_refuses_a_campaign_of_another_brand(run, cli_env):
+    """The CLI makes the API's check (one check, in the consent service): a campaign of
+    another brand is an error, for consent and for the consent columns of an import."""
+    run("brand", "add", "Acme Corporation")
+    run("brand", "add", "Other Brand")
+    sid = _json(run("campaign", "import", str(SEED), "--brand", "Acme Corporation", "--json"))[
+        "sid"
+    ]
+    csvf = cli_env / "c.csv"
+    csvf.write_text("phone,consent_evidence,consented_at\n4155551234,form,2025-01-01\n")
+    for args in (
+        ["consent", "grant", "4155551234", "--evidence", "form"],
+        ["consent", "revoke", "4155551234"],
+        ["contacts", "import", str(csvf)],
+    ):
+        r = run(*args, "--brand", "Other Brand", "--campaign", sid)
+        assert r.exit_code == 1, args
+        assert r.stderr.strip() == f"error: no campaign '{sid} of brand Other Brand'"
+    assert _json(run("consent", "export", "--format", "json"))["events"] == []
+    ok = run("consent", "grant", "4155551234", "--evidence", "form", "--brand", "Acme Corporation")
+    assert ok.exit_code == 0, ok.stderr

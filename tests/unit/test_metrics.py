@@ -24,12 +24,12 @@ from dispatcher.metrics import (
     MULTIPROC_ENV,
     Metrics,
     aggregate_registry,
-    body_digest,
     day_of,
     render_latest,
     series_names,
     start_exporter,
 )
+from dispatcher.templates import body_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = "+15005550006"  # the business's own sending number (allowed as a label)
@@ -216,7 +216,7 @@ def test_repetition_per_sender_per_day(metrics: Metrics, redis: fakeredis.FakeRe
     # only hashes are stored, never the body; keys expire
     day = "2026-03-02"
     counts = redis.hgetall(keys.repetition_counts_key(SENDER, day))
-    assert counts[body_digest("Your contract expires on 3/31").encode()] == b"7"
+    assert counts[body_hash("Your contract expires on 3/31").encode()] == b"7"
     assert not any(b"contract" in k for k in redis.keys("*"))
     for k in (
         keys.repetition_key(SENDER, day),
@@ -253,6 +253,15 @@ def test_repetition_structure_is_bounded(redis: fakeredis.FakeRedis, clock: Fake
 def test_body_hash_accepted_instead_of_body(metrics: Metrics) -> None:
     metrics.sent(CAMPAIGN, SENDER, body_hash="abc")
     metrics.sent(CAMPAIGN, SENDER, body_hash="abc")
+    assert value(metrics, "dispatcher_sender_daily_max_identical_sends", sender=SENDER) == 2
+
+
+def test_a_body_and_its_hash_count_as_the_same_body(metrics: Metrics) -> None:
+    """One body hash in the package: the worker passes the outbox's hash, other callers the
+    body; both land on the same repetition counter (they were a 16- and a 64-digit hash)."""
+    metrics.sent(CAMPAIGN, SENDER, body="Your contract expires on 3/31")
+    metrics.sent(CAMPAIGN, SENDER, body_hash=body_hash("Your contract expires on 3/31"))
+    assert value(metrics, "dispatcher_sender_daily_distinct_bodies", sender=SENDER) == 1
     assert value(metrics, "dispatcher_sender_daily_max_identical_sends", sender=SENDER) == 2
 
 

@@ -85,3 +85,48 @@ def test_scrub_leaves_ip_addresses_alone(text):
 )
 def test_scrub_still_masks_phone_numbers(text, hidden):
     assert hidden not in scrub(text)
+
+
+def test_e164_input_takes_the_fast_path_with_the_same_answers():
+    """One normaliser: a number already in NANP E.164 skips the parse but meets the same
+    numbering-plan checks as any other spelling of it (valid, unassigned, outside the US)."""
+    import random
+
+    from dispatcher.phones import try_normalize
+
+    rng = random.Random(7)
+    numbers = [
+        f"+1{rng.randrange(200, 1000)}{rng.randrange(2_000_000, 10_000_000)}" for _ in range(3000)
+    ]
+    numbers += ["+12005550100", "+13115550100", "+14165550100", "+15005550006"]  # 200, N11, Canada
+    for e164 in numbers:
+        normalize_phone.cache_clear()
+        fast = try_normalize(e164)
+        spelled = f"({e164[2:5]}) {e164[5:8]}-{e164[8:]}"
+        slow = try_normalize(spelled)
+        assert fast[0] == slow[0], (e164, fast, slow)
+        assert (fast[1] is None) == (slow[1] is None)
+    assert try_normalize("+14165550100")[0] is None  # Toronto: outside US A2P 10DLC
+
+
+def test_a_listed_recipient_is_checked_even_when_written_in_e164():
+    """runs.recipient_list took any +1NXXXXXXXXX as valid without asking the numbering plan."""
+    from dispatcher.runs import LaunchRequest, recipient_list
+
+    req = LaunchRequest(
+        campaign="QE1",
+        template="hi",
+        audience={"kind": "list"},
+        recipients=[{"phone": "+12005550100"}, {"phone": "+12125550100"}],
+    )
+    got = [(e164, why is None) for e164, why, _ in recipient_list(req)]
+    assert got == [(None, False), ("+12125550100", True)]
+
+
+def test_the_sandbox_and_its_cli_use_the_package_phone_checks():
+    from dispatcher.phones import is_e164
+
+    assert is_e164("+447700900123") and not is_e164("4155550100") and not is_e164("+0123")
+    import dispatcher.sandbox.wire as wire
+
+    assert not hasattr(wire, "E164") and not hasattr(wire, "segments")

@@ -4,7 +4,6 @@ the Python client and notify() on the same service layer."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import psutil
@@ -80,7 +79,11 @@ def test_ndjson_upload_with_rejects(client, world, db):
     assert r3.status_code == 409
 
 
-def test_upload_errors(client, world, db):
+def test_upload_errors(client, world, db, tmp_path, monkeypatch):
+    import tempfile
+
+    # a directory of this test's own: other test runs on the host spool uploads too
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     r = client.post("/v1/runs:upload", content="{}", headers={"Content-Type": "text/csv"})
     assert r.status_code == 415 and r.json()["status"] == 415
     r = client.post("/v1/runs:upload", content="", headers=ND)
@@ -91,13 +94,7 @@ def test_upload_errors(client, world, db):
     assert r.status_code == 422 and r.json()["field"].startswith("spec")
     with db.session() as s:
         assert s.exec(select(func.count()).select_from(Run)).one() == 0
-    assert not [
-        f
-        for f in os.listdir(os.environ.get("TMPDIR", "/tmp"))
-        if f.startswith("dispatcher-upload-")
-        and f.endswith(".ndjson")
-        and os.path.getmtime(os.path.join(os.environ.get("TMPDIR", "/tmp"), f)) > time.time() - 5
-    ]
+    assert not list(tmp_path.glob("dispatcher-upload-*"))  # every spool file removed
 
 
 def test_consent_through_api_is_in_the_export(client, world, db, cli_env, monkeypatch):
@@ -277,3 +274,30 @@ def _peak_rss() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_a_revocation_through_the_api_suppresses_the_contacts_rows_once(client, world, db):
+    """POST /v1/consent goes through the consent service: the contact's queued rows in the
+    scope are suppressed in the request's transaction, and a retried request with the same
+    evidence_ref is one ledger entry (the dedupe rule)."""
+    from dispatcher.models import ConsentEvent
+    from tests.unit.api.conftest import launch_list
+
+    run_id = launch_list(client, world, n=2)  # a listed run has its rows from the start
+    body = {
+        "phone": "+14155550001",
+        "brand": world["brand"],
+        "action": "revoke",
+        "evidence_ref": "ticket-9",
+    }
+    first, again = (client.post("/v1/consent", json=body) for _ in range(2))
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["id"] == again.json()["id"]
+    with db.session() as s:
+        states = {
+            r.to_phone: r.state
+            for r in s.exec(select(OutboxMessage).where(OutboxMessage.run_id == run_id))
+        }
+        events = s.exec(select(ConsentEvent).where(ConsentEvent.action == "revoke")).all()
+    assert states == {"+14155550000": "queued", "+14155550001": "suppressed"}
+    assert len(events) == 1

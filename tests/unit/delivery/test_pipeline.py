@@ -8,12 +8,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
-from dispatcher import ledger, outbox, runs
+from dispatcher import consent, outbox, registry, runs
 from dispatcher.delivery.fakes import FakeGateway, MemoryHalts, MemoryThrottle, RecordingMetrics
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.results import Outcome
 from dispatcher.errors import AmbiguousSendError, RejectedSendError, RetryableSendError
+from dispatcher.models import Campaign, ConsentEvent, OutboxMessage, Run
 from tests.unit.pipeline.conftest import Harness, make_harness
 
 
@@ -36,18 +38,15 @@ class World:
     def stop(self, contact_id: int) -> None:
         """A STOP: the revoke signals the (fake) halt keys, queued rows are suppressed."""
         with self.h.db.session() as s:
-            ledger.append(
+            consent.revoke_and_suppress(
                 s,
-                contact_id=contact_id,
-                brand_id=self.h.brand_id,
-                action="revoke",
-                source="keyword",
+                contact_id,
+                consent.Scope(self.h.brand_id),
+                "keyword",
+                consent.Evidence(text="STOP"),
                 actor="test",
-                evidence_text="STOP",
                 halts=self.halts,
-            )
-            outbox.suppress_for_contact(
-                s, contact_id, brand_campaign_ids=None, reason="opted_out", now=self.h.clock.now()
+                now=self.h.clock.now(),
             )
 
     def pause(self, run_id: int) -> None:
@@ -116,6 +115,57 @@ def test_a_stop_held_by_the_carrier_is_recorded_and_signalled(world: World) -> N
     assert world.metrics.named("opt_out") == [(world.h.campaign_sid, "carrier")]
     # the workers' halt check sees it before their next send of this contact
     assert first.contact_id in world.halts.signalled()["contacts"]
+
+
+def test_a_stop_held_by_the_carrier_covers_the_brand_only_and_is_recorded_once(
+    world: World,
+) -> None:
+    """Send-time 21610 goes through the consent service: the brand's rows are suppressed, another
+    brand's row of the same contact is not (it was every brand before), and a second 21610 of
+    the same block appends nothing."""
+    ids = world.launch(1)
+    contact_id = world.h.row(ids[0]).contact_id
+    other = _row_of_another_brand(world.h, contact_id)
+    again = world.h.launch()  # a second run of the same campaign: another row of the contact
+    second = next(r.id for r in world.h.rows(again) if r.contact_id == contact_id)
+    world.gateway.fail_next(RejectedSendError("opted out", code=21610, status=400))
+    world.p.deliver(ids[0])
+    assert world.state(second) == outbox.SUPPRESSED
+    assert world.state(other) == outbox.QUEUED
+    world.gateway.fail_next(RejectedSendError("opted out", code=21610, status=400))
+    with world.h.db.session() as s:  # the second row meets the carrier's block too
+        s.get(OutboxMessage, second).state = outbox.QUEUED  # type: ignore[union-attr]
+    world.p.deliver(second)
+    with world.h.db.session() as s:
+        events = s.exec(select(ConsentEvent)).all()
+    assert [(e.action, e.source, e.campaign_id) for e in events if e.action == "revoke"] == [
+        ("revoke", "carrier", None)
+    ]
+    assert world.metrics.named("opt_out") == [(world.h.campaign_sid, "carrier")]
+
+
+def _row_of_another_brand(h: Harness, contact_id: int) -> int:
+    with h.db.session() as s:
+        brand = registry.add_brand(s, name="Other Brand")
+        campaign = s.get(Campaign, h.campaign_id)
+        doc = {**campaign.model_dump(), "sid": "QE" + "f" * 32}  # type: ignore[union-attr]
+        for k in ("id", "brand_id"):
+            doc.pop(k)
+        twin = Campaign(**doc, brand_id=brand.id)
+        s.add(twin)
+        s.flush()
+        run = Run(campaign_id=twin.id, template="Hi", state="running")  # type: ignore[arg-type]
+        s.add(run)
+        s.flush()
+        row = OutboxMessage(
+            run_id=run.id,  # type: ignore[arg-type]
+            campaign_id=twin.id,  # type: ignore[arg-type]
+            contact_id=contact_id,
+            to_phone="+12125550001",
+        )
+        s.add(row)
+        s.flush()
+        return row.id  # type: ignore[return-value]
 
 
 def test_a_stop_during_a_batch_stops_that_row_at_its_halt_check(world: World) -> None:

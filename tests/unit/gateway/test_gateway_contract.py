@@ -11,8 +11,8 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from dispatcher.gateway import body_hash
 from dispatcher.gateway.transport import AsgiHttpClient
+from dispatcher.templates import body_hash
 from tests.contract import spec
 from tests.unit.gateway.conftest import CALLBACK_URL, FROM, MG, QE, Env
 

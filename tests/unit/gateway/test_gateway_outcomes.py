@@ -16,8 +16,9 @@ from dispatcher.errors import (
     RejectedSendError,
     RetryableSendError,
 )
-from dispatcher.gateway import TwilioGateway, body_hash, classify_code, classify_transport
+from dispatcher.gateway import TwilioGateway, classify_code, classify_transport
 from dispatcher.gateway.outcomes import CODE_RULES, Outcome, error
+from dispatcher.templates import body_hash
 from tests.unit.gateway.conftest import FROM, Env
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from twilio.request_validator import RequestValidator
 
+from dispatcher.compliance import segments
 from dispatcher.errors import GatewayError
 from dispatcher.sandbox import Sandbox, SandboxConfig, twilio_signature
 from dispatcher.sandbox.callbacks import Callback
-from dispatcher.sandbox.wire import segments
+from dispatcher.sandbox.inbound import inbound_params
 from tests.contract import spec
 from tests.unit.gateway.conftest import CALLBACK_URL, FROM, MG, AsgiCaller, Env
 
@@ -147,11 +148,19 @@ def test_signature_matches_twilio_validator() -> None:
     assert not RequestValidator("other").validate(url, params, sig)
 
 
-def test_segments() -> None:
-    assert segments("a" * 160) == 1 and segments("a" * 161) == 2
-    assert segments("€" * 80) == 1 and segments("€" * 81) == 2
-    assert segments("é" * 70) == 1  # é is GSM-7
-    assert segments("ü" + "ж" * 70) == 2
+#: bodies the sandbox's own counter (before the package had one) counted differently
+DISAGREED = ["a" * 152 + "€" + "a" * 152, "a" * 66 + "😀" + "a" * 66, "👍🏽" * 23]
+
+
+@pytest.mark.parametrize("body", ["a" * 161, "€" * 81, "ü" + "ж" * 70, *DISAGREED])
+def test_the_sandbox_counts_segments_with_the_package_counter(env: Env, body: str) -> None:
+    r = env.gateway.send("+14155550100", body, from_=FROM)
+    assert r.num_segments == segments(body).count
+
+
+def test_an_inbound_message_without_text_is_one_segment() -> None:
+    assert inbound_params("AC" + "0" * 32, "+14155550100", FROM, "")["NumSegments"] == "1"
+    assert inbound_params("AC" + "0" * 32, "+14155550100", FROM, "a" * 161)["NumSegments"] == "2"
 
 
 def test_admin_endpoints(env: Env, caller: AsgiCaller) -> None:

@@ -20,7 +20,7 @@ import fakeredis
 import pytest
 from sqlmodel import select
 
-from dispatcher import contacts, ledger, registry, runs
+from dispatcher import consent, contacts, ledger, registry, runs
 from dispatcher.clock import FakeClock
 from dispatcher.models import Campaign, OutboxMessage, Run
 from dispatcher.release_loop import ReleaseConfig, ReleaseLoop
@@ -156,19 +156,19 @@ class Harness:
         return ids
 
     def stop(self, contact_id: int) -> int:
-        """A STOP arrives: ledger revoke + every not-yet-handed row suppressed."""
+        """A STOP arrives: the consent service's brand-wide revoke, rows of the brand
+        suppressed.  Returns how many."""
         with self.db.session() as s:
-            ledger.append(
+            return consent.revoke_and_suppress(
                 s,
-                contact_id=contact_id,
-                brand_id=self.brand_id,
-                action="revoke",
-                source="keyword",
+                contact_id,
+                consent.Scope(self.brand_id),
+                "keyword",
+                consent.Evidence(text="STOP"),
                 actor="test",
-                evidence_text="STOP",
                 halts=self.rt.halts,
-            )
-            return outbox_suppress_for_contact(s, contact_id, self.clock.now())
+                now=self.clock.now(),
+            ).suppressed
 
     def launch(self, template: str = TEMPLATE, *, fan_out: bool = True, **kw: Any) -> int:
         req = runs.LaunchRequest(
@@ -204,14 +204,6 @@ class Harness:
     def records(self, to: str | None = None) -> list[dict[str, Any]]:
         recs = self.sandbox.records()
         return [r for r in recs if to is None or r["to"] == to]
-
-
-def outbox_suppress_for_contact(s: Any, contact_id: int, now: datetime) -> int:
-    from dispatcher import outbox
-
-    return outbox.suppress_for_contact(
-        s, contact_id, brand_campaign_ids=None, reason="opted_out", now=now
-    )
 
 
 @contextmanager

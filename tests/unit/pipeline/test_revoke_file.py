@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from dispatcher import outbox, registry
+from dispatcher import consent, outbox
 from dispatcher.consent_file import Recorder, revoke_csv
 from dispatcher.errors import InputError
 from dispatcher.models import ConsentEvent, Contact
@@ -16,8 +16,7 @@ from dispatcher.models import ConsentEvent, Contact
 
 def _recorder(s, harness) -> Recorder:
     return Recorder(
-        brand=registry.get_brand(s, harness.brand_id),
-        campaign=None,
+        target=consent.target(s, harness.brand_id, None),
         source="email",
         actor="ops",
         halts=harness.rt.halts,
@@ -29,7 +28,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_a_file_revokes_every_good_row_and_the_workers_suppress_them(harness, tmp_path):
+def test_a_file_revokes_every_good_row_and_suppresses_their_rows(harness, tmp_path):
     ids = [harness.contact(f"+1212555000{i}") for i in range(4)]
     run_id = harness.launch()
     hk = harness.release_loop()
@@ -55,13 +54,15 @@ def test_a_file_revokes_every_good_row_and_the_workers_suppress_them(harness, tm
     assert all(redis.exists(halts.contact_key(ids[i])) for i in (1, 3))  # before any send
     assert not redis.exists(halts.contact_key(ids[0]))
 
+    # the revocations suppressed the rows in their transaction (the consent service): the
+    # workers skip them
     p = harness.pipeline()
     outcomes = {harness.row(r).contact_id: p.deliver(r) for r in harness.released}
     assert outcomes == {
         ids[0]: "sent",
-        ids[1]: "suppressed:opted_out",
+        ids[1]: "skip:suppressed",
         ids[2]: "sent",
-        ids[3]: "suppressed:opted_out",
+        ids[3]: "skip:suppressed",
     }
     assert {r.to_phone for r in harness.rows(run_id) if r.state == outbox.SUPPRESSED} == {
         "+12125550001",
@@ -79,11 +80,11 @@ def test_a_file_revokes_every_good_row_and_the_workers_suppress_them(harness, tm
 
 
 def test_a_file_is_one_transaction(harness, tmp_path, monkeypatch):
-    from dispatcher import consent_events
+    from dispatcher import ledger
 
     for i in range(3):
         harness.contact(f"+1212555000{i}")
-    real, calls = consent_events.append, []
+    real, calls = ledger.append_once, []
 
     def failing(*a, **kw):
         calls.append(1)
@@ -91,7 +92,7 @@ def test_a_file_is_one_transaction(harness, tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*a, **kw)
 
-    monkeypatch.setattr(consent_events, "append", failing)
+    monkeypatch.setattr(ledger, "append_once", failing)
     f = _write(
         tmp_path / "p.csv", "phone\n+12125550000\n+12125550001\n+12125550002\n+13125550000\n"
     )

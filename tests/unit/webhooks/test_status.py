@@ -73,6 +73,23 @@ def test_21610_records_a_carrier_opt_out_once(client, world, metrics):
     ) in metrics.calls
 
 
+def test_21610_on_several_rows_of_a_brand_is_one_opt_out_of_that_brand_only(client, world):
+    """The consent service's rules: one ledger entry per carrier block (not per message), and
+    the revocation covers the brand whose campaign met it, no other."""
+    a = world.add_row("sent", sid=SID)
+    b = world.add_row("sent", campaign=world.sibling, sid="SM" + "7" * 32)
+    elsewhere = world.add_row("queued", campaign=world.other_campaign)
+    post(client, "/twilio/status", status(SID, "failed", 21610))
+    post(client, "/twilio/status", status("SM" + "7" * 32, "failed", 21610))
+    with world.db.session() as s:
+        events = s.exec(select(ConsentEvent)).all()
+    assert [(e.action, e.brand_id, e.evidence_ref) for e in events] == [
+        ("revoke", world.brand.id, SID)
+    ]
+    assert [_get(world.db, OutboxMessage, r.id).state for r in (a, b)] == ["failed", "failed"]
+    assert _get(world.db, OutboxMessage, elsewhere.id).state == "queued"
+
+
 def test_30034_pauses_every_run_of_the_campaign(client, world):
     row = world.add_row("sent", sid=SID)
     other_run = world.new_run()

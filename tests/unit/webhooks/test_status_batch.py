@@ -14,7 +14,7 @@ from dispatcher import outbox
 from dispatcher import provider_status as delivery
 from dispatcher.errors import StorageError
 from dispatcher.models import ConsentEvent, OutboxMessage
-from dispatcher.provider_status import CampaignCache
+from dispatcher.registry import CampaignCache
 from tests.procs import wait_for
 from tests.unit.webhooks.conftest import (
     RecordingMetrics,
@@ -180,11 +180,25 @@ def test_a_database_error_answers_503_and_never_200_for_uncommitted(any_db, cloc
 
 
 def test_campaign_cache_keeps_a_lookup_for_its_ttl(sqlite_db):
+    """The one campaign cache (registry.CampaignCache: the gate's and the status route's): a
+    change is seen once ``ttl_s`` has passed on its clock, and at once with ``ttl_s`` 0."""
+    from dispatcher.clock import FakeClock
+    from dispatcher.delivery.config import DeliverConfig
+    from dispatcher.delivery.gate import Loader
+
     world = build_world(sqlite_db)
-    cache, fresh = CampaignCache(ttl_s=3600), CampaignCache(ttl_s=0)
+    clock = FakeClock(0.0)
+    cache, fresh = CampaignCache(ttl_s=2.0, now=clock.time), CampaignCache(ttl_s=0)
     with sqlite_db.session() as s:
-        conn = s.connection()
-        assert cache.get(conn, world.campaign.id)[2] == "VERIFIED"
-        conn.exec_driver_sql("UPDATE campaign SET campaign_status = 'SUSPENDED'")
-        assert cache.get(conn, world.campaign.id)[2] == "VERIFIED"
-        assert fresh.get(conn, world.campaign.id)[2] == "SUSPENDED"
+        assert cache.get(s, world.campaign.id)[0].campaign_status == "VERIFIED"
+        s.connection().exec_driver_sql("UPDATE campaign SET campaign_status = 'SUSPENDED'")
+        s.rollback()  # the session that read it rolls back: the kept copy is not expired
+    with sqlite_db.session() as s:
+        s.connection().exec_driver_sql("UPDATE campaign SET campaign_status = 'SUSPENDED'")
+    with sqlite_db.session() as s:
+        campaign, brand = cache.get(s, world.campaign.id)
+        assert (campaign.campaign_status, brand.name) == ("VERIFIED", world.brand.name)
+        assert fresh.get(s, world.campaign.id)[0].campaign_status == "SUSPENDED"
+        clock.advance(2.0)
+        assert cache.get(s, world.campaign.id)[0].campaign_status == "SUSPENDED"
+    assert isinstance(Loader(DeliverConfig())._campaigns, CampaignCache)

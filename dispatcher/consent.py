@@ -1,0 +1,327 @@
+"""The consent service: the one way to record a grant or a revocation.
+
+Every caller goes through here: the CLI (``consent grant|revoke``, ``consent revoke --file``,
+``contacts import``), the API (``POST /v1/consent``), the inbound webhook (STOP, natural-language
+revocation, START), status callbacks with error 21610 and the send-time 21610 of the delivery
+core.  Nothing else in the package appends to the ledger or suppresses a contact's rows
+(tests/unit/test_consent_service.py checks it).
+
+**Scope rule.**  A revocation covers one brand (``Scope(brand_id)``: every campaign of the
+brand) or one campaign of one brand (``Scope(brand_id, campaign_id)``), never more than one
+brand.  The rows it suppresses in its transaction are exactly the rows the ledger refuses from
+then on: the contact's not-yet-handed rows in the campaigns of its scope.  What the contact sends
+(STOP, a natural-language revocation, a STOP the carrier holds: 21610) is brand-wide for the
+brand whose number or Messaging Service it reached (Twilio blocks the number or the whole
+service, and several campaigns may share one); an operator or API revocation has the scope it
+names.  See docs/compliance.md, "Consent: one service".
+
+**Dedupe rule.**  The same event recorded twice is one ledger entry.  An event is identified by
+its action, contact, scope, source and reference: the inbound MessageSid, the caller's
+``evidence_ref`` (a form, ticket or file row id), an import row's evidence and time; a carrier
+opt-out (21610) by the block itself (the contact's last grant in the brand: the block lasts until
+the person opts in again), not by the message that met it.  An event without a reference (an
+operator typing a revocation twice) is two requests and two entries.  Recording a known event
+appends nothing, signals nothing and sends no producer webhook; a revocation still suppresses the
+scope's rows (that is idempotent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import Session, col, select
+
+from dispatcher import ledger, outbox, registry
+from dispatcher.clock import utcnow
+from dispatcher.errors import NotFoundError
+from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+from dispatcher.store import bulk_insert
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.ports import HaltSignal
+
+#: the source of a STOP the carrier holds (Twilio error 21610)
+CARRIER = "carrier"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an event covers: a whole brand, or one campaign of it."""
+
+    brand_id: int
+    campaign_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A scope resolved from names, with the rows it names (for the caller's answer)."""
+
+    brand: Brand
+    campaign: Campaign | None
+
+    @property
+    def scope(self) -> Scope:
+        assert self.brand.id is not None
+        return Scope(self.brand.id, self.campaign.id if self.campaign else None)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    text: str | None = None
+    url: str | None = None
+    ref: str | None = None  # what identifies the event (MessageSid, form, ticket): dedupe rule
+    note: str | None = None
+
+
+@dataclass
+class Recorded:
+    event: ConsentEvent
+    contact: Contact
+    new: bool  # False: the ledger already held this event (dedupe rule), nothing was appended
+    suppressed: int = 0  # rows suppressed (revocations)
+    campaign_ids: list[int] = field(default_factory=list)  # campaigns a revocation covers
+
+
+def target(session: Session, brand: str | int, campaign: str | int | None) -> Target:
+    """The brand and (optionally) campaign named by an operator or API client.  The one check
+    that the campaign belongs to the brand: NotFoundError otherwise (the API's 404)."""
+    b = registry.get_brand(session, brand)
+    c = registry.get_campaign(session, campaign) if campaign is not None else None
+    if c is not None and c.brand_id != b.id:
+        raise NotFoundError("campaign", f"{campaign} of brand {b.name}")
+    return Target(b, c)
+
+
+def record(
+    session: Session,
+    action: str,
+    who: Contact | int,
+    scope: Scope,
+    source: str,
+    evidence: Evidence,
+    *,
+    actor: str,
+    halts: HaltSignal,
+    consent_type: str = "express",
+    occurred_at: datetime | None = None,
+) -> Recorded:
+    """``record_grant`` or ``revoke_and_suppress`` by ``action`` (what a client or an operator
+    asks for: the API, ``consent grant|revoke``)."""
+    if action == "revoke":
+        return revoke_and_suppress(
+            session, who, scope, source, evidence, actor=actor, halts=halts, occurred_at=occurred_at
+        )
+    return record_grant(
+        session,
+        who,
+        scope,
+        source,
+        evidence,
+        actor=actor,
+        consent_type=consent_type,
+        occurred_at=occurred_at,
+    )
+
+
+def record_grant(
+    session: Session,
+    who: Contact | int,
+    scope: Scope,
+    source: str,
+    evidence: Evidence,
+    *,
+    actor: str,
+    consent_type: str = "express",
+    occurred_at: datetime | None = None,
+) -> Recorded:
+    """A grant for ``who`` (a contact or its id) in ``scope``."""
+    return _append(
+        session,
+        "grant",
+        who,
+        scope,
+        source,
+        evidence,
+        actor=actor,
+        consent_type=consent_type,
+        occurred_at=occurred_at,
+    )
+
+
+def revoke_and_suppress(
+    session: Session,
+    who: Contact | int,
+    scope: Scope,
+    source: str,
+    evidence: Evidence,
+    *,
+    actor: str,
+    halts: HaltSignal,
+    now: datetime | None = None,
+    occurred_at: datetime | None = None,
+) -> Recorded:
+    """A revocation for ``who`` (a contact or its id; callers holding a phone number upsert the
+    contact first: a later import or launch finds it opted out) in ``scope``, in the caller's
+    transaction: the ledger event (which signals ``halts`` before the commit, so a worker's halt
+    check stops the rows it already claimed) and every not-yet-handed row of the contact in the
+    scope's campaigns moved to ``suppressed`` (reason ``opted_out``)."""
+    got = _append(
+        session,
+        "revoke",
+        who,
+        scope,
+        source,
+        evidence,
+        actor=actor,
+        halts=halts,
+        occurred_at=occurred_at,
+    )
+    assert got.contact.id is not None
+    got.campaign_ids = campaigns_of(session, scope)
+    got.suppressed = outbox.suppress_for_contact(
+        session,
+        got.contact.id,
+        campaign_ids=got.campaign_ids,
+        reason="opted_out",
+        now=now or utcnow(),
+    )
+    return got
+
+
+def _append(
+    session: Session,
+    action: str,
+    who: Contact | int,
+    scope: Scope,
+    source: str,
+    evidence: Evidence,
+    *,
+    actor: str,
+    consent_type: str = "express",
+    occurred_at: datetime | None,
+    halts: HaltSignal | None = None,
+) -> Recorded:
+    contact = _contact(session, who)
+    assert contact.id is not None
+    ev, new = ledger.append_once(
+        session,
+        contact_id=contact.id,
+        brand_id=scope.brand_id,
+        campaign_id=scope.campaign_id,
+        action=action,
+        source=source,
+        actor=actor,
+        consent_type=consent_type,
+        evidence_text=evidence.text,
+        evidence_url=evidence.url,
+        evidence_ref=evidence.ref,
+        note=evidence.note,
+        occurred_at=occurred_at,
+        dedupe=_key(session, action, contact.id, scope, source, evidence.ref),
+        halts=halts,
+    )
+    return Recorded(ev, contact, new)
+
+
+def carrier_opt_out(
+    session: Session,
+    contact_id: int,
+    brand_id: int,
+    *,
+    note: str,
+    ref: str | None = None,
+    actor: str,
+    halts: HaltSignal,
+    now: datetime,
+) -> Recorded:
+    """Twilio error 21610 (a send refused, or a status callback): the carrier holds a STOP we
+    did not see.  A brand-wide revocation of source ``carrier``, once per block (dedupe rule)."""
+    return revoke_and_suppress(
+        session,
+        contact_id,
+        Scope(brand_id),
+        CARRIER,
+        Evidence(
+            text="Twilio error 21610: the recipient is on the opt-out list (replied STOP) "
+            "for this sender",
+            ref=ref,
+            note=note,
+        ),
+        actor=actor,
+        halts=halts,
+        now=now,
+        occurred_at=now,
+    )
+
+
+def campaigns_of(session: Session, scope: Scope) -> list[int]:
+    """The campaigns a scope covers."""
+    if scope.campaign_id is not None:
+        return [scope.campaign_id]
+    q = select(Campaign.id).where(Campaign.brand_id == scope.brand_id).order_by(col(Campaign.id))
+    return [i for i in session.exec(q).all() if i is not None]
+
+
+def import_grants(session: Session, rows: list[dict[str, Any]], *, scope: Scope) -> int:
+    """Grants of an import file in one INSERT (``contacts import``): each row is a ledger row's
+    values without its scope, plus the ``phone``; its identity is the phone, evidence and time
+    (dedupe rule: a re-imported file adds nothing).  Returns how many were appended."""
+    keyed: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        key = ledger.dedupe_key(
+            "import",
+            r["phone"],
+            scope.brand_id,
+            scope.campaign_id,
+            "grant",
+            r["source"],
+            r["evidence_text"],
+            r["evidence_url"],
+            r["occurred_at"].isoformat(),
+            r["consent_type"],
+        )
+        keyed[key] = {k: v for k, v in r.items() if k != "phone"}
+    known = set(
+        session.exec(
+            select(ConsentEvent.dedupe_key).where(col(ConsentEvent.dedupe_key).in_(list(keyed)))
+        ).all()
+    )
+    fresh = [
+        {**r, "brand_id": scope.brand_id, "campaign_id": scope.campaign_id, "dedupe_key": k}
+        for k, r in keyed.items()
+        if k not in known
+    ]
+    if fresh:
+        bulk_insert(session.connection(), ConsentEvent.__table__, fresh)  # type: ignore[attr-defined]
+    return len(fresh)
+
+
+def _contact(session: Session, who: Contact | int) -> Contact:
+    if isinstance(who, Contact):
+        return who
+    contact = session.get(Contact, who)
+    if contact is None:
+        raise NotFoundError("contact", who)
+    return contact
+
+
+def _key(
+    session: Session, action: str, contact_id: int, scope: Scope, source: str, ref: str | None
+) -> str | None:
+    """The dedupe rule (module docstring): the event's identity, or None (always new)."""
+    if source == CARRIER and action == "revoke":
+        ref = f"block since grant {_last_grant(session, contact_id, scope.brand_id)}"
+    if ref is None:
+        return None
+    return ledger.dedupe_key(action, contact_id, scope.brand_id, scope.campaign_id, source, ref)
+
+
+def _last_grant(session: Session, contact_id: int, brand_id: int) -> int:
+    q = select(ConsentEvent.id).where(
+        ConsentEvent.contact_id == contact_id,
+        ConsentEvent.brand_id == brand_id,
+        ConsentEvent.action == "grant",
+    )
+    return session.exec(q.order_by(col(ConsentEvent.id).desc())).first() or 0
