@@ -9,12 +9,10 @@ Failures are logged and counted, never raised: a broken webhook must not crash t
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,15 +22,9 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import urllib3
 
+from dispatcher.signing import twilio_signature
+
 log = logging.getLogger(__name__)
-
-
-def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """X-Twilio-Signature of a form POST (compliance.md section 9.2): URL + sorted name+value,
-    HMAC-SHA1 keyed by the auth token, base64."""
-    payload = url + "".join(k + params[k] for k in sorted(params))
-    mac = hmac.new(auth_token.encode("utf-8"), payload.encode("utf-8"), hashlib.sha1)
-    return base64.b64encode(mac.digest()).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
