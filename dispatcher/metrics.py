@@ -47,7 +47,6 @@ from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics'
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "dispatcher"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Port of the per-container exporter (workers' ``--fork-function``, the scheduler).
 EXPORTER_PORT = 9108
@@ -377,18 +376,3 @@ def worker_exporter() -> None:
         return
     _server, thread = start_exporter(EXPORTER_PORT)
     thread.join()
-
-
-def series_names() -> set[str]:
-    """Every series name this module exposes (``_total``, ``_bucket``, ``_sum``, ...): what a
-    dashboard query may name."""
-    out: set[str] = set()
-    for fam in Metrics(CollectorRegistry()).registry.collect():
-        if fam.type == "counter":
-            out.update({fam.name + "_total", fam.name + "_created"})
-        elif fam.type == "histogram":
-            out.update(fam.name + s for s in ("_bucket", "_sum", "_count", "_created"))
-        else:
-            out.add(fam.name)
-    out.update(DAILY_GAUGES)
-    return out

@@ -416,13 +416,5 @@ def pause_campaign_runs(
     return res.rowcount
 
 
-def active_runs_of_campaign(session: Session, campaign_id: int) -> list[Run]:
-    return list(
-        session.exec(
-            select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE))
-        ).scalars()
-    )  # type: ignore[attr-defined]
-
-
 def list_runs(session: Session, limit: int = 50) -> list[Run]:
     return list(session.exec(select(Run).order_by(Run.id.desc()).limit(limit)).scalars())  # type: ignore[union-attr]

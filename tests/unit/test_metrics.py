@@ -27,9 +27,9 @@ from dispatcher.metrics import (
     body_digest,
     day_of,
     render_latest,
-    series_names,
     start_exporter,
 )
+from tests.metric_series import series_names
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = "+15005550006"  # the business's own sending number (allowed as a label)
