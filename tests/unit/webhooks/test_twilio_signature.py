@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dispatcher.sandbox.callbacks import signed_callback
 from dispatcher.signing import twilio_signature, twilio_validator
-from dispatcher.webhooks.forms import signature_matches
+from dispatcher.webhooks.forms import Form, signature_matches
 
 # Twilio's published example (webhooks security docs, twilio-python's own test).
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -27,16 +27,19 @@ def test_sha256_variant_differs_and_is_checked_by_the_webhook_side() -> None:
     sha1 = twilio_signature("12345", URL, PARAMS)
     sha256 = twilio_signature("12345", URL, PARAMS, "HMAC_SHA256")
     assert sha1 != sha256 and len(sha256) == 44
-    assert signature_matches("12345", URL, PARAMS, sha256, "HMAC_SHA256")
-    assert not signature_matches("12345", URL, PARAMS, sha1, "HMAC_SHA256")
+    form = Form(PARAMS.items())
+    assert signature_matches("12345", URL, form, sha256, "HMAC_SHA256")
+    assert not signature_matches("12345", URL, form, sha1, "HMAC_SHA256")
 
 
 def test_the_sandbox_signs_what_the_webhooks_accept() -> None:
     cb = signed_callback("tok", URL, dict(PARAMS))
     sig = cb.headers["X-Twilio-Signature"]
-    assert signature_matches("tok", URL, PARAMS, sig, "HMAC_SHA1")
-    assert not signature_matches("other", URL, PARAMS, sig, "HMAC_SHA1")
-    assert not signature_matches("tok", URL, {**PARAMS, "Digits": "9"}, sig, "HMAC_SHA1")
+    form = Form(PARAMS.items())
+    assert signature_matches("tok", URL, form, sig, "HMAC_SHA1")
+    assert not signature_matches("other", URL, form, sig, "HMAC_SHA1")
+    changed = Form({**PARAMS, "Digits": "9"}.items())
+    assert not signature_matches("tok", URL, changed, sig, "HMAC_SHA1")
 
 
 def test_one_validator_per_token() -> None:
