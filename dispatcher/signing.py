@@ -24,11 +24,12 @@ import hmac
 import json
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
-
-from twilio.request_validator import RequestValidator
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import DispatcherError
+
+if TYPE_CHECKING:  # twilio is imported on first use: quick CLI commands import this module
+    from twilio.request_validator import RequestValidator
 
 HEADER = "Dispatcher-Signature"
 SCHEME = "v1"
@@ -38,6 +39,8 @@ TOLERANCE_S = 300
 @lru_cache(maxsize=16)
 def twilio_validator(auth_token: str) -> RequestValidator:
     """The official ``RequestValidator`` for ``auth_token`` (one per token)."""
+    from twilio.request_validator import RequestValidator
+
     return RequestValidator(auth_token)
 
 
