@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/callbacks.py [--n 2000] [--workers 4] [--pg postgresql://...]
                                         [--redis redis://HOST:PORT/DB] [--profile DIR]
+                                        [--clients urllib3,httpx]
 
 Seeds a throw-away PostgreSQL database with N outbox rows in ``sending`` that carry provider
 SIDs (one brand, one Messaging Service campaign, one run), starts ``dispatcher serve`` the way
@@ -9,7 +10,9 @@ the integration tests do (tests/harness.py), then posts 3 signed callbacks per r
 delivered — what Twilio posts for a Messaging Service send) through the sandbox carrier's
 ``HttpCallbackSender`` from this process.  A warm-up round (--warm rows) is not measured.
 
-Prints one JSON document: callbacks/s, and CPU ms per callback of the sender (this process, the
+With ``--clients a,b`` each sender gets its own rows and rounds on the same server, one after the
+other (a comparison in one run).  Prints one JSON document: per client, callbacks/s, and CPU ms
+per callback of the sender (this process, the
 signed callbacks are built before the clock starts), the webhook server and the PostgreSQL
 backends of the bench database; checks every row ended ``delivered`` and no callback failed.
 ``--profile DIR`` records the server with py-spy (``--gil``) during the measured round into
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -183,59 +187,81 @@ def ms(user: float, system: float, n: int) -> dict[str, float]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from dispatcher.sandbox.callbacks import HttpCallbackSender
+def senders() -> dict[str, Callable[[int], Any]]:
+    """The HTTP clients a run can compare, by name: the sandbox's own (urllib3) and, as a
+    baseline, the same sender on one shared ``httpx.Client``."""
+    import httpx
 
-    log_dir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
-    with throwaway_database(args.pg) as url, redis_or_own(args.redis) as redis_url:
-        seed(url, args.n + args.warm)
-        stack = Stack(redis_url=redis_url, database_url=url, log_dir=log_dir)
-        try:
-            serve = stack.start_webhooks()
-            hook = stack.webhook_url + "/twilio/status"
-            sender = HttpCallbackSender(workers=args.workers)
-            try:
-                post_all(sender, callbacks(hook, range(args.n, args.n + args.warm)), args.timeout)
-                cbs = callbacks(hook, range(args.n))
-                spy = None
-                if args.profile:
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    spy = subprocess.Popen(
-                        [  # noqa: S603 - our venv's py-spy
-                            str(Path(sys.executable).parent / "py-spy"),
-                            "record",
-                            "-p",
-                            str(serve.pid),
-                            "-o",
-                            str(args.profile / "serve.txt"),
-                            "-f",
-                            "raw",
-                            "-r",
-                            "200",
-                            "--gil",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    time.sleep(1.0)  # py-spy attaches (a start-up wait, not a settle-down)
-                pids = pg_backends(url)
-                c0, s0, p0 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
-                elapsed = post_all(sender, cbs, args.timeout)
-                c1, s1, p1 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
-                if spy is not None:
-                    spy.send_signal(2)
-                    spy.wait(60)
-                failed = sender.stats.failed
-            finally:
-                sender.close()
-            n = len(cbs)
-            got = states(url)
-        finally:
-            stack.close()
-    shutil.rmtree(log_dir, ignore_errors=True)
+    from dispatcher.sandbox.callbacks import Callback, HttpCallbackSender
+
+    class HttpxSender(HttpCallbackSender):
+        def __init__(self, *, workers: int) -> None:
+            super().__init__(workers=workers)
+            self._httpx = httpx.Client(
+                timeout=5.0, limits=httpx.Limits(max_keepalive_connections=workers)
+            )
+
+        def post(self, cb: Callback) -> int:
+            return self._httpx.post(cb.url, data=cb.params, headers=cb.headers).status_code
+
+        def close(self) -> None:
+            super().close()
+            self._httpx.close()
+
+    return {
+        "urllib3": lambda w: HttpCallbackSender(workers=w),
+        "httpx": lambda w: HttpxSender(workers=w),
+    }
+
+
+def measure(
+    args: argparse.Namespace,
+    make: Callable[[int], Any],
+    hook: str,
+    first: int,
+    url: str,
+    serve: Any,
+) -> dict[str, Any]:
+    """Warm-up round, then the measured round, for one sender on rows ``first`` onwards."""
+    warm = range(first + args.n, first + args.n + args.warm)
+    sender = make(args.workers)
+    try:
+        post_all(sender, callbacks(hook, warm), args.timeout)
+        cbs = callbacks(hook, range(first, first + args.n))
+        spy = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen(
+                [  # noqa: S603 - our venv's py-spy
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(serve.pid),
+                    "-o",
+                    str(args.profile / "serve.txt"),
+                    "-f",
+                    "raw",
+                    "-r",
+                    "200",
+                    "--gil",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # py-spy attaches (a start-up wait, not a settle-down)
+        pids = pg_backends(url)
+        c0, s0, p0 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
+        elapsed = post_all(sender, cbs, args.timeout)
+        c1, s1, p1 = os.times(), cpu_times([serve.pid]), cpu_times(pids)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+        failed = sender.stats.failed
+    finally:
+        sender.close()
+    n = len(cbs)
     return {
         "callbacks": n,
-        "workers": args.workers,
         "seconds": round(elapsed, 2),
         "callbacks_per_s": round(n / elapsed, 1),
         "cpu_ms_per_callback": {
@@ -244,8 +270,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "postgres_backends": ms(p1[0] - p0[0], p1[1] - p0[1], n),
         },
         "failed": failed,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    available = senders()
+    names = args.clients.split(",")
+    unknown = [c for c in names if c not in available]
+    if unknown:
+        raise SystemExit(f"error: unknown client(s) {unknown}; known: {sorted(available)}")
+    per = args.n + args.warm
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    with throwaway_database(args.pg) as url, redis_or_own(args.redis) as redis_url:
+        seed(url, per * len(names))
+        stack = Stack(redis_url=redis_url, database_url=url, log_dir=log_dir)
+        try:
+            serve = stack.start_webhooks()
+            hook = stack.webhook_url + "/twilio/status"
+            results = {
+                f"{name} #{k + 1}" if names.count(name) > 1 else name: measure(
+                    args, available[name], hook, k * per, url, serve
+                )
+                for k, name in enumerate(names)
+            }
+            got = states(url)
+        finally:
+            stack.close()
+    shutil.rmtree(log_dir, ignore_errors=True)
+    failed = sum(r["failed"] for r in results.values())
+    return {
+        "workers": args.workers,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "clients": results,
         "outbox_states": got,
-        "ok": failed == 0 and got == {"delivered": args.n + args.warm},
+        "ok": failed == 0 and got == {"delivered": per * len(names)},
     }
 
 
@@ -262,6 +320,11 @@ def main() -> None:
     p.add_argument("--pg", default=PG_DSN)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--profile", type=Path, default=None, help="py-spy the server into DIR")
+    p.add_argument(
+        "--clients",
+        default="urllib3",
+        help="comma-separated senders measured one after the other in this run: urllib3, httpx",
+    )
     out = run(p.parse_args())
     print(json.dumps(out, indent=2))
     sys.exit(0 if out["ok"] else 1)

@@ -20,13 +20,13 @@ import redis
 from dispatcher import keys
 from dispatcher.clock import FakeClock
 from dispatcher.throttle import Bucket, RedisThrottle
-from dispatcher.throttle.simulate import simulate_backlog, window_violations
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/throttle.py` puts bench/, not the root, on the path
     sys.path.insert(0, str(ROOT))
 
 from tests.servers import redis_or_own  # noqa: E402
+from tests.throttle_sim import simulate_backlog, window_violations  # noqa: E402
 
 
 def rate(fn: Callable[[int], None], seconds: float, threads: int) -> float:

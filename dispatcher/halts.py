@@ -6,17 +6,18 @@ the claim no longer re-checks consent and run state per row.  Everything that ha
 calls ``halts.signal(...)`` itself, inside its transaction and before its caller commits: a
 revoke (``consent.revoke_and_suppress(..., halts=...)``, through the ledger's append),
 ``runs.pause_run`` / ``cancel_run`` / ``pause_campaign_runs`` (each takes ``halts``).
-``signal`` sets the keys (``<prefix>:c:<contact>``, ``:r:<run>``, ``:k:<campaign>``, value
-``"1"``) at once.  Before each send the worker calls ``clear(epoch, ...)`` (one MGET;
-``delivery/halt_check.py``): True means no halt can have committed since it read the
-database; otherwise it re-checks the row in the database.
+``signal`` sets the keys (``dispatcher:{halt}:c:<contact>``, ``:r:<run>``, ``:k:<campaign>``, value
+``"1"``; names built by dispatcher.keys, one hash tag so one MGET is one Cluster slot) at once.
+Before each send the worker calls ``clear(epoch, ...)`` (one MGET; ``delivery/halt_check.py``):
+True means no halt can have committed since it read the database; otherwise it re-checks the row in
+the database.
 
 Why this is enough:
 
 * **Keys are set before the commit.**  A halt is visible to the worker's database read only once
   it has committed, and by then its key exists: a check made after the commit sees it.
-* **The epoch detects lost keys.**  ``<prefix>:epoch`` holds a random value (no TTL).  The worker
-  reads it (``epoch()``) before it reads the database for a batch and hands it to every
+* **The epoch detects lost keys.**  ``dispatcher:halt:epoch`` holds a random value (no TTL).  The
+  worker reads it (``epoch()``) before it reads the database for a batch and hands it to every
   ``clear``; a Redis flush removes or changes the epoch, ``clear`` answers False and the worker
   falls back to the database.  A restart that reloads a snapshot, or a failover to a replica,
   can bring the same epoch back without the newest keys: the epoch also carries the client's
@@ -92,7 +93,6 @@ class Halts:
         redis: Any,
         *,
         ttl_s: float = 300.0,
-        prefix: str = keys.halt_prefix(),
         reconnects: Reconnects | None = None,
     ) -> None:
         if ttl_s < 1:
@@ -100,8 +100,7 @@ class Halts:
         self.redis = redis
         self.reconnects = reconnects or Reconnects()  # fakeredis: never reconnects
         self.ttl_s = ttl_s
-        self.prefix = prefix
-        self.epoch_key = f"{prefix}:epoch"
+        self.epoch_key = keys.halt_epoch_key()
 
     @property
     def max_age_s(self) -> float:
@@ -110,13 +109,13 @@ class Halts:
 
     # ------------------------------------------------------------------------------- names
     def contact_key(self, contact_id: int) -> str:
-        return f"{self.prefix}:c:{contact_id}"
+        return keys.halt_contact_key(contact_id)
 
     def run_key(self, run_id: int) -> str:
-        return f"{self.prefix}:r:{run_id}"
+        return keys.halt_run_key(run_id)
 
     def campaign_key(self, campaign_id: int) -> str:
-        return f"{self.prefix}:k:{campaign_id}"
+        return keys.halt_campaign_key(campaign_id)
 
     # ------------------------------------------------------------------------------ worker
     def epoch(self) -> tuple[object, int]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 PREFIX = "dispatcher"
 
 
-def brand_tag(brand_id: int | str) -> str:
+def _brand_tag(brand_id: int | str) -> str:
     return "{b:" + str(brand_id) + "}"
 
 
 def bucket_key(brand_id: int | str, kind: str, ident: str) -> str:
     """Throttle bucket state, e.g. ``dispatcher:tb:{b:1}:campaign:QE...``."""
-    return f"{PREFIX}:tb:{brand_tag(brand_id)}:{kind}:{ident}"
+    return f"{PREFIX}:tb:{_brand_tag(brand_id)}:{kind}:{ident}"
 
 
 def broker_epoch_key() -> str:
@@ -31,10 +31,6 @@ def scheduler_leader_key() -> str:
     return f"{PREFIX}:scheduler:leader"
 
 
-def reconciler_lock_key() -> str:
-    return f"{PREFIX}:reconciler:lock"
-
-
 def repetition_key(sender: str, day: str) -> str:
     """Per-sender per-day HyperLogLog of distinct body hashes (metrics)."""
     return f"{PREFIX}:rep:{{r:{sender}}}:{day}"
@@ -45,13 +41,9 @@ def repetition_counts_key(sender: str, day: str) -> str:
     return f"{PREFIX}:repc:{{r:{sender}}}:{day}"
 
 
-def run_control_key(run_id: int) -> str:
-    return f"{PREFIX}:run:{run_id}:control"
-
-
 def throttle_epoch_key(brand_id: int | str) -> str:
     """Per-brand throttle generation token; a missing key means Redis lost the bookings."""
-    return f"{PREFIX}:tb:{brand_tag(brand_id)}:epoch"
+    return f"{PREFIX}:tb:{_brand_tag(brand_id)}:epoch"
 
 
 def throttle_sum_key(bucket_key: str) -> str:
@@ -61,7 +53,7 @@ def throttle_sum_key(bucket_key: str) -> str:
 
 def throttle_release_key(brand_id: int | str, reservation_id: str) -> str:
     """Tombstone that makes ``RedisThrottle.release`` idempotent."""
-    return f"{PREFIX}:tb:{brand_tag(brand_id)}:rel:{reservation_id}"
+    return f"{PREFIX}:tb:{_brand_tag(brand_id)}:rel:{reservation_id}"
 
 
 def repetition_senders_key(day: str) -> str:
@@ -79,8 +71,27 @@ def brand_daily_index_key(day: str) -> str:
     return f"{PREFIX}:bvol:brands:{day}"
 
 
-def halt_prefix() -> str:
-    """Halt signals (dispatcher/halts.py): ``<prefix>:epoch``, ``:c:<contact>``, ``:r:<run>``,
-    ``:k:<campaign>``.  One hash tag for all: the worker's MGET of the epoch and three keys is one
-    command, in one slot of a Redis Cluster."""
-    return f"{PREFIX}:{{halt}}"
+# Halt signals (dispatcher/halts.py).  One hash tag for all: the worker's MGET of the epoch and
+# three keys is one command, in one slot of a Redis Cluster.
+_HALT = f"{PREFIX}:{{halt}}"
+
+
+def halt_epoch_key() -> str:
+    """The halt epoch: a changed (or lost) epoch tells workers to reread halts from the
+    database."""
+    return f"{_HALT}:epoch"
+
+
+def halt_contact_key(contact_id: int) -> str:
+    """Set while a contact's consent was just revoked."""
+    return f"{_HALT}:c:{contact_id}"
+
+
+def halt_run_key(run_id: int) -> str:
+    """Set while a run was just paused or cancelled."""
+    return f"{_HALT}:r:{run_id}"
+
+
+def halt_campaign_key(campaign_id: int) -> str:
+    """Set while a campaign was just stopped."""
+    return f"{_HALT}:k:{campaign_id}"

@@ -21,12 +21,6 @@ def mask_phone(phone: str | None) -> str:
     return phone[:-4] + "****"
 
 
-def mask_secret(secret: str | None) -> str:
-    if not secret:
-        return ""
-    return secret[:4] + "…" if len(secret) > 8 else "****"
-
-
 def scrub(text: str) -> str:
     """Mask anything that looks like a phone number inside free text (not IPv4 addresses)."""
     return _MASKABLE.sub(_mask_match, text)

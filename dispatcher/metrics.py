@@ -49,8 +49,6 @@ from dispatcher.metrics_daily import (  # noqa: F401 - re-exported: the metrics'
 from dispatcher.metrics_http import HTTP_BUCKETS
 from dispatcher.metrics_runs import (
     GUARD_SIGNALS,
-    RUN_GAUGES,
-    STATE_GAUGES,
     ProcessInfo,
     RunGauges,
     StateGauges,
@@ -59,7 +57,6 @@ from dispatcher.metrics_runs import (
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "dispatcher"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Default port of the per-container exporter (workers' ``--fork-function``, the scheduler);
 #: ``DISPATCHER_METRICS_PORT`` / ``--metrics-port`` choose another.
@@ -197,6 +194,17 @@ class Metrics:
             self.registry.register(self.daily)
         self._aggregate: CollectorRegistry | None = None
         self._agg_lock = threading.Lock()
+        self._define_families()
+
+        for kind in BUCKET_KINDS:  # every series at 0 from the start (issue 20.4)
+            for result in ("allowed", "refused"):
+                self.reservations_total.labels(kind, result)
+            self.throttle_wait.labels(kind)
+        self._primed: set[CampaignLabels] = set()
+        self._primer: _Primer | None = None
+
+    def _define_families(self) -> None:
+        """Every counter, histogram and gauge family, in ``self.registry``."""
         reg = self.registry
         camp_sender = ["campaign", "sender"]
 
@@ -325,13 +333,6 @@ class Metrics:
             registry=reg,
             multiprocess_mode="mostrecent",
         )
-
-        for kind in BUCKET_KINDS:  # every series at 0 from the start (issue 20.4)
-            for result in ("allowed", "refused"):
-                self.reservations_total.labels(kind, result)
-            self.throttle_wait.labels(kind)
-        self._primed: set[CampaignLabels] = set()
-        self._primer: _Primer | None = None
 
     # -------------------------------------------------------------------------- label priming
     def prime(self, campaigns: Iterable[CampaignLabels]) -> None:
@@ -597,21 +598,3 @@ def worker_exporter() -> None:
         return
     _server, thread = start_worker_exporter()
     thread.join()
-
-
-def series_names() -> set[str]:
-    """Every series name this module exposes (``_total``, ``_bucket``, ``_sum``, ...): what a
-    dashboard query may name."""
-    out: set[str] = set()
-    for fam in Metrics(CollectorRegistry()).registry.collect():
-        if fam.type == "counter":
-            out.update({fam.name + "_total", fam.name + "_created"})
-        elif fam.type == "histogram":
-            out.update(fam.name + s for s in ("_bucket", "_sum", "_count", "_created"))
-        else:
-            out.add(fam.name)
-    out.update(DAILY_GAUGES)
-    out.update(RUN_GAUGES)
-    out.update(STATE_GAUGES)
-    out.add("dispatcher_build_info")
-    return out

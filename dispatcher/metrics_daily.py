@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import NoScriptError
 
-from dispatcher import keys
+from dispatcher import keys, lua
 from dispatcher.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -55,27 +55,6 @@ DAILY_GAUGES: dict[str, str] = {
 }
 #: the rolling window: the last 24 hourly buckets (UTC), the current hour included
 ROLLING_HOURS = 24
-
-# KEYS: hll (repetition_key), counts (repetition_counts_key)
-# ARGV: body_hash, cap, ttl_s[, n]  (n: sends of this body to count at once, default 1)
-# The counts hash holds ``~total`` (sends), ``~max`` (largest count of one body) and up to ``cap``
-# body-hash fields; bodies first seen after the cap is reached are counted by the HLL and ~total.
-# Returns the count of this body (0 if untracked).
-RECORD_BODY_LUA = """
-local n = ARGV[4] or '1'
-redis.call('PFADD', KEYS[1], ARGV[1])
-redis.call('HINCRBY', KEYS[2], '~total', n)
-local c = 0
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
-    or redis.call('HLEN', KEYS[2]) < tonumber(ARGV[2]) + 2 then
-    c = redis.call('HINCRBY', KEYS[2], ARGV[1], n)
-    local m = tonumber(redis.call('HGET', KEYS[2], '~max') or '0')
-    if c > m then redis.call('HSET', KEYS[2], '~max', c) end
-end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-return c
-"""
 
 
 def day_of(at: datetime) -> str:
@@ -206,7 +185,7 @@ class DailyRecorder:
         self._redis = redis
         self.clock = clock
         self.cap = cap
-        self._record_body: Any = redis.register_script(RECORD_BODY_LUA)
+        self._record_body: Any = lua.register(redis, "record_body")
         self._local = threading.local()
 
     @contextmanager
@@ -266,7 +245,7 @@ class DailyRecorder:
                 if isinstance(r, NoScriptError)
             }
             if missed:
-                self._redis.script_load(RECORD_BODY_LUA)
+                self._redis.script_load(lua.source("record_body"))
                 pipe = self._redis.pipeline(transaction=False)
                 self._bodies(pipe, missed)
                 pipe.execute()

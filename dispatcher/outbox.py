@@ -71,7 +71,6 @@ QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN = (
 )
 SUPPRESSED, CANCELLED = "suppressed", "cancelled"
 STATES = (QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SUPPRESSED, CANCELLED)
-FINAL = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED, CANCELLED})
 #: rows no worker has claimed: a STOP or cancel moves them in its own transaction (claimed rows
 #: not yet sent meet the halt check: dispatcher/halts.py)
 NOT_HANDED = (QUEUED,)

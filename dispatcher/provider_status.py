@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 ACTOR = "twilio-webhook"
 CARRIER_OPT_OUT = 21610
-FILTERED = 30007
 #: error code -> why every active run of the campaign is paused (compliance.md §7)
 PAUSE_CAMPAIGN_CODES: dict[int, str] = {
     30034: "message from a number not registered for A2P 10DLC",

@@ -413,13 +413,5 @@ def pause_campaign_runs(
     return res.rowcount
 
 
-def active_runs_of_campaign(session: Session, campaign_id: int) -> list[Run]:
-    return list(
-        session.scalars(
-            select(Run).where(col(Run.campaign_id) == campaign_id, col(Run.state).in_(ACTIVE))
-        )
-    )
-
-
 def list_runs(session: Session, limit: int = 50) -> list[Run]:
     return list(session.scalars(select(Run).order_by(col(Run.id).desc()).limit(limit)))

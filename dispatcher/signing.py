@@ -1,4 +1,10 @@
-"""Signatures of the webhooks the dispatcher sends to producers (dispatcher.hooks).  Pure.
+"""Webhook signatures, both kinds.  Pure.
+
+**Twilio's** ``X-Twilio-Signature`` (compliance.md section 9.2) is computed and checked by the
+official library's ``RequestValidator``: :func:`twilio_signature` signs the sandbox carrier's
+callbacks, dispatcher.webhooks.forms checks what arrives, both through :func:`twilio_validator`.
+
+**The dispatcher's own**, on the webhooks it sends to producers (dispatcher.hooks):
 
 The scheme is Stripe's: the header ::
 
@@ -16,13 +22,35 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import DispatcherError
+
+if TYPE_CHECKING:  # twilio is imported on first use: quick CLI commands import this module
+    from twilio.request_validator import RequestValidator
 
 HEADER = "Dispatcher-Signature"
 SCHEME = "v1"
 TOLERANCE_S = 300
+
+
+@lru_cache(maxsize=16)
+def twilio_validator(auth_token: str) -> RequestValidator:
+    """The official ``RequestValidator`` for ``auth_token`` (one per token)."""
+    from twilio.request_validator import RequestValidator
+
+    return RequestValidator(auth_token)
+
+
+def twilio_signature(
+    auth_token: str, url: str, params: Mapping[str, str], algorithm: str | None = None
+) -> str:
+    """``X-Twilio-Signature`` of a form POST of ``params`` to ``url``: HMAC-SHA1 (or the
+    ``algorithm`` named, e.g. ``HMAC_SHA256``) over the URL and the sorted names and values,
+    keyed by the Auth Token, base64 -- as Twilio computes it."""
+    return str(twilio_validator(auth_token).compute_signature(url, params, algorithm))
 
 
 class WebhookSignatureError(DispatcherError):

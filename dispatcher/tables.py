@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, column, select, table
-
-from dispatcher.errors import NotFoundError
+from sqlalchemy import JSON, DateTime, Integer, String, Text, column, table
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Row
-    from sqlalchemy.sql.expression import TableClause
+    pass
 
 
 def _ts(name: str) -> Any:
@@ -55,24 +52,6 @@ contact = table(
     column("attributes", JSON),
     _ts("created_at"),
     _ts("updated_at"),
-)
-consent_event = table(
-    "consentevent",
-    column("id", Integer),
-    column("contact_id", Integer),
-    column("brand_id", Integer),
-    column("campaign_id", Integer),
-    column("action", String),
-    column("consent_type", String),
-    column("source", String),
-    column("evidence_text", Text),
-    column("evidence_url", String),
-    column("evidence_ref", String),
-    column("note", Text),
-    column("actor", String),
-    _ts("occurred_at"),
-    _ts("recorded_at"),
-    column("dedupe_key", String),
 )
 api_key = table(
     "apikey",
@@ -116,40 +95,3 @@ def as_id(key: str | int) -> int | None:
     else:
         return None
     return n if 0 < n <= MAX_ID else -1
-
-
-def _by_key(conn: Connection, t: TableClause, name_col: str, kind: str, key: str | int) -> Row[Any]:
-    ident = as_id(key)
-    if ident is not None and ident <= 0:
-        raise NotFoundError(kind, key)
-    where = t.c.id == ident if ident is not None else t.c[name_col] == key
-    row = conn.execute(select(t).where(where)).first()
-    if row is None:
-        raise NotFoundError(kind, key)
-    return row
-
-
-def brand_row(conn: Connection, key: str | int) -> Row[Any]:
-    """A brand by id or name (``registry.get_brand`` gives the model)."""
-    return _by_key(conn, brand, "name", "brand", key)
-
-
-def campaign_row(conn: Connection, key: str | int) -> Row[Any]:
-    """A campaign by id or SID (``registry.get_campaign`` gives the model)."""
-    return _by_key(conn, campaign, "sid", "campaign", key)
-
-
-#: every view above, by table name (the test compares each with the model's table)
-VIEWS = {
-    t.name: t
-    for t in (
-        run,
-        brand,
-        campaign,
-        contact,
-        consent_event,
-        api_key,
-        webhook_subscription,
-        webhook_event,
-    )
-}

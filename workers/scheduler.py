@@ -3,10 +3,10 @@
 Jobs: ``tick`` (start due runs, release due rows, finish runs; every second), ``reconcile``
 (lost queue messages, dead sends, unknown rows; every 10 s), ``observe`` (gauges) and ``hooks``
 (POST the producers' webhook events, dispatcher.hooks; every 2 s, under a lock of its own: a
-slow receiver never holds up the tick).  Many
-schedulers may run; one leads: a Redis lock (``SET NX PX``, renewed every tick) decides, and the
-others stand by and take over when it expires.  Every job is a compare-and-set over the
-database besides, so even two leaders could not fan a run out twice or send a row twice.
+slow receiver never holds up the tick).  Many schedulers may run; one leads: a Redis lock
+(redis-py's ``Lock``, renewed before every job) decides, and the others stand by and take over
+when it expires.  Every job is a compare-and-set over the database besides, so even two leaders
+could not fan a run out twice or send a row twice.
 
 On PostgreSQL a ``WakeListener`` thread also ``LISTEN``s for ``dispatcher.runs.WAKE_CHANNEL``: a
 run launched (or resumed) to start now is fanned out at once, not at the next tick.  It is only
@@ -24,6 +24,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import LockError
+from redis.lock import Lock
+
 from dispatcher import keys
 from dispatcher.hooks import Deliverer
 from dispatcher.release_loop import ReleaseConfig, ReleaseLoop
@@ -32,37 +35,43 @@ from dispatcher.runs import WAKE_CHANNEL
 log = logging.getLogger(__name__)
 _active: dict[str, Scheduler] = {}
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
 
 class LeaderLock:
+    """Who leads: redis-py's ``Lock`` on ``keys.scheduler_leader_key()`` with a TTL, holding
+    this scheduler's name (``host:pid:random``, so who leads is visible in Redis).
+
+    ``acquire()`` runs before every job: while this scheduler holds the lock it resets the TTL
+    (``Lock.reacquire``, compare-and-set on the name); once the lock has expired or another
+    took it, it takes it if free (``SET NX PX``).  A leader that stops renewing (killed, cut
+    off from Redis) loses the lead after the TTL; a standby takes over at its next job.  Redis
+    unreachable: False (nobody leads until it is back).  Calls from several threads (the tick,
+    the hooks job, the wake listener) are serialised."""
+
     def __init__(self, redis: Any, ttl_s: float, name: str | None = None) -> None:
-        self.redis = redis
-        self.ttl_ms = int(ttl_s * 1000)
-        # who leads is visible in Redis: host:pid:random
         self.token = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._renew = redis.register_script(_RENEW)
+        self._lock: Lock = redis.lock(
+            keys.scheduler_leader_key(), timeout=ttl_s, blocking=False, thread_local=False
+        )
+        self._mutex = threading.Lock()
 
     def acquire(self) -> bool:
-        try:
-            return bool(
-                self._renew(keys=[keys.scheduler_leader_key()], args=[self.token, self.ttl_ms])
-            )
-        except Exception:  # noqa: BLE001 - Redis down: nobody leads until it is back
-            log.warning("leader lock: Redis unavailable", exc_info=True)
-            return False
+        with self._mutex:
+            try:
+                try:
+                    return self._lock.reacquire()  # LockError: never held, or no longer ours
+                except LockError:
+                    return bool(self._lock.acquire(token=self.token))
+            except Exception:  # noqa: BLE001 - Redis down: nobody leads until it is back
+                log.warning("leader lock: Redis unavailable", exc_info=True)
+                return False
 
     def release(self) -> None:
-        try:
-            if self.redis.get(keys.scheduler_leader_key()) in (self.token, self.token.encode()):
-                self.redis.delete(keys.scheduler_leader_key())
-        except Exception:  # noqa: BLE001
-            pass
+        """Give up the lead at once (only if it is still ours)."""
+        with self._mutex:
+            try:
+                self._lock.release()
+            except Exception:  # noqa: BLE001 - not ours any more, or Redis down: it expires
+                log.debug("leader lock: nothing to release", exc_info=True)
 
 
 def _resilient_store(engine: Any) -> Any:

@@ -686,7 +686,3 @@ class Problem(BaseModel):
     detail: str
     field: str | None = None
     errors: list[FieldError] | None = None
-
-
-def is_idempotency_key(text: str) -> bool:
-    return re.match(IDEMPOTENCY_KEY, text) is not None

@@ -195,9 +195,28 @@ _bearer = HTTPBearer(
 
 
 def build_router(runtime: Any) -> APIRouter:
-    """All ``/v1`` routes over ``runtime`` (anything with ``.db`` and ``.clock``)."""
+    """All ``/v1`` routes over ``runtime`` (anything with ``.db``, ``.clock``, ``.settings`` and
+    ``.halts``), added resource by resource."""
     register_url_convertor("segment", _Segment())
     router = APIRouter(generate_unique_id_function=lambda route: route.name)
+    scope = _scope_dependency(runtime)
+    for add_routes in (
+        _run_collection_routes,
+        _run_routes,
+        _contact_routes,
+        _consent_routes,
+        _webhook_routes,
+    ):
+        add_routes(router, runtime, scope)
+    return router
+
+
+Scope = Callable[[str], Callable[..., ApiKey]]
+
+
+def _scope_dependency(runtime: Any) -> Scope:
+    """``scope(name)``: the dependency that answers the request's API key (authenticated
+    against ``runtime.db``) if it has scope ``name``: 401 / 403 otherwise."""
 
     def authenticate(
         cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -213,12 +232,18 @@ def build_router(runtime: Any) -> APIRouter:
         dependency.__name__ = f"scope_{name.replace(':', '_')}"
         return dependency
 
-    def errors(*codes: int, **notes: str) -> dict[int | str, dict[str, Any]]:
-        """401, 403, 422 and ``codes``; ``notes``: ``s400="..."`` describes a status."""
-        described = {int(k[1:]): v for k, v in notes.items()}
-        return problem_responses(401, 403, 422, *codes, notes=described)
+    return scope
 
-    # --------------------------------------------------------------------------------- runs
+
+def errors(*codes: int, **notes: str) -> dict[int | str, dict[str, Any]]:
+    """401, 403, 422 and ``codes``; ``notes``: ``s400="..."`` describes a status."""
+    described = {int(k[1:]): v for k, v in notes.items()}
+    return problem_responses(401, 403, 422, *codes, notes=described)
+
+
+def _run_collection_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
+    """``/v1/runs``: list the runs, launch one (JSON body or streamed NDJSON upload)."""
+
     @router.get(
         "/v1/runs",
         tags=["runs"],
@@ -319,47 +344,11 @@ def build_router(runtime: Any) -> APIRouter:
         key: Annotated[ApiKey, Depends(scope("runs:write"))],
         idempotency_key: IdemHeader = None,
     ) -> Any:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in NDJSON_TYPES:
-            return problem(
-                415,
-                "unsupported-media-type",
-                "send the recipients as application/x-ndjson",
-                field="content-type",
-            )
-        try:
-            spec_line, recipients, report = await upload.spool(request.stream())
-        except upload.UploadTooLarge as e:
-            return problem(413, "too-large", str(e), field=e.field)
-        try:
-            try:
-                spec = RunSpec.model_validate_json(spec_line)
-            except ValidationError as e:
-                raise RequestValidationError(
-                    [
-                        {**err, "loc": ("body", "spec", *err.get("loc", ()))}
-                        for err in e.errors(include_url=False, include_context=False)
-                    ]
-                ) from None
-            req = upload.UploadRequest(
-                campaign=spec.campaign,
-                template=spec.template,
-                audience={"kind": "list", "upload_sha256": report.sha256},
-                send_at=spec.send_at,
-                actor=apikeys.actor_of(key),
-                idempotency_key=_namespaced(key, idempotency_key, spec.idempotency_key),
-                recipients=recipients,  # type: ignore[arg-type]  # re-iterable spool
-                force=spec.force,
-            )
-            now = runtime.clock.now()
-            sample = upload.DRY_RUN_SAMPLE if report.accepted > upload.DRY_RUN_SAMPLE else None
-            sub = await run_in_threadpool(
-                _submit, lambda: submit_run(runtime.db, req, now=now, sample_limit=sample), req
-            )
-        finally:
-            recipients.discard()
-        response.status_code = 201 if sub.created else 200
-        return _created(sub, {**report.as_dict(), "dry_run_sample": sample})
+        return await _upload_run(runtime, request, response, key, idempotency_key)
+
+
+def _run_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
+    """``/v1/runs/{run_id}``: a run's progress and messages; pause, resume, cancel."""
 
     @router.get(
         "/v1/runs/{run_id:segment}",
@@ -467,7 +456,10 @@ def build_router(runtime: Any) -> APIRouter:
             responses=errors(404, 409),
         )
 
-    # ----------------------------------------------------------------------------- contacts
+
+def _contact_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
+    """``/v1/contacts/{phone}``: read, create or update a contact."""
+
     @router.get(
         "/v1/contacts/{phone}",
         tags=["contacts"],
@@ -516,7 +508,10 @@ def build_router(runtime: Any) -> APIRouter:
             response.status_code = 201 if created else 200
             return ContactOut(**contact_svc.contact_dict(c), created=created)
 
-    # ------------------------------------------------------------------------------ consent
+
+def _consent_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
+    """``/v1/consent``: record a grant or revocation; a contact's consent ledger."""
+
     @router.post(
         "/v1/consent",
         tags=["consent"],
@@ -575,7 +570,10 @@ def build_router(runtime: Any) -> APIRouter:
                 "events": list(ledger.export_rows(s, phone=contact.phone)),
             }
 
-    # ------------------------------------------------------------------------------ webhooks
+
+def _webhook_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
+    """``/v1/webhooks``: producers' event subscriptions and their delivery logs."""
+
     @router.post(
         "/v1/webhooks",
         tags=["webhooks"],
@@ -662,7 +660,53 @@ def build_router(runtime: Any) -> APIRouter:
                 s, key, subscription_id, cursor=reads.cursor_key(cursor, MAX_ID), limit=limit
             )
 
-    return router
+
+async def _upload_run(
+    runtime: Any, request: Request, response: Response, key: ApiKey, idempotency_key: str | None
+) -> Any:
+    """``POST /v1/runs:upload``: spool the NDJSON body, validate its first line as the run
+    spec, launch (in a thread) and answer the run with the upload's report."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in NDJSON_TYPES:
+        return problem(
+            415,
+            "unsupported-media-type",
+            "send the recipients as application/x-ndjson",
+            field="content-type",
+        )
+    try:
+        spec_line, recipients, report = await upload.spool(request.stream())
+    except upload.UploadTooLarge as e:
+        return problem(413, "too-large", str(e), field=e.field)
+    try:
+        try:
+            spec = RunSpec.model_validate_json(spec_line)
+        except ValidationError as e:
+            raise RequestValidationError(
+                [
+                    {**err, "loc": ("body", "spec", *err.get("loc", ()))}
+                    for err in e.errors(include_url=False, include_context=False)
+                ]
+            ) from None
+        req = upload.UploadRequest(
+            campaign=spec.campaign,
+            template=spec.template,
+            audience={"kind": "list", "upload_sha256": report.sha256},
+            send_at=spec.send_at,
+            actor=apikeys.actor_of(key),
+            idempotency_key=_namespaced(key, idempotency_key, spec.idempotency_key),
+            recipients=recipients,  # type: ignore[arg-type]  # re-iterable spool
+            force=spec.force,
+        )
+        now = runtime.clock.now()
+        sample = upload.DRY_RUN_SAMPLE if report.accepted > upload.DRY_RUN_SAMPLE else None
+        sub = await run_in_threadpool(
+            _submit, lambda: submit_run(runtime.db, req, now=now, sample_limit=sample), req
+        )
+    finally:
+        recipients.discard()
+    response.status_code = 201 if sub.created else 200
+    return _created(sub, {**report.as_dict(), "dry_run_sample": sample})
 
 
 def _upload_body() -> dict[str, Any]:

@@ -107,10 +107,6 @@ class QuietHoursPolicy:
                     return rule
         return None
 
-    @classmethod
-    def from_name(cls, name: str | None) -> QuietHoursPolicy:
-        return policy_from_name(name)
-
 
 _CUSTOM = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 

@@ -167,145 +167,165 @@ def lint_campaign(
     opt_in_msg = _text(reg, "opt_in_message", 20, 320, False, out)
     opt_out_msg = _text(reg, "opt_out_message", 20, 320, False, out)
     help_msg = _text(reg, "help_message", 20, 320, False, out)
-
-    usecase = reg.get("us_app_to_person_usecase")
-    if not usecase:
-        out.append(
-            Finding(
-                "missing_field",
-                "us_app_to_person_usecase",
-                ERROR,
-                "us_app_to_person_usecase is required",
-            )
-        )
-    elif not isinstance(usecase, str):
-        out.append(Finding("bad_type", "us_app_to_person_usecase", ERROR, "must be a string"))
-    else:
-        if usecase != usecase.upper() or usecase not in KNOWN_USECASES:
-            out.append(
-                Finding(
-                    "unknown_usecase",
-                    "us_app_to_person_usecase",
-                    WARNING,
-                    f"{usecase!r} is not a known Twilio use case code (21720)",
-                )
-            )
-        if is_conversational(usecase):
-            out.append(
-                Finding(
-                    "conversational_usecase",
-                    "us_app_to_person_usecase",
-                    WARNING,
-                    "automated or proactive sends on a conversational campaign are campaign drift",
-                )
-            )
+    out += _usecase_findings(reg.get("us_app_to_person_usecase"))
 
     has_links = _flag(reg, "has_embedded_links", True, out)
     has_phone = _flag(reg, "has_embedded_phone", True, out)
     age_gated = _flag(reg, "age_gated", False, out)
     direct_lending = _flag(reg, "direct_lending", False, out)
 
-    samples_raw = reg.get("message_samples")
-    samples: list[str] = []
-    if samples_raw is None:
+    samples = _samples(reg.get("message_samples"), out)
+    if samples:
+        out += _sample_findings(samples, brand, has_links, has_phone)
+
+    out += _content_rules(
+        {
+            "description": description,
+            "message_flow": flow,
+            "message_samples": "\n".join(samples),
+            "opt_in_message": opt_in_msg,
+            "opt_out_message": opt_out_msg,
+            "help_message": help_msg,
+        },
+        age_gated=age_gated,
+        direct_lending=direct_lending,
+    )
+    _keyword_rules(reg, out, opt_in_msg=opt_in_msg, opt_out_msg=opt_out_msg, help_msg=help_msg)
+    out += _message_rules(brand, opt_in_msg=opt_in_msg, opt_out_msg=opt_out_msg, help_msg=help_msg)
+    if flow and "privacy" not in flow.casefold():
         out.append(
-            Finding("missing_field", "message_samples", ERROR, "message_samples is required")
+            Finding(
+                "message_flow_privacy",
+                "message_flow",
+                WARNING,
+                "message_flow should link the privacy policy and terms",
+            )
         )
-    elif not isinstance(samples_raw, list) or not all(isinstance(s, str) for s in samples_raw):
-        out.append(Finding("bad_type", "message_samples", ERROR, "must be a list of strings"))
-    else:
-        samples = samples_raw
-        if not 2 <= len(samples) <= 5:
+    return out
+
+
+def _usecase_findings(usecase: Any) -> list[Finding]:
+    """The use case code: present, a string, a known code, not conversational."""
+    field = "us_app_to_person_usecase"
+    if not usecase:
+        return [Finding("missing_field", field, ERROR, f"{field} is required")]
+    if not isinstance(usecase, str):
+        return [Finding("bad_type", field, ERROR, "must be a string")]
+    out = []
+    if usecase != usecase.upper() or usecase not in KNOWN_USECASES:
+        out.append(
+            Finding(
+                "unknown_usecase",
+                field,
+                WARNING,
+                f"{usecase!r} is not a known Twilio use case code (21720)",
+            )
+        )
+    if is_conversational(usecase):
+        out.append(
+            Finding(
+                "conversational_usecase",
+                field,
+                WARNING,
+                "automated or proactive sends on a conversational campaign are campaign drift",
+            )
+        )
+    return out
+
+
+def _samples(raw: Any, out: list[Finding]) -> list[str]:
+    """``message_samples`` if it is a list of strings (else []), its count and lengths checked."""
+    field = "message_samples"
+    if raw is None:
+        out.append(Finding("missing_field", field, ERROR, f"{field} is required"))
+        return []
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        out.append(Finding("bad_type", field, ERROR, "must be a list of strings"))
+        return []
+    if not 2 <= len(raw) <= 5:
+        out.append(
+            Finding("sample_count", field, ERROR, f"{len(raw)} samples; 2 to 5 are required")
+        )
+    for i, s in enumerate(raw, 1):
+        if len(s) < 20:
+            out.append(
+                Finding("too_short", field, ERROR, f"sample {i} is {len(s)} characters; minimum 20")
+            )
+        elif len(s) > 1024:
             out.append(
                 Finding(
-                    "sample_count",
-                    "message_samples",
-                    ERROR,
-                    f"{len(samples)} samples; 2 to 5 are required",
+                    "too_long", field, ERROR, f"sample {i} is {len(s)} characters; maximum 1024"
                 )
             )
-        for i, s in enumerate(samples, 1):
-            if len(s) < 20:
-                out.append(
-                    Finding(
-                        "too_short",
-                        "message_samples",
-                        ERROR,
-                        f"sample {i} is {len(s)} characters; minimum 20",
-                    )
-                )
-            elif len(s) > 1024:
-                out.append(
-                    Finding(
-                        "too_long",
-                        "message_samples",
-                        ERROR,
-                        f"sample {i} is {len(s)} characters; maximum 1024",
-                    )
-                )
-        if samples:
-            if brand and not any(brand.casefold() in s.casefold() for s in samples):
-                out.append(
-                    Finding(
-                        "sample_missing_brand",
-                        "message_samples",
-                        ERROR,
-                        f"no sample names the brand {brand!r} (30893)",
-                    )
-                )
-            if not any(content.has_opt_out_language(s) for s in samples):
-                out.append(
-                    Finding(
-                        "sample_missing_opt_out",
-                        "message_samples",
-                        ERROR,
-                        "no sample carries opt-out language such as 'Reply STOP' (30893)",
-                    )
-                )
-            _declared(
-                out,
-                "has_embedded_links",
-                has_links,
-                [link for s in samples for link in content.find_links(s)],
-                "links",
-                "links",
-                "a link",
-            )
-            _declared(
-                out,
-                "has_embedded_phone",
-                has_phone,
-                [p for s in samples for p in content.find_phones(s)],
-                "phone",
-                "a phone number",
-                "the number",
-            )
-            for s in samples:
-                if content.NONSTANDARD_OPT_OUT_RE.search(s):
-                    out.append(
-                        Finding(
-                            "nonstandard_opt_out",
-                            "message_samples",
-                            ERROR,
-                            "opt-out must use a standard keyword such as STOP",
-                        )
-                    )
-                    break
+    return raw
 
-    # content rules over every free-text field
+
+def _sample_findings(
+    samples: list[str], brand: str | None, has_links: bool | None, has_phone: bool | None
+) -> list[Finding]:
+    """What the samples must show (30893): the brand, opt-out language with a standard keyword,
+    and links / phone numbers exactly when the registration declares them."""
+    field = "message_samples"
+    out: list[Finding] = []
+    if brand and not any(brand.casefold() in s.casefold() for s in samples):
+        out.append(
+            Finding(
+                "sample_missing_brand",
+                field,
+                ERROR,
+                f"no sample names the brand {brand!r} (30893)",
+            )
+        )
+    if not any(content.has_opt_out_language(s) for s in samples):
+        out.append(
+            Finding(
+                "sample_missing_opt_out",
+                field,
+                ERROR,
+                "no sample carries opt-out language such as 'Reply STOP' (30893)",
+            )
+        )
+    _declared(
+        out,
+        "has_embedded_links",
+        has_links,
+        [link for s in samples for link in content.find_links(s)],
+        "links",
+        "links",
+        "a link",
+    )
+    _declared(
+        out,
+        "has_embedded_phone",
+        has_phone,
+        [p for s in samples for p in content.find_phones(s)],
+        "phone",
+        "a phone number",
+        "the number",
+    )
+    if any(content.NONSTANDARD_OPT_OUT_RE.search(s) for s in samples):
+        out.append(
+            Finding(
+                "nonstandard_opt_out",
+                field,
+                ERROR,
+                "opt-out must use a standard keyword such as STOP",
+            )
+        )
+    return out
+
+
+def _content_rules(
+    texts: Mapping[str, str | None], *, age_gated: bool | None, direct_lending: bool | None
+) -> list[Finding]:
+    """Content rules over every free-text field (by field name), then the flags that content
+    requires: ``age_gated`` (30883) and ``direct_lending``."""
+    out: list[Finding] = []
     gated_hits = False
-    for name, text in (
-        ("description", description),
-        ("message_flow", flow),
-        ("message_samples", "\n".join(samples)),
-        ("opt_in_message", opt_in_msg),
-        ("opt_out_message", opt_out_msg),
-        ("help_message", help_msg),
-    ):
+    for name, text in texts.items():
         if not text:
             continue
-        for f in content_findings(text, name, bool(age_gated)):
-            out.append(f)
+        out += content_findings(text, name, bool(age_gated))
         if any(gate for _c, _l, gate in content.prohibited_categories(text)):
             gated_hits = True
     if age_gated is False and gated_hits:
@@ -317,7 +337,7 @@ def lint_campaign(
                 "alcohol / firearms / tobacco content needs age_gated=true (30883)",
             )
         )
-    lending_text = " ".join(t for t in (description, "\n".join(samples)) if t)
+    lending_text = " ".join(t for t in (texts["description"], texts["message_samples"]) if t)
     if direct_lending is not True and content.LENDING_RE.search(lending_text):
         out.append(
             Finding(
@@ -327,8 +347,19 @@ def lint_campaign(
                 "lending content: set direct_lending=true if the brand lends",
             )
         )
+    return out
 
-    # keywords and auto-responses
+
+def _keyword_rules(
+    reg: Mapping[str, Any],
+    out: list[Finding],
+    *,
+    opt_in_msg: str | None,
+    opt_out_msg: str | None,
+    help_msg: str | None,
+) -> None:
+    """The three keyword lists: well formed, disjoint, STOP among the opt-out ones, and each
+    list that is set has its auto-response message."""
     opt_in_kw = _keywords(reg, "opt_in_keywords", out)
     opt_out_kw = _keywords(reg, "opt_out_keywords", out)
     help_kw = _keywords(reg, "help_keywords", out)
@@ -363,6 +394,14 @@ def lint_campaign(
     ):
         if kw and not msg:
             out.append(Finding("missing_field", field, ERROR, f"{field} is required when {when}"))
+
+
+def _message_rules(
+    brand: str | None, *, opt_in_msg: str | None, opt_out_msg: str | None, help_msg: str | None
+) -> list[Finding]:
+    """What each auto-response message must say (the brand, HELP / STOP, a confirmation, a
+    support contact)."""
+    out: list[Finding] = []
     if opt_in_msg:
         out += _must_include(
             "opt_in_message",
@@ -412,15 +451,6 @@ def lint_campaign(
                 )
                 if not ok
             ],
-        )
-    if flow and "privacy" not in flow.casefold():
-        out.append(
-            Finding(
-                "message_flow_privacy",
-                "message_flow",
-                WARNING,
-                "message_flow should link the privacy policy and terms",
-            )
         )
     return out
 

@@ -50,10 +50,6 @@ class Segments(NamedTuple):
     characters: int
 
 
-def is_gsm7(text: str) -> bool:
-    return GSM7_CHARS.issuperset(text)
-
-
 def non_gsm7_characters(text: str) -> list[str]:
     """The distinct characters that force UCS-2, in order of appearance."""
     seen: dict[str, None] = {}
@@ -66,10 +62,6 @@ def non_gsm7_characters(text: str) -> list[str]:
 def utf16_units(text: str) -> int:
     """Length in UTF-16 code units (what UCS-2 segments carry; emoji count 2)."""
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
-
-
-def gsm7_septets(text: str) -> int:
-    return len(text) + sum(1 for ch in text if ch in GSM7_EXTENSION)
 
 
 def _pack(sizes: list[int], capacity: int) -> int:

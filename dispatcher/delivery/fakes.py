@@ -44,7 +44,7 @@ class _Sliding:
 
 
 class MemoryThrottle(Throttle):
-    """The reservation script of ``throttle/reserve.lua`` in Python, on in-process state: the
+    """The reservation script of ``dispatcher/lua/reserve.lua`` in Python, on in-process state: the
     same sliding log with future booking (every window containing a new slot is checked), the
     same calendar days, the same answers (times in whole milliseconds).  ``flush()`` forgets
     every booking and epoch, as a Redis restart does."""

@@ -132,8 +132,3 @@ def error(
     if outcome is Outcome.SENT:
         raise ValueError("a sent message is not an error")
     return ERRORS[outcome](message, code=code, status=status)
-
-
-def is_final_status(status: str) -> bool:
-    """Twilio statuses after which no further callback arrives."""
-    return status in {"delivered", "undelivered", "failed", "canceled", "read", "received"}

@@ -6,11 +6,11 @@ from dispatcher.sandbox.callbacks import (
     Callback,
     HttpCallbackSender,
     RecordingCallbackSender,
-    twilio_signature,
 )
 from dispatcher.sandbox.carrier import Sandbox
 from dispatcher.sandbox.config import Faults, SandboxConfig, Schedule, default_campaign
 from dispatcher.sandbox.inbound import inbound_params, post_inbound
+from dispatcher.signing import twilio_signature
 
 __all__ = [
     "AsgiCallbackSender",

@@ -92,13 +92,49 @@ def create_app(
     ``sandbox.start()`` itself since in-process transports run no lifespan."""
     sb = sandbox or Sandbox(config)
 
-    def authed(request: Request) -> None:
-        user, pw = _basic(request)
-        sb.check_auth(user, pw, request.path_params.get("account"))
-
-    async def messages(request: Request) -> Response:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if ticker:
+            sb.start()
         try:
-            authed(request)
+            yield
+        finally:
+            if ticker:
+                sb.stop()
+
+    app = Starlette(
+        routes=[*_TwilioApi(sb).routes(), *_AdminApi(sb).routes()],
+        lifespan=lifespan,
+        exception_handlers={DispatcherError: _on_input_error, HTTPException: _on_http_error},
+    )
+    app.state.sandbox = sb
+    return app
+
+
+class _TwilioApi:
+    """Twilio's paths the product calls (Messages, Usa2p campaigns), Basic-authenticated."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+
+    def routes(self) -> list[Route]:
+        acct = "/2010-04-01/Accounts/{account}"
+        usa2p = "/v1/Services/{service}/Compliance/Usa2p"
+        return [
+            Route(acct + "/Messages.json", self.messages, methods=["GET", "POST"]),
+            Route(acct + "/Messages/{sid}.json", self.message, methods=["GET", "POST", "DELETE"]),
+            Route(usa2p, self.usa2p_list, methods=["GET"]),
+            Route(usa2p + "/{sid}", self.usa2p_one, methods=["GET"]),
+        ]
+
+    def authed(self, request: Request) -> None:
+        user, pw = _basic(request)
+        self.sb.check_auth(user, pw, request.path_params.get("account"))
+
+    async def messages(self, request: Request) -> Response:
+        sb = self.sb
+        try:
+            self.authed(request)
             if request.method == "GET":
                 return _json(sb.list(request.query_params, request.url.path))
             result = sb.create(await _form(request))
@@ -112,26 +148,26 @@ def create_app(
             await asyncio.sleep(sb.config.faults.timeout_delay_s)
         return _json(result.message, 201)
 
-    async def message(request: Request) -> Response:
+    async def message(self, request: Request) -> Response:
         sid = request.path_params["sid"]
         try:
-            authed(request)
+            self.authed(request)
             if request.method == "GET":
-                return _json(sb.get(sid))
+                return _json(self.sb.get(sid))
             if request.method == "DELETE":
-                sb.delete(sid)
+                self.sb.delete(sid)
                 return Response(status_code=204)
-            return _json(sb.update(sid, await _form(request)))
+            return _json(self.sb.update(sid, await _form(request)))
         except ApiError as e:
             return _error(e)
 
-    async def usa2p_list(request: Request) -> Response:
+    async def usa2p_list(self, request: Request) -> Response:
         try:
-            authed(request)
+            self.authed(request)
         except ApiError as e:
             return _error(e)
         mg = request.path_params["service"]
-        items = sb.campaigns(mg)
+        items = self.sb.campaigns(mg)
         url = f"https://messaging.twilio.com/v1/Services/{mg}/Compliance/Usa2p"
         size = len(items) or 50
         return _json(
@@ -149,92 +185,80 @@ def create_app(
             }
         )
 
-    async def usa2p_one(request: Request) -> Response:
+    async def usa2p_one(self, request: Request) -> Response:
         try:
-            authed(request)
-            return _json(sb.campaign(request.path_params["service"], request.path_params["sid"]))
+            self.authed(request)
+            return _json(
+                self.sb.campaign(request.path_params["service"], request.path_params["sid"])
+            )
         except ApiError as e:
             return _error(e)
 
-    # -- admin --------------------------------------------------------------------------------
 
-    async def admin_health(request: Request) -> Response:
-        return _json({"ok": True, "messages": sb.message_count()})
+class _AdminApi:
+    """``/_sandbox/``: what tests, benchmarks and the CLI use to inspect and steer the carrier
+    (unauthenticated: the sandbox is a local test double)."""
 
-    async def admin_messages(request: Request) -> Response:
-        return _json({"messages": sb.records(), "stats": sb.stats.__dict__})
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
 
-    async def admin_config(request: Request) -> Response:
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_sandbox/health", self.health, methods=["GET"]),
+            Route("/_sandbox/messages", self.messages, methods=["GET"]),
+            Route("/_sandbox/config", self.config, methods=["GET", "POST"]),
+            Route("/_sandbox/faults", self.faults, methods=["POST"]),
+            Route("/_sandbox/reset", self.reset, methods=["POST"]),
+            Route("/_sandbox/tick", self.tick, methods=["POST"]),
+            Route("/_sandbox/inbound", self.inbound, methods=["POST"]),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        return _json({"ok": True, "messages": self.sb.message_count()})
+
+    async def messages(self, request: Request) -> Response:
+        return _json({"messages": self.sb.records(), "stats": self.sb.stats.__dict__})
+
+    async def config(self, request: Request) -> Response:
         if request.method == "POST":
-            cfg = sb.configure(await _json_body(request))
+            cfg = self.sb.configure(await _json_body(request))
             return _json(cfg.to_dict())
-        return _json(sb.config.to_dict())
+        return _json(self.sb.config.to_dict())
 
-    async def admin_faults(request: Request) -> Response:
-        f = sb.set_faults(await _json_body(request))
+    async def faults(self, request: Request) -> Response:
+        f = self.sb.set_faults(await _json_body(request))
         return _json(f.__dict__)
 
-    async def admin_reset(request: Request) -> Response:
-        sb.reset()
+    async def reset(self, request: Request) -> Response:
+        self.sb.reset()
         return _json({"ok": True})
 
-    async def admin_tick(request: Request) -> Response:
-        return _json({"applied": await asyncio.to_thread(sb.tick)})
+    async def tick(self, request: Request) -> Response:
+        return _json({"applied": await asyncio.to_thread(self.sb.tick)})
 
-    async def admin_inbound(request: Request) -> Response:
+    async def inbound(self, request: Request) -> Response:
         doc = await _json_body(request)
         frm, body = doc.get("from"), doc.get("body")
         if not isinstance(frm, str) or not isinstance(body, str):
             return _json({"error": "'from' and 'body' are required strings"}, 400)
         params = await asyncio.to_thread(
-            sb.inbound, frm, body, to=doc.get("to"), url=doc.get("url")
+            self.sb.inbound, frm, body, to=doc.get("to"), url=doc.get("url")
         )
         return _json(params)
 
-    async def on_input_error(request: Request, exc: Exception) -> Response:
-        return _json({"error": str(exc)}, 400)
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 500)
-        if status == 404:
-            return _json(
-                error_body(404, 20404, f"The requested resource {request.url.path} was not found"),
-                404,
-            )
-        return _json(error_body(status, 20000 + status, str(getattr(exc, "detail", ""))), status)
+async def _on_input_error(request: Request, exc: Exception) -> Response:
+    return _json({"error": str(exc)}, 400)
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if ticker:
-            sb.start()
-        try:
-            yield
-        finally:
-            if ticker:
-                sb.stop()
 
-    acct = "/2010-04-01/Accounts/{account}"
-    usa2p = "/v1/Services/{service}/Compliance/Usa2p"
-    routes = [
-        Route(acct + "/Messages.json", messages, methods=["GET", "POST"]),
-        Route(acct + "/Messages/{sid}.json", message, methods=["GET", "POST", "DELETE"]),
-        Route(usa2p, usa2p_list, methods=["GET"]),
-        Route(usa2p + "/{sid}", usa2p_one, methods=["GET"]),
-        Route("/_sandbox/health", admin_health, methods=["GET"]),
-        Route("/_sandbox/messages", admin_messages, methods=["GET"]),
-        Route("/_sandbox/config", admin_config, methods=["GET", "POST"]),
-        Route("/_sandbox/faults", admin_faults, methods=["POST"]),
-        Route("/_sandbox/reset", admin_reset, methods=["POST"]),
-        Route("/_sandbox/tick", admin_tick, methods=["POST"]),
-        Route("/_sandbox/inbound", admin_inbound, methods=["POST"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={DispatcherError: on_input_error, HTTPException: on_http_error},
-    )
-    app.state.sandbox = sb
-    return app
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        return _json(
+            error_body(404, 20404, f"The requested resource {request.url.path} was not found"),
+            404,
+        )
+    return _json(error_body(status, 20000 + status, str(getattr(exc, "detail", ""))), status)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -13,7 +13,6 @@ API_VERSION = "2010-04-01"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MG_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
-MSG_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 
 
 def rfc2822(ts: float) -> str:

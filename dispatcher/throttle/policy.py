@@ -58,7 +58,6 @@ ATT_CLASS_MPS: dict[str, float] = {
     "K": 75.0, "P": 40.0, "S": 150.0, "X": 75.0, "W": 0.25, "G": 1.0, "N": 1.0,
 }  # fmt: skip
 
-KINDS = ("campaign", "sender_mps", "tmobile_daily", "recipient", "campaign_recipient", "window")
 #: the kinds whose key depends on the recipient (every other bucket is the campaign's or brand's)
 RECIPIENT_KINDS = frozenset({"recipient", "campaign_recipient"})
 

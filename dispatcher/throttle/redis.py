@@ -14,8 +14,8 @@ booked cost already in it plus this cost stays ``<= N`` (checked exactly against
 full bucket spends N at once and then refills, letting up to 2N-1 through in one T-long interval;
 the log checks every window instead.  Each sliding bucket also keeps the total cost of its log in
 a companion key: while that total leaves room for the message, no window can overflow and the
-script books without reading the log (reserve.lua, "fast path"), so an uncongested bucket costs
-O(1) however many bookings its window holds.
+script books without reading the log (dispatcher/lua/reserve.lua, "fast path"), so an
+uncongested bucket costs O(1) however many bookings its window holds.
 
 **Never idle:** the earliest feasible slot is ``now`` or the right end ``e + L`` of a full stretch
 (``e`` a booked entry); the script tries exactly these candidates in order, so it books the first
@@ -58,13 +58,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import NoScriptError, RedisError
 
-from dispatcher import keys
+from dispatcher import keys, lua
 from dispatcher.clock import Clock
 from dispatcher.errors import InputError, ThrottleError
 from dispatcher.throttle.policy import Bucket
@@ -72,47 +71,6 @@ from dispatcher.throttle.reservation import Reservation, SendStatus
 
 _TAG = re.compile(r"\{b:([^}]*)\}")
 CALENDAR_DAYS_AHEAD = 3
-
-RELEASE_LUA = """
--- KEYS[1] tombstone, KEYS[2] epoch, KEYS[2+j] bucket, KEYS[2+n+j] its cost sum; ARGV[1] ttl_ms,
--- ARGV[2] epoch, ARGV[3] n, per bucket (base 3+(j-1)*3): kind, member ('w') or 'f1,f2' fields
--- ('c'), cost
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-local n = tonumber(ARGV[3])
-for j = 1, n do
-  local base = 3 + (j - 1) * 3
-  local key = KEYS[2 + j]
-  if ARGV[base + 1] == 'w' then
-    if redis.call('ZREM', key, ARGV[base + 2]) == 1 then
-      local skey = KEYS[2 + n + j]
-      if redis.call('ZCARD', key) == 0 then
-        redis.call('DEL', skey)
-      elseif redis.call('EXISTS', skey) == 1 then
-        redis.call('DECRBY', skey, tonumber(ARGV[base + 3]))
-      end
-    end
-  else
-    for f in string.gmatch(ARGV[base + 2], '[^,]+') do
-      local v = redis.call('HINCRBY', key, f, -tonumber(ARGV[base + 3]))
-      if v <= 0 then redis.call('HDEL', key, f) end
-    end
-  end
-end
-return 1
-"""
-
-STATUS_LUA = """
--- KEYS[1] epoch; ARGV[1] epoch -> {same epoch 0/1, Redis TIME in ms}
-local tm = redis.call('TIME')
-local same = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then same = 1 end
-return {same, string.format('%d', tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000))}
-"""
-
-
-def _lua_source() -> str:
-    return resources.files("dispatcher.throttle").joinpath("reserve.lua").read_text("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +123,9 @@ class RedisThrottle:
     def __init__(self, redis_client: Any, clock: Clock | None = None) -> None:
         self._r = redis_client
         self._clock = clock
-        self._reserve = redis_client.register_script(_lua_source())
-        self._release = redis_client.register_script(RELEASE_LUA)
-        self._status = redis_client.register_script(STATUS_LUA)
+        self._reserve = lua.register(redis_client, "reserve")
+        self._release = lua.register(redis_client, "release")
+        self._status = lua.register(redis_client, "status")
         self._bounds_cache: dict[tuple[str, date, int], str] = {}
 
     # ------------------------------------------------------------------ helpers

@@ -20,11 +20,12 @@ from starlette.requests import Request
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
-    RequestValidator,
     add_port,
     get_signature_algorithm,
     remove_port,
 )
+
+from dispatcher.signing import twilio_validator
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def signature_matches(
     for a form body: the signature over the URL without or with the default port.  The variant
     equal to the URL as called is tried first and the other computed only on a mismatch (the
     validator always computes both).  ValueError for an unparsable port."""
-    validator = _validator(auth_token)
+    validator = twilio_validator(auth_token)
     for candidate in _url_variants(url):
         try:
             computed = validator.compute_signature(candidate, form, algorithm)
@@ -161,11 +162,6 @@ def signature_matches(
         if hmac.compare_digest(computed.encode(), signature.encode()):
             return True
     return False
-
-
-@lru_cache(maxsize=16)
-def _validator(auth_token: str) -> RequestValidator:
-    return RequestValidator(auth_token)
 
 
 @lru_cache(maxsize=256)

@@ -13,7 +13,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.throttle import Bucket, RedisThrottle
-from dispatcher.throttle.simulate import window_violations
+from tests.throttle_sim import window_violations
 from tests.unit.throttle.test_reserve import *  # noqa: F403  (same cases on real Redis)
 from tests.unit.throttle.test_reserve import T0
 

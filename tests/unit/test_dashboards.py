@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from dispatcher.metrics import series_names
+from tests.metric_series import series_names
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"

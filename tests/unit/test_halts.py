@@ -69,7 +69,8 @@ def test_keys_names_values_and_ttl(h, redis):
     e = h.epoch()
     h.signal(contacts=[7], runs=[8], campaigns=[9])
     names = [f"dispatcher:{{halt}}:{k}" for k in ("c:7", "r:8", "k:9")]
-    assert h.prefix == keys.halt_prefix() == "dispatcher:{halt}"
+    assert [h.contact_key(7), h.run_key(8), h.campaign_key(9)] == names
+    assert h.epoch_key == keys.halt_epoch_key() == "dispatcher:{halt}:epoch"
     assert [redis.get(n) for n in names] == [b"1" if isinstance(e[0], bytes) else "1"] * 3
     for n in names:
         assert 299_000 < redis.pttl(n) <= 300_000

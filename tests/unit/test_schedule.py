@@ -20,7 +20,7 @@ from dispatcher.compliance.quiet_hours import (
     policy_from_name,
     resolve,
 )
-from dispatcher.throttle.simulate import window_violations
+from tests.throttle_sim import window_violations
 
 NOON_ET = datetime(2026, 1, 5, 17, 0, tzinfo=UTC)
 

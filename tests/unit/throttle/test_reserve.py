@@ -16,7 +16,7 @@ from dispatcher import keys
 from dispatcher.clock import FakeClock
 from dispatcher.errors import InputError, ThrottleError
 from dispatcher.throttle import Bucket, RedisThrottle
-from dispatcher.throttle.simulate import simulate_backlog, window_violations
+from tests.throttle_sim import simulate_backlog, window_violations
 
 T0 = 1_767_625_200.0  # 2026-01-05 15:00 UTC
 

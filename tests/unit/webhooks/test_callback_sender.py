@@ -1,4 +1,4 @@
-"""The sandbox's HttpCallbackSender (keep-alive connections, dispatcher.sandbox.keepalive)
+"""The sandbox's HttpCallbackSender (keep-alive connections from urllib3's pool)
 against a stdlib HTTP/1.1 server: what arrives is a signed Twilio form POST, connections are
 reused, a connection the server closed is replaced, failures are counted and never raised."""
 
@@ -12,11 +12,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+import urllib3.connectionpool
 from twilio.request_validator import RequestValidator
 
 from dispatcher.models import OutboxMessage
 from dispatcher.sandbox.callbacks import AsgiCallbackSender, HttpCallbackSender, signed_callback
-from dispatcher.sandbox.keepalive import KeepAliveClient
 from tests.procs import wait_for
 from tests.unit.webhooks.conftest import BASE, build_world, make_client, status
 from tests.unit.webhooks.conftest import TOKEN as HOOK_TOKEN
@@ -160,19 +160,30 @@ def test_a_connection_the_server_closes_is_replaced(server, mode):
     assert len(stub.requests) == 8 and stub.connections == 8
 
 
-def test_a_stale_reused_connection_is_retried_once_on_a_fresh_one(server):
+def test_a_stale_reused_connection_is_retried_once_on_a_fresh_one(server, monkeypatch):
     stub, url = server
-    client = KeepAliveClient(timeout=5)
+    sender = HttpCallbackSender(workers=1)
     try:
-        assert client.post_form(url, params(1), {}).status_code == 200
-        [conn] = client._conns().values()
-        conn.idle_but_readable = lambda: False  # miss the close: the request itself fails
+        assert sender.post(signed_callback(TOKEN, url, params(1))) == 200
+        # miss the close before reuse: the request itself fails on the dead connection
+        monkeypatch.setattr(urllib3.connectionpool, "is_connection_dropped", lambda conn: False)
         stub.mode = "drop_idle"
-        assert client.post_form(url, params(2), {}).status_code == 200  # closes after
-        assert client.post_form(url, params(3), {}).status_code == 200
+        assert sender.post(signed_callback(TOKEN, url, params(2))) == 200  # closes after
+        assert sender.post(signed_callback(TOKEN, url, params(3))) == 200
     finally:
-        client.close()
-    assert client.connects == 2 and len(stub.requests) == 3
+        sender.close()
+    assert stub.connections == 2 and len(stub.requests) == 3
+
+
+def test_an_answer_is_not_retried(server):
+    stub, url = server
+    stub.mode = "error"
+    sender = HttpCallbackSender(workers=1)
+    try:
+        assert sender.post(signed_callback(TOKEN, url, params(1))) == 500
+    finally:
+        sender.close()
+    assert len(stub.requests) == 1
 
 
 def test_failures_are_counted_never_raised(server):
@@ -190,13 +201,16 @@ def test_failures_are_counted_never_raised(server):
 
 
 def test_header_injection_is_refused(server):
-    _, url = server
-    client = KeepAliveClient(timeout=5)
+    stub, url = server
+    sender = HttpCallbackSender(workers=1)
+    cb = signed_callback(TOKEN, url, params(1))
+    cb.headers["X-Evil"] = "a\r\nInjected: 1"
     try:
         with pytest.raises(ValueError):
-            client.post_form(url, params(1), {"X-Evil": "a\r\nInjected: 1"})
+            sender.post(cb)
     finally:
-        client.close()
+        sender.close()
+    assert stub.requests == []
 
 
 def test_embedded_asgi_sender_reaches_the_group_committed_route(sqlite_db, clock):

@@ -1,4 +1,4 @@
-"""Virtual-clock simulation of a dispatch pipeline over the throttle (tests and bench/throttle.py).
+"""Virtual-clock simulation of a dispatch pipeline over the throttle (tests, bench/throttle.py).
 
 Models the pipeline the throttle is designed for: every message is enqueued once (fan-out); a
 worker takes it, calls ``reserve(max_wait_s=H)``; a booked future slot -> re-enqueue with delay

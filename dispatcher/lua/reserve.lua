@@ -1,12 +1,20 @@
--- Atomic multi-bucket reservation (sliding log with future booking).  See throttle/redis.py.
--- KEYS[1] = brand epoch key; KEYS[1+j] = bucket j; KEYS[1+nb+j] = bucket j's running cost sum
--- ARGV[1] now_ms ('' -> Redis TIME)   ARGV[2] horizon_ms   ARGV[3] member prefix (reservation id)
--- ARGV[4] epoch candidate             ARGV[5] number of buckets
--- per bucket j, base = 5 + (j-1)*5: kind ('w' sliding | 'c' calendar), limit,
---   L_ms (w: period+grace; c: grace), cost, bounds (c: 'b1,b2,...' period starts in ms; w: '')
--- returns {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_n, binding}
--- binding: index j of the bucket that set the slot (the last to move it, or the one beyond the
--- calendar range); 0 when the slot is now (no limit held the message back)
+-- reserve.lua: book one message in every throttle bucket at the earliest slot they all allow,
+-- all or none (sliding log with future booking; the proof is in dispatcher/throttle/redis.py).
+-- Called by RedisThrottle.reserve / reserve_many.
+-- KEYS[1]        the brand's epoch (keys.throttle_epoch_key)
+-- KEYS[1+j]      bucket j (keys.bucket_key), j = 1..nb
+-- KEYS[1+nb+j]   bucket j's running cost sum (keys.throttle_sum_key)
+-- ARGV[1]        now_ms ('' -> Redis TIME)
+-- ARGV[2]        horizon_ms (latest slot accepted)
+-- ARGV[3]        member prefix (the reservation id)
+-- ARGV[4]        epoch candidate (set if the brand has none)
+-- ARGV[5]        nb, the number of buckets
+-- ARGV[5+(j-1)*5+1..5]  per bucket j: kind ('w' sliding | 'c' calendar), limit,
+--                L_ms (w: period+grace; c: grace), cost,
+--                bounds (c: 'b1,b2,...' period starts in ms; w: '')
+-- Returns        {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_nb, binding}
+--                binding: index j of the bucket that set the slot (the last to move it, or the
+--                one beyond the calendar range); 0 when the slot is now (no limit held it back)
 --
 -- Fast path: a sliding bucket keeps the total cost of its log in a companion key.  The log holds
 -- every booking that can still share a window with a new one, so when total + cost <= limit no
