@@ -37,6 +37,7 @@ from dispatcher.compliance.quiet_hours import (
     resolve,
 )
 from dispatcher.compliance.segments import segments
+from dispatcher.compliance.template_lint import lint_parts
 from dispatcher.errors import InputError, InvalidPhoneError
 
 
@@ -88,6 +89,10 @@ class OutgoingMessage:
     proactive: bool = True
     brand_name: str | None = None  # enables the brand-name check on first messages
     opt_out_language: str | None = None  # the campaign's own opt-out sentence, if any
+    #: the body as its template built it: literal, value, ..., literal (``"".join`` is ``body``);
+    #: the template's literal text is then linted once, only the values per message
+    #: (compliance/template_lint.py)
+    parts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +156,7 @@ def decide(
     if proactive and is_conversational(usecase):
         return Suppress(SuppressReason.CAMPAIGN_DRIFT, usecase)
 
-    findings = lint_body(
-        message.body,
+    rules = (
         bool(getattr(campaign, "has_embedded_links", False)),
         bool(getattr(campaign, "has_embedded_phone", False)),
         bool(getattr(campaign, "age_gated", False)),
@@ -161,6 +165,11 @@ def decide(
         message.first_message,
         proactive,
         message.opt_out_language,
+    )
+    findings = (
+        lint_body(message.body, *rules)
+        if message.parts is None
+        else lint_parts(message.parts, message.body, *rules)
     )
     for f in findings:
         if f.severity == "error":

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from dispatcher import compliance, ledger, outbox
 from dispatcher.clock import as_utc
+from dispatcher.compliance.template_lint import split_composed
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.errors import MessageTooLongError, NotFoundError
 from dispatcher.models import Brand, Campaign, Contact, Run
@@ -87,14 +88,14 @@ def evaluate(
     compose, decide.  ``history`` rows are (campaign_id, at, state, error_code) of this contact's
     recent outbox rows."""
     try:
-        rendered = tpl.render(contact_values(contact.name, contact.attributes, variables))
+        parts = tpl.render_parts(contact_values(contact.name, contact.attributes, variables))
     except MissingField:
         return GateResult(Verdict.SUPPRESS, "template_variable_missing")
     cutoff = now - timedelta(days=first_message_days)
     first = not any(c == campaign.id and at >= cutoff and st in HANDED for c, at, st, _ in history)
     try:
         text = compliance.compose(
-            rendered, brand_name=brand.name, opt_out_language=None, first_message=first
+            "".join(parts), brand_name=brand.name, opt_out_language=None, first_message=first
         )
     except MessageTooLongError:
         return GateResult(Verdict.SUPPRESS, "message_too_long")
@@ -108,7 +109,11 @@ def evaluate(
         suppressed_reason=bad,
     )
     msg = compliance.OutgoingMessage(
-        to=contact.phone, body=text, first_message=first, brand_name=brand.name
+        to=contact.phone,
+        body=text,
+        first_message=first,
+        brand_name=brand.name,
+        parts=split_composed(parts, text) if len(parts) > 1 else None,
     )
     d = compliance.decide(msg, state, campaign, now=now)
     if isinstance(d, compliance.Suppress):
