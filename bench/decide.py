@@ -99,7 +99,7 @@ def main() -> None:
         for i, (m, c, cp, n) in enumerate(distinct)
     ]
     night = [(m, c, camp, now - timedelta(hours=13)) for m, c, camp, _ in same]
-    for m, c, cp, n in same[:20] + night[:20] + distinct[:20]:  # warm the caches (the plan)
+    for m, c, cp, n in same[:20] + night[:20] + distinct[:300]:  # warm the caches (the plan)
         decide(m, c, cp, now=n)
     ceiling = rate(trivial, same, seconds)
     print(f"load average (1, 5, 15 min)    : {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -190,6 +190,12 @@ def literal_facts(literals: tuple[str, ...]) -> BodyFacts | None:
     return None if got is None else got.facts
 
 
+#: messages of a template linted whole before its plan is built (a dry run's few dozen
+#: representatives never pay for the plan; a run's workers do, once)
+WARM = 200
+_seen: dict[tuple[str, ...], int] = {}
+
+
 def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
     """``parts`` (literal, value, ..., literal) of a rendered body, refitted to ``text``, the
     body ``compose()`` made of it (a brand prefix, an opt-out sentence, stripped ends); None when
@@ -225,7 +231,15 @@ def lint_parts(
     opt_out_language: str | None,
 ) -> tuple[Finding, ...]:
     """``lint_body(body, ...)``, computed from ``parts`` (``"".join(parts) == body``)."""
-    how = plan(parts[0::2]) if len(parts) % 2 else None
+    literals = parts[0::2]
+    seen = _seen.get(literals, 0)
+    if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
+        _seen[literals] = seen + 1
+        if len(_seen) > 4096:
+            _seen.clear()
+        how = None
+    else:
+        how = plan(literals) if len(parts) % 2 else None
     if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
         scan_lower, phone = _value_scan()
         lowered = body.lower()

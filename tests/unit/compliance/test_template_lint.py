@@ -42,6 +42,12 @@ RULES = st.tuples(
 )
 
 
+@pytest.fixture(autouse=True)
+def _plan_at_once(monkeypatch):
+    """The plan from the first message (a process builds it after ``WARM`` of a template)."""
+    monkeypatch.setattr(template_lint, "WARM", 0)
+
+
 def _parts(literals: list[str], values: list[str]) -> tuple[str, ...]:
     out: list[str] = [literals[0]]
     for v, lit in zip(values, literals[1:], strict=True):
@@ -49,7 +55,11 @@ def _parts(literals: list[str], values: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(CHUNK, min_size=2, max_size=4), st.data(), RULES)
 def test_parts_lint_equals_whole_body_lint(literals, data, rules):
     values = data.draw(st.lists(VALUE, min_size=len(literals) - 1, max_size=len(literals) - 1))
@@ -58,7 +68,9 @@ def test_parts_lint_equals_whole_body_lint(literals, data, rules):
     assert template_lint.lint_parts(parts, body, *rules) == lint_body(body, *rules)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.sampled_from(
         [
@@ -164,3 +176,17 @@ def test_decide_with_parts_equals_decide_with_body():
 def test_split_composed_refits_the_parts(parts, text):
     got = template_lint.split_composed(parts, text)
     assert got is not None and "".join(got) == text and got[1::2] == parts[1::2]
+
+
+def test_a_template_seen_a_few_times_is_linted_whole(monkeypatch):
+    monkeypatch.setattr(template_lint, "WARM", 3)
+    monkeypatch.setattr(template_lint, "_seen", {})
+    built: list[tuple[str, ...]] = []
+    real = template_lint.plan
+    monkeypatch.setattr(template_lint, "plan", lambda lits: built.append(lits) or real(lits))
+    lits = ("Order ", " is on its way")
+    rules = (True, False, False, "ACCOUNT_NOTIFICATION", None, False, True, None)
+    for i in range(5):
+        parts = (lits[0], str(i), lits[1])
+        template_lint.lint_parts(parts, "".join(parts), *rules)
+    assert built == [lits, lits]  # the 4th and 5th message
