@@ -271,3 +271,6 @@ class Ready:
     booking: Reservation | None  # a slot booked earlier, carried by the queue message
     validity: int  # seconds the carrier may hold it (validity_period)
     digest: str  # the body's hash (the claim records it, the repetition metrics count it)
+    #: when the recipient's quiet hours begin (the gate's ``Send.valid_until``): no slot is
+    #: booked at or after it
+    valid_until: datetime | None = None
