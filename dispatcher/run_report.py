@@ -417,6 +417,8 @@ def _audience_rows(
     """The consented contacts of a scheduled run's audience, as rows due at ``start``, counted
     in SQL by what the model tells apart (``audience_groups``; the model's modules load with
     the first of them)."""
+    if run.audience.get("kind") not in ("all", "segment"):
+        return []  # a list whose every phone was rejected: ``staged`` is 0, nobody to plan
     groups = audience_groups(session, run.audience, campaign, granted_only=True)
     if not groups:
         return []

@@ -107,3 +107,20 @@ def test_schedule_of_a_large_running_run_counts_in_sql(pg_db, big):
     assert p["eta"] is not None and p["eta"] > NOW
     assert reads.statements < 40, reads.statements
     assert reads.rows < 2_000, reads.rows
+
+
+def test_a_scheduled_list_run_with_nobody_staged_has_an_empty_schedule(tmp_path):
+    """Every listed phone rejected: ``staged`` is 0, and the schedule of the scheduled run is
+    empty (not an 'all'/'segment' audience to count in SQL)."""
+    from datetime import timedelta
+
+    from tests.unit.pipeline.conftest import make_harness
+
+    with make_harness(tmp_path) as h:
+        later = h.clock.now() + timedelta(hours=1)
+        run_id = h.launch(
+            audience={"kind": "list"}, recipients=[{"phone": "12"}], send_at=later, fan_out=False
+        )
+        with h.db.session() as s:
+            p = run_report.progress(s, run_id, h.clock.now(), grace_s=2.0)
+        assert p["state"] == "scheduled" and p["schedule"]["rows"] == 0
