@@ -29,6 +29,7 @@ from dispatcher.csvrows import (
     parse_time,
     row_phone,
 )
+from dispatcher.dedupe import SeenPhones
 from dispatcher.errors import InputError, NotFoundError, UnknownTimeZoneError
 from dispatcher.models import Brand, Campaign, Contact
 from dispatcher.phones import normalize_phone
@@ -208,8 +209,7 @@ def import_csv(
     report = ImportReport(file=str(path))
     tz = ZoneInfo(default_tz)
     now = utcnow()
-    seen: set[str] = set()
-    with CsvRows(path) as rows:
+    with CsvRows(path) as rows, SeenPhones() as seen:  # duplicates on disk: flat memory
         has_consent = bool(
             {"consent_evidence", "evidence", "consent_url", "consented_at"} & set(rows.header)
         )
@@ -222,11 +222,10 @@ def import_csv(
                     report.rows += 1
                     try:
                         row = _parse_row(line, raw, has_consent, tz, now)
-                        if row.phone in seen:
+                        if not seen.add(row.phone):
                             raise RowReject(
                                 "duplicate", f"phone {row.phone} appears earlier in the file"
                             )
-                        seen.add(row.phone)
                         good.append(row)
                     except RowReject as r:
                         rejects.add(line, r.code, str(r), raw)

@@ -162,7 +162,7 @@ def audience_fields(session: Session, run: Run, fields: Iterable[str]) -> FieldS
         source = C
         where = aud.where_clause(run.audience)
     counts = [func.count()] + [
-        func.coalesce(func.sum(case((_has(f, staged), 1), else_=0)), 0) for f in names
+        func.coalesce(func.sum(case((has_value(f, staged), 1), else_=0)), 0) for f in names
     ]
     row = session.connection().execute(select(*counts).select_from(source).where(where)).one()
     total, holders = int(row[0]), {f: int(n) for f, n in zip(names, row[1:], strict=True)}
@@ -176,7 +176,7 @@ def _filled(value: ColumnElement[Any]) -> ColumnElement[bool]:
     return and_(value.is_not(None), value != "")
 
 
-def _has(name: str, staged: bool) -> ColumnElement[bool]:
+def has_value(name: str, staged: bool) -> ColumnElement[bool]:
     """SQL: this recipient has a value for ``[name]`` (see ``templates.contact_values``)."""
     attr = C.c.attributes[name].as_string()
     has = _filled(attr)

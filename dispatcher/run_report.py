@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlmodel import Session, col
 
 from dispatcher import audience as aud
 from dispatcher import ledger, outbox
 from dispatcher.clock import as_utc
-from dispatcher.models import Brand, Campaign, Contact, GuardEvent, Run
+from dispatcher.models import Brand, Campaign, ConsentEvent, Contact, GuardEvent, Run, pk
 from dispatcher.run_state import run_dict as run_dict  # part of this module's API
 from dispatcher.runs import (
     ACTIVE,
@@ -414,36 +416,44 @@ def run_schedule(
     t = OB
     c = Contact.__table__  # type: ignore[attr-defined]
     conn = session.connection()
-    # plain numbers from SQL (a datetime parsed per row cost more than the model itself)
-    q = (
-        select(
-            _epoch(t.c.due_at, conn.dialect.name),
-            t.c.enqueued_at.is_not(None) & (t.c.defer_reason == "throttle"),
-            t.c.segments,
-            t.c.to_phone,
-            c.c.time_zone,
-            c.c.state_code,
-        )
+    # counted in SQL by what the model tells apart (a row per outbox row cost 3.6 s at 200 000)
+    due = _epoch(t.c.due_at, conn.dialect.name).label("due")
+    carried = (t.c.enqueued_at.is_not(None) & (t.c.defer_reason == "throttle")).label("carried")
+    exchange = case(
+        (and_(func.length(t.c.to_phone) == 12, t.c.to_phone.like("+1%")),
+         func.substr(t.c.to_phone, 1, 8)),
+        else_=t.c.to_phone,
+    ).label("exchange")  # fmt: skip
+    sub = (
+        select(due, carried, t.c.segments, exchange, c.c.time_zone, c.c.state_code)
         .join(c, c.c.id == t.c.contact_id)
         .where(t.c.run_id == run.id, t.c.state == outbox.QUEUED)
-        .order_by(t.c.due_at, t.c.id)
+        .subquery()
     )
-    result = conn.execute(q)
-    first = result.fetchone()
-    if first is None:  # nothing left to plan: no model (nor its quiet-hours data) to load
+    keys = (sub.c.due, sub.c.carried, sub.c.segments, sub.c.exchange, sub.c.time_zone,
+            sub.c.state_code)  # fmt: skip
+    q = select(*keys, func.count()).group_by(*keys).order_by(sub.c.due)
+    counted = conn.execute(q).all()
+    if not counted:  # nothing left to plan: no model (nor its quiet-hours data) to load
         return schedule_doc(None, start)
     from dispatcher import schedule as sched
 
     default_segments = _run_segments(session, run, campaign)
     rows: list[sched.Row] = []
     group, row = grouper.group, sched.Row
-    for due, carried, segs, phone, tz, st in itertools.chain([first], result):
-        due_t = round(float(due), 3)
-        try:
-            g = group(phone, tz, st, segs or default_segments)
-        except Exception:  # noqa: BLE001 - a number the gate will suppress: not to schedule
-            continue
-        rows.append(row(due_t, g, bool(carried) and due_t > t_start))
+    for due_t, chunk in itertools.groupby(counted, key=lambda r: round(float(r[0]), 3)):
+        planned: Counter[tuple[int, bool]] = Counter()
+        for _, carried_, segs, ex, tz, st, n in chunk:
+            phone = ex + "0000" if len(ex) == 8 else ex
+            try:
+                g = group(phone, tz, st, segs or default_segments)
+            except Exception:  # noqa: BLE001 - a number the gate will suppress: not to schedule
+                continue
+            planned[(g, bool(carried_) and due_t > t_start)] += int(n)
+        index = list(planned)
+        for k in interleave({i: planned[key] for i, key in enumerate(index)}):
+            g, booked = index[k]
+            rows.append(row(due_t, g, booked))
     buckets_of = model_buckets(session, campaign, grace_s)
     load = model_load(session, campaign, buckets_of, now)
     plan = sched.plan(rows, grouper.groups, buckets_of, now=t_start, load=load)
@@ -460,33 +470,27 @@ def _epoch(column: Any, dialect: str) -> Any:
 def _audience_rows(
     session: Session, run: Run, campaign: Campaign, grouper: Grouper, start: float
 ) -> list[sched.Row]:
-    """The consented contacts of a scheduled run's audience, as rows due at ``start``
-    (grouped; the model's modules load with the first of them)."""
-    brand = session.get(Brand, campaign.brand_id)
-    segments: int | None = None
-    req = LaunchRequest(campaign=str(campaign.id), template=run.template, audience=run.audience)
-    rows: list[sched.Row] = []
-    groups: list[int] = []
-    for batch in _audience_batches(session, req, Counter()):
-        ids = [c.id for c, _ in batch if c.id is not None]
-        consent = ledger.statuses(session, ids, brand_id=campaign.brand_id, campaign_id=campaign.id)
-        for contact, variables in batch:
-            st = consent.get(contact.id) if contact.id else None
-            if st is None or not st.granted or st.opted_out:
-                continue
-            if segments is None:  # the message composed for the first of them
-                segments = _segments_for(run.template, contact, variables, brand)
-            try:
-                groups.append(
-                    grouper.group(contact.phone, contact.time_zone, contact.state_code, segments)
-                )
-            except Exception:  # noqa: BLE001 - a number the gate will suppress
-                continue
-    if groups:
-        from dispatcher.schedule import Row
+    """The consented contacts of a scheduled run's audience, as rows due at ``start``, counted
+    in SQL by what the model tells apart (``audience_groups``; the model's modules load with
+    the first of them)."""
+    if run.audience.get("kind") not in ("all", "segment"):
+        return []  # a list whose every phone was rejected: ``staged`` is 0, nobody to plan
+    groups = audience_groups(session, run.audience, campaign, granted_only=True)
+    if not groups:
+        return []
+    from dispatcher.schedule import Row
 
-        rows = [Row(start, g) for g in groups]
-    return rows
+    brand = session.get(Brand, campaign.brand_id)
+    firsts = _contacts(session, [min(g.first_id for g in groups)])
+    segments = _segments_for(run.template, next(iter(firsts.values()), None), None, brand)
+    planned: Counter[int] = Counter()
+    for g in groups:
+        phone = g.exchange + "0000" if len(g.exchange) == 8 else g.exchange
+        try:
+            planned[grouper.group(phone, g.time_zone, g.state_code, segments)] += g.count
+        except Exception:  # noqa: BLE001 - a number the gate will suppress
+            continue
+    return [Row(start, k) for k in interleave(planned)]
 
 
 def _run_segments(session: Session, run: Run, campaign: Campaign) -> int:
@@ -608,6 +612,8 @@ def dry_run(
     brand = get_brand(session, campaign.brand_id)
     send_at = as_utc(req.send_at) if req.send_at else now
     grace = _grace_default() if grace_s is None else grace_s
+    if req.audience.get("kind") in ("all", "segment"):
+        return _dry_run_counted(session, req, tpl, campaign, brand, send_at, grace)
     grouper = Grouper(campaign)
     rows: list[sched.Row] = []
     t_start = send_at.timestamp()
@@ -641,6 +647,20 @@ def dry_run(
     seg = compliance.segments(first_text) if first_text else None
     buckets_of = model_buckets(session, campaign, grace)
     plan = sched.plan(rows, grouper.groups, buckets_of, now=t_start)
+    return _dry_doc(campaign, total, rejected, outcome, pause, first_text, seg, plan, send_at)
+
+
+def _dry_doc(
+    campaign: Campaign,
+    total: int,
+    rejected: Counter[str],
+    outcome: Counter[str],
+    pause: str | None,
+    first_text: str | None,
+    seg: Any,
+    plan: sched.Plan,
+    send_at: datetime,
+) -> dict[str, Any]:
     doc = schedule_doc(plan, send_at)
     return {
         "campaign": campaign.sid,
@@ -663,6 +683,175 @@ def dry_run(
         "estimated_finish": doc["finish"] or send_at.replace(microsecond=0),
         "schedule": doc,
     }
+
+
+def _dry_run_counted(
+    session: Session,
+    req: LaunchRequest,
+    tpl: Any,
+    campaign: Campaign,
+    brand: Brand,
+    send_at: datetime,
+    grace: float,
+) -> dict[str, Any]:
+    """The dry run of an 'all' or 'segment' audience without a row per contact in Python: SQL
+    counts the audience by what the gates and the model tell apart (exchange, zone and state
+    columns, latest consent event, a template field missing), and the gates run once per such
+    group, on its first contact.  Exact for every reason that depends on those (consent, missing
+    fields, invalid numbers, quiet hours); a reason that depends on a contact's own values (a
+    lint finding or the length of a body its attributes fill) is the group's first contact's.
+    The model plans the groups' rows interleaved in proportion (the release order by id,
+    which SQL's counts do not keep)."""
+    from dispatcher import compliance
+    from dispatcher import schedule as sched
+    from dispatcher.delivery.gate import evaluate
+
+    groups = audience_groups(session, req.audience, campaign, tpl.fields)
+    firsts = _contacts(session, [g.first_id for g in groups])
+    grouper = Grouper(campaign)
+    outcome: Counter[str] = Counter()
+    planned: Counter[int] = Counter()
+    first_text: str | None = None
+    pause: str | None = None
+    total = 0
+    for g in sorted(groups, key=lambda g: g.first_id):
+        total += g.count
+        contact = firsts[g.first_id]
+        got = evaluate(tpl, None, contact, brand, campaign, g.consent, [], send_at)
+        if got.kind == "pause":
+            pause = got.reason
+            outcome["would_send"] += g.count
+        elif got.kind == "suppress":
+            outcome[f"suppressed:{got.reason}"] += g.count
+            continue
+        else:
+            key = "would_send" if got.kind == "send" else f"deferred:{got.reason}"
+            outcome[key] += g.count
+        if first_text is None and got.text and got.kind in ("send", "defer"):
+            first_text = got.text
+        segs = getattr(got.decision, "segments", None) or (
+            compliance.segments(got.text).count if got.text else 1
+        )
+        planned[grouper.group(contact.phone, contact.time_zone, contact.state_code, segs)] += (
+            g.count
+        )
+    t_start = send_at.timestamp()
+    rows = [sched.Row(t_start, k) for k in interleave(planned)]
+    seg = compliance.segments(first_text) if first_text else None
+    plan = sched.plan(rows, grouper.groups, model_buckets(session, campaign, grace), now=t_start)
+    return _dry_doc(campaign, total, Counter(), outcome, pause, first_text, seg, plan, send_at)
+
+
+# ------------------------------------------------------------------ audiences counted in SQL
+@dataclass(frozen=True, slots=True)
+class AudienceGroup:
+    """Contacts of an audience that the gates and the schedule model cannot tell apart."""
+
+    exchange: str  # ``+1NPANXX`` (the whole number outside the NANP)
+    time_zone: str | None
+    state_code: str | None
+    consent: ledger.ConsentStatus  # the latest event in scope (times not kept)
+    missing: bool  # a template field has no value
+    count: int
+    first_id: int
+
+
+def _latest_actions(campaign: Campaign) -> Any:
+    """SQL (a subquery of ``contact_id``, ``action``): each contact's latest consent event in
+    the campaign's scope (its own and its brand's brand-wide ones), as ``ledger.statuses``
+    reads them.  A window function over the events, joined once: a subquery per contact ran
+    for minutes on 200 000 contacts when the planner had no statistics yet."""
+    e = ConsentEvent.__table__  # type: ignore[attr-defined]
+    rank = (
+        func.row_number()
+        .over(partition_by=e.c.contact_id, order_by=(e.c.occurred_at.desc(), e.c.id.desc()))
+        .label("rank")
+    )
+    ranked = (
+        select(e.c.contact_id, e.c.action, rank)
+        .where(
+            e.c.brand_id == campaign.brand_id,
+            or_(e.c.campaign_id.is_(None), e.c.campaign_id == campaign.id),
+        )
+        .subquery()
+    )
+    return select(ranked.c.contact_id, ranked.c.action).where(ranked.c.rank == 1).subquery()
+
+
+_CONSENT = {
+    "grant": ledger.ConsentStatus(True, False, None, None),
+    "revoke": ledger.ConsentStatus(False, True, None, None),
+}
+
+
+def audience_groups(
+    session: Session,
+    audience: dict[str, Any],
+    campaign: Campaign,
+    fields: Iterable[str] = (),
+    *,
+    granted_only: bool = False,
+) -> list[AudienceGroup]:
+    """An 'all' or 'segment' audience counted in one statement, by exchange, zone and state
+    columns, latest consent action and whether a template field is missing."""
+    from dispatcher.launch import has_value
+
+    c = Contact.__table__  # type: ignore[attr-defined]
+    exchange = case(
+        (and_(func.length(c.c.phone) == 12, c.c.phone.like("+1%")), func.substr(c.c.phone, 1, 8)),
+        else_=c.c.phone,
+    ).label("exchange")
+    latest = _latest_actions(campaign)
+    names = sorted(set(fields))
+    missing = (
+        case((and_(*(has_value(f, False) for f in names)), False), else_=True)
+        if names
+        else literal(False)
+    ).label("missing")
+    inner = (
+        select(
+            exchange,
+            c.c.time_zone,
+            c.c.state_code,
+            latest.c.action,
+            missing,
+            c.c.id.label("id"),
+        )
+        .select_from(c.outerjoin(latest, latest.c.contact_id == c.c.id))
+        .where(aud.where_clause(audience))
+    )
+    sub = inner.subquery()
+    q = select(
+        sub.c.exchange,
+        sub.c.time_zone,
+        sub.c.state_code,
+        sub.c.action,
+        sub.c.missing,
+        func.count(),
+        func.min(sub.c.id),
+    ).group_by(sub.c.exchange, sub.c.time_zone, sub.c.state_code, sub.c.action, sub.c.missing)
+    if granted_only:
+        q = q.where(sub.c.action == "grant")
+    return [
+        AudienceGroup(ex, tz, st, _CONSENT.get(a, ledger.NO_CONSENT), bool(m), int(n), int(first))
+        for ex, tz, st, a, m, n, first in session.connection().execute(q)
+    ]
+
+
+def _contacts(session: Session, ids: list[int]) -> dict[int, Contact]:
+    out: dict[int, Contact] = {}
+    for i in range(0, len(ids), STAGE_BATCH):
+        chunk = ids[i : i + STAGE_BATCH]
+        for contact in session.scalars(select(Contact).where(col(Contact.id).in_(chunk))):
+            out[pk(contact)] = contact
+    return out
+
+
+def interleave(counts: dict[int, int]) -> list[int]:
+    """Group ``k`` repeated ``counts[k]`` times, the groups spread evenly (as rows of groups
+    spread over the ids come in id order)."""
+    keyed = sorted(((j + 0.5) / n, k) for k, n in counts.items() for j in range(n))
+    return [k for _, k in keyed]
 
 
 def _audience_batches(session: Session, req: LaunchRequest, rejected: Counter[str]):  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from sqlmodel import Session, col
 from dispatcher import audience as aud
 from dispatcher import hooks, outbox
 from dispatcher.clock import as_utc
+from dispatcher.dedupe import SeenPhones
 from dispatcher.errors import ConflictError, InputError, NotFoundError
 from dispatcher.models import Campaign, Contact, GuardEvent, OutboxMessage, Run, pk
 from dispatcher.run_state import ACTIVE as ACTIVE  # the run states: part of this module's API
@@ -170,7 +171,6 @@ def _stage(
 ) -> dict[str, Any]:
     """Write the outbox rows of a recipient list in batches (streamed for CSV files)."""
     rejected: Counter[str] = Counter()
-    seen: set[str] = set()
     staged = 0
     batch: list[tuple[str, dict[str, Any]]] = []
 
@@ -215,17 +215,17 @@ def _stage(
         batch.clear()
         return n
 
-    for e164, _why, variables in recipient_list(req):
-        if e164 is None:
-            rejected["invalid_phone"] += 1
-            continue
-        if e164 in seen:
-            rejected["duplicate"] += 1
-            continue
-        seen.add(e164)
-        batch.append((e164, variables))
-        if len(batch) >= STAGE_BATCH:
-            staged += flush()
+    with SeenPhones() as seen:  # on disk: a CSV of any size stages in flat memory
+        for e164, _why, variables in recipient_list(req):
+            if e164 is None:
+                rejected["invalid_phone"] += 1
+                continue
+            if not seen.add(e164):
+                rejected["duplicate"] += 1
+                continue
+            batch.append((e164, variables))
+            if len(batch) >= STAGE_BATCH:
+                staged += flush()
     staged += flush()
     return {"staged": staged, "rejected": dict(rejected)}
 

@@ -43,16 +43,21 @@ class Template:
         return frozenset(t for f, t in self.parts if f)
 
     def render(self, values: dict[str, Any]) -> str:
-        out = []
+        return "".join(self.render_parts(values))
+
+    def render_parts(self, values: dict[str, Any]) -> tuple[str, ...]:
+        """The rendered body as literal, value, literal, ..., literal (``""`` between two
+        fields or at an edge): what ``compliance.OutgoingMessage.parts`` takes."""
+        out = [""]
         for is_field, text in self.parts:
             if is_field:
                 v = values.get(text)
                 if v is None or v == "":
                     raise MissingField(text)
-                out.append(str(v))
+                out += [str(v), ""]
             else:
-                out.append(text)
-        return "".join(out)
+                out[-1] += text
+        return tuple(out)
 
 
 class MissingField(KeyError):

@@ -10,9 +10,11 @@ The body is read chunk by chunk (``request.stream()``); each recipient line is c
 object, phone normalised to E.164, variables flat with [field] names, no duplicate) and the good
 ones are appended, normalised, to a temporary spool file.  Rejected lines go to a report (line
 number, reason, detail) as the CLI import does; they do not fail the upload.  Memory holds one
-chunk, the set of phones seen (for duplicates) and the first :data:`MAX_LISTED_REJECTS` rejects —
-never the body.  The spool is then staged into the outbox by :func:`dispatcher.launch.submit_run`
-(kind ``list``) in batches, inside the request's one transaction, and deleted.
+chunk and the first :data:`MAX_LISTED_REJECTS` rejects — never the body; the phones seen (for
+duplicates) are in a temporary SQLite table keyed by phone (``dedupe.SeenPhones``), so memory
+stays flat for any size.  The spool is then staged into the outbox by
+:func:`dispatcher.launch.submit_run` (kind ``list``) in batches, inside the request's one
+transaction, and deleted.
 
 Idempotency: the run's fingerprint covers the spec and the SHA-256 of the accepted recipients, so
 re-sending the same upload with the same key returns the same run.
@@ -30,6 +32,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.dedupe import SeenPhones
 from dispatcher.errors import InputError
 from dispatcher.phones import try_normalize
 from dispatcher.runs import LaunchRequest
@@ -140,7 +143,7 @@ async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes 
         yield n, (None if skipping else buf)
 
 
-def _check_row(raw: bytes, seen: set[str]) -> tuple[str, dict[str, Any]]:
+def _check_row(raw: bytes, seen: SeenPhones) -> tuple[str, dict[str, Any]]:
     """(e164, variables) or raises _Reject."""
     try:
         doc = json.loads(raw)
@@ -167,9 +170,8 @@ def _check_row(raw: bytes, seen: set[str]) -> tuple[str, dict[str, Any]]:
             raise _Reject("bad_variables", f"variable {k!r} must be a string, number or boolean")
         if isinstance(v, str) and ("\x00" in v or len(v) > 2000):
             raise _Reject("bad_variables", f"variable {k!r} is too long or contains NUL")
-    if e164 in seen:
+    if not seen.add(e164):
         raise _Reject("duplicate", f"phone {e164[:-4]}**** appears earlier in the upload")
-    seen.add(e164)
     return e164, variables
 
 
@@ -185,11 +187,10 @@ async def spool(
     """Read an NDJSON upload: (spec line, spooled accepted recipients, report)."""
     report = Report()
     digest = hashlib.sha256()
-    seen: set[str] = set()
     spec: bytes | None = None
     fd, path = tempfile.mkstemp(prefix="dispatcher-upload-", suffix=".ndjson", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with os.fdopen(fd, "w", encoding="utf-8") as out, SeenPhones(directory) as seen:
             async for n, raw in lines(chunks):
                 if raw is not None and not raw.strip():
                     continue

@@ -443,10 +443,6 @@ def link_host(link: str) -> str:
     return m.group(1).lower().rstrip(".") if m else ""
 
 
-def shortener_links(text: str) -> list[str]:
-    return [link for link in find_links(text) if link_host(link) in URL_SHORTENER_DOMAINS]
-
-
 def find_phones(text: str) -> list[str]:
     return [m.group(0) for m in PHONE_RE.finditer(text)]
 

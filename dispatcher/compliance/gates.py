@@ -44,6 +44,7 @@ from dispatcher.compliance.quiet_hours import (
     resolve,
 )
 from dispatcher.compliance.segments import segments
+from dispatcher.compliance.template_lint import lint_parts
 from dispatcher.errors import InputError, InvalidPhoneError
 
 
@@ -114,6 +115,10 @@ class OutgoingMessage:
     proactive: bool = True
     brand_name: str | None = None  # enables the brand-name check on first messages
     opt_out_language: str | None = None  # the campaign's own opt-out sentence, if any
+    #: the body as its template built it: literal, value, ..., literal (``"".join`` is ``body``);
+    #: the template's literal text is then linted once, only the values per message
+    #: (compliance/template_lint.py)
+    parts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +211,7 @@ def decide_message(
         raise InputError("now must be timezone-aware (UTC)", field="now")
     usecase = str(getattr(campaign, "us_app_to_person_usecase", "") or "")
     proactive = message.proactive
-    findings = lint_body(
-        message.body,
+    rules = (
         bool(getattr(campaign, "has_embedded_links", False)),
         bool(getattr(campaign, "has_embedded_phone", False)),
         bool(getattr(campaign, "age_gated", False)),
@@ -216,6 +220,11 @@ def decide_message(
         message.first_message,
         proactive,
         message.opt_out_language,
+    )
+    findings = (
+        lint_body(message.body, *rules)
+        if message.parts is None
+        else lint_parts(message.parts, message.body, *rules)
     )
     for f in findings:
         if f.severity == "error":

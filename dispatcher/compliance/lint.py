@@ -11,6 +11,8 @@ registration rules.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -41,8 +43,13 @@ def content_findings(text: str, field: str, age_gated: bool) -> list[Finding]:
     A category found only once the text is normalised (evasion.py) is reported as prohibited content
     and, with the trick that hid it, as ``filter_evasion``; an invisible character or mixed scripts
     inside a word is ``filter_evasion`` whatever the word means (seed 003; compliance.md §2.4)."""
+    return _content_findings(content.scan(text), content.find_links(text), field, age_gated)
+
+
+def _content_findings(
+    found: content.ContentScan, links: Sequence[str], field: str, age_gated: bool
+) -> list[Finding]:
     out: list[Finding] = []
-    found = content.scan(text)
     for cat in found.categories:
         hidden = found.hidden.get(cat.key)
         how = f" (written with {hidden})" if hidden else ""
@@ -77,7 +84,9 @@ def content_findings(text: str, field: str, age_gated: bool) -> list[Finding]:
                 "content designed to evade filters is forbidden (seed 003): " + "; ".join(tricks),
             )
         )
-    shorteners = content.shortener_links(text)
+    shorteners = [
+        link for link in links if content.link_host(link) in content.URL_SHORTENER_DOMAINS
+    ]
     if shorteners:
         out.append(
             Finding(
@@ -89,6 +98,30 @@ def content_findings(text: str, field: str, age_gated: bool) -> list[Finding]:
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFacts:
+    """What the pattern scans of content.py find in a body: everything the message rules need
+    besides the body's length, encoding and the brand / opt-out sentence substrings.
+    ``template_lint`` derives them from a template's literal text when a value cannot change
+    them."""
+
+    scan: content.ContentScan
+    links: tuple[str, ...]
+    phone: bool
+    nonstandard_opt_out: bool
+    opt_out_language: bool  # a standard "Reply STOP" instruction
+
+
+def body_facts(body: str) -> BodyFacts:
+    return BodyFacts(
+        content.scan(body),
+        tuple(content.find_links(body)),
+        content.PHONE_RE.search(body) is not None,
+        content.NONSTANDARD_OPT_OUT_RE.search(body) is not None,
+        content.OPT_OUT_LANGUAGE_RE.search(body) is not None,
+    )
 
 
 @lru_cache(maxsize=16384)
@@ -103,6 +136,33 @@ def lint_body(
     proactive: bool,
     opt_out_language: str | None,
 ) -> tuple[Finding, ...]:
+    return lint_with_facts(
+        body,
+        body_facts(body),
+        has_links,
+        has_phone,
+        age_gated,
+        usecase,
+        brand_name,
+        first_message,
+        proactive,
+        opt_out_language,
+    )
+
+
+def lint_with_facts(
+    body: str,
+    facts: BodyFacts,
+    has_links: bool,
+    has_phone: bool,
+    age_gated: bool,
+    usecase: str,
+    brand_name: str | None,
+    first_message: bool,
+    proactive: bool,
+    opt_out_language: str | None,
+) -> tuple[Finding, ...]:
+    """The message rules for ``body``, given its pattern scans ``facts``."""
     out: list[Finding] = []
     if not body.strip():
         return (Finding("body_empty", "body", ERROR, "message body is empty"),)
@@ -125,8 +185,8 @@ def lint_body(
                 f"proactive send on a {usecase} campaign is campaign drift",
             )
         )
-    out.extend(content_findings(body, "body", age_gated))
-    if not has_links and content.find_links(body):
+    out.extend(_content_findings(facts.scan, facts.links, "body", age_gated))
+    if not has_links and facts.links:
         out.append(
             Finding(
                 "undeclared_link",
@@ -135,7 +195,7 @@ def lint_body(
                 "body has a link but the campaign has has_embedded_links=false",
             )
         )
-    if not has_phone and content.find_phones(body):
+    if not has_phone and facts.phone:
         out.append(
             Finding(
                 "undeclared_phone",
@@ -144,7 +204,7 @@ def lint_body(
                 "body has a phone number but the campaign has has_embedded_phone=false",
             )
         )
-    if content.NONSTANDARD_OPT_OUT_RE.search(body):
+    if facts.nonstandard_opt_out:
         out.append(
             Finding(
                 "nonstandard_opt_out",
@@ -164,7 +224,10 @@ def lint_body(
                 f"body does not name the brand {brand_name!r}{tail}",
             )
         )
-    if proactive and not content.has_opt_out_language(body, opt_out_language):
+    if proactive and not (
+        facts.opt_out_language
+        or (opt_out_language and opt_out_language.strip().casefold() in body.casefold())
+    ):
         out.append(
             Finding(
                 "missing_opt_out_language",

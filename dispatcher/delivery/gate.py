@@ -22,6 +22,7 @@ from sqlmodel import Session
 from dispatcher import compliance, ledger, outbox
 from dispatcher.clock import as_utc
 from dispatcher.compliance import SuppressReason as Reason
+from dispatcher.compliance.template_lint import split_composed
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.errors import MessageTooLongError
 from dispatcher.models import Brand, Campaign, Contact, Run
@@ -101,19 +102,23 @@ def evaluate(
     if refused is not None:
         return _refused(refused, None, False)
     try:
-        rendered = tpl.render(contact_values(contact.name, contact.attributes, variables))
+        parts = tpl.render_parts(contact_values(contact.name, contact.attributes, variables))
     except MissingField:
         return GateResult(Verdict.SUPPRESS, Reason.TEMPLATE_VARIABLE_MISSING.value)
     cutoff = now - timedelta(days=first_message_days)
     first = not any(c == campaign.id and at >= cutoff and st in HANDED for c, at, st, _ in history)
     try:
         text = compliance.compose(
-            rendered, brand_name=brand.name, opt_out_language=None, first_message=first
+            "".join(parts), brand_name=brand.name, opt_out_language=None, first_message=first
         )
     except MessageTooLongError:
         return GateResult(Verdict.SUPPRESS, Reason.MESSAGE_TOO_LONG.value)
     msg = compliance.OutgoingMessage(
-        to=contact.phone, body=text, first_message=first, brand_name=brand.name
+        to=contact.phone,
+        body=text,
+        first_message=first,
+        brand_name=brand.name,
+        parts=split_composed(parts, text) if len(parts) > 1 else None,
     )
     d = compliance.decide_message(msg, state, campaign, now=now)
     if isinstance(d, compliance.Suppress):
@@ -262,3 +267,6 @@ class Ready:
     booking: Reservation | None  # a slot booked earlier, carried by the queue message
     validity: int  # seconds the carrier may hold it (validity_period)
     digest: str  # the body's hash (the claim records it, the repetition metrics count it)
+    #: when the recipient's quiet hours begin (the gate's ``Send.valid_until``): no slot is
+    #: booked at or after it
+    valid_until: datetime | None = None

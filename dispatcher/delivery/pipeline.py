@@ -226,6 +226,7 @@ class Pipeline:
                 booking,
                 max(1, cap),
                 body_hash(g.text),
+                d.valid_until,
             )
         reason = g.reason or ""
         if g.kind is Verdict.PAUSE:

@@ -92,9 +92,9 @@ class Slots:
         if len(fresh) < 2:
             return {}
         asked = self.clock.time()
-        got = self.throttle.reserve_many(
-            [b for _, b in fresh], max_wait_s=self.config.book_horizon_s
-        )
+        now = self.clock.now()
+        horizon = min(self.max_wait_s(x, now) for x, _ in fresh)
+        got = self.throttle.reserve_many([b for _, b in fresh], max_wait_s=horizon)
         answered = self.clock.time()
         return {
             x.row_id: _Held(res, asked, answered) for (x, _), res in zip(fresh, got, strict=True)
@@ -118,12 +118,16 @@ class Slots:
             if st == "late":
                 self.release(x.booking)
         wait = None
+        horizon = self.max_wait_s(x, now)
         if held is not None:
             res, wait = held.reservation, held.wait_s(self.clock.time())
-            if wait is None:  # its send_by passed while the rows before it were sent
+            # its send_by passed while the rows before it were sent, or it lies beyond this
+            # row's quiet hours (booked for a batch whose rows have other windows)
+            if wait is None or (res.allowed and wait > horizon):
                 self.release(res)
+                wait = None
         if wait is None:
-            res = self.throttle.reserve(self._buckets(x), max_wait_s=self.config.book_horizon_s)
+            res = self.throttle.reserve(self._buckets(x), max_wait_s=horizon)
             wait = res.wait_s
         # "allowed" in the metric = could go at once; a booked future slot is a wait, counted
         # by the kind of the bucket that set it (which limit binds)
@@ -139,6 +143,16 @@ class Slots:
             self._later(conn, x.row_id, token, now, wait, res)
             return Result(Outcome.BOOKED)
         return res
+
+    def max_wait_s(self, x: Ready, now: datetime) -> float:
+        """How far ahead ``x`` may book: the horizon, and never into its recipient's quiet hours
+        (the gate's ``valid_until``): a row that cannot go before they begin waits in the
+        outbox, where the gate defers it to their end, instead of holding a slot it cannot
+        use."""
+        horizon = self.config.book_horizon_s
+        if x.valid_until is not None:
+            horizon = min(horizon, (x.valid_until - now).total_seconds())
+        return max(0.0, horizon)
 
     def release(self, booking: Reservation | None) -> None:
         """Give a slot back (its row was not sent); a failure only costs throughput."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,22 @@ def test_a_pause_that_rolled_back_costs_a_database_check_and_the_rows_still_go(
     world.p.halt_check.verify = lambda x, t: checked.append(x.row_id) or verify(x, t)  # type: ignore[method-assign]
     assert world.p.deliver_many(ids) == {i: "sent" for i in ids}
     assert checked == ids
+
+
+def test_a_slot_is_never_booked_inside_the_recipients_quiet_hours(world: World) -> None:
+    """20:50 in New York, one message per 30 min: the second row's next slot (21:20) is in its
+    quiet hours (21:00-08:00).  It is not booked there: the row waits in the outbox, and at
+    its due time the gate defers it to 08:00."""
+    world.h.set_campaign(window_limit=1, window_seconds=1800, quiet_hours_policy="strictest")
+    world.h.clock.set(datetime(2026, 1, 6, 1, 50, tzinfo=UTC))  # 20:50 EST
+    ids = world.launch(2)
+    out = world.p.deliver_many(ids)
+    assert [out[i] for i in ids] == ["sent", "throttled"]
+    assert world.h.queued == []  # no delayed message carries a slot into quiet hours
+    row = world.h.row(ids[1])
+    assert row.state == outbox.QUEUED and row.defer_reason == "throttle"
+    world.h.clock.set(row.due_at.replace(tzinfo=UTC))
+    assert world.p.deliver(ids[1]) == "deferred:quiet_hours"
+    opens = world.h.row(ids[1]).due_at.replace(tzinfo=UTC)
+    assert opens == datetime(2026, 1, 6, 13, 0, tzinfo=UTC)  # 08:00 EST
+    assert len(world.gateway.messages) == 1

@@ -1,0 +1,275 @@
+"""Lint a personalised body from its template: the literal text once, the values per message.
+
+A body built from a template is ``parts``: literal, value, literal, ..., literal (``"".join``
+is the body).  Every message rule is a pattern scan (content.py: prohibited terms, links, phone
+numbers, opt-out wording, and evasion.py's hint of normalisable tricks) or a plain function of the
+whole body (length, segments, the brand name and the campaign's own opt-out sentence as
+substrings: computed per message, they cost little).  The scans are what cost, and they are
+derived here without scanning the literal text again:
+
+1. **Once per template** (``literal_facts``, cached by the literals): for every pattern, no
+   match may start in a literal and run into a value, start in a value and end in a literal, or
+   span a literal from one value to the next (boundary.py proves it from the pattern's prefix,
+   suffix and infix languages).  The literals' own matches are then the body's, provided they do
+   not depend on the one character of context their lookarounds read next to a value: they are
+   computed with every class of context character (a letter, a capital, a digit, ``_``, ``/``,
+   punctuation, a space) and must agree.  A template that fails either test is linted whole.
+2. **Per message** (``lint_parts``): one scan of each value's span (with its neighbours as
+   context) by the union of the patterns.  No match there means the body's matches are the
+   literals' (1.), and the findings are assembled from those facts exactly as ``lint_body``
+   assembles them from its own scans.  A match in a value (a link, a phone number, a term, an
+   evasion hint) sends that message through ``lint_body``.
+
+Only ASCII bodies take this path (normalising a non-ASCII body changes its length and joins
+characters across parts); the others are linted whole.  A hypothesis test checks the result
+against ``lint_body`` over random templates and values
+(tests/unit/compliance/test_template_lint.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from itertools import accumulate
+
+from dispatcher.compliance import boundary, content, evasion
+from dispatcher.compliance.findings import Finding
+from dispatcher.compliance.lint import BodyFacts, lint_body, lint_with_facts
+
+#: context characters standing for every class the patterns' lookarounds tell apart
+_CONTEXT = ("a", "A", "0", "_", "/", "#", " ", "-", ".", "$", "+", "(")
+
+
+@cache
+def _patterns() -> tuple[tuple[re.Pattern[str], bool], ...]:
+    """Every pattern the message rules scan, and whether it reads the lower-cased body."""
+    combined, _ = content._tables(False)
+    return (
+        (combined, True),
+        (evasion._HINT_RE, True),
+        (content.LINK_RE, False),
+        (content.PHONE_RE, False),
+        (content.OPT_OUT_LANGUAGE_RE, False),
+        (content.NONSTANDARD_OPT_OUT_RE, False),
+    )
+
+
+@cache
+def _value_scan() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(patterns read on the lower-cased body as one, the case-sensitive phone pattern).  The
+    case-insensitive patterns have no capital letter, so on a lower-cased body they need no
+    ``(?i)`` (which costs several times more)."""
+    lower = []
+    for rx, _ in _patterns():
+        if rx is content.PHONE_RE:
+            continue
+        src = rx.pattern.removeprefix("(?i)")
+        assert src == src.lower() or rx.pattern == src, rx.pattern
+        lower.append(f"(?:{src})")
+    return re.compile("|".join(lower)), content.PHONE_RE
+
+
+def _joined(literals: tuple[str, ...]) -> tuple[bool, ...]:
+    """For each literal, whether some pattern's match may cross one of its edges (start in it
+    and run into the next value, end in it having started in the previous one, or span it from
+    value to value): such a literal is scanned with its values."""
+    last = len(literals) - 1
+    out = []
+    for k, lit in enumerate(literals):
+        crossed = False
+        for rx, lowered in _patterns():
+            edges = boundary.edges(rx.pattern, rx.flags)
+            text = lit.lower() if lowered else lit
+            if (
+                (k < last and edges.open_before_value(text))
+                or (k > 0 and edges.open_after_value(text))
+                or (0 < k < last and edges.spans(text))
+            ):
+                crossed = True
+                break
+        out.append(crossed)
+    return tuple(out)
+
+
+_Local = tuple[frozenset[str], tuple[str, ...], bool, bool, bool, bool]
+
+
+def _local(lit: str, left: str, right: str) -> _Local | None:
+    """The matches inside ``lit`` between context characters ``left`` and ``right`` (``""``: the
+    body's edge): (categories, links, phone, nonstandard opt-out, opt-out language, evasion hint);
+    None if a match runs into the context."""
+    s = left + lit + right
+    low = s.lower()
+    lo, hi = len(left), len(left) + len(lit)
+
+    def inside(rx: re.Pattern[str], text: str) -> list[re.Match[str]] | None:
+        got = [m for m in rx.finditer(text, lo) if m.start() < hi]
+        return None if any(m.end() > hi for m in got) else got
+
+    cats: set[str] = set()
+    for cat, rx in zip(content.CATEGORIES, content._tables(False)[1], strict=True):
+        got = inside(rx, low)
+        if got is None:
+            return None
+        if got:
+            cats.add(cat.key)
+    scans = [inside(rx, s) for rx in (content.LINK_RE, content.PHONE_RE)]
+    scans += [inside(rx, s) for rx in (content.NONSTANDARD_OPT_OUT_RE, content.OPT_OUT_LANGUAGE_RE)]
+    hint = inside(evasion._HINT_RE, low)
+    if hint is None or any(g is None for g in scans):
+        return None
+    links, phones, nonstd, opt = scans
+    return (
+        frozenset(cats),
+        tuple(m.group(0).rstrip(".,;:!?)]") for m in links or ()),
+        bool(phones),
+        bool(nonstd),
+        bool(opt),
+        bool(hint),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A template's scan facts for every message whose scans of ``windows`` find nothing.
+    ``windows``: ranges of parts, first and last inclusive (a value, with the literals next to
+    it that a match may cross)."""
+
+    facts: BodyFacts
+    windows: tuple[tuple[int, int], ...]
+
+
+@lru_cache(maxsize=256)
+def plan(literals: tuple[str, ...]) -> Plan | None:
+    """How to lint bodies made of ``literals`` and values; None when the literals alone decide
+    nothing (a lookaround of theirs reads a value, one needs the evasion normalisation, or the
+    text is not ASCII)."""
+    if len(literals) < 2 or not all(lit.isascii() for lit in literals):
+        return None
+    joined = _joined(literals)
+    last = len(literals) - 1
+    cats: set[str] = set()
+    links: list[str] = []
+    phone = nonstd = opt = False
+    for k, lit in enumerate(literals):
+        if joined[k]:
+            continue  # scanned with its values: a match in it sends the message to lint_body
+        seen: set[_Local | None] = {
+            _local(lit, left, right)
+            for left in (_CONTEXT if k > 0 else ("",))
+            for right in (_CONTEXT if k < last else ("",))
+        }
+        if len(seen) != 1:
+            return None
+        got = seen.pop()
+        if got is None or got[5]:
+            return None
+        cats |= got[0]
+        links.extend(got[1])
+        phone, nonstd, opt = phone or got[2], nonstd or got[3], opt or got[4]
+    found = tuple(c for c in content.CATEGORIES if c.key in cats)
+    scan = content.ContentScan(found, {}, ()) if found else content._CLEAN
+    windows: list[tuple[int, int]] = []
+    for i in range(1, len(literals)):
+        a, b = 2 * i - 1, 2 * i - 1  # the value's part index
+        if joined[i - 1]:
+            a -= 1
+        if joined[i]:
+            b += 1
+        if windows and windows[-1][1] >= a:
+            windows[-1] = (windows[-1][0], b)
+        else:
+            windows.append((a, b))
+    return Plan(BodyFacts(scan, tuple(links), phone, nonstd, opt), tuple(windows))
+
+
+def literal_facts(literals: tuple[str, ...]) -> BodyFacts | None:
+    got = plan(literals)
+    return None if got is None else got.facts
+
+
+#: messages of a template linted whole before its plan is built (a dry run's few dozen
+#: representatives never pay for the plan; a run's workers do, once)
+WARM = 200
+_seen: dict[tuple[str, ...], int] = {}
+
+
+def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
+    """``parts`` (literal, value, ..., literal) of a rendered body, refitted to ``text``, the
+    body ``compose()`` made of it (a brand prefix, an opt-out sentence, stripped ends); None when
+    the refit would cut into a value."""
+    rendered = "".join(parts)
+    if text == rendered:
+        return tuple(parts)
+    first, last = parts[0], parts[-1]
+    for a in {0, len(rendered) - len(rendered.lstrip())}:
+        for b in {len(rendered), len(rendered.rstrip())}:
+            core = rendered[a:b]
+            at = text.find(core)
+            if at < 0 or a > len(first) or len(rendered) - b > len(last) or len(parts) < 3:
+                continue
+            head = text[:at] + first[a:]
+            tail = last[: len(last) - (len(rendered) - b)] + text[at + len(core) :]
+            out = (head, *parts[1:-1], tail)
+            if "".join(out) == text:
+                return out
+    return None
+
+
+def lint_parts(
+    parts: tuple[str, ...],
+    body: str,
+    has_links: bool,
+    has_phone: bool,
+    age_gated: bool,
+    usecase: str,
+    brand_name: str | None,
+    first_message: bool,
+    proactive: bool,
+    opt_out_language: str | None,
+) -> tuple[Finding, ...]:
+    """``lint_body(body, ...)``, computed from ``parts`` (``"".join(parts) == body``)."""
+    literals = parts[0::2]
+    seen = _seen.get(literals, 0)
+    if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
+        _seen[literals] = seen + 1
+        if len(_seen) > 4096:
+            _seen.clear()
+        how = None
+    else:
+        how = plan(literals) if len(parts) % 2 else None
+    if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
+        scan_lower, phone = _value_scan()
+        lowered = body.lower()
+        at = [0, *accumulate(map(len, parts))]
+        end = len(body)
+        for a, b in how.windows:
+            lo, hi = at[a], min(at[b + 1] + 1, end)
+            if scan_lower.search(lowered, lo, hi) or phone.search(body, lo, hi):
+                break
+        else:
+            return lint_with_facts(
+                body,
+                how.facts,
+                has_links,
+                has_phone,
+                age_gated,
+                usecase,
+                brand_name,
+                first_message,
+                proactive,
+                opt_out_language,
+            )
+    return lint_body(
+        body,
+        has_links,
+        has_phone,
+        age_gated,
+        usecase,
+        brand_name,
+        first_message,
+        proactive,
+        opt_out_language,
+    )
