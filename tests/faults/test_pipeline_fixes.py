@@ -45,7 +45,10 @@ def test_a_sent_row_whose_callbacks_came_too_early_gets_its_final_status(tmp_pat
 
 
 def test_a_row_resolved_by_lookup_takes_the_carriers_final_status(tmp_path):
-    from dispatcher import outbox
+    """A lookup finds the SID (unknown -> sent), then its final status is applied like any
+    other, with its error code, by the one status function (issue 21.1)."""
+    from dispatcher import outbox, provider_status
+    from dispatcher.halts import NoHaltKeys
 
     with make_harness(tmp_path) as h:
         h.contact()
@@ -59,4 +62,10 @@ def test_a_row_resolved_by_lookup_takes_the_carriers_final_status(tmp_path):
             assert outbox.resolve_unknown(
                 s, row_id, found_sid="SM1", status="delivered", now=h.clock.now()
             )
-        assert h.row(row_id).state == "delivered"
+        assert h.row(row_id).state == "sent"
+        with h.db.session() as s:
+            res = provider_status.apply_status(
+                s, sid="SM1", status="delivered", error_code=None, now=h.clock.now(),
+                halts=NoHaltKeys(),
+            )  # fmt: skip
+        assert res.outcome == "applied" and h.row(row_id).state == "delivered"
