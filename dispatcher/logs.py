@@ -26,10 +26,23 @@ def scrub(text: str) -> str:
     return _MASKABLE.sub(_mask_match, text)
 
 
+#: a date (``2026-12-07``, the start of a timestamp) is not a phone number
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\b")
+#: the fewest digits of a full number (a US number without +1): fewer identify nobody
+_MIN_DIGITS = 10
+
+
 def _mask_match(m: re.Match[str]) -> str:
+    text = m.group(0)
     if m.group("ip"):
-        return m.group(0)
-    return mask_phone(re.sub(r"[^\d+]", "", m.group(0)))
+        return text
+    date = _DATE.match(text)
+    if date:  # the date stays; what follows it is scrubbed on its own
+        return text[: date.end()] + scrub(text[date.end() :])
+    digits = re.sub(r"[^\d+]", "", text)
+    if sum(c.isdigit() for c in digits) < _MIN_DIGITS:
+        return text
+    return mask_phone(digits)
 
 
 class _ScrubFilter(logging.Filter):

@@ -87,6 +87,23 @@ def test_scrub_still_masks_phone_numbers(text, hidden):
     assert hidden not in scrub(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'job "_job (trigger: interval[0:00:00.500000], next run at: 2026-12-07 00:57:25 UTC)"',
+        "run 12 sent 1500 of 200000",
+    ],
+)
+def test_scrub_leaves_times_and_counts_alone(text):
+    """The demo printed APScheduler's line as 'interval[0:00:0050****], next run at:
+    202612****:57:25': dates and short digit runs are no phone number."""
+    assert scrub(text) == text
+
+
+def test_a_number_right_after_a_date_is_still_masked():
+    assert "1234" not in scrub("2026-12-07 4155551234 replied STOP")
+
+
 def test_e164_input_takes_the_fast_path_with_the_same_answers():
     """One normaliser: a number already in NANP E.164 skips the parse but meets the same
     numbering-plan checks as any other spelling of it (valid, unassigned, outside the US)."""
