@@ -40,7 +40,8 @@ DAILY_GAUGES: dict[str, str] = {
         "Largest number of sends today of one identical body by the sender."
     ),
     "dispatcher_brand_daily_segments": (
-        "Message segments sent today (UTC) for the brand (the T-Mobile daily cap counts these)."
+        "Message segments sent today for the brand, the day as T-Mobile's daily cap counts it "
+        "(it resets at midnight Pacific)."
     ),
     "dispatcher_sender_24h_sends": "Messages sent by the sender over the last 24 hours.",
     "dispatcher_sender_24h_distinct_bodies": (
@@ -55,6 +56,19 @@ DAILY_GAUGES: dict[str, str] = {
 }
 #: the rolling window: the last 24 hourly buckets (UTC), the current hour included
 ROLLING_HOURS = 24
+
+
+def cap_day_of(at: datetime) -> str:
+    """The day T-Mobile's daily cap counts ``at`` in (it resets at midnight Pacific:
+    ``throttle.policy.TMOBILE_RESET_TZ``), ``YYYY-MM-DD``; the brand's daily segments are kept
+    per that day so the gauge and the cap's own bucket agree at every hour."""
+    from zoneinfo import ZoneInfo
+
+    from dispatcher.throttle.policy import TMOBILE_RESET_TZ
+
+    if at.utcoffset() is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(ZoneInfo(TMOBILE_RESET_TZ)).strftime("%Y-%m-%d")
 
 
 def day_of(at: datetime) -> str:
@@ -101,21 +115,22 @@ class RedisDailyCollector(Collector):
         if self.when is not None and not self.when():
             return []
         try:
-            self._fill(fams, day_of(self._clock.now()))
+            now = self._clock.now()
+            self._fill(fams, day_of(now), cap_day_of(now))
         except Exception:  # noqa: BLE001 - a scrape must never fail because Redis is away
             log.warning("daily metrics unavailable (Redis error)", exc_info=True)
         return list(fams.values())
 
-    def _fill(self, fams: dict[str, GaugeMetricFamily], day: str) -> None:
+    def _fill(self, fams: dict[str, GaugeMetricFamily], day: str, cap_day: str) -> None:
         r = self._redis
         senders = sorted(_s(x) for x in r.smembers(keys.repetition_senders_key(day)))
-        brands = sorted(_s(x) for x in r.smembers(keys.brand_daily_index_key(day)))
+        brands = sorted(_s(x) for x in r.smembers(keys.brand_daily_index_key(cap_day)))
         pipe = r.pipeline(transaction=False)
         for sender in senders:
             pipe.pfcount(keys.repetition_key(sender, day))
             pipe.hmget(keys.repetition_counts_key(sender, day), ["~total", "~max"])
         for brand in brands:
-            pipe.get(keys.brand_daily_segments_key(brand, day))
+            pipe.get(keys.brand_daily_segments_key(brand, cap_day))
         out = pipe.execute()
         for i, sender in enumerate(senders):
             distinct = int(out[2 * i] or 0)
@@ -174,7 +189,8 @@ def _s(v: bytes | str) -> str:
 
 #: One send as buffered by :class:`DailyRecorder`: (day, hour, sender, body digest, brand,
 #: segments).
-_Item = tuple[str, str, str, str | None, str | None, int]
+#: (UTC day, UTC hour, sender, body digest, brand, segments, T-Mobile cap day)
+_Item = tuple[str, str, str, str | None, str | None, int, str]
 
 
 class DailyRecorder:
@@ -202,7 +218,7 @@ class DailyRecorder:
 
     def record(self, sender: str, digest: str | None, brand: str | None, segments: int) -> None:
         now = self.clock.now()
-        item = (day_of(now), hour_of(now), sender, digest, brand, segments)
+        item = (day_of(now), hour_of(now), sender, digest, brand, segments, cap_day_of(now))
         buf = getattr(self._local, "items", None)
         if buf is not None:
             buf.append(item)
@@ -258,7 +274,7 @@ def _aggregate(
 ) -> tuple[dict[tuple[str, str, str], int], set[tuple[str, str]], dict[tuple[str, str], int]]:
     """A batch folded into one write per structure: sends per (period, sender, body), the
     (period, sender) pairs of the senders index (period: the day, and the hour of the rolling
-    window) and segments per (day, brand).
+    window) and segments per (T-Mobile cap day, brand).
 
     The Redis end state is the one item-by-item writes give: PFADD, SADD and EXPIRE are
     idempotent and the counters are sums, so only the cap of the counts hash depends on order.
@@ -269,13 +285,13 @@ def _aggregate(
     bodies: dict[tuple[str, str, str], int] = {}
     senders: set[tuple[str, str]] = set()
     brands: dict[tuple[str, str], int] = {}
-    for day, hour, sender, digest, brand, segments in items:
+    for day, hour, sender, digest, brand, segments, cap_day in items:
         if digest is not None:
             for period in (day, hour):  # today's structures and the rolling window's hour
                 body = (period, sender, digest)
                 bodies[body] = bodies.get(body, 0) + 1
                 senders.add((period, sender))
         if brand:
-            key = (day, brand)
+            key = (cap_day, brand)
             brands[key] = brands.get(key, 0) + segments
     return bodies, senders, brands

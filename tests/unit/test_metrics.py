@@ -275,6 +275,17 @@ def test_brand_daily_segments(metrics: Metrics, clock: FakeClock) -> None:
     assert value(metrics, "dispatcher_brand_daily_segments", brand="BN1") is None
 
 
+def test_brand_daily_segments_follow_the_t_mobile_day(metrics: Metrics, clock: FakeClock) -> None:
+    """The cap resets at midnight Pacific, not UTC: a send at 22:00 PST still counts at 23:59
+    PST (07:59 UTC, another UTC day), and nothing counts from midnight PST on."""
+    clock.advance(timedelta(hours=18))  # 2026-03-03 06:00 UTC = 2026-03-02 22:00 PST
+    metrics.sent(CAMPAIGN, SENDER, 2, brand="BN1")
+    clock.advance(timedelta(hours=1, minutes=59))  # 07:59 UTC: the UTC day changed at 00:00
+    assert value(metrics, "dispatcher_brand_daily_segments", brand="BN1") == 2
+    clock.advance(timedelta(minutes=1))  # 08:00 UTC = midnight PST: the cap's new day
+    assert value(metrics, "dispatcher_brand_daily_segments", brand="BN1") is None
+
+
 def test_daily_batch_writes_once_at_the_end_and_counts_the_same(
     metrics: Metrics, redis: fakeredis.FakeRedis
 ) -> None:
