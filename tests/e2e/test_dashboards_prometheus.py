@@ -463,7 +463,8 @@ def test_the_run_view_equals_run_show_on_the_distributed_stack(distributed: Dist
 def test_counters_agree_with_the_database_on_the_distributed_stack(
     distributed: Distributed,
 ) -> None:
-    """Sends, 30007 outcomes, opt-outs and guard pauses in Prometheus = the database's counts
+    """Sends, 30007 outcomes, opt-outs, guard pauses and the brand's daily segments (the daily
+    cap's panel) in Prometheus = the database's counts
     (exactly once: no process counted a send twice, and no series is missing a process)."""
     from sqlalchemy import func, select
 
@@ -490,6 +491,11 @@ def test_counters_agree_with_the_database_on_the_distributed_stack(
                 "paused": c.execute(
                     select(func.count()).select_from(Run).where(Run.state == "paused")
                 ).scalar_one(),
+                # the run lasts a minute: every send is in today's T-Mobile day
+                "segments": c.execute(
+                    select(func.coalesce(func.sum(t.c.segments), 0))
+                    .where(t.c.provider_sid.is_not(None))
+                ).scalar_one(),
             }  # fmt: skip
 
     queries = {
@@ -497,6 +503,7 @@ def test_counters_agree_with_the_database_on_the_distributed_stack(
         "filtered": 'sum(dispatcher_message_outcomes_total{error_code="30007"})',
         "opt_outs": "sum(dispatcher_opt_outs_total)",
         "paused": "sum(dispatcher_guard_pauses_total)",
+        "segments": "sum(dispatcher_brand_daily_segments)",
     }
     last: list[Any] = []
 
