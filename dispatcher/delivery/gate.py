@@ -160,11 +160,11 @@ class Row:
 
 
 class Loader:
-    """Reads a batch for the gate (one per pipeline: it holds the campaign cache)."""
+    """Reads a batch for the gate, campaigns from the pipeline's one campaign cache."""
 
-    def __init__(self, config: DeliverConfig) -> None:
+    def __init__(self, config: DeliverConfig, campaigns: CampaignCache) -> None:
         self.config = config
-        self._campaigns = CampaignCache(config.campaign_cache_s)
+        self._campaigns = campaigns
 
     def rows(self, s: Session, ids: list[int]) -> dict[int, Row]:
         return {r.id: Row(*r) for r in s.connection().execute(_LOAD, {"ids": ids})}

@@ -53,6 +53,7 @@ from dispatcher.delivery.results import Outcome, Result
 from dispatcher.delivery.send import Send
 from dispatcher.delivery.slots import Slots
 from dispatcher.logs import mask_phone
+from dispatcher.registry import CampaignCache
 from dispatcher.store import Database
 from dispatcher.templates import body_hash, parse_template
 from dispatcher.throttle.reservation import Reservation
@@ -87,9 +88,10 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        resolver = Resolve(self.db, self.gateway, self.clock, self.metrics, self.halts)
+        campaigns = CampaignCache(cfg.campaign_cache_s)  # one per process: gate and resolver
+        resolver = Resolve(self.db, self.gateway, self.clock, self.metrics, self.halts, campaigns)
         steps = {
-            "load": Loader(cfg),
+            "load": Loader(cfg, campaigns),
             "halt_check": HaltCheck(self.halt_keys, self.db, self.clock, self.metrics, cfg),
             "slots": Slots(self.throttle, self.clock, self.enqueue, cfg, self.metrics),
             "resolver": resolver,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from dispatcher import outbox, provider_status
 from dispatcher.clock import Clock, as_utc
-from dispatcher.delivery.config import DeliverConfig
 from dispatcher.delivery.ports import Gateway, HaltSignal, Metrics
 from dispatcher.delivery.results import Outcome, Result
 from dispatcher.errors import GatewayError
@@ -39,12 +38,19 @@ log = logging.getLogger(__name__)
 
 class Resolve:
     def __init__(
-        self, db: Database, gateway: Gateway, clock: Clock, metrics: Metrics, halts: HaltSignal
+        self,
+        db: Database,
+        gateway: Gateway,
+        clock: Clock,
+        metrics: Metrics,
+        halts: HaltSignal,
+        campaigns: CampaignCache,
     ) -> None:
         self.db, self.gateway, self.clock, self.metrics = db, gateway, clock, metrics
         self.halts = halts
         self.guard = GuardLimiter(clock)
-        self.campaigns = CampaignCache(DeliverConfig().campaign_cache_s)
+        #: the pipeline's one campaign cache (shared with the gate's loader)
+        self.campaigns = campaigns
 
     def _apply(self, s: Session, sid: str, found: SendResult, now: datetime) -> StatusResult:
         return provider_status.apply_status(

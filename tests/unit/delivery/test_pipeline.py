@@ -269,3 +269,9 @@ def test_a_slot_is_never_booked_inside_the_recipients_quiet_hours(world: World) 
     opens = world.h.row(ids[1]).due_at.replace(tzinfo=UTC)
     assert opens == datetime(2026, 1, 6, 13, 0, tzinfo=UTC)  # 08:00 EST
     assert len(world.gateway.messages) == 1
+
+
+def test_the_gate_and_the_resolver_share_one_campaign_cache(world: World) -> None:
+    """One campaign cache per process (issue 19): a campaign read by the gate is not read again
+    by the status resolver within ``campaign_cache_s``."""
+    assert world.p.resolver.campaigns is world.p.load._campaigns

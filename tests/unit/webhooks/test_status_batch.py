@@ -201,4 +201,5 @@ def test_campaign_cache_keeps_a_lookup_for_its_ttl(sqlite_db):
         assert fresh.get(s, world.campaign.id)[0].campaign_status == "SUSPENDED"
         clock.advance(2.0)
         assert cache.get(s, world.campaign.id)[0].campaign_status == "SUSPENDED"
-    assert isinstance(Loader(DeliverConfig())._campaigns, CampaignCache)
+    cache = CampaignCache(2.0)
+    assert Loader(DeliverConfig(), cache)._campaigns is cache
