@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,6 +20,7 @@ from redis.exceptions import NoScriptError
 
 from dispatcher import keys, lua
 from dispatcher.clock import Clock, SystemClock
+from dispatcher.throttle.policy import TMOBILE_RESET_TZ
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +60,16 @@ DAILY_GAUGES: dict[str, str] = {
 ROLLING_HOURS = 24
 
 
+#: the zone T-Mobile's daily cap resets in (midnight Pacific)
+_CAP_ZONE = ZoneInfo(TMOBILE_RESET_TZ)
+
+
 def cap_day_of(at: datetime) -> str:
-    """The day T-Mobile's daily cap counts ``at`` in (it resets at midnight Pacific:
-    ``throttle.policy.TMOBILE_RESET_TZ``), ``YYYY-MM-DD``; the brand's daily segments are kept
-    per that day so the gauge and the cap's own bucket agree at every hour."""
-    from zoneinfo import ZoneInfo
-
-    from dispatcher.throttle.policy import TMOBILE_RESET_TZ
-
+    """The day T-Mobile's daily cap counts ``at`` in, ``YYYY-MM-DD``; the brand's daily
+    segments are kept per that day so the gauge and the cap's own bucket agree at every hour."""
     if at.utcoffset() is None:
         at = at.replace(tzinfo=UTC)
-    return at.astimezone(ZoneInfo(TMOBILE_RESET_TZ)).strftime("%Y-%m-%d")
+    return at.astimezone(_CAP_ZONE).strftime("%Y-%m-%d")
 
 
 def day_of(at: datetime) -> str:
