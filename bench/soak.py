@@ -709,6 +709,7 @@ def verdict(
             "mean": round(statistics.fmean(lat) * 1000) if lat else None,
         },
         "runs": {k: len(v) for k, v in soak.runs.items()},
+        "faults_done": dict(Counter(e["kind"] for e in soak.events)),
         "events": [
             {"at_s": round(e["t"] - soak.t0, 1)} | {k: v for k, v in e.items() if k != "t"}
             for e in soak.events
@@ -771,6 +772,7 @@ def table(v: dict[str, Any], t0: float) -> str:
             f"{sum(1 for g in v['guard'] if g['kind'] == 'acknowledge')}",
         ),
         ("carrier", f"{v['carrier']['messages']} messages, {v['carrier']['sends_per_s']}/s"),
+        ("faults done", ", ".join(f"{k} {n}" for k, n in v["faults_done"].items())),
         ("load average (1 min)", f"{v['loadavg_1m']}"),
     ]
     out = [f"{k:<34} {val}" for k, val in lines]
