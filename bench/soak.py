@@ -27,9 +27,9 @@ Faults, all at once (times as fractions of the soak, so a shorter ``--minutes`` 
 * ``pg_terminate_backend`` on every connection of the database at 25 % and 62 %;
 * the scheduler killed -9 at 33 % (started again 5 s later: it waits out the leader TTL);
 * the webhooks server killed -9 at 50 % (started again 20 s later);
-* a 30007 spike (25 %) at 58 % (once the webhooks are up: the guard judges on callbacks)
-  until the guard pauses the ``guarded`` run; an "operator" answers every guard pause 3 s
-  later with ``dispatcher run resume ID --acknowledge ...``;
+* a 30007 spike (30 %) at 58 % (once the webhooks are up: the guard judges on callbacks)
+  until the guard pauses the ``guarded`` run (240 s at most); an "operator" answers every
+  guard pause 3 s later with ``dispatcher run resume ID --acknowledge ...``;
 * a signed STOP every 4 s (while the webhooks are up) from a recipient of an active ``fast`` or
   ``slow`` run, half of them with their message still queued.
 
@@ -91,7 +91,8 @@ FAULTS = (
     *("--fault-drop-callbacks", "0.05", "--filter-30007", "0.01"),
     *("--seed", "11"),
 )
-BASE_30007, SPIKE_30007 = 0.01, 0.25
+BASE_30007, SPIKE_30007 = 0.01, 0.30
+SPIKE_MAX_S = 240.0  # the spike lasts until the guard pauses the guarded run, at most this
 #: campaigns other than ``guarded`` keep the guard on, loose enough that the soak's own faults
 #: (STOPs, the 30007 spike) do not pause them
 LOOSE_GUARD = {"filtering_rate": 0.5, "failure_rate": 0.5, "opt_out_rate": 0.5}
@@ -133,6 +134,8 @@ KILLS = 24  # worker kill slots per soak (those within 8 s of another fault are 
 
 
 def ts(v: Any) -> float:
+    if isinstance(v, str):  # a replayed row (--replay)
+        v = datetime.fromisoformat(v)
     if isinstance(v, datetime):
         return (v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp()
     return float(v)
@@ -219,6 +222,7 @@ class Soak:
     offsets: dict[str, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     stops: dict[str, float] = field(default_factory=dict)  # number -> time the 200 came
+    stops_tried: set[str] = field(default_factory=set)  # posted, answered or not
     stop_failures: int = 0
     down: dict[str, float] = field(default_factory=dict)  # process -> when to start it again
     paused_seen: dict[int, float] = field(default_factory=dict)  # run -> when seen paused
@@ -315,10 +319,13 @@ class Soak:
         if self.rng.random() < 0.5:
             q = q.where(T.c.state == "queued")
         with self.db.session() as s:
-            phones = [p for (p,) in s.connection().execute(q.limit(200)) if p not in self.stops]
+            phones = [
+                p for (p,) in s.connection().execute(q.limit(200)) if p not in self.stops_tried
+            ]
         if not phones:
             return
         p = self.rng.choice(phones)
+        self.stops_tried.add(p)
         try:
             r = post_inbound(
                 self.stack.webhook_url + "/twilio/inbound",
@@ -383,7 +390,7 @@ class Soak:
 
     def end_spike(self, guard_paused: bool) -> None:
         if "on" in self.spike and "off" not in self.spike:
-            if guard_paused or time.time() - self.spike["on"] > 90:
+            if guard_paused or time.time() - self.spike["on"] > SPIKE_MAX_S:
                 assert self.stack.carrier is not None
                 self.stack.carrier.configure(delivery_errors={"30007": BASE_30007})
                 self.spike["off"] = time.time()
@@ -535,13 +542,15 @@ def deferred_ok(row: dict[str, Any], now: datetime) -> bool:
 
 
 def verdict(
-    soak: Soak, records: list[dict[str, Any]], rows: list[dict[str, Any]]
+    soak: Any, records: list[dict[str, Any]], rows: list[dict[str, Any]], extra: dict[str, Any]
 ) -> dict[str, Any]:
+    """The figures, from data only (``extra``: carrier stats, the unknown-zone run's progress,
+    the guard's events, read while the stack was up), so a saved soak can be replayed."""
     from dispatcher.compliance.quiet_hours import is_quiet_hours, policy_from_name
     from dispatcher.settings import Settings
     from dispatcher.throttle.policy import mps_bucket_shape
 
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(extra["now"], UTC)
     grace = Settings().throttle_grace_s
     per_to = Counter(m["to"] for m in records)
     recv = {m["to"]: float(m["received_at"]) for m in records}
@@ -550,14 +559,24 @@ def verdict(
     waiting = [r for r in rows if deferred_ok(r, now)]
     deferred = {r["to_phone"] for r in waiting}
     not_final = [r for r in rows if r["state"] not in FINAL and r["to_phone"] not in deferred]
-    lost = sorted(consented - set(soak.stops) - deferred - set(per_to))
+    # a STOP whose answer never came (a 10 s timeout on a loaded box) may still have been
+    # recorded: its recipient's row suppressed as opted out is not lost
+    stopped_late = {
+        r["to_phone"]
+        for r in rows
+        if r["to_phone"] in soak.stops_tried - set(soak.stops)
+        and r["state"] == "suppressed"
+        and r["suppress_reason"] == "opted_out"
+    }
+    lost = sorted(consented - set(soak.stops) - stopped_late - deferred - set(per_to))
     after_stop = [
         (p, round(recv[p] - t, 2)) for p, t in soak.stops.items() if p in recv and recv[p] > t
     ]
     rep = check_delivery(
         records,
         rows,
-        expected=(consented - set(soak.stops) - deferred) | (set(per_to) & consented),
+        expected=(consented - set(soak.stops) - stopped_late - deferred)
+        | (set(per_to) & consented),
         forbidden=forbidden,
         require_final=False,
     )
@@ -608,29 +627,33 @@ def verdict(
         for e in soak.events
         if e["kind"] in kinds + ("pg_terminate",)
     ]
+    starts = sorted(r["at_s"] for r in recov)
     for r in recov:  # a full window needs a backlog: without one, no recovery to measure
         if r["slow_backlog"] < slow.limit:
             r["full_rate_s"] = None
+        nxt = [t for t in starts if t > r["at_s"]]
+        r["next_fault_s"] = round(nxt[0] - r["at_s"], 1) if nxt else None
+        r["interrupted"] = r["next_fault_s"] is not None and (
+            r["full_rate_s"] is None or r["full_rate_s"] > r["next_fault_s"]
+        )
 
-    to_final = [
-        ts(r["status_at"]) - recv[r["to_phone"]]
-        for r in rows
-        if r["state"] in ("delivered", "undelivered", "failed")
-        and r["to_phone"] in recv
-        and r["status_at"] is not None
-    ]
-    wh = [
-        (e["t"], e["kind"]) for e in soak.events if e["kind"] in ("kill_webhooks", "start_webhooks")
-    ]
-    wh_down = (wh[0][0], wh[1][0]) if len(wh) == 2 else None
-    to_final_down = [
-        ts(r["status_at"]) - recv[r["to_phone"]]
-        for r in rows
-        if wh_down
-        and r["status_at"] is not None
-        and r["to_phone"] in recv
-        and wh_down[0] <= recv[r["to_phone"]] < wh_down[1]
-    ]
+    # send -> final status, from the carrier's receipt; a row whose worker died after the
+    # carrier accepted it is marked sent only when resolved (after the sending lease): counted
+    # apart (its sent_at is the resolution, well after the carrier's receipt)
+    wh = [e["t"] for e in soak.events if e["kind"] in ("kill_webhooks", "start_webhooks")]
+    finals: dict[str, list[float]] = {"handed": [], "worker_lost": [], "webhooks_down": []}
+    for r in rows:
+        if r["state"] not in ("delivered", "undelivered", "failed") or r["status_at"] is None:
+            continue
+        got = recv.get(r["to_phone"])
+        if got is None:
+            continue
+        took = ts(r["status_at"]) - got
+        lost_worker = r["sent_at"] is not None and ts(r["sent_at"]) - got > 10
+        finals["worker_lost" if lost_worker else "handed"].append(took)
+        if len(wh) == 2 and wh[0] <= got < wh[1] and not lost_worker:
+            finals["webhooks_down"].append(took)
+    to_final = finals["handed"] + finals["worker_lost"]
 
     unk_policy = policy_from_name(CAMPAIGNS["unknown-zone"].quiet_hours)
     unk_phones = {
@@ -641,12 +664,8 @@ def verdict(
         for p in unk_phones
         if p in recv and is_quiet_hours(p, datetime.fromtimestamp(recv[p], UTC), unk_policy)
     ]
-    unk_run = soak.runs["unknown-zone"][0]
-    from dispatcher import run_report
-
-    with soak.db.session() as s:
-        unk_progress = run_report.progress(s, unk_run, now, schedule=False)
-        guard = guard_events(s, [r for rs in soak.runs.values() for r in rs])
+    unk_progress = extra["unknown_zone_run"]
+    guard = extra["guard"]
 
     fast_runs = set(soak.runs["fast"])
     by_sid = {m["sid"]: m for m in records}
@@ -673,6 +692,7 @@ def verdict(
         "mismatched": rep.mismatched,
         "stops_answered": len(soak.stops),
         "stops_unanswered": soak.stop_failures,
+        "stops_unanswered_but_recorded": len(stopped_late),
         "stops_that_got_a_message_before": sum(1 for p in soak.stops if p in recv),
         "texted_after_stop": len(after_stop),
         "texted_after_stop_examples": after_stop[:5],
@@ -684,8 +704,11 @@ def verdict(
             "p50": round(pct(to_final, 0.5) or 0, 1),
             "p99": round(pct(to_final, 0.99) or 0, 1),
             "max": round(max(to_final, default=0), 1),
-            "webhooks_down_n": len(to_final_down),
-            "webhooks_down_max": round(max(to_final_down, default=0), 1),
+        }
+        | {
+            f"{k}_{q}": v
+            for k, xs in finals.items()
+            for q, v in (("n", len(xs)), ("max", round(max(xs, default=0), 1)))
         },
         "unknown_zone": {
             "numbers": len(unk_phones),
@@ -700,7 +723,7 @@ def verdict(
         "carrier": {
             "messages": len(records),
             "sends_per_s": round(len(records) / span, 1) if span else 0,
-            "stats": soak.stack.carrier.stats() if soak.stack.carrier else {},
+            "stats": extra["carrier_stats"],
         },
         "fast_latency_ms": {
             "n": len(lat),
@@ -722,6 +745,48 @@ def verdict(
     }
 
 
+def collect(soak: Soak, carrier: Any) -> dict[str, Any]:
+    """What the verdict needs from the live stack besides the carrier's log and the outbox."""
+    from dispatcher import run_report
+
+    now = datetime.now(UTC)
+    with soak.db.session() as s:
+        unk = run_report.progress(s, soak.runs["unknown-zone"][0], now, schedule=False)
+        guard = guard_events(s, [r for rs in soak.runs.values() for r in rs])
+    return {
+        "now": now.timestamp(),
+        "carrier_stats": carrier.stats(),
+        "unknown_zone_run": {"state": unk["state"], "substate": unk["substate"]},
+        "guard": guard,
+    }
+
+
+RAW_FIELDS = ("t0", "runs", "events", "stops", "acks", "load", "rss0")
+
+
+def save_raw(path: Path, soak: Soak, records: Any, rows: Any, extra: Any) -> None:
+    """Everything the verdict reads, for ``--replay`` (the database is dropped at the end)."""
+    doc = {k: getattr(soak, k) for k in RAW_FIELDS}
+    doc["stops_tried"] = sorted(soak.stops_tried)
+    doc["stop_failures"] = soak.stop_failures
+    doc["seeded"] = {k: [vars(x) for x in v] for k, v in soak.seeded.items()}
+    doc |= {"records": records, "rows": rows, "extra": extra}
+    path.write_text(json.dumps(doc, default=str))
+    print(f"raw data: {path}", flush=True)
+
+
+def replay(path: Path) -> tuple[Any, Any, Any, Any]:
+    from types import SimpleNamespace
+
+    doc = json.loads(path.read_text())
+    soak = SimpleNamespace(**{k: doc[k] for k in RAW_FIELDS})
+    soak.runs = {k: list(v) for k, v in doc["runs"].items()}
+    soak.stops_tried = set(doc["stops_tried"])
+    soak.stop_failures = doc["stop_failures"]
+    soak.seeded = {k: [Seeded(**x) for x in v] for k, v in doc["seeded"].items()}
+    return soak, doc["records"], doc["rows"], doc["extra"]
+
+
 def guard_events(session: Any, run_ids: list[int]) -> list[dict[str, Any]]:
     from sqlmodel import col, select
 
@@ -740,8 +805,8 @@ def table(v: dict[str, Any], t0: float) -> str:
     f = v["send_to_final_s"]
     rec = v["recovery"]
 
-    def worst(key: str) -> str:
-        xs = [r[key] for r in rec if r[key] is not None]
+    def worst(key: str) -> str:  # over the recoveries no other fault interrupted
+        xs = [r[key] for r in rec if r[key] is not None and not r["interrupted"]]
         return f"{max(xs):.1f} s" if xs else "n/a"
 
     lines = [
@@ -762,10 +827,14 @@ def table(v: dict[str, Any], t0: float) -> str:
         ("unknown-zone sent in quiet hours", v["unknown_zone"]["sent_inside_quiet_hours"]),
         (
             "time to full rate, worst",
-            f"{worst('full_rate_s')} (first send {worst('first_send_s')})",
+            f"{worst('full_rate_s')} (first send {worst('first_send_s')}; "
+            f"{sum(1 for r in rec if r['interrupted'])} of {len(rec)} interrupted by the next "
+            "fault)",
         ),
         ("send -> final status", f"p50 {f['p50']} s, p99 {f['p99']} s, max {f['max']} s"),
-        ("  rows sent, webhooks down", f"{f['webhooks_down_n']}, max {f['webhooks_down_max']} s"),
+        ("  handed over by a live worker", f"{f['handed_n']} rows, max {f['handed_max']} s"),
+        ("  sent, webhooks down", f"{f['webhooks_down_n']}, max {f['webhooks_down_max']} s"),
+        ("  worker died, carrier had it", f"{f['worker_lost_n']}, max {f['worker_lost_max']} s"),
         (
             "guard pauses / acknowledged",
             f"{sum(1 for g in v['guard'] if g['kind'] == 'pause')} / "
@@ -780,6 +849,7 @@ def table(v: dict[str, Any], t0: float) -> str:
     out += [
         f"  {r['at_s']:7.1f} s  {r['event']:<20} backlog {r['slow_backlog']:4}, first send "
         f"{r['first_send_s']} s, full rate {r['full_rate_s']} s"
+        + (f" (next fault after {r['next_fault_s']} s)" if r["interrupted"] else "")
         for r in rec
     ]
     for name, w in v["windows"].items():
@@ -800,7 +870,13 @@ def main() -> int:
     ap.add_argument("--drain", type=float, default=900.0, help="max seconds to drain")
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--json", type=Path, default=None, help="also write the verdict here")
+    ap.add_argument("--replay", type=Path, default=None, help="the verdict of a saved raw.json")
     args = ap.parse_args()
+    if args.replay:
+        soak, records, rows, extra = replay(args.replay)
+        v = verdict(soak, records, rows, extra)
+        print(json.dumps(v, indent=1, default=str) + "\n\n" + table(v, soak.t0))
+        return 0 if v["ok"] else 1
 
     from tests.servers import PG_DSN, redis_or_own, throwaway_database
 
@@ -834,7 +910,9 @@ def main() -> int:
         assert stack.carrier is not None
         records = stack.carrier.records()
         rows = outbox_rows(db, [r for rs in soak.runs.values() for r in rs])
-        v = verdict(soak, records, rows)
+        extra = collect(soak, stack.carrier)
+        save_raw(work / "raw.json", soak, records, rows, extra)
+        v = verdict(soak, records, rows, extra)
     v["minutes"] = args.minutes
     v["drain_s"] = next(e["after_s"] for e in v["events"] if e["kind"] == "drained")
     v["rss_mb"] = {n: [soak.rss0.get(n), rss1[n]] for n in rss1}
