@@ -243,6 +243,11 @@ class Stack:
             ],
         )
 
+    def start_scheduler_defaults(self, name: str = "scheduler") -> Proc:
+        """``dispatcher scheduler`` with no option: the shipped defaults (tick, leader TTL,
+        reconcile, lost-after, sending lease, status refresh), as a deployment that sets none."""
+        return self.start(name, [DISPATCHER, "scheduler"])
+
     def _wait_http(self, p: Proc, url: str, timeout: float) -> None:
         def up() -> bool:
             if not p.alive():
