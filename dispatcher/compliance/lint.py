@@ -163,19 +163,29 @@ def lint_with_facts(
     opt_out_language: str | None,
 ) -> tuple[Finding, ...]:
     """The message rules for ``body``, given its pattern scans ``facts``."""
+    return body_findings(
+        body,
+        facts,
+        fact_findings(facts, has_links, has_phone, age_gated, usecase, proactive),
+        brand_name,
+        first_message,
+        proactive,
+        opt_out_language,
+    )
+
+
+def fact_findings(
+    facts: BodyFacts,
+    has_links: bool,
+    has_phone: bool,
+    age_gated: bool,
+    usecase: str,
+    proactive: bool,
+) -> tuple[Finding, ...]:
+    """The findings that follow from the scans and the campaign alone, in report order: the
+    same for every body of a template whose scans are its literals' (template_lint.py caches
+    them per template)."""
     out: list[Finding] = []
-    if not body.strip():
-        return (Finding("body_empty", "body", ERROR, "message body is empty"),)
-    units = utf16_units(body)
-    if units > MAX_BODY_CHARS:
-        out.append(
-            Finding(
-                "body_too_long",
-                "body",
-                ERROR,
-                f"{units} characters; Twilio's limit is {MAX_BODY_CHARS} (21617)",
-            )
-        )
     if proactive and is_conversational(usecase):
         out.append(
             Finding(
@@ -213,6 +223,34 @@ def lint_with_facts(
                 "opt-out must use a standard keyword such as STOP",
             )
         )
+    return tuple(out)
+
+
+def body_findings(
+    body: str,
+    facts: BodyFacts,
+    found: tuple[Finding, ...],
+    brand_name: str | None,
+    first_message: bool,
+    proactive: bool,
+    opt_out_language: str | None,
+) -> tuple[Finding, ...]:
+    """Every finding on ``body``: its length, ``found`` (:func:`fact_findings`), the brand name
+    and opt-out instruction, its encoding and segments."""
+    if not body.strip():
+        return (Finding("body_empty", "body", ERROR, "message body is empty"),)
+    out: list[Finding] = []
+    units = utf16_units(body)
+    if units > MAX_BODY_CHARS:
+        out.append(
+            Finding(
+                "body_too_long",
+                "body",
+                ERROR,
+                f"{units} characters; Twilio's limit is {MAX_BODY_CHARS} (21617)",
+            )
+        )
+    out.extend(found)
     severity = ERROR if first_message else WARNING
     tail = "" if first_message else " (compose() adds it to first messages)"
     if brand_name and brand_name.strip().casefold() not in body.casefold():

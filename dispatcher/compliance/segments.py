@@ -113,6 +113,8 @@ def segments(text: str) -> Segments:
     if n == 0:
         return Segments("GSM-7", 1, 0)
     if GSM7_CHARS.issuperset(text):
+        if n + n <= GSM7_SINGLE:  # even if every character were an extension one
+            return Segments("GSM-7", 1, n)
         ext = sum(map(text.count, _EXTENSION))
         if n + ext <= GSM7_SINGLE:
             return Segments("GSM-7", 1, n)

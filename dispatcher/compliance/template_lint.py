@@ -17,8 +17,11 @@ derived here without scanning the literal text again:
 2. **Per message** (``lint_parts``): one scan of each value's span (with its neighbours as
    context) by the union of the patterns.  No match there means the body's matches are the
    literals' (1.), and the findings are assembled from those facts exactly as ``lint_body``
-   assembles them from its own scans.  A match in a value (a link, a phone number, a term, an
-   evasion hint) sends that message through ``lint_body``.
+   assembles them from its own scans: those that follow from the facts and the campaign
+   (``lint.fact_findings``) once per template and campaign rules (``Plan.found``), the body's
+   own (length, brand name, opt-out sentence, encoding, segments) per message.  A match in a
+   value (a link, a phone number, a term, an evasion hint) sends that message through
+   ``lint_body``.
 
 Only ASCII bodies take this path (normalising a non-ASCII body changes its length and joins
 characters across parts); the others are linted whole.  A hypothesis test checks the result
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from itertools import accumulate
 
 from dispatcher.compliance import boundary, content, evasion
 from dispatcher.compliance.findings import Finding
-from dispatcher.compliance.lint import BodyFacts, lint_body, lint_with_facts
+from dispatcher.compliance.lint import BodyFacts, body_findings, fact_findings, lint_body
 
 #: context characters standing for every class the patterns' lookarounds tell apart
 _CONTEXT = ("a", "A", "0", "_", "/", "#", " ", "-", ".", "$", "+", "(")
@@ -139,6 +142,11 @@ class Plan:
 
     facts: BodyFacts
     windows: tuple[tuple[int, int], ...]
+    #: :func:`fact_findings` of ``facts`` by campaign rules (has_links, has_phone, age_gated,
+    #: usecase, proactive): the same for every message of the template
+    found: dict[tuple[bool, bool, bool, str, bool], tuple[Finding, ...]] = field(
+        default_factory=dict, compare=False
+    )
 
 
 @lru_cache(maxsize=256)
@@ -250,17 +258,14 @@ def lint_parts(
             if scan_lower.search(lowered, lo, hi) or phone.search(body, lo, hi):
                 break
         else:
-            return lint_with_facts(
-                body,
-                how.facts,
-                has_links,
-                has_phone,
-                age_gated,
-                usecase,
-                brand_name,
-                first_message,
-                proactive,
-                opt_out_language,
+            rules = (has_links, has_phone, age_gated, usecase, proactive)
+            found = how.found.get(rules)
+            if found is None:
+                if len(how.found) > 64:
+                    how.found.clear()
+                found = how.found[rules] = fact_findings(how.facts, *rules)
+            return body_findings(
+                body, how.facts, found, brand_name, first_message, proactive, opt_out_language
             )
     return lint_body(
         body,

@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route, compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatcher.errors import DispatcherError
 from dispatcher.sandbox.carrier import Sandbox
@@ -102,13 +103,46 @@ def create_app(
             if ticker:
                 sb.stop()
 
+    api = _TwilioApi(sb)
     app = Starlette(
-        routes=[*_TwilioApi(sb).routes(), *_AdminApi(sb).routes()],
+        routes=[*api.routes(), *_AdminApi(sb).routes()],
+        middleware=[Middleware(_CreateShortcut, api=api)],
         lifespan=lifespan,
         exception_handlers={DispatcherError: _on_input_error, HTTPException: _on_http_error},
     )
     app.state.sandbox = sb
     return app
+
+
+_ACCOUNT = "/2010-04-01/Accounts/{account}"
+
+
+class _CreateShortcut:
+    """``POST .../Messages.json`` (CreateMessage, the one request a send makes) straight to
+    :meth:`_TwilioApi.create`, past Starlette's router and per-route request/exception wrappers:
+    a third of the app's time per send.  Same path pattern, same handler, same error answers
+    (``DispatcherError`` as the app's handler renders it); every other request goes on to the
+    app, which routes ``GET`` on that path and answers 405 to the other methods as before."""
+
+    def __init__(self, app: ASGIApp, api: _TwilioApi) -> None:
+        self.app = app
+        self.api = api
+        self.path = compile_path(_ACCOUNT + "/Messages.json")[0]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = None
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = self.path.match(scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        scope["path_params"] = match.groupdict()
+        request = Request(scope, receive)
+        try:
+            response = await self.api.create(request)
+        except DispatcherError as e:
+            response = await _on_input_error(request, e)
+        await response(scope, receive, send)
 
 
 class _TwilioApi:
@@ -118,10 +152,10 @@ class _TwilioApi:
         self.sb = sb
 
     def routes(self) -> list[Route]:
-        acct = "/2010-04-01/Accounts/{account}"
+        acct = _ACCOUNT
         usa2p = "/v1/Services/{service}/Compliance/Usa2p"
         return [
-            Route(acct + "/Messages.json", self.messages, methods=["GET", "POST"]),
+            Route(acct + "/Messages.json", self.messages, methods=["GET"]),
             Route(acct + "/Messages/{sid}.json", self.message, methods=["GET", "POST", "DELETE"]),
             Route(usa2p, self.usa2p_list, methods=["GET"]),
             Route(usa2p + "/{sid}", self.usa2p_one, methods=["GET"]),
@@ -132,11 +166,17 @@ class _TwilioApi:
         self.sb.check_auth(user, pw, request.path_params.get("account"))
 
     async def messages(self, request: Request) -> Response:
+        """ListMessage (CreateMessage comes by :class:`_CreateShortcut`)."""
+        try:
+            self.authed(request)
+            return _json(self.sb.list(request.query_params, request.url.path))
+        except ApiError as e:
+            return _error(e)
+
+    async def create(self, request: Request) -> Response:
         sb = self.sb
         try:
             self.authed(request)
-            if request.method == "GET":
-                return _json(sb.list(request.query_params, request.url.path))
             result = sb.create(await _form(request))
         except ApiError as e:
             return _error(e)

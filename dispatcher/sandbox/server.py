@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dispatcher.sandbox.app import create_app
 from dispatcher.sandbox.callbacks import HttpCallbackSender
@@ -22,9 +25,48 @@ def server_app(config: SandboxConfig) -> Starlette:
     return create_app(sandbox=sandbox, ticker=True)
 
 
+class _OneWrite:
+    """A transport proxy that sends the writes of one event-loop pass in one ``send``.
+
+    uvicorn writes a response's status line and headers, then its body: two system calls, two
+    TCP segments, and the client wakes up twice.  The pass's writes are joined and sent when
+    it ends (``call_soon``), or at ``close()``; the bytes and their order are unchanged."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _OneWriteProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, each response sent in one write (:class:`_OneWrite`)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_OneWrite(transport, self.loop))  # type: ignore[arg-type]
+
+
 def _uvicorn_config(app: Starlette, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=_OneWriteProtocol,
         log_level=log_level,
         access_log=False,
         lifespan="on",
