@@ -57,7 +57,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -126,7 +126,8 @@ class RedisThrottle:
         self._reserve = lua.register(redis_client, "reserve")
         self._release = lua.register(redis_client, "release")
         self._status = lua.register(redis_client, "status")
-        self._bounds_cache: dict[tuple[str, date, int], str] = {}
+        self._bounds_cache: dict[tuple[str, int], tuple[float, float, str]] = {}
+        self._shapes: dict[tuple[Bucket, ...], tuple[str, list[str], list[str]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _now(self, now: float | None) -> float | None:
@@ -137,23 +138,24 @@ class RedisThrottle:
         return None
 
     def _bounds(self, tz: str, ref: float, days: int) -> str:
+        """The period starts (ms) from the day before ``ref``'s local day to ``days`` + 1 after,
+        kept while ``ref`` stays in that local day."""
+        hit = self._bounds_cache.get((tz, days))
+        if hit is not None and hit[0] <= ref < hit[1]:
+            return hit[2]
         try:
             zone = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError) as e:
             raise InputError(f"unknown time zone {tz!r}") from e
         today = datetime.fromtimestamp(ref, zone).date()
-        ck = (tz, today, days)
-        s = self._bounds_cache.get(ck)
-        if s is None:
-            starts = []
-            for i in range(-1, days + 2):
-                d = today + timedelta(days=i)
-                starts.append(str(round(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp()
-                                        * 1000)))  # fmt: skip
-            s = ",".join(starts)
-            if len(self._bounds_cache) > 64:
-                self._bounds_cache.clear()
-            self._bounds_cache[ck] = s
+        starts = []
+        for i in range(-1, days + 2):
+            d = today + timedelta(days=i)
+            starts.append(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp())
+        s = ",".join(str(round(x * 1000)) for x in starts)
+        if len(self._bounds_cache) > 64:
+            self._bounds_cache.clear()
+        self._bounds_cache[(tz, days)] = (starts[1], starts[2], s)
         return s
 
     @staticmethod
@@ -247,39 +249,53 @@ class RedisThrottle:
         max_wait_s: float,
         reservation_id: str | None,
     ) -> _Request:
-        if not buckets:
-            raise InputError("reserve needs at least one bucket")
         if not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
             raise InputError("max_wait_s must be a finite number >= 0")
-        brand = self._brand(buckets)
-        if len({b.key for b in buckets}) != len(buckets):
-            raise InputError("duplicate bucket key in one reservation")
+        bt = tuple(buckets)
+        shape = self._shapes.get(bt)
+        if shape is None:
+            shape = self._shape(bt)
+        brand, ks, spec = shape
         t_now = self._now(now)
-        ref = t_now if t_now is not None else time.time()
         rid = reservation_id or os.urandom(8).hex()
-        days = CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
         argv: list[Any] = [
             "" if t_now is None else str(round(t_now * 1000)),
             str(round(max_wait_s * 1000)),
             rid,
             os.urandom(6).hex(),
-            str(len(buckets)),
+            str(len(bt)),
         ]
-        for b in buckets:
-            g = b.grace
-            if b.calendar_tz is None:
-                argv += ["w", b.limit, round((b.period_s + g) * 1000), b.cost, ""]
-            else:
-                argv += [
-                    "c",
-                    b.limit,
-                    round(g * 1000),
-                    b.cost,
-                    self._bounds(b.calendar_tz, ref, days),
-                ]
-        ks = [keys.throttle_epoch_key(brand)] + [b.key for b in buckets]
-        ks += [keys.throttle_sum_key(b.key) for b in buckets]
-        return _Request(tuple(buckets), brand, rid, max_wait_s, ks, argv)
+        if any(b.calendar_tz is not None for b in bt):
+            ref = t_now if t_now is not None else time.time()
+            days = CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
+            argv += [
+                sp + self._bounds(b.calendar_tz, ref, days) if b.calendar_tz is not None else sp
+                for b, sp in zip(bt, spec, strict=True)
+            ]
+        else:
+            argv += spec
+        return _Request(bt, brand, rid, max_wait_s, ks, argv)
+
+    def _shape(self, bt: tuple[Bucket, ...]) -> tuple[str, list[str], list[str]]:
+        """What a reservation over ``bt`` always sends (brand, keys, each bucket's ARGV; a
+        calendar bucket's bounds are filled per call), checked and kept for the next call."""
+        if not bt:
+            raise InputError("reserve needs at least one bucket")
+        brand = self._brand(bt)
+        if len({b.key for b in bt}) != len(bt):
+            raise InputError("duplicate bucket key in one reservation")
+        spec = [
+            f"w:{b.limit}:{round((b.period_s + b.grace) * 1000)}:{b.cost}:"
+            if b.calendar_tz is None
+            else f"c:{b.limit}:{round(b.grace * 1000)}:{b.cost}:"
+            for b in bt
+        ]
+        ks = [keys.throttle_epoch_key(brand)] + [b.key for b in bt]
+        ks += [keys.throttle_sum_key(b.key) for b in bt]
+        if len(self._shapes) > 1024:
+            self._shapes.clear()
+        self._shapes[bt] = (brand, ks, spec)
+        return brand, ks, spec
 
     def release(self, reservation: Reservation) -> bool:
         """Give a booked slot back (message suppressed, paused, or it missed ``send_by``).
