@@ -7,11 +7,15 @@
 -- ARGV[1]        now_ms ('' -> Redis TIME)
 -- ARGV[2]        horizon_ms (latest slot accepted)
 -- ARGV[3]        member prefix (the reservation id)
--- ARGV[4]        epoch candidate (set if the brand has none)
+-- ARGV[4]        epoch candidate (set if the brand has none); '' when the brand's throttle is
+--                seeded from the outbox (seed.lua creates the epoch): then no epoch answers
+--                {-1, now, now, '', '', ..., 0} and nothing is taken
 -- ARGV[5]        nb, the number of buckets
 -- ARGV[5+j]      bucket j as 'kind:limit:L_ms:cost:bounds': kind 'w' (sliding) or 'c'
 --                (calendar), L_ms (w: period+grace; c: grace), bounds (c: 'b1,b2,...' period
 --                starts in ms; w: empty)
+-- ARGV[6+nb]     '' or the member prefix ('s<row id>') of the row's in-flight entry from a
+--                re-seed, removed first (the row is reserving: it was not sent)
 -- Returns        {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_nb, binding}
 --                binding: index j of the bucket that set the slot (the last to move it, or the
 --                one beyond the calendar range); 0 when the slot is now (no limit held it back)
@@ -31,6 +35,14 @@ end
 local horizon = tonumber(ARGV[2])
 local rid = ARGV[3]
 local nb = tonumber(ARGV[5])
+-- a brand re-seeded from the outbox after a loss (ARGV[4] ''): no epoch, no reservation
+local epoch = redis.call('GET', KEYS[1])
+if (not epoch) and ARGV[4] == '' then
+  local out = {-1, string.format('%d', now), string.format('%d', now), ''}
+  for j = 1, nb do out[#out + 1] = '' end
+  out[#out + 1] = 0
+  return out
+end
 
 local function lower(S, n, v) -- first index with S[i] >= v
   local lo, hi = 1, n + 1
@@ -80,6 +92,13 @@ for j = 1, nb do
              cost = tonumber(cost)}
   if b.kind == 'w' then
     b.skey = KEYS[1 + nb + j]
+    -- the row reserving was counted as in flight by a re-seed (seed.lua): it was not sent, its
+    -- booking replaces that entry (the sum is recomputed from the log)
+    if ARGV[6 + nb] and ARGV[6 + nb] ~= '' then
+      if redis.call('ZREM', b.key, ARGV[6 + nb] .. ':' .. b.cost) == 1 then
+        redis.call('DEL', b.skey)
+      end
+    end
     local gone = redis.call('ZRANGEBYSCORE', b.key, '-inf', now - b.L)
     local sum = redis.call('GET', b.skey)
     if #gone > 0 then
@@ -209,7 +228,6 @@ while true do
   if unknown or not moved or guard > 100000 then break end
 end
 
-local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[1], epoch, 'PX', 172800000)
