@@ -64,7 +64,7 @@ class SeedBucket:
 Seeder = Callable[[str, float, frozenset[int]], list[SeedBucket]]
 
 _IN_FLIGHT = (outbox.SENDING, outbox.UNKNOWN)
-_DAY_MS = 86_400_000
+_DAY_MS = 86_400_000  # (a local day is up to 25 h: the query looks 25 h back)
 
 
 def _ms(v: datetime) -> int:
@@ -100,7 +100,7 @@ class OutboxSeeder:
                 ),
                 default=0.0,
             )
-            since = datetime.fromtimestamp(now - max(span, 86_400.0) - 1, UTC)
+            since = datetime.fromtimestamp(now - max(span, 90_000.0) - 1, UTC)
             rows = s.connection().execute(
                 select(
                     t.c.id,
