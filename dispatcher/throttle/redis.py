@@ -58,6 +58,7 @@ the end of the last charged day (+60 s), the epoch 2 days past the last booking.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -77,12 +78,14 @@ from dispatcher.throttle.policy import Bucket
 from dispatcher.throttle.reservation import Reservation, SendStatus
 from dispatcher.throttle.seed import Seeder
 
+log = logging.getLogger(__name__)
 _TAG = re.compile(r"\{b:([^}]*)\}")
 CALENDAR_DAYS_AHEAD = 3
 #: how long a reservation that found its brand being re-seeded waits before asking again
 SEED_RETRY_S = 0.25
-#: how long one worker may take to re-seed a brand before another may
-SEED_LOCK_MS = 30_000
+#: how long one worker may take to re-seed a brand before another may (a seed takes milliseconds;
+#: a worker that dies or times out holding the lock stops the brand's sends this long at most)
+SEED_LOCK_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,20 +237,33 @@ class RedisThrottle:
         token = os.urandom(8).hex()
         if not self._r.set(lock, token, nx=True, px=SEED_LOCK_MS):
             return bool(self._r.exists(keys.throttle_epoch_key(brand)))
+        started = time.monotonic()
         now = self._now(None)
         if now is None:
             sec, us = self._r.time()
             now = int(sec) + int(us) / 1e6
         try:
             got = self._seeder(brand, now, frozenset(unsent))
+            ks = [keys.throttle_epoch_key(brand), lock] + [b.key for b in got]
+            ks += [keys.throttle_sum_key(b.key) for b in got]
+            done = self._seed_script(
+                keys=ks,
+                args=[os.urandom(6).hex(), token, round(now * 1000), len(got)]
+                + [b.arg() for b in got],
+            )
         except Exception:
             if self._r.get(lock) in (token, token.encode()):
-                self._r.delete(lock)
+                self._r.delete(lock)  # the next reservation of the brand seeds again
             raise
-        ks = [keys.throttle_epoch_key(brand), lock] + [b.key for b in got]
-        ks += [keys.throttle_sum_key(b.key) for b in got]
-        self._seed_script(keys=ks, args=[os.urandom(6).hex(), token, round(now * 1000), len(got)]
-                          + [b.arg() for b in got])  # fmt: skip
+        log.warning(
+            "throttle of brand %s lost (Redis flushed or restarted): %s from the outbox, "
+            "%d buckets, %d entries, in %.3f s",
+            brand,
+            "re-seeded" if int(done) == 1 else "already re-seeded",
+            len(got),
+            sum(len(b.entries) for b in got),
+            time.monotonic() - started,
+        )
         return True
 
     def reserve_many(

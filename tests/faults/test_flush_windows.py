@@ -46,8 +46,13 @@ def test_ten_flushes_at_random_moments_never_over_a_window(dist_own_redis, tmp_p
     finally:
         r.close()
     rep, records, _ = finish_and_check(stack, db, seeded, run_id, timeout=120)
-    t0 = records[0]["received_at"]
-    print(f"\nflushes at {[round(f - t0, 1) for f in flushes]} s; {rep.summary()}")
+    times = sorted(float(m["received_at"]) for m in records)
+    t0 = times[0]
+    gap, at = max((b - a, a) for a, b in zip(times, times[1:], strict=False))
+    print(
+        f"\nflushes at {[round(f - t0, 1) for f in flushes]} s; last send {times[-1] - t0:.1f} s; "
+        f"longest pause {gap:.1f} s from {at - t0:.1f} s; load {os.getloadavg()}; {rep.summary()}"
+    )
     assert rep.ok(), rep.summary()  # exactly once: 0 duplicates, 0 lost
     windows = check_windows(records, seeded)
     print("; ".join(map(str, windows)))
