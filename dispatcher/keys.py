@@ -46,6 +46,11 @@ def throttle_epoch_key(brand_id: int | str) -> str:
     return f"{PREFIX}:tb:{_brand_tag(brand_id)}:epoch"
 
 
+def throttle_seed_lock_key(brand_id: int | str) -> str:
+    """Held by the one worker that re-seeds a brand's throttle from the outbox after a loss."""
+    return f"{PREFIX}:tb:{_brand_tag(brand_id)}:seeding"
+
+
 def throttle_sum_key(bucket_key: str) -> str:
     """Running total cost of a sliding bucket's log (same hash tag as the bucket)."""
     return f"{bucket_key}:sum"

@@ -169,10 +169,13 @@ class Runtime:
     @cached_property
     def throttle(self) -> RedisThrottle:
         from dispatcher.throttle.redis import RedisThrottle
+        from dispatcher.throttle.seed import OutboxSeeder
 
-        # production: Redis TIME is the one clock of every host; tests inject theirs
+        # production: Redis TIME is the one clock of every host; tests inject theirs.  After a
+        # loss of Redis, each brand's buckets are re-seeded from the outbox before any slot
+        seeder = OutboxSeeder(self.db, min_grace_s=self.settings.throttle_grace_s)
         clock = None if isinstance(self.clock, SystemClock) else self.clock
-        return RedisThrottle(self.throttle_redis, clock=clock)
+        return RedisThrottle(self.throttle_redis, clock=clock, seeder=seeder)
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,12 +61,24 @@ class MemoryThrottle(Throttle):
         self._released: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------------------- port
-    def reserve(self, buckets: Sequence[Bucket], *, max_wait_s: float = 0.0) -> Reservation:
-        with self._lock:
+    def reserve(
+        self,
+        buckets: Sequence[Bucket],
+        *,
+        max_wait_s: float = 0.0,
+        row: int | None = None,
+        unsent: Collection[int] = (),
+    ) -> Reservation:
+        with self._lock:  # no re-seed here: ``row`` has no in-flight entry to replace
             return self._reserve(buckets, max_wait_s)
 
     def reserve_many(
-        self, requests: Sequence[Sequence[Bucket]], *, max_wait_s: float = 0.0
+        self,
+        requests: Sequence[Sequence[Bucket]],
+        *,
+        max_wait_s: float = 0.0,
+        rows: Sequence[int] | None = None,
+        unsent: Collection[int] = (),
     ) -> list[Reservation]:
         with self._lock:
             return [self._reserve(b, max_wait_s) for b in requests]

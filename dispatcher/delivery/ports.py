@@ -22,7 +22,7 @@ same contract over each real adapter and its fake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -59,12 +59,26 @@ class Throttle(Protocol):
     """Atomic reservations across every bucket of a message (``throttle.redis`` has the proof
     that a booked slot, sent within its grace, keeps every window under its limit)."""
 
-    def reserve(self, buckets: Sequence[Bucket], *, max_wait_s: float = 0.0) -> Reservation:
-        """Book the earliest slot free in every bucket, if within ``max_wait_s``."""
+    def reserve(
+        self,
+        buckets: Sequence[Bucket],
+        *,
+        max_wait_s: float = 0.0,
+        row: int | None = None,
+        unsent: Collection[int] = (),
+    ) -> Reservation:
+        """Book the earliest slot free in every bucket, if within ``max_wait_s``; ``row``: the
+        outbox row it is for (a re-seed's in-flight entry for it is replaced); ``unsent``: the
+        claimed rows the caller holds and has not handed over (a re-seed does not count them)."""
         ...
 
     def reserve_many(
-        self, requests: Sequence[Sequence[Bucket]], *, max_wait_s: float = 0.0
+        self,
+        requests: Sequence[Sequence[Bucket]],
+        *,
+        max_wait_s: float = 0.0,
+        rows: Sequence[int] | None = None,
+        unsent: Collection[int] = (),
     ) -> list[Reservation]:
         """``reserve`` for several messages in one round trip, answered in order."""
         ...

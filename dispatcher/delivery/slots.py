@@ -13,6 +13,7 @@ unclaimed (``outbox.unclaim``: back to queued, its attempt given back).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,12 +43,15 @@ class _Held:
 
     def wait_s(self, t: float) -> float | None:
         """Seconds from ``t`` to the slot (0 once it has come); None once ``send_by`` may have
-        passed.  Both err on the safe side whatever the skew between this host and Redis: the
-        deadline counts from ``asked`` (early), the wait from ``answered`` (late)."""
+        passed, or the grace since the booking call (a slot is used unchecked only that long
+        after Redis saw it: a loss of Redis re-seeds the throttle counting every row in flight
+        as sent within the grace of the loss, docs/throttle.md).  Both err on the safe side
+        whatever the skew between this host and Redis: the deadline counts from ``asked``
+        (early), the wait from ``answered`` (late)."""
         res = self.reservation
         if not res.allowed or res.slot_at is None or res.send_by is None:
             return res.wait_s
-        if t - self.asked >= res.send_by - res.now:
+        if t - self.asked >= min(res.send_by - res.now, res.grace_s):
             return None
         return max(0.0, res.wait_s - (t - self.answered))
 
@@ -94,19 +98,30 @@ class Slots:
         asked = self.clock.time()
         now = self.clock.now()
         horizon = min(self.max_wait_s(x, now) for x, _ in fresh)
-        got = self.throttle.reserve_many([b for _, b in fresh], max_wait_s=horizon)
+        got = self.throttle.reserve_many(
+            [b for _, b in fresh],
+            max_wait_s=horizon,
+            rows=[x.row_id for x, _ in fresh],
+            unsent={x.row_id for x in rows},
+        )
         answered = self.clock.time()
         return {
             x.row_id: _Held(res, asked, answered) for (x, _), res in zip(fresh, got, strict=True)
         }
 
     def take(
-        self, conn: Connection, x: Ready, token: str, now: datetime, held: _Held | None
+        self,
+        conn: Connection,
+        x: Ready,
+        token: str,
+        now: datetime,
+        held: _Held | None,
+        unsent: Collection[int] = (),
     ) -> Reservation | Result:
         """A slot usable now, or what happened instead: booked for later (re-enqueued with that
         delay), throttled (due later), or early.  ``x`` is claimed with ``token``.  ``held``: a
         slot reserved ahead for this row, used if its ``send_by`` has not passed (else given
-        back)."""
+        back).  ``unsent``: the batch's rows not handed over yet (``x`` among them)."""
         if x.booking is not None:
             st = self.throttle.send_status(x.booking)
             if st == "send":
@@ -127,7 +142,9 @@ class Slots:
                 self.release(res)
                 wait = None
         if wait is None:
-            res = self.throttle.reserve(self._buckets(x), max_wait_s=horizon)
+            res = self.throttle.reserve(
+                self._buckets(x), max_wait_s=horizon, row=x.row_id, unsent=unsent or (x.row_id,)
+            )
             wait = res.wait_s
         # "allowed" in the metric = could go at once; a booked future slot is a wait, counted
         # by the kind of the bucket that set it (which limit binds)
@@ -229,7 +246,8 @@ class BatchSlots:
             s.pace = (s.clock.time() - self.started) / i
         if x.booking is None and x.row_id not in self.held:
             self.held.update(s.reserve_ahead(self.ready[i:]))
-        return s.take(conn, x, self.token, now, self.held.pop(x.row_id, None))
+        unsent = {r.row_id for r in self.ready[i:]}
+        return s.take(conn, x, self.token, now, self.held.pop(x.row_id, None), unsent)
 
     def close(self) -> None:
         for held in self.held.values():

@@ -5,8 +5,9 @@ test greps the package): ``register(client, "reserve")`` answers redis-py's ``Sc
 (EVALSHA, loading the script on a miss; fakeredis runs them through lupa).
 
 Scripts: ``reserve`` and ``release`` (throttle bookings), ``status`` (a booking's epoch and
-Redis time), ``record_body`` (daily repetition counts).  redis-py's own ``Lock`` (the
-scheduler's leader lock) brings its scripts with it.
+Redis time), ``seed`` (a brand's throttle rebuilt from the outbox after a loss),
+``record_body`` (daily repetition counts).  redis-py's own ``Lock`` (the scheduler's leader
+lock) brings its scripts with it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("reserve", "release", "status", "record_body")
+NAMES = ("reserve", "release", "status", "seed", "record_body")
 
 
 @cache

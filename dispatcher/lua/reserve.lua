@@ -7,11 +7,15 @@
 -- ARGV[1]        now_ms ('' -> Redis TIME)
 -- ARGV[2]        horizon_ms (latest slot accepted)
 -- ARGV[3]        member prefix (the reservation id)
--- ARGV[4]        epoch candidate (set if the brand has none)
+-- ARGV[4]        epoch candidate (set if the brand has none); '' when the brand's throttle is
+--                seeded from the outbox (seed.lua creates the epoch): then no epoch answers
+--                {-1, now, now, '', '', ..., 0} and nothing is taken
 -- ARGV[5]        nb, the number of buckets
--- ARGV[5+(j-1)*5+1..5]  per bucket j: kind ('w' sliding | 'c' calendar), limit,
---                L_ms (w: period+grace; c: grace), cost,
---                bounds (c: 'b1,b2,...' period starts in ms; w: '')
+-- ARGV[5+j]      bucket j as 'kind:limit:L_ms:cost:bounds': kind 'w' (sliding) or 'c'
+--                (calendar), L_ms (w: period+grace; c: grace), bounds (c: 'b1,b2,...' period
+--                starts in ms; w: empty)
+-- ARGV[6+nb]     '' or the member prefix ('s<row id>') of the row's in-flight entry from a
+--                re-seed, removed first (the row is reserving: it was not sent)
 -- Returns        {allowed 0/1, slot_ms, now_ms, epoch, charged_1, ..., charged_nb, binding}
 --                binding: index j of the bucket that set the slot (the last to move it, or the
 --                one beyond the calendar range); 0 when the slot is now (no limit held it back)
@@ -31,6 +35,14 @@ end
 local horizon = tonumber(ARGV[2])
 local rid = ARGV[3]
 local nb = tonumber(ARGV[5])
+-- a brand re-seeded from the outbox after a loss (ARGV[4] ''): no epoch, no reservation
+local epoch = redis.call('GET', KEYS[1])
+if (not epoch) and ARGV[4] == '' then
+  local out = {-1, string.format('%d', now), string.format('%d', now), ''}
+  for j = 1, nb do out[#out + 1] = '' end
+  out[#out + 1] = 0
+  return out
+end
 
 local function lower(S, n, v) -- first index with S[i] >= v
   local lo, hi = 1, n + 1
@@ -75,11 +87,18 @@ end
 
 local B = {}
 for j = 1, nb do
-  local base = 5 + (j - 1) * 5
-  local b = {key = KEYS[1 + j], kind = ARGV[base + 1], limit = tonumber(ARGV[base + 2]),
-             L = tonumber(ARGV[base + 3]), cost = tonumber(ARGV[base + 4])}
+  local kind, limit, L, cost, bounds = string.match(ARGV[5 + j], '^(%a):(%d+):(%d+):(%d+):(.*)$')
+  local b = {key = KEYS[1 + j], kind = kind, limit = tonumber(limit), L = tonumber(L),
+             cost = tonumber(cost)}
   if b.kind == 'w' then
     b.skey = KEYS[1 + nb + j]
+    -- the row reserving was counted as in flight by a re-seed (seed.lua): it was not sent, its
+    -- booking replaces that entry (the sum is recomputed from the log)
+    if ARGV[6 + nb] and ARGV[6 + nb] ~= '' then
+      if redis.call('ZREM', b.key, ARGV[6 + nb] .. ':' .. b.cost) == 1 then
+        redis.call('DEL', b.skey)
+      end
+    end
     local gone = redis.call('ZRANGEBYSCORE', b.key, '-inf', now - b.L)
     local sum = redis.call('GET', b.skey)
     if #gone > 0 then
@@ -96,9 +115,8 @@ for j = 1, nb do
       b.sum = 0
     end
   else
-    local bounds = {}
-    for s in string.gmatch(ARGV[base + 5], '[^,]+') do bounds[#bounds + 1] = tonumber(s) end
-    b.bounds = bounds
+    b.bounds = {}
+    for s in string.gmatch(bounds, '[^,]+') do b.bounds[#b.bounds + 1] = tonumber(s) end
     b.used = {}
   end
   B[j] = b
@@ -117,9 +135,35 @@ local function wfits(b, t)
   end
   return true
 end
+-- the latest booked slot (-inf for an empty log), read once
+local function wlast(b)
+  if b.last == nil then
+    local top = redis.call('ZRANGE', b.key, -1, -1, 'WITHSCORES')
+    if top[2] then b.last = tonumber(top[2]) else b.last = -math.huge end
+  end
+  return b.last
+end
+-- monotone case, every booking at or before t: the windows containing t' >= t hold only
+-- entries <= t', the fullest one is (t'-L, t'], and it fits once the oldest entries worth
+-- `excess` have left it: t' = max(t, S[k] + L), S[k] the entry where their cost reaches it
+-- (at most `excess` entries read).  nil if the sum and the log disagree.
+local function wmono(b, t)
+  local excess = b.sum + b.cost - b.limit
+  local head = redis.call('ZRANGE', b.key, 0, excess - 1, 'WITHSCORES')
+  local acc = 0
+  for i = 1, #head, 2 do
+    acc = acc + tonumber(string.match(head[i], ':(%d+)$'))
+    if acc >= excess then return math.max(t, tonumber(head[i + 1]) + b.L) end
+  end
+  return nil
+end
 -- earliest t' >= t that fits: t itself or some entry + L (the right end of a full stretch)
 local function wnext(b, t)
   if b.sum + b.cost <= b.limit then return t end -- no window can overflow
+  if b.S == nil and wlast(b) <= t then
+    local t2 = wmono(b, t)
+    if t2 ~= nil then return t2 end
+  end
   if b.S == nil then wload(b) end
   if wfits(b, t) then return t end
   local S, n = b.S, b.n
@@ -184,7 +228,6 @@ while true do
   if unknown or not moved or guard > 100000 then break end
 end
 
-local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[1], epoch, 'PX', 172800000)
@@ -198,9 +241,9 @@ for j = 1, nb do
   local charged = ''
   if allowed == 1 then
     if b.kind == 'w' then
+      local last = wlast(b)
       redis.call('ZADD', b.key, t, rid .. ':' .. b.cost)
-      local last = redis.call('ZRANGE', b.key, -1, -1, 'WITHSCORES')
-      local keep = tonumber(last[2]) + b.L - now + 1000
+      local keep = math.max(last, t) + b.L - now + 1000
       if redis.call('PTTL', b.key) < keep then redis.call('PEXPIRE', b.key, keep) end
       b.sum = b.sum + b.cost
       b.dirty = true

@@ -42,8 +42,15 @@ decides *locally* that a booked slot has come: ``send_status`` reads Redis ``TIM
 
 **Restart:** bucket state is volatile.  Each brand has an epoch token (``keys.throttle_epoch_key``);
 a Redis restart (or flush) loses it, ``send_status`` then answers ``"lost"`` for every older booking
-and the caller re-reserves, so only sends that already happened in the current windows are
-forgotten: at most N extra per bucket in windows overlapping the restart.
+and the caller re-reserves.  With a ``seeder`` (the dispatcher's: ``throttle.seed.OutboxSeeder``)
+only ``seed.lua`` creates the epoch, together with every send the outbox says may share a window
+with a new one, so "never over" holds across the loss (proof: docs/throttle.md, "Loss of
+Redis"); without one the first reservation creates it and a loss forgets the current windows.
+
+**Monotone path:** with no booking after the candidate slot ``t``, the fullest window containing
+``t' >= t`` is ``(t'-L, t']``, so the earliest fit is ``max(t, S[k] + L)``, ``S[k]`` the entry at
+which the oldest entries' cost reaches the excess over the limit: at most ``excess`` entries read
+instead of the whole log (exact, unlike GCRA: docs/throttle.md).
 
 Every key gets a TTL: sliding buckets until their last booked slot + L (+1 s), calendar hashes until
 the end of the last charged day (+60 s), the epoch 2 days past the last booking.
@@ -51,13 +58,14 @@ the end of the last charged day (+60 s), the epoch 2 days past the last booking.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -68,9 +76,16 @@ from dispatcher.clock import Clock
 from dispatcher.errors import InputError, ThrottleError
 from dispatcher.throttle.policy import Bucket
 from dispatcher.throttle.reservation import Reservation, SendStatus
+from dispatcher.throttle.seed import Seeder
 
+log = logging.getLogger(__name__)
 _TAG = re.compile(r"\{b:([^}]*)\}")
 CALENDAR_DAYS_AHEAD = 3
+#: how long a reservation that found its brand being re-seeded waits before asking again
+SEED_RETRY_S = 0.25
+#: how long one worker may take to re-seed a brand before another may (a seed takes milliseconds;
+#: a worker that dies or times out holding the lock stops the brand's sends this long at most)
+SEED_LOCK_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,11 @@ class _Request:
     args: list[Any]
 
     def answer(self, res: Any) -> Reservation:
+        if int(res[0]) == -1:  # the brand is being re-seeded: ask again shortly
+            now_s = int(res[2]) / 1000
+            return Reservation(
+                False, SEED_RETRY_S, None, None, 0.0, now_s, self.rid, "", self.brand
+            )
         allowed = int(res[0]) == 1
         slot_ms, now_ms = int(res[1]), int(res[2])
         epoch = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
@@ -117,16 +137,25 @@ class _Request:
         )
 
 
+def _unseeded(res: Any) -> bool:
+    return isinstance(res, list | tuple) and int(res[0]) == -1
+
+
 class RedisThrottle:
     """Throttle over one Redis (or fakeredis) client.  Thread-safe (redis-py clients are)."""
 
-    def __init__(self, redis_client: Any, clock: Clock | None = None) -> None:
+    def __init__(
+        self, redis_client: Any, clock: Clock | None = None, seeder: Seeder | None = None
+    ) -> None:
         self._r = redis_client
         self._clock = clock
+        self._seeder = seeder
+        self._seed_script = lua.register(redis_client, "seed")
         self._reserve = lua.register(redis_client, "reserve")
         self._release = lua.register(redis_client, "release")
         self._status = lua.register(redis_client, "status")
-        self._bounds_cache: dict[tuple[str, date, int], str] = {}
+        self._bounds_cache: dict[tuple[str, int], tuple[float, float, str]] = {}
+        self._shapes: dict[tuple[Bucket, ...], tuple[str, list[str], list[str]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _now(self, now: float | None) -> float | None:
@@ -137,23 +166,24 @@ class RedisThrottle:
         return None
 
     def _bounds(self, tz: str, ref: float, days: int) -> str:
+        """The period starts (ms) from the day before ``ref``'s local day to ``days`` + 1 after,
+        kept while ``ref`` stays in that local day."""
+        hit = self._bounds_cache.get((tz, days))
+        if hit is not None and hit[0] <= ref < hit[1]:
+            return hit[2]
         try:
             zone = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError) as e:
             raise InputError(f"unknown time zone {tz!r}") from e
         today = datetime.fromtimestamp(ref, zone).date()
-        ck = (tz, today, days)
-        s = self._bounds_cache.get(ck)
-        if s is None:
-            starts = []
-            for i in range(-1, days + 2):
-                d = today + timedelta(days=i)
-                starts.append(str(round(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp()
-                                        * 1000)))  # fmt: skip
-            s = ",".join(starts)
-            if len(self._bounds_cache) > 64:
-                self._bounds_cache.clear()
-            self._bounds_cache[ck] = s
+        starts = []
+        for i in range(-1, days + 2):
+            d = today + timedelta(days=i)
+            starts.append(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp())
+        s = ",".join(str(round(x * 1000)) for x in starts)
+        if len(self._bounds_cache) > 64:
+            self._bounds_cache.clear()
+        self._bounds_cache[(tz, days)] = (starts[1], starts[2], s)
         return s
 
     @staticmethod
@@ -178,6 +208,8 @@ class RedisThrottle:
         now: float | None = None,
         max_wait_s: float = 0.0,
         reservation_id: str | None = None,
+        row: int | None = None,
+        unsent: Collection[int] = (),
     ) -> Reservation:
         """Book the earliest slot ``>= now`` free in every bucket, if within ``max_wait_s``.
 
@@ -185,12 +217,54 @@ class RedisThrottle:
         seconds ahead (the caller re-enqueues with delay ``wait_s`` and sends at the slot without
         reserving again).  Not allowed -> nothing is taken; ``wait_s`` says when to ask again.
         """
-        req = self._request(buckets, now, max_wait_s, reservation_id)
+        req = self._request(buckets, now, max_wait_s, reservation_id, row)
         try:
             res = self._reserve(keys=req.keys, args=req.args)
+            if int(res[0]) == -1 and self.seed(req.brand, unsent):
+                res = self._reserve(keys=req.keys, args=req.args)
         except RedisError as e:
             raise ThrottleError(f"throttle reserve failed: {e}") from e
         return req.answer(res)
+
+    def seed(self, brand: str, unsent: Collection[int] = ()) -> bool:
+        """Re-seed ``brand``'s buckets from the seeder (the outbox) and create its epoch, unless
+        another worker holds the seed lock (then False: ask again in ``SEED_RETRY_S``) or did it
+        already.  True when the brand has an epoch now.  ``unsent``: claimed rows the caller
+        holds and has not handed over (not counted as in flight)."""
+        if self._seeder is None:
+            return False
+        lock = keys.throttle_seed_lock_key(brand)
+        token = os.urandom(8).hex()
+        if not self._r.set(lock, token, nx=True, px=SEED_LOCK_MS):
+            return bool(self._r.exists(keys.throttle_epoch_key(brand)))
+        started = time.monotonic()
+        now = self._now(None)
+        if now is None:
+            sec, us = self._r.time()
+            now = int(sec) + int(us) / 1e6
+        try:
+            got = self._seeder(brand, now, frozenset(unsent))
+            ks = [keys.throttle_epoch_key(brand), lock] + [b.key for b in got]
+            ks += [keys.throttle_sum_key(b.key) for b in got]
+            done = self._seed_script(
+                keys=ks,
+                args=[os.urandom(6).hex(), token, round(now * 1000), len(got)]
+                + [b.arg() for b in got],
+            )
+        except Exception:
+            if self._r.get(lock) in (token, token.encode()):
+                self._r.delete(lock)  # the next reservation of the brand seeds again
+            raise
+        log.warning(
+            "throttle of brand %s lost (Redis flushed or restarted): %s from the outbox, "
+            "%d buckets, %d entries, in %.3f s",
+            brand,
+            "re-seeded" if int(done) == 1 else "already re-seeded",
+            len(got),
+            sum(len(b.entries) for b in got),
+            time.monotonic() - started,
+        )
+        return True
 
     def reserve_many(
         self,
@@ -198,6 +272,8 @@ class RedisThrottle:
         *,
         now: float | None = None,
         max_wait_s: float = 0.0,
+        rows: Sequence[int] | None = None,
+        unsent: Collection[int] = (),
     ) -> list[Reservation]:
         """``reserve`` for several messages in one round trip (a pipeline of script calls).
 
@@ -206,10 +282,19 @@ class RedisThrottle:
         for a message sent later must still be used before its ``send_by``.  If Redis fails part
         way, the slots already booked are given back and ``ThrottleError`` is raised.
         """
-        reqs = [self._request(b, now, max_wait_s, None) for b in requests]
+        ids: Sequence[int | None] = rows if rows is not None else [None] * len(requests)
+        reqs = [
+            self._request(b, now, max_wait_s, None, i) for b, i in zip(requests, ids, strict=True)
+        ]
         if not reqs:
             return []
         raw = self._pipelined(reqs)
+        unseeded = {q.brand for q, r in zip(reqs, raw, strict=True) if _unseeded(r)}
+        if unseeded and all([self.seed(b, unsent) for b in sorted(unseeded)]):
+            # nothing was booked for them: ask again now that their brands are seeded
+            again = [q for q, r in zip(reqs, raw, strict=True) if _unseeded(r)]
+            redo = iter(self._pipelined(again))
+            raw = [next(redo) if _unseeded(r) else r for r in raw]
         if any(isinstance(r, NoScriptError) for r in raw):
             # a Redis Cluster pipeline does not load scripts first (redis-py's plain Pipeline
             # does): a node that restarted or was flushed answers NOSCRIPT; load and ask again
@@ -246,40 +331,56 @@ class RedisThrottle:
         now: float | None,
         max_wait_s: float,
         reservation_id: str | None,
+        row: int | None = None,
     ) -> _Request:
-        if not buckets:
-            raise InputError("reserve needs at least one bucket")
         if not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
             raise InputError("max_wait_s must be a finite number >= 0")
-        brand = self._brand(buckets)
-        if len({b.key for b in buckets}) != len(buckets):
-            raise InputError("duplicate bucket key in one reservation")
+        bt = tuple(buckets)
+        shape = self._shapes.get(bt)
+        if shape is None:
+            shape = self._shape(bt)
+        brand, ks, spec = shape
         t_now = self._now(now)
-        ref = t_now if t_now is not None else time.time()
         rid = reservation_id or os.urandom(8).hex()
-        days = CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
         argv: list[Any] = [
             "" if t_now is None else str(round(t_now * 1000)),
             str(round(max_wait_s * 1000)),
             rid,
-            os.urandom(6).hex(),
-            str(len(buckets)),
+            "" if self._seeder is not None else os.urandom(6).hex(),
+            str(len(bt)),
         ]
-        for b in buckets:
-            g = b.grace
-            if b.calendar_tz is None:
-                argv += ["w", b.limit, round((b.period_s + g) * 1000), b.cost, ""]
-            else:
-                argv += [
-                    "c",
-                    b.limit,
-                    round(g * 1000),
-                    b.cost,
-                    self._bounds(b.calendar_tz, ref, days),
-                ]
-        ks = [keys.throttle_epoch_key(brand)] + [b.key for b in buckets]
-        ks += [keys.throttle_sum_key(b.key) for b in buckets]
-        return _Request(tuple(buckets), brand, rid, max_wait_s, ks, argv)
+        if any(b.calendar_tz is not None for b in bt):
+            ref = t_now if t_now is not None else time.time()
+            days = CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
+            argv += [
+                sp + self._bounds(b.calendar_tz, ref, days) if b.calendar_tz is not None else sp
+                for b, sp in zip(bt, spec, strict=True)
+            ]
+        else:
+            argv += spec
+        argv.append("" if row is None else f"s{row}")
+        return _Request(bt, brand, rid, max_wait_s, ks, argv)
+
+    def _shape(self, bt: tuple[Bucket, ...]) -> tuple[str, list[str], list[str]]:
+        """What a reservation over ``bt`` always sends (brand, keys, each bucket's ARGV; a
+        calendar bucket's bounds are filled per call), checked and kept for the next call."""
+        if not bt:
+            raise InputError("reserve needs at least one bucket")
+        brand = self._brand(bt)
+        if len({b.key for b in bt}) != len(bt):
+            raise InputError("duplicate bucket key in one reservation")
+        spec = [
+            f"w:{b.limit}:{round((b.period_s + b.grace) * 1000)}:{b.cost}:"
+            if b.calendar_tz is None
+            else f"c:{b.limit}:{round(b.grace * 1000)}:{b.cost}:"
+            for b in bt
+        ]
+        ks = [keys.throttle_epoch_key(brand)] + [b.key for b in bt]
+        ks += [keys.throttle_sum_key(b.key) for b in bt]
+        if len(self._shapes) > 1024:
+            self._shapes.clear()
+        self._shapes[bt] = (brand, ks, spec)
+        return brand, ks, spec
 
     def release(self, reservation: Reservation) -> bool:
         """Give a booked slot back (message suppressed, paused, or it missed ``send_by``).
