@@ -80,7 +80,8 @@ class Recorded:
     event: ConsentEvent
     contact: Contact
     new: bool  # False: the ledger already held this event (dedupe rule), nothing was appended
-    suppressed: int = 0  # rows suppressed (revocations)
+    #: rows suppressed (revocations) per campaign SID: the caller counts them in its metrics
+    suppressed: dict[str, int] = field(default_factory=dict)
     campaign_ids: list[int] = field(default_factory=list)  # campaigns a revocation covers
 
 
@@ -180,13 +181,18 @@ def revoke_and_suppress(
     )
     assert got.contact.id is not None
     got.campaign_ids = campaigns_of(session, scope)
-    got.suppressed = outbox.suppress_for_contact(
+    by_id = outbox.suppress_for_contact(
         session,
         got.contact.id,
         campaign_ids=got.campaign_ids,
         reason="opted_out",
         now=now or utcnow(),
     )
+    if by_id:
+        sids = dict(
+            session.exec(select(Campaign.id, Campaign.sid).where(col(Campaign.id).in_(by_id))).all()
+        )
+        got.suppressed = {sids[cid]: n for cid, n in by_id.items()}
     return got
 
 

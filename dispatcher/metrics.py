@@ -86,7 +86,7 @@ def defer_reasons() -> tuple[str, ...]:
     """Every reason a message is deferred for (``dispatcher_messages_deferred_total{reason}``)."""
     from dispatcher.compliance.gates import DeferReason
 
-    return (*(r.value for r in DeferReason), "throttle")
+    return (*(r.value for r in DeferReason), "throttle", "retry", "resend_after_lookup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,13 +238,16 @@ class Metrics:
         )
         self.suppressed_total = Counter(
             "dispatcher_messages_suppressed",
-            "Messages a compliance gate suppressed (never sent), by reason code.",
+            "Messages suppressed (never sent), by reason code: a compliance gate's, or opted_out "
+            "when a revocation (STOP, 21610) suppressed the contact's pending messages.",
             ["campaign", "reason"],
             registry=reg,
         )
         self.deferred_total = Counter(
             "dispatcher_messages_deferred",
-            "Times a message was deferred to later (quiet hours, frequency cap...), by reason.",
+            "Times a message was deferred to later, by reason: a gate's (quiet hours, frequency "
+            "cap...), throttle (refused, or booked for a later slot), retry (the carrier refused "
+            "for now), resend_after_lookup.",
             ["campaign", "reason"],
             registry=reg,
         )
@@ -416,8 +419,10 @@ class Metrics:
             raise ValueError(f"unknown delivery status {status!r}")
         self.outcomes_total.labels(campaign, sender, status, _code(error_code)).inc()
 
-    def suppressed(self, campaign: str, reason: str) -> None:
-        self.suppressed_total.labels(campaign, reason).inc()
+    def suppressed(self, campaign: str, reason: str, n: int = 1) -> None:
+        """``n`` messages of ``campaign`` suppressed (a revocation suppresses every pending
+        message of the contact at once)."""
+        self.suppressed_total.labels(campaign, reason).inc(n)
 
     def guard_event(self, campaign: str, kind: str) -> None:
         """A reputation guard decision (``pause``) or an operator's answer (``resume``,

@@ -37,6 +37,7 @@ asking the carrier.  Rows are created by ``runs`` (fan-out, staged lists) in ``q
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -512,20 +513,24 @@ def suppress_for_contact(
     campaign_ids: list[int],
     reason: str,
     now: datetime,
-) -> int:
+) -> dict[int, int]:
     """queued -> suppressed for every not-yet-handed row of a contact in these campaigns (a
-    revocation's scope: ``consent.revoke_and_suppress`` is the caller)."""
+    revocation's scope: ``consent.revoke_and_suppress`` is the caller).  Returns the rows
+    suppressed per campaign id (the suppressions' metrics)."""
     if not campaign_ids:
-        return 0
+        return {}
     cond = and_(
         T.c.contact_id == contact_id,
         T.c.state.in_(NOT_HANDED),
         T.c.campaign_id.in_(campaign_ids),
     )
     res = session.connection().execute(
-        update(T).where(cond).values(state=SUPPRESSED, suppress_reason=reason, updated_at=now)
+        update(T)
+        .where(cond)
+        .values(state=SUPPRESSED, suppress_reason=reason, updated_at=now)
+        .returning(T.c.campaign_id)
     )
-    return res.rowcount
+    return dict(Counter(cid for (cid,) in res))
 
 
 def in_flight_for_contact(session: Session, contact_id: int) -> int:

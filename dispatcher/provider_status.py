@@ -15,7 +15,7 @@ and applies it again a little later: early.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,6 +53,8 @@ class StatusResult:
     campaign_sid: str | None = None
     sender: str | None = None
     carrier_opt_out: bool = False
+    #: pending rows the 21610 revocation suppressed, per campaign SID (metrics)
+    suppressed: dict[str, int] = field(default_factory=dict)
     paused_runs: int = 0
 
 
@@ -96,7 +98,8 @@ def apply_status(
         return res  # the common case: one UPDATE ... RETURNING and a cached lookup
     campaign = session.get_one(Campaign, row.campaign_id)
     if error_code == CARRIER_OPT_OUT:
-        res.carrier_opt_out = _carrier_opt_out(session, row, campaign, sid, now, halts)
+        got = _carrier_opt_out(session, row, campaign, sid, now, halts)
+        res.carrier_opt_out, res.suppressed = got.new, got.suppressed
     reason = None
     if error_code in PAUSE_CAMPAIGN_CODES:
         reason = (
@@ -165,10 +168,10 @@ def _move(
 
 def _carrier_opt_out(
     session: Session, row: Any, campaign: Campaign, sid: str, now: datetime, halts: HaltSignal
-) -> bool:
+) -> consent.Recorded:
     """21610: the recipient opted out at Twilio/the carrier -> brand-wide revoke + suppress
     (``consent.revoke_and_suppress``; one ledger entry per block, however many rows meet it).
-    True when the revocation is new."""
+    ``.new`` when the revocation is new."""
     return consent.carrier_opt_out(
         session,
         row.contact_id,
@@ -178,7 +181,7 @@ def _carrier_opt_out(
         actor=ACTOR,
         halts=halts,
         now=now,
-    ).new
+    )
 
 
 class StatusMetrics(Protocol):
@@ -191,6 +194,8 @@ class StatusMetrics(Protocol):
     def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None: ...
 
     def opt_out(self, campaign: str, kind: OptOutKind = "keyword") -> None: ...
+
+    def suppressed(self, campaign: str, reason: str, n: int = 1) -> None: ...
 
 
 def react(metrics: StatusMetrics, res: StatusResult) -> list[int]:
@@ -208,4 +213,6 @@ def react(metrics: StatusMetrics, res: StatusResult) -> list[int]:
         metrics.failed(campaign, sender, res.error_code)
     if res.carrier_opt_out:
         metrics.opt_out(campaign, "carrier")
+    for sid, n in res.suppressed.items():
+        metrics.suppressed(sid, "opted_out", n)
     return [res.run_id] if res.error_code and res.run_id is not None else []

@@ -545,12 +545,17 @@ def _consent_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
                 consent_type=body.consent_type,
                 occurred_at=body.occurred_at,
             )
-            return {
+            doc = {
                 **got.event.model_dump(),
                 "phone": contact.phone,
                 "brand": to.brand.name,
                 "campaign_sid": to.campaign.sid if to.campaign else None,
             }
+        metrics = getattr(runtime, "metrics", None)
+        if metrics is not None:  # committed: the revocation's suppressions count (issue 20)
+            for sid, n in got.suppressed.items():
+                metrics.suppressed(sid, "opted_out", n)
+        return doc
 
     @router.get(
         "/v1/contacts/{phone}/consent",

@@ -486,8 +486,9 @@ class RecordingMetrics(Metrics):
     def undelivered(self, campaign: str, sender: str, error_code: int | str | None) -> None:
         self._add("undelivered", campaign, sender, error_code)
 
-    def suppressed(self, campaign: str, reason: str) -> None:
-        self._add("suppressed", campaign, reason)
+    def suppressed(self, campaign: str, reason: str, n: int = 1) -> None:
+        for _ in range(n):
+            self._add("suppressed", campaign, reason)
 
     def guard_event(self, campaign: str, kind: str) -> None:
         self._add("guard_event", campaign, kind)

@@ -82,6 +82,7 @@ class Resolve:
             sender = campaign.messaging_service_sid or campaign.sender or ""
             since = as_utc(row.claimed_at or row.updated_at) - timedelta(minutes=2)
             to, digest, csid = row.to_phone, row.body_hash or "", campaign.sid
+            brand, segments = str(campaign.brand_id), row.segments
         try:
             found = self.gateway.find_sent(to, sender, since, digest)
         except GatewayError as e:
@@ -100,9 +101,18 @@ class Resolve:
             if moved and found and _past_sent(found.status):
                 res = self._apply(s, found.sid, found, now)
         if found:
-            self.metrics.sent(csid, sender, found.num_segments or 1)
+            if moved:  # counted once, by whoever moved the row, as a send (brand, body: daily)
+                self.metrics.sent(
+                    csid,
+                    sender,
+                    found.num_segments or segments or 1,
+                    brand=brand,
+                    body_hash=digest or None,
+                )
             self._react(res)
             return Result(Outcome.RESOLVED, "sent")
+        if moved:  # back in the outbox, due now (defer_reason "resend_after_lookup")
+            self.metrics.deferred(csid, "resend_after_lookup")
         return Result(Outcome.RESOLVED, "requeued")
 
     def refresh(self, row_id: int) -> Result:

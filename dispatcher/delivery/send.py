@@ -94,6 +94,7 @@ class Send:
                 delay = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempts - 1))
                 delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
                 outbox.release(s, x.row_id, token, now + timedelta(seconds=delay), "retry", now)
+                self.metrics.deferred(x.campaign.sid, "retry")
                 return Result(Outcome.RETRY)
             if isinstance(e, AmbiguousSendError):
                 outbox.mark_unknown(s, x.row_id, token, str(e), now)
@@ -112,6 +113,8 @@ class Send:
                 )
                 if got.new:
                     self.metrics.opt_out(x.campaign.sid, "carrier")
+                for sid, n in got.suppressed.items():
+                    self.metrics.suppressed(sid, "opted_out", n)
         self.metrics.failed(x.campaign.sid, x.sender, e.code)
         log.info("row %s to %s failed: %s", x.row_id, mask_phone(x.to), e)
         return Result(Outcome.FAILED, e.code)

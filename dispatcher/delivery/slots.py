@@ -158,6 +158,8 @@ class Slots:
             return Result(Outcome.THROTTLED)
         if wait > self.config.now_epsilon_s:
             self._later(conn, x.row_id, token, now, wait, res)
+            # the row is deferred to its slot (defer_reason "throttle", as a refusal's)
+            self.metrics.deferred(x.campaign.sid, "throttle")
             return Result(Outcome.BOOKED)
         return res
 

@@ -43,6 +43,8 @@ async def _inbound(ctx: Context, request: Request) -> Response:
         # a worker's claimed row meets the revoke's halt key and is dropped, or was sent)
         await ctx.wait_not_in_flight(result.contact_id)
     if not result.replay:
+        for sid, n in result.suppressed.items():
+            ctx.metrics.suppressed(sid, "opted_out", n)
         label = result.campaign_sid or "unknown"
         if result.new_opt_out:
             ctx.metrics.opt_out(

@@ -57,6 +57,8 @@ class InboundResult:
     new_opt_out: bool = False
     campaign_sid: str | None = None  # metrics label
     run_ids: list[int] = field(default_factory=list)  # runs the guard should look at
+    #: pending rows the revocation suppressed, per campaign SID (metrics)
+    suppressed: dict[str, int] = field(default_factory=dict)
 
     @property
     def revocation(self) -> bool:
@@ -238,7 +240,9 @@ def process_inbound(
             if campaigns
             else _fallback_brands(session, pk(contact))
         )
-        newly, all_ids = _revoke(session, msg, kind, contact, brands, campaigns, now, halts)
+        newly, all_ids = _revoke(
+            session, msg, kind, contact, brands, campaigns, now, halts, result.suppressed
+        )
         result.new_opt_out = newly
         result.run_ids = _active_runs_for(session, pk(contact), all_ids)
         if not newly:
@@ -283,10 +287,11 @@ def _revoke(
     campaigns: Sequence[Campaign],
     now: datetime,
     halts: HaltSignal,
+    suppressed: dict[str, int],
 ) -> tuple[bool, list[int]]:
     """One brand-wide revocation per brand (``consent.revoke_and_suppress``: the event and the
-    contact's pending rows in every campaign of the brand).  Returns (newly opted out
-    somewhere, campaign ids touched)."""
+    contact's pending rows in every campaign of the brand, added to ``suppressed`` per campaign
+    SID).  Returns (newly opted out somewhere, campaign ids touched)."""
     assert contact.id is not None
     newly = not brands
     touched: list[int] = []
@@ -320,6 +325,8 @@ def _revoke(
             occurred_at=now,
         )
         touched.extend(got.campaign_ids)
+        for sid, n in got.suppressed.items():
+            suppressed[sid] = suppressed.get(sid, 0) + n
     return newly, touched
 
 

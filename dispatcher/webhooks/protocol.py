@@ -33,6 +33,8 @@ class WebhookMetrics(Protocol):
 
     def guard_paused(self, campaign: str, reason: str) -> None: ...
 
+    def suppressed(self, campaign: str, reason: str, n: int = 1) -> None: ...
+
 
 class NoMetrics(WebhookMetrics):
     """A runtime without metrics: every call does nothing."""
@@ -59,6 +61,9 @@ class NoMetrics(WebhookMetrics):
         pass
 
     def guard_paused(self, campaign: str, reason: str) -> None:
+        pass
+
+    def suppressed(self, campaign: str, reason: str, n: int = 1) -> None:
         pass
 
 

@@ -7,6 +7,12 @@ for time-series panels, ``/api/v1/query_range``.
 
 ``metrics_target`` is a real embedded run of the product (pipeline, throttle, webhooks, sandbox
 carrier with 30007 filtering, inbound HELP/STOP/START), scraped while it goes on.
+
+``distributed`` is the distributed stack (webhooks, a worker pool, the scheduler, one Prometheus
+scraping the three) after a healthy run and after a faulty one.  There every panel query must
+return a series, and each one with a database equivalent must return the database's figure
+(tests/e2e/dashboard_checks.py: the table of panel query -> database computation -> tolerance;
+a new panel without an entry fails ``test_every_panel_query_has_a_database_check_or_says_why_not``).
 """
 
 from __future__ import annotations
@@ -319,11 +325,27 @@ def test_the_check_rejects_typos_and_unknown_metrics(prometheus: Prometheus) -> 
 REDIS_DB = 11
 
 
+#: the faulty run's carrier: 30007 filtering (the guard pauses the run) and the other codes the
+#: reputation panels watch (30003 unreachable, 30005 unknown, 30006 landline, 21610 opted out)
+FAULTY_ERRORS = {30007: 0.2, 30003: 0.05, 30005: 0.05, 30006: 0.05, 21610: 0.05}
+#: the faulty run sends one body to everyone (the repetition panels see identical sends)
+IDENTICAL = "Acme Corporation: your maintenance contract is due for renewal on [date]."
+
+
 @dataclass
 class Distributed:
     prometheus: Prometheus
     db: Any
     run_id: int
+    #: when Prometheus was ready (its first scrapes follow): the sampled span of every series
+    ready_at: float
+    faulty: bool
+
+
+def _inbound(stack: Any, pairs: list[tuple[str, str]]) -> None:
+    url = f"http://127.0.0.1:{stack.sandbox_port}/_sandbox/inbound"
+    for body, phone in pairs:
+        httpx.post(url, json={"from": phone, "body": body}, timeout=10).raise_for_status()
 
 
 @pytest.fixture(scope="module", params=["faulty", "healthy"])
@@ -332,11 +354,13 @@ def distributed(
 ) -> Iterator[Distributed]:
     """Webhooks, a worker pool (`dispatcher worker`) and the scheduler as real processes on
     PostgreSQL and Redis, scraped by one Prometheus (jobs webhooks, worker, scheduler), after a
-    run with throttle deferrals, HELP and STOP, and either 30007 filtering (``faulty``: the
-    guard pauses it) or none (``healthy``: the run completes; every panel still has data)."""
+    run with throttle deferrals, HELP, STOP and START, and either carrier errors (``faulty``:
+    30007 filtering makes the guard pause the run; 30003/30005/30006/21610 too; one identical
+    body for everyone; a natural-language STOP from someone whose message is still queued) or
+    none (``healthy``: the run completes; every panel still has data)."""
     faulty = request.param == "faulty"
     from dispatcher import run_report
-    from tests.harness import DISPATCHER, deployment, launch, seed
+    from tests.harness import DISPATCHER, TEMPLATE, deployment, launch, seed
     from tests.servers import fresh_postgres_database, redis_url
 
     binary = ensure_prometheus()
@@ -348,10 +372,12 @@ def distributed(
             db,
         ),
     ):
-        # 20 per 2 s: the campaign window binds (deferrals); 20 % 30007: the guard pauses
+        # 20 per 2 s: the campaign window binds (deferrals)
         seeded = seed(db, work, consented=120, opted_out=5, window_limit=20, window_seconds=2)
+        carrier = work / "carrier.json"
+        carrier.write_text(json.dumps({"delivery_errors": FAULTY_ERRORS if faulty else {}}))
         stack.start_sandbox(
-            "--filter-30007", "0.2" if faulty else "0", "--seed", "7",
+            "--config", str(carrier), "--seed", "7",
             "--inbound-url", f"{stack.webhook_url}/twilio/inbound",
         )  # fmt: skip
         stack.start_webhooks()
@@ -370,7 +396,18 @@ def distributed(
         prom = start_prometheus(binary, targets, work / "prometheus")
         try:
             wait_for(prom.ready, STARTUP_DEADLINE_S, "prometheus /-/ready")
-            run_id = launch(db, seeded)
+
+            def primed_everywhere() -> bool:
+                """Every job serves the campaign's counters at 0 (issue 20.4), scraped twice:
+                the run's first sends are then seen by increase()."""
+                r = prom.query(
+                    "count by (job) (count_over_time(dispatcher_messages_sent_total[1m]) >= 2)"
+                )
+                return len(r.get("data", {}).get("result", [])) == 3
+
+            wait_for(primed_everywhere, 60, "every job's primed counters scraped twice")
+            ready_at = time.time()
+            run_id = launch(db, seeded, template=IDENTICAL if faulty else TEMPLATE)
 
             until = "paused" if faulty else "completed"
 
@@ -382,27 +419,31 @@ def distributed(
                         == until
                     )
 
-            wait_for(settled, 180, f"the run to be {until} (30007 filtering: {faulty})")
+            wait_for(settled, 180, f"the run to be {until} (carrier errors: {faulty})")
             assert stack.carrier is not None
-            phones = sorted({r["to"] for r in stack.carrier.records()})
-            for body, phone in (("HELP", phones[0]), ("STOP", phones[1])):
-                inbound = f"http://127.0.0.1:{stack.sandbox_port}/_sandbox/inbound"
-                r = httpx.post(inbound, json={"from": phone, "body": body}, timeout=10)
-                r.raise_for_status()
+            texted = sorted({r["to"] for r in stack.carrier.records()})
+            replies = [("HELP", texted[0]), ("STOP", texted[1]), ("START", texted[1])]
+            if faulty:  # someone whose message still waits: the revocation suppresses it
+                waiting = sorted(set(seeded.consented) - set(texted))
+                assert waiting, "the guard paused the run after everyone was texted"
+                replies.append(("please stop texting me", waiting[0]))
+            _inbound(stack, replies)
 
             def everyone_up_and_moved() -> bool:
                 ups = prom.query("up")["data"]["result"]
                 opt = prom.query("sum(dispatcher_opt_outs_total)")["data"]["result"]
+                ins = prom.query("sum(dispatcher_opt_ins_total)")["data"]["result"]
                 pauses = prom.query("sum(dispatcher_guard_pauses_total)")["data"]["result"]
                 return (
                     len(ups) == 3
                     and all(u["value"][1] == "1" for u in ups)
                     and bool(opt) and float(opt[0]["value"][1]) >= 1
+                    and bool(ins) and float(ins[0]["value"][1]) >= 1
                     and bool(pauses) and float(pauses[0]["value"][1]) >= (1 if faulty else 0)
                 )  # fmt: skip
 
             wait_for(everyone_up_and_moved, 60, "three targets up, the STOP and the pause seen")
-            yield Distributed(prom, db, run_id)
+            yield Distributed(prom, db, run_id, ready_at, faulty)
         finally:
             prom.proc.stop()
 
@@ -460,63 +501,134 @@ def test_the_run_view_equals_run_show_on_the_distributed_stack(distributed: Dist
         raise AssertionError(f"prometheus {last[0]} != run show {last[1]}") from None
 
 
-def test_counters_agree_with_the_database_on_the_distributed_stack(
+# ------------------------------------------------- every panel's value against the database
+def target_ref_ids() -> list[tuple[str, str, str, str]]:
+    """(dashboard file, panel title, refId, expr) of every query of the committed JSON."""
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dash = json.loads(path.read_text(encoding="utf-8"))
+        stack = list(dash.get("panels", []))
+        while stack:
+            panel = stack.pop(0)
+            stack.extend(panel.get("panels", []))
+            for target in panel.get("targets") or []:
+                out.append((path.name, panel["title"], target["refId"], target["expr"]))
+    return out
+
+
+def test_every_panel_query_has_a_database_check_or_says_why_not() -> None:
+    """A new panel needs an entry in tests/e2e/dashboard_checks.py: how the database computes
+    its figure, or a one-line reason why it has no database equivalent."""
+    from tests.e2e.dashboard_checks import CHECKS, NoDb
+
+    keys = {(d, t, ref) for d, t, ref, _ in target_ref_ids()}
+    missing = sorted(keys - set(CHECKS))
+    assert not missing, "panel queries without a database check or a NoDb reason:\n" + "\n".join(
+        f"  {k}" for k in missing
+    )
+    stale = sorted(set(CHECKS) - keys)
+    assert not stale, f"entries for panels that no longer exist: {stale}"
+    for key, entry in CHECKS.items():
+        if isinstance(entry, NoDb):
+            assert len(entry.reason) >= 20 and "\n" not in entry.reason, key
+        else:
+            assert entry.sql, f"{key}: say what the database computes"
+            assert entry.tol.kind == "exact" or entry.tol.why, f"{key}: say why not exact"
+
+
+def test_counter_view_replaces_range_functions_only() -> None:
+    from tests.e2e.dashboard_checks import counter_view
+
+    expr = (
+        'sum by (a) (increase(x_total{a=~".*",b="c"}[1h])) / '
+        "clamp_min(sum(rate(y_total[5m])), 1) + histogram_quantile(0.5, z_bucket)"
+    )
+    assert counter_view(expr) == (
+        'sum by (a) ((x_total{a=~".*",b="c"})) / clamp_min(sum((y_total)), 1) '
+        "+ histogram_quantile(0.5, z_bucket)"
+    )
+
+
+def _vector(resp: dict[str, Any], by: tuple[str, ...], expr: str) -> dict[tuple[str, ...], float]:
+    assert resp.get("status") == "success", f"invalid query {expr!r}: {resp.get('error')}"
+    out = {}
+    for series in resp["data"]["result"]:
+        key = tuple(series["metric"].get(label, "") for label in by)
+        assert key not in out, f"{expr!r}: two series for {key} (labels {by} are not its own)"
+        out[key] = float(series["value"][1])
+    return out
+
+
+def disagreements(dist: Distributed, at: float) -> list[str]:
+    """Every (panel query, series) whose value is not the database's figure, read at ``at``."""
+    from tests.e2e.dashboard_checks import (
+        CHECKS,
+        EXACT,
+        Check,
+        counter_view,
+        increase_tolerance,
+        range_functions,
+        read_snapshot,
+    )
+
+    snap = read_snapshot(dist.db, at)
+    wrong = []
+    for d, title, ref, expr in target_ref_ids():
+        entry = CHECKS[(d, title, ref)]
+        if not isinstance(entry, Check):
+            continue
+        want = entry.db(snap)
+        q = all_values(expr)
+        funcs = range_functions(q)
+        views = []
+        if funcs:  # the counters, exactly; an increase as written within its extrapolation
+            views.append((counter_view(q), entry.tol))
+            if "increase" in funcs and entry.tol == EXACT:
+                views.append((q, increase_tolerance(1.0, at - dist.ready_at - 2)))
+        else:
+            views.append((q, entry.tol))
+        for view, tol in views:
+            got = _vector(dist.prometheus.query(view, at), entry.by, view)
+            for key in sorted(set(got) | set(want)):
+                if key not in got and want.get(key, 0.0) == 0:
+                    continue  # no series, nothing in the database either
+                g, w = got.get(key), want.get(key, 0.0)
+                if g is None or not tol.agrees(g, w):
+                    wrong.append(
+                        f"{d}: {title} [{ref}] {dict(zip(entry.by, key, strict=True))}: "
+                        f"prometheus {g} != database {w} ({tol.kind} {tol.x or ''}) "
+                        f"in {view}"
+                    )
+    return wrong
+
+
+def test_every_panel_agrees_with_the_database_on_the_distributed_stack(
     distributed: Distributed,
 ) -> None:
-    """Sends, 30007 outcomes, opt-outs, guard pauses and the brand's daily segments (the daily
-    cap's panel) in Prometheus = the database's counts
-    (exactly once: no process counted a send twice, and no series is missing a process)."""
-    from sqlalchemy import func, select
-
-    from dispatcher.models import ConsentEvent, OutboxMessage, Run
-
-    t = OutboxMessage.__table__  # type: ignore[attr-defined]
-    ce = ConsentEvent.__table__  # type: ignore[attr-defined]
-
-    def db_counts() -> dict[str, float]:
-        with distributed.db.session() as s:
-            c = s.connection()
-            return {
-                "sent": c.execute(
-                    select(func.count()).where(t.c.provider_sid.is_not(None))
-                ).scalar_one(),
-                "filtered": c.execute(
-                    select(func.count()).where(t.c.error_code == 30007)
-                ).scalar_one(),
-                "opt_outs": c.execute(
-                    # the seeded STOPs (actor "test") were recorded before any process ran
-                    select(func.count()).where(ce.c.action == "revoke", ce.c.actor != "test")
-                    .where(ce.c.source.in_(("keyword", "natural_language", "carrier")))
-                ).scalar_one(),
-                "paused": c.execute(
-                    select(func.count()).select_from(Run).where(Run.state == "paused")
-                ).scalar_one(),
-                # the run lasts a minute: every send is in today's T-Mobile day
-                "segments": c.execute(
-                    select(func.coalesce(func.sum(t.c.segments), 0))
-                    .where(t.c.provider_sid.is_not(None))
-                ).scalar_one(),
-            }  # fmt: skip
-
-    queries = {
-        "sent": "sum(dispatcher_messages_sent_total)",
-        "filtered": 'sum(dispatcher_message_outcomes_total{error_code="30007"})',
-        "opt_outs": "sum(dispatcher_opt_outs_total)",
-        "paused": "sum(dispatcher_guard_pauses_total)",
-        "segments": "sum(dispatcher_brand_daily_segments)",
-    }
-    last: list[Any] = []
+    """Each panel query with a database equivalent (tests/e2e/dashboard_checks.py) returns the
+    database's figure for every series, within the entry's tolerance (exact for counters), at
+    one instant: the database read and the queries' evaluation time."""
+    last: list[str] = []
 
     def agree() -> bool:
-        want = db_counts()
-        got = {}
-        for k, q in queries.items():
-            res = distributed.prometheus.query(q)["data"]["result"]
-            got[k] = float(res[0]["value"][1]) if res else -1.0
-        last[:] = [got, want]
-        return got == {k: float(v) for k, v in want.items()}
+        # Prometheus evaluates at millisecond resolution: the database's figures use the same
+        last[:] = disagreements(distributed, round(time.time(), 3))
+        return not last
 
     try:
-        wait_for(agree, 60, "Prometheus to agree with the database")
+        wait_for(agree, 60, "every panel to agree with the database")
     except TimeoutError:
-        raise AssertionError(f"prometheus {last[0]} != database {last[1]}") from None
+        raise AssertionError(
+            f"{len(last)} panel series disagree with the database:\n" + "\n".join(last)
+        ) from None
+    if distributed.faulty:  # the run did exercise what the checks compare
+        from tests.e2e.dashboard_checks import read_snapshot
+
+        snap = read_snapshot(distributed.db, time.time())
+        codes = {r.error_code for r in snap.rows if r.error_code}
+        assert 30007 in codes and len(codes) >= 3, codes
+        assert snap.pauses, "no guard pause"
+        assert any(r.defer_reason == "throttle" for r in snap.rows), "no throttle deferral"
+        revoked = [r for r in snap.rows if r.suppress_reason == "opted_out"]
+        assert len(revoked) > 5, "the STOP of a waiting recipient suppressed nothing"
+        assert len({r.body_hash for r in snap.sent()}) == 1, "identical bodies expected"

@@ -194,6 +194,63 @@ def test_reputation_thresholds_are_the_guards() -> None:
     assert any("dispatcher_guard_threshold_ratio" in e for e in exprs)
 
 
+def _steps(panel: dict) -> list[float]:
+    steps = panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])
+    return [s["value"] for s in steps if s["value"] is not None]
+
+
+def _alert_level(name: str) -> float:
+    """The number an alert rule compares with (``... > N``): the panel draws the same line."""
+    (expr,) = [r["expr"] for r in alert_rules() if r["alert"] == name]
+    found = re.search(r">\s*([0-9.]+)\s*$", expr.strip())
+    assert found, f"{name}: no '> N' at the end of {expr!r}"
+    return float(found.group(1))
+
+
+def test_every_threshold_comes_from_the_guard_an_alert_or_a_stated_heuristic() -> None:
+    """Each panel that draws thresholds is listed here with where its numbers come from: the
+    reputation guard's settings (dispatcher.guard.DEFAULT_THRESHOLDS), the alert rule the panel
+    stands beside (grafana/alerts.yml), or an operating heuristic with its reason.  A new
+    panel with thresholds fails until it is listed."""
+    from dispatcher.guard import DEFAULT_THRESHOLDS as G
+
+    from_guard = {
+        ("overview.json", "Delivered share (1 h)"): [0, 1 - G.failure_rate, 1 - G.failure_rate / 2],
+        ("reputation.json", "30007 filtering rate per campaign (1 h) vs the guard"): [
+            G.filtering_rate / 2, G.filtering_rate],
+        ("reputation.json", "Error rate per sender (1 h)"): [G.failure_rate / 2, G.failure_rate],
+        ("reputation.json", "Opt-out rate per campaign (24 h)"): [G.opt_out_warn_rate,
+                                                                  G.opt_out_rate],
+        ("reputation.json", "Opt-out rate per brand (24 h)"): [G.opt_out_warn_rate,
+                                                               G.opt_out_rate],
+    }  # fmt: skip
+    from_alerts = {
+        ("reputation.json", "Share of the daily cap used"): [
+            _alert_level("BrandDailyCapAbove80Percent"), 1.0],
+        ("runs.json", "Age of the oldest due message"): [60, _alert_level("QueueOldestDueTooOld")],
+    }  # fmt: skip
+    heuristics = {
+        ("overview.json", "Send latency to Twilio"): (
+            [2.5, 10], "Twilio answers a create in well under a second; 10 s holds a thread"),
+        ("overview.json", "HTTP latency p95 by route"): (
+            [1, 5], "Twilio gives a webhook 15 s before it times out and retries"),
+        ("reputation.json", "Share of sends repeating an identical body (rolling 24 h)"): (
+            [0.5, 0.9], "the guard's repetition check is off by default (an absolute count)"),
+        ("reputation.json", "Filtered by carrier (30007) per sender, last hour"): (
+            [1], "a count: any 30007 is evidence of filtering"),
+        ("reputation.json", "Guard pauses by campaign and signal (24 h)"): (
+            [1], "a count: any pause needs an operator"),
+    }  # fmt: skip
+    drawn = {(n, p["title"]): _steps(p) for n, p in all_panels() if _steps(p)}
+    listed = set(from_guard) | set(from_alerts) | set(heuristics)
+    assert set(drawn) <= listed, f"thresholds of unknown origin: {sorted(set(drawn) - listed)}"
+    assert listed <= set(drawn), f"listed but drawing no thresholds: {sorted(listed - set(drawn))}"
+    for key, want in {**from_guard, **from_alerts}.items():
+        assert drawn[key] == pytest.approx(want), key
+    for key, (want, why) in heuristics.items():
+        assert drawn[key] == want and len(why) > 20, key
+
+
 def test_provisioning_files() -> None:
     ds = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
     (source,) = ds["datasources"]

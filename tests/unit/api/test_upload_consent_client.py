@@ -276,6 +276,20 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def test_a_revocation_through_the_api_counts_the_rows_it_suppressed(world, db, token):
+    """The suppressed-by-reason panel counts what the database holds (issue 20)."""
+    from dispatcher.api import create_api_app
+    from tests.unit.api.conftest import ApiClient, launch_list, make_runtime
+
+    rt = make_runtime(db)
+    client = ApiClient(create_api_app(rt), token)
+    launch_list(client, world, n=2)
+    body = {"phone": "+14155550001", "brand": world["brand"], "action": "revoke"}
+    assert client.post("/v1/consent", json=body).status_code == 201
+    labels = {"campaign": world["campaign"], "reason": "opted_out"}
+    assert rt.metrics.registry.get_sample_value("dispatcher_messages_suppressed_total", labels) == 1
+
+
 def test_a_revocation_through_the_api_suppresses_the_contacts_rows_once(client, world, db):
     """POST /v1/consent goes through the consent service: the contact's queued rows in the
     scope are suppressed in the request's transaction, and a retried request with the same

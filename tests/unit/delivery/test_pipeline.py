@@ -228,6 +228,9 @@ def test_a_full_window_books_the_next_slots_and_they_are_sent_there(world: World
     assert [out[i] for i in ids] == ["sent", "booked"]
     ((row_id, delay, booking),) = world.h.queued
     assert row_id == ids[1] and delay >= 60 and booking is not None
+    # the booked row is deferred (defer_reason "throttle"): the deferrals counter says so
+    assert world.h.row(row_id).defer_reason == "throttle"
+    assert [a[1] for a in world.metrics.named("deferred")] == ["throttle"]
     world.h.clock.advance(delay)
     assert world.p.deliver(row_id, booking) == "sent"
     at = [m.at for m in world.gateway.messages]

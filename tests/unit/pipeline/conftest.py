@@ -159,16 +159,18 @@ class Harness:
         """A STOP arrives: the consent service's brand-wide revoke, rows of the brand
         suppressed.  Returns how many."""
         with self.db.session() as s:
-            return consent.revoke_and_suppress(
-                s,
-                contact_id,
-                consent.Scope(self.brand_id),
-                "keyword",
-                consent.Evidence(text="STOP"),
-                actor="test",
-                halts=self.rt.halts,
-                now=self.clock.now(),
-            ).suppressed
+            return sum(
+                consent.revoke_and_suppress(
+                    s,
+                    contact_id,
+                    consent.Scope(self.brand_id),
+                    "keyword",
+                    consent.Evidence(text="STOP"),
+                    actor="test",
+                    halts=self.rt.halts,
+                    now=self.clock.now(),
+                ).suppressed.values()
+            )
 
     def launch(self, template: str = TEMPLATE, *, fan_out: bool = True, **kw: Any) -> int:
         req = runs.LaunchRequest(

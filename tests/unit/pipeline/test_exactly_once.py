@@ -141,6 +141,9 @@ def test_row_stuck_in_sending_is_resolved_by_lookup_never_duplicated(harness, re
     else:
         assert after.state == outbox.QUEUED
         assert after.defer_reason == "resend_after_lookup"
+        deferred = {"campaign": harness.campaign_sid, "reason": "resend_after_lookup"}
+        sample = harness.rt.metrics.registry.get_sample_value
+        assert sample("dispatcher_messages_deferred_total", deferred) == 1
         assert hk.release() == 1
         assert p.deliver(row.id) == "sent"
     assert len(harness.records()) == 1
@@ -162,6 +165,12 @@ def test_timeout_after_accept_is_resolved_to_sent_without_a_second_message(harne
     assert after.state == outbox.SENT
     assert after.provider_sid == rec["sid"]
     assert harness.sandbox.stats.timeouts_after_accept == 1
+    # counted once, as any send: the brand's segments too (its daily volume and cap panels)
+    sample = harness.rt.metrics.registry.get_sample_value
+    sent = {"campaign": harness.campaign_sid, "sender": rec["from"] or rec["messaging_service_sid"]}
+    assert sample("dispatcher_messages_sent_total", sent) == 1
+    brand = {"brand": str(harness.brand_id)}
+    assert sample("dispatcher_brand_segments_sent_total", brand) == after.segments
 
     harness.sandbox.set_faults({"timeout_after_accept": 0.0})
     hk = harness.release_loop(p)

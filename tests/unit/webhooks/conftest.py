@@ -78,6 +78,9 @@ class RecordingMetrics(WebhookMetrics):
     def failed(self, campaign: str, sender: str, error_code: int | str | None) -> None:
         self.calls.append(("failed", campaign, sender, error_code))
 
+    def suppressed(self, campaign: str, reason: str, n: int = 1) -> None:
+        self.calls.append(("suppressed", campaign, reason, n))
+
 
 @dataclass
 class FakeRuntime:

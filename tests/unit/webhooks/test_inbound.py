@@ -56,6 +56,11 @@ def test_stop_suppresses_pending_rows_of_the_brand_and_records_evidence(client, 
     assert _row(world.db, sibling).state == "suppressed"  # same brand, other campaign
     assert _row(world.db, others).state == "queued"  # another brand: not in scope
     assert _row(world.db, sent).state == "sent"
+    # the suppressions are counted, per campaign, as the database holds them (issue 20)
+    sup = sorted(c[1:] for c in metrics.calls if c[0] == "suppressed")
+    assert sup == sorted(
+        [(world.campaign.sid, "opted_out", 1), (world.sibling.sid, "opted_out", 1)]
+    )
     [ev] = _events(world.db)
     assert (ev.action, ev.source, ev.brand_id, ev.campaign_id) == (
         "revoke",

@@ -65,6 +65,10 @@ def test_21610_records_a_carrier_opt_out_once(client, world, metrics):
     assert _get(world.db, OutboxMessage, sent.id).state == "failed"
     assert _get(world.db, OutboxMessage, pending.id).state == "suppressed"
     assert ("opt_out", world.campaign.sid, "carrier") in metrics.calls
+    # the pending row the revocation suppressed is counted once (issue 20)
+    assert [c for c in metrics.calls if c[0] == "suppressed"] == [
+        ("suppressed", world.sibling.sid, "opted_out", 1)
+    ]
     assert (
         "failed",
         world.campaign.sid,
