@@ -78,16 +78,16 @@ class StatusEndpoint:
                     pass
 
 
-def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
-    def run_batch(updates: list[StatusUpdate]) -> list[StatusResult]:
-        now = ctx.runtime.clock.now()
-        with ctx.runtime.db.session() as s:
-            return apply_statuses(
-                s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts
-            )
+def apply_batch(ctx: Context, updates: list[StatusUpdate]) -> list[StatusResult]:
+    """Callbacks in one transaction (``provider_status.apply_statuses``)."""
+    now = ctx.runtime.clock.now()
+    with ctx.runtime.db.session() as s:
+        return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts)
 
+
+def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
     return GroupCommit(
-        run_batch,
+        lambda us: apply_batch(ctx, us),
         lambda u: apply_one(ctx, u),
         max_batch=ctx.options.status_batch_max,
         give_up=(StorageError,),
@@ -101,6 +101,8 @@ def status_early(ctx: Context) -> EarlyStatuses:
         lambda res: ctx.guard_now(react(ctx, res)),
         delays=ctx.options.early_retry_delays_s,
         max_pending=ctx.options.early_max_pending,
+        apply_many=lambda us: apply_batch(ctx, us),
+        max_batch=ctx.options.status_batch_max,
     )
 
 
