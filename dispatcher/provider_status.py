@@ -190,7 +190,7 @@ def _apply_plain(
         session, {sid: updates[i].status for sid, i in plain.items()}, now
     )
     still = sorted(plain.keys() - moved.keys())
-    found = dict(
+    found: dict[str, str] = dict(
         session.connection().execute(_SID_STATES, {"b_sids": still}).all() if still else ()
     )
     for sid, i in plain.items():
