@@ -140,7 +140,7 @@ def apply_statuses(
     SID only the first callback of the highest rank can move the row (a later one of a lower or
     equal rank never does, an earlier lower one is overtaken within the batch and reacts
     nothing: no error code, so no metric but the final state's), and those moves are ONE
-    statement (``outbox.apply_provider_statuses``, rows locked in id order).  The SIDs with an
+    statement (``outbox.apply_provider_statuses``).  The SIDs with an
     error-coded or unknown status go callback by callback through ``apply_status``, in SID
     order (a SID's callbacks keep their arrival order)."""
     out: list[StatusResult | None] = [None] * len(updates)
