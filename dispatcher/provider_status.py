@@ -82,6 +82,20 @@ def apply_status(
     row, why = _move(session, sid, status, error_code, now)
     if row is None:
         return StatusResult(why)
+    return _moved(session, row, sid, error_code, now, campaigns, halts)
+
+
+def _moved(
+    session: Session,
+    row: Any,
+    sid: str,
+    error_code: int | None,
+    now: datetime,
+    campaigns: CampaignCache | None,
+    halts: HaltSignal,
+) -> StatusResult:
+    """What follows a move of ``row`` by a callback for ``sid``: its result and the reactions
+    to its error code / campaign (an opt-out or a campaign pause signals ``halts``)."""
     cached, _ = (campaigns or CampaignCache(0)).get(session, row.campaign_id)
     csid, cstatus = cached.sid, cached.campaign_status
     sender = cached.messaging_service_sid or cached.sender
@@ -121,30 +135,89 @@ def apply_statuses(
     campaigns: CampaignCache | None = None,
     halts: HaltSignal,
 ) -> list[StatusResult]:
-    """Apply several callbacks in the caller's ONE transaction, each exactly as
-    ``apply_status`` would on its own (a callback sees the ones before it: a duplicate or a
-    late status in the same batch changes nothing and reacts nothing).  Rows are locked in
-    SID order (callbacks of one SID keep their arrival order), so two concurrent batches
-    never wait on each other crosswise.  Results in the order of ``updates``."""
-    order = sorted(range(len(updates)), key=lambda i: updates[i].sid)
+    """Apply several callbacks in the caller's ONE transaction: the rows end as, and the same
+    reactions run as, ``apply_status`` on each in arrival order (a duplicate or a late status
+    in the batch changes nothing and reacts nothing).  Results in the order of ``updates``.
+
+    The common callback -- a known status, no error code -- costs no statement of its own: per
+    SID only the first callback of the highest rank can move the row (a later one of a lower or
+    equal rank never does, an earlier lower one is overtaken within the batch and reacts
+    nothing: no error code, so no metric but the final state's), and those moves are ONE
+    statement (``outbox.apply_provider_statuses``).  The SIDs with an
+    error-coded or unknown status go callback by callback through ``apply_status``, in SID
+    order (a SID's callbacks keep their arrival order)."""
     out: list[StatusResult | None] = [None] * len(updates)
-    for i in order:
-        u = updates[i]
-        out[i] = apply_status(
-            session,
-            sid=u.sid,
-            status=u.status,
-            error_code=u.error_code,
-            now=now,
-            campaigns=campaigns,
-            halts=halts,
-        )
+    by_sid: dict[str, list[int]] = {}
+    for i, u in enumerate(updates):
+        by_sid.setdefault(u.sid, []).append(i)
+    plain: dict[str, int] = {}  # SID -> the index of the callback that can move its row
+    for sid, idx in by_sid.items():
+        if all(
+            not updates[i].error_code and updates[i].status in outbox.PROVIDER_STATE for i in idx
+        ):
+            plain[sid] = max(idx, key=lambda i: (_rank(updates[i].status), -i))
+    if plain:
+        _apply_plain(session, updates, plain, by_sid, out, now, campaigns, halts)
+    for sid in sorted(by_sid.keys() - plain.keys()):
+        for i in by_sid[sid]:
+            u = updates[i]
+            out[i] = apply_status(
+                session,
+                sid=sid,
+                status=u.status,
+                error_code=u.error_code,
+                now=now,
+                campaigns=campaigns,
+                halts=halts,
+            )
     return out  # type: ignore[return-value]
+
+
+def _rank(status: str) -> int:
+    return outbox.RANK[outbox.PROVIDER_STATE[status]]
+
+
+def _apply_plain(
+    session: Session,
+    updates: Sequence[StatusUpdate],
+    plain: dict[str, int],
+    by_sid: dict[str, list[int]],
+    out: list[StatusResult | None],
+    now: datetime,
+    campaigns: CampaignCache | None,
+    halts: HaltSignal,
+) -> None:
+    """The batch's plain SIDs (``plain``: SID -> its moving callback): their results in
+    ``out``."""
+    moved = outbox.apply_provider_statuses(
+        session, {sid: updates[i].status for sid, i in plain.items()}, now
+    )
+    still = sorted(plain.keys() - moved.keys())
+    found: dict[str, str] = dict(
+        session.connection().execute(_SID_STATES, {"b_sids": still}).all() if still else ()
+    )
+    for sid, i in plain.items():
+        row, status = moved.get(sid), updates[i].status
+        state = found.get(sid)
+        if state in outbox.RANK and outbox.RANK[state] < _rank(status):
+            # the SID was committed after the batch's statement took its snapshot (READ
+            # COMMITTED takes a new one per statement): the move applies now
+            row = outbox.apply_provider_status(session, sid, status, None, now)
+        if row is not None:
+            out[i] = _moved(session, row, sid, None, now, campaigns, halts)
+        why = "unchanged" if sid in found or row is not None else "unknown_sid"
+        for j in by_sid[sid]:
+            if out[j] is None:
+                out[j] = StatusResult(why)
 
 
 _T: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
 #: the state of the row that has a SID (unique index on provider_sid: one index lookup)
 _SID_STATE = sql_select(_T.c.state).where(_T.c.provider_sid == bindparam("b_sid", type_=String))
+#: the states of the rows that have these SIDs
+_SID_STATES = sql_select(_T.c.provider_sid, _T.c.state).where(
+    _T.c.provider_sid.in_(bindparam("b_sids", expanding=True))
+)
 
 
 def _move(

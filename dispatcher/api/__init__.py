@@ -48,13 +48,14 @@ def install_error_handlers(app: Any) -> None:
     install(app)
 
 
-def new_app() -> Any:
-    """An empty FastAPI app carrying the API's title, description and tags, with no ``/docs``
-    or ``/redoc`` page: the contract is the document (``/openapi.json``), for any OpenAPI
-    viewer or client generator.  Both apps start from it."""
+def new_app(app_class: Any = None) -> Any:
+    """An empty FastAPI app (or of ``app_class``, a FastAPI subclass) carrying the API's title,
+    description and tags, with no ``/docs`` or ``/redoc`` page: the contract is the document
+    (``/openapi.json``), for any OpenAPI viewer or client generator.  Both apps start from
+    it."""
     from fastapi import FastAPI
 
-    return FastAPI(
+    return (app_class or FastAPI)(
         title=TITLE,
         version=VERSION,
         description=DESCRIPTION,

@@ -4,7 +4,8 @@ The worker records a message's SID (``outbox.provider_sid``) after a batch of se
 carrier's callback can come first and match no row (``apply_status`` -> ``"unknown_sid"``).  The
 route answers 200 anyway (Twilio does not retry status callbacks) and hands the callback to
 ``EarlyStatuses.keep``, which applies it again after each delay of ``delays`` in turn (each
-attempt in its own transaction) until it is applied or is found late/duplicate ("unchanged"),
+callback due at the same time in one transaction) until it is applied or is found
+late/duplicate ("unchanged"),
 and gives up after the last delay.  A callback dropped here (full, given up, process restart) is
 not lost for good: the scheduler refreshes the row from the carrier after ``status_after``.
 
@@ -36,8 +37,10 @@ class _Kept:
 
 
 class EarlyStatuses:
-    """``apply(update)`` applies one callback in its own transaction; ``on_applied(result)`` runs
-    the route's reactions (metrics, reputation guard) when it moved the row."""
+    """``apply(update)`` applies one callback in its own transaction, ``apply_many(updates)``
+    several in one (their results in order; if it raises, nothing was committed and each is
+    tried alone); ``on_applied(result)`` runs the route's reactions (metrics, reputation guard)
+    when it moved the row.  The callbacks due at once (up to ``max_batch``) go together."""
 
     def __init__(
         self,
@@ -46,9 +49,13 @@ class EarlyStatuses:
         *,
         delays: Sequence[float],
         max_pending: int,
+        apply_many: Callable[[list[StatusUpdate]], Sequence[StatusResult]] | None = None,
+        max_batch: int = 200,
         name: str = "early-status",
     ) -> None:
         self._apply = apply
+        self._apply_many = apply_many
+        self.max_batch = max_batch
         self._on_applied = on_applied
         self.delays = tuple(delays)
         self.max_pending = max_pending
@@ -122,14 +129,19 @@ class EarlyStatuses:
             )
             self._warned_at, self._dropped = mono, 0
 
-    def _take_locked(self) -> _Kept | None:
-        """The next callback once it is due; None when nothing is pending (or closed)."""
+    def _take_locked(self) -> list[_Kept]:
+        """The callbacks due now (at least one, at most ``max_batch``: waits for the next);
+        none when nothing is pending (or closed)."""
         while self._heap and not self._closed:
-            left = self._heap[0].due - time.monotonic()
+            now = time.monotonic()
+            left = self._heap[0].due - now
             if left <= 0:
-                return heapq.heappop(self._heap)
+                due: list[_Kept] = []
+                while self._heap and self._heap[0].due <= now and len(due) < self.max_batch:
+                    due.append(heapq.heappop(self._heap))
+                return due
             self._cond.wait(left)
-        return None
+        return []
 
     def _work(self) -> None:
         me = threading.current_thread()
@@ -137,16 +149,36 @@ class EarlyStatuses:
             while True:
                 with self._cond:
                     self._busy = 0
-                    kept = self._take_locked()
-                    if kept is None:
+                    due = self._take_locked()
+                    if not due:
                         self._thread = None  # under the lock: the next keep() starts one
                         return
-                    self._busy = 1
-                self._attempt(kept)
+                    self._busy = len(due)
+                self._attempt_many(due)
         finally:
             with self._cond:  # died of a BaseException: the next keep() starts a new thread
                 if self._thread is me:
                     self._thread, self._busy = None, 0
+
+    def _attempt_many(self, due: list[_Kept]) -> None:
+        if len(due) > 1 and self._apply_many is not None:
+            try:
+                results = list(self._apply_many([k.update for k in due]))
+                if len(results) != len(due):
+                    raise RuntimeError(f"{len(results)} results for {len(due)} callbacks")
+            except Exception as e:  # noqa: BLE001 - nothing committed: each alone below
+                log.warning(
+                    "%s: a batch of %d failed (%s); applying one by one",
+                    self.name,
+                    len(due),
+                    type(e).__name__,
+                )
+            else:
+                for kept, res in zip(due, results, strict=True):
+                    self._outcome(kept, res)
+                return
+        for kept in due:
+            self._attempt(kept)
 
     def _attempt(self, kept: _Kept) -> None:
         u = kept.update
@@ -162,6 +194,12 @@ class EarlyStatuses:
             )
             self._again(kept, f"the last attempt failed ({type(e).__name__})")
             return
+        self._outcome(kept, res)
+
+    def _outcome(self, kept: _Kept, res: StatusResult) -> None:
+        """After an attempt committed: kept again if its SID is still unknown, reactions if it
+        moved the row."""
+        u = kept.update
         if res.outcome == "unknown_sid":
             self._again(kept, "no outbox row has that SID")
         elif res.outcome == "applied":

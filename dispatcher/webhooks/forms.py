@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
 from starlette.requests import Request
@@ -107,42 +108,75 @@ def parse_form(content_type: str | None, body: bytes) -> Form:
     return Form(pairs)
 
 
-def public_url(base: str, request: Request) -> str:
-    """The URL Twilio called: the configured public base + the request path (+ query)."""
-    raw = request.scope.get("raw_path")
-    path = raw.decode("latin-1") if isinstance(raw, bytes) and raw else request.url.path
-    query = request.scope.get("query_string") or b""
+def public_url(base: str, scope: Mapping[str, Any]) -> str:
+    """The URL Twilio called: the configured public base + the request's path (+ query), from
+    its ASGI scope."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) and raw else scope["path"]
+    query = scope.get("query_string") or b""
     url = base.rstrip("/") + path
     if query:
         url += "?" + query.decode("latin-1")
     return url
 
 
+def asgi_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers by lower-case name (the first of a repeated one, as Starlette's
+    ``Headers.get``)."""
+    out: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        out.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+    return out
+
+
 async def read_signed_form(request: Request, auth_token: str, base_url: str) -> Form:
-    signature = request.headers.get(SIGNATURE_HEADER)
+    """``signed_form`` of a Starlette request."""
+    return await signed_form(request.scope, request.receive, auth_token, base_url)
+
+
+async def signed_form(
+    scope: Mapping[str, Any],
+    receive: Callable[[], Awaitable[Mapping[str, Any]]],
+    auth_token: str,
+    base_url: str,
+) -> Form:
+    """The form of an ASGI request whose ``X-Twilio-Signature`` matches; ``WebhookError``
+    otherwise (checks in the order of the module's docstring)."""
+    headers = asgi_headers(scope)
+    signature = headers.get(SIGNATURE_HEADER.lower())
     if not signature:
         raise WebhookError(403, f"missing {SIGNATURE_HEADER} header")
-    length = request.headers.get("content-length")
+    length = headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    form = parse_form(request.headers.get("content-type"), b"".join(chunks))
-    algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    form = parse_form(headers.get("content-type"), await _body(receive))
+    algorithm = get_signature_algorithm(headers.get(SIGNATURE_SETTINGS_HEADER.lower()))
     try:
-        ok = signature_matches(
-            auth_token, public_url(base_url, request), form, signature, algorithm
-        )
+        ok = signature_matches(auth_token, public_url(base_url, scope), form, signature, algorithm)
     except ValueError:  # e.g. an unparsable port in the configured URL
         ok = False
     if not ok:
         raise WebhookError(403, f"invalid {SIGNATURE_HEADER}")
     return form
+
+
+async def _body(receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> bytes:
+    """The request body (413 past ``MAX_BODY_BYTES``); a client gone mid-body reads as what
+    came."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def signature_matches(

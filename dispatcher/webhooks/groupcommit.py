@@ -41,13 +41,14 @@ class _Waiter:
         self.future = future
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the request was cancelled (client gone): the work is done anyway
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        if future.done():  # the request was cancelled (client gone): the work is done anyway
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class GroupCommit(Generic[I, R]):
@@ -139,8 +140,7 @@ class GroupCommit(Generic[I, R]):
             outcomes = [(None, e)] * len(batch)
             raise
         finally:
-            for w, (result, error) in zip(batch, outcomes, strict=True):
-                self._resolve(w, result, error)
+            self._resolve(batch, outcomes)
 
     def _one_by_one(self, batch: list[_Waiter]) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []
@@ -158,8 +158,14 @@ class GroupCommit(Generic[I, R]):
         return out
 
     @staticmethod
-    def _resolve(w: _Waiter, result: Any, error: BaseException | None) -> None:
-        try:
-            w.loop.call_soon_threadsafe(_settle, w.future, result, error)
-        except RuntimeError:  # that event loop is closed: nobody is waiting any more
-            pass
+    def _resolve(batch: list[_Waiter], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """Each waiter's outcome, set on its event loop: one wake-up per loop and batch (each
+        costs the loop a self-pipe write and read)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
+        for w, (result, error) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(w.loop, []).append((w.future, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that event loop is closed: nobody is waiting any more
+                pass

@@ -12,6 +12,9 @@ answered 200 too, and kept to be applied again a little later (early.py).
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,36 +25,69 @@ from dispatcher.provider_status import StatusResult, StatusUpdate, apply_status,
 from dispatcher.webhooks.context import Context
 from dispatcher.webhooks.early import EarlyStatuses
 from dispatcher.webhooks.errors import answer
-from dispatcher.webhooks.forms import SID_MAX, WebhookError, read_signed_form
+from dispatcher.webhooks.forms import SID_MAX, WebhookError, signed_form
 from dispatcher.webhooks.groupcommit import GroupCommit
 from dispatcher.webhooks.twiml import twiml_response
 
 PATH = "/twilio/status"
 
 
-def install(app: Starlette, ctx: Context) -> None:
-    """Add the route to ``app`` -- call it before any other route is added: a plain Starlette
-    route matched first, without FastAPI's per-request dependency machinery (nothing here
-    needs it: the handler reads the raw request)."""
+def install(app: Starlette, ctx: Context) -> StatusEndpoint:
+    """Add the route to ``app`` and return its endpoint, a plain ASGI app that the webhook app
+    calls for ``POST /twilio/status`` before its middleware stack (app.WebhookApp): nothing
+    there is needed by a callback (the endpoint records its own request metric, answers its own
+    errors), and it was a third of the route's CPU.  The route added here serves the other
+    methods (405) and names the path for the metrics."""
     commit = ctx.status_commit = status_commit(ctx)
     early = ctx.early = status_early(ctx)
+    endpoint = StatusEndpoint(ctx, commit, early)
 
     async def status(request: Request) -> Response:
-        return await answer(lambda: _status(ctx, commit, early, request))
+        return await answer(lambda: _status(ctx, commit, early, request.scope, request.receive))
 
     app.add_route(PATH, status, methods=["POST"], include_in_schema=False)
+    return endpoint
+
+
+class StatusEndpoint:
+    """``POST /twilio/status`` as a plain ASGI app."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        commit: GroupCommit[StatusUpdate, StatusResult],
+        early: EarlyStatuses,
+    ) -> None:
+        self.ctx, self.commit, self.early = ctx, commit, early
+        self._record = getattr(ctx.runtime.metrics, "http_request", None)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        code = 500  # what the server answers if the handler raises
+        try:
+            response = await answer(
+                lambda: _status(self.ctx, self.commit, self.early, scope, receive)
+            )
+            code = response.status_code
+            await response(scope, receive, send)
+        finally:
+            if self._record is not None:
+                try:
+                    self._record(PATH, "POST", code, time.perf_counter() - started)
+                except Exception:  # noqa: BLE001, S110 - metrics never fail a request
+                    pass
+
+
+def apply_batch(ctx: Context, updates: list[StatusUpdate]) -> list[StatusResult]:
+    """Callbacks in one transaction (``provider_status.apply_statuses``)."""
+    now = ctx.runtime.clock.now()
+    with ctx.runtime.db.session() as s:
+        return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts)
 
 
 def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
-    def run_batch(updates: list[StatusUpdate]) -> list[StatusResult]:
-        now = ctx.runtime.clock.now()
-        with ctx.runtime.db.session() as s:
-            return apply_statuses(
-                s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts
-            )
-
     return GroupCommit(
-        run_batch,
+        lambda us: apply_batch(ctx, us),
         lambda u: apply_one(ctx, u),
         max_batch=ctx.options.status_batch_max,
         give_up=(StorageError,),
@@ -65,6 +101,8 @@ def status_early(ctx: Context) -> EarlyStatuses:
         lambda res: ctx.guard_now(react(ctx, res)),
         delays=ctx.options.early_retry_delays_s,
         max_pending=ctx.options.early_max_pending,
+        apply_many=lambda us: apply_batch(ctx, us),
+        max_batch=ctx.options.status_batch_max,
     )
 
 
@@ -96,14 +134,19 @@ def parse_error_code(raw: str | None) -> int | None:
     return int(text) or None
 
 
+#: the answer to every accepted callback (a Response is stateless once built: sent as is)
+_OK = twiml_response(None)
+
+
 async def _status(
     ctx: Context,
     commit: GroupCommit[StatusUpdate, StatusResult],
     early: EarlyStatuses,
-    request: Request,
+    scope: Any,
+    receive: Any,
 ) -> Response:
     settings = ctx.runtime.settings
-    form = await read_signed_form(request, settings.auth_token, settings.public_base_url)
+    form = await signed_form(scope, receive, settings.auth_token, settings.public_base_url)
     sid = form.get("MessageSid", required=True, max_len=SID_MAX) or ""
     status = (form.get("MessageStatus", required=True, max_len=32) or "").strip().lower()
     error_code = parse_error_code(form.get("ErrorCode", max_len=16))
@@ -114,4 +157,4 @@ async def _status(
             await ctx.guard(run_ids)
     elif res.outcome == "unknown_sid":
         early.keep(update)  # still 200: Twilio does not retry a status callback
-    return twiml_response(None)
+    return _OK

@@ -227,3 +227,65 @@ def test_at_most_max_pending_are_kept(sqlite_db, clock, caplog):
     client.app.state.webhooks.close()
     assert early.pending() == 0 and not thread.is_alive() and early.thread is None
     assert not early.keep(StatusUpdate(SID, "sent", None))  # closed for good
+
+
+def _held_early(results: dict[str, str], *, fail_many: bool = False) -> tuple[Any, dict[str, Any]]:
+    """An EarlyStatuses whose first single attempt is held until ``calls["release"]`` is set;
+    every attempt answers ``results[sid]``; ``apply_many`` raises when ``fail_many``."""
+    import threading
+
+    from dispatcher.provider_status import StatusResult
+    from dispatcher.webhooks.early import EarlyStatuses
+
+    calls: dict[str, Any] = {
+        "one": [],
+        "many": [],
+        "applied": [],
+        "entered": threading.Event(),
+        "release": threading.Event(),
+    }
+
+    def one(u: StatusUpdate) -> StatusResult:
+        calls["one"].append(u.sid)
+        calls["entered"].set()
+        assert calls["release"].wait(10)
+        return StatusResult(results[u.sid], row_id=1)
+
+    def many(us: list[StatusUpdate]) -> list[StatusResult]:
+        calls["many"].append([u.sid for u in us])
+        if fail_many:
+            raise RuntimeError("the batch failed")
+        return [StatusResult(results[u.sid], row_id=1) for u in us]
+
+    early = EarlyStatuses(
+        one,
+        lambda res: calls["applied"].append(res),
+        delays=(0.05, 0.05),
+        max_pending=100,
+        apply_many=many,
+    )
+    return early, calls
+
+
+@pytest.mark.parametrize("fail_many", [False, True])
+def test_kept_callbacks_due_together_are_applied_in_one_batch(fail_many):
+    import time
+
+    results = {"SM1": "unchanged", "SM2": "applied", "SM3": "applied", "SM4": "unknown_sid"}
+    early, calls = _held_early(results, fail_many=fail_many)
+    try:
+        assert early.keep(StatusUpdate("SM1", "delivered", None))
+        assert calls["entered"].wait(10)  # the first is applied alone, and held there
+        kept_at = time.monotonic()
+        for sid in ("SM2", "SM3", "SM4"):
+            assert early.keep(StatusUpdate(sid, "delivered", None))
+        wait_for(lambda: time.monotonic() > kept_at + 0.1)  # all three are due now
+        calls["release"].set()
+        wait_for(lambda: early.pending() == 1)  # SM4: kept for its second delay
+        assert calls["many"][0] == ["SM2", "SM3", "SM4"]
+        # a failed batch: nothing committed, each applied alone instead
+        assert calls["one"][:4] == (["SM1", "SM2", "SM3", "SM4"] if fail_many else ["SM1"])
+        assert sorted(r.outcome for r in calls["applied"]) == ["applied", "applied"]
+        wait_for(lambda: early.pending() == 0)  # SM4 given up after the last delay
+    finally:
+        early.close()

@@ -124,15 +124,22 @@ def _sent_rows(db: Any, clock: Any, n: int) -> tuple[Any, Any]:
 
 
 def _fail_on(monkeypatch: Any, bad_sid: str, error: Exception) -> None:
-    """The status update of ``bad_sid`` raises ``error``; every other one applies."""
-    move = outbox.apply_provider_status
+    """The status update of ``bad_sid`` raises ``error`` (alone or in a batch's statement);
+    every other one applies."""
+    move, moves = outbox.apply_provider_status, outbox.apply_provider_statuses
 
     def failing(conn: Any, s: str, *a: Any) -> Any:
         if s == bad_sid:
             raise error
         return move(conn, s, *a)
 
+    def failing_many(conn: Any, batch: dict[str, str], now: Any) -> Any:
+        if bad_sid in batch:
+            raise error
+        return moves(conn, batch, now)
+
     monkeypatch.setattr(delivery.outbox, "apply_provider_status", failing)
+    monkeypatch.setattr(delivery.outbox, "apply_provider_statuses", failing_many)
 
 
 def test_an_error_in_a_batch_neither_loses_nor_acknowledges_others(any_db, clock, monkeypatch):
@@ -204,3 +211,74 @@ def test_campaign_cache_keeps_a_lookup_for_its_ttl(sqlite_db):
         assert cache.get(s, world.campaign.id)[0].campaign_status == "SUSPENDED"
     cache = CampaignCache(2.0)
     assert Loader(DeliverConfig(), cache)._campaigns is cache
+
+
+STATUSES = ("queued", "sent", "delivered", "undelivered", "failed", "read", "canceled", "bogus")
+
+
+def _reactions(results: list[delivery.StatusResult]) -> Counter[tuple[Any, ...]]:
+    """What the route does after a batch: ``react`` per result (metrics; the state and error
+    code of each row whose run's guard is evaluated: the two sides' rows have their own runs)."""
+    metrics = RecordingMetrics()
+    guarded = [(res.state, res.error_code) for res in results if delivery.react(metrics, res)]
+    return Counter([*metrics.calls, *(("guard", *g) for g in guarded)])
+
+
+def _sid(side: str, trial: int, k: int) -> str:
+    return f"SM{side}{trial:03d}{k:028d}"
+
+
+def test_a_batch_ends_and_reacts_as_each_callback_alone_in_arrival_order(any_db, clock):
+    """Random batches (duplicates, late and out-of-order statuses, error codes, unknown SIDs and
+    status values) applied with ``apply_statuses`` in one transaction, and the same callbacks
+    one by one with ``apply_status`` on a copy of the rows: the same rows (state, Twilio status,
+    error code), the same reactions, the same SIDs found unknown."""
+    import random
+
+    from dispatcher.delivery.fakes import MemoryHalts
+    from dispatcher.provider_status import StatusUpdate, apply_status, apply_statuses
+
+    world = build_world(any_db)
+    rng = random.Random(22)
+    halts = MemoryHalts(clock)
+    for trial in range(25):
+        starts = [rng.choice(["sent", "sent", "unknown", "delivered", "failed"]) for _ in range(6)]
+        for side in "ab":
+            for k, state in enumerate(starts):
+                world.add_row(state, sid=_sid(side, trial, k))
+        plan = [
+            (
+                rng.randrange(len(starts) + 1),  # len(starts): a SID no row has
+                rng.choice(STATUSES),
+                rng.choice([None, None, None, 30007, 30003]),
+            )
+            for _ in range(rng.randint(1, 12))
+        ]
+        batch = [StatusUpdate(_sid("a", trial, k), st, code) for k, st, code in plan]
+        with any_db.session() as s:
+            batched = apply_statuses(s, batch, now=clock.now(), halts=halts)
+        alone = []
+        for k, st, code in plan:
+            with any_db.session() as s:
+                alone.append(
+                    apply_status(
+                        s,
+                        sid=_sid("b", trial, k),
+                        status=st,
+                        error_code=code,
+                        now=clock.now(),
+                        halts=halts,
+                    )
+                )
+        rows = _rows(any_db)
+        final = {
+            side: [
+                (r.state, r.provider_status, r.error_code)
+                for r in (rows[_sid(side, trial, k)] for k in range(len(starts)))
+            ]
+            for side in "ab"
+        }
+        assert final["a"] == final["b"], plan
+        assert _reactions(batched) == _reactions(alone), plan
+        unknown = [[r.outcome == "unknown_sid" for r in rs] for rs in (batched, alone)]
+        assert unknown[0] == unknown[1], plan
