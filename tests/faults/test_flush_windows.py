@@ -51,7 +51,8 @@ def test_ten_flushes_at_random_moments_never_over_a_window(dist_own_redis, tmp_p
     t0 = times[0]
     gap, at = max((b - a, a) for a, b in zip(times, times[1:], strict=False))
     print(
-        f"\nFLUSH_SEED={flush_seed}: flushes at {[round(f - t0, 1) for f in flushes]} s; last send {times[-1] - t0:.1f} s; "
+        f"\nFLUSH_SEED={flush_seed}: flushes at {[round(f - t0, 1) for f in flushes]} s; "
+        f"last send {times[-1] - t0:.1f} s; "
         f"longest pause {gap:.1f} s from {at - t0:.1f} s; load {os.getloadavg()}; {rep.summary()}"
     )
     assert rep.ok(), rep.summary()  # exactly once: 0 duplicates, 0 lost
