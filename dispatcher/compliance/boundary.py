@@ -229,13 +229,7 @@ class Edges:
 
     def open_before_value(self, literal: str) -> bool:
         """Some match could start in ``literal`` and run on into the value after it."""
-        return self.open_from(literal) < len(literal)
-
-    def open_from(self, literal: str) -> int:
-        """The first position in ``literal`` where a match could start and run on into the value
-        after it (``len(literal)``: none)."""
-        at = range(len(literal))
-        return next((i for i in at if self.prefixes.fullmatch(literal, i)), len(literal))
+        return any(self.prefixes.fullmatch(literal, i) for i in range(len(literal)))
 
     def open_after_value(self, literal: str) -> bool:
         """Some match could start in the value before ``literal`` and end inside it (a

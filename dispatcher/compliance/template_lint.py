@@ -96,24 +96,6 @@ def _joined(literals: tuple[str, ...]) -> tuple[bool, ...]:
     return tuple(out)
 
 
-def _skip(first: str) -> int:
-    """How many leading characters of ``first``, the body's first literal, the value scan need
-    not read: no pattern's match starting there can reach the value after it (boundary.py), and
-    the scan finds no match starting there whatever the value's first character, so starting
-    the scan later finds a match exactly when starting it at 0 does."""
-    start = min(
-        boundary.edges(rx.pattern, rx.flags).open_from(first.lower() if lowered else first)
-        for rx, lowered in _patterns()
-    )
-    scan_lower, phone = _value_scan()
-    for c in _CONTEXT:
-        for rx, text in ((scan_lower, (first + c).lower()), (phone, first + c)):
-            m = rx.search(text)
-            if m is not None and m.start() < start:
-                return 0
-    return start
-
-
 _Local = tuple[frozenset[str], tuple[str, ...], bool, bool, bool, bool]
 
 
@@ -160,9 +142,6 @@ class Plan:
 
     facts: BodyFacts
     windows: tuple[tuple[int, int], ...]
-    #: characters at the body's start the value scan skips (``_skip``; 0 when the first literal
-    #: is scanned whole or not at all)
-    skip: int
     #: :func:`fact_findings` of ``facts`` by campaign rules (has_links, has_phone, age_gated,
     #: usecase, proactive): the same for every message of the template
     found: dict[tuple[bool, bool, bool, str, bool], tuple[Finding, ...]] = field(
@@ -211,8 +190,7 @@ def plan(literals: tuple[str, ...]) -> Plan | None:
             windows[-1] = (windows[-1][0], b)
         else:
             windows.append((a, b))
-    skip = _skip(literals[0]) if joined[0] else 0
-    return Plan(BodyFacts(scan, tuple(links), phone, nonstd, opt), tuple(windows), skip)
+    return Plan(BodyFacts(scan, tuple(links), phone, nonstd, opt), tuple(windows))
 
 
 def literal_facts(literals: tuple[str, ...]) -> BodyFacts | None:
@@ -276,7 +254,7 @@ def lint_parts(
         at = [0, *accumulate(map(len, parts))]
         end = len(body)
         for a, b in how.windows:
-            lo, hi = max(at[a], how.skip), min(at[b + 1] + 1, end)  # skip: in the first literal
+            lo, hi = at[a], min(at[b + 1] + 1, end)
             if scan_lower.search(lowered, lo, hi) or phone.search(body, lo, hi):
                 break
         else:

@@ -125,31 +125,6 @@ def test_literals_a_match_may_cross_are_scanned_with_their_values(literals, wind
     assert got is not None and got.windows == windows, why
 
 
-@pytest.mark.parametrize(
-    ("first", "skip", "why"),
-    [
-        ("Your order ", 5, "'order [x]' may be a drug sale: the scan starts at 'order '"),
-        ("Hi, your order ", 9, "the same after a longer head"),
-        ("Happy ", 0, "'happy [hour]': open from the first character"),
-        ("Reply STOP. Your order ", 0, "the head has a match of its own: it is scanned"),
-        ("Your parcel ", 0, "closed: the literal is not scanned at all"),
-    ],
-)
-def test_the_scan_skips_the_head_of_the_first_literal_no_match_can_cross(first, skip, why):
-    got = template_lint.plan((first, " shipped"))
-    assert got is not None and got.skip == skip, why
-
-
-def test_a_skipped_head_still_finds_matches_from_its_open_point(monkeypatch):
-    calls: list[str] = []
-    monkeypatch.setattr(template_lint, "lint_body", lambda body, *a: calls.append(body) or ())
-    rules = (True, False, False, "ACCOUNT_NOTIFICATION", None, False, True, None)
-    for v in ("#17", "ozempic online"):  # 'order ozempic online' starts in the literal
-        parts = ("Hi, your order ", v, " shipped")
-        template_lint.lint_parts(parts, "".join(parts), *rules)
-    assert calls == ["Hi, your order ozempic online shipped"]
-
-
 def test_non_ascii_templates_are_linted_whole():
     assert template_lint.plan(("caf\u00e9 ", " ok")) is None
 
