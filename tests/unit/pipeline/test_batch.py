@@ -201,7 +201,7 @@ def test_a_throttled_batch_sends_what_the_window_allows_and_books_the_rest(harne
     assert due[0] - start >= 60 and due[1] - due[0] >= 60
     assert len(harness.records()) == 1
     p = harness.pipeline()
-    for (row_id, delay, booking), at in zip(list(harness.queued), due, strict=True):
+    for (row_id, _, booking), at in zip(list(harness.queued), due, strict=True):
         harness.clock.set(at - lead)  # the message comes early: the row waits for its slot
         assert p.deliver(row_id, booking) == "sent"
         assert harness.clock.time() >= at - 0.01
