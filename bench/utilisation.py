@@ -157,8 +157,10 @@ def figures(
     }
 
 
-def _timeout(limit: int, seconds: int, n: int) -> float:
-    return 120 + 3 * n / (limit / seconds)
+def _timeout(limit: int, seconds: int, mps: float, n: int) -> float:
+    """Three times the ideal span under the binding limit, and two minutes."""
+    b_limit, b_period = binding(limit, seconds, mps)
+    return 120 + 3 * n * b_period / b_limit
 
 
 def distributed(scen: tuple[str, int, int, float, int], args: argparse.Namespace) -> dict[str, Any]:
@@ -171,7 +173,7 @@ def distributed(scen: tuple[str, int, int, float, int], args: argparse.Namespace
         seeded = seed(db, work, consented=n, window_limit=limit, window_seconds=seconds, mps=mps)
         stack.up(processes=args.processes, threads=args.threads)
         run_id = launch(db, seeded)
-        timeout = _timeout(limit, seconds, n)
+        timeout = _timeout(limit, seconds, mps, n)
         wait_run_done(db, run_id, timeout=timeout, stack=stack, stall=max(60, 3 * seconds))
         assert stack.carrier is not None
         return figures(
@@ -198,7 +200,7 @@ def embedded_child(name: str, threads: int) -> None:
             )
             run_id = launch(db, seeded)
             wait_run_done(
-                db, run_id, timeout=_timeout(limit, seconds, n), stall=max(60, 3 * seconds)
+                db, run_id, timeout=_timeout(limit, seconds, mps, n), stall=max(60, 3 * seconds)
             )
             records = stack.runtime.sandbox.records()
             rows = outbox_rows(db, [run_id])
