@@ -174,7 +174,7 @@ def distributed(scen: tuple[str, int, int, float, int], args: argparse.Namespace
         stack.up(processes=args.processes, threads=args.threads)
         run_id = launch(db, seeded)
         timeout = _timeout(limit, seconds, mps, n)
-        wait_run_done(db, run_id, timeout=timeout, stack=stack, stall=max(60, 3 * seconds))
+        wait_run_done(db, run_id, timeout=timeout, stack=stack, stall=max(60, 3 * binding(limit, seconds, mps)[1]))
         assert stack.carrier is not None
         return figures(
             name, "distributed", scen, stack.carrier.records(), outbox_rows(db, [run_id])
@@ -200,7 +200,7 @@ def embedded_child(name: str, threads: int) -> None:
             )
             run_id = launch(db, seeded)
             wait_run_done(
-                db, run_id, timeout=_timeout(limit, seconds, mps, n), stall=max(60, 3 * seconds)
+                db, run_id, timeout=_timeout(limit, seconds, mps, n), stall=max(60, 3 * binding(limit, seconds, mps)[1])
             )
             records = stack.runtime.sandbox.records()
             rows = outbox_rows(db, [run_id])
