@@ -163,6 +163,11 @@ def _timeout(limit: int, seconds: int, mps: float, n: int) -> float:
     return 120 + 3 * n * b_period / b_limit
 
 
+def _stall(limit: int, seconds: int, mps: float) -> float:
+    """No row moves between two windows: a stall is three binding periods, or a minute."""
+    return max(60.0, 3 * binding(limit, seconds, mps)[1])
+
+
 def distributed(scen: tuple[str, int, int, float, int], args: argparse.Namespace) -> dict[str, Any]:
     name, limit, seconds, mps, n = scen
     with ExitStack() as es:
@@ -174,7 +179,7 @@ def distributed(scen: tuple[str, int, int, float, int], args: argparse.Namespace
         stack.up(processes=args.processes, threads=args.threads)
         run_id = launch(db, seeded)
         timeout = _timeout(limit, seconds, mps, n)
-        wait_run_done(db, run_id, timeout=timeout, stack=stack, stall=max(60, 3 * binding(limit, seconds, mps)[1]))
+        wait_run_done(db, run_id, timeout=timeout, stack=stack, stall=_stall(limit, seconds, mps))
         assert stack.carrier is not None
         return figures(
             name, "distributed", scen, stack.carrier.records(), outbox_rows(db, [run_id])
@@ -200,7 +205,10 @@ def embedded_child(name: str, threads: int) -> None:
             )
             run_id = launch(db, seeded)
             wait_run_done(
-                db, run_id, timeout=_timeout(limit, seconds, mps, n), stall=max(60, 3 * binding(limit, seconds, mps)[1])
+                db,
+                run_id,
+                timeout=_timeout(limit, seconds, mps, n),
+                stall=_stall(limit, seconds, mps),
             )
             records = stack.runtime.sandbox.records()
             rows = outbox_rows(db, [run_id])
