@@ -262,3 +262,32 @@ def test_a_per_recipient_cap_keeps_one_bucket_per_recipient_within_a_batch(harne
     p = harness.pipeline()
     assert p.deliver_many(ids) == {i: "sent" for i in ids}
     assert p.deliver_many(ids) == {i: "skip:sent" for i in ids}
+
+
+def test_a_stop_while_a_carried_row_waits_for_its_slot_stops_it(harness):
+    """A carried row waits in its thread for its slot before its halt check: a STOP that comes
+    meanwhile suppresses it: nothing is sent."""
+    harness.set_campaign(window_limit=1, window_seconds=60)
+    cids = harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = harness.pipeline()
+    booked = p.deliver_many(ids)
+    assert [booked[i] for i in ids] == ["sent", "booked", "booked"]
+    bookings = {row_id: b for row_id, _, b in harness.queued}
+    (first, delay), _ = harness.messages
+    harness.clock.advance(delay)  # the message comes wake_lead_s before the slot
+    sleep = harness.clock.sleep
+    stopped: list[float] = []
+
+    def stop_meanwhile(seconds: float) -> None:
+        stopped.append(seconds)
+        harness.stop(cids[1])
+        sleep(seconds)
+
+    harness.clock.sleep = stop_meanwhile  # type: ignore[method-assign]
+    out = p.deliver_many(first, {i: bookings[i] for i in first})
+    assert out == {ids[1]: "suppressed:opted_out"}
+    assert stopped and 0 < stopped[0] <= p.config.wake_lead_s + 0.01
+    assert harness.row(ids[1]).state == outbox.SUPPRESSED
+    assert len(harness.records()) == 1
