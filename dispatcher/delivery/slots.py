@@ -11,7 +11,8 @@ cannot book within the horizon goes back to the outbox with a later ``due_at``.
 queued, its attempt given back, ``enqueued_at`` set) and, when its batch ends, rides a delayed
 queue message with its booking (no worker thread waits).  The booked rows of a batch ride
 *together*: one message per group of rows whose slots lie within ``max_hold_s - wake_lead_s``
-of the group's first and that the recent pace sends within half their grace, due
+of the group's first and that one thread, sending them in turn at the recent pace, sends
+within half their grace of their slots, due
 ``wake_lead_s`` before the group's first slot.  At delivery the group is loaded, gated and
 claimed at once, as a released batch is; each row then waits in the thread for its own slot
 (``BatchSlots.wait``, before its halt check) and is sent at it.  So a window's rows go at the
@@ -245,17 +246,17 @@ class Slots:
         span = max(0.0, cfg.max_hold_s - cfg.wake_lead_s)
         pace = max(self.pace, 1e-3)
         groups: list[list[_Carried]] = []
+        free = 0.0  # when the last group's thread is done with its rows so far (projected)
         for c in sorted(carried, key=lambda c: c.due):
             g = groups[-1] if groups else None
-            if (
-                g is not None
-                and c.due - g[0].due <= span
-                and (len(g) + 1) * pace
-                <= 0.5 * min(c.booking.grace_s, *(x.booking.grace_s for x in g))
-            ):
+            done = max(c.due, free) + pace  # the thread sends the rows in turn, each at its slot
+            late = 0.5 * min([c.booking.grace_s, *(x.booking.grace_s for x in g or [])])
+            if g is not None and c.due - g[0].due <= span and done - c.due <= late:
                 g.append(c)
             else:
                 groups.append([c])
+                done = c.due + pace
+            free = done
         t = self.clock.time()
         for g in groups:
             delay = max(0.0, g[0].due - t - cfg.wake_lead_s)
