@@ -17,6 +17,10 @@ class Clock(Protocol):
         """Seconds since the epoch (float)."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a worker thread waiting a moment for a booked slot)."""
+        ...
+
 
 class SystemClock:
     def now(self) -> datetime:
@@ -24,6 +28,10 @@ class SystemClock:
 
     def time(self) -> float:
         return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
 
 
 class FakeClock:
@@ -45,6 +53,11 @@ class FakeClock:
     def time(self) -> float:
         with self._lock:
             return self._t
+
+    def sleep(self, seconds: float) -> None:
+        """Nobody waits on a fake clock: it moves on by ``seconds``."""
+        if seconds > 0:
+            self.advance(seconds)
 
     def advance(self, seconds: float | timedelta) -> None:
         if isinstance(seconds, timedelta):

@@ -79,11 +79,12 @@ class Settings(BaseModel):
         default=36000, description="Upper bound for Twilio ValidityPeriod (1..36000 s)."
     )
     throttle_grace_s: float = Field(
-        default=2.0,
+        default=0.5,
         ge=0.0,
         le=60.0,
-        description="How late a booked send may still go (must exceed the queue's wake-up "
-        "lateness); windows are spaced by period + grace.",
+        description="The least throttle grace: how late after its booked slot a send may still "
+        "go (a bucket's own grace is 1 % of its period, at most 1 s); windows are spaced by "
+        "period + grace (docs/throttle.md).",
     )
     deliver_batch: int = Field(
         default=20,

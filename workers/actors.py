@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -52,10 +53,12 @@ def pipeline() -> Pipeline:
     return p
 
 
-def enqueue(row_id: int, delay_s: float = 0.0, booking: Booking | None = None) -> None:
-    deliver.send_with_options(
-        args=(row_id, booking), delay=int(delay_s * 1000) if delay_s > 0 else None
-    )
+def enqueue(rows: Sequence[tuple[int, Booking]], delay_s: float = 0.0) -> None:
+    """Booked rows ride ONE ``deliver_batch`` message, due in ``delay_s`` (the port
+    ``delivery.ports.Enqueue``)."""
+    delay = int(delay_s * 1000) if delay_s > 0 else None
+    ids = [row_id for row_id, _ in rows]
+    deliver_batch.send_with_options(args=(ids, [b for _, b in rows]), delay=delay)
 
 
 def enqueue_many(ids: list[int]) -> None:
@@ -112,8 +115,11 @@ def deliver(row_id: int, booking: Booking | None = None) -> None:
     time_limit=600_000,
     throws=(ConfigError,),
 )
-def deliver_batch(row_ids: list[int]) -> None:
-    """Several released rows (no booking yet): one load, gate and claim for the lot, then a
-    halt check, throttle slot and send per row.  A retry redoes only the rows still queued."""
-    outcomes = pipeline().deliver_many([int(i) for i in row_ids])
+def deliver_batch(row_ids: list[int], bookings: list[Booking | None] | None = None) -> None:
+    """Several rows: released ones (no booking yet), or carried ones with their bookings, in
+    slot order.  One load, gate and claim for the lot, then a halt check, throttle slot and
+    send per row.  A retry redoes only the rows still queued."""
+    ids = [int(i) for i in row_ids]
+    held = {i: b for i, b in zip(ids, bookings or [], strict=False) if b}
+    outcomes = pipeline().deliver_many(ids, held or None)
     log.debug("rows %s: %s", row_ids, outcomes)

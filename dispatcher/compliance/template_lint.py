@@ -32,6 +32,7 @@ against ``lint_body`` over random templates and values
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -202,6 +203,27 @@ def literal_facts(literals: tuple[str, ...]) -> BodyFacts | None:
 #: representatives never pay for the plan; a run's workers do, once)
 WARM = 200
 _seen: dict[tuple[str, ...], int] = {}
+#: one thread of a process builds a plan; the others lint whole bodies meanwhile.  Without it
+#: every worker thread built the same plan at once (8 x ~2 s of CPU): on a loaded machine the
+#: process stalled 20-40 s in the middle of a run (issue 22, bench/utilisation.py)
+_planning = threading.Lock()
+_planned: set[tuple[str, ...]] = set()
+
+
+def _plan_once(literals: tuple[str, ...]) -> Plan | None:
+    """``plan(literals)`` once it is built; None while another thread builds it."""
+    if literals in _planned:
+        return plan(literals)
+    if not _planning.acquire(blocking=False):
+        return None
+    try:
+        got = plan(literals)
+        if len(_planned) > 256:  # plan's own cache holds as many
+            _planned.clear()
+        _planned.add(literals)
+        return got
+    finally:
+        _planning.release()
 
 
 def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
@@ -247,7 +269,7 @@ def lint_parts(
             _seen.clear()
         how = None
     else:
-        how = plan(literals) if len(parts) % 2 else None
+        how = _plan_once(literals) if len(parts) % 2 else None
     if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
         scan_lower, phone = _value_scan()
         lowered = body.lower()

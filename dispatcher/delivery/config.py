@@ -20,9 +20,21 @@ class DeliverConfig:
     first_message_days: int = 30  # STOP language at least once a month (compliance.md 2.1)
     history_days: int = 31
     now_epsilon_s: float = 0.002  # a booking this close to now is "now"
-    #: a booked slot may be used this late: must exceed the queue's wake-up lateness (Dramatiq
-    #: delivers delayed messages within ~worker_timeout); costs T/(T+g) of a window's throughput
-    min_grace_s: float = 1.0
+    #: the least grace of a bucket: how late after its booked slot a send may still reach the
+    #: carrier (a bucket's own grace is 1 % of its period, at most 1 s: policy.Bucket.grace).
+    #: It must cover the lateness left once a booked row's message came ``wake_lead_s`` early
+    #: (a free thread, the rows before it in its message, the halt check, the HTTP call); it
+    #: costs g/(T+g) of a window's throughput (docs/throttle.md "Grace")
+    min_grace_s: float = 0.5
+    #: a message carrying booked rows is due this long before its first slot: it covers the
+    #: queue's wake-up lateness (Dramatiq moves a due delayed message every worker_timeout, 100
+    #: ms, and a worker fetches it within another) and the group's load, gate and claim; the
+    #: worker then waits for each row's slot (0.25 s: carried rows 0.19 s late at the median on
+    #: a loaded machine, 0.5 s: 0.03 s; bench/utilisation.py)
+    wake_lead_s: float = 0.5
+    #: a worker thread waits for a row's slot when it is this close, else the row is carried
+    #: again; one message carries rows whose slots lie within ``max_hold_s - wake_lead_s``
+    max_hold_s: float = 1.25
     campaign_cache_s: float = 2.0
     #: a batch's rows not reached after this long go back to the outbox (well inside the
     #: reconciler's sending lease, and inside the halt keys' ``max_age_s``)

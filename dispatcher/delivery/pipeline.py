@@ -8,7 +8,9 @@
    only while each row is queued and its run running; then, per row in order:
 3. **halt check** (``halt_check.py``): one Redis command says whether a STOP, pause or cancel
    may have touched the row since the batch was read; only then a database check;
-4. **slot** (``slots.py``): a throttle slot usable now, or the row is carried to a later one;
+4. **slot** (``slots.py``): a throttle slot usable now, or the row is carried to a later one
+   (a batch's carried rows ride a few delayed messages together, each due a moment before its
+   first slot; there each row waits for its own slot before its halt check);
 5. **send** (``send.py``) to the carrier, reacting to a refusal by its class;
 6. **record** the accepted sends together (``outbox.mark_sent_many``, ONE statement), at the
    batch's end or once the oldest waits ``mark_within_s``.
@@ -117,7 +119,8 @@ class Pipeline:
     def deliver_many(
         self, ids: list[int], bookings: dict[int, Booking] | None = None
     ) -> dict[int, Result]:
-        """Handle one queue message carrying several rows.  Returns what happened to each."""
+        """Handle one queue message carrying several rows (released ones, or carried ones with
+        their ``bookings``, in the order of their slots).  Returns what happened to each."""
         read_at = self.clock.time()
         epoch = self.halt_check.epoch()  # before the load: a halt after it is seen by the check
         ids = list(dict.fromkeys(ids))  # a repeated id is one row
@@ -293,6 +296,7 @@ class Pipeline:
                     self._record(conn, sent)
                     sent = []
                 touched.add(x.row_id)
+                slots.wait(i)  # a carried row's slot, a moment away: before its halt check
                 halted = self.halt_check.check(x, token, epoch)
                 if halted is not None:
                     self.slots.release(x.booking)

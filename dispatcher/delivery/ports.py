@@ -49,8 +49,9 @@ __all__ = [
 
 #: a throttle booking as a queue message carries it (``Reservation.to_dict``, JSON)
 Booking = dict[str, Any]
-#: put a row on the delivery queue: ``enqueue(row_id, delay_s, booking)``
-Enqueue = Callable[[int, float, Booking | None], None]
+#: put booked rows on the delivery queue as ONE message due in ``delay_s`` seconds:
+#: ``enqueue([(row_id, booking), ...], delay_s)`` (rows in the order of their slots)
+Enqueue = Callable[[Sequence[tuple[int, Booking]], float], None]
 #: what the halt keys looked like before a batch was read (opaque to the caller)
 Epoch = tuple[object, int]
 

@@ -4,10 +4,20 @@ A row sends only in a slot booked in every bucket that applies to it (``throttle
 a batch, the slots of the next rows come from one pipelined call (``reserve_many``): as many rows
 as the batch's recent pace sends within half the smallest grace.  A held slot is still checked
 before use and, once its ``send_by`` may have passed, given back and reserved again, so no row is
-sent on a stale slot; slots still held when a batch stops early are given back.  A slot in the
-future is carried by a delayed queue message (no worker thread waits); a row that cannot book
-within the horizon goes back to the outbox with a later ``due_at``; either way the row is
-unclaimed (``outbox.unclaim``: back to queued, its attempt given back).
+sent on a stale slot; slots still held when a batch stops early are given back.  A row that
+cannot book within the horizon goes back to the outbox with a later ``due_at``.
+
+**Carried rows.**  A row booked for a later slot is unclaimed (``outbox.unclaim``: back to
+queued, its attempt given back, ``enqueued_at`` set) and, when its batch ends, rides a delayed
+queue message with its booking (no worker thread waits).  The booked rows of a batch ride
+*together*: one message per group of rows whose slots lie within ``max_hold_s - wake_lead_s``
+of the group's first and that one thread, sending them in turn at the recent pace, sends
+within half their grace of their slots, due
+``wake_lead_s`` before the group's first slot.  At delivery the group is loaded, gated and
+claimed at once, as a released batch is; each row then waits in the thread for its own slot
+(``BatchSlots.wait``, before its halt check) and is sent at it.  So a window's rows go at the
+window's start, not one queue wake-up (~2 polls of 100 ms) late each, and the grace only has to
+cover what follows the slot (docs/throttle.md "Grace").
 """
 
 from __future__ import annotations
@@ -30,6 +40,16 @@ from dispatcher.throttle.policy import RECIPIENT_KINDS, Bucket, buckets_for
 from dispatcher.throttle.reservation import Reservation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    """A row booked for a later slot, to ride a delayed queue message: ``due`` is when its slot
+    comes by this host's clock."""
+
+    row_id: int
+    booking: Reservation
+    due: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +136,21 @@ class Slots:
         token: str,
         now: datetime,
         held: _Held | None,
+        carried: list[_Carried],
         unsent: Collection[int] = (),
     ) -> Reservation | Result:
-        """A slot usable now, or what happened instead: booked for later (re-enqueued with that
-        delay), throttled (due later), or early.  ``x`` is claimed with ``token``.  ``held``: a
-        slot reserved ahead for this row, used if its ``send_by`` has not passed (else given
-        back).  ``unsent``: the batch's rows not handed over yet (``x`` among them)."""
+        """A slot usable now, or what happened instead: booked for later (unclaimed and added to
+        ``carried``), throttled (due later), or early.  ``x`` is claimed with ``token``.
+        ``held``: a slot reserved ahead for this row, used if its ``send_by`` has not passed
+        (else given back).  ``unsent``: the batch's rows not handed over yet (``x`` among
+        them)."""
         if x.booking is not None:
             st = self.throttle.send_status(x.booking)
             if st == "send":
                 return x.booking
             if st == "early":
                 delay = max(0.0, (x.booking.slot_at or 0) - self.clock.time())
-                self._later(conn, x.row_id, token, now, delay, x.booking)
+                self._later(conn, x.row_id, token, now, delay, x.booking, carried)
                 return Result(Outcome.EARLY)
             if st == "late":
                 self.release(x.booking)
@@ -157,7 +179,7 @@ class Slots:
             self.metrics.deferred(x.campaign.sid, "throttle")
             return Result(Outcome.THROTTLED)
         if wait > self.config.now_epsilon_s:
-            self._later(conn, x.row_id, token, now, wait, res)
+            self._later(conn, x.row_id, token, now, wait, res, carried)
             # the row is deferred to its slot (defer_reason "throttle", as a refusal's)
             self.metrics.deferred(x.campaign.sid, "throttle")
             return Result(Outcome.BOOKED)
@@ -217,9 +239,10 @@ class Slots:
         now: datetime,
         delay: float,
         booking: Reservation,
+        carried: list[_Carried],
     ) -> None:
-        """The row rides a delayed queue message to its booked slot (committed first: a lost
-        enqueue is found by the reconciler)."""
+        """The row will ride a delayed queue message to its booked slot (unclaimed first: a
+        lost enqueue is found by the reconciler)."""
         outbox.unclaim(
             conn,
             [row_id],
@@ -229,29 +252,75 @@ class Slots:
             reason="throttle",
             enqueued=True,
         )
-        self.enqueue(row_id, delay, booking.to_dict())
+        carried.append(_Carried(row_id, booking, self.clock.time() + delay))
+
+    def carry(self, carried: list[_Carried]) -> None:
+        """Enqueue the carried rows of a batch: one delayed message per group (module
+        docstring), due ``wake_lead_s`` before its first row's slot."""
+        cfg = self.config
+        span = max(0.0, cfg.max_hold_s - cfg.wake_lead_s)
+        pace = max(self.pace, 1e-3)
+        groups: list[list[_Carried]] = []
+        free = 0.0  # when the last group's thread is done with its rows so far (projected)
+        for c in sorted(carried, key=lambda c: c.due):
+            g = groups[-1] if groups else None
+            done = max(c.due, free) + pace  # the thread sends the rows in turn, each at its slot
+            late = 0.5 * min([c.booking.grace_s, *(x.booking.grace_s for x in g or [])])
+            if g is not None and c.due - g[0].due <= span and done - c.due <= late:
+                g.append(c)
+            else:
+                groups.append([c])
+                done = c.due + pace
+            free = done
+        t = self.clock.time()
+        for g in groups:
+            delay = max(0.0, g[0].due - t - cfg.wake_lead_s)
+            try:
+                self.enqueue([(c.row_id, c.booking.to_dict()) for c in g], delay)
+            except Exception:  # noqa: BLE001 - the reconciler releases the rows again
+                log.warning("could not enqueue %d booked rows", len(g), exc_info=True)
+                for c in g:
+                    self.release(c.booking)
 
 
 class BatchSlots:
     """The slots of one batch's rows (claimed with ``token``), taken in order:
-    ``take(conn, i, now)`` for ``ready[i]``; ``close()`` gives back those reserved ahead for
-    rows never reached."""
+    ``wait(i)`` then ``take(conn, i, now)`` for ``ready[i]``; ``close()`` gives back those
+    reserved ahead for rows never reached and enqueues the rows booked for later."""
 
     def __init__(self, slots: Slots, ready: list[Ready], token: str) -> None:
         self.slots, self.ready, self.token = slots, ready, token
         self.held: dict[int, _Held] = {}
+        self.carried: list[_Carried] = []
         self.started = slots.clock.time()  # the clock that judges a slot's lateness
+        self.waited = 0.0  # seconds this batch waited for slots (not part of its pace)
+
+    def wait(self, i: int) -> None:
+        """A carried row whose slot is at most ``max_hold_s`` away: wait for it here (its
+        message came ``wake_lead_s`` early), before its halt check, so a STOP meanwhile is seen.
+        Further away (a clock skew, a redelivered message): ``take`` carries it again."""
+        s, booking = self.slots, self.ready[i].booking
+        if booking is None or booking.slot_at is None:
+            return
+        ahead = booking.slot_at - s.clock.time()
+        if 0 < ahead <= s.config.max_hold_s:
+            s.clock.sleep(ahead)
+            self.waited += ahead
 
     def take(self, conn: Connection, i: int, now: datetime) -> Reservation | Result:
         s, x = self.slots, self.ready[i]
         if i:
-            s.pace = (s.clock.time() - self.started) / i
+            s.pace = (s.clock.time() - self.started - self.waited) / i
         if x.booking is None and x.row_id not in self.held:
             self.held.update(s.reserve_ahead(self.ready[i:]))
         unsent = {r.row_id for r in self.ready[i:]}
-        return s.take(conn, x, self.token, now, self.held.pop(x.row_id, None), unsent)
+        held = self.held.pop(x.row_id, None)
+        return s.take(conn, x, self.token, now, held, self.carried, unsent)
 
     def close(self) -> None:
         for held in self.held.values():
             self.slots.release(held.reservation)
         self.held.clear()
+        carried, self.carried = self.carried, []
+        if carried:
+            self.slots.carry(carried)

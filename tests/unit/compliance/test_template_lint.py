@@ -192,3 +192,34 @@ def test_a_template_seen_a_few_times_is_linted_whole(monkeypatch):
         parts = (lits[0], str(i), lits[1])
         template_lint.lint_parts(parts, "".join(parts), *rules)
     assert built == [lits, lits]  # the 4th and 5th message
+
+
+def test_a_plan_is_built_by_one_thread_while_the_others_lint_whole_bodies():
+    """Every worker thread of a process meets a template's 200th message at about the same
+    time: one builds its plan, the others get None (they lint the whole body meanwhile)
+    instead of building the same plan at once (issue 22: a process stalled for 20-40 s)."""
+    import threading
+
+    literals = ("Hi ", ", your order ", " has shipped (thread test).")
+    template_lint._planned.discard(literals)
+    started, release = threading.Event(), threading.Event()
+    real = template_lint.plan
+
+    def slow(lits: tuple[str, ...]) -> object:
+        started.set()
+        release.wait(10)
+        return real(lits)
+
+    got: list[object] = []
+    template_lint.plan = slow  # type: ignore[assignment]
+    try:
+        builder = threading.Thread(target=lambda: got.append(template_lint._plan_once(literals)))
+        builder.start()
+        assert started.wait(10)
+        assert template_lint._plan_once(literals) is None  # another thread is building it
+        release.set()
+        builder.join(10)
+    finally:
+        template_lint.plan = real  # type: ignore[assignment]
+    assert got == [real(literals)] and got[0] is not None
+    assert template_lint._plan_once(literals) is got[0]  # built: every thread uses it

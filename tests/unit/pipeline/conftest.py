@@ -8,7 +8,7 @@ adds contacts with or without consent, launches runs, and records every queue op
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,15 +43,17 @@ class Harness:
     brand_id: int = 0
     campaign_id: int = 0
     campaign_sid: str = ""
+    #: every carried row: (row id, delay of its message, booking)
     queued: list[tuple[int, float, dict[str, Any] | None]] = field(default_factory=list)
+    #: every delayed message: (its rows, its delay)
+    messages: list[tuple[list[int], float]] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
     _n: int = 0
 
     # ------------------------------------------------------------------ wiring
-    def enqueue(
-        self, row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = None
-    ) -> None:
-        self.queued.append((row_id, delay_s, booking))
+    def enqueue(self, rows: Sequence[tuple[int, dict[str, Any]]], delay_s: float = 0.0) -> None:
+        self.messages.append(([row_id for row_id, _ in rows], delay_s))
+        self.queued.extend((row_id, delay_s, booking) for row_id, booking in rows)
 
     def enqueue_many(self, ids: list[int]) -> None:
         self.released.extend(ids)

@@ -177,30 +177,64 @@ def test_a_throttled_batch_sends_what_the_window_allows_and_books_the_rest(harne
     harness.contacts(3)
     run_id = harness.launch()
     ids = [r.id for r in harness.rows(run_id)]
-    seen = []  # the first row's state as each later row is booked (0.6 s apart)
-    due = []  # when each booked row's slot comes
+    seen = []  # the first row's state as each row is checked (0.6 s apart)
+    p = harness.pipeline()
+    check = p.halt_check.check
 
-    def enqueue(row_id: int, delay: float, booking: Any) -> None:
+    def slow_check(*a: Any) -> Any:
         seen.append(harness.row(ids[0]).state)
-        due.append(harness.clock.time() + delay)
-        harness.enqueue(row_id, delay, booking)
         harness.clock.advance(0.6)
+        return check(*a)
 
-    p = harness.pipeline(enqueue)
+    p.halt_check.check = slow_check  # type: ignore[method-assign]
+    start = harness.clock.time()
     out = p.deliver_many(ids)
     assert [out[i] for i in ids] == ["sent", "booked", "booked"]
     # accepted sends are recorded together, but none waits longer than mark_within_s (0.5 s)
     assert p.config.mark_within_s == 0.5
-    assert seen == [outbox.SENDING, outbox.SENT]
-    # each booked row rides its own delayed message to its slot, one window (+ grace) apart
-    assert [q[0] for q in harness.queued] == ids[1:]
-    assert harness.queued[0][1] >= 60 and due[1] - due[0] >= 60
+    assert seen == [outbox.SENDING, outbox.SENDING, outbox.SENT]
+    # the booked rows' slots are a window (+ grace) apart: one delayed message each, due a
+    # moment (wake_lead_s) before its slot
+    assert [rows for rows, _ in harness.messages] == [[ids[1]], [ids[2]]]
+    lead = p.config.wake_lead_s
+    due = [harness.clock.time() + delay + lead for _, delay in harness.messages]
+    assert due[0] - start >= 60 and due[1] - due[0] >= 60
     assert len(harness.records()) == 1
     p = harness.pipeline()
     for (row_id, _, booking), at in zip(list(harness.queued), due, strict=True):
-        harness.clock.set(at)
+        harness.clock.set(at - lead)  # the message comes early: the row waits for its slot
         assert p.deliver(row_id, booking) == "sent"
+        assert harness.clock.time() >= at - 0.01
     assert len(harness.records()) == 3
+
+
+def test_a_windows_booked_rows_ride_one_message_and_go_at_their_slots(harness):
+    """Three rows per 60 s, nine queued: the six booked rows ride two delayed messages (one per
+    window), each due ``wake_lead_s`` before its first slot; there each row waits for its own
+    slot and goes within its grace, and no 60 s window of sends holds more than three."""
+    harness.set_campaign(window_limit=3, window_seconds=60)
+    harness.contacts(9)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = harness.pipeline()
+    out = p.deliver_many(ids)
+    assert [out[i] for i in ids] == ["sent"] * 3 + ["booked"] * 6
+    assert [sorted(rows) for rows, _ in harness.messages] == [ids[3:6], ids[6:9]]
+    assert [r.enqueued_at is not None for r in harness.rows(run_id)[3:]] == [True] * 6
+    bookings = {row_id: b for row_id, _, b in harness.queued}
+    lead = p.config.wake_lead_s
+    t0 = harness.clock.time()
+    for rows, delay in list(harness.messages):
+        harness.clock.set(t0 + delay)
+        got = p.deliver_many(rows, {i: bookings[i] for i in rows})
+        assert set(got.values()) == {"sent"}
+        slots = sorted(bookings[i]["slot_at"] for i in rows)
+        assert abs(t0 + delay + lead - slots[0]) < 0.01
+    times = sorted(r["received_at"] for r in harness.records())
+    assert len(times) == 9
+    assert all(b - a >= 60 for a, b in zip(times, times[3:], strict=False))
+    booked = sorted(b["slot_at"] for b in bookings.values())
+    assert times[3:] == pytest.approx(booked, abs=0.01)  # each at its own slot
 
 
 def test_slots_are_reserved_ahead_within_the_slots_own_grace(harness):
@@ -228,3 +262,32 @@ def test_a_per_recipient_cap_keeps_one_bucket_per_recipient_within_a_batch(harne
     p = harness.pipeline()
     assert p.deliver_many(ids) == {i: "sent" for i in ids}
     assert p.deliver_many(ids) == {i: "skip:sent" for i in ids}
+
+
+def test_a_stop_while_a_carried_row_waits_for_its_slot_stops_it(harness):
+    """A carried row waits in its thread for its slot before its halt check: a STOP that comes
+    meanwhile suppresses it: nothing is sent."""
+    harness.set_campaign(window_limit=1, window_seconds=60)
+    cids = harness.contacts(3)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = harness.pipeline()
+    booked = p.deliver_many(ids)
+    assert [booked[i] for i in ids] == ["sent", "booked", "booked"]
+    bookings = {row_id: b for row_id, _, b in harness.queued}
+    (first, delay), _ = harness.messages
+    harness.clock.advance(delay)  # the message comes wake_lead_s before the slot
+    sleep = harness.clock.sleep
+    stopped: list[float] = []
+
+    def stop_meanwhile(seconds: float) -> None:
+        stopped.append(seconds)
+        harness.stop(cids[1])
+        sleep(seconds)
+
+    harness.clock.sleep = stop_meanwhile  # type: ignore[method-assign]
+    out = p.deliver_many(first, {i: bookings[i] for i in first})
+    assert out == {ids[1]: "suppressed:opted_out"}
+    assert stopped and 0 < stopped[0] <= p.config.wake_lead_s + 0.01
+    assert harness.row(ids[1]).state == outbox.SUPPRESSED
+    assert len(harness.records()) == 1

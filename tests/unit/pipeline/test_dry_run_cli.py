@@ -53,11 +53,11 @@ def test_dry_run_reports_audience_suppressions_first_message_and_eta(cli_env):
     assert "Reply STOP" in doc["first_message"]
     assert (doc["encoding"], doc["segments"]) == ("GSM-7", 1)
     assert doc["limits"] == "10 per 300s"
-    # 49 full windows of 300 s + the pipeline's 2 s grace (DISPATCHER_THROTTLE_GRACE_S) =
-    # 14 798 s = 4 h 06 m 38 s
-    assert doc["estimated_seconds"] == 49 * 302
+    # 49 full windows of 300 s + the bucket's grace (1 % of the period, at most 1 s; at least
+    # DISPATCHER_THROTTLE_GRACE_S, 0.5 s) = 14 749 s = 4 h 05 m 49 s
+    assert doc["estimated_seconds"] == 49 * 301
     finish = datetime.fromisoformat(doc["estimated_finish"].replace("Z", "+00:00"))
-    span = timedelta(seconds=49 * 302)
+    span = timedelta(seconds=49 * 301)
     assert before + span - timedelta(seconds=1) <= finish <= after + span + timedelta(seconds=1)
     with database().session() as s:  # a dry run writes nothing
         from dispatcher.models import Run

@@ -67,7 +67,7 @@ def test_pause_releases_a_booked_throttle_slot(harness):
     assert row_id == second and 300 <= delay <= 302
     with harness.db.session() as s:
         runs.pause_run(s, run_id, "operator", harness.clock.now(), halts=harness.rt.halts)
-    harness.clock.advance(delay)
+    harness.clock.advance(delay + p.config.wake_lead_s)  # the message's due time: the slot
     assert p.deliver(second, booking) == "run:paused"
     with harness.db.session() as s:
         runs.resume_run(s, run_id, harness.clock.now())

@@ -7,7 +7,7 @@ import heapq
 import itertools
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -43,19 +43,26 @@ def simulate(
 ) -> dict[str, Any]:
     """Run ``run_id`` to completion; ``observe()`` is called after every scheduler tick."""
     clock = harness.clock
-    heap: list[tuple[float, int, int, dict[str, Any] | None]] = []
+    heap: list[tuple[float, int, Any]] = []
     seq = itertools.count()
     ops = Counter()
     outcomes: Counter[str] = Counter()
 
-    def enqueue(row_id: int, delay_s: float = 0.0, booking: dict[str, Any] | None = None) -> None:
+    def enqueue(rows: Sequence[tuple[int, dict[str, Any]]], delay_s: float = 0.0) -> None:
         ops["enqueue"] += 1
-        heapq.heappush(heap, (clock.time() + delay_s, next(seq), row_id, booking))
+        heapq.heappush(heap, (clock.time() + delay_s, next(seq), rows))
+
+    def deliver(rows: Any) -> None:
+        if isinstance(rows, int):  # a released row
+            outcomes[p.deliver(rows).split(":")[0]] += 1
+            return
+        out = p.deliver_many([i for i, _ in rows], dict(rows))
+        outcomes.update(r.split(":")[0] for r in out.values())
 
     def enqueue_many(ids: list[int]) -> None:
         ops["release"] += len(ids)
         for row_id in ids:
-            heapq.heappush(heap, (clock.time(), next(seq), row_id, None))
+            heapq.heappush(heap, (clock.time(), next(seq), row_id))
 
     # no webhook traffic: this test is about the queue and throttle
     p = replace(harness.rt.pipeline(enqueue), status_callback=None)
@@ -66,8 +73,7 @@ def simulate(
         steps += 1
         assert steps < 20_000, "the run does not converge"
         while heap and heap[0][0] <= clock.time():
-            _, _, row_id, booking = heapq.heappop(heap)
-            outcomes[p.deliver(row_id, booking).split(":")[0]] += 1
+            deliver(heapq.heappop(heap)[2])
         hk.tick()  # start due runs, release due rows, complete finished runs
         if observe is not None:
             observe()
