@@ -276,7 +276,7 @@ def test_run_progress_and_its_schedule_read_the_same_on_both_databases(any_db):
     with any_db.session() as s:
         ids = [r.id for r in s.exec(select(OutboxMessage).order_by(OutboxMessage.id))]
         # as the throttle leaves a run at 10 per 300 s: 10 sent a second ago, the next 10
-        # booked a window (300 s + 2 s grace) after them, riding a queue message; 5 due
+        # booked a window (300 s + 1 s grace) after them, riding a queue message; 5 due
         sent_at, slot = now - timedelta(seconds=1), now + timedelta(seconds=301)
         for k, i in enumerate(ids[:20]):
             values = (
@@ -289,4 +289,4 @@ def test_run_progress_and_its_schedule_read_the_same_on_both_databases(any_db):
         p = run_report.progress(s, run_id, now)
     assert p["by_state"] == {"queued": 5, "deferred": 10, "sent": 10}
     assert p["schedule"]["rows"] == 15 and p["next_send_at"] == slot
-    assert p["eta"] == slot + timedelta(seconds=302)  # the 5 after the booked window
+    assert p["eta"] == slot + timedelta(seconds=301)  # the 5 after the booked window (+1 s grace)

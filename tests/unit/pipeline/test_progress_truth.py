@@ -89,11 +89,11 @@ def test_dry_run_finish_counts_quiet_hours_and_is_shown_to_the_minute_in_the_ope
     ny = windows["America/New_York 08:00-21:00"]
     unknown = windows["unknown zone (all 9 US zones) 08:00-20:00"]
     assert (hi["rows"], hi["first"]) == (100, f"{DAY}T02:00:00{Z}")  # 16:00 in Honolulu
-    assert hi["last"] == f"{DAY}T02:45:18{Z}"  # 10 windows of 10 at 10 per 302 s
+    assert hi["last"] == f"{DAY}T02:45:09{Z}"  # 10 windows of 10 at 10 per 300 s + 1 s grace
     assert (ny["rows"], ny["first"]) == (300, f"{DAY}T13:00:00{Z}")  # 08:00 EST
     assert (unknown["rows"], unknown["first"]) == (50, f"{DAY}T18:00:00{Z}")  # 13:00 EST
-    assert doc["estimated_finish"] == f"{DAY}T18:20:08{Z}" == sch["finish"]
-    assert doc["estimated_seconds"] == 16 * 3600 + 20 * 60 + 8
+    assert doc["estimated_finish"] == f"{DAY}T18:20:04{Z}" == sch["finish"]
+    assert doc["estimated_seconds"] == 16 * 3600 + 20 * 60 + 4
     assert sum(x["sends"] for x in sch["hours"]) == 450
 
     human = cli(Path.cwd(), *args, "--at", at)
@@ -146,7 +146,7 @@ def test_run_show_of_a_run_waiting_for_quiet_hours_says_so_with_a_finish_not_in_
     assert doc["by_state"] == {"deferred": 25} and doc["done"] == 0 and doc["live"] == 25
     assert doc["next_send_at"] == due.isoformat()
     eta = datetime.fromisoformat(doc["eta"])
-    assert eta == due + timedelta(seconds=2 * 302)  # three windows of 10
+    assert eta == due + timedelta(seconds=2 * 301)  # three windows of 10 (300 s + 1 s grace)
     human = cli(Path.cwd(), "run", "show", str(run_id))
     out = human.stdout
     assert "running (waiting for quiet hours to end)" in out
@@ -307,7 +307,7 @@ def test_a_scheduled_run_has_its_schedule_from_its_consented_audience(h):
         p = run_report.progress(s, run_id, h.clock.now())
     assert p["state"] == "scheduled" and p["substate"] is None
     assert p["schedule"]["rows"] == 30
-    assert p["next_send_at"] == at and p["eta"] == at + timedelta(seconds=2 * 302)
+    assert p["next_send_at"] == at and p["eta"] == at + timedelta(seconds=2 * 301)
 
 
 def test_run_resume_acknowledge_records_who_and_why_and_run_show_lists_it(h):
