@@ -89,8 +89,10 @@ class ReleaseLoop:
         metrics: Metrics | None = None,
         refresh: Callable[[int], Result] | None = None,
         epoch: Callable[[], object] | None = None,
+        seed_throttle: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.db = db
+        self.seed_throttle = seed_throttle
         self.clock = clock
         self.enqueue_many = enqueue_many
         self.resolve = resolve
@@ -156,12 +158,18 @@ class ReleaseLoop:
                 ).all()
             )
             running = conn.execute(
-                select(R.c.id, col(Campaign.window_limit), col(Campaign.window_seconds))
+                select(
+                    R.c.id,
+                    col(Campaign.window_limit),
+                    col(Campaign.window_seconds),
+                    col(Campaign.brand_id),
+                )
                 .join(Campaign, col(Campaign.id) == R.c.campaign_id)
                 .where(R.c.state == runs.RUNNING)
             ).all()
             ids: list[int] = []
-            for run_id, limit, seconds in running:
+            brands: set[str] = set()
+            for run_id, limit, seconds, brand_id in running:
                 # no more riding than can book a slot within the horizon: the rest would only
                 # be refused by the throttle and put back (a queue operation each, every cycle)
                 bookable = limit * (math.ceil(cfg.book_horizon_s / seconds) + 1)
@@ -171,7 +179,15 @@ class ReleaseLoop:
                 )
                 if room <= 0:
                     continue
-                ids += outbox.release_due(conn, run_id, room, now)
+                got = outbox.release_due(conn, run_id, room, now)
+                ids += got
+                if got:
+                    brands.add(str(brand_id))
+        if brands and self.seed_throttle is not None:
+            # a throttle that lost its state (a fresh or flushed Redis) is seeded from the
+            # outbox now, while these rows are not yet claimed: seeded by the first worker to
+            # reserve, every row claimed meanwhile would count as in flight (docs/throttle.md)
+            self.seed_throttle(brands)
         # committed first: if we die before enqueueing, the reconciler finds them lost
         if ids:
             self.enqueue_many(sorted(ids))

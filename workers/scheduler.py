@@ -238,6 +238,7 @@ class Scheduler:
             config=release,
             refresh=refresh,
             epoch=lambda: broker_epoch(runtime.redis),
+            seed_throttle=lambda brands: runtime.throttle.ensure_seeded(brands),
         )
         # the Redis daily gauges describe the deployment: served by the leader alone
         self._leading = False

@@ -226,6 +226,18 @@ class RedisThrottle:
             raise ThrottleError(f"throttle reserve failed: {e}") from e
         return req.answer(res)
 
+    def ensure_seeded(self, brands: set[str]) -> None:
+        """Seed each brand whose throttle has no epoch (a fresh or flushed Redis) now, rather
+        than at its first reservation (the scheduler calls this before handing rows to the
+        workers, so the seed does not count them as in flight).  A Redis error is logged: the
+        first reservation seeds then, as without this call."""
+        try:
+            for brand in sorted(brands):
+                if not self._r.exists(keys.throttle_epoch_key(brand)):
+                    self.seed(brand)
+        except RedisError as e:
+            log.warning("throttle seed before release failed (%s): the workers will seed", e)
+
     def seed(self, brand: str, unsent: Collection[int] = ()) -> bool:
         """Re-seed ``brand``'s buckets from the seeder (the outbox) and create its epoch, unless
         another worker holds the seed lock (then False: ask again in ``SEED_RETRY_S``) or did it

@@ -73,6 +73,18 @@ def test_the_seed_is_written_once_with_the_epoch(r: fakeredis.FakeRedis) -> None
     assert r.get(keys.throttle_seed_lock_key(1)) is None  # the lock went with the seed
 
 
+def test_the_scheduler_seeds_brands_without_an_epoch_before_releasing(
+    r: fakeredis.FakeRedis,
+) -> None:
+    clock, seeder = FakeClock(T0), Seeder()
+    th = RedisThrottle(r, clock, seeder=seeder)
+    th.ensure_seeded({"1"})  # no epoch yet (fresh or flushed Redis): seeded now
+    assert seeder.calls == 1 and r.exists(keys.throttle_epoch_key(1))
+    th.ensure_seeded({"1"})  # seeded: nothing to do
+    assert seeder.calls == 1
+    assert th.reserve([B], max_wait_s=5).allowed and seeder.calls == 1  # no seed at reserve
+
+
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
     with make_harness(tmp_path) as h:
