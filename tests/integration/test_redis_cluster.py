@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,15 @@ pytestmark = [
 ]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class Cluster:
     """Three masters, no replicas, no persistence; ``stop()`` kills them and removes their
     directory."""
@@ -48,41 +58,17 @@ class Cluster:
         self.ports: list[int] = []
         self.procs: list[Proc] = []
         for _ in range(masters):
-            port = free_port()
-            while port + 10_000 > 65_535:  # the cluster bus listens on port + 10000
-                port = free_port()
-            node = self.dir / str(port)
-            node.mkdir()
-            self.procs.append(
-                Proc(
-                    f"redis-cluster-{port}",
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--dir",
-                        str(node),
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "2000",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ],
-                    dict(os.environ),
-                    self.dir,
-                    cwd=node,
-                )
-            )
+            for attempt in range(5):  # a port (or its bus port) taken meanwhile: another pair
+                port, proc = self._start_node()
+                try:
+                    wait_for(lambda p=port, pr=proc: self._ping(p, pr), 15, f"node {port}")
+                    break
+                except RuntimeError:
+                    proc.stop()
+                    if attempt == 4:
+                        raise
             self.ports.append(port)
-        for port, proc in zip(self.ports, self.procs, strict=True):
-            wait_for(lambda p=port, pr=proc: self._ping(p, pr), 15, f"cluster node {port}")
+            self.procs.append(proc)
         subprocess.run(
             [
                 "redis-cli",
@@ -98,6 +84,34 @@ class Cluster:
             timeout=60,
         )
         wait_for(self._ok, 30, "cluster_state:ok on every node")
+
+    def _start_node(self) -> tuple[int, Proc]:
+        """A cluster node on a free port whose bus port (port + 10000) is free too."""
+        port = free_port()
+        while port + 10_000 > 65_535 or not _bindable(port + 10_000):
+            port = free_port()
+        node = self.dir / str(port)
+        node.mkdir(exist_ok=True)
+        argv = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(node),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        return port, Proc(f"redis-cluster-{port}", argv, dict(os.environ), self.dir, cwd=node)
 
     @property
     def url(self) -> str:
