@@ -191,6 +191,12 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
+def _throttle_seeder(runtime: Any) -> Any:
+    """The throttle's ``ensure_seeded``, or None for a runtime without a throttle."""
+    throttle = getattr(runtime, "throttle", None)
+    return None if throttle is None else throttle.ensure_seeded
+
+
 def broker_epoch(redis: Any) -> object:
     """The broker Redis's epoch token (created if missing): one round trip."""
     p = redis.pipeline(transaction=True)
@@ -238,7 +244,7 @@ class Scheduler:
             config=release,
             refresh=refresh,
             epoch=lambda: broker_epoch(runtime.redis),
-            seed_throttle=lambda brands: runtime.throttle.ensure_seeded(brands),
+            seed_throttle=_throttle_seeder(runtime),
         )
         # the Redis daily gauges describe the deployment: served by the leader alone
         self._leading = False
