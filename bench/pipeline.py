@@ -61,6 +61,15 @@ SEED = ROOT / "dispatcher" / "data" / "usa2p_seed004.json"
 SERVICE_SID = "MG" + "0" * 31 + "1"
 TEMPLATE = "Your order has shipped."
 BODY = "Acme Corporation: Your order has shipped. Reply STOP to opt out."
+#: the scheduler's CLI defaults but the tick (the harness's test defaults reconcile every second)
+SCHEDULER = {
+    "tick": 0.2,
+    "leader_ttl": 10.0,
+    "reconcile": 10.0,
+    "lost_after": 60.0,
+    "sending_lease": 90.0,
+    "status_after": 300.0,
+}
 WARM = 320  # >= one batch (DISPATCHER_DELIVER_BATCH) per worker thread (workers warm up at boot)
 
 
@@ -273,15 +282,7 @@ def start_pipeline(stack: Stack, sid: str, processes: int, threads: int) -> dict
     carrier = stack.carrier
     assert carrier is not None
     webhooks = stack.start_webhooks()
-    # the CLI's defaults but the tick (the harness's test defaults reconcile every second)
-    scheduler = stack.start_scheduler(
-        tick=0.2,
-        leader_ttl=10.0,
-        reconcile=10.0,
-        lost_after=60.0,
-        sending_lease=90.0,
-        status_after=300.0,
-    )
+    scheduler = stack.start_scheduler(**SCHEDULER)
     workers = stack.start_workers(processes=processes, threads=threads)
     warm = launch(url, sid, "warm")
     wait_count(carrier, stack, WARM, 120)

@@ -84,14 +84,7 @@ def measure(tree: Path, n: int) -> dict[str, Any]:
             carrier.faults(drop_callbacks=1.0)
             sid = bp.seed(db, n, ["g"])
             os.environ.update(stack.env)  # the actors' settings: this stack's servers
-            stack.start_scheduler(
-                tick=0.2,
-                leader_ttl=10.0,
-                reconcile=10.0,
-                lost_after=60.0,
-                sending_lease=90.0,
-                status_after=300.0,
-            )
+            stack.start_scheduler(**bp.SCHEDULER)
             return _counted_run(stack, carrier, db, sid, n)
         finally:
             stack.close()
