@@ -110,19 +110,12 @@ def _waiting_run(h: Any, n: int) -> tuple[int, datetime]:
     """A running run whose every row waits for its recipient's quiet hours, as the gate
     leaves it: contacts in a zone where it is night now; returns (run id, their due time)."""
     now = datetime.now(UTC)
-    zone = next(
-        z
-        for z in (
-            "Asia/Tokyo",
-            "Europe/Berlin",
-            "America/New_York",
-            "Pacific/Honolulu",
-            "Asia/Kolkata",
-            "America/Los_Angeles",
-            "Australia/Sydney",
-        )  # fmt: skip
-        if 1 <= now.astimezone(ZoneInfo(z)).hour < 6
-    )
+    # A fixed-offset zone where it is 03:xx now, whatever the hour in UTC (CI runs at any hour;
+    # a list of named zones left a gap).  Etc/GMT-N is UTC+N.
+    offset = (3 - now.hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    zone = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    assert now.astimezone(ZoneInfo(zone)).hour == 3
     for i in range(n):
         h.contact(f"+1212555{i:04d}", time_zone=zone)
     run_id = h.launch()
