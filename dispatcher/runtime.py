@@ -243,10 +243,12 @@ class Runtime:
         return render_latest(self.metrics)
 
     def pipeline(self, enqueue: Enqueue) -> Pipeline:
+        from dispatcher.compliance import template_lint
         from dispatcher.delivery.config import DeliverConfig
         from dispatcher.delivery.pipeline import Pipeline
         from dispatcher.halts import NoHaltKeys
 
+        template_lint.warm()  # its second of CPU now, not in a run's middle (its docstring)
         return Pipeline(
             db=self.db,
             throttle=self.throttle,

@@ -40,6 +40,7 @@ class EmbeddedStack:
         rt.db  # noqa: B018 - opens (and for SQLite upgrades) the database now
         rt.gateway  # noqa: B018 - starts the in-process sandbox carrier
         actors.set_runtime(rt)
+        actors.pipeline()  # built before the first message, as a worker process's Warmup does
         self.worker = dramatiq.Worker(
             broker.broker, worker_threads=self.worker_threads, worker_timeout=100
         )

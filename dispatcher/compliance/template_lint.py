@@ -300,3 +300,15 @@ def lint_parts(
         proactive,
         opt_out_language,
     )
+
+
+def warm() -> None:
+    """Compute the patterns' edge languages now (``boundary.edges``, cached per process).  They
+    are the same for every template and cost ~0.8 s of CPU on a quiet core (the category
+    pattern's ~0.78 s of it); a worker process pays them when it is built, before it takes a
+    message.  Paid instead at a template's ``WARM``-th message, in the middle of a run, that
+    second of CPU held the GIL against the process's other threads: their halt checks and
+    sends ran 0.1-0.3 s late each and a quarter of a window's rows missed their grace and went
+    a window later (bench/utilisation.py, 30 per 10 s: windows of 30, 30, 7, 30, ...)."""
+    for rx, _ in _patterns():
+        boundary.edges(rx.pattern, rx.flags)
