@@ -2,9 +2,10 @@
 
 A row sends only in a slot booked in every bucket that applies to it (``throttle.policy``).  For
 a batch, the slots of the next rows come from one pipelined call (``reserve_many``): as many rows
-as the batch's recent pace sends within half the smallest grace.  A held slot is still checked
-before use and, once its ``send_by`` may have passed, given back and reserved again, so no row is
-sent on a stale slot; slots still held when a batch stops early are given back.  A row that
+as the batch's recent pace sends within half the smallest grace.  A held slot still ahead is
+carried (checked at its time); one that has come is used only within the grace of its booking
+call and before its ``send_by``, else given back and reserved again, so no row is sent on a stale
+slot (``_Held.wait_s``); slots still held when a batch stops early are given back.  A row that
 cannot book within the horizon goes back to the outbox with a later ``due_at``.
 
 **Carried rows.**  A row booked for a later slot is unclaimed (``outbox.unclaim``: back to
@@ -61,19 +62,30 @@ class _Held:
     asked: float
     answered: float
 
-    def wait_s(self, t: float) -> float | None:
-        """Seconds from ``t`` to the slot (0 once it has come); None once ``send_by`` may have
-        passed, or the grace since the booking call (a slot is used unchecked only that long
-        after Redis saw it: a loss of Redis re-seeds the throttle counting every row in flight
-        as sent within the grace of the loss, docs/throttle.md).  Both err on the safe side
-        whatever the skew between this host and Redis: the deadline counts from ``asked``
-        (early), the wait from ``answered`` (late)."""
+    def wait_s(self, t: float, now_epsilon_s: float) -> float | None:
+        """Seconds from ``t`` to the slot (0 once it has come); None when the slot can no longer
+        be used as it is.  Both estimates err on the safe side whatever the skew between this
+        host and Redis: the wait counts from ``answered`` (late), the deadlines from ``asked``
+        (early).
+
+        A slot still ahead (more than ``now_epsilon_s``) is kept however long ago it was booked:
+        the row is carried to it and ``send_status`` checks it there (a loss of Redis meanwhile
+        answers "lost").  A slot that has come is used unchecked, so only before ``send_by``
+        and within the grace of the booking call (a loss of Redis re-seeds the throttle counting
+        every row in flight as sent within the grace of the loss, docs/throttle.md).  Dropping a
+        slot still ahead because its thread was slow (it was, at 50 ms a row with 8 threads on
+        one GIL) gave it back after the batch's later rows had booked past it: the run's last
+        row then went a window after the rest (bench/utilisation.py, embedded: 29 in the fourth
+        window, 1 in a sixth)."""
         res = self.reservation
         if not res.allowed or res.slot_at is None or res.send_by is None:
             return res.wait_s
+        ahead = res.wait_s - (t - self.answered)
+        if ahead > now_epsilon_s:
+            return ahead
         if t - self.asked >= min(res.send_by - res.now, res.grace_s):
             return None
-        return max(0.0, res.wait_s - (t - self.answered))
+        return max(0.0, ahead)
 
 
 class Slots:
@@ -157,7 +169,7 @@ class Slots:
         wait = None
         horizon = self.max_wait_s(x, now)
         if held is not None:
-            res, wait = held.reservation, held.wait_s(self.clock.time())
+            res, wait = held.reservation, held.wait_s(self.clock.time(), self.config.now_epsilon_s)
             # its send_by passed while the rows before it were sent, or it lies beyond this
             # row's quiet hours (booked for a batch whose rows have other windows)
             if wait is None or (res.allowed and wait > horizon):
