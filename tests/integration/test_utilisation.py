@@ -1,14 +1,16 @@
 """Never idle with a backlog, end to end (issue 22): 150 recipients at 30 per 10 s through two
 ``dramatiq`` worker processes x 8 threads against the sandbox carrier in server mode, on real
 Redis + PostgreSQL.  On the carrier's own log: no sliding 10 s window over 30, and the run
-takes at most 1/0.75 of the ideal span (an exact limiter sends 30 at the start of each window:
+takes at most 1/0.80 of the ideal span (an exact limiter sends 30 at the start of each window:
 (5 - 1) x 10 s = 40 s from the first message to the last).
 
-0.75, not the issue's 0.80: on main as merged (2026-12-07) the run reaches 0.950 in some runs
-and 0.762 in most (bursts 30, 30, 30, 24-26, 30, 4-6: a few rows of one window miss it and go
-after the last window), at load ~1; the branch that built the batching passed 2 of 2.  The
-cause is not found yet (issue 22 item 1 stays open); 0.75 tolerates that one late window and
-still fails the old spacing's typical 0.66.
+Until 2026-12-07 this pinned 0.75: the run reached 0.950 in some runs and 0.762 in most (bursts
+30, 30, 30, 24-26, 30, 4-6: a few rows of one window missed it and went after the last window).
+The cause: each worker process computed the template lint's pattern languages (~0.8 s of CPU)
+at its 200th message, mid-run, holding the GIL against its other threads; their halt checks and
+sends ran late and those rows missed their grace.  They are computed when the pipeline is built
+now (template_lint.warm).  A single row that misses its window costs a whole extra window
+(40 / 50.5 s = 0.79): this bound fails on it.
 
 The bound is looser than bench/utilisation.py's goal (>= 0.90 on a quiet machine) so that a
 shared machine does not make it flaky, yet tight enough to catch the old behaviour: each booked
@@ -61,4 +63,4 @@ def test_a_backlog_goes_at_the_start_of_every_window(dist, tmp_path):
     )
     if max(loads) > 3 * (os.cpu_count() or 1):
         pytest.skip(f"efficiency {ideal / span:.3f} not judged: load average {loads}")
-    assert ideal / span >= 0.75, (span, bursts, gaps, loads)
+    assert ideal / span >= 0.80, (span, bursts, gaps, loads)
