@@ -12,10 +12,27 @@ booked cost already in it plus this cost stays ``<= N`` (checked exactly against
 ``L`` holds at most N" is kept by every booking, whatever the order of bookings (a booking may land
 *before* existing future ones).  A token bucket or GCRA with burst N only bounds the *average*: a
 full bucket spends N at once and then refills, letting up to 2N-1 through in one T-long interval;
-the log checks every window instead.  Each sliding bucket also keeps the total cost of its log in
-a companion key: while that total leaves room for the message, no window can overflow and the
-script books without reading the log (dispatcher/lua/reserve.lua, "fast path"), so an
-uncongested bucket costs O(1) however many bookings its window holds.
+the log checks every window instead (a GCRA state admits N at 0 and one more at T/N; a ring of the
+last N grants is exact only for unit costs booked in time order, and future booking lands
+bookings before later ones).
+
+**State (fast path):** beside its log each sliding bucket keeps ``sum,first,last`` (one key,
+read for all buckets with the epoch in one MGET): ``sum`` = the total cost of the log, ``first``
+<= its oldest entry, ``last`` >= its newest; no state with an empty log.  The script books
+without reading the log when ``sum + cost <= N``, trims only when ``first <= now - L``, and takes
+the monotone path (below) only when ``last <= t``.  *Claim:* this books exactly what the full
+check would.  (1) If ``sum`` >= the log's cost, every window holds at most ``sum`` before the
+booking (its entries are log entries), so ``sum + cost <= N`` implies the full check passes.
+(2) ``sum`` equals the log's cost: every script that changes the log changes ``sum`` with it
+(reserve: ``ZADD`` +cost, trim -gone; release: ``ZREM`` -cost or drop; seed.lua and a re-seeded
+row's ``ZREM``: drop, and a missing or unreadable state is rebuilt from the log); the state
+expires no later than the log (both from ``last + L + 1 s``) and a trim that finds the log empty
+zeroes it.  (3) ``first`` is a lower bound (bookings lower it, releases only make it looser),
+so ``first > now - L`` means no entry has left the window and (2) still holds without a trim.
+(4) ``last`` is an upper bound (bookings raise it, releases only loosen it), so ``last <= t``
+means no booking after ``t``, the monotone path's premise; a loose ``last`` only sends the
+script to the full log check.  Hence no window of length ``L`` ever holds more than N, as with
+the log alone; an uncongested bucket costs O(1) however many bookings its window holds.
 
 **Never idle:** the earliest feasible slot is ``now`` or the right end ``e + L`` of a full stretch
 (``e`` a booked entry); the script tries exactly these candidates in order, so it books the first
