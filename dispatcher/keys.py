@@ -52,7 +52,7 @@ def throttle_seed_lock_key(brand_id: int | str) -> str:
 
 
 def throttle_sum_key(bucket_key: str) -> str:
-    """Running total cost of a sliding bucket's log (same hash tag as the bucket)."""
+    """A sliding bucket's state 'sum,first,last' (reserve.lua; same hash tag as the bucket)."""
     return f"{bucket_key}:sum"
 
 

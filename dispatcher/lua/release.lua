@@ -4,7 +4,7 @@
 -- KEYS[1]        the reservation's tombstone (keys.throttle_release_key)
 -- KEYS[2]        the brand's epoch (keys.throttle_epoch_key)
 -- KEYS[2+j]      bucket j (keys.bucket_key), j = 1..n
--- KEYS[2+n+j]    bucket j's running cost sum (keys.throttle_sum_key)
+-- KEYS[2+n+j]    bucket j's state 'sum,first,last' (keys.throttle_sum_key; reserve.lua)
 -- ARGV[1]        tombstone TTL in ms
 -- ARGV[2]        the reservation's epoch
 -- ARGV[3]        n, the number of buckets
@@ -20,10 +20,16 @@ for j = 1, n do
   if ARGV[base + 1] == 'w' then
     if redis.call('ZREM', key, ARGV[base + 2]) == 1 then
       local skey = KEYS[2 + n + j]
-      if redis.call('ZCARD', key) == 0 then
-        redis.call('DEL', skey)
-      elseif redis.call('EXISTS', skey) == 1 then
-        redis.call('DECRBY', skey, tonumber(ARGV[base + 3]))
+      local st = redis.call('GET', skey)
+      if st then
+        -- the sum drops with the entry; first and last stay bounds of the log
+        local s, rest = string.match(st, '^(%d+)(,%-?%d+,%-?%d+)$')
+        local left = s and (tonumber(s) - tonumber(ARGV[base + 3]))
+        if left and left > 0 and redis.call('ZCARD', key) > 0 then
+          redis.call('SET', skey, string.format('%d', left) .. rest, 'KEEPTTL')
+        else
+          redis.call('DEL', skey) -- an empty log has no state; an odd one is rebuilt
+        end
       end
     end
   else

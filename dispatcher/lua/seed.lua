@@ -6,7 +6,7 @@
 -- KEYS[1]        the brand's epoch (keys.throttle_epoch_key)
 -- KEYS[2]        the brand's seed lock (keys.throttle_seed_lock_key)
 -- KEYS[2+j]      bucket j (keys.bucket_key), j = 1..nb
--- KEYS[2+nb+j]   bucket j's running cost sum (keys.throttle_sum_key)
+-- KEYS[2+nb+j]   bucket j's state (keys.throttle_sum_key; reserve.lua), dropped: rebuilt from the log
 -- ARGV[1]        the new epoch
 -- ARGV[2]        the lock token (the lock is released only if it still holds it)
 -- ARGV[3]        now_ms (the seeder's "now": the throttle's clock)

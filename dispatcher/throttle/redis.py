@@ -12,10 +12,27 @@ booked cost already in it plus this cost stays ``<= N`` (checked exactly against
 ``L`` holds at most N" is kept by every booking, whatever the order of bookings (a booking may land
 *before* existing future ones).  A token bucket or GCRA with burst N only bounds the *average*: a
 full bucket spends N at once and then refills, letting up to 2N-1 through in one T-long interval;
-the log checks every window instead.  Each sliding bucket also keeps the total cost of its log in
-a companion key: while that total leaves room for the message, no window can overflow and the
-script books without reading the log (dispatcher/lua/reserve.lua, "fast path"), so an
-uncongested bucket costs O(1) however many bookings its window holds.
+the log checks every window instead (a GCRA state admits N at 0 and one more at T/N; a ring of the
+last N grants is exact only for unit costs booked in time order, and future booking lands
+bookings before later ones).
+
+**State (fast path):** beside its log each sliding bucket keeps ``sum,first,last`` (one key,
+read for all buckets with the epoch in one MGET): ``sum`` = the total cost of the log, ``first``
+<= its oldest entry, ``last`` >= its newest; no state with an empty log.  The script books
+without reading the log when ``sum + cost <= N``, trims only when ``first <= now - L``, and takes
+the monotone path (below) only when ``last <= t``.  *Claim:* this books exactly what the full
+check would.  (1) If ``sum`` >= the log's cost, every window holds at most ``sum`` before the
+booking (its entries are log entries), so ``sum + cost <= N`` implies the full check passes.
+(2) ``sum`` equals the log's cost: every script that changes the log changes ``sum`` with it
+(reserve: ``ZADD`` +cost, trim -gone; release: ``ZREM`` -cost or drop; seed.lua and a re-seeded
+row's ``ZREM``: drop, and a missing or unreadable state is rebuilt from the log); the state
+expires no later than the log (both from ``last + L + 1 s``) and a trim that finds the log empty
+zeroes it.  (3) ``first`` is a lower bound (bookings lower it, releases only make it looser),
+so ``first > now - L`` means no entry has left the window and (2) still holds without a trim.
+(4) ``last`` is an upper bound (bookings raise it, releases only loosen it), so ``last <= t``
+means no booking after ``t``, the monotone path's premise; a loose ``last`` only sends the
+script to the full log check.  Hence no window of length ``L`` ever holds more than N, as with
+the log alone; an uncongested bucket costs O(1) however many bookings its window holds.
 
 **Never idle:** the earliest feasible slot is ``now`` or the right end ``e + L`` of a full stretch
 (``e`` a booked entry); the script tries exactly these candidates in order, so it books the first
@@ -58,6 +75,7 @@ the end of the last charged day (+60 s), the epoch 2 days past the last booking.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -89,52 +107,64 @@ SEED_LOCK_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
-class _Request:
-    """One reservation's script call (keys, args) and how to read its answer."""
+class _Shape:
+    """What every reservation over one bucket tuple sends and how its answer is read, built
+    once per tuple (``RedisThrottle._shape``)."""
 
     buckets: tuple[Bucket, ...]
     brand: str
+    keys: list[bytes]
+    spec: str  # the buckets as JSON for reserve.lua, '%s' where a calendar's bounds go
+    calendars: tuple[str, ...]  # the calendar buckets' time zones, in order
+    grace: float  # the smallest grace of the buckets (the reservation's send window)
+    holds: tuple[tuple[str, str, int], ...]  # (kind, key, cost) per bucket
+
+
+@dataclass(slots=True)
+class _Request:
+    """One reservation's script call (keys, args) and how to read its answer."""
+
+    shape: _Shape
     rid: str
     max_wait_s: float
-    keys: list[str]
     args: list[Any]
 
+    @property
+    def brand(self) -> str:
+        return self.shape.brand
+
+    @property
+    def keys(self) -> list[bytes]:
+        return self.shape.keys
+
     def answer(self, res: Any) -> Reservation:
+        sh = self.shape
         if int(res[0]) == -1:  # the brand is being re-seeded: ask again shortly
             now_s = int(res[2]) / 1000
-            return Reservation(
-                False, SEED_RETRY_S, None, None, 0.0, now_s, self.rid, "", self.brand
-            )
+            return Reservation(False, SEED_RETRY_S, None, None, 0.0, now_s, self.rid, "", sh.brand)
         allowed = int(res[0]) == 1
         slot_ms, now_ms = int(res[1]), int(res[2])
         epoch = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
-        unknown = (not allowed) and slot_ms <= now_ms + round(self.max_wait_s * 1000)
-        grace = min(b.grace for b in self.buckets)
-        n = len(self.buckets)
+        n = len(sh.holds)
         binding = int(res[4 + n]) if len(res) > 4 + n else 0
-        holds: tuple[tuple[str, str, str, int], ...] = ()
-        if allowed:
-            hl = []
-            for b, charged in zip(self.buckets, res[4 : 4 + n], strict=True):
-                if b.calendar_tz is None:
-                    hl.append(("w", b.key, f"{self.rid}:{b.cost}", b.cost))
-                else:
-                    c = charged.decode() if isinstance(charged, bytes) else str(charged)
-                    hl.append(("c", b.key, c, b.cost))
-            holds = tuple(hl)
-        return Reservation(
-            allowed=allowed,
-            wait_s=max(0.0, (slot_ms - now_ms) / 1000),
-            slot_at=None if unknown else slot_ms / 1000,
-            send_by=(slot_ms / 1000 + grace) if allowed else None,
-            grace_s=grace,
-            now=now_ms / 1000,
-            id=self.rid,
-            epoch=epoch,
-            brand=self.brand,
-            holds=holds,
-            bound=self.buckets[binding - 1].kind if binding else None,
+        bound = sh.buckets[binding - 1].kind if binding else None
+        if not allowed:
+            unknown = slot_ms <= now_ms + round(self.max_wait_s * 1000)
+            return Reservation(
+                False, max(0.0, (slot_ms - now_ms) / 1000), None if unknown else slot_ms / 1000,
+                None, sh.grace, now_ms / 1000, self.rid, epoch, sh.brand, (), bound,
+            )  # fmt: skip
+        holds = tuple(
+            (kind, key, f"{self.rid}:{cost}", cost)
+            if kind == "w"
+            else (kind, key, c.decode() if isinstance(c, bytes) else str(c), cost)
+            for (kind, key, cost), c in zip(sh.holds, res[4 : 4 + n], strict=True)
         )
+        slot = slot_ms / 1000
+        return Reservation(
+            True, max(0.0, (slot_ms - now_ms) / 1000), slot, slot + sh.grace, sh.grace,
+            now_ms / 1000, self.rid, epoch, sh.brand, holds, bound,
+        )  # fmt: skip
 
 
 def _unseeded(res: Any) -> bool:
@@ -155,7 +185,7 @@ class RedisThrottle:
         self._release = lua.register(redis_client, "release")
         self._status = lua.register(redis_client, "status")
         self._bounds_cache: dict[tuple[str, int], tuple[float, float, str]] = {}
-        self._shapes: dict[tuple[Bucket, ...], tuple[str, list[str], list[str]]] = {}
+        self._shapes: dict[tuple[Bucket, ...], _Shape] = {}
 
     # ------------------------------------------------------------------ helpers
     def _now(self, now: float | None) -> float | None:
@@ -348,51 +378,59 @@ class RedisThrottle:
         if not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
             raise InputError("max_wait_s must be a finite number >= 0")
         bt = tuple(buckets)
-        shape = self._shapes.get(bt)
-        if shape is None:
-            shape = self._shape(bt)
-        brand, ks, spec = shape
+        sh = self._shapes.get(bt)
+        if sh is None:
+            sh = self._shape(bt)
         t_now = self._now(now)
-        rid = reservation_id or os.urandom(8).hex()
-        argv: list[Any] = [
-            "" if t_now is None else str(round(t_now * 1000)),
-            str(round(max_wait_s * 1000)),
-            rid,
-            "" if self._seeder is not None else os.urandom(6).hex(),
-            str(len(bt)),
-        ]
-        if any(b.calendar_tz is not None for b in bt):
+        rnd = os.urandom(14).hex()
+        if reservation_id is None:
+            rid = rnd[:16]
+            rid_json = f'"{rid}"'
+        else:
+            rid = reservation_id
+            rid_json = json.dumps(rid)
+        specs = sh.spec
+        if sh.calendars:
             ref = t_now if t_now is not None else time.time()
             days = CALENDAR_DAYS_AHEAD + int(max_wait_s // 86_400)
-            argv += [
-                sp + self._bounds(b.calendar_tz, ref, days) if b.calendar_tz is not None else sp
-                for b, sp in zip(bt, spec, strict=True)
-            ]
-        else:
-            argv += spec
-        argv.append("" if row is None else f"s{row}")
-        return _Request(bt, brand, rid, max_wait_s, ks, argv)
+            specs = sh.spec % tuple([self._bounds(tz, ref, days) for tz in sh.calendars])
+        argv: list[Any] = [
+            f"[{'false' if t_now is None else round(t_now * 1000)},{round(max_wait_s * 1000)},"
+            f'{rid_json},"{"" if self._seeder is not None else rnd[16:]}",'
+            f'"{"" if row is None else f"s{int(row)}"}",{specs}]'
+        ]
+        return _Request(sh, rid, max_wait_s, argv)
 
-    def _shape(self, bt: tuple[Bucket, ...]) -> tuple[str, list[str], list[str]]:
-        """What a reservation over ``bt`` always sends (brand, keys, each bucket's ARGV; a
-        calendar bucket's bounds are filled per call), checked and kept for the next call."""
+    def _shape(self, bt: tuple[Bucket, ...]) -> _Shape:
+        """What a reservation over ``bt`` always sends (keys, the buckets' ARGV; a calendar
+        bucket's bounds are filled per call), checked and kept for the next call."""
         if not bt:
             raise InputError("reserve needs at least one bucket")
         brand = self._brand(bt)
         if len({b.key for b in bt}) != len(bt):
             raise InputError("duplicate bucket key in one reservation")
-        spec = [
-            f"w:{b.limit}:{round((b.period_s + b.grace) * 1000)}:{b.cost}:"
+        # JSON; '%s' takes a calendar bucket's period starts, per call
+        spec = ",".join(
+            f'["w",{b.limit},{round((b.period_s + b.grace) * 1000)},{b.cost}]'
             if b.calendar_tz is None
-            else f"c:{b.limit}:{round(b.grace * 1000)}:{b.cost}:"
+            else f'["c",{b.limit},{round(b.grace * 1000)},{b.cost},[%s]]'
             for b in bt
-        ]
+        )
         ks = [keys.throttle_epoch_key(brand)] + [b.key for b in bt]
-        ks += [keys.throttle_sum_key(b.key) for b in bt]
+        ks += [keys.throttle_sum_key(b.key) for b in bt if b.calendar_tz is None]
+        sh = _Shape(  # keys and spec as bytes: redis-py sends them as they are
+            buckets=bt,
+            brand=brand,
+            keys=[k.encode() for k in ks],
+            spec=f"[{spec}]",
+            calendars=tuple(b.calendar_tz for b in bt if b.calendar_tz is not None),
+            grace=min(b.grace for b in bt),
+            holds=tuple(("w" if b.calendar_tz is None else "c", b.key, b.cost) for b in bt),
+        )
         if len(self._shapes) > 1024:
             self._shapes.clear()
-        self._shapes[bt] = (brand, ks, spec)
-        return brand, ks, spec
+        self._shapes[bt] = sh
+        return sh
 
     def release(self, reservation: Reservation) -> bool:
         """Give a booked slot back (message suppressed, paused, or it missed ``send_by``).
