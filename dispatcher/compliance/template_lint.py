@@ -226,6 +226,10 @@ def _plan_once(literals: tuple[str, ...]) -> Plan | None:
         _planning.release()
 
 
+#: the plans built, by literals: the hot path's one look-up
+_ready: dict[tuple[str, ...], Plan] = {}
+
+
 def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
     """``parts`` (literal, value, ..., literal) of a rendered body, refitted to ``text``, the
     body ``compose()`` made of it (a brand prefix, an opt-out sentence, stripped ends); None when
@@ -262,14 +266,19 @@ def lint_parts(
 ) -> tuple[Finding, ...]:
     """``lint_body(body, ...)``, computed from ``parts`` (``"".join(parts) == body``)."""
     literals = parts[0::2]
-    seen = _seen.get(literals, 0)
-    if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
-        _seen[literals] = seen + 1
-        if len(_seen) > 4096:
-            _seen.clear()
-        how = None
-    else:
-        how = _plan_once(literals) if len(parts) % 2 else None
+    how = _ready.get(literals) if len(parts) % 2 else None
+    if how is None and len(parts) % 2:
+        seen = _seen.get(literals, 0)
+        if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
+            _seen[literals] = seen + 1
+            if len(_seen) > 4096:
+                _seen.clear()
+        else:
+            how = _plan_once(literals)
+            if how is not None:
+                if len(_ready) > 256:
+                    _ready.clear()
+                _ready[literals] = how
     if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
         scan_lower, phone = _value_scan()
         lowered = body.lower()

@@ -183,15 +183,22 @@ def test_split_composed_refits_the_parts(parts, text):
 def test_a_template_seen_a_few_times_is_linted_whole(monkeypatch):
     monkeypatch.setattr(template_lint, "WARM", 3)
     monkeypatch.setattr(template_lint, "_seen", {})
+    monkeypatch.setattr(template_lint, "_ready", {})
     built: list[tuple[str, ...]] = []
     real = template_lint.plan
     monkeypatch.setattr(template_lint, "plan", lambda lits: built.append(lits) or real(lits))
+    whole: list[str] = []
+    real_lint = template_lint.lint_body
+    monkeypatch.setattr(
+        template_lint, "lint_body", lambda body, *a: whole.append(body) or real_lint(body, *a)
+    )
     lits = ("Order ", " is on its way")
     rules = (True, False, False, "ACCOUNT_NOTIFICATION", None, False, True, None)
     for i in range(5):
         parts = (lits[0], str(i), lits[1])
         template_lint.lint_parts(parts, "".join(parts), *rules)
-    assert built == [lits, lits]  # the 4th and 5th message
+    assert whole == ["Order 0 is on its way", "Order 1 is on its way", "Order 2 is on its way"]
+    assert built == [lits]  # at the 4th message, kept for the 5th
 
 
 def test_a_plan_is_built_by_one_thread_while_the_others_lint_whole_bodies():
