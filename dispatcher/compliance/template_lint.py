@@ -103,22 +103,34 @@ def _windows(joined: Sequence[bool]) -> tuple[tuple[int, int], ...]:
     return tuple(windows)
 
 
+def _phone_lower() -> str:
+    """The phone pattern read on the lower-cased body: its one case-sensitive part, the letters
+    of ``1-800-FLOWERS``, as lower-case letters.  On an ASCII body it matches wherever
+    ``PHONE_RE`` matches the body (and on some lower-case words too): a value scan needs no
+    more, since a match sends the message to ``lint_body``."""
+    src = content.PHONE_RE.pattern
+    assert src.count("[A-Z0-9]") == 2, src
+    src = src.replace("[A-Z0-9]", "[a-z0-9]")
+    assert src == src.lower(), src
+    return src
+
+
 @lru_cache(maxsize=64)
-def _scanner(patterns: frozenset[int]) -> tuple[re.Pattern[str], bool]:
-    """The patterns ``patterns`` (indices in ``_patterns()``) as one search, and whether it reads
-    the lower-cased body: the phone pattern is case-sensitive and searched alone; the others,
-    case-insensitive with no capital letter, are joined on the lower-cased body with no
-    ``(?i)`` (which costs several times more)."""
-    rxs = [rx for j, (rx, _) in enumerate(_patterns()) if j in patterns]
-    if rxs == [content.PHONE_RE]:
-        return content.PHONE_RE, False
-    assert content.PHONE_RE not in rxs
+def _scanner(patterns: frozenset[int]) -> re.Pattern[str]:
+    """The patterns ``patterns`` (indices in ``_patterns()``) as one search of the lower-cased
+    body.  The case-insensitive patterns have no capital letter, so they need no ``(?i)``
+    (which costs several times more); the phone pattern is read as :func:`_phone_lower`."""
     lower = []
-    for rx in rxs:
-        src = rx.pattern.removeprefix("(?i)")
-        assert src == src.lower() or rx.pattern == src, rx.pattern
+    for j, (rx, _) in enumerate(_patterns()):
+        if j not in patterns:
+            continue
+        if rx is content.PHONE_RE:
+            src = _phone_lower()
+        else:
+            src = rx.pattern.removeprefix("(?i)")
+            assert src == src.lower() or rx.pattern == src, rx.pattern
         lower.append(f"(?:{src})")
-    return re.compile("|".join(lower)), True
+    return re.compile("|".join(lower))
 
 
 _Local = tuple[frozenset[str], tuple[str, ...], bool, bool, bool, bool]
@@ -172,9 +184,9 @@ class Plan:
 
     facts: BodyFacts
     windows: tuple[tuple[int, int], ...]
-    #: per search: (its patterns as one, whether it reads the lower-cased body, its windows):
-    #: a pattern that crosses no literal's edge scans the values alone
-    scans: tuple[tuple[re.Pattern[str], bool, tuple[tuple[int, int], ...]], ...] = ()
+    #: per search of the lower-cased body: (its patterns as one, its windows); a pattern that
+    #: crosses no literal's edge scans the values alone
+    scans: tuple[tuple[re.Pattern[str], tuple[tuple[int, int], ...]], ...] = ()
     #: :func:`fact_findings` of ``facts`` by campaign rules (has_links, has_phone, age_gated,
     #: usecase, proactive): the same for every message of the template
     found: dict[tuple[bool, bool, bool, str, bool], tuple[Finding, ...]] = field(
@@ -211,12 +223,10 @@ def plan(literals: tuple[str, ...]) -> Plan | None:
         phone, nonstd, opt = phone or got[2], nonstd or got[3], opt or got[4]
     found = tuple(c for c in content.CATEGORIES if c.key in cats)
     scan = content.ContentScan(found, {}, ()) if found else content._CLEAN
-    # one search per set of windows; the phone pattern reads the body as it is: one of its own
-    groups: dict[tuple[object, tuple[tuple[int, int], ...]], set[int]] = {}
-    for j, (rx, _) in enumerate(_patterns()):
-        w = _windows([j in c for c in crossing])
-        groups.setdefault((rx is content.PHONE_RE, w), set()).add(j)
-    scans = tuple((*_scanner(frozenset(js)), w) for (_, w), js in groups.items())
+    groups: dict[tuple[tuple[int, int], ...], set[int]] = {}  # one search per set of windows
+    for j in range(len(_patterns())):
+        groups.setdefault(_windows([j in c for c in crossing]), set()).add(j)
+    scans = tuple((_scanner(frozenset(js)), w) for w, js in groups.items())
     windows = _windows([bool(c) for c in crossing])
     return Plan(BodyFacts(scan, tuple(links), phone, nonstd, opt), windows, scans)
 
@@ -292,6 +302,21 @@ def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
     return None
 
 
+def _clean(
+    scans: tuple[tuple[re.Pattern[str], tuple[tuple[int, int], ...]], ...],
+    lowered: str,
+    at: list[int],
+) -> bool:
+    """No search of ``scans`` finds a match in its windows of ``lowered`` (``at``: where each
+    part starts, and the end)."""
+    end = at[-1]
+    for rx, windows in scans:
+        for a, b in windows:
+            if rx.search(lowered, at[a], min(at[b + 1] + 1, end)) is not None:
+                return False
+    return True
+
+
 def lint_parts(
     parts: tuple[str, ...],
     body: str,
@@ -320,14 +345,7 @@ def lint_parts(
                     _ready.clear()
                 _ready[literals] = how
     if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
-        lowered = body.lower()
-        at = [0, *accumulate(map(len, parts))]
-        end = len(body)
-        if not any(
-            rx.search(lowered if low else body, at[a], min(at[b + 1] + 1, end))
-            for rx, low, windows in how.scans
-            for a, b in windows
-        ):
+        if _clean(how.scans, body.lower(), [0, *accumulate(map(len, parts))]):
             rules = (has_links, has_phone, age_gated, usecase, proactive)
             found = how.found.get(rules)
             if found is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -131,9 +132,10 @@ def test_each_pattern_scans_only_the_literals_it_may_cross():
     got = template_lint.plan(("Your order ", " shipped"))
     assert got is not None and got.windows == ((0, 1),)
     by_pattern = {}
-    for rx, _, windows in got.scans:
+    for rx, windows in got.scans:
         for j, (p, _) in enumerate(template_lint._patterns()):
-            if p.pattern.removeprefix("(?i)") in rx.pattern or p is rx:
+            src = template_lint._phone_lower() if p is PHONE_RE else p.pattern
+            if f"(?:{src.removeprefix('(?i)')})" in rx.pattern:
                 by_pattern[j] = windows
     assert by_pattern == {
         0: ((0, 1),),
@@ -191,6 +193,22 @@ def test_a_match_across_an_edge_is_found_by_the_pattern_that_crosses_it(parts):
     assert template_lint.lint_parts(parts, body, *rules) == lint_body(body, *rules)
     plain = parts[0] + " ~ " + parts[2]
     assert lint_body(body, *rules) != lint_body(plain, *rules)  # the match is the crossing one
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["1", "800", "-", "FLOWERS", "flowers", "Ab", "555", "(212) ", "+1", " "])
+        | st.text(alphabet=st.characters(max_codepoint=127), max_size=3),
+        max_size=8,
+    ).map("".join)
+)
+def test_the_lower_case_phone_scan_finds_every_phone_number(text):
+    """The value scan reads the lower-cased body (template_lint._phone_lower): it must match
+    wherever the phone pattern matches the body as it is."""
+    lower = re.compile(template_lint._phone_lower())
+    if PHONE_RE.search(text):
+        assert lower.search(text.lower())
 
 
 def test_non_ascii_templates_are_linted_whole():
