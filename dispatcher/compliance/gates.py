@@ -36,12 +36,12 @@ from typing import Any
 
 from dispatcher.compliance.lint import is_conversational, lint_body
 from dispatcher.compliance.quiet_hours import (
-    _allowed_until,
     _next_allowed,
     _quiet,
     number_zones,
     policy_from_name,
     resolve,
+    verdict,
 )
 from dispatcher.compliance.segments import segments
 from dispatcher.compliance.template_lint import lint_parts
@@ -157,9 +157,11 @@ def _cap_until(
     sends: tuple[datetime, ...], now: datetime, limit: int, hours: int
 ) -> datetime | None:
     """Earliest time at which fewer than ``limit`` sends fall in the trailing ``hours`` window."""
+    if len(sends) < limit:
+        return None
     window = timedelta(hours=hours)
     cutoff = now - window
-    if len(sends) < limit or sum(1 for t in sends if t > cutoff) < limit:
+    if sum(1 for t in sends if t > cutoff) < limit:
         return None
     recent = sorted(t for t in sends if t > cutoff)
     if limit <= 0:
@@ -259,20 +261,12 @@ def decide_message(
             return Defer(defer_at, defer_reason, detail)  # type: ignore[arg-type]
         return Send(None, segments(message.body).count)
     if defer_at is None:
-        valid_until = _allowed_until(resolved, now)
-        if valid_until is not None:
-            return Send(valid_until, segments(message.body).count)
-    at = defer_at or now
-    if _quiet(resolved.windows, at):
-        until = _next_allowed(resolved, at)
-        if defer_reason is None:
-            defer_reason = (
-                DeferReason.QUIET_HOURS_UNKNOWN_ZONE
-                if resolved.unknown_zone
-                else DeferReason.QUIET_HOURS
-            )
-            detail = resolved.state
-        return Defer(until, defer_reason, detail)
-    if defer_at is not None:
-        return Defer(defer_at, defer_reason, detail)  # type: ignore[arg-type]
-    return Send(_allowed_until(resolved, now), segments(message.body).count)
+        v = verdict(resolved, now)  # memoised per minute: the same for most recipients
+        if not v.quiet:
+            return Send(v.until, segments(message.body).count)
+        if resolved.unknown_zone:
+            return Defer(v.next, DeferReason.QUIET_HOURS_UNKNOWN_ZONE, resolved.state)  # type: ignore[arg-type]
+        return Defer(v.next, DeferReason.QUIET_HOURS, resolved.state)  # type: ignore[arg-type]
+    if _quiet(resolved.windows, defer_at):
+        return Defer(_next_allowed(resolved, defer_at), defer_reason, detail)  # type: ignore[arg-type]
+    return Defer(defer_at, defer_reason, detail)  # type: ignore[arg-type]

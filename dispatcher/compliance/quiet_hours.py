@@ -264,20 +264,30 @@ def is_quiet_hours(
     return _quiet(resolve(phone, policy, time_zone, state_code).windows, at_utc)
 
 
-def _next_allowed(resolved: Resolved, at_utc: datetime) -> datetime:
-    if not _quiet(resolved.windows, at_utc):
-        return at_utc
+def _openings(windows: tuple[tuple[ZoneInfo, int, int], ...], at_utc: datetime) -> set[datetime]:
+    """The instants (UTC) at which a window opens, from the day before ``at_utc``'s local day
+    to three days after it, in every zone."""
     starts: set[datetime] = set()
-    for zone, start, _end in resolved.windows:
+    for zone, start, _end in windows:
         local_day = at_utc.astimezone(zone).date()
         t = time(start // 60, start % 60)
         for k in range(-1, 4):
             instant = datetime.combine(local_day + timedelta(days=k), t, tzinfo=zone)
-            instant = instant.astimezone(UTC)
-            if instant > at_utc:
-                starts.add(instant)
-    for instant in sorted(starts):
-        if not _quiet(resolved.windows, instant):
+            starts.add(instant.astimezone(UTC))
+    return starts
+
+
+def _next_allowed(resolved: Resolved, at_utc: datetime) -> datetime:
+    if not _quiet(resolved.windows, at_utc):
+        return at_utc
+    return _first_open(resolved.windows, _openings(resolved.windows, at_utc), at_utc)
+
+
+def _first_open(
+    windows: tuple[tuple[ZoneInfo, int, int], ...], starts: set[datetime], at_utc: datetime
+) -> datetime:
+    for instant in sorted(s for s in starts if s > at_utc):
+        if not _quiet(windows, instant):
             return instant
     raise ComplianceError("no allowed sending time within 4 days for this recipient and policy")
 
@@ -315,6 +325,82 @@ def _allowed_until(resolved: Resolved, at_utc: datetime) -> datetime | None:
     return (
         at_utc - timedelta(microseconds=at_utc.microsecond) + timedelta(seconds=left)
     ).astimezone(UTC)
+
+
+class Verdict(NamedTuple):
+    """What the gate asks of quiet hours at an instant: ``_quiet``, ``_allowed_until`` and, when
+    quiet, ``_next_allowed`` (``None`` when not quiet)."""
+
+    quiet: bool
+    until: datetime | None
+    next: datetime | None
+
+
+_MINUTE = timedelta(minutes=1)
+_REST_OF_MINUTE = timedelta(seconds=59, microseconds=999_999)
+_Windows = tuple[tuple[ZoneInfo, int, int], ...]
+
+
+class _Memo(NamedTuple):
+    start: datetime  # a whole UTC minute
+    end: datetime  # start + 1 minute
+    verdicts: dict[_Windows, Verdict | None]  # None: the minute is not uniform for them
+
+
+_memo = _Memo(datetime.min.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC), {})
+_MISSING = Verdict(False, None, None)
+
+
+def verdict(resolved: Resolved, at_utc: datetime) -> Verdict:
+    """:class:`Verdict` of ``resolved`` at ``at_utc``, memoised per windows for the current UTC
+    minute: a run asks it for every recipient at nearly the same instant, and the recipients
+    share a few windows (zones x state rules).
+
+    Every instant of a minute has the minute's verdict when, in every zone, the UTC offset is a
+    whole number of minutes and the same from the minute's first to its last microsecond (the
+    local clock then reads ``hh:mm:ss`` with the same ``hh:mm``; windows are whole minutes), and
+    no window opens strictly inside the minute (openings are compared with the instant).  A
+    minute that fails this (a transition inside it, a sub-minute historical offset) is not
+    memoised: computed per call, as is an instant not in UTC.  The memo holds one minute (the
+    last asked), so it stays small."""
+    windows = resolved.windows
+    if at_utc.tzinfo is UTC:
+        global _memo
+        memo = _memo
+        if not memo.start <= at_utc < memo.end:
+            start = at_utc.replace(second=0, microsecond=0)
+            memo = _memo = _Memo(start, start + _MINUTE, {})
+        got = memo.verdicts.get(windows, _MISSING)
+        if got is _MISSING:
+            got = _minute_verdict(windows, memo.start)
+            if len(memo.verdicts) >= 4096:
+                memo.verdicts.clear()
+            memo.verdicts[windows] = got
+        if got is not None:
+            return got
+    quiet = _quiet(windows, at_utc)
+    if quiet:
+        return Verdict(True, None, _next_allowed(resolved, at_utc))
+    return Verdict(False, _allowed_until(resolved, at_utc), None)
+
+
+def _minute_verdict(windows: _Windows, minute: datetime) -> Verdict | None:
+    """The verdict at every instant of ``minute`` (UTC, whole), or None when they may differ."""
+    last = minute + _REST_OF_MINUTE
+    for zone, _start, _end in windows:
+        offset = minute.astimezone(zone).utcoffset()
+        if offset is None or offset % _MINUTE or last.astimezone(zone).utcoffset() != offset:
+            return None
+    resolved = Resolved(windows, None, False, None)
+    if not _quiet(windows, minute):
+        return Verdict(False, _allowed_until(resolved, minute), None)
+    starts = _openings(windows, minute)
+    if any(minute < s <= last for s in starts):  # not with the offsets checked above: a guard
+        return None
+    try:
+        return Verdict(True, None, _first_open(windows, starts, minute))
+    except ComplianceError:
+        return None  # raised per call, from the instant itself
 
 
 def allowed_until(

@@ -15,12 +15,16 @@ derived here without scanning the literal text again:
    computed with every class of context character (a letter, a capital, a digit, ``_``, ``/``,
    punctuation, a space) and must agree.  A template that fails either test is linted whole.
 2. **Per message** (``lint_parts``): one scan of each value's span (with its neighbours as
-   context) by the union of the patterns.  No match there means the body's matches are the
-   literals' (1.), and the findings are assembled from those facts exactly as ``lint_body``
-   assembles them from its own scans: those that follow from the facts and the campaign
-   (``lint.fact_findings``) once per template and campaign rules (``Plan.found``), the body's
-   own (length, brand name, opt-out sentence, encoding, segments) per message.  A match in a
-   value (a link, a phone number, a term, an evasion hint) sends that message through
+   context) per group of patterns (``Plan.scans``): a literal is scanned with its values only
+   by the patterns that may cross its edges (``order [Ozempic] online`` makes the terms rescan
+   ``Your order `` with every value, while links, phone numbers and opt-out wording, which
+   cannot cross it, scan the value alone; a literal whose own matches of the other patterns
+   depend on the context is scanned by all of them).  No match there means the body's
+   matches are the literals' (1.), and the findings are assembled from those facts exactly as
+   ``lint_body`` assembles them from its own scans: those that follow from the facts and the
+   campaign (``lint.fact_findings``) once per template and campaign rules (``Plan.found``),
+   the body's own (length, brand name, opt-out sentence, encoding, segments) per message.  A
+   match in a value (a link, a phone number, a term, an evasion hint) sends that message through
    ``lint_body``.
 
 Only ASCII bodies take this path (normalising a non-ASCII body changes its length and joins
@@ -60,30 +64,16 @@ def _patterns() -> tuple[tuple[re.Pattern[str], bool], ...]:
     )
 
 
-@cache
-def _value_scan() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(patterns read on the lower-cased body as one, the case-sensitive phone pattern).  The
-    case-insensitive patterns have no capital letter, so on a lower-cased body they need no
-    ``(?i)`` (which costs several times more)."""
-    lower = []
-    for rx, _ in _patterns():
-        if rx is content.PHONE_RE:
-            continue
-        src = rx.pattern.removeprefix("(?i)")
-        assert src == src.lower() or rx.pattern == src, rx.pattern
-        lower.append(f"(?:{src})")
-    return re.compile("|".join(lower)), content.PHONE_RE
-
-
-def _joined(literals: tuple[str, ...]) -> tuple[bool, ...]:
-    """For each literal, whether some pattern's match may cross one of its edges (start in it
-    and run into the next value, end in it having started in the previous one, or span it from
-    value to value): such a literal is scanned with its values."""
+def _crossing(literals: tuple[str, ...]) -> tuple[frozenset[int], ...]:
+    """For each literal, the patterns (indices in ``_patterns()``) whose match may cross one of
+    its edges (start in it and run into the next value, end in it having started in the
+    previous one, or span it from value to value): for those, the literal is scanned with its
+    values."""
     last = len(literals) - 1
     out = []
     for k, lit in enumerate(literals):
-        crossed = False
-        for rx, lowered in _patterns():
+        crossed = set()
+        for j, (rx, lowered) in enumerate(_patterns()):
             edges = boundary.edges(rx.pattern, rx.flags)
             text = lit.lower() if lowered else lit
             if (
@@ -91,34 +81,85 @@ def _joined(literals: tuple[str, ...]) -> tuple[bool, ...]:
                 or (k > 0 and edges.open_after_value(text))
                 or (0 < k < last and edges.spans(text))
             ):
-                crossed = True
-                break
-        out.append(crossed)
+                crossed.add(j)
+        out.append(frozenset(crossed))
     return tuple(out)
+
+
+def _windows(joined: Sequence[bool]) -> tuple[tuple[int, int], ...]:
+    """The ranges of parts scanned per message: each value, with the literals next to it that
+    are ``joined``; overlapping ranges merged."""
+    windows: list[tuple[int, int]] = []
+    for i in range(1, len(joined)):
+        a, b = 2 * i - 1, 2 * i - 1  # the value's part index
+        if joined[i - 1]:
+            a -= 1
+        if joined[i]:
+            b += 1
+        if windows and windows[-1][1] >= a:
+            windows[-1] = (windows[-1][0], b)
+        else:
+            windows.append((a, b))
+    return tuple(windows)
+
+
+def _phone_lower() -> str:
+    """The phone pattern read on the lower-cased body: its one case-sensitive part, the letters
+    of ``1-800-FLOWERS``, as lower-case letters.  On an ASCII body it matches wherever
+    ``PHONE_RE`` matches the body (and on some lower-case words too): a value scan needs no
+    more, since a match sends the message to ``lint_body``."""
+    src = content.PHONE_RE.pattern
+    assert src.count("[A-Z0-9]") == 2, src
+    src = src.replace("[A-Z0-9]", "[a-z0-9]")
+    assert src == src.lower(), src
+    return src
+
+
+@lru_cache(maxsize=64)
+def _scanner(patterns: frozenset[int]) -> re.Pattern[str]:
+    """The patterns ``patterns`` (indices in ``_patterns()``) as one search of the lower-cased
+    body.  The case-insensitive patterns have no capital letter, so they need no ``(?i)``
+    (which costs several times more); the phone pattern is read as :func:`_phone_lower`."""
+    lower = []
+    for j, (rx, _) in enumerate(_patterns()):
+        if j not in patterns:
+            continue
+        if rx is content.PHONE_RE:
+            src = _phone_lower()
+        else:
+            src = rx.pattern.removeprefix("(?i)")
+            assert src == src.lower() or rx.pattern == src, rx.pattern
+        lower.append(f"(?:{src})")
+    return re.compile("|".join(lower))
 
 
 _Local = tuple[frozenset[str], tuple[str, ...], bool, bool, bool, bool]
 
 
-def _local(lit: str, left: str, right: str) -> _Local | None:
+def _local(lit: str, left: str, right: str, skip: frozenset[int] = frozenset()) -> _Local | None:
     """The matches inside ``lit`` between context characters ``left`` and ``right`` (``""``: the
     body's edge): (categories, links, phone, nonstandard opt-out, opt-out language, evasion hint);
-    None if a match runs into the context."""
+    None if a match runs into the context.  The patterns in ``skip`` (indices in ``_patterns()``:
+    those scanned with the values) count as finding nothing."""
     s = left + lit + right
     low = s.lower()
     lo, hi = len(left), len(left) + len(lit)
+    index = {rx: j for j, (rx, _) in enumerate(_patterns())}
 
     def inside(rx: re.Pattern[str], text: str) -> list[re.Match[str]] | None:
+        if index[rx] in skip:
+            return []
         got = [m for m in rx.finditer(text, lo) if m.start() < hi]
         return None if any(m.end() > hi for m in got) else got
 
     cats: set[str] = set()
-    for cat, rx in zip(content.CATEGORIES, content._tables(False)[1], strict=True):
-        got = inside(rx, low)
-        if got is None:
-            return None
-        if got:
-            cats.add(cat.key)
+    if 0 not in skip:  # the categories' union is _patterns()[0]
+        for cat, rx in zip(content.CATEGORIES, content._tables(False)[1], strict=True):
+            got = [m for m in rx.finditer(low, lo) if m.start() < hi]
+            if any(m.end() > hi for m in got):
+                return None
+            if got:
+                cats.add(cat.key)
     scans = [inside(rx, s) for rx in (content.LINK_RE, content.PHONE_RE)]
     scans += [inside(rx, s) for rx in (content.NONSTANDARD_OPT_OUT_RE, content.OPT_OUT_LANGUAGE_RE)]
     hint = inside(evasion._HINT_RE, low)
@@ -143,6 +184,9 @@ class Plan:
 
     facts: BodyFacts
     windows: tuple[tuple[int, int], ...]
+    #: per search of the lower-cased body: (its patterns as one, its windows); a pattern that
+    #: crosses no literal's edge scans the values alone
+    scans: tuple[tuple[re.Pattern[str], tuple[tuple[int, int], ...]], ...] = ()
     #: :func:`fact_findings` of ``facts`` by campaign rules (has_links, has_phone, age_gated,
     #: usecase, proactive): the same for every message of the template
     found: dict[tuple[bool, bool, bool, str, bool], tuple[Finding, ...]] = field(
@@ -157,22 +201,21 @@ def plan(literals: tuple[str, ...]) -> Plan | None:
     text is not ASCII)."""
     if len(literals) < 2 or not all(lit.isascii() for lit in literals):
         return None
-    joined = _joined(literals)
+    crossing = _crossing(literals)
     last = len(literals) - 1
+    every = frozenset(range(len(_patterns())))
     cats: set[str] = set()
     links: list[str] = []
     phone = nonstd = opt = False
     for k, lit in enumerate(literals):
-        if joined[k]:
+        if crossing[k] == every:
             continue  # scanned with its values: a match in it sends the message to lint_body
-        seen: set[_Local | None] = {
-            _local(lit, left, right)
-            for left in (_CONTEXT if k > 0 else ("",))
-            for right in (_CONTEXT if k < last else ("",))
-        }
-        if len(seen) != 1:
-            return None
-        got = seen.pop()
+        got = _local_everywhere(lit, k > 0, k < last, crossing[k])
+        if got is None and crossing[k]:
+            # its own matches of the other patterns depend on the context: scan it with every
+            # pattern
+            crossing = (*crossing[:k], every, *crossing[k + 1 :])
+            continue
         if got is None or got[5]:
             return None
         cats |= got[0]
@@ -180,18 +223,25 @@ def plan(literals: tuple[str, ...]) -> Plan | None:
         phone, nonstd, opt = phone or got[2], nonstd or got[3], opt or got[4]
     found = tuple(c for c in content.CATEGORIES if c.key in cats)
     scan = content.ContentScan(found, {}, ()) if found else content._CLEAN
-    windows: list[tuple[int, int]] = []
-    for i in range(1, len(literals)):
-        a, b = 2 * i - 1, 2 * i - 1  # the value's part index
-        if joined[i - 1]:
-            a -= 1
-        if joined[i]:
-            b += 1
-        if windows and windows[-1][1] >= a:
-            windows[-1] = (windows[-1][0], b)
-        else:
-            windows.append((a, b))
-    return Plan(BodyFacts(scan, tuple(links), phone, nonstd, opt), tuple(windows))
+    groups: dict[tuple[tuple[int, int], ...], set[int]] = {}  # one search per set of windows
+    for j in range(len(_patterns())):
+        groups.setdefault(_windows([j in c for c in crossing]), set()).add(j)
+    scans = tuple((_scanner(frozenset(js)), w) for w, js in groups.items())
+    windows = _windows([bool(c) for c in crossing])
+    return Plan(BodyFacts(scan, tuple(links), phone, nonstd, opt), windows, scans)
+
+
+def _local_everywhere(
+    lit: str, after_value: bool, before_value: bool, skip: frozenset[int]
+) -> _Local | None:
+    """``_local`` of ``lit`` between every class of context character (the body's edge where it
+    has no value next to it); None unless they all agree."""
+    seen: set[_Local | None] = {
+        _local(lit, left, right, skip)
+        for left in (_CONTEXT if after_value else ("",))
+        for right in (_CONTEXT if before_value else ("",))
+    }
+    return seen.pop() if len(seen) == 1 else None
 
 
 def literal_facts(literals: tuple[str, ...]) -> BodyFacts | None:
@@ -226,6 +276,10 @@ def _plan_once(literals: tuple[str, ...]) -> Plan | None:
         _planning.release()
 
 
+#: the plans built, by literals: the hot path's one look-up
+_ready: dict[tuple[str, ...], Plan] = {}
+
+
 def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
     """``parts`` (literal, value, ..., literal) of a rendered body, refitted to ``text``, the
     body ``compose()`` made of it (a brand prefix, an opt-out sentence, stripped ends); None when
@@ -248,6 +302,21 @@ def split_composed(parts: Sequence[str], text: str) -> tuple[str, ...] | None:
     return None
 
 
+def _clean(
+    scans: tuple[tuple[re.Pattern[str], tuple[tuple[int, int], ...]], ...],
+    lowered: str,
+    at: list[int],
+) -> bool:
+    """No search of ``scans`` finds a match in its windows of ``lowered`` (``at``: where each
+    part starts, and the end)."""
+    end = at[-1]
+    for rx, windows in scans:
+        for a, b in windows:
+            if rx.search(lowered, at[a], min(at[b + 1] + 1, end)) is not None:
+                return False
+    return True
+
+
 def lint_parts(
     parts: tuple[str, ...],
     body: str,
@@ -262,24 +331,21 @@ def lint_parts(
 ) -> tuple[Finding, ...]:
     """``lint_body(body, ...)``, computed from ``parts`` (``"".join(parts) == body``)."""
     literals = parts[0::2]
-    seen = _seen.get(literals, 0)
-    if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
-        _seen[literals] = seen + 1
-        if len(_seen) > 4096:
-            _seen.clear()
-        how = None
-    else:
-        how = _plan_once(literals) if len(parts) % 2 else None
-    if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
-        scan_lower, phone = _value_scan()
-        lowered = body.lower()
-        at = [0, *accumulate(map(len, parts))]
-        end = len(body)
-        for a, b in how.windows:
-            lo, hi = at[a], min(at[b + 1] + 1, end)
-            if scan_lower.search(lowered, lo, hi) or phone.search(body, lo, hi):
-                break
+    how = _ready.get(literals) if len(parts) % 2 else None
+    if how is None and len(parts) % 2:
+        seen = _seen.get(literals, 0)
+        if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
+            _seen[literals] = seen + 1
+            if len(_seen) > 4096:
+                _seen.clear()
         else:
+            how = _plan_once(literals)
+            if how is not None:
+                if len(_ready) > 256:
+                    _ready.clear()
+                _ready[literals] = how
+    if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
+        if _clean(how.scans, body.lower(), [0, *accumulate(map(len, parts))]):
             rules = (has_links, has_phone, age_gated, usecase, proactive)
             found = how.found.get(rules)
             if found is None:

@@ -139,3 +139,24 @@ def test_compose_idempotent(body, brand, language, first):
     except MessageTooLongError:
         return
     assert compose(once, brand_name=brand, opt_out_language=language, first_message=first) == once
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=400))
+def test_ascii_segments_equal_the_septet_count(text):
+    """ASCII text takes a one-scan path (segments.py): it must count as the tables do, with
+    every extension character 2 septets and every other ASCII character outside the table
+    forcing UCS-2."""
+    got = segments.__wrapped__(text)  # type: ignore[attr-defined]
+    n = len(text)
+    if all(ch in GSM7_CHARS for ch in text):
+        sizes = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        count, free = 1, 160 if sum(sizes) <= 160 else 153
+        if sum(sizes) > 160:
+            for size in sizes:
+                if size > free:
+                    count, free = count + 1, 153
+                free -= size
+        assert got == ("GSM-7", count, n)
+    else:
+        assert got == ("UCS-2", 1 if n <= 70 else -(-n // 67), n)

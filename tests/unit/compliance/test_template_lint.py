@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -125,6 +126,91 @@ def test_literals_a_match_may_cross_are_scanned_with_their_values(literals, wind
     assert got is not None and got.windows == windows, why
 
 
+def test_each_pattern_scans_only_the_literals_it_may_cross():
+    """``order [Ozempic] online`` may run from ``Your order `` into the value, so the terms scan
+    it; no link, phone number or opt-out wording can, so those scan the value alone."""
+    got = template_lint.plan(("Your order ", " shipped"))
+    assert got is not None and got.windows == ((0, 1),)
+    by_pattern = {}
+    for rx, windows in got.scans:
+        for j, (p, _) in enumerate(template_lint._patterns()):
+            src = template_lint._phone_lower() if p is PHONE_RE else p.pattern
+            if f"(?:{src.removeprefix('(?i)')})" in rx.pattern:
+                by_pattern[j] = windows
+    assert by_pattern == {
+        0: ((0, 1),),
+        1: ((1, 1),),
+        2: ((1, 1),),
+        3: ((1, 1),),
+        4: ((1, 1),),
+        5: ((1, 1),),
+    }
+
+
+# literals some patterns cross and others do not (terms, phone numbers, links, opt-out wording)
+PARTIAL = [
+    "Your order ", "Call 555-", "Reply ", "Happy ", " hour", " at www.", ".com", "Text ",
+    " to opt out", "Hi ", ", your credit ", "(212) ", " today", "buy ", " online", "+1",
+    " STOP", "!", "", " ", "Acme: ", " shipped. Reply STOP to opt out.",
+]  # fmt: skip
+
+
+@settings(
+    max_examples=600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.sampled_from(PARTIAL), min_size=2, max_size=4), st.data(), RULES)
+def test_parts_lint_equals_whole_body_lint_when_patterns_cross_different_literals(
+    literals, data, rules
+):
+    """The per-pattern windows (Plan.scans): a value's scan by one pattern reaches into a literal
+    that another pattern's does not."""
+    values = data.draw(st.lists(VALUE, min_size=len(literals) - 1, max_size=len(literals) - 1))
+    parts = _parts(literals, values)
+    body = "".join(parts)
+    assert template_lint.lint_parts(parts, body, *rules) == lint_body(body, *rules)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("Call 555-", "123-4567", " now"),  # a phone number from the literal into the value
+        ("Call ", "212", "-555-0100 today"),  # ... from the value into the literal
+        ("Visit www.", "acme", ".com today"),  # a link across the value
+        ("Your order ", "ozempic online", " shipped"),  # a drug sale from the literal
+        ("Happy ", "hour", " at the bar"),  # a term across the edge
+        ("Press ", "9", " to opt out"),  # non-standard opt-out wording across the value
+        ("Get c.", "b.", "d here"),  # an evasion hint across both edges
+        ("Try ", "h", "-e-r-o-i-n now"),  # ... from the value into the literal
+        ("Reply ", "STOP", " to opt out"),  # the standard opt-out instruction across the value
+    ],
+)
+def test_a_match_across_an_edge_is_found_by_the_pattern_that_crosses_it(parts):
+    rules = (False, False, False, "ACCOUNT_NOTIFICATION", None, False, True, None)
+    body = "".join(parts)
+    assert template_lint.plan(parts[0::2]) is not None
+    assert template_lint.lint_parts(parts, body, *rules) == lint_body(body, *rules)
+    plain = parts[0] + " ~ " + parts[2]
+    assert lint_body(body, *rules) != lint_body(plain, *rules)  # the match is the crossing one
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["1", "800", "-", "FLOWERS", "flowers", "Ab", "555", "(212) ", "+1", " "])
+        | st.text(alphabet=st.characters(max_codepoint=127), max_size=3),
+        max_size=8,
+    ).map("".join)
+)
+def test_the_lower_case_phone_scan_finds_every_phone_number(text):
+    """The value scan reads the lower-cased body (template_lint._phone_lower): it must match
+    wherever the phone pattern matches the body as it is."""
+    lower = re.compile(template_lint._phone_lower())
+    if PHONE_RE.search(text):
+        assert lower.search(text.lower())
+
+
 def test_non_ascii_templates_are_linted_whole():
     assert template_lint.plan(("caf\u00e9 ", " ok")) is None
 
@@ -183,15 +269,22 @@ def test_split_composed_refits_the_parts(parts, text):
 def test_a_template_seen_a_few_times_is_linted_whole(monkeypatch):
     monkeypatch.setattr(template_lint, "WARM", 3)
     monkeypatch.setattr(template_lint, "_seen", {})
+    monkeypatch.setattr(template_lint, "_ready", {})
     built: list[tuple[str, ...]] = []
     real = template_lint.plan
     monkeypatch.setattr(template_lint, "plan", lambda lits: built.append(lits) or real(lits))
+    whole: list[str] = []
+    real_lint = template_lint.lint_body
+    monkeypatch.setattr(
+        template_lint, "lint_body", lambda body, *a: whole.append(body) or real_lint(body, *a)
+    )
     lits = ("Order ", " is on its way")
     rules = (True, False, False, "ACCOUNT_NOTIFICATION", None, False, True, None)
     for i in range(5):
         parts = (lits[0], str(i), lits[1])
         template_lint.lint_parts(parts, "".join(parts), *rules)
-    assert built == [lits, lits]  # the 4th and 5th message
+    assert whole == ["Order 0 is on its way", "Order 1 is on its way", "Order 2 is on its way"]
+    assert built == [lits]  # at the 4th message, kept for the 5th
 
 
 def test_a_plan_is_built_by_one_thread_while_the_others_lint_whole_bodies():
