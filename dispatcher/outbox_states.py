@@ -10,12 +10,12 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, update
+from sqlalchemy import Connection, and_, update
 
 from dispatcher.tables import outbox_message as OM
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlmodel import Session
 
 QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN = (
     "queued",
@@ -34,7 +34,7 @@ NOT_HANDED = (QUEUED,)
 
 
 def suppress_for_contact(
-    conn: Connection,
+    db: Session | Connection,
     contact_id: int,
     *,
     campaign_ids: list[int],
@@ -51,6 +51,7 @@ def suppress_for_contact(
         OM.c.state.in_(NOT_HANDED),
         OM.c.campaign_id.in_(campaign_ids),
     )
+    conn = db if isinstance(db, Connection) else db.connection()
     res = conn.execute(
         update(OM)
         .where(cond)
