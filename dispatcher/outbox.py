@@ -61,42 +61,18 @@ from sqlalchemy import (
 from sqlmodel import Session
 
 from dispatcher.models import OutboxMessage
-from dispatcher.outbox_states import (  # the states, and the revocation's transition
-    CANCELLED as CANCELLED,
-)
-from dispatcher.outbox_states import (
-    DELIVERED as DELIVERED,
-)
-from dispatcher.outbox_states import (
-    FAILED as FAILED,
-)
-from dispatcher.outbox_states import (
-    NOT_HANDED as NOT_HANDED,
-)
-from dispatcher.outbox_states import (
-    QUEUED as QUEUED,
-)
-from dispatcher.outbox_states import (
-    SENDING as SENDING,
-)
-from dispatcher.outbox_states import (
-    SENT as SENT,
-)
-from dispatcher.outbox_states import (
-    STATES as STATES,
-)
-from dispatcher.outbox_states import (
-    SUPPRESSED as SUPPRESSED,
-)
-from dispatcher.outbox_states import (
-    UNDELIVERED as UNDELIVERED,
-)
-from dispatcher.outbox_states import (
-    UNKNOWN as UNKNOWN,
-)
-from dispatcher.outbox_states import (
-    suppress_for_contact as suppress_for_contact,
-)
+from dispatcher.outbox_states import CANCELLED as CANCELLED  # states and suppress_for_contact: API
+from dispatcher.outbox_states import DELIVERED as DELIVERED
+from dispatcher.outbox_states import FAILED as FAILED
+from dispatcher.outbox_states import NOT_HANDED as NOT_HANDED
+from dispatcher.outbox_states import QUEUED as QUEUED
+from dispatcher.outbox_states import SENDING as SENDING
+from dispatcher.outbox_states import SENT as SENT
+from dispatcher.outbox_states import STATES as STATES
+from dispatcher.outbox_states import SUPPRESSED as SUPPRESSED
+from dispatcher.outbox_states import UNDELIVERED as UNDELIVERED
+from dispatcher.outbox_states import UNKNOWN as UNKNOWN
+from dispatcher.outbox_states import suppress_for_contact as suppress_for_contact
 
 #: ordering for status callbacks: a later callback never moves a row backwards
 RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, SENT: 2, DELIVERED: 3, UNDELIVERED: 3, FAILED: 3}
