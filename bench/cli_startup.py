@@ -20,27 +20,31 @@ a pass/fail test: the numbers are for reading (tests/unit/test_cli_startup.py gu
 command imports instead).  Before 2026-12-07 ``run show 1`` and ``run pause 1`` shared run 1, so
 from the second round on ``run show`` measured a paused run's report, without the schedule.
 
-Measured 2026-12-07 (2 shared cores, load average 0.8-1.1; ``--runs 7``; main at fcb2e6b and the
-branch, twice each, alternating; CPU medians in s, and in brackets the ratio to ``import
-sqlalchemy`` measured in the same run; this machine's ``import sqlalchemy`` was 0.32-0.38 s of
-CPU, the issue's quiet machine 0.26 s):
+Measured 2026-12-07 (2 shared cores, load average 0.8-1.1 (2.2 at the end of the last run);
+``--runs 7``; main at fcb2e6b and the branch, three times each, alternating; CPU medians in s,
+and the ratio to ``import sqlalchemy`` measured in the same run; this machine's ``import
+sqlalchemy`` was 0.32-0.38 s of CPU, the issue's quiet machine 0.26 s):
 
-========================  ===========================  ===========================
-command                   before (main)                after
-========================  ===========================  ===========================
-consent revoke            0.932 / 0.959 (2.49 / 2.52)  0.675 / 0.655 (2.10 / 1.74)
-consent revoke --file     0.952 / 0.967 (2.55 / 2.54)  0.683 / 0.669 (2.13 / 1.78)
-run pause 2               0.610 / 0.627 (1.63 / 1.65)  0.617 / 0.583 (1.92 / 1.55)
-run show 1                1.035 / 1.039 (2.77 / 2.73)  0.939 / 0.991 (2.93 / 2.64)
-import sqlalchemy         0.374 / 0.381                0.321 / 0.375
-import dispatcher.models  0.732 / 0.765                0.671 / 0.753
-========================  ===========================  ===========================
+========================  =====================  =====================
+command                   before (main)          after
+========================  =====================  =====================
+consent revoke            0.932 / 0.959 / 0.960  0.675 / 0.655 / 0.686
+  / sqlalchemy            2.49 / 2.52 / 2.55     2.10 / 1.74 / 1.79
+consent revoke --file     0.952 / 0.967 / 0.989  0.683 / 0.669 / 0.679
+  / sqlalchemy            2.55 / 2.54 / 2.62     2.13 / 1.78 / 1.77
+run pause 2               0.610 / 0.627 / 0.615  0.617 / 0.583 / 0.605
+  / sqlalchemy            1.63 / 1.65 / 1.63     1.92 / 1.55 / 1.58
+run show 1                1.035 / 1.039 / 1.007  0.939 / 0.991 / 0.968
+  / sqlalchemy            2.77 / 2.73 / 2.67     2.93 / 2.64 / 2.53
+import sqlalchemy         0.374 / 0.381 / 0.377  0.321 / 0.375 / 0.383
+import dispatcher.models  0.732 / 0.765 / 0.753  0.671 / 0.753 / 0.759
+========================  =====================  =====================
 
 ``consent grant|revoke`` (one number or ``--file``) work in SQLAlchemy Core again, through the
 one consent service (``dispatcher/consent.py`` on ``dispatcher/tables.py``: the ledger's writer
 ``consent_events``, the suppression ``outbox_states.suppress_for_contact``): no SQLModel, ORM,
 models, ledger or outbox module on their path (the consent-service merge had put them back:
-~0.25-0.3 s).  What they add to ``run pause`` (+0.04-0.07 s): phonenumbers (normalising the
+~0.25-0.3 s).  What they add to ``run pause`` (+0.06-0.08 s): phonenumbers (normalising the
 number), the service's modules and its queries.  Neither command imports Alembic when the schema
 is current (``store.quick_head``: the migration files' head by two regular expressions, ~1 ms,
 and one ``SELECT`` of ``alembic_version``); Alembic's runtime comes in only to upgrade a new or
