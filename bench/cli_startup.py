@@ -2,7 +2,7 @@
 
     python bench/cli_startup.py [--runs 15] [--dispatcher .venv/bin/dispatcher]
 
-Makes a small embedded SQLite database (one brand, campaign, contact and scheduled run), then
+Makes a small embedded SQLite database (one brand, campaign and contact, two scheduled runs), then
 runs each command below ``--runs`` times as a child process, interleaved round by round so that
 a machine getting busier or quieter affects all of them alike, and prints the median wall time
 and CPU time (user + sys of the child, from ``resource.getrusage(RUSAGE_CHILDREN)``) of each,
@@ -13,37 +13,56 @@ and the ratio of each median to the ceilings:
 * ``python -c "import dispatcher.models"``  SQLAlchemy + SQLModel + pydantic + our tables: the
   floor of any command that reads the database through the models (``runs``, ``ledger``).
 
-The commands: ``run show 1``, ``run pause 1``, ``consent revoke PHONE --brand 1``, and
-``--help`` for comparison.  Not a pass/fail test: the numbers are for reading
-(tests/unit/test_cli_startup.py guards what each command imports instead).
+The commands: ``run show 1`` (a run scheduled for later: its report includes the schedule
+model), ``run pause 2`` (another run: paused from the first round on), ``consent revoke PHONE
+--brand 1`` and ``consent revoke --file`` (a one-number CSV), and ``--help`` for comparison.  Not
+a pass/fail test: the numbers are for reading (tests/unit/test_cli_startup.py guards what each
+command imports instead).  Before 2026-12-07 ``run show 1`` and ``run pause 1`` shared run 1, so
+from the second round on ``run show`` measured a paused run's report, without the schedule.
 
-Measured (2026-12-06, 2 shared cores, load average 4.3-6.4 from other sessions, so wall times
-are ~2x CPU; ``--runs 7``, the code before (main at 88e8895) and after, twice each, alternating;
-CPU medians, and in brackets the ratio to ``import sqlalchemy``, which moves less with load):
+Measured 2026-12-07 (2 shared cores, load average 0.8-1.1 (2.2 at the end of the last run);
+``--runs 7``; main at fcb2e6b and the branch, three times each, alternating; CPU medians in s,
+and the ratio to ``import sqlalchemy`` measured in the same run; this machine's ``import
+sqlalchemy`` was 0.32-0.38 s of CPU, the issue's quiet machine 0.26 s):
 
-==================  ===================================  ===================================
-command             before                               after
-==================  ===================================  ===================================
-run pause 1         0.822 / 0.781 s (2.66 / 2.68)        0.504 / 0.490 s (1.56 / 1.60)
-consent revoke      0.853 / 0.789 s (2.76 / 2.71)        0.547 / 0.557 s (1.69 / 1.81)
-run show 1          0.903 / 0.798 s (2.93 / 2.74)        0.839 / 0.753 s (2.59 / 2.45)
-import sqlalchemy   0.309 / 0.291 s                      0.324 / 0.307 s
-==================  ===================================  ===================================
+========================  =====================  =====================
+command                   before (main)          after
+========================  =====================  =====================
+consent revoke            0.932 / 0.959 / 0.960  0.675 / 0.655 / 0.686
+  / sqlalchemy            2.49 / 2.52 / 2.55     2.10 / 1.74 / 1.79
+consent revoke --file     0.952 / 0.967 / 0.989  0.683 / 0.669 / 0.679
+  / sqlalchemy            2.55 / 2.54 / 2.62     2.13 / 1.78 / 1.77
+run pause 2               0.610 / 0.627 / 0.615  0.617 / 0.583 / 0.605
+  / sqlalchemy            1.63 / 1.65 / 1.63     1.92 / 1.55 / 1.58
+run show 1                1.035 / 1.039 / 1.007  0.939 / 0.991 / 0.968
+  / sqlalchemy            2.77 / 2.73 / 2.67     2.93 / 2.64 / 2.53
+import sqlalchemy         0.374 / 0.381 / 0.377  0.321 / 0.375 / 0.383
+import dispatcher.models  0.732 / 0.765 / 0.753  0.671 / 0.753 / 0.759
+========================  =====================  =====================
 
-On a quiet machine ``import sqlalchemy`` takes ~0.20 s of CPU (the issue's before: 0.52-0.55 s
-per quick command, ratio ~2.7), so after: ``run pause`` ~0.32 s, ``consent revoke`` ~0.35 s,
-``run show`` ~0.50 s.  What they pay now (``python -X importtime`` and cProfile of ``run pause``):
-SQLAlchemy Core ~60 %, Typer ~25 % (Typer 0.2x coerces every parameter through a pydantic
-``TypeAdapter``: pydantic's import and one adapter per parameter), the settings model ~4 %,
-the interpreter ~6 %, the SQLite dialect, the schema check and the work itself the rest; the
-floor ``import typer._adapters, sqlalchemy`` alone is ratio ~1.45.  ``consent revoke`` adds
-phonenumbers (normalising the number).  What was removed: SQLModel, the ORM and the models
-(``run pause`` and ``consent grant|revoke`` work in Core on ``dispatcher/tables.py``),
-pydantic-settings (argparse, asyncio, python-dotenv; ``dispatcher/settings.py``), the other
-command modules of each group.  ``run show`` still loads the models, the ORM and Rich: its
-report (``run_report.progress`` and the schedule model over the audience) reads through the
-ORM; moving it to Core is what would remain (the models' and ORM's share, ratio ~0.8-1.0).  Below
-0.3 s on every machine needs a command path without SQLAlchemy or without Typer's pydantic
+``consent grant|revoke`` (one number or ``--file``) work in SQLAlchemy Core again, through the
+one consent service (``dispatcher/consent.py`` on ``dispatcher/tables.py``: the ledger's writer
+``consent_events``, the suppression ``outbox_states.suppress_for_contact``): no SQLModel, ORM,
+models, ledger or outbox module on their path (the consent-service merge had put them back:
+~0.25-0.3 s).  What they add to ``run pause`` (+0.06-0.08 s): phonenumbers (normalising the
+number), the service's modules and its queries.  Neither command imports Alembic when the schema
+is current (``store.quick_head``: the migration files' head by two regular expressions, ~1 ms,
+and one ``SELECT`` of ``alembic_version``); Alembic's runtime comes in only to upgrade a new or
+older database (the first command on a new embedded database).
+
+What they pay now (``python -X importtime`` and cProfile of ``run pause``): SQLAlchemy Core ~60 %,
+Typer ~25 % (Typer 0.2x coerces every parameter through a pydantic ``TypeAdapter``: pydantic's
+import and one adapter per parameter), the settings model ~4 %, the interpreter ~6 %, the SQLite
+dialect, the schema check and the work itself the rest; the floor ``import typer._adapters,
+sqlalchemy`` alone is ratio ~1.45.  ``run show`` adds the models, SQLModel and the ORM (its report,
+``run_report.progress`` and the schedule model over the audience, reads through the ORM; moving
+it to Core is what would remain: ratio ~0.8-1.0) and, for a run with a schedule,
+``dispatcher.compliance``'s ``__init__``: ``schedule`` needs only ``compliance.quiet_hours``, but
+importing it runs the package's ``__init__``, which imports gates, compose, content, template
+lint, registration and revocation; skipping that ``__init__`` (a stub package in
+``sys.modules``) took ``run show 1`` from 1.146 to 1.039 s CPU (9 runs each, load 0.8), ~9 %: a
+lazy ``__init__`` (PEP 562 ``__getattr__``) in dispatcher/compliance/ is the cheap cut left.
+Below 0.3 s on every machine needs a command path without SQLAlchemy or without Typer's pydantic
 coercion.
 """
 
@@ -86,9 +105,13 @@ def seed(dispatcher: str, env: dict[str, str], workdir: Path) -> None:
         ["brand", "add", "Acme Corporation"],
         ["campaign", "import", str(SEED)],
         ["contacts", "import", str(contacts), "--brand", "1"],
+        # run 1 for `run show` (scheduled: its report includes the schedule model), run 2 for
+        # `run pause` (paused from the first round on: a paused run's report has no schedule)
         ["run", "launch", "--campaign", "1", "--template", "Hi [name]", "--at", "2099-01-01T10:00"],
+        ["run", "launch", "--campaign", "1", "--template", "Hi [name]", "--at", "2099-01-02T10:00"],
     ):
         timed([dispatcher, *args], env)
+    (workdir / "phones.csv").write_text(f"phone\n{PHONE}\n")
 
 
 def main() -> None:
@@ -112,8 +135,10 @@ def main() -> None:
         }
         commands = {
             "run show 1": [d, "run", "show", "1"],
-            "run pause 1": [d, "run", "pause", "1"],
+            "run pause 2": [d, "run", "pause", "2"],
             "consent revoke": [d, "consent", "revoke", PHONE, "--brand", "1"],
+            "consent revoke --file": [d, "consent", "revoke", "--file", f"{tmp}/phones.csv"]
+            + ["--brand", "1"],
             "--help": [d, "--help"],
         }
         every = {**ceilings, **commands}

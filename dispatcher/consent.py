@@ -23,6 +23,11 @@ the person opts in again), not by the message that met it.  An event without a r
 operator typing a revocation twice) is two requests and two entries.  Recording a known event
 appends nothing, signals nothing and sends no producer webhook; a revocation still suppresses the
 scope's rows (that is idempotent).
+
+**Core.**  The service works in SQLAlchemy Core on ``dispatcher.tables`` (the ledger's writer
+``consent_events``, the outbox's ``outbox_states.suppress_for_contact``), in the caller's
+transaction: an ORM ``Session`` (the API, the webhooks, the workers) or a ``Connection`` (the CLI,
+which starts without SQLModel, the ORM and the models: bench/cli_startup.py).
 """
 
 from __future__ import annotations
@@ -31,16 +36,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, select
 
-from dispatcher import ledger, outbox, registry
+from dispatcher import consent_events
 from dispatcher.clock import utcnow
+from dispatcher.consent_events import Event
 from dispatcher.errors import NotFoundError
-from dispatcher.models import Brand, Campaign, ConsentEvent, Contact
+from dispatcher.outbox_states import suppress_for_contact
 from dispatcher.store import bulk_insert
+from dispatcher.tables import as_id
+from dispatcher.tables import brand as B
+from dispatcher.tables import campaign as C
+from dispatcher.tables import consent_event as CE
+from dispatcher.tables import contact as CT
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from dispatcher.delivery.ports import HaltSignal
+    from dispatcher.models import Contact
 
 #: the source of a STOP the carrier holds (Twilio error 21610)
 CARRIER = "carrier"
@@ -55,15 +69,27 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class BrandRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class CampaignRef:
+    id: int
+    sid: str
+    brand_id: int
+
+
+@dataclass(frozen=True)
 class Target:
     """A scope resolved from names, with the rows it names (for the caller's answer)."""
 
-    brand: Brand
-    campaign: Campaign | None
+    brand: BrandRef
+    campaign: CampaignRef | None
 
     @property
     def scope(self) -> Scope:
-        assert self.brand.id is not None
         return Scope(self.brand.id, self.campaign.id if self.campaign else None)
 
 
@@ -77,26 +103,47 @@ class Evidence:
 
 @dataclass
 class Recorded:
-    event: ConsentEvent
-    contact: Contact
+    event: Event
+    contact_id: int
     new: bool  # False: the ledger already held this event (dedupe rule), nothing was appended
     #: rows suppressed (revocations) per campaign SID: the caller counts them in its metrics
     suppressed: dict[str, int] = field(default_factory=dict)
     campaign_ids: list[int] = field(default_factory=list)  # campaigns a revocation covers
 
 
-def target(session: Session, brand: str | int, campaign: str | int | None) -> Target:
+def connection(db: Session | Connection) -> Connection:
+    """The caller's transaction as a Core connection: a Session's pending changes (a contact it
+    just added) are flushed first, as the ORM's autoflush would before a query."""
+    if isinstance(db, Connection):
+        return db
+    if db.autoflush and (db.new or db.dirty or db.deleted):
+        db.flush()
+    return db.connection()
+
+
+def _find(conn: Connection, view: Any, name_col: Any, key: str | int, what: str) -> Any:
+    """The row of ``view`` whose id (digits) or name/SID is ``key``: NotFoundError if none."""
+    ident = as_id(key)
+    cond = view.c.id == ident if ident is not None else name_col == key
+    row = conn.execute(select(view).where(cond)).first() if ident != -1 else None
+    if row is None:
+        raise NotFoundError(what, key)
+    return row
+
+
+def target(db: Session | Connection, brand: str | int, campaign: str | int | None) -> Target:
     """The brand and (optionally) campaign named by an operator or API client.  The one check
     that the campaign belongs to the brand: NotFoundError otherwise (the API's 404)."""
-    b = registry.get_brand(session, brand)
-    c = registry.get_campaign(session, campaign) if campaign is not None else None
+    conn = connection(db)
+    b = _find(conn, B, B.c.name, brand, "brand")
+    c = _find(conn, C, C.c.sid, campaign, "campaign") if campaign is not None else None
     if c is not None and c.brand_id != b.id:
         raise NotFoundError("campaign", f"{campaign} of brand {b.name}")
-    return Target(b, c)
+    return Target(BrandRef(b.id, b.name), CampaignRef(c.id, c.sid, c.brand_id) if c else None)
 
 
 def record(
-    session: Session,
+    db: Session | Connection,
     action: str,
     who: Contact | int,
     scope: Scope,
@@ -112,10 +159,10 @@ def record(
     asks for: the API, ``consent grant|revoke``)."""
     if action == "revoke":
         return revoke_and_suppress(
-            session, who, scope, source, evidence, actor=actor, halts=halts, occurred_at=occurred_at
+            db, who, scope, source, evidence, actor=actor, halts=halts, occurred_at=occurred_at
         )
     return record_grant(
-        session,
+        db,
         who,
         scope,
         source,
@@ -127,7 +174,7 @@ def record(
 
 
 def record_grant(
-    session: Session,
+    db: Session | Connection,
     who: Contact | int,
     scope: Scope,
     source: str,
@@ -139,7 +186,7 @@ def record_grant(
 ) -> Recorded:
     """A grant for ``who`` (a contact or its id) in ``scope``."""
     return _append(
-        session,
+        connection(db),
         "grant",
         who,
         scope,
@@ -152,7 +199,7 @@ def record_grant(
 
 
 def revoke_and_suppress(
-    session: Session,
+    db: Session | Connection,
     who: Contact | int,
     scope: Scope,
     source: str,
@@ -168,8 +215,9 @@ def revoke_and_suppress(
     transaction: the ledger event (which signals ``halts`` before the commit, so a worker's halt
     check stops the rows it already claimed) and every not-yet-handed row of the contact in the
     scope's campaigns moved to ``suppressed`` (reason ``opted_out``)."""
+    conn = connection(db)
     got = _append(
-        session,
+        conn,
         "revoke",
         who,
         scope,
@@ -179,25 +227,22 @@ def revoke_and_suppress(
         halts=halts,
         occurred_at=occurred_at,
     )
-    assert got.contact.id is not None
-    got.campaign_ids = campaigns_of(session, scope)
-    by_id = outbox.suppress_for_contact(
-        session,
-        got.contact.id,
+    got.campaign_ids = campaigns_of(conn, scope)
+    by_id = suppress_for_contact(
+        conn,
+        got.contact_id,
         campaign_ids=got.campaign_ids,
         reason="opted_out",
         now=now or utcnow(),
     )
     if by_id:
-        sids = dict(
-            session.exec(select(Campaign.id, Campaign.sid).where(col(Campaign.id).in_(by_id))).all()
-        )
+        sids = dict(conn.execute(select(C.c.id, C.c.sid).where(C.c.id.in_(by_id))).all())
         got.suppressed = {sids[cid]: n for cid, n in by_id.items()}
     return got
 
 
 def _append(
-    session: Session,
+    conn: Connection,
     action: str,
     who: Contact | int,
     scope: Scope,
@@ -209,11 +254,10 @@ def _append(
     occurred_at: datetime | None,
     halts: HaltSignal | None = None,
 ) -> Recorded:
-    contact = _contact(session, who)
-    assert contact.id is not None
-    ev, new = ledger.append_once(
-        session,
-        contact_id=contact.id,
+    contact_id = _contact_id(conn, who)
+    ev, new = consent_events.append_once(
+        conn,
+        contact_id=contact_id,
         brand_id=scope.brand_id,
         campaign_id=scope.campaign_id,
         action=action,
@@ -225,14 +269,14 @@ def _append(
         evidence_ref=evidence.ref,
         note=evidence.note,
         occurred_at=occurred_at,
-        dedupe=_key(session, action, contact.id, scope, source, evidence.ref),
+        dedupe=_key(conn, action, contact_id, scope, source, evidence.ref),
         halts=halts,
     )
-    return Recorded(ev, contact, new)
+    return Recorded(ev, contact_id, new)
 
 
 def carrier_opt_out(
-    session: Session,
+    db: Session | Connection,
     contact_id: int,
     brand_id: int,
     *,
@@ -245,7 +289,7 @@ def carrier_opt_out(
     """Twilio error 21610 (a send refused, or a status callback): the carrier holds a STOP we
     did not see.  A brand-wide revocation of source ``carrier``, once per block (dedupe rule)."""
     return revoke_and_suppress(
-        session,
+        db,
         contact_id,
         Scope(brand_id),
         CARRIER,
@@ -262,21 +306,22 @@ def carrier_opt_out(
     )
 
 
-def campaigns_of(session: Session, scope: Scope) -> list[int]:
+def campaigns_of(db: Session | Connection, scope: Scope) -> list[int]:
     """The campaigns a scope covers."""
     if scope.campaign_id is not None:
         return [scope.campaign_id]
-    q = select(Campaign.id).where(Campaign.brand_id == scope.brand_id).order_by(col(Campaign.id))
-    return [i for i in session.exec(q).all() if i is not None]
+    q = select(C.c.id).where(C.c.brand_id == scope.brand_id).order_by(C.c.id)
+    return list(connection(db).execute(q).scalars())
 
 
-def import_grants(session: Session, rows: list[dict[str, Any]], *, scope: Scope) -> int:
+def import_grants(db: Session | Connection, rows: list[dict[str, Any]], *, scope: Scope) -> int:
     """Grants of an import file in one INSERT (``contacts import``): each row is a ledger row's
     values without its scope, plus the ``phone``; its identity is the phone, evidence and time
     (dedupe rule: a re-imported file adds nothing).  Returns how many were appended."""
+    conn = connection(db)
     keyed: dict[str, dict[str, Any]] = {}
     for r in rows:
-        key = ledger.dedupe_key(
+        key = consent_events.dedupe_key(
             "import",
             r["phone"],
             scope.brand_id,
@@ -290,9 +335,7 @@ def import_grants(session: Session, rows: list[dict[str, Any]], *, scope: Scope)
         )
         keyed[key] = {k: v for k, v in r.items() if k != "phone"}
     known = set(
-        session.exec(
-            select(ConsentEvent.dedupe_key).where(col(ConsentEvent.dedupe_key).in_(list(keyed)))
-        ).all()
+        conn.execute(select(CE.c.dedupe_key).where(CE.c.dedupe_key.in_(list(keyed)))).scalars()
     )
     fresh = [
         {**r, "brand_id": scope.brand_id, "campaign_id": scope.campaign_id, "dedupe_key": k}
@@ -300,34 +343,34 @@ def import_grants(session: Session, rows: list[dict[str, Any]], *, scope: Scope)
         if k not in known
     ]
     if fresh:
-        bulk_insert(session.connection(), ConsentEvent.__table__, fresh)  # type: ignore[attr-defined]
+        bulk_insert(conn, CE, fresh)
     return len(fresh)
 
 
-def _contact(session: Session, who: Contact | int) -> Contact:
-    if isinstance(who, Contact):
-        return who
-    contact = session.get(Contact, who)
-    if contact is None:
+def _contact_id(conn: Connection, who: Contact | int) -> int:
+    if not isinstance(who, int):
+        assert who.id is not None
+        return who.id
+    if conn.execute(select(CT.c.id).where(CT.c.id == who)).scalar() is None:
         raise NotFoundError("contact", who)
-    return contact
+    return who
 
 
 def _key(
-    session: Session, action: str, contact_id: int, scope: Scope, source: str, ref: str | None
+    conn: Connection, action: str, contact_id: int, scope: Scope, source: str, ref: str | None
 ) -> str | None:
     """The dedupe rule (module docstring): the event's identity, or None (always new)."""
     if source == CARRIER and action == "revoke":
-        ref = f"block since grant {_last_grant(session, contact_id, scope.brand_id)}"
+        ref = f"block since grant {_last_grant(conn, contact_id, scope.brand_id)}"
     if ref is None:
         return None
-    return ledger.dedupe_key(action, contact_id, scope.brand_id, scope.campaign_id, source, ref)
-
-
-def _last_grant(session: Session, contact_id: int, brand_id: int) -> int:
-    q = select(ConsentEvent.id).where(
-        ConsentEvent.contact_id == contact_id,
-        ConsentEvent.brand_id == brand_id,
-        ConsentEvent.action == "grant",
+    return consent_events.dedupe_key(
+        action, contact_id, scope.brand_id, scope.campaign_id, source, ref
     )
-    return session.exec(q.order_by(col(ConsentEvent.id).desc())).first() or 0
+
+
+def _last_grant(conn: Connection, contact_id: int, brand_id: int) -> int:
+    q = select(CE.c.id).where(
+        CE.c.contact_id == contact_id, CE.c.brand_id == brand_id, CE.c.action == "grant"
+    )
+    return conn.execute(q.order_by(CE.c.id.desc()).limit(1)).scalar() or 0

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session
+from sqlalchemy import insert, select
 
-from dispatcher import consent, ledger
+from dispatcher import consent, consent_events
 from dispatcher.clock import utcnow
 from dispatcher.consent import Target
-from dispatcher.contacts import upsert_contact
+from dispatcher.consent_events import Event
 from dispatcher.csvrows import (
     CsvRows,
     Rejects,
@@ -40,9 +40,13 @@ from dispatcher.csvrows import (
     parse_time,
     row_phone,
 )
-from dispatcher.models import ConsentEvent, Contact
+from dispatcher.phones import normalize_phone
+from dispatcher.tables import contact as CT
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlmodel import Session
+
     from dispatcher.delivery.ports import HaltSignal
 
 #: cells a revocation file may have besides ``phone`` (first of each tuple wins)
@@ -72,7 +76,7 @@ class Recorder:
 
 
 def record(
-    session: Session,
+    db: Session | Connection,
     who: Recorder,
     action: str,
     phone: str,
@@ -83,10 +87,13 @@ def record(
     note: str | None = None,
     source: str | None = None,
     occurred_at: datetime | None = None,
-) -> tuple[ConsentEvent, Contact, bool]:
+) -> tuple[Event, str, bool]:
     """One event for one number, through the consent service (a revocation also suppresses
-    the contact's pending rows in its scope): (event, contact, contact was created)."""
-    contact, created = upsert_contact(session, phone)
+    the contact's pending rows in its scope): (event, the number in E.164, contact was
+    created)."""
+    conn = consent.connection(db)
+    e164 = normalize_phone(phone)
+    contact_id, created = ensure_contact(conn, e164)
     evidence = consent.Evidence(
         text=evidence_text or who.evidence_text,
         url=evidence_url or who.evidence_url,
@@ -94,9 +101,9 @@ def record(
         note=note or who.note,
     )
     got = consent.record(
-        session,
+        conn,
         action,
-        contact,
+        contact_id,
         who.target.scope,
         source or who.source,
         evidence,
@@ -104,7 +111,23 @@ def record(
         halts=who.halts,
         occurred_at=occurred_at,
     )
-    return got.event, contact, created
+    return got.event, e164, created
+
+
+def ensure_contact(conn: Connection, e164: str) -> tuple[int, bool]:
+    """The id of the contact with this (normalised) number, created with nothing else known if
+    there is none: (id, created).  (``contacts.upsert_contact`` also sets a name, zone or
+    attributes, through the models.)"""
+    found = conn.execute(select(CT.c.id).where(CT.c.phone == e164)).scalar()
+    if found is not None:
+        return found, False
+    now = utcnow()
+    new = conn.execute(
+        insert(CT)
+        .values(phone=e164, attributes={}, created_at=now, updated_at=now)
+        .returning(CT.c.id)
+    ).scalar_one()
+    return new, True
 
 
 @dataclass
@@ -135,7 +158,7 @@ def _parse(line: int, raw: dict[str, str], tz: ZoneInfo, now: datetime) -> _Revo
     phone = row_phone(raw)
     cells = {k: cell(raw, *names) for k, names in COLUMNS.items()}
     source = cells["source"].lower()
-    if source and source not in ledger.SOURCES:
+    if source and source not in consent_events.SOURCES:
         raise RowReject("bad_source", f"unknown consent source {source!r}")
     cells["source"] = source
     when = cells["occurred_at"]
@@ -145,7 +168,7 @@ def _parse(line: int, raw: dict[str, str], tz: ZoneInfo, now: datetime) -> _Revo
 
 
 def revoke_csv(
-    session: Session,
+    db: Session | Connection,
     path: Path,
     who: Recorder,
     *,
@@ -177,7 +200,7 @@ def revoke_csv(
             seen.add(r.phone)
             c = r.cells
             _, _, created = record(
-                session,
+                db,
                 who,
                 "revoke",
                 r.phone,

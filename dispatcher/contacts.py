@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from dispatcher import consent, ledger
 from dispatcher.clock import utcnow
+from dispatcher.consent_file import ensure_contact
 from dispatcher.csvrows import (
     CsvRows,
     Rejects,
@@ -84,27 +85,23 @@ def upsert_contact(
     state_code: str | None = None,
     attributes: dict[str, Any] | None = None,
 ) -> tuple[Contact, bool]:
-    """Create or update one contact; returns (contact, created)."""
+    """Create or update one contact; returns (contact, created).  Created as every path
+    creates one (``consent_file.ensure_contact``), then given what is known."""
     e164 = normalize_phone(phone)
     tz = check_time_zone(time_zone)
-    c = session.exec(select(Contact).where(Contact.phone == e164)).first()
-    created = c is None
-    if c is None:
-        c = Contact(
-            phone=e164, name=name, time_zone=tz, state_code=state_code, attributes=attributes or {}
-        )
-        session.add(c)
-    else:
-        changed = False
-        for k, v in (("name", name), ("time_zone", tz), ("state_code", state_code)):
-            if v is not None and getattr(c, k) != v:
-                setattr(c, k, v)
-                changed = True
-        if attributes is not None and c.attributes != {**c.attributes, **attributes}:
-            c.attributes = {**c.attributes, **attributes}
+    cid, created = ensure_contact(consent.connection(session), e164)
+    c = session.get(Contact, cid)
+    assert c is not None
+    changed = False
+    for k, v in (("name", name), ("time_zone", tz), ("state_code", state_code)):
+        if v is not None and getattr(c, k) != v:
+            setattr(c, k, v)
             changed = True
-        if changed:
-            c.updated_at = utcnow()
+    if attributes is not None and c.attributes != {**c.attributes, **attributes}:
+        c.attributes = {**c.attributes, **attributes}
+        changed = True
+    if changed and not created:
+        c.updated_at = utcnow()
     session.flush()
     return c, created
 
@@ -198,8 +195,8 @@ def import_csv(
     session: Session,
     path: Path,
     *,
-    brand: Brand | None,
-    campaign: Campaign | None = None,
+    brand: Brand | consent.BrandRef | None,
+    campaign: Campaign | consent.CampaignRef | None = None,
     actor: str = "operator",
     rejects_path: Path | None = None,
     default_tz: str = "UTC",
@@ -240,8 +237,8 @@ def _write_batch(
     session: Session,
     rows: list[_Row],
     report: ImportReport,
-    brand: Brand | None,
-    campaign: Campaign | None,
+    brand: Brand | consent.BrandRef | None,
+    campaign: Campaign | consent.CampaignRef | None,
     actor: str,
 ) -> None:
     if not rows:

@@ -20,7 +20,8 @@ sending -> unknown (worker lost)       ``expire_claims``                       t
 unknown -> sent | queued               ``resolve_unknown``                     resolve
 queued -> later / suppressed           ``defer`` / ``suppress``                the gate
 queued -> cancelled                    ``cancel`` (a row) / ``cancel_run_rows``  pipeline / runs
-queued -> suppressed (a revocation)    ``suppress_for_contact``                consent service
+queued -> suppressed (a revocation)    ``suppress_for_contact`` (in            consent service
+                                       ``outbox_states``: no models)
 queued, carried by a queue message     ``release_due`` (the release loop);     scheduler,
   or not                               ``unqueue``, ``unpark_run``,            pipeline,
                                        ``forget_lost``                         runs, reconciler
@@ -38,7 +39,6 @@ asking the carrier.  Rows are created by ``runs`` (fan-out, staged lists) in ``q
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,21 +61,19 @@ from sqlalchemy import (
 from sqlmodel import Session
 
 from dispatcher.models import OutboxMessage
+from dispatcher.outbox_states import CANCELLED as CANCELLED  # states and suppress_for_contact: API
+from dispatcher.outbox_states import DELIVERED as DELIVERED
+from dispatcher.outbox_states import FAILED as FAILED
+from dispatcher.outbox_states import NOT_HANDED as NOT_HANDED
+from dispatcher.outbox_states import QUEUED as QUEUED
+from dispatcher.outbox_states import SENDING as SENDING
+from dispatcher.outbox_states import SENT as SENT
+from dispatcher.outbox_states import STATES as STATES
+from dispatcher.outbox_states import SUPPRESSED as SUPPRESSED
+from dispatcher.outbox_states import UNDELIVERED as UNDELIVERED
+from dispatcher.outbox_states import UNKNOWN as UNKNOWN
+from dispatcher.outbox_states import suppress_for_contact as suppress_for_contact
 
-QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN = (
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "undelivered",
-    "failed",
-    "unknown",
-)
-SUPPRESSED, CANCELLED = "suppressed", "cancelled"
-STATES = (QUEUED, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SUPPRESSED, CANCELLED)
-#: rows no worker has claimed: a STOP or cancel moves them in its own transaction (claimed rows
-#: not yet sent meet the halt check: dispatcher/halts.py)
-NOT_HANDED = (QUEUED,)
 #: ordering for status callbacks: a later callback never moves a row backwards
 RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, SENT: 2, DELIVERED: 3, UNDELIVERED: 3, FAILED: 3}
 
@@ -505,33 +503,6 @@ def suppress(session: Session, row_id: int, reason: str, now: datetime) -> bool:
             "updated_at": now,
         },
     )
-
-
-def suppress_for_contact(
-    session: Session,
-    contact_id: int,
-    *,
-    campaign_ids: list[int],
-    reason: str,
-    now: datetime,
-) -> dict[int, int]:
-    """queued -> suppressed for every not-yet-handed row of a contact in these campaigns (a
-    revocation's scope: ``consent.revoke_and_suppress`` is the caller).  Returns the rows
-    suppressed per campaign id (the suppressions' metrics)."""
-    if not campaign_ids:
-        return {}
-    cond = and_(
-        T.c.contact_id == contact_id,
-        T.c.state.in_(NOT_HANDED),
-        T.c.campaign_id.in_(campaign_ids),
-    )
-    res = session.connection().execute(
-        update(T)
-        .where(cond)
-        .values(state=SUPPRESSED, suppress_reason=reason, updated_at=now)
-        .returning(T.c.campaign_id)
-    )
-    return dict(Counter(cid for (cid,) in res))
 
 
 def in_flight_for_contact(session: Session, contact_id: int) -> int:

@@ -1,5 +1,5 @@
 """Core views of some tables, for the paths that must start fast (``dispatcher run pause``,
-``dispatcher consent revoke``):
+``dispatcher consent grant|revoke``, single and ``--file``):
 SQLAlchemy ``table()`` clauses with the columns those paths read and write, without SQLModel,
 pydantic models or the ORM.  ``dispatcher.models`` owns the schema (Alembic migrates it); these
 are views of it, and tests/unit/test_cli_startup.py checks that every column here has the name
@@ -51,6 +51,35 @@ contact = table(
     column("state_code", String),
     column("attributes", JSON),
     _ts("created_at"),
+    _ts("updated_at"),
+)
+consent_event = table(
+    "consentevent",
+    column("id", Integer),
+    column("contact_id", Integer),
+    column("brand_id", Integer),
+    column("campaign_id", Integer),
+    column("action", String),
+    column("consent_type", String),
+    column("source", String),
+    column("evidence_text", Text),
+    column("evidence_url", String),
+    column("evidence_ref", String),
+    column("note", Text),
+    column("actor", String),
+    _ts("occurred_at"),
+    _ts("recorded_at"),
+    column("dedupe_key", String),
+)
+#: the columns a revocation's suppression writes (``outbox_states.suppress_for_contact``: the
+#: outbox owner's; tests/unit/test_outbox_owner.py checks nobody else updates through it)
+outbox_message = table(
+    "outboxmessage",
+    column("id", Integer),
+    column("campaign_id", Integer),
+    column("contact_id", Integer),
+    column("state", String),
+    column("suppress_reason", String),
     _ts("updated_at"),
 )
 api_key = table(

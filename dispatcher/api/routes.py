@@ -546,7 +546,7 @@ def _consent_routes(router: APIRouter, runtime: Any, scope: Scope) -> None:
                 occurred_at=body.occurred_at,
             )
             doc = {
-                **got.event.model_dump(),
+                **got.event.as_dict(),
                 "phone": contact.phone,
                 "brand": to.brand.name,
                 "campaign_sid": to.campaign.sid if to.campaign else None,

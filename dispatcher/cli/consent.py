@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from dispatcher import ledger
+from dispatcher import consent_events
 from dispatcher.cli.common import database, halts, settings
 from dispatcher.cli.output import JsonOpt, report, say
 from dispatcher.consent import target
@@ -46,9 +46,10 @@ def _consent(
     at: str | None,
     as_json: bool,
 ) -> None:
-    """One event for ``phone``, or a revoke for every number in ``file``: the same ``record``."""
+    """One event for ``phone``, or a revoke for every number in ``file``: the same ``record``,
+    in one Core transaction (no models on this path: bench/cli_startup.py)."""
     when = _when(at)
-    with database().session() as s:
+    with database().begin() as s:
         who = Recorder(
             target=target(s, brand, campaign),
             source=source,
@@ -64,11 +65,11 @@ def _consent(
             doc = rep.as_dict()
         else:
             assert phone is not None
-            ev, contact, _ = record(s, who, action, phone, occurred_at=when)
+            ev, e164, _ = record(s, who, action, phone, occurred_at=when)
             doc = {
                 "id": ev.id,
                 "action": action,
-                "phone": contact.phone,
+                "phone": e164,
                 "brand": who.target.brand.name,
                 "campaign_sid": who.target.campaign.sid if who.target.campaign else None,
                 "occurred_at": ev.occurred_at,
@@ -96,7 +97,7 @@ def _file_lines(d: dict[str, Any]) -> None:
 _brand = typer.Option(..., "--brand", help="Brand name or id.")
 _campaign = typer.Option(None, "--campaign", help="Campaign SID (default: the whole brand).")
 _source = typer.Option(
-    "operator", "--source", help="How it came: " + ", ".join(ledger.SOURCES) + "."
+    "operator", "--source", help="How it came: " + ", ".join(consent_events.SOURCES) + "."
 )
 _evidence = typer.Option(None, "--evidence", help="Text shown to the person / what they sent.")
 _url = typer.Option(None, "--url", help="Form URL or other evidence location.")
@@ -161,6 +162,8 @@ def export(
     """The audit trail: every consent event with its evidence, oldest first."""
     if fmt not in ("csv", "json"):
         raise InputError("--format must be csv or json")
+    from dispatcher import ledger
+
     e164 = normalize_phone(phone) if phone else None
     fh = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
     try:

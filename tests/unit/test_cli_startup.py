@@ -43,6 +43,8 @@ MODELS = (
     "dispatcher.launch",
     "dispatcher.ledger",
     "dispatcher.registry",
+    "dispatcher.outbox",
+    "dispatcher.contacts",
 )
 
 CHILD = """
@@ -98,11 +100,20 @@ def seeded(cli_env: Path) -> dict[str, str]:
     [
         (["run", "show", "1"], ("phonenumbers", "dispatcher.cli.consent")),
         (["run", "pause", "1"], ("phonenumbers", "rich", "dispatcher.cli.consent", *MODELS)),
-        # the one consent service (dispatcher/consent.py) works on the models: it loads them
-        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run")),
+        # the one consent service (dispatcher/consent.py) works in Core: no models either
+        (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run", *MODELS)),
+        (
+            ["consent", "revoke", "--file", "phones.csv", "--brand", "1"],
+            ("rich", "dispatcher.cli.run", *MODELS),
+        ),
+        (
+            ["consent", "grant", PHONE, "--brand", "1", "--evidence", "form"],
+            ("rich", "dispatcher.cli.run", *MODELS),
+        ),
     ],
 )
 def test_a_quick_command_imports_only_its_own_group(seeded, args, also_absent):
+    (Path(seeded["HOME_DIR"]) / "phones.csv").write_text(f"phone\n{PHONE}\n+14155551235\n")
     loaded = _modules(seeded, *args)
     assert args[0] in {m.rpartition(".")[2] for m in loaded if m.startswith("dispatcher.cli.")}
     assert not {m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY}

@@ -80,11 +80,11 @@ def test_a_file_revokes_every_good_row_and_suppresses_their_rows(harness, tmp_pa
 
 
 def test_a_file_is_one_transaction(harness, tmp_path, monkeypatch):
-    from dispatcher import ledger
+    from dispatcher import consent_events
 
     for i in range(3):
         harness.contact(f"+1212555000{i}")
-    real, calls = ledger.append_once, []
+    real, calls = consent_events.append_once, []
 
     def failing(*a, **kw):
         calls.append(1)
@@ -92,7 +92,7 @@ def test_a_file_is_one_transaction(harness, tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*a, **kw)
 
-    monkeypatch.setattr(ledger, "append_once", failing)
+    monkeypatch.setattr(consent_events, "append_once", failing)
     f = _write(
         tmp_path / "p.csv", "phone\n+12125550000\n+12125550001\n+12125550002\n+13125550000\n"
     )
