@@ -334,7 +334,7 @@ def lint_parts(
     how = _ready.get(literals) if len(parts) % 2 else None
     if how is None and len(parts) % 2:
         seen = _seen.get(literals, 0)
-        if seen < WARM:  # the plan costs ~2 s once per process: only for a template that recurs
+        if seen < WARM:  # the first plan of a process costs ~1 s unless warm() ran (workers do)
             _seen[literals] = seen + 1
             if len(_seen) > 4096:
                 _seen.clear()
