@@ -177,7 +177,10 @@ def test_timeout_after_accept_is_resolved_to_sent_without_a_second_message(harne
     harness.clock.advance(hk.config.sending_lease_s + hk.config.lost_after_s + 1)
     assert hk.reconcile() == {"lost": 0, "stale": 0, "resolved": 0}
     assert hk.release() == 0
-    assert p.deliver(row.id) == "skip:sent"
+    # The sandbox's ticker thread runs on the same clock: once it has passed final_after_s, the
+    # "delivered" callback may land before this second delivery (it did on CI), so either final
+    # word is right; what may never happen is a second message.
+    assert p.deliver(row.id) in ("skip:sent", "skip:delivered")
     assert len(harness.records()) == 1
 
 
