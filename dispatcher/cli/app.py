@@ -186,29 +186,46 @@ class DispatcherGroup(TyperGroup):
         self.commands[name] = cmd
         return cmd
 
-    def _load_all(self) -> None:
+    _listing = False  # while the root's --help lists the groups
+
+    def _load_plugins(self) -> None:
         if self._loaded_all:
             return
         self._loaded_all = True
+        for name, cmd in _plugin_commands().items():
+            self.commands.setdefault(name, cmd)
+
+    def _load_all(self) -> None:
         for name in GROUPS:
             if name not in self.commands:
                 self._load(name)
-        for name, cmd in _plugin_commands().items():
-            self.commands.setdefault(name, cmd)
+        self._load_plugins()
 
     def get_command(self, ctx: Any, name: str) -> Any:
         cmd = self.commands.get(name)
         if cmd is None and name in GROUPS:
+            if self._listing:  # a name and a line of help: not worth importing the group
+                return TyperGroup(name=name, help=GROUPS[name][1])
             cmd = self._load(name)
         if cmd is None:  # a plugin's command, or a typo (the suggestions need every name)
             self._load_all()
             cmd = self.commands.get(name)
         return cmd
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """``dispatcher --help`` lists the groups from ``GROUPS`` without importing them (each
+        group's module brings its services, SQLModel included: 0.87 -> ~0.3 s)."""
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def list_commands(self, ctx: Any) -> list[str]:
-        self._load_all()
+        self._load_plugins()
         order = list(GROUPS)
-        return sorted(self.commands, key=lambda n: order.index(n) if n in order else len(order))
+        names = {*self.commands, *GROUPS}
+        return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
     def make_context(  # type: ignore[override]  # Click types args as list[str] | None
         self, info_name: str | None, args: list[str], **extra: Any

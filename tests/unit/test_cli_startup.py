@@ -5,6 +5,7 @@ current.  Times are measured by bench/cli_startup.py, not here."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatcher import store
+from dispatcher.cli.app import GROUPS, _typer_command
 from dispatcher.store import Database, quick_head
 
 SEED = Path(__file__).parents[2] / "dispatcher" / "data" / "usa2p_seed004.json"
@@ -33,6 +35,13 @@ HEAVY = (
     "dispatcher.cli.campaign",
     "dispatcher.cli.message",
     "dispatcher.cli.sandbox",
+)
+#: the compliance modules a report never needs (gates, lints, registration, keywords)
+UNUSED_GATES = (
+    "dispatcher.compliance.gates",
+    "dispatcher.compliance.template_lint",
+    "dispatcher.compliance.registration",
+    "dispatcher.compliance.keywords",
 )
 #: SQLModel, the ORM and the models: what a command in SQLAlchemy Core does without
 MODELS = (
@@ -86,6 +95,10 @@ def seeded(cli_env: Path) -> dict[str, str]:
 
     run("brand", "add", "Acme Corporation")
     run("campaign", "import", str(SEED))
+    # one contact, so that the scheduled run's report computes a schedule (quiet hours)
+    contacts = cli_env / "contacts.csv"
+    contacts.write_text(f"phone,name,consent_evidence,consented_at\n{PHONE},Ann,form,2025-01-01\n")
+    run("contacts", "import", str(contacts), "--brand", "1")
     run("run", "launch", "--campaign", "1", "--template", "Hi", "--at", "2099-01-01T10:00")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
     return {
@@ -98,7 +111,9 @@ def seeded(cli_env: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     "args, also_absent",
     [
-        (["run", "show", "1"], ("phonenumbers", "dispatcher.cli.consent")),
+        # the schedule model needs compliance.quiet_hours (and its phonenumbers) only: the
+        # package's __init__ is lazy
+        (["run", "show", "1"], ("dispatcher.cli.consent", *UNUSED_GATES)),
         (["run", "pause", "1"], ("phonenumbers", "rich", "dispatcher.cli.consent", *MODELS)),
         # the one consent service (dispatcher/consent.py) works in Core: no models either
         (["consent", "revoke", PHONE, "--brand", "1"], ("rich", "dispatcher.cli.run", *MODELS)),
@@ -125,6 +140,28 @@ def test_importing_the_cli_loads_no_database_or_web_framework():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = {m.split(".")[0] for m in r.stdout.split()}
     assert not loaded & {"sqlalchemy", "sqlmodel", "pydantic_settings", "rich", *HEAVY}
+
+
+def test_the_root_help_lists_every_group_without_importing_one(cli_env):
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.splitlines()[-1].split())
+    groups = {module for module, _ in GROUPS.values()}
+    assert not groups & loaded
+    # workers.cli is loaded: its entry point adds `dispatcher worker`, listed with the groups
+    assert not loaded & ({"sqlalchemy", "sqlmodel", *HEAVY} - {"workers"})
+    for name, (_, help) in GROUPS.items():
+        assert re.search(rf"{re.escape(name)}\s+{re.escape(help)}", r.stdout), name
+
+
+def test_the_listed_help_is_each_groups_own():
+    """The listing shows ``GROUPS``' line; a group that gains its own help must say the same."""
+    from importlib import import_module
+
+    for name, (module, help) in GROUPS.items():
+        assert _typer_command(import_module(module).app, name, help).help == help, name
 
 
 def test_the_core_views_match_the_models():
