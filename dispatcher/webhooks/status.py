@@ -8,6 +8,11 @@ have got alone (503 when the database is unavailable: Twilio retries).
 
 A callback whose SID no outbox row has yet (the worker records SIDs after a batch of sends) is
 answered 200 too, and kept to be applied again a little later (early.py).
+
+A callback that provably changes nothing -- an intermediate status (queued, sent, ...) without an
+error code: ``provider_status.moves_nothing`` says why -- is answered 200 right after its
+signature and fields are checked, with no transaction and nothing kept: two of the three
+callbacks Twilio posts per message.
 """
 
 from __future__ import annotations
@@ -150,6 +155,8 @@ async def _status(
     sid = form.get("MessageSid", required=True, max_len=SID_MAX) or ""
     status = (form.get("MessageStatus", required=True, max_len=32) or "").strip().lower()
     error_code = parse_error_code(form.get("ErrorCode", max_len=16))
+    if provider_status.moves_nothing(status, error_code):
+        return _OK  # applying it would change nothing, now or later (provider_status.py)
     update = StatusUpdate(sid, status, error_code)
     res = await commit.submit(update)
     if res.outcome == "applied":
