@@ -18,6 +18,8 @@ callbacks Twilio posts per message.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,6 +37,8 @@ from dispatcher.webhooks.groupcommit import GroupCommit
 from dispatcher.webhooks.twiml import twiml_response
 
 PATH = "/twilio/status"
+#: where a transaction gets its session: ``Database.session`` or ``HeldConnection.session``
+InSession = Callable[[], AbstractContextManager[Any]]
 
 
 def install(app: Starlette, ctx: Context) -> StatusEndpoint:
@@ -83,20 +87,27 @@ class StatusEndpoint:
                     pass
 
 
-def apply_batch(ctx: Context, updates: list[StatusUpdate]) -> list[StatusResult]:
-    """Callbacks in one transaction (``provider_status.apply_statuses``)."""
+def apply_batch(
+    ctx: Context, updates: list[StatusUpdate], in_session: InSession | None = None
+) -> list[StatusResult]:
+    """Callbacks in one transaction (``provider_status.apply_statuses``), in a session of
+    ``in_session`` (default: the database's pool)."""
     now = ctx.runtime.clock.now()
-    with ctx.runtime.db.session() as s:
+    with (in_session or ctx.runtime.db.session)() as s:
         return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts)
 
 
 def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
+    """The group commit, its thread on ONE held connection (``store.HeldConnection``: no pool
+    checkout and pre-ping round trip per batch), given back when the thread goes idle."""
+    held = ctx.runtime.db.held()
     return GroupCommit(
-        lambda us: apply_batch(ctx, us),
-        lambda u: apply_one(ctx, u),
+        lambda us: apply_batch(ctx, us, held.session),
+        lambda u: apply_one(ctx, u, held.session),
         max_batch=ctx.options.status_batch_max,
         give_up=(StorageError,),
         name="status-commit",
+        on_idle=held.release,
     )
 
 
@@ -111,10 +122,11 @@ def status_early(ctx: Context) -> EarlyStatuses:
     )
 
 
-def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
-    """One callback in its own transaction."""
+def apply_one(ctx: Context, u: StatusUpdate, in_session: InSession | None = None) -> StatusResult:
+    """One callback in its own transaction (in a session of ``in_session``)."""
     return ctx.transaction(
         apply_status,
+        in_session=in_session,
         sid=u.sid,
         status=u.status,
         error_code=u.error_code,
