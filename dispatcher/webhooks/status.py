@@ -3,6 +3,8 @@
 Each request is validated on its own (signature, fields); the database work is group-committed
 (groupcommit.py): every callback that arrived while the previous batch was being applied goes
 into ONE transaction, and each request is answered 200 only after that transaction committed.
+The group-commit thread keeps one connection checked out while it has work
+(``store.HeldConnection``): no pool checkout with its pre-ping ``SELECT 1`` per batch.
 A batch that fails is retried callback by callback, so each request gets the answer it would
 have got alone (503 when the database is unavailable: Twilio retries).
 
