@@ -4,8 +4,10 @@
                                         [--redis redis://HOST:PORT/DB] [--profile DIR]
                                         [--clients urllib3,httpx]
 
-Seeds a throw-away PostgreSQL database with N outbox rows in ``sending`` that carry provider
-SIDs (one brand, one Messaging Service campaign, one run), starts ``dispatcher serve`` the way
+Seeds a throw-away PostgreSQL database with N outbox rows in ``sent`` that carry provider
+SIDs (one brand, one Messaging Service campaign, one run: what the worker records from the
+create response; until 2026-12-07 they were seeded in ``sending``, a state no row with a SID is
+ever in, so the queued/sent callbacks moved them), starts ``dispatcher serve`` the way
 the integration tests do (tests/harness.py), then posts 3 signed callbacks per row (queued, sent,
 delivered — what Twilio posts for a Messaging Service send) through the sandbox carrier's
 ``HttpCallbackSender`` from this process.  A warm-up round (--warm rows) is not measured.
@@ -58,7 +60,7 @@ def phone(i: int) -> str:
 
 
 def seed(url: str, n: int) -> None:
-    """Brand, campaign (Messaging Service), run, N contacts and N outbox rows in ``sending``."""
+    """Brand, campaign (Messaging Service), run, N contacts and N outbox rows in ``sent``."""
     from dispatcher import registry
     from dispatcher.models import Contact, OutboxMessage, Run
     from dispatcher.store import Database, bulk_insert
@@ -100,9 +102,10 @@ def seed(url: str, n: int) -> None:
                     "contact_id": ids[phone(i)],
                     "to_phone": phone(i),
                     "variables": {},
-                    "state": "sending",
+                    "state": "sent",
                     "attempts": 1,
                     "provider_sid": sid_of(i),
+                    "provider_status": "accepted",
                     "due_at": now,
                     "sent_at": now,
                     "updated_at": now,

@@ -10,6 +10,31 @@ is monotonic and idempotent), so a duplicated or late callback changes nothing a
 A callback that moved nothing because no row has its SID yet (the worker records SIDs after a
 batch of sends) is told apart from a late/duplicate one: ``"unknown_sid"`` (the route keeps it
 and applies it again a little later: early.py).
+
+**Callbacks that provably change nothing** (``moves_nothing``): an intermediate status
+(queued/accepted/scheduled/sending/sent: all map to the outbox state ``sent``) without an
+``ErrorCode``.  The outbox records a SID only together with ``sent`` (``mark_sent``,
+``mark_sent_many``, ``resolve_unknown``: tests/unit/test_outbox_owner.py keeps it so) and no
+transition moves a row back from ``sent`` or a final state, so every row that has the callback's
+SID already has a rank >= that of ``sent``: the compare-and-set (a move only from a lower rank)
+matches no row, now or later.  Nothing else follows from such a callback: no row moves, so no
+reaction and no metric (a reaction needs a move), ``provider_status``/``status_at`` stay as the
+worker recorded them from the create response, and the early store would retry it for ~64 s to
+find it "unchanged" in the end.  This holds for the cases that look as if they could differ:
+
+* a row whose SID is not recorded yet (the worker's batch; an ambiguous send -- ``sending`` or
+  ``unknown`` -- has no SID at all): the callback cannot attach its SID to a row (every move
+  matches by SID), and ``mark_sent``/``resolve_unknown`` then record ``sent`` themselves;
+* an intermediate status WITH an error code is not short-cut: it goes through ``apply_status``
+  (the one path for error codes), whatever it changes;
+* a status one precedence step up from the row (``delivered`` etc.: rank 3) is not intermediate.
+
+So ``apply_status``/``apply_statuses`` answer such a callback "unchanged" without a statement,
+and the webhook acknowledges it after the signature check without a transaction (webhooks/
+status.py).  Two of the three callbacks Twilio posts per message are of this kind: on
+bench/callbacks.py (queued, sent, delivered per row) the server's CPU per callback went from
+1.11-1.12 ms to 0.45-0.49 and PostgreSQL's from 0.28-0.30 to 0.11 (load 6-7, 2026-12-07;
+docs/scaling.md, "Status callbacks, second pass").
 """
 
 from __future__ import annotations
@@ -39,6 +64,18 @@ PAUSE_CAMPAIGN_CODES: dict[int, str] = {
 }
 #: campaign_status values that pause every run (compliance.md §6)
 PAUSE_CAMPAIGN_STATUSES = frozenset({"SUSPENDED"})
+
+
+#: the rank of every row that has a provider SID (it is recorded with ``sent``: see above)
+SID_RANK = outbox.RANK[outbox.SENT]
+
+
+def moves_nothing(status: str, error_code: int | None) -> bool:
+    """True when applying this callback changes nothing in the database, ever (the module
+    docstring says why): a known status whose outbox state ranks no higher than ``sent``, and
+    no error code."""
+    target = outbox.PROVIDER_STATE.get(status)
+    return not error_code and target is not None and outbox.RANK[target] <= SID_RANK
 
 
 @dataclass
@@ -79,6 +116,8 @@ def apply_status(
 ) -> StatusResult:
     """Move the row (monotonic CAS) and, if it moved, react to its error code / campaign (an
     opt-out or a campaign pause signals ``halts`` before the caller commits)."""
+    if moves_nothing(status, error_code):
+        return StatusResult("unchanged")
     row, why = _move(session, sid, status, error_code, now)
     if row is None:
         return StatusResult(why)
@@ -149,7 +188,10 @@ def apply_statuses(
     out: list[StatusResult | None] = [None] * len(updates)
     by_sid: dict[str, list[int]] = {}
     for i, u in enumerate(updates):
-        by_sid.setdefault(u.sid, []).append(i)
+        if moves_nothing(u.status, u.error_code):
+            out[i] = StatusResult("unchanged")
+        else:
+            by_sid.setdefault(u.sid, []).append(i)
     plain: dict[str, int] = {}  # SID -> the index of the callback that can move its row
     for sid, idx in by_sid.items():
         if all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -64,6 +65,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
+        self._held: weakref.WeakSet[HeldConnection] = weakref.WeakSet()
 
     @cached_property
     def _factory(self) -> sessionmaker[Session]:
@@ -90,6 +92,12 @@ class Database:
             raise
         finally:
             s.close()
+
+    def held(self) -> HeldConnection:
+        """A connection kept checked out between transactions, for ONE thread at a time."""
+        held = HeldConnection(self)
+        self._held.add(held)
+        return held
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -154,7 +162,63 @@ class Database:
         return rows[0][0] if len(rows) == 1 else None
 
     def dispose(self) -> None:
+        """Close the pool's connections, the held ones included (their users are done: a
+        connection still checked out would stay open in the old pool until collected)."""
+        for held in list(self._held):
+            held.release()
         self.engine.dispose()
+
+
+class HeldConnection:
+    """``session()`` as ``Database.session`` (committed on success, ``StorageError`` for an
+    ``OperationalError``), on ONE connection kept checked out between transactions: no pool
+    checkout -- with PostgreSQL's ``pool_pre_ping`` a ``SELECT 1`` round trip -- per
+    transaction.  For one thread at a time (a group-commit thread: webhooks/groupcommit.py);
+    ``release()`` gives the connection back (its owner calls it when it goes idle).  After an
+    ``OperationalError`` (the server restarted, the network broke) the connection is given back
+    at once: the next session checks out a fresh one, pre-pinged as usual."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        from sqlmodel import Session
+
+        try:
+            if self._conn is None or self._conn.invalidated or self._conn.closed:
+                self.release()
+                self._conn = self.db.engine.connect()
+        except OperationalError as e:
+            raise StorageError(f"database error: {_short(e)}") from e
+        s = Session(bind=self._conn, expire_on_commit=False)
+        try:
+            yield s
+            s.commit()
+        except OperationalError as e:
+            self._rollback(s)
+            self.release()
+            raise StorageError(f"database error: {_short(e)}") from e
+        except BaseException:
+            self._rollback(s)
+            raise
+        finally:
+            s.close()
+
+    def _rollback(self, s: Session) -> None:
+        try:
+            s.rollback()
+        except SQLAlchemyError:  # the connection is broken: given back, replaced next time
+            self.release()
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except SQLAlchemyError as e:
+                log.debug("held connection: close failed (%s)", _short(e))
 
 
 def bulk_insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,8 @@ from dispatcher.registry import CampaignCache
 from dispatcher.webhooks.protocol import NoMetrics, Runtime, WebhookMetrics
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from dispatcher.webhooks.early import EarlyStatuses
 
 log = logging.getLogger(__name__)
@@ -57,21 +60,33 @@ class Context:
         self.early: EarlyStatuses | None = None
 
     def close(self) -> None:
-        """Stop background work (pending early status callbacks are dropped)."""
+        """Stop background work (pending early status callbacks are dropped; the status group
+        commit's thread exits and gives its held connection back)."""
         if self.early is not None:
             self.early.close()
+        if self.status_commit is not None:
+            self.status_commit.close()
 
     # ---------------------------------------------------------------------------- database
-    def transaction(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
-        """``fn(session, *args, now=clock.now(), **kw)`` in one transaction (sync)."""
+    def transaction(
+        self,
+        fn: Callable[..., R],
+        *args: Any,
+        in_session: Callable[[], AbstractContextManager[Session]] | None = None,
+        **kw: Any,
+    ) -> R:
+        """``fn(session, *args, now=clock.now(), **kw)`` in one transaction (sync), in a
+        session of ``in_session`` (default: the database's pool; the status route's
+        group-commit thread passes its held connection's)."""
         now = self.runtime.clock.now()
+        session = in_session or self.runtime.db.session
         try:
-            with self.runtime.db.session() as s:
+            with session() as s:
                 return fn(s, *args, now=now, **kw)
         except IntegrityError:
             # a concurrent request for the same MessageSid committed first: do it again, it
             # now takes the replay path (and changes nothing)
-            with self.runtime.db.session() as s:
+            with session() as s:
                 return fn(s, *args, now=now, **kw)
 
     async def run(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:

@@ -13,7 +13,10 @@ acknowledges the others, and each waiter gets its own result or exception.  Afte
 of a type in ``give_up`` (e.g. the database is unreachable) the rest of that batch is not
 retried: its waiters get that exception too.  A batch of one goes straight to ``run_one``.
 
-The thread exits after ``idle_s`` without work and is started again by the next item.
+The thread exits after ``idle_s`` without work and is started again by the next item; just
+before it exits (idle, or dying) it calls ``on_idle()`` under the queue's lock, so no new thread
+runs meanwhile (the status route gives its held database connection back there).  ``close()``
+makes an idle thread exit now (the app's shutdown) and waits for it.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class GroupCommit(Generic[I, R]):
         idle_s: float = 10.0,
         give_up: tuple[type[BaseException], ...] = (),
         name: str = "group-commit",
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -70,6 +74,8 @@ class GroupCommit(Generic[I, R]):
         self.idle_s = idle_s
         self.give_up = give_up
         self.name = name
+        self._on_idle = on_idle
+        self._closed = False
         self._queue: deque[_Waiter] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
@@ -92,18 +98,38 @@ class GroupCommit(Generic[I, R]):
         with self._cond:
             return len(self._queue)
 
+    def close(self, timeout: float = 10.0) -> None:
+        """The thread exits as soon as the queue is empty (``on_idle`` run), and this waits
+        for it.  A later ``submit`` still works (its thread exits once idle)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _start_locked(self) -> None:
         self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------ thread
+    def _idle(self) -> None:
+        """``on_idle()``, under the lock, never raising (the thread is on its way out)."""
+        if self._on_idle is not None:
+            try:
+                self._on_idle()
+            except Exception:  # noqa: BLE001 - logged; the thread still exits cleanly
+                log.exception("%s: on_idle failed", self.name)
+
     def _work(self) -> None:
         try:
             while True:
                 with self._cond:
                     if not self._queue:
-                        self._cond.wait(self.idle_s)
+                        if not self._closed:
+                            self._cond.wait(self.idle_s)
                         if not self._queue:
+                            self._idle()
                             self._thread = None  # under the lock: the next submit starts one
                             return
                     n = min(len(self._queue), self.max_batch)
@@ -111,6 +137,7 @@ class GroupCommit(Generic[I, R]):
                 self._apply(batch)
         except BaseException:
             with self._cond:  # dying with items queued: a new thread takes them over
+                self._idle()
                 self._thread = None
                 if self._queue:
                     self._start_locked()

@@ -3,16 +3,25 @@
 Each request is validated on its own (signature, fields); the database work is group-committed
 (groupcommit.py): every callback that arrived while the previous batch was being applied goes
 into ONE transaction, and each request is answered 200 only after that transaction committed.
+The group-commit thread keeps one connection checked out while it has work
+(``store.HeldConnection``): no pool checkout with its pre-ping ``SELECT 1`` per batch.
 A batch that fails is retried callback by callback, so each request gets the answer it would
 have got alone (503 when the database is unavailable: Twilio retries).
 
 A callback whose SID no outbox row has yet (the worker records SIDs after a batch of sends) is
 answered 200 too, and kept to be applied again a little later (early.py).
+
+A callback that provably changes nothing -- an intermediate status (queued, sent, ...) without an
+error code: ``provider_status.moves_nothing`` says why -- is answered 200 right after its
+signature and fields are checked, with no transaction and nothing kept: two of the three
+callbacks Twilio posts per message.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,6 +39,8 @@ from dispatcher.webhooks.groupcommit import GroupCommit
 from dispatcher.webhooks.twiml import twiml_response
 
 PATH = "/twilio/status"
+#: where a transaction gets its session: ``Database.session`` or ``HeldConnection.session``
+InSession = Callable[[], AbstractContextManager[Any]]
 
 
 def install(app: Starlette, ctx: Context) -> StatusEndpoint:
@@ -78,20 +89,27 @@ class StatusEndpoint:
                     pass
 
 
-def apply_batch(ctx: Context, updates: list[StatusUpdate]) -> list[StatusResult]:
-    """Callbacks in one transaction (``provider_status.apply_statuses``)."""
+def apply_batch(
+    ctx: Context, updates: list[StatusUpdate], in_session: InSession | None = None
+) -> list[StatusResult]:
+    """Callbacks in one transaction (``provider_status.apply_statuses``), in a session of
+    ``in_session`` (default: the database's pool)."""
     now = ctx.runtime.clock.now()
-    with ctx.runtime.db.session() as s:
+    with (in_session or ctx.runtime.db.session)() as s:
         return apply_statuses(s, updates, now=now, campaigns=ctx.campaigns, halts=ctx.runtime.halts)
 
 
 def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
+    """The group commit, its thread on ONE held connection (``store.HeldConnection``: no pool
+    checkout and pre-ping round trip per batch), given back when the thread goes idle."""
+    held = ctx.runtime.db.held()
     return GroupCommit(
-        lambda us: apply_batch(ctx, us),
-        lambda u: apply_one(ctx, u),
+        lambda us: apply_batch(ctx, us, held.session),
+        lambda u: apply_one(ctx, u, held.session),
         max_batch=ctx.options.status_batch_max,
         give_up=(StorageError,),
         name="status-commit",
+        on_idle=held.release,
     )
 
 
@@ -106,10 +124,11 @@ def status_early(ctx: Context) -> EarlyStatuses:
     )
 
 
-def apply_one(ctx: Context, u: StatusUpdate) -> StatusResult:
-    """One callback in its own transaction."""
+def apply_one(ctx: Context, u: StatusUpdate, in_session: InSession | None = None) -> StatusResult:
+    """One callback in its own transaction (in a session of ``in_session``)."""
     return ctx.transaction(
         apply_status,
+        in_session=in_session,
         sid=u.sid,
         status=u.status,
         error_code=u.error_code,
@@ -150,6 +169,8 @@ async def _status(
     sid = form.get("MessageSid", required=True, max_len=SID_MAX) or ""
     status = (form.get("MessageStatus", required=True, max_len=32) or "").strip().lower()
     error_code = parse_error_code(form.get("ErrorCode", max_len=16))
+    if provider_status.moves_nothing(status, error_code):
+        return _OK  # applying it would change nothing, now or later (provider_status.py)
     update = StatusUpdate(sid, status, error_code)
     res = await commit.submit(update)
     if res.outcome == "applied":

@@ -73,3 +73,41 @@ def test_only_outbox_py_updates_the_outbox_table() -> None:
 def test_the_check_finds_the_owners_own_updates() -> None:
     assert len(_writers(PACKAGE / "outbox.py")) >= 8
     assert len(_writers(PACKAGE / "outbox_states.py")) == 1  # through the Core view
+
+
+def _sid_writes(path: Path) -> list[tuple[str, bool]]:
+    """Where ``path`` sets ``provider_sid`` (``.values(provider_sid=...)``, a ``{"provider_sid":
+    ...}`` of values, a raw ``SET ... provider_sid = ...``), each with whether the same write
+    sets the state to ``sent``."""
+    source = path.read_text(encoding="utf-8")
+    found: list[tuple[str, bool]] = []
+    for node in ast.walk(ast.parse(source)):
+        pairs: dict[str, str] = {}
+        if isinstance(node, ast.Call):
+            pairs = {k.arg: ast.unparse(k.value) for k in node.keywords if k.arg}
+        elif isinstance(node, ast.Dict):
+            pairs = {
+                k.value: ast.unparse(v)
+                for k, v in zip(node.keys, node.values, strict=True)
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            }
+        if "provider_sid" in pairs:
+            sent = pairs.get("state") in {"SENT", "'sent'", "outbox.SENT"}
+            found.append((f"{path.name}:{node.lineno}", sent))  # type: ignore[attr-defined]
+    flat = re.sub(r'"\s*\n\s*"', "", source)  # adjacent string literals of one statement
+    for m in re.finditer(r"\bSET\b(.*?)\b(?:FROM|WHERE|RETURNING)\b", flat, re.S | re.I):
+        if re.search(r"\bprovider_sid\s*=", m.group(1)):
+            line = source.count("\n", 0, m.start()) + 1
+            found.append((f"{path.name}:~{line}", "state = 'sent'" in m.group(1)))
+    return found
+
+
+def test_a_sid_is_recorded_only_with_the_state_sent() -> None:
+    """provider_status.moves_nothing rests on this: every row that has a provider SID ranks at
+    least ``sent`` (the SID is written only together with ``state = 'sent'``; no transition
+    lowers a row from ``sent`` or a final state), so an intermediate status never moves one."""
+    code = [p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts]
+    writes = [w for p in code for w in _sid_writes(p)]
+    assert len(writes) >= 3  # mark_sent, mark_sent_many, resolve_unknown
+    assert {w.split(":")[0] for w, _ in writes} == {"outbox.py"}
+    assert [w for w, sent in writes if not sent] == []

@@ -161,3 +161,24 @@ def test_the_thread_stops_when_idle_and_restarts():
     assert asyncio.run(gc.submit(1)) == "ok:1"
     wait_for(lambda: gc._thread is None)
     assert asyncio.run(gc.submit(2)) == "ok:2"
+
+
+def test_on_idle_runs_once_per_idle_exit_before_a_new_thread_starts():
+    """The status route gives its held connection back in ``on_idle``: it runs when the thread
+    goes idle (not per batch), under the lock (a submit meanwhile waits for it), and a thread
+    dying on an unexpected error runs it too."""
+    rec = Recorder()
+    calls: list[str] = []
+    gc = make(rec, idle_s=0.01, on_idle=lambda: calls.append(threading.current_thread().name))
+    assert asyncio.run(gc.submit(1)) == "ok:1"
+    assert asyncio.run(gc.submit(2)) == "ok:2"
+    wait_for(lambda: gc._thread is None)
+    assert calls == ["group-commit"]
+    assert asyncio.run(gc.submit(3)) == "ok:3"
+    wait_for(lambda: gc._thread is None)
+    assert len(calls) == 2
+
+    rec.fail_one[4] = KeyboardInterrupt()  # not an Exception: it kills the thread
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(gc.submit(4))
+    wait_for(lambda: len(calls) == 3)

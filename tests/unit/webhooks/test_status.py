@@ -198,3 +198,61 @@ def test_campaign_guard_override_applies(sqlite_db, clock):
     got = _get(sqlite_db, Run, run.id)
     assert got.state == "paused" and "delivery failures 10.0%" in got.pause_reason
     assert "30007" not in got.pause_reason
+
+
+INTERMEDIATE = ("queued", "accepted", "scheduled", "sending", "sent")
+
+
+def test_the_statuses_that_change_nothing_are_the_intermediate_ones_without_a_code():
+    from dispatcher import outbox
+    from dispatcher.provider_status import moves_nothing
+
+    assert {st for st in outbox.PROVIDER_STATE if moves_nothing(st, None)} == set(INTERMEDIATE)
+    assert not any(moves_nothing(st, 30007) for st in outbox.PROVIDER_STATE)
+    assert not moves_nothing("teleported", None)  # an unknown value keeps the full path
+
+
+@pytest.mark.parametrize("start", ["sent", "delivered", "undelivered", "failed"])
+def test_an_intermediate_status_moves_no_row_that_has_its_sid(any_db, clock, start):
+    """What ``moves_nothing`` claims, against the database's own compare-and-set: from every
+    state a row with a SID can be in, the full path moves nothing for an intermediate status
+    (and does move a ``sent`` row for a final one: the check is not vacuous)."""
+    from dispatcher import outbox
+
+    world = build_world(any_db)
+    row = world.add_row(start, sid=SID)
+    with any_db.session() as s:
+        for st in INTERMEDIATE:
+            assert outbox.apply_provider_status(s, SID, st, None, clock.now()) is None, st
+        moved = outbox.apply_provider_status(s, SID, "delivered", None, clock.now())
+    assert (moved is not None) == (start == "sent")
+    assert _get(any_db, OutboxMessage, row.id).state == ("delivered" if start == "sent" else start)
+
+
+def test_an_intermediate_callback_is_acknowledged_without_a_transaction(
+    client, world, metrics, monkeypatch
+):
+    """Signed and checked, answered 200, never handed to the group commit nor kept for later;
+    a bad signature is still refused, and an intermediate status WITH an error code still goes
+    the one ``apply_status`` way."""
+    ctx = client.app.state.webhooks
+    row = world.add_row("sent", sid=SID)
+    submitted: list[object] = []
+    submit = ctx.status_commit.submit
+
+    async def counting(update: object) -> object:
+        submitted.append(update)
+        return await submit(update)
+
+    monkeypatch.setattr(ctx.status_commit, "submit", counting)
+    for st in INTERMEDIATE:
+        assert post(client, "/twilio/status", status(SID, st)).status_code == 200
+        assert post(client, "/twilio/status", status("SM" + "e" * 32, st)).status_code == 200
+    assert submitted == [] and ctx.early.pending() == 0
+    assert post(client, "/twilio/status", status(SID, "sent"), signature="bad").status_code == 403
+    assert post(client, "/twilio/status", status(SID, "sent", 30007)).status_code == 200
+    assert [(u.status, u.error_code) for u in submitted] == [("sent", 30007)]
+    assert post(client, "/twilio/status", status(SID, "delivered")).status_code == 200
+    got = _get(world.db, OutboxMessage, row.id)
+    assert (got.state, got.provider_status) == ("delivered", "delivered")
+    assert [c[0] for c in metrics.calls] == ["delivered"]
