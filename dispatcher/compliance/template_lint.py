@@ -43,6 +43,7 @@ from functools import cache, lru_cache
 from itertools import accumulate
 
 from dispatcher.compliance import boundary, content, evasion
+from dispatcher.compliance.dispatch import dispatch
 from dispatcher.compliance.findings import Finding
 from dispatcher.compliance.lint import BodyFacts, body_findings, fact_findings, lint_body
 
@@ -115,8 +116,7 @@ def _phone_lower() -> str:
     return src
 
 
-@lru_cache(maxsize=64)
-def _scanner(patterns: frozenset[int]) -> re.Pattern[str]:
+def _union(patterns: frozenset[int]) -> str:
     """The patterns ``patterns`` (indices in ``_patterns()``) as one search of the lower-cased
     body.  The case-insensitive patterns have no capital letter, so they need no ``(?i)``
     (which costs several times more); the phone pattern is read as :func:`_phone_lower`."""
@@ -130,7 +130,16 @@ def _scanner(patterns: frozenset[int]) -> re.Pattern[str]:
             src = rx.pattern.removeprefix("(?i)")
             assert src == src.lower() or rx.pattern == src, rx.pattern
         lower.append(f"(?:{src})")
-    return re.compile("|".join(lower))
+    return "|".join(lower)
+
+
+@lru_cache(maxsize=64)
+def _scanner(patterns: frozenset[int]) -> re.Pattern[str]:
+    """:func:`_union` of ``patterns``, rewritten by :func:`dispatch.dispatch`: the same
+    positions match, most of the others are rejected at their first character (the bench's
+    value scans: 3.4 times fewer machine instructions for the terms' scan of ``Your order ``
+    and the value, 1.5 times fewer for the other patterns' scan of the value; callgrind)."""
+    return re.compile(dispatch(_union(patterns)))
 
 
 _Local = tuple[frozenset[str], tuple[str, ...], bool, bool, bool, bool]
