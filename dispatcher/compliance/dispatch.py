@@ -19,8 +19,14 @@ The rewrite (:func:`dispatch`), which keeps the set of match positions:
    also reads ``c``: ``(?<!B)c`` is ``c(?<!Bc)``, ``\\b`` before a word character is
    ``(?<!\\w)``, before a non-word character ``(?<=\\w)``, and a one-character lookahead
    ``(?=K)c`` is ``c(?<=K)``;
-3. **group the branches by their first literal character**: ``c(?:rest|rest')``, one
-   comparison per character instead of one entry per branch.
+3. **group the branches by the character that opens them**: the ASCII characters that open the
+   same branches form one alternative (``[02-79](?:rest|rest')``: one comparison per character
+   instead of one entry per branch; a branch that may open with another character is also
+   tried behind ``[^\\x00-\\x7f](?<=its first character)``);
+4. **one look behind for a group**: where the branches of such an alternative each forbid some
+   characters before the first one (``\\b``, ``(?<![\\w/])``), a single lookbehind rejects the
+   characters they all forbid before any of them is entered (``1000``: the ``0`` after ``1``
+   opens no branch that may start inside a word).
 
 Anything else (back-references, flags inside the pattern, possessive repeats, atomic groups,
 anchors, a branch that may match the empty string, more than ``MAX_BRANCHES`` branches) leaves
@@ -33,7 +39,7 @@ from __future__ import annotations
 import re
 from re import _constants as C  # type: ignore[attr-defined]
 from re import _parser as P  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_BRANCHES = 2000
 
@@ -210,6 +216,53 @@ def _moved(assertion: Item, first: Item) -> str | None:
     return f"{head}{render(inner)})"
 
 
+_ASCII = [chr(c) for c in range(128)]
+_WORD = frozenset(c for c in _ASCII if re.fullmatch(r"\w", c))
+
+
+class _Item(NamedTuple):
+    ascii: frozenset[str]  # the ASCII characters its first character may be
+    other: bool  # and whether it may be another one
+    excluded: frozenset[str]  # ASCII characters its assertions forbid before the first one
+    checks: str  # its assertions, read after the first character
+    rest: str
+    first: str
+
+
+def _members(first: Item) -> tuple[frozenset[str], bool]:
+    """The ASCII characters ``first`` matches, and whether it may match another one."""
+    rx = re.compile(render([first]))
+    ascii_ = frozenset(c for c in _ASCII if rx.fullmatch(c))
+    op, av = first
+    if op is C.LITERAL:
+        return ascii_, av >= 128
+    if op is C.IN:
+        other = any(
+            iop in (C.NEGATE, C.CATEGORY)
+            or (iop is C.LITERAL and iav >= 128)
+            or (iop is C.RANGE and iav[1] >= 128)
+            for iop, iav in av
+        )
+        return ascii_, other
+    return ascii_, True
+
+
+def _excluded(before: tuple[Item, ...], first: Item) -> frozenset[str]:
+    """ASCII characters that the assertions ``before`` forbid just before ``first``."""
+    out: set[str] = set()
+    for op, av in before:
+        if op is C.AT:
+            word = _word_class(first)
+            if av is C.AT_BOUNDARY and word is not None:
+                out |= _WORD if word else set(_ASCII) - _WORD
+        elif av[0] == -1:  # a lookbehind of one character
+            inner = list(av[1].data)
+            if len(inner) == 1 and inner[0][0] in (C.LITERAL, C.IN, C.NOT_LITERAL):
+                members, _ = _members(inner[0])
+                out |= members if op is C.ASSERT_NOT else set(_ASCII) - members
+    return frozenset(out)
+
+
 def dispatch(pattern: str, flags: int = 0) -> str:
     """``pattern`` rewritten as the module docstring says; ``pattern`` itself when the rewrite
     does not apply.  Only ``search(...) is None`` is kept: which match is found, its groups and
@@ -220,23 +273,52 @@ def dispatch(pattern: str, flags: int = 0) -> str:
             raise _Bail("flags")
         out: list[Branch] = []
         _branches(list(parsed.data), (), out)
-        buckets: dict[str, dict[str, list[str]]] = {}
+        items = []
         for before, first, rest in out:
             moved = [_moved(a, first) for a in before]
             if None in moved:
                 continue  # an assertion ``first`` never passes
-            key = _chars(first)
-            group = buckets.setdefault(key, {}).setdefault("".join(filter(None, moved)), [])
-            group.append(render(list(rest)))
+            ascii_, other = _members(first)
+            checks = "".join(filter(None, moved))
+            excluded = _excluded(before, first)
+            items.append(_Item(ascii_, other, excluded, checks, render(list(rest)), _chars(first)))
     except (_Bail, RecursionError):
         return pattern
+    blocks: dict[frozenset[int], list[str]] = {}  # the branches a character opens -> characters
+    for c in _ASCII:
+        opened = frozenset(i for i, it in enumerate(items) if c in it.ascii)
+        if opened:
+            blocks.setdefault(opened, []).append(c)
     alternatives = []
-    for key, groups in buckets.items():
-        bodies = []
-        for checks, rests in groups.items():
-            body = "|".join(dict.fromkeys(rests))
-            bodies.append(f"{checks}(?:{body})" if body else checks)
-        alternatives.append(f"{key}(?:{'|'.join(bodies)})")
+    for opened, chars in blocks.items():
+        key = re.escape(chars[0]) if len(chars) == 1 else f"[{''.join(map(re.escape, chars))}]"
+        inside = [items[i] for i in sorted(opened)]
+        # the branches whose assertions forbid some characters before this one: one look at
+        # the character before for all of them (those it forbids to every one) first
+        guarded = [(it.checks, it.rest) for it in inside if it.excluded]
+        branches = [_inner([(it.checks, it.rest) for it in inside if not it.excluded])]
+        if guarded:
+            common = frozenset.intersection(*(it.excluded for it in inside if it.excluded))
+            guard = f"(?<![{''.join(map(re.escape, sorted(common)))}]{key})"
+            branches.append(guard + _inner(guarded))
+        alternatives.append(f"{key}(?:{'|'.join(b for b in branches if b)})")
+    beyond = [(f"(?<={it.first}){it.checks}", it.rest) for it in items if it.other]
+    if beyond:
+        alternatives.append(r"[^\x00-\x7f]" + _inner(beyond))
     if not alternatives:
         return "(?!)"
     return "(?:" + "|".join(alternatives) + ")"
+
+
+def _inner(branches: list[tuple[str, str]]) -> str:
+    """``(checks, rest)`` branches after their first character, grouped by their checks."""
+    if not branches:
+        return ""
+    groups: dict[str, list[str]] = {}
+    for checks, rest in branches:
+        groups.setdefault(checks, []).append(rest)
+    bodies = []
+    for checks, rests in groups.items():
+        body = "|".join(dict.fromkeys(rests))
+        bodies.append(f"{checks}(?:{body})" if body else checks)
+    return f"(?:{'|'.join(bodies)})"
