@@ -45,7 +45,14 @@ from itertools import accumulate
 from dispatcher.compliance import boundary, content, evasion
 from dispatcher.compliance.dispatch import dispatch
 from dispatcher.compliance.findings import Finding
-from dispatcher.compliance.lint import BodyFacts, body_findings, fact_findings, lint_body
+from dispatcher.compliance.lint import (
+    LONG_MESSAGE_CHARS,
+    BodyFacts,
+    body_findings,
+    fact_findings,
+    lint_body,
+)
+from dispatcher.compliance.segments import segments
 
 #: context characters standing for every class the patterns' lookarounds tell apart
 _CONTEXT = ("a", "A", "0", "_", "/", "#", " ", "-", ".", "$", "+", "(")
@@ -201,6 +208,11 @@ class Plan:
     found: dict[tuple[bool, bool, bool, str, bool], tuple[Finding, ...]] = field(
         default_factory=dict, compare=False
     )
+    #: :func:`_fixed` by all the rules (``found``'s, then brand name, first message, opt-out
+    #: sentence)
+    fixed: dict[tuple[object, ...], tuple[Finding, ...] | None] = field(
+        default_factory=dict, compare=False
+    )
 
 
 @lru_cache(maxsize=256)
@@ -326,6 +338,42 @@ def _clean(
     return True
 
 
+_UNSET = object()
+
+
+def _fixed(
+    how: Plan,
+    literals: tuple[str, ...],
+    has_links: bool,
+    has_phone: bool,
+    age_gated: bool,
+    usecase: str,
+    proactive: bool,
+    brand_name: str | None,
+    first_message: bool,
+    opt_out_language: str | None,
+) -> tuple[Finding, ...] | None:
+    """The findings of every clean body of the template (its scans are the literals') that is
+    GSM-7 and at most ``LONG_MESSAGE_CHARS`` long, when the literals decide the rest: a literal
+    is not blank, and the brand name and the campaign's opt-out sentence, where the rules ask
+    for them, are inside one literal (then inside the body, whatever the values); None when a
+    value may change them.  They are ``body_findings`` of the literals joined: blank, length,
+    encoding and size findings are none for both, the rest the same."""
+    rep = "".join(literals)
+    folded = [lit.casefold() for lit in literals]
+    if not rep.strip() or len(rep) > LONG_MESSAGE_CHARS or segments(rep).encoding != "GSM-7":
+        return None
+    if brand_name and not any(brand_name.strip().casefold() in f for f in folded):
+        return None
+    if proactive and not how.facts.opt_out_language and opt_out_language:
+        if not any(opt_out_language.strip().casefold() in f for f in folded):
+            return None
+    found = fact_findings(how.facts, has_links, has_phone, age_gated, usecase, proactive)
+    return body_findings(
+        rep, how.facts, found, brand_name, first_message, proactive, opt_out_language
+    )
+
+
 def lint_parts(
     parts: tuple[str, ...],
     body: str,
@@ -355,6 +403,27 @@ def lint_parts(
                 _ready[literals] = how
     if how is not None and body.isascii() and "".join(parts) == body and all(parts[1::2]):
         if _clean(how.scans, body.lower(), [0, *accumulate(map(len, parts))]):
+            every = (
+                has_links,
+                has_phone,
+                age_gated,
+                usecase,
+                proactive,
+                brand_name,
+                first_message,
+                opt_out_language,
+            )
+            fixed = how.fixed.get(every, _UNSET)
+            if fixed is _UNSET:
+                if len(how.fixed) > 64:
+                    how.fixed.clear()
+                fixed = how.fixed[every] = _fixed(how, literals, *every)
+            if (
+                fixed is not None
+                and len(body) <= LONG_MESSAGE_CHARS
+                and segments(body).encoding == "GSM-7"
+            ):
+                return fixed  # type: ignore[return-value]
             rules = (has_links, has_phone, age_gated, usecase, proactive)
             found = how.found.get(rules)
             if found is None:
