@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from dispatcher.compliance import ContactState, OutgoingMessage, compose, decide, template_lint
 from dispatcher.compliance.boundary import edges
 from dispatcher.compliance.content import LINK_RE, PHONE_RE, _tables
-from dispatcher.compliance.lint import lint_body
+from dispatcher.compliance.lint import body_findings, lint_body
 
 from .helpers import Camp
 
@@ -131,11 +132,15 @@ def test_each_pattern_scans_only_the_literals_it_may_cross():
     it; no link, phone number or opt-out wording can, so those scan the value alone."""
     got = template_lint.plan(("Your order ", " shipped"))
     assert got is not None and got.windows == ((0, 1),)
+    # a text each pattern finds (and the others do not): the scans that find it are its own
+    samples = ["buy viagra", "v1agra", "www.x.com", "212-555-0100", "reply stop", "text 2 to end"]
+    for j, (p, _) in enumerate(template_lint._patterns()):
+        assert [k for k, text in enumerate(samples) if p.search(text)] == [j]
     by_pattern = {}
     for rx, windows in got.scans:
-        for j, (p, _) in enumerate(template_lint._patterns()):
-            src = template_lint._phone_lower() if p is PHONE_RE else p.pattern
-            if f"(?:{src.removeprefix('(?i)')})" in rx.pattern:
+        for j, sample in enumerate(samples):
+            if rx.search(sample):
+                assert j not in by_pattern, "one scan per pattern"
                 by_pattern[j] = windows
     assert by_pattern == {
         0: ((0, 1),),
@@ -316,3 +321,49 @@ def test_a_plan_is_built_by_one_thread_while_the_others_lint_whole_bodies():
         template_lint.plan = real  # type: ignore[assignment]
     assert got == [real(literals)] and got[0] is not None
     assert template_lint._plan_once(literals) is got[0]  # built: every thread uses it
+
+
+@pytest.mark.parametrize(
+    ("literals", "values"),
+    [
+        # the campaign's opt-out sentence and the brand name in a literal, in a value, across
+        (("Acme: order ", " shipped. Ask us to forget you"), ["#1", "x" * 300, "{1}", "`"]),
+        (("Order ", " shipped. Ask us to "), ["forget you", "#1", "stay"]),
+        (("Ac", " order shipped. Reply STOP to opt out."), ["me", "#1"]),
+        (("Order ", " shipped"), ["#1 Acme", "Ask us to forget you", "Reply STOP to end"]),
+        # blank literals, a body made long or UCS-2 / extension characters by a value
+        ((" ", " "), ["Acme hi", "  "]),
+        (("Acme: code ", " expires. Reply STOP to opt out."), ["9" * 400, "[1]", "\\", "1"]),
+    ],
+)
+def test_the_fixed_findings_of_a_template_equal_the_whole_body_lint(literals, values, monkeypatch):
+    """``_fixed``: the findings the literals decide, taken when the body is short and GSM-7;
+    over every rule that changes them (brand, first message, proactive, opt-out sentence)."""
+    calls = []
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        calls.append(args[0])
+        return body_findings(*args)
+
+    monkeypatch.setattr(template_lint, "body_findings", counted)
+    checked = 0
+    for rules in itertools.product(
+        [False, True],
+        [False],
+        [False],
+        ["ACCOUNT_NOTIFICATION", "CONVERSATIONAL"],
+        [None, "Acme", "ACME", "  "],
+        [False, True],
+        [False, True],
+        [None, "Ask us to forget you", "  "],
+    ):
+        for value in values:
+            parts = _parts(list(literals), [value])
+            body = "".join(parts)
+            assert template_lint.lint_parts(parts, body, *rules) == lint_body(body, *rules), (
+                parts,
+                rules,
+            )
+            checked += 1
+    if any(lit.strip() for lit in literals):  # blank literals decide nothing
+        assert len(calls) < checked  # some bodies took the fixed findings
