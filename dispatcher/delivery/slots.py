@@ -12,13 +12,22 @@ cannot book within the horizon goes back to the outbox with a later ``due_at``.
 queued, its attempt given back, ``enqueued_at`` set) and, when its batch ends, rides a delayed
 queue message with its booking (no worker thread waits).  The booked rows of a batch ride
 *together*: one message per group of rows whose slots lie within ``max_hold_s - wake_lead_s``
-of the group's first and that one thread, sending them in turn at the recent pace, sends
-within half their grace of their slots, due
-``wake_lead_s`` before the group's first slot.  At delivery the group is loaded, gated and
-claimed at once, as a released batch is; each row then waits in the thread for its own slot
-(``BatchSlots.wait``, before its halt check) and is sent at it.  So a window's rows go at the
-window's start, not one queue wake-up (~2 polls of 100 ms) late each, and the grace only has to
-cover what follows the slot (docs/throttle.md "Grace").
+of the group's first and that one thread, sending them in turn at the recent *send* pace (from
+a row's halt check to its send, ``Slots.send_pace``), sends within half their grace of their
+slots, due ``wake_lead_s`` before the group's first slot, its rows in slot order.  At delivery
+the group is loaded, gated and claimed at once, as a released batch is; each row then waits in
+the thread for its own slot (``BatchSlots.wait``, before its halt check) and is sent at it.  So
+a window's rows go at the window's start, not one queue wake-up (~2 polls of 100 ms) late each,
+and the grace only has to cover what follows the slot (docs/throttle.md "Grace").
+
+Measured (bench/utilisation.py, MPS-bound: 120 rows a window at 2 MPS, embedded mode): grouped
+by each row's ``due`` (a late estimate whose error exceeded the slots' spacing) and at the
+batch's pace (0.05-0.11 s a row, booking later windows' rows included, where a send took
+0.003-0.06 s), a window's 120 rows rode 34-38 messages, some in reverse slot order; they queued
+for the 8 worker threads (each message holds one from its wake-up) and some rows missed their
+grace: one extra window, 0.656 in 4 runs of 5.  In slot order and at the send pace: 12-27
+messages a window, 0.974-0.980 in 3 runs of 4; the fourth still lost a window to the thread
+shortage (docs/scaling.md, issue 22 item 1).
 """
 
 from __future__ import annotations
