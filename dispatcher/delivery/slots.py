@@ -25,11 +25,11 @@ by each row's ``due`` (a late estimate whose error exceeded the slots' spacing) 
 batch's pace (0.05-0.11 s a row, booking later windows' rows included, where a send took
 0.003-0.06 s), a window's 120 rows rode 34-38 messages, some in reverse slot order; they queued
 for the 8 worker threads (each message holds one from its wake-up) and some rows missed their
-grace: one extra window, 0.656 in 4 runs of 5.  In slot order and at the send pace: 12-27
-messages a window, 0.974-0.980 in 3 runs of 4; the fourth still lost a window to the thread
-shortage.  At 100 per 10 s (embedded) the send pace did not help (0.757-0.761 against main's
-0.761-0.762, once 0.633: longer messages hold their threads longer); docs/scaling.md, issue 22
-item 1.
+grace: one extra window, 0.653-0.656 in 5 runs of 6.  In slot order and at the send pace: 12-27
+messages a window, 0.974-0.980 in 3 runs of 5 (main: 1 of 6); the others still lost a window to
+the thread shortage.  At 100 per 10 s (embedded) the send pace did not help (0.757-0.761
+against main's 0.761-0.762, once 0.633: longer messages hold their threads longer);
+docs/scaling.md, issue 22 item 1.
 """
 
 from __future__ import annotations
