@@ -20,7 +20,8 @@ Two modes, each scenario on a fresh deployment:
   scheduler and ``--processes`` x ``--threads`` Dramatiq workers on real Redis + PostgreSQL
   (tests/harness.py, as bench/pipeline.py starts them);
 * **embedded**, as ``dispatcher up``: one process (a child of the bench) with SQLite, the
-  StubBroker and 8 worker threads, the throttle on fakeredis, the in-process sandbox.
+  StubBroker and ``--threads`` worker threads (8, as ``dispatcher up``), the throttle on
+  fakeredis, the in-process sandbox.
 
 Besides the efficiency it prints the carrier's bursts (where the gaps come from: the spacing
 between windows, or their spread) and how late the carried rows reached the carrier after
@@ -222,7 +223,16 @@ def embedded(scen: tuple[str, int, int, float, int], args: argparse.Namespace) -
         env["DISPATCHER_THROTTLE_GRACE_S"] = grace
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, __file__, "--code", str(ROOT), "--embedded-child", scen[0]],
+        [
+            sys.executable,
+            __file__,
+            "--code",
+            str(ROOT),
+            "--embedded-child",
+            scen[0],
+            "--threads",
+            str(args.threads),
+        ],
         env=env,
         capture_output=True,
         text=True,

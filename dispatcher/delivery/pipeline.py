@@ -297,6 +297,7 @@ class Pipeline:
                     sent = []
                 touched.add(x.row_id)
                 slots.wait(i)  # a carried row's slot, a moment away: before its halt check
+                began = clock.time()
                 halted = self.halt_check.check(x, token, epoch)
                 if halted is not None:
                     self.slots.release(x.booking)
@@ -311,6 +312,7 @@ class Pipeline:
                     break
                 started.add(x.row_id)
                 out[x.row_id], done = self.send(x, token)
+                slots.sent(began)
                 if done is not None:
                     oldest = oldest if sent else clock.time()
                     sent.append(done)

@@ -291,3 +291,99 @@ def test_a_stop_while_a_carried_row_waits_for_its_slot_stops_it(harness):
     assert stopped and 0 < stopped[0] <= p.config.wake_lead_s + 0.01
     assert harness.row(ids[1]).state == outbox.SUPPRESSED
     assert len(harness.records()) == 1
+
+
+class SlowBookings:
+    """The real throttle, its reservations for later slots slow as in the embedded mode, where
+    fakeredis runs each script of a pipeline in turn in the worker's process: ``seconds`` pass
+    after each call that books ahead (the first row's answer comes the latest after its
+    script ran)."""
+
+    def __init__(self, inner: Any, clock: Any, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    def reserve_many(self, requests: Any, *, rows: Any, **kw: Any) -> Any:
+        out = []
+        for req, row in zip(requests, rows, strict=True):
+            out += self.inner.reserve_many([req], rows=[row], **kw)
+            if out[-1].wait_s > 0:
+                self.clock.advance(self.seconds)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_groups_rows_ride_in_slot_order_when_their_bookings_answered_late(harness):
+    """Four rows booked for the next window in one slow pipeline (0.1 s per call, their slots
+    10 ms apart): each row's own estimate of when its slot comes is late by the calls after
+    its own (0.3 s for the first row, 0 for the last), the reverse of the slots' order.  The
+    message still carries them in slot order, due ``wake_lead_s`` before the first slot, and
+    each goes at its own slot (sorted by the estimates the thread waited for the last row's
+    slot first, and the MPS-bound embedded run lost a window for its earlier rows)."""
+    harness.set_campaign(window_limit=4, window_seconds=60)
+    harness.contacts(8)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = _pipeline(harness, harness.rt.gateway)
+    check = p.halt_check.check
+
+    def check_10ms(*a: Any) -> Any:
+        harness.clock.advance(0.01)
+        return check(*a)
+
+    p.halt_check.check = check_10ms  # type: ignore[method-assign]
+    p.slots.pace = 0.2  # one row at a time: the first window's slots 10 ms apart
+    assert p.deliver_many(ids[:4]) == {i: "sent" for i in ids[:4]}
+    p = replace(p, throttle=SlowBookings(harness.rt.throttle, harness.clock, 0.1))
+    p.slots.pace = 0.01  # the next four are booked in one pipeline
+    assert p.deliver_many(ids[4:]) == {i: "booked" for i in ids[4:]}
+    bookings = {row_id: b for row_id, _, b in harness.queued}
+    slots = [bookings[i]["slot_at"] for i in ids[4:]]
+    assert slots == sorted(slots) and slots[-1] - slots[0] < 0.05
+    ((rows, delay),) = harness.messages
+    assert rows == ids[4:]  # in slot order
+    lead = p.config.wake_lead_s
+    assert harness.clock.time() + delay + lead == pytest.approx(slots[0], abs=0.002)
+    harness.clock.advance(delay)
+    assert p.deliver_many(rows, bookings) == {i: "sent" for i in rows}
+    times = sorted(r["received_at"] for r in harness.records())[4:]
+    assert all(0 <= t - s < 0.02 for t, s in zip(times, slots, strict=True))
+
+
+def test_booked_rows_are_grouped_at_the_pace_of_a_send_not_of_a_booking(harness):
+    """A batch whose first ten rows are sent (10 ms each) and next ten booked for the next
+    window (0.1 s each: unclaiming a row for later is its own write): one thread sends the ten
+    booked rows well within half their grace of their slots, so they ride ONE message.  At the
+    batch's own pace (booking included, 0.06 s a row) they rode two, and a window's booked rows
+    of many batches needed more worker threads at once than the embedded mode has."""
+    harness.set_campaign(window_limit=10, window_seconds=60)
+    harness.contacts(20)
+    run_id = harness.launch()
+    ids = [r.id for r in harness.rows(run_id)]
+    p = _pipeline(harness, harness.rt.gateway)
+    check, later = p.halt_check.check, p.slots._later
+
+    def check_10ms(*a: Any) -> Any:
+        harness.clock.advance(0.01)
+        return check(*a)
+
+    def slow_later(*a: Any, **kw: Any) -> Any:
+        harness.clock.advance(0.1)
+        return later(*a, **kw)
+
+    p.halt_check.check = check_10ms  # type: ignore[method-assign]
+    p.slots._later = slow_later  # type: ignore[method-assign]
+    out = p.deliver_many(ids)
+    assert [out[i] for i in ids] == ["sent"] * 10 + ["booked"] * 10
+    assert p.slots.pace > 0.05 and p.slots.send_pace < 0.02
+    ((rows, delay),) = harness.messages
+    assert sorted(rows) == ids[10:]
+    bookings = {row_id: b for row_id, _, b in harness.queued}
+    harness.clock.advance(delay)
+    p.slots._later = later  # type: ignore[method-assign]
+    assert p.deliver_many(rows, bookings) == {i: "sent" for i in rows}
+    times = sorted(r["received_at"] for r in harness.records())[10:]
+    slots = sorted(bookings[i]["slot_at"] for i in rows)
+    late = [t - s for t, s in zip(times, slots, strict=True)]
+    assert 0 <= min(late) and max(late) <= 0.5 * bookings[rows[0]]["grace_s"]
