@@ -91,7 +91,9 @@ def _rep(node: Node, lo: int, hi: int | None) -> Node:
     return Node("rep", items=(node,), lo=lo, hi=hi)
 
 
-def _class(items: list[tuple[object, object]]) -> str:
+def char_class(items: list[tuple[object, object]]) -> str:
+    """A parsed character set (``sre_parse`` IN items) as pattern text; ``Unsupported`` for
+    what it does not render (dispatch.py renders its sets with it too)."""
     out: list[str] = []
     for op, av in items:
         if op is C.NEGATE:
@@ -101,7 +103,7 @@ def _class(items: list[tuple[object, object]]) -> str:
         elif op is C.RANGE:
             lo, hi = cast("tuple[int, int]", av)  # sre_parse: RANGE carries (low, high)
             out.append(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
-        elif op is C.CATEGORY:
+        elif op is C.CATEGORY and av in _CATEGORY:
             out.append(_CATEGORY[av])
         else:
             raise Unsupported(str(op))
@@ -131,7 +133,7 @@ def _convert(sub: object, *, strict: bool = False) -> Node:
         elif op is C.ANY:
             parts.append(Node("atom", "."))
         elif op is C.IN:
-            parts.append(Node("atom", _class(av)))
+            parts.append(Node("atom", char_class(av)))
         elif strict and op in (C.AT, C.ASSERT, C.ASSERT_NOT):
             raise Unsupported(str(op))
         elif op is C.ASSERT_NOT and (look := _look(av)) is not None:

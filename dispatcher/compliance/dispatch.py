@@ -41,6 +41,8 @@ from re import _constants as C  # type: ignore[attr-defined]
 from re import _parser as P  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
+from dispatcher.compliance.boundary import Unsupported, char_class
+
 MAX_BRANCHES = 2000
 
 Item = tuple[Any, Any]
@@ -54,34 +56,10 @@ _AT = {
     C.AT_BOUNDARY: r"\b",
     C.AT_NON_BOUNDARY: r"\B",
 }
-_CATEGORY = {
-    C.CATEGORY_DIGIT: r"\d",
-    C.CATEGORY_NOT_DIGIT: r"\D",
-    C.CATEGORY_SPACE: r"\s",
-    C.CATEGORY_NOT_SPACE: r"\S",
-    C.CATEGORY_WORD: r"\w",
-    C.CATEGORY_NOT_WORD: r"\W",
-}
 
 
 def _char(code: int) -> str:
     return re.escape(chr(code))
-
-
-def _class(items: list[Item]) -> str:
-    out: list[str] = []
-    for op, av in items:
-        if op is C.NEGATE:
-            out.insert(0, "^")
-        elif op is C.LITERAL:
-            out.append(_char(av))
-        elif op is C.RANGE:
-            out.append(f"{_char(av[0])}-{_char(av[1])}")
-        elif op is C.CATEGORY and av in _CATEGORY:
-            out.append(_CATEGORY[av])
-        else:
-            raise _Bail(str(op))
-    return "[" + "".join(out) + "]"
 
 
 def render(items: list[Item]) -> str:
@@ -95,7 +73,7 @@ def render(items: list[Item]) -> str:
         elif op is C.ANY:
             out.append(".")
         elif op is C.IN:
-            out.append(_class(av))
+            out.append(char_class(av))
         elif op is C.AT and av in _AT:
             out.append(_AT[av])
         elif op in (C.ASSERT, C.ASSERT_NOT):
@@ -282,7 +260,7 @@ def dispatch(pattern: str, flags: int = 0) -> str:
             checks = "".join(filter(None, moved))
             excluded = _excluded(before, first)
             items.append(_Item(ascii_, other, excluded, checks, render(list(rest)), _chars(first)))
-    except (_Bail, RecursionError):
+    except (_Bail, Unsupported, RecursionError):
         return pattern
     blocks: dict[frozenset[int], list[str]] = {}  # the branches a character opens -> characters
     for c in _ASCII:
