@@ -74,6 +74,13 @@ def enqueue_many(ids: list[int]) -> None:
             deliver_batch.send(chunk)
 
 
+def flush_carried() -> None:
+    """The worker stops: its pipeline's held carried rows go on the queue (if it has one)."""
+    p: Pipeline | None = _state.get("pipeline")
+    if p is not None:
+        p.close()
+
+
 def _metrics() -> Metrics:
     return runtime().metrics
 
@@ -87,10 +94,11 @@ def _distributed(b: Any) -> bool:
 
 
 if not any(type(m).__name__ == "InFlight" for m in broker.middleware):
-    from workers.middleware import FairPrefetch, InFlight, Warmup
+    from workers.middleware import FairPrefetch, FlushCarried, InFlight, Warmup
 
     broker.add_middleware(InFlight(_metrics))
     broker.add_middleware(Warmup(pipeline, _distributed))
+    broker.add_middleware(FlushCarried(flush_carried))
     broker.add_middleware(FairPrefetch())
 
 

@@ -1,5 +1,5 @@
-"""Dramatiq middleware: the worker in-flight gauge, the warm-up at process boot, and a prefetch
-of one message per worker thread."""
+"""Dramatiq middleware: the worker in-flight gauge, the warm-up at process boot, the flush of
+held carried rows at shutdown, and a prefetch of one message per worker thread."""
 
 from __future__ import annotations
 
@@ -64,6 +64,21 @@ class Warmup(Middleware):
             self._build()
         except Exception:  # noqa: BLE001 - the first message retries and reports it
             log.warning("worker warm-up failed; the first message will try again", exc_info=True)
+
+
+class FlushCarried(Middleware):
+    """A worker that stops puts the carried rows its pipeline holds on the queue
+    (``dispatcher.delivery.carry``): another worker sends them at their slots.  ``flush`` does
+    nothing where no pipeline was built."""
+
+    def __init__(self, flush: Any) -> None:
+        self._flush = flush
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - the reconciler releases them after lost_after_s
+            log.warning("could not put the held carried rows on the queue", exc_info=True)
 
 
 class FairPrefetch(Middleware):

@@ -35,6 +35,15 @@ class DeliverConfig:
     #: a worker thread waits for a row's slot when it is this close, else the row is carried
     #: again; one message carries rows whose slots lie within ``max_hold_s - wake_lead_s``
     max_hold_s: float = 1.25
+    #: carried rows are held in their process until this long before their slots, then put on
+    #: the queue grouped with every row the process's batches booked for the same stretch (as
+    #: long again): a window's rows ride a few messages, not one or more per batch
+    #: (``carry.py``); ``math.inf`` puts each batch's rows on the queue when it ends
+    enqueue_ahead_s: float = 2.0
+    #: a process holds carried rows at most this far ahead of their slots (what it holds is
+    #: bounded by its throughput); rows further ahead ride a message due half of it before
+    #: their slots, and are held again by the process that receives it (``carry.py``)
+    hold_s: float = 120.0
     campaign_cache_s: float = 2.0
     #: a batch's rows not reached after this long go back to the outbox (well inside the
     #: reconciler's sending lease, and inside the halt keys' ``max_age_s``)

@@ -37,6 +37,7 @@ from sqlmodel import Session
 
 from dispatcher import compliance, ledger, outbox, runs
 from dispatcher.clock import Clock
+from dispatcher.delivery.carry import Carried
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.delivery.gate import History, Loader, Ready, Row, Verdict, evaluate
 from dispatcher.delivery.halt_check import HaltCheck
@@ -125,11 +126,29 @@ class Pipeline:
         epoch = self.halt_check.epoch()  # before the load: a halt after it is seen by the check
         ids = list(dict.fromkeys(ids))  # a repeated id is one row
         held = {i: Reservation.from_dict(b) for i, b in (bookings or {}).items() if b}
-        out: dict[int, Result] = {}
-        ready = self._gate(ids, held, out)
+        out = self._hold_again(ids, held)
+        ready = self._gate([i for i in ids if i not in out], held, out)
         if ready:
             out.update(self._hand_over(ready, epoch, read_at))
         return out
+
+    def _hold_again(self, ids: list[int], held: dict[int, Reservation]) -> dict[int, Result]:
+        """Parked rows (``carry.py``): booked rows whose slots are still too far to be sent from
+        this message go back to the process's carried rows, untouched (still queued and
+        carried): they ride the queue again, grouped with their stretch."""
+        far = [
+            Carried(i, r, r.slot_at)
+            for i in ids
+            if (r := held.get(i)) is not None
+            and r.slot_at is not None
+            and self.slots.carried.far(r.slot_at)
+        ]
+        self.slots.carry(far)
+        return {c.row_id: Result(Outcome.EARLY) for c in far}
+
+    def close(self) -> None:
+        """The worker stops: the carried rows this process holds go on the queue now."""
+        self.slots.carried.flush()
 
     def resolve(self, row_id: int) -> Result:
         """An ``unknown`` row: ask the carrier (the reconciler calls this)."""

@@ -10,15 +10,17 @@ cannot book within the horizon goes back to the outbox with a later ``due_at``.
 
 **Carried rows.**  A row booked for a later slot is unclaimed (``outbox.unclaim``: back to
 queued, its attempt given back, ``enqueued_at`` set) and, when its batch ends, rides a delayed
-queue message with its booking (no worker thread waits).  The booked rows of a batch ride
-*together*: one message per group of rows whose slots lie within ``max_hold_s - wake_lead_s``
-of the group's first and that one thread, sending them in turn at the recent *send* pace (from
-a row's halt check to its send, ``Slots.send_pace``), sends within half their grace of their
-slots, due ``wake_lead_s`` before the group's first slot, its rows in slot order.  At delivery
-the group is loaded, gated and claimed at once, as a released batch is; each row then waits in
-the thread for its own slot (``BatchSlots.wait``, before its halt check) and is sent at it.  So
-a window's rows go at the window's start, not one queue wake-up (~2 polls of 100 ms) late each,
-and the grace only has to cover what follows the slot (docs/throttle.md "Grace").
+queue message with its booking (no worker thread waits).  The booked rows of the process's
+batches ride *together* (``carry.py``: held until a moment before their slots, then grouped
+whichever batch booked them): one message per group of rows whose slots lie within
+``max_hold_s - wake_lead_s`` of the group's first and that one thread, sending them in turn at
+the recent *send* pace (from a row's halt check to its send, ``Slots.send_pace``), sends within
+half their grace of their slots, due ``wake_lead_s`` before the group's first slot, its rows in
+slot order.  At delivery the group is loaded, gated and claimed at once, as a released batch
+is; each row then waits in the thread for its own slot (``BatchSlots.wait``, before its halt
+check) and is sent at it.  So a window's rows go at the window's start, not one queue wake-up
+(~2 polls of 100 ms) late each, and the grace only has to cover what follows the slot
+(docs/throttle.md "Grace").
 
 Measured (bench/utilisation.py, MPS-bound: 120 rows a window at 2 MPS, embedded mode): grouped
 by each row's ``due`` (a late estimate whose error exceeded the slots' spacing) and at the
@@ -27,9 +29,8 @@ batch's pace (0.05-0.11 s a row, booking later windows' rows included, where a s
 for the 8 worker threads (each message holds one from its wake-up) and some rows missed their
 grace: one extra window, 0.653-0.656 in 5 runs of 6.  In slot order and at the send pace: 12-27
 messages a window, 0.974-0.980 in 3 runs of 5 (main: 1 of 6); the others still lost a window to
-the thread shortage.  At 100 per 10 s (embedded) the send pace did not help (0.757-0.761
-against main's 0.761-0.762, once 0.633: longer messages hold their threads longer);
-docs/scaling.md, issue 22 item 1.
+the thread shortage, which grouping the process's batches together addresses (``carry.py``,
+docs/scaling.md, issue 22 item 1).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from sqlalchemy import Connection
 
 from dispatcher import compliance, outbox
 from dispatcher.clock import Clock
+from dispatcher.delivery.carry import Carried, CarryBuffer
 from dispatcher.delivery.config import DeliverConfig
 from dispatcher.delivery.gate import Ready
 from dispatcher.delivery.ports import Enqueue, Metrics, Throttle
@@ -52,16 +54,6 @@ from dispatcher.throttle.policy import RECIPIENT_KINDS, Bucket, buckets_for
 from dispatcher.throttle.reservation import Reservation
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class _Carried:
-    """A row booked for a later slot, to ride a delayed queue message: ``due`` is when its slot
-    comes by this host's clock."""
-
-    row_id: int
-    booking: Reservation
-    due: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +111,8 @@ class Slots:
         #: carried group's rows go once their slots come (``carry``), a shared, rough average
         self.send_pace = 0.05
         self._shared: dict[tuple[int, int, int], tuple[Campaign, Brand, tuple[Bucket, ...]]] = {}
+        #: the carried rows of every batch of this process, held until their stretch comes
+        self.carried = CarryBuffer(clock, enqueue, config, self.release, lambda: self.send_pace)
 
     def for_batch(self, ready: list[Ready], token: str) -> BatchSlots:
         return BatchSlots(self, ready, token)
@@ -162,7 +156,7 @@ class Slots:
         token: str,
         now: datetime,
         held: _Held | None,
-        carried: list[_Carried],
+        carried: list[Carried],
         unsent: Collection[int] = (),
     ) -> Reservation | Result:
         """A slot usable now, or what happened instead: booked for later (unclaimed and added to
@@ -265,7 +259,7 @@ class Slots:
         now: datetime,
         delay: float,
         booking: Reservation,
-        carried: list[_Carried],
+        carried: list[Carried],
     ) -> None:
         """The row will ride a delayed queue message to its booked slot (unclaimed first: a
         lost enqueue is found by the reconciler)."""
@@ -278,52 +272,12 @@ class Slots:
             reason="throttle",
             enqueued=True,
         )
-        carried.append(_Carried(row_id, booking, self.clock.time() + delay))
+        carried.append(Carried(row_id, booking, self.clock.time() + delay))
 
-    def carry(self, carried: list[_Carried]) -> None:
-        """Enqueue the carried rows of a batch: one delayed message per group (module
-        docstring), its rows in the order of their slots, due ``wake_lead_s`` before the first.
-
-        Ordered and grouped by the slots themselves (the throttle's one clock), not by ``due``:
-        a row's ``due`` is this host's late estimate of its slot, late by the booking call's
-        time after the script ran, and the calls of one ``reserve_many`` ran one after the other
-        (the first row's the longest before the answer).  Where those calls are slow (the
-        embedded mode's fakeredis runs each script in this process, under its GIL: 0.25 s for
-        a pipeline of 7 at 120 rows a window) that error exceeds the slots' spacing, and sorted
-        by ``due`` a group's rows came in reverse order: its thread waited for the last slot
-        first and the earlier rows missed their grace (bench/utilisation.py, MPS-bound)."""
-        cfg = self.config
-        span = max(0.0, cfg.max_hold_s - cfg.wake_lead_s)
-        pace = max(self.send_pace, 1e-3)
-        groups: list[list[_Carried]] = []
-        free = 0.0  # when the last group's thread is done with its rows so far (projected)
-        for c in sorted(carried, key=_slot):
-            g = groups[-1] if groups else None
-            at = _slot(c)
-            done = max(at, free) + pace  # the thread sends the rows in turn, each at its slot
-            late = 0.5 * min([c.booking.grace_s, *(x.booking.grace_s for x in g or [])])
-            if g is not None and at - _slot(g[0]) <= span and done - at <= late:
-                g.append(c)
-            else:
-                groups.append([c])
-                done = at + pace
-            free = done
-        t = self.clock.time()
-        for g in groups:
-            # the earlier of the two estimates of its first slot on this host's clock
-            first = min(_slot(g[0]), *(c.due for c in g))
-            delay = max(0.0, first - t - cfg.wake_lead_s)
-            try:
-                self.enqueue([(c.row_id, c.booking.to_dict()) for c in g], delay)
-            except Exception:  # noqa: BLE001 - the reconciler releases the rows again
-                log.warning("could not enqueue %d booked rows", len(g), exc_info=True)
-                for c in g:
-                    self.release(c.booking)
-
-
-def _slot(c: _Carried) -> float:
-    """A carried row's slot (the throttle's clock; ``due`` for a booking without one)."""
-    return c.due if c.booking.slot_at is None else c.booking.slot_at
+    def carry(self, carried: list[Carried]) -> None:
+        """Put a batch's carried rows on the queue: held with the process's other carried rows
+        until a moment before their slots, then grouped (``carry.py``)."""
+        self.carried.add(carried)
 
 
 class BatchSlots:
@@ -334,7 +288,7 @@ class BatchSlots:
     def __init__(self, slots: Slots, ready: list[Ready], token: str) -> None:
         self.slots, self.ready, self.token = slots, ready, token
         self.held: dict[int, _Held] = {}
-        self.carried: list[_Carried] = []
+        self.carried: list[Carried] = []
         self.started = slots.clock.time()  # the clock that judges a slot's lateness
         self.waited = 0.0  # seconds this batch waited for slots (not part of its pace)
 

@@ -8,9 +8,10 @@ adds contacts with or without consent, launches runs, and records every queue op
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,11 @@ BRAND = "Acme Corporation"
 #: 15:00 UTC on a Monday (the FakeClock default): 10:00 in New York, 07:00 in Los Angeles
 START = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 GRANTED_AT = datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def unheld(p: Any) -> Any:
+    """``p`` with carried rows put on the queue as each batch ends (``enqueue_ahead_s`` inf)."""
+    return replace(p, config=replace(p.config, enqueue_ahead_s=math.inf))
 
 
 @dataclass
@@ -67,7 +73,10 @@ class Harness:
         return self.rt.sandbox
 
     def pipeline(self, enqueue: Any = None) -> Any:
-        return self.rt.pipeline(enqueue or self.enqueue)
+        """The runtime's pipeline, putting each batch's carried rows on the queue when the batch
+        ends: the FakeClock does not move by itself, so no thread could wait for a stretch to
+        come (the holding is tested in tests/unit/delivery/test_carry.py)."""
+        return unheld(self.rt.pipeline(enqueue or self.enqueue))
 
     def release_loop(self, pipeline: Any = None, **cfg: Any) -> ReleaseLoop:
         p = pipeline or self.pipeline()

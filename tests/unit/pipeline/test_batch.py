@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dispatcher import outbox, runs
+from dispatcher.clock import as_utc
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.errors import StorageError
 from dispatcher.halts import NoHaltKeys
@@ -387,3 +388,82 @@ def test_booked_rows_are_grouped_at_the_pace_of_a_send_not_of_a_booking(harness)
     slots = sorted(bookings[i]["slot_at"] for i in rows)
     late = [t - s for t, s in zip(times, slots, strict=True)]
     assert 0 <= min(late) and max(late) <= 0.5 * bookings[rows[0]]["grace_s"]
+
+
+def _held(harness: Any, limit: int, seconds: int, n: int) -> tuple[int, list[int], Pipeline]:
+    """A run of ``n`` at ``limit`` per ``seconds`` and a pipeline that holds its carried rows,
+    as shipped (the test puts each stretch on the queue: no thread waits for a FakeClock)."""
+    harness.set_campaign(window_limit=limit, window_seconds=seconds)
+    harness.contacts(n)
+    run_id = harness.launch()
+    p = harness.rt.pipeline(harness.enqueue)
+    p.slots.carried.autoflush = False
+    return run_id, [r.id for r in harness.rows(run_id)], p
+
+
+def test_the_booked_rows_of_two_batches_ride_one_message_for_their_window(harness):
+    """Four per 30 s, two batches of six: the first sends four and books two for the next
+    window, the second books the window's other two and four for the third.  With the shipped
+    ``enqueue_ahead_s`` nothing goes on the queue when the batches end; 2 s before the next
+    window one message carries its four rows, both batches' (batch by batch they rode two,
+    each holding a worker thread), and they go at their slots; a stopping worker flushes the
+    third window's four (``Pipeline.close``)."""
+    run_id, ids, p = _held(harness, 4, 30, 12)
+    assert p.config.enqueue_ahead_s == 2.0
+    try:
+        first = p.deliver_many(ids[:6])
+        second = p.deliver_many(ids[6:])
+        assert [first[i] for i in ids[:6]] == ["sent"] * 4 + ["booked"] * 2
+        assert set(second.values()) == {"booked"}
+        assert harness.messages == [] and p.slots.carried.held() == 8
+        bookings = {r.id: r for r in harness.rows(run_id)}
+        window2 = sorted(ids[4:10], key=lambda i: bookings[i].due_at)[:4]
+        assert set(window2) == set(ids[4:8])
+        slot = min(bookings[i].due_at for i in window2)
+        harness.clock.set(as_utc(slot).timestamp() - 2.0)
+        p.slots.carried.flush_due()
+        ((rows, delay),) = harness.messages
+        assert sorted(rows) == sorted(ids[4:8]) and delay == pytest.approx(1.5, abs=0.02)
+        booked = {row_id: b for row_id, _, b in harness.queued}
+        harness.clock.advance(delay)
+        assert p.deliver_many(rows, booked) == {i: "sent" for i in rows}
+        assert len(harness.records()) == 8
+    finally:
+        p.close()
+    assert sorted(r for m, _ in harness.messages[1:] for r in m) == sorted(ids[8:])
+    assert p.slots.carried.held() == 0
+
+
+def test_a_parked_rows_message_holds_it_again_without_touching_the_outbox(harness):
+    """One per 300 s: the second row's slot is ~300 s ahead, beyond ``hold_s`` (120 s), so it
+    is parked: its message is due 60 s before its slot, and the process that receives it holds
+    it again (``early``) without a database write; 2 s before its slot it goes on the queue
+    for its slot and is sent there."""
+    _, ids, p = _held(harness, 1, 300, 2)
+    try:
+        assert p.deliver_many(ids) == {ids[0]: "sent", ids[1]: "booked"}
+        ((rows, delay),) = harness.messages
+        booking = harness.queued[0][2]
+        assert rows == [ids[1]] and booking is not None
+        slot = booking["slot_at"]
+        assert slot - harness.clock.time() > p.config.hold_s
+        assert harness.clock.time() + delay == pytest.approx(slot - 60.0, abs=0.01)
+        before = harness.row(ids[1])
+        harness.clock.advance(delay)
+        assert p.deliver_many(rows, {ids[1]: booking}) == {ids[1]: "early"}
+        after = harness.row(ids[1])
+        assert (after.state, after.enqueued_at, after.attempts, after.updated_at) == (
+            before.state,
+            before.enqueued_at,
+            before.attempts,
+            before.updated_at,
+        )
+        assert len(harness.messages) == 1 and p.slots.carried.held() == 1
+        harness.clock.set(slot - 2.0)
+        p.slots.carried.flush_due()
+        assert harness.messages[-1][0] == [ids[1]]
+        harness.clock.advance(harness.messages[-1][1])
+        assert p.deliver_many([ids[1]], {ids[1]: booking}) == {ids[1]: "sent"}
+    finally:
+        p.close()
+    assert len(harness.records()) == 2

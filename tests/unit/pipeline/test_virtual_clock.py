@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from dispatcher import outbox, runs
 from dispatcher.clock import as_utc
 from dispatcher.throttle.policy import Bucket
-from tests.unit.pipeline.conftest import make_harness
+from tests.unit.pipeline.conftest import make_harness, unheld
 
 N = 500
 
@@ -65,7 +65,7 @@ def simulate(
             heapq.heappush(heap, (clock.time(), next(seq), row_id))
 
     # no webhook traffic: this test is about the queue and throttle
-    p = replace(harness.rt.pipeline(enqueue), status_callback=None)
+    p = replace(unheld(harness.rt.pipeline(enqueue)), status_callback=None)
     hk = harness.release_loop(p, **release)
     hk.enqueue_many = enqueue_many
     steps = 0
