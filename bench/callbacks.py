@@ -14,11 +14,12 @@ delivered — what Twilio posts for a Messaging Service send) through the sandbo
 ``HttpCallbackSender`` from this process.  A warm-up round (--warm rows) is not measured.
 
 ``--statuses`` picks the callbacks per row (e.g. ``queued,sending,sent``: only those the server
-acknowledges without a transaction).  With ``--clients a,b`` each sender gets its own rows and rounds on the same server, one after the
-other (a comparison in one run).  Prints one JSON document: per client, callbacks/s, and CPU ms
-per callback of the sender (this process, the
+acknowledges without a transaction).  With ``--clients a,b`` each sender gets its own rows and
+rounds on the same server, one after the other (a comparison in one run).  Prints one JSON
+document: per client, callbacks/s, and CPU ms per callback of the sender (this process, the
 signed callbacks are built before the clock starts), the webhook server and the PostgreSQL
-backends of the bench database; checks every row ended ``delivered`` and no callback failed.
+backends of the bench database; checks every row ended ``delivered`` (``sent`` without a
+final status in ``--statuses``) and no callback failed.
 ``--profile DIR`` records the server with py-spy (``--gil``) during the measured round into
 ``DIR/serve.txt`` (collapsed stacks).  Without ``--redis`` the server's Redis (only pinged by
 ``/healthz``) is a redis-server of the bench's own.
