@@ -235,11 +235,14 @@ def apply_statuses_alone(
     commit), the same result and reactions as ``apply_statuses`` (same moving callback per SID,
     the others "unchanged").  The statement leaves alone the rows of a campaign whose status
     pauses runs (``PAUSE_CAMPAIGN_STATUSES``, read in the statement: a pause must commit with
-    the move, so such a SID goes to the transaction).  Left for the transaction: SIDs with an
-    error-coded or unknown status, and plain SIDs whose row did not move (no row has the SID
-    yet, a late or duplicate status, the row committed after the statement's snapshot, a
-    suspended campaign): the transaction tells these apart as ``apply_statuses`` always did.
-    Each SID is settled wholly on one side, so its callbacks keep their arrival order."""
+    the move, so such a SID goes to the transaction).  A plain SID whose row did not move is
+    settled too when a second, read-only statement (the state of its row) says why, as
+    ``apply_statuses`` does: no row has the SID yet ("unknown_sid": the early store keeps it)
+    or the row is at that rank or higher already (a late or duplicate status: "unchanged").
+    Left for the transaction: SIDs with an error-coded or unknown status, and plain SIDs whose
+    row is still below the status (committed after the statement's snapshot, or of a suspended
+    campaign).  Each SID is settled wholly on one side, so its callbacks keep their arrival
+    order."""
     out: list[StatusResult | None] = [None] * len(updates)
     by_sid: dict[str, list[int]] = {}
     for i, u in enumerate(updates):
@@ -270,6 +273,17 @@ def apply_statuses_alone(
             campaign_sid=row.campaign_sid,
             sender=row.sender,
         )
+    still = sorted(plain.keys() - moved.keys())
+    found: dict[str, str] = dict(
+        conn.execute(_SID_STATES, {"b_sids": still}).all() if still else ()
+    )
+    for sid in still:
+        state = found.get(sid)
+        if state in outbox.RANK and outbox.RANK[state] < _rank(updates[plain[sid]].status):
+            continue  # committed after the statement's snapshot, or a suspended campaign
+        why = "unknown_sid" if state is None else "unchanged"
+        for j in by_sid[sid]:
+            out[j] = StatusResult(why)
     return out
 
 

@@ -8,8 +8,10 @@ The group-commit thread keeps one connection checked out while it has work
 PostgreSQL it keeps a second one in autocommit, and a batch's final statuses without an error
 code go first through ONE statement there (``provider_status.apply_statuses_alone``): the move
 is all such a callback does, so it needs no transaction around it (no BEGIN/COMMIT round trips,
-no ORM session: -0.28 ms of client CPU per batch); what that statement does not settle (error
-codes, unknown SIDs, late statuses, a suspended campaign) goes to the transaction as before.
+no ORM session: -0.28 ms of client CPU per batch); one that moved nothing is told apart (unknown
+SID, late status) by a read on the same connection.  What those do not settle (error codes,
+unknown status values, a suspended campaign, a row committed meanwhile) goes to the
+transaction as before.
 A batch that fails is retried callback by callback, so each request gets the answer it would
 have got alone (503 when the database is unavailable: Twilio retries).
 

@@ -422,6 +422,13 @@ def test_plain_final_callbacks_take_no_transaction(pg_db, clock, monkeypatch):
         "undelivered",
     ]
     assert Counter(c[0] for c in metrics.calls) == {"delivered": 4, "undelivered": 1}
-    # an unknown SID still goes through a transaction (then to the early store)
+    # an unknown SID and a late status are told apart without a transaction either; the
+    # unknown one is kept to be applied later
+    early = client.app.state.webhooks.early
+    assert early.pending() == 0
     assert _code(post(client, "/twilio/status", status(sid(77), "delivered"))) == 200
-    assert transactions == [1]
+    assert _code(post(client, "/twilio/status", status(sid(1), "undelivered"))) == 200
+    assert transactions == [] and early.pending() == 1
+    # an error code does take the transaction
+    assert _code(post(client, "/twilio/status", status(sid(5), "undelivered", 30003))) == 200
+    assert transactions == [1] and _rows(pg_db)[sid(5)].state == "undelivered"
