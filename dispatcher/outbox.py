@@ -638,6 +638,18 @@ _PROVIDER_MOVES_ALONE_PG = _batch_text(
 )
 
 
+#: the same for ONE SID: a plain index lookup (the unnest plan costs PostgreSQL ~0.1 ms more
+#: CPU per statement, and most batches of status callbacks hold one)
+_PROVIDER_MOVE_ALONE_PG = _batch_text(
+    "UPDATE {t} AS o SET state = :state, provider_status = :status, status_at = :now, "
+    "updated_at = :now FROM {campaigns} AS c "
+    f"WHERE o.provider_sid = :sid AND {_RANK_SQL} < :rank AND c.id = o.campaign_id "
+    "AND upper(coalesce(c.campaign_status, '')) <> ALL(CAST(:held_statuses AS text[])) "
+    "RETURNING o.provider_sid, o.id, o.run_id, o.campaign_id, o.contact_id, o.state, "
+    "c.sid AS campaign_sid, coalesce(nullif(c.messaging_service_sid, ''), c.sender) AS sender"
+)
+
+
 def apply_provider_statuses_alone(
     conn: Connection, moves: dict[str, str], now: datetime, held_statuses: frozenset[str]
 ) -> dict[str, Any]:
@@ -647,6 +659,21 @@ def apply_provider_statuses_alone(
     campaign_id, contact_id, state, campaign_sid, sender)."""
     if conn.dialect.name != "postgresql":
         raise NotImplementedError("apply_provider_statuses_alone is PostgreSQL's")
+    if len(moves) == 1:
+        [(sid, status)] = moves.items()
+        state = PROVIDER_STATE[status]
+        rows = conn.execute(
+            _PROVIDER_MOVE_ALONE_PG,
+            {
+                "sid": sid,
+                "status": status,
+                "state": state,
+                "rank": RANK[state],
+                "now": now,
+                "held_statuses": sorted(held_statuses),
+            },
+        )
+        return {r[0]: r for r in rows}
     sids = sorted(moves)
     states = [PROVIDER_STATE[moves[sid]] for sid in sids]
     rows = conn.execute(
