@@ -6,7 +6,9 @@ official twilio client per queue message, on the same Redis broker set-up as ``w
 
 Like ``workers.broker``, importing this module sets the global broker (the ``dramatiq`` CLI needs
 it); constructing a RedisBroker does not connect.  The twilio client is built on first use, one per
-process, configured as ``dispatcher.gateway.client.TwilioGateway`` configures its own.
+process, configured as ``dispatcher.gateway.client.TwilioGateway`` configures its own.  A
+message may name a ``status_callback`` URL (bench/pipeline.py's second ceiling points it at a
+bare receiver, bench/_sink.py).
 """
 
 from __future__ import annotations
@@ -63,7 +65,12 @@ def client() -> Any:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, min_backoff=500, max_backoff=30_000)
-def bare_send(to: str, body: str) -> None:
+def bare_send(to: str, body: str, status_callback: str | None = None) -> None:
+    """One create; with ``status_callback`` the sandbox posts the message's status callbacks
+    there (the gateway passes the webhook server's /twilio/status the same way)."""
+    kwargs: dict[str, Any] = {}
+    if status_callback:
+        kwargs["status_callback"] = status_callback
     client().messages.create(
-        to=to, body=body, messaging_service_sid=SERVICE_SID, validity_period=36000
+        to=to, body=body, messaging_service_sid=SERVICE_SID, validity_period=36000, **kwargs
     )

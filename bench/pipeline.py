@@ -6,22 +6,37 @@
 
 (a) ceiling — ``python -m dramatiq bench._bare_actor``: one twilio-client create per queue
     message against the sandbox; the bench enqueues N messages and times until the sandbox
-    holds N.
+    holds N.  Two kinds, both in every run:
+    (a1) "ceiling_bare_actor": the creates ask for no status callbacks, so the sandbox posts
+         none -- the figure this bench has always printed;
+    (a2) "ceiling_bare_actor_with_callbacks": each create names a status-callback URL served
+         by a bare receiver (``bench/_sink.py``: stdlib asyncio, answers 200 and the empty
+         TwiML to every POST, no signature check, no form parsing, no database), so the
+         sandbox builds, signs and posts the same callbacks per message as in (b) with
+         callbacks, on the same cores; the receiver is its own process, CPU metered.  What
+         Twilio spends on its callbacks is not the dispatcher's cost: this ceiling carries it
+         too, and what is left between (a2) and (b) is the dispatcher's side of a callback.
 (b) full pipeline with limits lifted (window 10^9 per second, 10 000 MPS, quiet hours "none",
     every recipient consented): ``python -m dramatiq workers.actors`` + ``dispatcher scheduler
     --tick 0.2`` + ``dispatcher serve`` (status callbacks), same broker, processes and threads.
     The bench launches a run of N recipients (``dispatcher.runs.launch``) and times from that
     commit until the sandbox holds N; then checks every recipient got exactly one message.
-    ``--rounds`` runs with the carrier dropping its status callbacks (the ceiling asks for
-    none: the same carrier work per message), then one with its 3 callbacks per message
-    handled on the same cores.
+    ``--rounds`` runs with the carrier dropping its status callbacks (compared with (a1): the
+    same carrier work per message), then ``--callback-rounds`` (default 1) with its status
+    callbacks (queued, sending, sent, delivered: 4 per message through a messaging service)
+    handled by ``dispatcher serve`` on the same cores, each compared with BOTH ceilings:
+    "ratio_to_ceiling" against (a1), as before, and "ratio_to_callback_ceiling" against (a2).
+    Either window ends when the sandbox holds N: the callbacks still queued in its sender
+    then are out of both.
 
 Both sides stay up and warm (a small batch / a small run first); the side not being measured is
 frozen (SIGSTOP), so it takes no CPU.  This machine's speed drifts by tens of % between minutes,
-so the runs alternate — ceiling, pipeline, ceiling, pipeline, ..., ceiling — and each pipeline
-run is compared with the mean of the ceiling runs either side of it; the headline ratio is the
-median over the rounds (goal >= 60 %).  Prints one JSON document: messages/s end to end and
-over the carrier's receive span (first to last message received), CPU per message by process.
+so the runs alternate — ceiling, pipeline, ceiling, pipeline, ..., ceiling, then (a2) (b with
+callbacks) (a2) (a1) per callback round — and each pipeline run is compared with the mean of the
+ceiling runs of each kind either side of it; the headline ratio is the median over the rounds
+(goal >= 60 %).  Prints one JSON document on stdout (messages/s end to end and over the
+carrier's receive span, first to last message received, CPU per message by process) and the
+ratios, labelled, on stderr.
 Without ``--redis`` the bench starts a redis-server of its own on a free port (stopped at the
 end); a DB given with ``--redis`` is flushed before and after.  The PostgreSQL database is a
 throw-away one, dropped at the end.
@@ -43,6 +58,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/pipeline.py` puts bench/, not the root, on the path
     sys.path.insert(0, str(ROOT))
@@ -53,6 +70,8 @@ from tests.harness import (  # noqa: E402 - the integration tests' process manag
     Proc,
     Stack,
     flush_redis,
+    free_port,
+    http_ok,
     wait_for,
 )
 from tests.servers import PG_DSN, redis_or_own, throwaway_database  # noqa: E402
@@ -125,27 +144,63 @@ def start_ceiling(stack: Stack, processes: int, threads: int) -> Proc:
     return workers
 
 
-def measure_ceiling(stack: Stack, workers: Proc, n: int, timeout: float) -> dict[str, Any]:
+def start_sink(stack: Stack) -> tuple[Proc, str]:
+    """The bare callback receiver (bench/_sink.py) as a process of its own; its /twilio/status
+    URL, to ask the sandbox for callbacks there."""
+    port = free_port()
+    sink = stack.start("sink", [sys.executable, str(ROOT / "bench" / "_sink.py"), str(port)])
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_ok(base + "/count"), 30, "the callback sink", check=stack.check_alive)
+    return sink, base + "/twilio/status"
+
+
+def sink_posts(callback_url: str) -> int:
+    base = callback_url.rsplit("/twilio/", 1)[0]
+    return int(httpx.get(base + "/count", timeout=10).text)
+
+
+def measure_ceiling(
+    stack: Stack,
+    workers: Proc,
+    n: int,
+    timeout: float,
+    sink: tuple[Proc, str] | None = None,
+) -> dict[str, Any]:
+    """n bare sends; with ``sink`` (its process, its URL) each asks the sandbox for its status
+    callbacks there, which the sandbox posts during the run as it does in the pipeline's."""
     from bench import _bare_actor
 
     carrier = stack.carrier
     assert carrier is not None
-    wait_idle([workers])
+    sandbox = stack.procs["sandbox"]
+    procs = {"sandbox": sandbox, "workers": workers}
+    callback_url = None
+    if sink is not None:
+        procs["sink"], callback_url = sink
+    wait_idle(list(procs.values()))  # the last run's callbacks drained
     carrier.reset()
-    meter = CpuMeter({"sandbox": stack.procs["sandbox"], "workers": workers}, stack.redis_url)
+    carrier.faults(drop_callbacks=0.0)
+    posts0 = sink_posts(callback_url) if callback_url else 0
+    meter = CpuMeter(procs, stack.redis_url)
     meter.start()
     t0 = time.perf_counter()
     for i in range(n):
-        _bare_actor.bare_send.send(phone(i), BODY)
+        _bare_actor.bare_send.send(phone(i), BODY, callback_url)
     t1 = wait_count(carrier, stack, n, timeout)
     cpu = meter.stop(n)
+    received = sink_posts(callback_url) - posts0 if callback_url else None
+    stats = carrier.stats()
     records = carrier.records()
     carrier.reset()
+    if sink is not None:
+        wait_idle(list(procs.values()))  # callbacks drained: the sink may be frozen now
     return {
         "seconds": t1 - t0,
         "msgs_per_s": n / (t1 - t0),
         "carrier_span_msgs_per_s": span_rate(records),
         "received": len(records),
+        "callbacks_posted_in_window": stats.get("callbacks", 0),
+        **({"callbacks_received_by_sink_in_window": received} if callback_url else {}),
         **cpu,
     }
 
@@ -331,6 +386,7 @@ def measure_pipeline(
         run_id = launch(url, sid, group)
         t1 = wait_count(carrier, stack, n, timeout)
         cpu = meter.stop(n)
+    stats = carrier.stats()
     records = carrier.records()
     wait_for(
         lambda: outbox_states(url, run_id).get("sending", 0) == 0,
@@ -345,6 +401,7 @@ def measure_pipeline(
         "carrier_span_msgs_per_s": span_rate(records),
         "received": len(records),
         "duplicates": sum(1 for v in per_phone.values() if v > 1),
+        "callbacks_posted_in_window": stats.get("callbacks", 0),
         "outbox_states": outbox_states(url, run_id),
         **cpu,
     }
@@ -369,52 +426,70 @@ def main() -> None:
         help="pipeline runs without callbacks, each between two ceiling runs",
     )
     p.add_argument(
+        "--callback-rounds",
+        type=int,
+        default=1,
+        help="pipeline runs with callbacks, each between two pairs of ceiling runs",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         default=None,
-        help="directory for a py-spy raw profile of the pipeline's workers",
+        help="directory for py-spy raw profiles of the pipeline's workers, webhooks, scheduler",
     )
     p.add_argument("--keep-logs", type=Path, default=None, help="copy process logs here")
     a = p.parse_args()
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
     groups = [f"round{i + 1}" for i in range(a.rounds)]
+    cb_groups = ["callbacks", *(f"callbacks{i + 2}" for i in range(a.callback_rounds - 1))]
     with (
         throwaway_database(a.pg, "dispatcher_bench_") as url,
         redis_or_own(a.redis) as redis_url,
         tempfile.TemporaryDirectory() as d,
     ):
-        sid = seed(url, a.n, [*groups, "callbacks"])
+        sid = seed(url, a.n, [*groups, *cb_groups])
         flush_redis(redis_url)
         stack = Stack(redis_url, url, Path(d))
         try:
             stack.start_sandbox()
+            sink = start_sink(stack)
             bare = start_ceiling(stack, a.processes, a.threads)
             with frozen([bare]):
                 pipe = start_pipeline(stack, sid, a.processes, a.threads)
             pipe_side = [pipe[k] for k in ("workers", "scheduler", "webhooks")]
             ceilings: list[dict[str, Any]] = []
+            cb_ceilings: list[dict[str, Any]] = []
 
             def ceiling() -> None:
-                with frozen(pipe_side):
+                with frozen([*pipe_side, sink[0]]):
                     ceilings.append(measure_ceiling(stack, bare, a.n, a.timeout))
 
+            def cb_ceiling() -> None:
+                with frozen(pipe_side):
+                    cb_ceilings.append(measure_ceiling(stack, bare, a.n, a.timeout, sink))
+
             def pipeline(group: str, callbacks: bool) -> dict[str, Any]:
-                with frozen([bare]):
+                with frozen([bare, sink[0]]):
                     return measure_pipeline(
                         stack, pipe, sid, group, a.n, callbacks, a.timeout, a.profile
                     )
 
             # the machine's speed drifts by tens of % between minutes (CPU frequency,
-            # neighbours): every pipeline run sits between two ceiling runs and is compared
-            # with their mean; the side not being measured is frozen
+            # neighbours): every pipeline run sits between two ceiling runs of each kind it is
+            # compared with, and is compared with their mean; the side not being measured is
+            # frozen.  C P C P C ... P C | Ccb Pcb Ccb C [Ccb Pcb Ccb C ...]
             ceiling()
             plain = []
             for g in groups:
                 plain.append(pipeline(g, callbacks=False))
                 ceiling()
-            with_callbacks = pipeline("callbacks", callbacks=True)
-            ceiling()
+            with_callbacks = []
+            for g in cb_groups:
+                cb_ceiling()
+                with_callbacks.append(pipeline(g, callbacks=True))
+                cb_ceiling()
+                ceiling()
         finally:
             stack.close()
             flush_redis(redis_url)
@@ -422,15 +497,34 @@ def main() -> None:
                 shutil.copytree(d, a.keep_logs, dirs_exist_ok=True)
     runs = [_versus(run, ceilings[i], ceilings[i + 1]) for i, run in enumerate(plain)]
     ratios = [r["ratio_to_ceiling"] for r in runs]
+    # callback round k: plain ceilings a.rounds + k (before) and + k + 1 (after); callback
+    # ceilings 2k and 2k + 1
+    cb_runs = [
+        _versus_both(
+            run,
+            (ceilings[a.rounds + k], ceilings[a.rounds + k + 1]),
+            (cb_ceilings[2 * k], cb_ceilings[2 * k + 1]),
+        )
+        for k, run in enumerate(with_callbacks)
+    ]
     out: dict[str, Any] = {
         "n": a.n,
         "processes": a.processes,
         "threads": a.threads,
         "rounds": a.rounds,
+        "callback_rounds": a.callback_rounds,
         "ceiling_bare_actor": {
+            "what": "bare actor, no status callbacks asked for",
             "msgs_per_s": [round(c["msgs_per_s"], 1) for c in ceilings],
             "cpu_ms_per_msg_total": [c["cpu_ms_per_msg_total"] for c in ceilings],
             "runs": [_round(c) for c in ceilings],
+        },
+        "ceiling_bare_actor_with_callbacks": {
+            "what": "bare actor, the sandbox posting each message's status callbacks to a bare"
+            " receiver (bench/_sink.py: 200, no signature check, no database)",
+            "msgs_per_s": [round(c["msgs_per_s"], 1) for c in cb_ceilings],
+            "cpu_ms_per_msg_total": [c["cpu_ms_per_msg_total"] for c in cb_ceilings],
+            "runs": [_round(c) for c in cb_ceilings],
         },
         "pipeline_without_callbacks": {
             "msgs_per_s": [round(r["msgs_per_s"], 1) for r in runs],
@@ -440,10 +534,58 @@ def main() -> None:
             "duplicates": sum(r["duplicates"] for r in runs),
             "runs": runs,
         },
-        "pipeline_with_callbacks": _versus(with_callbacks, ceilings[-2], ceilings[-1]),
+        # the first (or only) run; "ratio_to_ceiling" is against the ceiling without
+        # callbacks, as before; "ratio_to_callback_ceiling" against the one with them
+        "pipeline_with_callbacks": cb_runs[0],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if len(cb_runs) > 1:
+        out["pipeline_with_callbacks_runs"] = {
+            "ratios": [r["ratio_to_ceiling"] for r in cb_runs],
+            "ratios_to_callback_ceiling": [r["ratio_to_callback_ceiling"] for r in cb_runs],
+            "ratio_to_ceiling": statistics.median(r["ratio_to_ceiling"] for r in cb_runs),
+            "ratio_to_callback_ceiling": statistics.median(
+                r["ratio_to_callback_ceiling"] for r in cb_runs
+            ),
+            "runs": cb_runs,
+        }
     print(json.dumps(out, indent=2))
+    print(_summary(out, runs, cb_runs), file=sys.stderr)
+
+
+def _versus_both(
+    run: dict[str, Any],
+    plain: tuple[dict[str, Any], dict[str, Any]],
+    callbacks: tuple[dict[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """A callbacks run against both ceilings: the keys of ``_versus`` against the ceiling
+    without callbacks, and ``*_callback_ceiling`` ones against the ceiling with them."""
+    out = _versus(run, *plain)
+    cb = _versus(run, *callbacks)
+    out["callback_ceiling_msgs_per_s"] = cb["ceiling_msgs_per_s"]
+    out["ratio_to_callback_ceiling"] = cb["ratio_to_ceiling"]
+    out["ratio_carrier_span_to_callback_ceiling"] = cb["ratio_carrier_span"]
+    out["cpu_ms_per_msg_ratio_to_callback_ceiling"] = cb["cpu_ms_per_msg_ratio_to_ceiling"]
+    return out
+
+
+def _summary(
+    out: dict[str, Any], plain: list[dict[str, Any]], callbacks: list[dict[str, Any]]
+) -> str:
+    lines = [
+        f"load average {out['load_average_after']}",
+        "ceiling, no callbacks, msg/s:               "
+        + " ".join(f"{x:.0f}" for x in out["ceiling_bare_actor"]["msgs_per_s"]),
+        "ceiling, callbacks to a bare sink, msg/s:   "
+        + " ".join(f"{x:.0f}" for x in out["ceiling_bare_actor_with_callbacks"]["msgs_per_s"]),
+        "pipeline without callbacks / ceiling without callbacks: "
+        + " ".join(f"{r['ratio_to_ceiling']:.3f}" for r in plain),
+        "pipeline with callbacks / ceiling without callbacks:    "
+        + " ".join(f"{r['ratio_to_ceiling']:.3f}" for r in callbacks),
+        "pipeline with callbacks / ceiling with callbacks:       "
+        + " ".join(f"{r['ratio_to_callback_ceiling']:.3f}" for r in callbacks),
+    ]
+    return "\n".join(lines)
 
 
 def _versus(run: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import String, bindparam
+from sqlalchemy import Connection, String, bindparam
 from sqlalchemy import select as sql_select
 from sqlmodel import Session
 
@@ -213,6 +213,78 @@ def apply_statuses(
                 halts=halts,
             )
     return out  # type: ignore[return-value]
+
+
+def is_plain(u: StatusUpdate) -> bool:
+    """A known status without an error code: applying it is a move of its row and nothing
+    else, unless the row's campaign is suspended."""
+    return not u.error_code and u.status in outbox.PROVIDER_STATE
+
+
+def apply_statuses_alone(
+    conn: Connection, updates: Sequence[StatusUpdate], *, now: datetime
+) -> list[StatusResult | None]:
+    """The part of ``apply_statuses`` that is complete in ONE statement, for a connection in
+    autocommit (PostgreSQL): no transaction around it, so no BEGIN/COMMIT round trips and no
+    ORM session.  The result of each callback it settles; None for each one left for
+    ``apply_statuses`` in a transaction, which the caller runs next on those alone.
+
+    Settled here: a callback that ``moves_nothing``, and every callback of a SID all of whose
+    callbacks in the batch are plain (``is_plain``) IF the statement moved its row -- the move
+    is then the callback's whole effect (its reactions are ``react``'s metrics, after the
+    commit), the same result and reactions as ``apply_statuses`` (same moving callback per SID,
+    the others "unchanged").  The statement leaves alone the rows of a campaign whose status
+    pauses runs (``PAUSE_CAMPAIGN_STATUSES``, read in the statement: a pause must commit with
+    the move, so such a SID goes to the transaction).  A plain SID whose row did not move is
+    settled too when a second, read-only statement (the state of its row) says why, as
+    ``apply_statuses`` does: no row has the SID yet ("unknown_sid": the early store keeps it)
+    or the row is at that rank or higher already (a late or duplicate status: "unchanged").
+    Left for the transaction: SIDs with an error-coded or unknown status, and plain SIDs whose
+    row is still below the status (committed after the statement's snapshot, or of a suspended
+    campaign).  Each SID is settled wholly on one side, so its callbacks keep their arrival
+    order."""
+    out: list[StatusResult | None] = [None] * len(updates)
+    by_sid: dict[str, list[int]] = {}
+    for i, u in enumerate(updates):
+        if moves_nothing(u.status, u.error_code):
+            out[i] = StatusResult("unchanged")
+        else:
+            by_sid.setdefault(u.sid, []).append(i)
+    plain = {
+        sid: max(idx, key=lambda i: (_rank(updates[i].status), -i))
+        for sid, idx in by_sid.items()
+        if all(is_plain(updates[i]) for i in idx)
+    }
+    if not plain:
+        return out
+    moved = outbox.apply_provider_statuses_alone(
+        conn, {sid: updates[i].status for sid, i in plain.items()}, now, PAUSE_CAMPAIGN_STATUSES
+    )
+    for sid, row in moved.items():
+        i = plain[sid]
+        for j in by_sid[sid]:
+            out[j] = StatusResult("unchanged")
+        out[i] = StatusResult(
+            "applied",
+            row_id=row.id,
+            run_id=row.run_id,
+            state=row.state,
+            error_code=None,
+            campaign_sid=row.campaign_sid,
+            sender=row.sender,
+        )
+    still = sorted(plain.keys() - moved.keys())
+    found: dict[str, str] = dict(
+        conn.execute(_SID_STATES, {"b_sids": still}).all() if still else ()
+    )
+    for sid in still:
+        state = found.get(sid)
+        if state in outbox.RANK and outbox.RANK[state] < _rank(updates[plain[sid]].status):
+            continue  # committed after the statement's snapshot, or a suspended campaign
+        why = "unknown_sid" if state is None else "unchanged"
+        for j in by_sid[sid]:
+            out[j] = StatusResult(why)
+    return out
 
 
 def _rank(status: str) -> int:

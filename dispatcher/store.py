@@ -93,9 +93,10 @@ class Database:
         finally:
             s.close()
 
-    def held(self) -> HeldConnection:
-        """A connection kept checked out between transactions, for ONE thread at a time."""
-        held = HeldConnection(self)
+    def held(self, *, autocommit: bool = False) -> HeldConnection:
+        """A connection kept checked out between transactions, for ONE thread at a time; with
+        ``autocommit`` each statement is its own transaction (``HeldConnection.connection``)."""
+        held = HeldConnection(self, autocommit=autocommit)
         self._held.add(held)
         return held
 
@@ -176,23 +177,57 @@ class HeldConnection:
     transaction.  For one thread at a time (a group-commit thread: webhooks/groupcommit.py);
     ``release()`` gives the connection back (its owner calls it when it goes idle).  After an
     ``OperationalError`` (the server restarted, the network broke) the connection is given back
-    at once: the next session checks out a fresh one, pre-pinged as usual."""
+    at once: the next session checks out a fresh one, pre-pinged as usual.
 
-    def __init__(self, db: Database) -> None:
+    With ``autocommit`` the connection runs each statement as its own transaction: no BEGIN and
+    COMMIT round trips, no ORM session (on PostgreSQL a one-statement transaction costs the
+    client ~0.12 ms of CPU this way against ~0.4 ms in a session).  It serves ``connection()``
+    only, for statements that are complete alone; ``session()`` refuses (it would not be one
+    transaction)."""
+
+    def __init__(self, db: Database, *, autocommit: bool = False) -> None:
         self.db = db
+        self.autocommit = autocommit
         self._conn: Connection | None = None
+
+    def _connect(self) -> Connection:
+        try:
+            if self._conn is None or self._conn.invalidated or self._conn.closed:
+                self.release()
+                conn = self.db.engine.connect()
+                if self.autocommit:  # once per checkout: reset when given back
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                self._conn = conn
+        except OperationalError as e:
+            raise StorageError(f"database error: {_short(e)}") from e
+        return self._conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """The held autocommit connection: every statement committed as it returns;
+        ``StorageError`` for an ``OperationalError`` (the connection is then given back)."""
+        if not self.autocommit:
+            raise RuntimeError("connection() is for an autocommit HeldConnection")
+        conn = self._connect()
+        try:
+            yield conn
+        except OperationalError as e:
+            self.release()
+            raise StorageError(f"database error: {_short(e)}") from e
+        except BaseException:
+            try:
+                conn.rollback()  # SQLAlchemy's side of a failed statement (nothing to undo)
+            except SQLAlchemyError:
+                self.release()
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         from sqlmodel import Session
 
-        try:
-            if self._conn is None or self._conn.invalidated or self._conn.closed:
-                self.release()
-                self._conn = self.db.engine.connect()
-        except OperationalError as e:
-            raise StorageError(f"database error: {_short(e)}") from e
-        s = Session(bind=self._conn, expire_on_commit=False)
+        if self.autocommit:
+            raise RuntimeError("an autocommit HeldConnection has no transactions")
+        s = Session(bind=self._connect(), expire_on_commit=False)
         try:
             yield s
             s.commit()

@@ -12,6 +12,9 @@ with ``run_one(item)`` (its own transaction), so one bad item neither sinks nor 
 acknowledges the others, and each waiter gets its own result or exception.  After an exception
 of a type in ``give_up`` (e.g. the database is unreachable) the rest of that batch is not
 retried: its waiters get that exception too.  A batch of one goes straight to ``run_one``.
+A ``run_batch`` that commits in more than one step raises ``PartialBatch`` when a later step
+fails: the items it has results for are answered with them (they are committed), only the
+others are retried alone.
 
 The thread exits after ``idle_s`` without work and is started again by the next item; just
 before it exits (idle, or dying) it calls ``on_idle()`` under the queue's lock, so no new thread
@@ -31,6 +34,16 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741 - item
 R = TypeVar("R")  # result
+
+
+class PartialBatch(Exception):  # noqa: N818 - not an error of its own: it carries one
+    """Raised by a ``run_batch`` that committed part of its batch before ``cause`` stopped it:
+    ``results[i]`` is item i's committed result, None for an item still to apply."""
+
+    def __init__(self, results: Sequence[Any], cause: BaseException) -> None:
+        super().__init__(f"{sum(r is None for r in results)} of {len(results)} left: {cause!r}")
+        self.results = list(results)
+        self.cause = cause
 
 
 class _Waiter:
@@ -154,6 +167,14 @@ class GroupCommit(Generic[I, R]):
                     if len(results) != len(batch):
                         raise RuntimeError(f"{len(results)} results for {len(batch)} items")
                     outcomes = [(r, None) for r in results]
+                except PartialBatch as e:
+                    log.warning(
+                        "%s: a batch of %d failed part way (%s); applying the rest one by one",
+                        self.name,
+                        len(batch),
+                        type(e.cause).__name__,
+                    )
+                    outcomes = self._partial(batch, e.results)
                 except Exception as e:  # noqa: BLE001 - nothing committed: item by item
                     log.warning(
                         "%s: a batch of %d failed (%s); applying one by one",
@@ -168,6 +189,15 @@ class GroupCommit(Generic[I, R]):
             raise
         finally:
             self._resolve(batch, outcomes)
+
+    def _partial(
+        self, batch: list[_Waiter], results: list[Any]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """The committed items' results; the others applied one by one."""
+        if len(results) != len(batch):
+            raise RuntimeError(f"{len(results)} partial results for {len(batch)} items")
+        rest = iter(self._one_by_one([w for w, r in zip(batch, results, strict=True) if r is None]))
+        return [(r, None) if r is not None else next(rest) for r in results]
 
     def _one_by_one(self, batch: list[_Waiter]) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []

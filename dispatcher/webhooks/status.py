@@ -4,7 +4,14 @@ Each request is validated on its own (signature, fields); the database work is g
 (groupcommit.py): every callback that arrived while the previous batch was being applied goes
 into ONE transaction, and each request is answered 200 only after that transaction committed.
 The group-commit thread keeps one connection checked out while it has work
-(``store.HeldConnection``): no pool checkout with its pre-ping ``SELECT 1`` per batch.
+(``store.HeldConnection``): no pool checkout with its pre-ping ``SELECT 1`` per batch.  On
+PostgreSQL it keeps a second one in autocommit, and a batch's final statuses without an error
+code go first through ONE statement there (``provider_status.apply_statuses_alone``): the move
+is all such a callback does, so it needs no transaction around it (no BEGIN/COMMIT round trips,
+no ORM session: -0.28 ms of client CPU per batch); one that moved nothing is told apart (unknown
+SID, late status) by a read on the same connection.  What those do not settle (error codes,
+unknown status values, a suspended campaign, a row committed meanwhile) goes to the
+transaction as before.
 A batch that fails is retried callback by callback, so each request gets the answer it would
 have got alone (503 when the database is unavailable: Twilio retries).
 
@@ -30,12 +37,20 @@ from starlette.responses import Response
 
 from dispatcher import provider_status
 from dispatcher.errors import StorageError
-from dispatcher.provider_status import StatusResult, StatusUpdate, apply_status, apply_statuses
+from dispatcher.provider_status import (
+    StatusResult,
+    StatusUpdate,
+    apply_status,
+    apply_statuses,
+    apply_statuses_alone,
+    is_plain,
+)
+from dispatcher.store import HeldConnection
 from dispatcher.webhooks.context import Context
 from dispatcher.webhooks.early import EarlyStatuses
 from dispatcher.webhooks.errors import answer
 from dispatcher.webhooks.forms import SID_MAX, WebhookError, signed_form
-from dispatcher.webhooks.groupcommit import GroupCommit
+from dispatcher.webhooks.groupcommit import GroupCommit, PartialBatch
 from dispatcher.webhooks.twiml import twiml_response
 
 PATH = "/twilio/status"
@@ -101,16 +116,68 @@ def apply_batch(
 
 def status_commit(ctx: Context) -> GroupCommit[StatusUpdate, StatusResult]:
     """The group commit, its thread on ONE held connection (``store.HeldConnection``: no pool
-    checkout and pre-ping round trip per batch), given back when the thread goes idle."""
-    held = ctx.runtime.db.held()
+    checkout and pre-ping round trip per batch), given back when the thread goes idle.
+
+    On PostgreSQL a second held connection, in autocommit, takes each batch's plain callbacks
+    first (``apply_alone``): the common batch -- final statuses, no error code, every row
+    found -- is then one statement and no transaction."""
+    db = ctx.runtime.db
+    held = db.held()
+    alone = db.held(autocommit=True) if db.engine.dialect.name == "postgresql" else None
+
+    def release() -> None:
+        held.release()
+        if alone is not None:
+            alone.release()
+
     return GroupCommit(
-        lambda us: apply_batch(ctx, us, held.session),
-        lambda u: apply_one(ctx, u, held.session),
+        lambda us: apply_alone(ctx, us, alone, held.session),
+        lambda u: apply_alone_one(ctx, u, alone, held.session),
         max_batch=ctx.options.status_batch_max,
         give_up=(StorageError,),
         name="status-commit",
-        on_idle=held.release,
+        on_idle=release,
     )
+
+
+def apply_alone(
+    ctx: Context,
+    updates: list[StatusUpdate],
+    alone: HeldConnection | None,
+    in_session: InSession | None = None,
+) -> list[StatusResult]:
+    """A batch: what one autocommit statement settles (``provider_status.apply_statuses_alone``
+    on ``alone``), then the rest in one transaction (``apply_batch``).  If the statement fails
+    nothing of the batch was written; if the transaction fails after the statement committed,
+    ``PartialBatch`` carries what is settled (the group commit retries the rest one by one)."""
+    if alone is None:
+        return apply_batch(ctx, updates, in_session)
+    with alone.connection() as conn:
+        out = apply_statuses_alone(conn, updates, now=ctx.runtime.clock.now())
+    rest = [i for i, r in enumerate(out) if r is None]
+    if rest:
+        try:
+            done = apply_batch(ctx, [updates[i] for i in rest], in_session)
+        except Exception as e:
+            if len(rest) < len(out):
+                raise PartialBatch(out, e) from e
+            raise
+        for i, r in zip(rest, done, strict=True):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
+def apply_alone_one(
+    ctx: Context, u: StatusUpdate, alone: HeldConnection | None, in_session: InSession | None
+) -> StatusResult:
+    """One callback: a plain one in one autocommit statement if that settles it, otherwise (or
+    without ``alone``) in its own transaction (``apply_one``)."""
+    if alone is not None and is_plain(u):
+        with alone.connection() as conn:
+            res = apply_statuses_alone(conn, [u], now=ctx.runtime.clock.now())[0]
+        if res is not None:
+            return res
+    return apply_one(ctx, u, in_session)
 
 
 def status_early(ctx: Context) -> EarlyStatuses:

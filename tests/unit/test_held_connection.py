@@ -61,3 +61,41 @@ def test_dispose_gives_a_held_connection_back(pg_db):
     assert pg_db.engine.pool.checkedout() == 1
     pg_db.dispose()
     assert held._conn is None
+
+
+def test_an_autocommit_connection_commits_each_statement_and_has_no_session(pg_db):
+    held = pg_db.held(autocommit=True)
+    with pg_db.session() as s:
+        s.connection().execute(text("CREATE TABLE held_a (k int)"))
+    pids = set()
+    for k in range(3):
+        with held.connection() as conn:
+            pids.add(int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+            conn.execute(text("INSERT INTO held_a VALUES (:k)"), {"k": k})
+            with pg_db.session() as s:  # seen from another connection before the block ends
+                assert k in s.connection().execute(text("SELECT k FROM held_a")).scalars().all()
+    with pytest.raises(RuntimeError), held.connection() as conn:
+        conn.execute(text("INSERT INTO held_a VALUES (99)"))
+        raise RuntimeError("no transaction to roll back")
+    with held.connection() as conn:  # still usable after an error
+        assert sorted(conn.execute(text("SELECT k FROM held_a")).scalars().all()) == [0, 1, 2, 99]
+    assert len(pids) == 1  # one backend: kept checked out
+    with pytest.raises(RuntimeError), held.session():
+        pass
+    with pytest.raises(RuntimeError), pg_db.held().connection():
+        pass
+    held.release()
+
+
+def test_a_dropped_autocommit_connection_fails_once_and_is_replaced(pg_db):
+    held = pg_db.held(autocommit=True)
+    with held.connection() as conn:
+        victim = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    with pg_db.session() as s:
+        s.connection().execute(text("SELECT pg_terminate_backend(:p)"), {"p": victim})
+    with pytest.raises(StorageError), held.connection() as conn:
+        conn.execute(text("SELECT 1"))
+    with held.connection() as conn:
+        assert int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()) != victim
+    pg_db.dispose()
+    assert held._conn is None

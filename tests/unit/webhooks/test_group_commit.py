@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dispatcher.errors import StorageError
-from dispatcher.webhooks.groupcommit import GroupCommit
+from dispatcher.webhooks.groupcommit import GroupCommit, PartialBatch
 from tests.procs import wait_for
 
 
@@ -182,3 +182,25 @@ def test_on_idle_runs_once_per_idle_exit_before_a_new_thread_starts():
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(gc.submit(4))
     wait_for(lambda: len(calls) == 3)
+
+
+def test_a_partial_batch_answers_what_it_committed_and_retries_the_rest_alone():
+    """A run_batch in two steps (the status route: an autocommit statement, then a transaction)
+    whose second step failed: the items of the first are answered with their results, the
+    others are applied alone."""
+    rec = Recorder(hold_first=True)
+
+    def two_steps(items: list[Any]) -> list[Any]:
+        rec._hold()
+        rec.batches.append(list(items))
+        done = [i for i in items if i.startswith("x")]
+        rec.committed.update(done)
+        raise PartialBatch([f"x:{i}" if i in done else None for i in items], OSError("step 2"))
+
+    gc = GroupCommit(two_steps, rec.run_one)
+    rec.fail_one = {"b": StorageError("database error: gone")}
+    got = asyncio.run(_submit_all(gc, rec, "first", ["xa", "b", "xc", "d"]))
+    assert got[0] == "ok:first"
+    assert got[1] == "x:xa" and got[3] == "x:xc" and got[4] == "ok:d"
+    assert isinstance(got[2], StorageError)
+    assert rec.ones == ["first", "b", "d"] and list(gc.batches) == [1, 4]

@@ -129,9 +129,10 @@ def _sent_rows(db: Any, clock: Any, n: int) -> tuple[Any, Any]:
 
 
 def _fail_on(monkeypatch: Any, bad_sid: str, error: Exception) -> None:
-    """The status update of ``bad_sid`` raises ``error`` (alone or in a batch's statement);
-    every other one applies."""
+    """The status update of ``bad_sid`` raises ``error`` (alone or in a batch's statement, in
+    a transaction or in autocommit); every other one applies."""
     move, moves = outbox.apply_provider_status, outbox.apply_provider_statuses
+    moves_alone = outbox.apply_provider_statuses_alone
 
     def failing(conn: Any, s: str, *a: Any) -> Any:
         if s == bad_sid:
@@ -143,8 +144,14 @@ def _fail_on(monkeypatch: Any, bad_sid: str, error: Exception) -> None:
             raise error
         return moves(conn, batch, now)
 
+    def failing_alone(conn: Any, batch: dict[str, str], now: Any, held: Any) -> Any:
+        if bad_sid in batch:
+            raise error
+        return moves_alone(conn, batch, now, held)
+
     monkeypatch.setattr(delivery.outbox, "apply_provider_status", failing)
     monkeypatch.setattr(delivery.outbox, "apply_provider_statuses", failing_many)
+    monkeypatch.setattr(delivery.outbox, "apply_provider_statuses_alone", failing_alone)
 
 
 def test_an_error_in_a_batch_neither_loses_nor_acknowledges_others(any_db, clock, monkeypatch):
@@ -287,3 +294,141 @@ def test_a_batch_ends_and_reacts_as_each_callback_alone_in_arrival_order(any_db,
         assert _reactions(batched) == _reactions(alone), plan
         unknown = [[r.outcome == "unknown_sid" for r in rs] for rs in (batched, alone)]
         assert unknown[0] == unknown[1], plan
+
+
+def test_autocommit_then_a_transaction_ends_and_reacts_as_each_callback_alone(pg_db, clock):
+    """The status route's batch on PostgreSQL: what one autocommit statement settles
+    (``apply_statuses_alone``), then the rest with ``apply_statuses`` in one transaction;
+    against the same callbacks one by one with ``apply_status`` on a copy of the rows: the same
+    rows, the same reactions (metric labels included), the same SIDs found unknown."""
+    import random
+
+    from dispatcher.delivery.fakes import MemoryHalts
+    from dispatcher.provider_status import (
+        StatusUpdate,
+        apply_status,
+        apply_statuses,
+        apply_statuses_alone,
+    )
+
+    world = build_world(pg_db)
+    rng = random.Random(2207)
+    halts = MemoryHalts(clock)
+    alone = pg_db.held(autocommit=True)
+    settled_alone = 0
+    for trial in range(25):
+        starts = [rng.choice(["sent", "sent", "unknown", "delivered", "failed"]) for _ in range(6)]
+        for side in "ab":
+            for k, state in enumerate(starts):
+                world.add_row(state, sid=_sid(side, trial, k))
+        plan = [
+            (
+                rng.randrange(len(starts) + 1),  # len(starts): a SID no row has
+                rng.choice(STATUSES),
+                rng.choice([None, None, None, None, 30007]),
+            )
+            for _ in range(rng.randint(1, 12))
+        ]
+        batch = [StatusUpdate(_sid("a", trial, k), st, code) for k, st, code in plan]
+        with alone.connection() as conn:
+            first = apply_statuses_alone(conn, batch, now=clock.now())
+        settled_alone += sum(r is not None and r.outcome == "applied" for r in first)
+        rest = [i for i, r in enumerate(first) if r is None]
+        with pg_db.session() as s:
+            later = apply_statuses(s, [batch[i] for i in rest], now=clock.now(), halts=halts)
+        batched = list(first)
+        for i, r in zip(rest, later, strict=True):
+            batched[i] = r
+        each = []
+        for k, st, code in plan:
+            with pg_db.session() as s:
+                each.append(
+                    apply_status(
+                        s,
+                        sid=_sid("b", trial, k),
+                        status=st,
+                        error_code=code,
+                        now=clock.now(),
+                        halts=halts,
+                    )
+                )
+        rows = _rows(pg_db)
+        final = {
+            side: [
+                (r.state, r.provider_status, r.error_code)
+                for r in (rows[_sid(side, trial, k)] for k in range(len(starts)))
+            ]
+            for side in "ab"
+        }
+        assert final["a"] == final["b"], plan
+        assert _reactions(batched) == _reactions(each), plan  # type: ignore[arg-type]
+        unknown = [[r.outcome == "unknown_sid" for r in rs] for rs in (batched, each)]  # type: ignore[union-attr]
+        assert unknown[0] == unknown[1], plan
+    alone.release()
+    assert settled_alone > 10  # the statement did settle callbacks, not only hand them on
+
+
+def test_a_suspended_campaign_row_is_moved_in_the_transaction_that_pauses(pg_db, clock):
+    """The autocommit statement leaves the row of a SUSPENDED campaign alone (a move there must
+    commit with the pause); the route's transaction moves it and pauses the runs."""
+    from dispatcher.models import Campaign, Run
+
+    world = build_world(pg_db)
+    client = make_client(pg_db, clock)
+    with pg_db.session() as s:
+        c = s.get(Campaign, world.campaign.id)
+        c.campaign_status = "SUSPENDED"
+        s.add(c)
+    row = world.add_row("sent", sid=sid(1))
+    other = world.add_row("sent", sid=sid(2), campaign=world.sibling)
+    assert _code(post(client, "/twilio/status", status(sid(1), "delivered"))) == 200
+    assert _code(post(client, "/twilio/status", status(sid(2), "delivered"))) == 200
+    rows = _rows(pg_db)
+    assert rows[sid(1)].state == rows[sid(2)].state == "delivered"
+    with pg_db.session() as s:
+        run = s.get(Run, row.run_id)
+        assert run.state == "paused" and "SUSPENDED" in (run.pause_reason or "")
+        assert s.get(Run, other.run_id).state == "running"
+
+
+def test_plain_final_callbacks_take_no_transaction(pg_db, clock, monkeypatch):
+    """On PostgreSQL a batch of final statuses without an error code, every row found, is one
+    autocommit statement: no ORM session, no transaction."""
+    from dispatcher.webhooks import status as status_route
+
+    world, client = _sent_rows(pg_db, clock, 5)
+    metrics = RecordingMetrics()
+    client = make_client(pg_db, clock, metrics=metrics)
+    transactions: list[int] = []
+    batch_tx, one_tx = status_route.apply_batch, status_route.apply_one
+
+    def counting_batch(ctx: Any, us: Any, *a: Any) -> Any:
+        transactions.append(len(us))
+        return batch_tx(ctx, us, *a)
+
+    def counting_one(ctx: Any, u: Any, *a: Any) -> Any:
+        transactions.append(1)
+        return one_tx(ctx, u, *a)
+
+    monkeypatch.setattr(status_route, "apply_batch", counting_batch)
+    monkeypatch.setattr(status_route, "apply_one", counting_one)
+    batch = [status(sid(n), "delivered") for n in range(1, 5)] + [status(sid(2), "delivered")]
+    first, answers = _post_held_batch(client, status(sid(9), "undelivered"), batch)
+    assert [_code(a) for a in [first, *answers]] == [200] * 6
+    assert transactions == []
+    rows = _rows(pg_db)
+    assert [rows[sid(n)].state for n in (1, 2, 3, 4, 5, 9)] == ["delivered"] * 4 + [
+        "sent",
+        "undelivered",
+    ]
+    assert Counter(c[0] for c in metrics.calls) == {"delivered": 4, "undelivered": 1}
+    # an unknown SID and a late status are told apart without a transaction either; the
+    # unknown one is kept to be applied later
+    early = client.app.state.webhooks.early
+    assert early.pending() == 0
+    assert _code(post(client, "/twilio/status", status(sid(77), "delivered"))) == 200
+    assert _code(post(client, "/twilio/status", status(sid(1), "undelivered"))) == 200
+    assert transactions == [] and early.pending() == 1
+    # an error code does take the transaction
+    assert _code(post(client, "/twilio/status", status(sid(5), "undelivered", 30003))) == 200
+    assert transactions == [1] and _rows(pg_db)[sid(5)].state == "undelivered"
