@@ -607,19 +607,21 @@ def apply_provider_statuses(
     if conn.dialect.name != "postgresql":
         moved = {sid: apply_provider_status(conn, sid, st, None, now) for sid, st in moves.items()}
         return {sid: row for sid, row in moved.items() if row is not None}
+    rows = conn.execute(_PROVIDER_MOVES_MANY_PG, _moves_params(moves, now))
+    return {r[0]: r for r in rows}
+
+
+def _moves_params(moves: dict[str, str], now: datetime) -> dict[str, Any]:
+    """The arrays the ``unnest`` statements take, one entry per SID (sorted)."""
     sids = sorted(moves)
     states = [PROVIDER_STATE[moves[sid]] for sid in sids]
-    rows = conn.execute(
-        _PROVIDER_MOVES_MANY_PG,
-        {
-            "sids": sids,
-            "statuses": [moves[sid] for sid in sids],
-            "states": states,
-            "ranks": [RANK[st] for st in states],
-            "now": now,
-        },
-    )
-    return {r[0]: r for r in rows}
+    return {
+        "sids": sids,
+        "statuses": [moves[sid] for sid in sids],
+        "states": states,
+        "ranks": [RANK[st] for st in states],
+        "now": now,
+    }
 
 
 #: ``_PROVIDER_MOVES_MANY_PG`` for a statement that is its own transaction (autocommit): a row
@@ -674,19 +676,8 @@ def apply_provider_statuses_alone(
             },
         )
         return {r[0]: r for r in rows}
-    sids = sorted(moves)
-    states = [PROVIDER_STATE[moves[sid]] for sid in sids]
-    rows = conn.execute(
-        _PROVIDER_MOVES_ALONE_PG,
-        {
-            "sids": sids,
-            "statuses": [moves[sid] for sid in sids],
-            "states": states,
-            "ranks": [RANK[st] for st in states],
-            "now": now,
-            "held_statuses": sorted(held_statuses),
-        },
-    )
+    params = _moves_params(moves, now) | {"held_statuses": sorted(held_statuses)}
+    rows = conn.execute(_PROVIDER_MOVES_ALONE_PG, params)
     return {r[0]: r for r in rows}
 
 

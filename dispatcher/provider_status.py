@@ -185,19 +185,7 @@ def apply_statuses(
     statement (``outbox.apply_provider_statuses``).  The SIDs with an
     error-coded or unknown status go callback by callback through ``apply_status``, in SID
     order (a SID's callbacks keep their arrival order)."""
-    out: list[StatusResult | None] = [None] * len(updates)
-    by_sid: dict[str, list[int]] = {}
-    for i, u in enumerate(updates):
-        if moves_nothing(u.status, u.error_code):
-            out[i] = StatusResult("unchanged")
-        else:
-            by_sid.setdefault(u.sid, []).append(i)
-    plain: dict[str, int] = {}  # SID -> the index of the callback that can move its row
-    for sid, idx in by_sid.items():
-        if all(
-            not updates[i].error_code and updates[i].status in outbox.PROVIDER_STATE for i in idx
-        ):
-            plain[sid] = max(idx, key=lambda i: (_rank(updates[i].status), -i))
+    out, by_sid, plain = _split(updates)
     if plain:
         _apply_plain(session, updates, plain, by_sid, out, now, campaigns, halts)
     for sid in sorted(by_sid.keys() - plain.keys()):
@@ -243,18 +231,7 @@ def apply_statuses_alone(
     row is still below the status (committed after the statement's snapshot, or of a suspended
     campaign).  Each SID is settled wholly on one side, so its callbacks keep their arrival
     order."""
-    out: list[StatusResult | None] = [None] * len(updates)
-    by_sid: dict[str, list[int]] = {}
-    for i, u in enumerate(updates):
-        if moves_nothing(u.status, u.error_code):
-            out[i] = StatusResult("unchanged")
-        else:
-            by_sid.setdefault(u.sid, []).append(i)
-    plain = {
-        sid: max(idx, key=lambda i: (_rank(updates[i].status), -i))
-        for sid, idx in by_sid.items()
-        if all(is_plain(updates[i]) for i in idx)
-    }
+    out, by_sid, plain = _split(updates)
     if not plain:
         return out
     moved = outbox.apply_provider_statuses_alone(
@@ -285,6 +262,28 @@ def apply_statuses_alone(
         for j in by_sid[sid]:
             out[j] = StatusResult(why)
     return out
+
+
+def _split(
+    updates: Sequence[StatusUpdate],
+) -> tuple[list[StatusResult | None], dict[str, list[int]], dict[str, int]]:
+    """A batch's callbacks sorted out: the results so far (``moves_nothing`` ones settled
+    "unchanged", None for the rest), the other callbacks' indices by SID, and for each SID
+    whose callbacks are all ``is_plain`` the index of the one that can move its row (the first
+    of the highest rank)."""
+    out: list[StatusResult | None] = [None] * len(updates)
+    by_sid: dict[str, list[int]] = {}
+    for i, u in enumerate(updates):
+        if moves_nothing(u.status, u.error_code):
+            out[i] = StatusResult("unchanged")
+        else:
+            by_sid.setdefault(u.sid, []).append(i)
+    plain = {
+        sid: max(idx, key=lambda i: (_rank(updates[i].status), -i))
+        for sid, idx in by_sid.items()
+        if all(is_plain(updates[i]) for i in idx)
+    }
+    return out, by_sid, plain
 
 
 def _rank(status: str) -> int:

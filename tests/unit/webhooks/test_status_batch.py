@@ -248,52 +248,18 @@ def test_a_batch_ends_and_reacts_as_each_callback_alone_in_arrival_order(any_db,
     import random
 
     from dispatcher.delivery.fakes import MemoryHalts
-    from dispatcher.provider_status import StatusUpdate, apply_status, apply_statuses
+    from dispatcher.provider_status import StatusUpdate, apply_statuses
 
     world = build_world(any_db)
     rng = random.Random(22)
     halts = MemoryHalts(clock)
     for trial in range(25):
-        starts = [rng.choice(["sent", "sent", "unknown", "delivered", "failed"]) for _ in range(6)]
-        for side in "ab":
-            for k, state in enumerate(starts):
-                world.add_row(state, sid=_sid(side, trial, k))
-        plan = [
-            (
-                rng.randrange(len(starts) + 1),  # len(starts): a SID no row has
-                rng.choice(STATUSES),
-                rng.choice([None, None, None, 30007, 30003]),
-            )
-            for _ in range(rng.randint(1, 12))
-        ]
+        starts, plan = _trial(world, rng, trial, [None, None, None, 30007, 30003])
         batch = [StatusUpdate(_sid("a", trial, k), st, code) for k, st, code in plan]
         with any_db.session() as s:
             batched = apply_statuses(s, batch, now=clock.now(), halts=halts)
-        alone = []
-        for k, st, code in plan:
-            with any_db.session() as s:
-                alone.append(
-                    apply_status(
-                        s,
-                        sid=_sid("b", trial, k),
-                        status=st,
-                        error_code=code,
-                        now=clock.now(),
-                        halts=halts,
-                    )
-                )
-        rows = _rows(any_db)
-        final = {
-            side: [
-                (r.state, r.provider_status, r.error_code)
-                for r in (rows[_sid(side, trial, k)] for k in range(len(starts)))
-            ]
-            for side in "ab"
-        }
-        assert final["a"] == final["b"], plan
-        assert _reactions(batched) == _reactions(alone), plan
-        unknown = [[r.outcome == "unknown_sid" for r in rs] for rs in (batched, alone)]
-        assert unknown[0] == unknown[1], plan
+        alone = _one_by_one(any_db, plan, trial, clock, halts)
+        _assert_alike(any_db, trial, len(starts), plan, batched, alone)
 
 
 def test_autocommit_then_a_transaction_ends_and_reacts_as_each_callback_alone(pg_db, clock):
@@ -306,7 +272,6 @@ def test_autocommit_then_a_transaction_ends_and_reacts_as_each_callback_alone(pg
     from dispatcher.delivery.fakes import MemoryHalts
     from dispatcher.provider_status import (
         StatusUpdate,
-        apply_status,
         apply_statuses,
         apply_statuses_alone,
     )
@@ -317,18 +282,7 @@ def test_autocommit_then_a_transaction_ends_and_reacts_as_each_callback_alone(pg
     alone = pg_db.held(autocommit=True)
     settled_alone = 0
     for trial in range(25):
-        starts = [rng.choice(["sent", "sent", "unknown", "delivered", "failed"]) for _ in range(6)]
-        for side in "ab":
-            for k, state in enumerate(starts):
-                world.add_row(state, sid=_sid(side, trial, k))
-        plan = [
-            (
-                rng.randrange(len(starts) + 1),  # len(starts): a SID no row has
-                rng.choice(STATUSES),
-                rng.choice([None, None, None, None, 30007]),
-            )
-            for _ in range(rng.randint(1, 12))
-        ]
+        starts, plan = _trial(world, rng, trial, [None, None, None, None, 30007])
         batch = [StatusUpdate(_sid("a", trial, k), st, code) for k, st, code in plan]
         with alone.connection() as conn:
             first = apply_statuses_alone(conn, batch, now=clock.now())
@@ -339,31 +293,8 @@ def test_autocommit_then_a_transaction_ends_and_reacts_as_each_callback_alone(pg
         batched = list(first)
         for i, r in zip(rest, later, strict=True):
             batched[i] = r
-        each = []
-        for k, st, code in plan:
-            with pg_db.session() as s:
-                each.append(
-                    apply_status(
-                        s,
-                        sid=_sid("b", trial, k),
-                        status=st,
-                        error_code=code,
-                        now=clock.now(),
-                        halts=halts,
-                    )
-                )
-        rows = _rows(pg_db)
-        final = {
-            side: [
-                (r.state, r.provider_status, r.error_code)
-                for r in (rows[_sid(side, trial, k)] for k in range(len(starts)))
-            ]
-            for side in "ab"
-        }
-        assert final["a"] == final["b"], plan
-        assert _reactions(batched) == _reactions(each), plan  # type: ignore[arg-type]
-        unknown = [[r.outcome == "unknown_sid" for r in rs] for rs in (batched, each)]  # type: ignore[union-attr]
-        assert unknown[0] == unknown[1], plan
+        each = _one_by_one(pg_db, plan, trial, clock, halts)
+        _assert_alike(pg_db, trial, len(starts), plan, batched, each)
     alone.release()
     assert settled_alone > 10  # the statement did settle callbacks, not only hand them on
 
@@ -432,3 +363,58 @@ def test_plain_final_callbacks_take_no_transaction(pg_db, clock, monkeypatch):
     # an error code does take the transaction
     assert _code(post(client, "/twilio/status", status(sid(5), "undelivered", 30003))) == 200
     assert transactions == [1] and _rows(pg_db)[sid(5)].state == "undelivered"
+
+
+def _trial(world: Any, rng: Any, trial: int, codes: list[Any]) -> tuple[list[str], list[Any]]:
+    """Six rows in random states, twice ("a" and "b" SIDs), and a random batch of 1-12
+    callbacks for them (a SID index of 6 is a SID no row has; an error code drawn from
+    ``codes``)."""
+    starts = [rng.choice(["sent", "sent", "unknown", "delivered", "failed"]) for _ in range(6)]
+    for side in "ab":
+        for k, state in enumerate(starts):
+            world.add_row(state, sid=_sid(side, trial, k))
+    plan = [
+        (rng.randrange(len(starts) + 1), rng.choice(STATUSES), rng.choice(codes))
+        for _ in range(rng.randint(1, 12))
+    ]
+    return starts, plan
+
+
+def _one_by_one(db: Any, plan: list[Any], trial: int, clock: Any, halts: Any) -> list[Any]:
+    """The plan's callbacks applied one by one with ``apply_status`` to the "b" copy of the
+    rows, each in its own transaction."""
+    from dispatcher.provider_status import apply_status
+
+    out = []
+    for k, st, code in plan:
+        with db.session() as s:
+            out.append(
+                apply_status(
+                    s,
+                    sid=_sid("b", trial, k),
+                    status=st,
+                    error_code=code,
+                    now=clock.now(),
+                    halts=halts,
+                )
+            )
+    return out
+
+
+def _assert_alike(
+    db: Any, trial: int, n: int, plan: list[Any], batched: list[Any], each: list[Any]
+) -> None:
+    """The "a" rows (batched) and the "b" rows (one by one) ended alike, with the same
+    reactions and the same SIDs found unknown."""
+    rows = _rows(db)
+    final = {
+        side: [
+            (r.state, r.provider_status, r.error_code)
+            for r in (rows[_sid(side, trial, k)] for k in range(n))
+        ]
+        for side in "ab"
+    }
+    assert final["a"] == final["b"], plan
+    assert _reactions(batched) == _reactions(each), plan
+    unknown = [[r.outcome == "unknown_sid" for r in rs] for rs in (batched, each)]
+    assert unknown[0] == unknown[1], plan
