@@ -124,10 +124,12 @@ class CarryBuffer:
         t = self.clock.time()
         # rows beyond hold_s are parked; nothing is when nothing is held (enqueue_ahead_s inf)
         hold = self.config.hold_s if math.isfinite(self.config.enqueue_ahead_s) else math.inf
-        far = [c for c in carried if slot_of(c) - t > hold]
+        far: list[Carried] = []
         with self._cond:
             for c in carried:
-                if slot_of(c) - t <= hold:
+                if slot_of(c) - t > hold:
+                    far.append(c)
+                else:
                     heapq.heappush(self._held, (slot_of(c), next(self._seq), c))
             due = self._take(t, everything=self._closed)
             if self._held:
